@@ -1,0 +1,169 @@
+//! The messages a farm accepted: envelope, size, raw bytes and the headers people look for,
+//! bounded in count and bytes so that a long soak cannot exhaust memory.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::scenario::CaptureLimits;
+
+/// One accepted message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Farm-wide message number, as in the `queued as` reply.
+    pub id: u64,
+    pub host: Arc<str>,
+    pub conn: u64,
+    /// Farm time of acceptance.
+    #[serde(rename = "ms", serialize_with = "as_millis")]
+    pub at: Duration,
+    pub client: SocketAddr,
+    /// The EHLO/HELO name the client gave.
+    pub helo: String,
+    /// Empty for the null sender.
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub size: u64,
+    /// The `Message-ID` header without angle brackets, if the message has one.
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    /// The message as received, dot-unstuffed, without the final dot.
+    #[serde(skip)]
+    pub data: Arc<[u8]>,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Message {
+    /// The raw message as text, with invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+/// The `Message-ID` and `Subject` of a raw message, if it has them.
+pub fn parse_headers(data: &[u8]) -> (Option<String>, Option<String>) {
+    // Only the header block is parsed: a message body can be large and is not needed.
+    let end = memchr_header_end(data).unwrap_or(data.len());
+    match mail_parser::MessageParser::new().parse_headers(&data[..end]) {
+        Some(message) => (
+            message.message_id().map(str::to_string),
+            message.subject().map(str::to_string),
+        ),
+        None => (None, None),
+    }
+}
+
+fn memchr_header_end(data: &[u8]) -> Option<usize> {
+    data.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| data.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+}
+
+/// The bounded store of accepted messages, oldest dropped first.
+#[derive(Debug)]
+pub struct Capture {
+    limits: CaptureLimits,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    messages: VecDeque<Message>,
+    bytes: u64,
+    dropped: u64,
+}
+
+impl Capture {
+    pub fn new(limits: CaptureLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Keeps a message, dropping the oldest ones while over the limits. A message larger
+    /// than the byte limit on its own is kept without its body.
+    pub fn keep(&self, mut message: Message) {
+        if message.data.len() as u64 > self.limits.max_bytes {
+            message.data = Arc::from(Vec::new());
+        }
+        let mut state = self.state.lock();
+        state.bytes += message.data.len() as u64;
+        state.messages.push_back(message);
+        while state.messages.len() > self.limits.max_messages.max(1)
+            || state.bytes > self.limits.max_bytes
+        {
+            match state.messages.pop_front() {
+                Some(old) => {
+                    state.bytes -= old.data.len() as u64;
+                    state.dropped += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// A copy of every message still kept, oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.state.lock().messages.iter().cloned().collect()
+    }
+
+    /// How many messages were dropped to stay within the limits.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, size: usize) -> Message {
+        Message {
+            id,
+            host: "mx1".into(),
+            conn: 1,
+            at: Duration::ZERO,
+            client: "127.0.0.1:1".parse().unwrap(),
+            helo: "c.test".into(),
+            sender: String::new(),
+            recipients: vec!["a@b.test".into()],
+            size: size as u64,
+            message_id: None,
+            subject: None,
+            data: Arc::from(vec![b'x'; size]),
+        }
+    }
+
+    #[test]
+    fn keeps_within_count_and_bytes() {
+        let capture = Capture::new(CaptureLimits {
+            max_messages: 3,
+            max_bytes: 250,
+        });
+        for id in 1..=5 {
+            capture.keep(message(id, 100));
+        }
+        let ids: Vec<u64> = capture.messages().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![4, 5]);
+        assert_eq!(capture.dropped(), 3);
+    }
+
+    #[test]
+    fn finds_message_id_and_subject() {
+        let raw =
+            b"From: a@b.test\r\nSubject: Hello there\r\nMessage-ID: <abc@b.test>\r\n\r\nbody\r\n";
+        let (id, subject) = parse_headers(raw);
+        assert_eq!(id.as_deref(), Some("abc@b.test"));
+        assert_eq!(subject.as_deref(), Some("Hello there"));
+        assert_eq!(parse_headers(b"no headers at all"), (None, None));
+    }
+}

@@ -1,0 +1,259 @@
+//! Deliveries: the journal seen from the sender's side. For each (sender, recipient), every
+//! attempt to hand the message over, on which host and connection, where it ended and how.
+//!
+//! Derived from the journal alone (DESIGN principle 6), so a journal read back from a
+//! JSON-lines file gives the same deliveries as a live farm.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::journal::{ClosedBy, Command, Event, EventKind};
+use crate::scenario::{Reply, Stage};
+
+/// Every attempt for one (sender, recipient) pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Empty for the null sender.
+    pub sender: String,
+    /// `None` for attempts that ended before any recipient was given (a refused MAIL).
+    pub recipient: Option<String>,
+    pub attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    /// Whether some attempt handed the message over.
+    pub fn delivered(&self) -> bool {
+        self.attempts
+            .iter()
+            .any(|a| a.outcome == Outcome::Delivered)
+    }
+
+    /// How many attempts delivered it (more than one is a duplicate).
+    pub fn times_delivered(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Delivered)
+            .count()
+    }
+}
+
+/// One try, on one connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// Farm time when the attempt ended.
+    #[serde(rename = "ms", serialize_with = "as_millis")]
+    pub at: Duration,
+    pub host: String,
+    pub conn: u64,
+    /// The stage at which the attempt ended.
+    pub stage: Stage,
+    /// The reply that ended it; `None` if the connection closed without one.
+    pub reply: Option<Reply>,
+    pub outcome: Outcome,
+    /// Set when the connection closed without a reply: who closed it and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed: Option<String>,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How an attempt ended, as a sender must treat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// 250 to the final dot.
+    Delivered,
+    /// A 4xx, or the connection ended before the message was accepted: retry later.
+    Deferred,
+    /// A 5xx: do not retry.
+    Rejected,
+    /// The client reset or quit the transaction on its own.
+    Abandoned,
+}
+
+fn outcome_of(reply: &Reply) -> Outcome {
+    match reply.code {
+        200..=399 => Outcome::Delivered,
+        400..=499 => Outcome::Deferred,
+        _ => Outcome::Rejected,
+    }
+}
+
+/// The transaction in progress on one connection.
+#[derive(Default)]
+struct Conn {
+    host: String,
+    sender: Option<String>,
+    /// Sender of a MAIL command awaiting its reply.
+    pending_sender: Option<String>,
+    pending_recipient: Option<String>,
+    recipients: Vec<String>,
+    /// Whether a refused RCPT already recorded an attempt in this transaction.
+    recipient_refused: bool,
+    in_data: bool,
+}
+
+/// Groups the journal's attempts by (sender, recipient), in order of first appearance.
+pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    let mut order: Vec<(String, Option<String>)> = Vec::new();
+    let mut by_key: HashMap<(String, Option<String>), Vec<Attempt>> = HashMap::new();
+    let mut push = |sender: &str, recipient: Option<&str>, attempt: Attempt| {
+        let key = (sender.to_string(), recipient.map(str::to_string));
+        by_key
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push(attempt);
+    };
+
+    for event in events {
+        match &event.kind {
+            EventKind::ConnectionOpened { host, conn, .. } => {
+                conns.insert(
+                    *conn,
+                    Conn {
+                        host: host.to_string(),
+                        ..Conn::default()
+                    },
+                );
+            }
+            EventKind::Command { conn, command, .. } => {
+                let Some(c) = conns.get_mut(conn) else {
+                    continue;
+                };
+                match command {
+                    Command::Mail { sender, .. } => c.pending_sender = Some(sender.clone()),
+                    Command::Rcpt { recipient } => c.pending_recipient = Some(recipient.clone()),
+                    _ => {}
+                }
+            }
+            EventKind::Reply {
+                conn, stage, reply, ..
+            } => {
+                let Some(c) = conns.get_mut(conn) else {
+                    continue;
+                };
+                let attempt = |stage: Stage, outcome: Outcome| Attempt {
+                    at: event.at,
+                    host: c.host.clone(),
+                    conn: *conn,
+                    stage,
+                    reply: Some(reply.clone()),
+                    outcome,
+                    closed: None,
+                };
+                let positive = reply.code < 400;
+                match stage {
+                    Some(Stage::Mail) => {
+                        let sender = c.pending_sender.take().unwrap_or_default();
+                        if positive {
+                            c.sender = Some(sender);
+                            c.recipients.clear();
+                            c.recipient_refused = false;
+                        } else {
+                            push(&sender, None, attempt(Stage::Mail, outcome_of(reply)));
+                        }
+                    }
+                    Some(Stage::Rcpt) => {
+                        let recipient = c.pending_recipient.take().unwrap_or_default();
+                        match &c.sender {
+                            Some(_) if positive => c.recipients.push(recipient),
+                            Some(sender) => {
+                                let a = attempt(Stage::Rcpt, outcome_of(reply));
+                                push(sender, Some(&recipient), a);
+                                c.recipient_refused = true;
+                            }
+                            None => {}
+                        }
+                    }
+                    Some(Stage::Data) if positive => c.in_data = true,
+                    Some(stage @ (Stage::Data | Stage::EndOfData)) => {
+                        if let Some(sender) = c.sender.take() {
+                            for r in std::mem::take(&mut c.recipients) {
+                                push(&sender, Some(&r), attempt(*stage, outcome_of(reply)));
+                            }
+                        }
+                        c.in_data = false;
+                    }
+                    Some(stage @ (Stage::Ehlo | Stage::Rset | Stage::Quit)) if positive => {
+                        if let Some(sender) = c.sender.take() {
+                            let recipients = std::mem::take(&mut c.recipients);
+                            let mut a = attempt(*stage, Outcome::Abandoned);
+                            a.reply = None;
+                            a.closed = Some(format!("client sent {stage} mid-transaction"));
+                            if recipients.is_empty() {
+                                if !c.recipient_refused {
+                                    push(&sender, None, a);
+                                }
+                            } else {
+                                for r in recipients {
+                                    push(&sender, Some(&r), a.clone());
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            EventKind::ConnectionClosed {
+                conn, by, reason, ..
+            } => {
+                let Some(c) = conns.remove(conn) else {
+                    continue;
+                };
+                let Some(sender) = c.sender else {
+                    continue;
+                };
+                let stage = if c.in_data {
+                    Stage::Data
+                } else if c.recipients.is_empty() {
+                    Stage::Mail
+                } else {
+                    Stage::Rcpt
+                };
+                let who = match by {
+                    ClosedBy::Client => "client",
+                    ClosedBy::Farm => "farm",
+                };
+                let a = Attempt {
+                    at: event.at,
+                    host: c.host,
+                    conn: *conn,
+                    stage,
+                    reply: None,
+                    outcome: Outcome::Deferred,
+                    closed: Some(format!("closed by {who}: {reason}")),
+                };
+                if c.recipients.is_empty() {
+                    if !c.recipient_refused {
+                        push(&sender, None, a);
+                    }
+                } else {
+                    for r in &c.recipients {
+                        push(&sender, Some(r), a.clone());
+                    }
+                }
+            }
+            EventKind::MessageAccepted { .. } | EventKind::EventsDropped { .. } => {}
+        }
+    }
+
+    order
+        .into_iter()
+        .map(|key| {
+            let attempts = by_key.remove(&key).unwrap_or_default();
+            Delivery {
+                sender: key.0,
+                recipient: key.1,
+                attempts,
+            }
+        })
+        .collect()
+}

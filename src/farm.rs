@@ -1,0 +1,269 @@
+//! A running farm: one listener per host, the shared clock, journal, captured messages and
+//! attempt counters, and a clean shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capture::{Capture, Message};
+use crate::clock::Clock;
+use crate::deliveries::{Delivery, deliveries};
+use crate::journal::{Event, Journal};
+use crate::policy::attempts::AttemptCounters;
+use crate::scenario::Scenario;
+use crate::smtp::HostRuntime;
+use crate::smtp::serve::serve;
+
+/// State shared by every host and session of one farm.
+#[derive(Debug)]
+pub struct FarmState {
+    pub clock: Clock,
+    pub journal: Journal,
+    pub capture: Capture,
+    pub attempts: AttemptCounters,
+    pub seed: u64,
+    pub next_conn: AtomicU64,
+    pub next_message: AtomicU64,
+    pub shutdown: CancellationToken,
+}
+
+/// Where the hosts listen.
+#[derive(Debug, Clone, Default)]
+pub struct FarmOptions {
+    /// Bind every host to `127.0.0.1:0` (an ephemeral port each), as tests want.
+    pub ephemeral_ports: bool,
+    /// Listen addresses that replace the scenario's, by host name.
+    pub bind: HashMap<String, SocketAddr>,
+}
+
+impl FarmOptions {
+    /// Every host on `127.0.0.1` with a port the system picks.
+    pub fn ephemeral() -> Self {
+        Self {
+            ephemeral_ports: true,
+            ..Self::default()
+        }
+    }
+
+    /// Listen on `addr` instead of the scenario's address for `host`.
+    pub fn bind(mut self, host: &str, addr: SocketAddr) -> Self {
+        self.bind.insert(host.to_string(), addr);
+        self
+    }
+}
+
+/// Why a farm could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    #[error(
+        "host {host} cannot listen on {addr}: {source}\n  help: another program (or another farm) may use that port; \
+         pick another with --bind {host}=127.0.0.1:PORT, or ports below 1024 need root"
+    )]
+    Bind {
+        host: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--bind names host {host:?}, which the scenario does not have (it has: {known})")]
+    UnknownHost { host: String, known: String },
+}
+
+/// A host as it is bound.
+#[derive(Debug, Clone)]
+pub struct BoundHost {
+    pub name: String,
+    pub hostname: String,
+    pub addr: SocketAddr,
+}
+
+/// A running farm. Dropping it stops accepting but does not wait for open sessions;
+/// call [`Farm::shutdown`] for a clean end.
+#[derive(Debug)]
+pub struct Farm {
+    state: Arc<FarmState>,
+    scenario: Arc<Scenario>,
+    hosts: Vec<BoundHost>,
+    tasks: TaskTracker,
+}
+
+impl Farm {
+    /// Starts every host on the address its scenario gives.
+    pub async fn start(scenario: Scenario) -> Result<Farm, FarmError> {
+        Self::start_with(scenario, FarmOptions::default()).await
+    }
+
+    /// Starts every host on `127.0.0.1` on ports the system picks, as tests want.
+    pub async fn start_ephemeral(scenario: Scenario) -> Result<Farm, FarmError> {
+        Self::start_with(scenario, FarmOptions::ephemeral()).await
+    }
+
+    /// Starts the farm with the given listen addresses.
+    pub async fn start_with(scenario: Scenario, options: FarmOptions) -> Result<Farm, FarmError> {
+        for host in options.bind.keys() {
+            if scenario.host(host).is_none() {
+                let known: Vec<&str> = scenario.hosts.iter().map(|h| h.name.as_str()).collect();
+                return Err(FarmError::UnknownHost {
+                    host: host.clone(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        let clock = Clock::new();
+        let state = Arc::new(FarmState {
+            journal: Journal::new(clock.clone(), scenario.journal.max_events),
+            capture: Capture::new(scenario.capture.clone()),
+            attempts: AttemptCounters::for_scenario(&scenario),
+            seed: scenario.seed,
+            next_conn: AtomicU64::new(0),
+            next_message: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            clock,
+        });
+        // Bind every listener before serving any, so a farm starts whole or not at all.
+        let mut listeners = Vec::new();
+        for host in &scenario.hosts {
+            let addr = match options.bind.get(&host.name) {
+                Some(addr) => *addr,
+                None if options.ephemeral_ports => SocketAddr::from(([127, 0, 0, 1], 0)),
+                None => host.listen,
+            };
+            let listener = TcpListener::bind(addr)
+                .await
+                .and_then(|l| l.local_addr().map(|bound| (l, bound)))
+                .map_err(|source| FarmError::Bind {
+                    host: host.name.clone(),
+                    addr,
+                    source,
+                })?;
+            listeners.push((host.clone(), listener));
+        }
+        let tasks = TaskTracker::new();
+        let mut hosts = Vec::new();
+        for (config, (listener, addr)) in listeners {
+            hosts.push(BoundHost {
+                name: config.name.clone(),
+                hostname: config.hostname.clone(),
+                addr,
+            });
+            let runtime = HostRuntime::new(config);
+            tasks.spawn(serve(listener, runtime, state.clone(), tasks.clone()));
+        }
+        Ok(Farm {
+            state,
+            scenario: Arc::new(scenario),
+            hosts,
+            tasks,
+        })
+    }
+
+    /// The scenario the farm plays.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// Every host with the address it is bound to, in scenario order.
+    pub fn hosts(&self) -> &[BoundHost] {
+        &self.hosts
+    }
+
+    /// The address `host` listens on, if the scenario has that host.
+    pub fn try_addr(&self, host: &str) -> Option<SocketAddr> {
+        self.hosts.iter().find(|h| h.name == host).map(|h| h.addr)
+    }
+
+    /// The address `host` listens on.
+    ///
+    /// # Panics
+    /// If the scenario has no host of that name: a mistake in the test, named in the panic.
+    pub fn addr(&self, host: &str) -> SocketAddr {
+        match self.try_addr(host) {
+            Some(addr) => addr,
+            None => {
+                let known: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+                panic!("the farm has no host {host:?}; it has {known:?}")
+            }
+        }
+    }
+
+    /// Every event still in the journal, oldest first.
+    pub fn journal(&self) -> Vec<Event> {
+        self.state.journal.events()
+    }
+
+    /// Events from now on, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.state.journal.subscribe()
+    }
+
+    /// Waits until the journal holds an event for which `matches` is true, and returns it.
+    /// Already recorded events count, so there is no race with what happened before.
+    ///
+    /// Tests use it to act at the right moment, e.g. to [`advance`](Self::advance) the
+    /// clock once a command has arrived, instead of sleeping.
+    pub async fn wait_for(&self, mut matches: impl FnMut(&Event) -> bool) -> Event {
+        let mut live = self.subscribe();
+        if let Some(event) = self.journal().into_iter().find(|e| matches(e)) {
+            return event;
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) if matches(&event) => return event,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(event) = self.journal().into_iter().find(|e| matches(e)) {
+                        return event;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    // The farm is gone; what it recorded is all there is.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        deliveries(&self.journal())
+    }
+
+    /// The messages the farm accepted and still keeps, oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.state.capture.messages()
+    }
+
+    /// Farm time now.
+    pub fn now(&self) -> Duration {
+        self.state.clock.now()
+    }
+
+    /// Moves farm time forward: delays, hangs, timeouts and attempt windows see it at once.
+    pub fn advance(&self, by: Duration) {
+        self.state.clock.advance(by);
+    }
+
+    /// The farm's clock, for code that waits in farm time.
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
+    }
+
+    /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+    }
+}

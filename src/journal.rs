@@ -1,0 +1,338 @@
+//! The journal: every connection, command, reply and accepted message, in order.
+//!
+//! It is the one source of truth for the API, the logs, the deliveries view and the
+//! snapshots (DESIGN principle 6). Each event carries a farm-wide sequence number and the
+//! farm time at which it happened. The journal is bounded: when it is full it drops the
+//! oldest tenth at once and records an [`EventKind::EventsDropped`] event saying so.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::scenario::{Reply, Stage};
+
+/// One thing that happened in the farm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Farm-wide, strictly increasing, starting at 1; gaps never occur.
+    pub seq: u64,
+    /// Farm time in milliseconds since the farm started (including `advance`).
+    #[serde(rename = "ms", serialize_with = "as_millis")]
+    pub at: Duration,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What happened. Every variant about a connection names the host and the farm-wide
+/// connection number, so that events of interleaved connections can be told apart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A client connected to a host.
+    ConnectionOpened {
+        host: Arc<str>,
+        conn: u64,
+        client: SocketAddr,
+    },
+    /// The client sent a command line (the DATA content itself is not journalled).
+    Command {
+        host: Arc<str>,
+        conn: u64,
+        /// The line as sent, without CRLF, with control bytes escaped and cut at 512 bytes.
+        line: String,
+        #[serde(flatten)]
+        command: Command,
+    },
+    /// The farm sent a reply.
+    Reply {
+        host: Arc<str>,
+        conn: u64,
+        /// The stage the reply decided, if it answered a stage that rules can decide.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stage: Option<Stage>,
+        reply: Reply,
+        /// The rule that produced the reply (`host mx1 rule 2`), if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    /// The farm accepted a message: recorded before the client sees the 250.
+    MessageAccepted {
+        host: Arc<str>,
+        conn: u64,
+        /// The farm-wide message number, also in the `queued as` reply.
+        id: u64,
+        sender: String,
+        recipients: Vec<String>,
+        size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+    },
+    /// The connection ended.
+    ConnectionClosed {
+        host: Arc<str>,
+        conn: u64,
+        by: ClosedBy,
+        reason: String,
+    },
+    /// The journal was full and dropped its oldest events.
+    EventsDropped { count: u64, total: u64 },
+}
+
+impl EventKind {
+    /// The host and connection the event belongs to, if any.
+    pub fn connection(&self) -> Option<(&str, u64)> {
+        match self {
+            EventKind::ConnectionOpened { host, conn, .. }
+            | EventKind::Command { host, conn, .. }
+            | EventKind::Reply { host, conn, .. }
+            | EventKind::MessageAccepted { host, conn, .. }
+            | EventKind::ConnectionClosed { host, conn, .. } => Some((host, *conn)),
+            EventKind::EventsDropped { .. } => None,
+        }
+    }
+}
+
+/// Who ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClosedBy {
+    Client,
+    Farm,
+}
+
+/// A command as the farm understood it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verb", rename_all = "UPPERCASE")]
+pub enum Command {
+    Ehlo {
+        name: String,
+    },
+    Helo {
+        name: String,
+    },
+    Mail {
+        /// Empty for the null sender `<>`.
+        sender: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    Rcpt {
+        recipient: String,
+    },
+    Data,
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    Noop,
+    Vrfy,
+    Help,
+    Quit,
+    Starttls,
+    /// Anything else: unknown, unsupported or malformed.
+    Other,
+}
+
+/// The bounded, append-only event log of one farm.
+#[derive(Debug)]
+pub struct Journal {
+    clock: Clock,
+    state: Mutex<State>,
+    live: broadcast::Sender<Event>,
+}
+
+#[derive(Debug)]
+struct State {
+    events: VecDeque<Event>,
+    next_seq: u64,
+    max_events: usize,
+    dropped_total: u64,
+}
+
+impl Journal {
+    /// A journal keeping at most `max_events` events (at least 16).
+    pub fn new(clock: Clock, max_events: usize) -> Self {
+        let (live, _) = broadcast::channel(16 * 1024);
+        Self {
+            clock,
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                next_seq: 1,
+                max_events: max_events.max(16),
+                dropped_total: 0,
+            }),
+            live,
+        }
+    }
+
+    /// Appends an event stamped with the current farm time.
+    pub fn record(&self, kind: EventKind) {
+        let at = self.clock.now();
+        let watched = self.live.receiver_count() > 0;
+        let mut state = self.state.lock();
+        if state.events.len() >= state.max_events {
+            let count = (state.max_events / 10).max(1);
+            state.events.drain(..count);
+            state.dropped_total += count as u64;
+            let total = state.dropped_total;
+            let dropped = state.push(
+                at,
+                EventKind::EventsDropped {
+                    count: count as u64,
+                    total,
+                },
+            );
+            if watched {
+                let _ = self.live.send(dropped.clone());
+            }
+        }
+        let event = state.push(at, kind);
+        if watched {
+            // Sent under the lock so that live readers see events in sequence order.
+            let _ = self.live.send(event.clone());
+        }
+    }
+
+    /// A copy of every event still held, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.state.lock().events.iter().cloned().collect()
+    }
+
+    /// Events recorded from now on. A receiver that falls more than 16384 events behind
+    /// gets `RecvError::Lagged` and should say so to its reader.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    /// How many events were dropped because the journal was full.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().dropped_total
+    }
+
+    /// Whether anybody is watching live, so that callers can skip building costly events.
+    pub fn has_subscribers(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+}
+
+impl State {
+    fn push(&mut self, at: Duration, kind: EventKind) -> &Event {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.push_back(Event { seq, at, kind });
+        &self.events[self.events.len() - 1]
+    }
+}
+
+/// Makes a client's command line safe to keep and print: no CR/LF, control bytes escaped,
+/// at most 512 bytes (a hostile client may send megabytes of garbage).
+pub fn sanitize_line(line: &[u8]) -> String {
+    const MAX: usize = 512;
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let cut = line.len() > MAX;
+    let line = &line[..line.len().min(MAX)];
+    let mut out = String::with_capacity(line.len());
+    for chunk in line.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if cut {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(conn: u64) -> EventKind {
+        EventKind::ConnectionOpened {
+            host: "mx1".into(),
+            conn,
+            client: "127.0.0.1:1000".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn numbers_events_and_stamps_farm_time() {
+        let clock = Clock::new();
+        let journal = Journal::new(clock.clone(), 100);
+        journal.record(opened(1));
+        clock.advance(Duration::from_secs(90));
+        journal.record(opened(2));
+        let events = journal.events();
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[1].seq, 2);
+        assert_eq!(events[1].at, Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drops_the_oldest_tenth_when_full_and_says_so() {
+        let journal = Journal::new(Clock::new(), 20);
+        for conn in 0..25 {
+            journal.record(opened(conn));
+        }
+        let events = journal.events();
+        assert!(events.len() <= 20);
+        let drops: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::EventsDropped { .. }))
+            .collect();
+        assert!(!drops.is_empty());
+        assert!(journal.dropped() >= 5);
+        // Sequence numbers keep counting: nothing is renumbered.
+        assert_eq!(events.last().unwrap().seq, 25 + drops.len() as u64);
+    }
+
+    #[test]
+    fn sanitizes_hostile_lines() {
+        assert_eq!(sanitize_line(b"EHLO x\r\n"), "EHLO x");
+        assert_eq!(sanitize_line(b"A\x00B\xff\r\n"), "A\\u{0}B\\xff");
+        let long = vec![b'a'; 2000];
+        assert_eq!(sanitize_line(&long).len(), 515);
+    }
+
+    #[test]
+    fn serializes_as_flat_json() {
+        let event = Event {
+            seq: 3,
+            at: Duration::from_millis(1500),
+            kind: EventKind::Command {
+                host: "mx1".into(),
+                conn: 1,
+                line: "MAIL FROM:<>".into(),
+                command: Command::Mail {
+                    sender: String::new(),
+                    size: None,
+                },
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"seq":3,"ms":1500,"event":"command","host":"mx1","conn":1,"line":"MAIL FROM:<>","verb":"MAIL","sender":""}"#
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The `mxfarm` command: parse the command line, load, start, wait, shut down.
+//! Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mxfarm::farm::FarmOptions;
+use mxfarm::scenario::{self, Scenario};
+use mxfarm::{Farm, render};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Parser)]
+#[command(
+    name = "mxfarm",
+    version,
+    about = "A fake receiving-MX farm for testing how mail senders retry",
+    long_about = "mxfarm plays a mail provider's MX hosts — greylisting-like deferrals, \
+                  full mailboxes, refusals, tarpits, hangs, dropped connections — as a TOML \
+                  scenario describes them, and journals every attempt.",
+    after_help = "Examples:
+  mxfarm run                              run the embedded default scenario (aol)
+  mxfarm run scenarios/aol.toml --journal journal.jsonl
+  mxfarm run aol --bind mx1=0.0.0.0:25    same scenario, mx1 on port 25 (in a container)
+  mxfarm check my-scenario.toml           report every problem in a scenario
+  mxfarm scenarios                        list the embedded scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Start the farm and serve until Ctrl-C or SIGTERM.
+    #[command(after_help = "Examples:
+  mxfarm run
+  mxfarm run aol --journal /tmp/journal.jsonl
+  mxfarm run ./my.toml --bind mx1=127.0.0.1:2600 --bind mx2=127.0.0.1:2601
+  RUST_LOG=debug mxfarm run --log-format json")]
+    Run {
+        /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
+        #[arg(default_value = scenario::DEFAULT_SCENARIO)]
+        scenario: String,
+        /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
+        #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
+        bind: Vec<(String, SocketAddr)>,
+        /// Append every journal event to FILE as JSON lines, as it happens.
+        #[arg(long, value_name = "FILE")]
+        journal: Option<PathBuf>,
+        /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Check scenario files and report every problem with its line and column.
+    #[command(after_help = "Examples:
+  mxfarm check scenarios/*.toml
+
+Exits with 0 when every file is valid, 1 otherwise.")]
+    Check {
+        /// Scenario files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// List the scenarios embedded in this binary.
+    Scenarios,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_bind(value: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = value
+        .split_once('=')
+        .ok_or_else(|| format!("write HOST=ADDR, e.g. mx1=127.0.0.1:2525, not {value:?}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an address; write IP:PORT, e.g. 127.0.0.1:2525"))?;
+    Ok((host.to_string(), addr))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Run {
+            scenario,
+            bind,
+            journal,
+            log_format,
+        } => {
+            init_logging(log_format);
+            match run(&scenario, bind, journal).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Check { files } => check(&files),
+        Commands::Scenarios => {
+            for embedded in scenario::embedded() {
+                println!("{:<12} {}", embedded.name, embedded.description());
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// A path if such a file exists, otherwise the name of an embedded scenario.
+fn load(name_or_path: &str) -> Result<Scenario, String> {
+    let path = Path::new(name_or_path);
+    if path.exists() {
+        return scenario::load_path(path).map_err(|e| e.to_string());
+    }
+    scenario::load_embedded(name_or_path).map_err(|e| e.to_string())
+}
+
+async fn run(
+    name_or_path: &str,
+    bind: Vec<(String, SocketAddr)>,
+    journal: Option<PathBuf>,
+) -> Result<(), String> {
+    let scenario = load(name_or_path)?;
+    let stop = StopSignals::install()?;
+    let mut options = FarmOptions::default();
+    for (host, addr) in bind {
+        options = options.bind(&host, addr);
+    }
+    let farm = Farm::start_with(scenario, options)
+        .await
+        .map_err(|e| format!("error: {e}"))?;
+    print!("{}", summary(&farm, journal.as_deref()));
+    let writer = match journal {
+        Some(path) => Some(spawn_journal_writer(&farm, &path).await?),
+        None => None,
+    };
+    stop.wait().await;
+    eprintln!("mxfarm: shutting down: open sessions get 421 4.3.2");
+    farm.shutdown().await;
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
+    Ok(())
+}
+
+fn summary(farm: &Farm, journal: Option<&Path>) -> String {
+    let scenario = farm.scenario();
+    let mut out = format!("mxfarm: scenario {:?}", scenario.name);
+    if !scenario.description.is_empty() {
+        out.push_str(&format!(" - {}", scenario.description));
+    }
+    out.push('\n');
+    for domain in &scenario.domains {
+        let mx: Vec<String> = domain
+            .mx
+            .iter()
+            .map(|m| format!("{} {}", m.preference, m.host))
+            .collect();
+        out.push_str(&format!(
+            "  domain {:<22} MX {}\n",
+            domain.name,
+            mx.join(", ")
+        ));
+    }
+    for (bound, host) in farm.hosts().iter().zip(&scenario.hosts) {
+        let rules: Vec<String> = host.rules.iter().map(render::rule).collect();
+        let rules = if rules.is_empty() {
+            "accepts everything".to_string()
+        } else {
+            rules.join("; ")
+        };
+        out.push_str(&format!(
+            "  host {:<6} {:<21} {:<32} {rules}\n",
+            bound.name,
+            bound.addr.to_string(),
+            bound.hostname
+        ));
+    }
+    if let Some(path) = journal {
+        out.push_str(&format!("  journal -> {}\n", path.display()));
+    }
+    out.push_str("Ready. Ctrl-C stops the farm.\n");
+    out
+}
+
+/// Writes the journal to `path` as JSON lines: what is already there, then every event
+/// as it happens, until the farm shuts down.
+async fn spawn_journal_writer(
+    farm: &Farm,
+    path: &Path,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|e| {
+            format!(
+                "error: cannot write the journal to {}: {e}\n  help: check that the directory exists and is writable",
+                path.display()
+            )
+        })?;
+    // Subscribe before taking the snapshot, so that no event falls between the two.
+    let mut live = farm.subscribe();
+    let already = farm.journal();
+    let mut last_seq = already.last().map_or(0, |e| e.seq);
+    let path = path.to_path_buf();
+    Ok(tokio::spawn(async move {
+        let mut out = tokio::io::BufWriter::new(file);
+        let mut line = Vec::new();
+        for event in &already {
+            write_json_line(&mut line, event);
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) if event.seq > last_seq => {
+                    last_seq = event.seq;
+                    write_json_line(&mut line, &event);
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "journal file fell behind and lost events");
+                    line.extend_from_slice(
+                        format!("{{\"event\":\"writer-lagged\",\"missed\":{missed}}}\n").as_bytes(),
+                    );
+                }
+                Err(RecvError::Closed) => break,
+            }
+            // Write whenever no more events are waiting, so the file stays current.
+            if live.is_empty() {
+                if let Err(e) = out.write_all(&line).await.and(out.flush().await) {
+                    tracing::error!(path = %path.display(), error = %e, "journal file write failed");
+                    return;
+                }
+                line.clear();
+            }
+        }
+        let _ = out.write_all(&line).await;
+        let _ = out.flush().await;
+    }))
+}
+
+fn write_json_line(buf: &mut Vec<u8>, event: &mxfarm::Event) {
+    if serde_json::to_writer(&mut *buf, event).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+/// Ctrl-C and SIGTERM, registered before the farm says it is ready, so that a signal sent
+/// right after "Ready." shuts it down cleanly instead of killing it.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, String> {
+        let listen = |kind| {
+            signal(kind).map_err(|e| format!("error: cannot listen for Ctrl-C and SIGTERM: {e}"))
+        };
+        Ok(Self {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut failed = 0;
+    for file in files {
+        match scenario::load_path(file) {
+            Ok(s) => {
+                let rules: usize = s.hosts.iter().map(|h| h.rules.len()).sum();
+                println!(
+                    "ok: {}: scenario {:?}, {} host(s), {} domain(s), {} rule(s)",
+                    file.display(),
+                    s.name,
+                    s.hosts.len(),
+                    s.domains.len(),
+                    rules
+                );
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("{error}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} file(s) have problems", files.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

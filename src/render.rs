@@ -1,0 +1,273 @@
+//! Stable text renderings of the journal and the deliveries, for people and for snapshots.
+//!
+//! Only what is stable between runs is shown: farm time at a chosen granularity, host
+//! names, farm connection numbers, client IPs (never ports), commands and replies.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::deliveries::{Delivery, Outcome};
+use crate::journal::{ClosedBy, Event, EventKind};
+use crate::scenario::{ActionKind, AddressPattern, AttemptKey, Condition, Rule};
+
+/// How precisely times are shown. Coarser granularity keeps snapshots stable when the
+/// sender runs in real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Granularity {
+    /// Milliseconds.
+    Exact,
+    /// Whole seconds, rounded down.
+    #[default]
+    Seconds,
+    /// Whole minutes, rounded down.
+    Minutes,
+    /// No times at all.
+    None,
+}
+
+/// `+1h02m03s` style offsets, at the given granularity.
+pub fn offset(d: Duration, granularity: Granularity) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::from("+");
+    match granularity {
+        Granularity::None => return String::new(),
+        Granularity::Exact => {
+            let ms = d.subsec_millis();
+            if h > 0 {
+                let _ = write!(out, "{h}h{m:02}m{s:02}.{ms:03}s");
+            } else if m > 0 {
+                let _ = write!(out, "{m}m{s:02}.{ms:03}s");
+            } else {
+                let _ = write!(out, "{s}.{ms:03}s");
+            }
+        }
+        Granularity::Seconds => {
+            if h > 0 {
+                let _ = write!(out, "{h}h{m:02}m{s:02}s");
+            } else if m > 0 {
+                let _ = write!(out, "{m}m{s:02}s");
+            } else {
+                let _ = write!(out, "{s}s");
+            }
+        }
+        Granularity::Minutes => {
+            if h > 0 {
+                let _ = write!(out, "{h}h{m:02}m");
+            } else {
+                let _ = write!(out, "{m}m");
+            }
+        }
+    }
+    out
+}
+
+/// One line per event: `+0s  mx1 #1  < EHLO client.test`.
+///
+/// `<` marks what the client sent, `>` what the farm answered, `*` everything else.
+pub fn journal(events: &[Event], granularity: Granularity) -> String {
+    let mut out = String::new();
+    for event in events {
+        let time = offset(event.at, granularity);
+        let (prefix, text) = match &event.kind {
+            EventKind::ConnectionOpened { host, conn, client } => (
+                format!("{host} #{conn}"),
+                format!("* connected from {}", client.ip()),
+            ),
+            EventKind::Command {
+                host, conn, line, ..
+            } => (format!("{host} #{conn}"), format!("< {line}")),
+            EventKind::Reply {
+                host,
+                conn,
+                reply,
+                rule,
+                ..
+            } => {
+                let mut text = format!("> {}", reply.one_line());
+                if let Some(rule) = rule {
+                    let _ = write!(text, "   [{rule}]");
+                }
+                (format!("{host} #{conn}"), text)
+            }
+            EventKind::MessageAccepted {
+                host,
+                conn,
+                id,
+                sender,
+                recipients,
+                size,
+                ..
+            } => (
+                format!("{host} #{conn}"),
+                format!(
+                    "* accepted message {id} <{sender}> -> {} ({size} bytes)",
+                    recipients
+                        .iter()
+                        .map(|r| format!("<{r}>"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ),
+            EventKind::ConnectionClosed {
+                host,
+                conn,
+                by,
+                reason,
+            } => {
+                let who = match by {
+                    ClosedBy::Client => "client",
+                    ClosedBy::Farm => "farm",
+                };
+                (
+                    format!("{host} #{conn}"),
+                    format!("* closed by {who}: {reason}"),
+                )
+            }
+            EventKind::EventsDropped { count, total } => (
+                "journal".to_string(),
+                format!("* dropped {count} old events ({total} in all)"),
+            ),
+        };
+        if granularity == Granularity::None {
+            let _ = writeln!(out, "{prefix:<10} {text}");
+        } else {
+            let _ = writeln!(out, "{time:<10} {prefix:<10} {text}");
+        }
+    }
+    out
+}
+
+/// One block per delivery: each attempt with its time, host, connection, stage and reply.
+pub fn deliveries(deliveries: &[Delivery], granularity: Granularity) -> String {
+    let mut out = String::new();
+    for delivery in deliveries {
+        let recipient = delivery
+            .recipient
+            .as_deref()
+            .map_or("(no recipient given)".to_string(), |r| format!("<{r}>"));
+        let _ = writeln!(out, "delivery <{}> -> {recipient}", delivery.sender);
+        for (i, attempt) in delivery.attempts.iter().enumerate() {
+            let what = match (&attempt.reply, &attempt.closed) {
+                (Some(reply), _) => reply.one_line(),
+                (None, Some(closed)) => closed.clone(),
+                (None, None) => "no reply".to_string(),
+            };
+            let time = match granularity {
+                Granularity::None => String::new(),
+                _ => format!("{:<10}", offset(attempt.at, granularity)),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<4}{time}{:<6} conn {:<3} {:<12} {what}",
+                format!("#{}", i + 1),
+                attempt.host,
+                attempt.conn,
+                attempt.stage.as_str().to_uppercase(),
+            );
+        }
+        let delivered = delivery.times_delivered();
+        let verdict = match delivered {
+            0 => match delivery.attempts.last().map(|a| a.outcome) {
+                Some(Outcome::Rejected) => "rejected".to_string(),
+                Some(Outcome::Abandoned) => "abandoned by the client".to_string(),
+                _ => "not delivered yet".to_string(),
+            },
+            1 => format!("delivered after {} attempt(s)", delivery.attempts.len()),
+            n => format!("delivered {n} times (duplicate)"),
+        };
+        let _ = writeln!(out, "  {verdict}");
+    }
+    out
+}
+
+/// A rule in a few words, for the startup summary:
+/// `rcpt rcpt=full-*@aol.test attempt 1-3/recipient -> 452 4.2.2`.
+pub fn rule(rule: &Rule) -> String {
+    let mut out = rule.stage.as_str().to_string();
+    for condition in &rule.when {
+        out.push(' ');
+        out.push_str(&condition_text(condition));
+    }
+    out.push_str(" -> ");
+    if let Some(delay) = rule.then.delay {
+        let _ = write!(out, "wait {} then ", humantime::format_duration(delay));
+    }
+    match &rule.then.kind {
+        ActionKind::Accept => out.push_str("accept"),
+        ActionKind::Reply { reply, close } => {
+            out.push_str(&reply.code.to_string());
+            if let Some(status) = &reply.status {
+                out.push(' ');
+                out.push_str(status);
+            }
+            if *close && !reply.closes_connection() {
+                out.push_str(" and close");
+            }
+        }
+        ActionKind::Close => out.push_str("close"),
+        ActionKind::Hang(limit) => {
+            let _ = write!(out, "hang {}", humantime::format_duration(*limit));
+        }
+    }
+    out
+}
+
+fn condition_text(condition: &Condition) -> String {
+    fn list<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+        items.iter().map(show).collect::<Vec<_>>().join(",")
+    }
+    fn address(p: &AddressPattern) -> String {
+        match p {
+            AddressPattern::Null => "<>".to_string(),
+            AddressPattern::Domain(d) => format!("@{d}"),
+            AddressPattern::Glob(g) => g.text.clone(),
+        }
+    }
+    match condition {
+        Condition::Client(nets) => format!("client={}", list(nets, |n| n.to_string())),
+        Condition::Helo(globs) => format!("helo={}", list(globs, |g| g.text.clone())),
+        Condition::Sender(p) => format!("mail={}", list(p, address)),
+        Condition::Recipient(p) => format!("rcpt={}", list(p, address)),
+        Condition::SizeAbove(n) => format!("size>{n}"),
+        Condition::SizeBelow(n) => format!("size<{n}"),
+        Condition::Attempt { per, range } => {
+            let per = match per {
+                AttemptKey::Client => "client",
+                AttemptKey::Sender => "sender",
+                AttemptKey::Recipient => "recipient",
+                AttemptKey::Triplet => "triplet",
+            };
+            if range.max == u32::MAX {
+                format!("attempt>={}/{per}", range.min)
+            } else if range.min == range.max {
+                format!("attempt={}/{per}", range.min)
+            } else {
+                format!("attempt {}-{}/{per}", range.min, range.max)
+            }
+        }
+        Condition::Chance(p) => format!("chance={p}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_at_each_granularity() {
+        let d = Duration::from_millis(3_723_456);
+        assert_eq!(offset(d, Granularity::Seconds), "+1h02m03s");
+        assert_eq!(offset(d, Granularity::Minutes), "+1h02m");
+        assert_eq!(offset(d, Granularity::Exact), "+1h02m03.456s");
+        assert_eq!(
+            offset(Duration::from_millis(1500), Granularity::Exact),
+            "+1.500s"
+        );
+        assert_eq!(
+            offset(Duration::from_secs(302), Granularity::Seconds),
+            "+5m02s"
+        );
+        assert_eq!(offset(Duration::ZERO, Granularity::Seconds), "+0s");
+    }
+}

@@ -1,0 +1,155 @@
+//! Scenarios: TOML files that describe a farm, loaded and validated into [`Scenario`].
+//!
+//! The TOML is read into [`raw`] structs as written, then [`validate`] turns them into the
+//! stricter [`model`] types, collecting every problem with its place in the file and a
+//! hint. A scenario that loads is a scenario that runs. The format is documented in
+//! `docs/scenario-format.md`.
+//!
+//! ```
+//! let scenario = mxfarm::scenario::load_str(
+//!     "example.toml",
+//!     r#"
+//!         name = "example"
+//!         [[host]]
+//!         name = "mx1"
+//!         listen = "127.0.0.1:0"
+//!     "#,
+//! )
+//! .unwrap();
+//! assert_eq!(scenario.hosts[0].hostname, "mx1.mxfarm.test");
+//!
+//! let error = mxfarm::scenario::load_str("broken.toml", "name = \"x\"\n").unwrap_err();
+//! assert_eq!(error.problems()[0].message, "the scenario has no hosts");
+//! ```
+
+pub mod error;
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+pub use error::{Problem, ScenarioError};
+pub use model::*;
+
+use std::path::Path;
+
+/// The scenario the CLI plays when none is named.
+pub const DEFAULT_SCENARIO: &str = "aol";
+
+/// A scenario shipped inside the binary (the files of `scenarios/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedScenario {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+impl EmbeddedScenario {
+    /// The one-line `description` from the file, or an empty string if it has none.
+    pub fn description(&self) -> String {
+        toml::de::DeTable::parse(self.source)
+            .ok()
+            .and_then(|table| {
+                table
+                    .get_ref()
+                    .iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == "description")
+                    .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Loads and validates it.
+    pub fn load(&self) -> Result<Scenario, ScenarioError> {
+        load_str(&format!("scenarios/{}.toml", self.name), self.source)
+    }
+}
+
+static EMBEDDED: &[EmbeddedScenario] = &[EmbeddedScenario {
+    name: "aol",
+    source: include_str!("../../scenarios/aol.toml"),
+}];
+
+/// The scenarios shipped inside the binary, by name.
+pub fn embedded() -> &'static [EmbeddedScenario] {
+    EMBEDDED
+}
+
+/// Loads the embedded scenario with this name (`aol`; a trailing `.toml` is allowed).
+pub fn load_embedded(name: &str) -> Result<Scenario, ScenarioError> {
+    let wanted = name.strip_suffix(".toml").unwrap_or(name);
+    if let Some(found) = EMBEDDED.iter().find(|e| e.name == wanted) {
+        return found.load();
+    }
+    let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
+    let list = format!("the embedded scenarios are: {}", names.join(", "));
+    let hint = match validate::closest(wanted, names.iter().copied()) {
+        Some(close) => validate::did_you_mean(close, &list),
+        None => list,
+    };
+    Err(ScenarioError::without_source(
+        name,
+        format!("there is no embedded scenario named `{name}`"),
+        hint,
+    ))
+}
+
+/// Reads and validates a scenario file.
+pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&file, &text),
+        Err(error) => {
+            let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
+            let hint = match error.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "check the path; to play a scenario shipped with mxfarm, give its name instead ({})",
+                    names.join(", ")
+                ),
+                std::io::ErrorKind::InvalidData => {
+                    "a scenario file must be UTF-8 text; save it as UTF-8".to_string()
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "make the file readable by this user".to_string()
+                }
+                std::io::ErrorKind::IsADirectory => "give the path of a .toml file".to_string(),
+                _ => "check that the path names a readable scenario file".to_string(),
+            };
+            Err(ScenarioError::without_source(
+                &file,
+                format!("cannot read scenario file {file}: {error}"),
+                hint,
+            ))
+        }
+    }
+}
+
+/// Parses and validates scenario text; `source_name` names it in error messages.
+pub fn load_str(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let parsed = raw::parse(text);
+    let mut issues: Vec<error::Issue> = parsed.unknown.iter().map(validate::unknown_key).collect();
+    issues.extend(
+        parsed
+            .unreadable
+            .iter()
+            .map(|u| validate::unreadable(u, text)),
+    );
+    if let Some(raw) = &parsed.scenario {
+        match validate::validate(raw, text, &parsed.unknown) {
+            Ok(scenario) if issues.is_empty() => return Ok(scenario),
+            Ok(_) => {}
+            Err(more) => issues.extend(more),
+        }
+    }
+    Err(ScenarioError::from_issues(source_name, text, issues))
+}
+
+impl Scenario {
+    /// Parses and validates scenario text, like [`load_str`].
+    pub fn from_toml(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        load_str(source_name, text)
+    }
+
+    /// Reads and validates a scenario file, like [`load_path`].
+    pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
+        load_path(path)
+    }
+}

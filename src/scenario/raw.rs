@@ -1,0 +1,660 @@
+//! The scenario as written: serde structs that mirror the TOML, with the location of every
+//! value that validation may have to point at.
+//!
+//! Leaf values are kept as a permissive [`Leaf`] (any TOML value), so that serde only
+//! fails when a table is written where a list of tables belongs, or the like; everything
+//! else — wrong types included — is reported by `validate`, all problems at once.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub type Span = Range<usize>;
+
+/// Any TOML value, as written; validation decides what it must be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leaf {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    List(Vec<Spanned<Leaf>>),
+    Table,
+    Datetime,
+}
+
+impl Leaf {
+    /// What the value is, for messages: "a string", "an integer", ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Leaf::Str(_) => "a string",
+            Leaf::Int(_) => "an integer",
+            Leaf::Float(_) => "a number with a fraction",
+            Leaf::Bool(_) => "a boolean",
+            Leaf::List(_) => "a list",
+            Leaf::Table => "a table",
+            Leaf::Datetime => "a date",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Leaf {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LeafVisitor)
+    }
+}
+
+struct LeafVisitor;
+
+impl<'de> Visitor<'de> for LeafVisitor {
+    type Value = Leaf;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Leaf, E> {
+        Ok(Leaf::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Leaf, E> {
+        Ok(Leaf::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Leaf, E> {
+        Ok(Leaf::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Leaf, E> {
+        Ok(Leaf::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Leaf, E> {
+        Ok(Leaf::Str(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Leaf, E> {
+        Ok(Leaf::Str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Leaf, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Leaf>>()? {
+            items.push(item);
+        }
+        Ok(Leaf::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Leaf, A::Error> {
+        // Every entry is read as a `Leaf` (never skipped), so that nothing in a table
+        // written where a plain value belongs is reported as an unknown key as well.
+        let mut datetime = false;
+        while let Some(key) = map.next_key::<String>()? {
+            datetime |= key.starts_with("$__toml_private_datetime");
+            map.next_value::<Leaf>()?;
+        }
+        Ok(if datetime {
+            Leaf::Datetime
+        } else {
+            Leaf::Table
+        })
+    }
+}
+
+/// A value that may be missing.
+pub type Opt = Option<Spanned<Leaf>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "a scenario")]
+pub struct RawScenario {
+    pub name: Opt,
+    pub description: Opt,
+    pub seed: Opt,
+    pub capture: Option<Spanned<RawCapture>>,
+    pub journal: Option<Spanned<RawJournal>>,
+    #[serde(default)]
+    pub domain: Vec<Spanned<RawDomain>>,
+    #[serde(default)]
+    pub host: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    pub ruleset: Vec<Spanned<RawRuleset>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "a table: [capture]")]
+pub struct RawCapture {
+    pub max_messages: Opt,
+    pub max_bytes: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "a table: [journal]")]
+pub struct RawJournal {
+    pub max_events: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table: [[domain]] with name and mx"
+)]
+pub struct RawDomain {
+    pub name: Opt,
+    pub mx: Option<Spanned<Vec<Spanned<RawMx>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "an MX record: { host = \"mx1\", preference = 10 }"
+)]
+pub struct RawMx {
+    pub host: Opt,
+    pub preference: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table: [[host]] with name and listen"
+)]
+pub struct RawHost {
+    pub name: Opt,
+    pub listen: Opt,
+    pub hostname: Opt,
+    pub greeting: Opt,
+    pub rulesets: Opt,
+    pub extensions: Option<Spanned<RawExtensions>>,
+    pub limits: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    pub rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "a table: [host.extensions]")]
+pub struct RawExtensions {
+    pub pipelining: Opt,
+    pub size: Opt,
+    #[serde(rename = "8bitmime")]
+    pub eight_bit_mime: Opt,
+    pub enhancedstatuscodes: Opt,
+    pub smtputf8: Opt,
+    pub chunking: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "a table: [host.limits]")]
+pub struct RawLimits {
+    pub max_connections: Opt,
+    pub max_recipients: Opt,
+    pub max_message_size: Opt,
+    pub max_line_length: Opt,
+    pub max_errors: Opt,
+    pub command_timeout: Opt,
+    pub data_timeout: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table: [[ruleset]] with name and rules"
+)]
+pub struct RawRuleset {
+    pub name: Opt,
+    #[serde(default)]
+    pub rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a rule: a table with stage, when and then"
+)]
+pub struct RawRule {
+    pub stage: Opt,
+    pub when: Option<Spanned<RawWhen>>,
+    pub then: Option<Spanned<RawThen>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table of conditions, like { rcpt = \"@aol.test\" }"
+)]
+pub struct RawWhen {
+    pub client: Opt,
+    pub helo: Opt,
+    pub mail: Opt,
+    pub rcpt: Opt,
+    pub size_above: Opt,
+    pub size_below: Opt,
+    pub attempt: Opt,
+    pub per: Opt,
+    pub chance: Opt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table with an action, like { reply = \"451 4.7.1 Try again later\" }"
+)]
+pub struct RawThen {
+    pub accept: Opt,
+    pub reply: Opt,
+    pub close: Opt,
+    pub hang: Opt,
+    pub delay: Opt,
+}
+
+/// A table of the format, named as a newcomer would look it up in the docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Root,
+    Capture,
+    Journal,
+    Domain,
+    Mx,
+    Host,
+    Extensions,
+    Limits,
+    Ruleset,
+    Rule,
+    When,
+    Then,
+}
+
+impl Place {
+    pub const ALL: [Place; 12] = [
+        Place::Root,
+        Place::Capture,
+        Place::Journal,
+        Place::Domain,
+        Place::Mx,
+        Place::Host,
+        Place::Extensions,
+        Place::Limits,
+        Place::Ruleset,
+        Place::Rule,
+        Place::When,
+        Place::Then,
+    ];
+
+    /// The keys the format allows in this table, in the order the docs list them.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Place::Root => &[
+                "name",
+                "description",
+                "seed",
+                "capture",
+                "journal",
+                "domain",
+                "host",
+                "ruleset",
+            ],
+            Place::Capture => &["max-messages", "max-bytes"],
+            Place::Journal => &["max-events"],
+            Place::Domain => &["name", "mx"],
+            Place::Mx => &["host", "preference"],
+            Place::Host => &[
+                "name",
+                "listen",
+                "hostname",
+                "greeting",
+                "rulesets",
+                "extensions",
+                "limits",
+                "rule",
+            ],
+            Place::Extensions => &[
+                "pipelining",
+                "size",
+                "8bitmime",
+                "enhancedstatuscodes",
+                "smtputf8",
+                "chunking",
+            ],
+            Place::Limits => &[
+                "max-connections",
+                "max-recipients",
+                "max-message-size",
+                "max-line-length",
+                "max-errors",
+                "command-timeout",
+                "data-timeout",
+            ],
+            Place::Ruleset => &["name", "rule"],
+            Place::Rule => &["stage", "when", "then"],
+            Place::When => &[
+                "client",
+                "helo",
+                "mail",
+                "rcpt",
+                "size-above",
+                "size-below",
+                "attempt",
+                "per",
+                "chance",
+            ],
+            Place::Then => &["accept", "reply", "close", "hang", "delay"],
+        }
+    }
+
+    /// How the docs name this table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Root => "the top level",
+            Place::Capture => "[capture]",
+            Place::Journal => "[journal]",
+            Place::Domain => "[[domain]]",
+            Place::Mx => "an mx entry",
+            Place::Host => "[[host]]",
+            Place::Extensions => "[host.extensions]",
+            Place::Limits => "[host.limits]",
+            Place::Ruleset => "[[ruleset]]",
+            Place::Rule => "a rule",
+            Place::When => "`when`",
+            Place::Then => "`then`",
+        }
+    }
+
+    /// The table at a path of keys (list indexes left out), if the format has one there.
+    fn at(keys: &[&str]) -> Option<Place> {
+        Some(match keys {
+            [] => Place::Root,
+            ["capture"] => Place::Capture,
+            ["journal"] => Place::Journal,
+            ["domain"] => Place::Domain,
+            ["domain", "mx"] => Place::Mx,
+            ["host"] => Place::Host,
+            ["host", "extensions"] => Place::Extensions,
+            ["host", "limits"] => Place::Limits,
+            ["ruleset"] => Place::Ruleset,
+            ["host" | "ruleset", "rule"] => Place::Rule,
+            ["host" | "ruleset", "rule", "when"] => Place::When,
+            ["host" | "ruleset", "rule", "then"] => Place::Then,
+            _ => return None,
+        })
+    }
+}
+
+/// A key that the format does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub key: String,
+    pub span: Span,
+    /// The table it was found in.
+    pub place: Option<Place>,
+    /// The path of that table, keys and list indexes joined with dots: `host.0.rule.1.then`
+    /// (empty at the top level).
+    pub table: String,
+}
+
+/// What the TOML parser or serde could not read; nothing can be validated past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub message: String,
+    pub span: Span,
+}
+
+/// The outcome of reading a scenario's TOML.
+#[derive(Debug)]
+pub struct Parsed {
+    /// `None` when the TOML is not valid or has the wrong shape (see `unreadable`).
+    pub scenario: Option<RawScenario>,
+    /// Every unknown key found, even when the shape was wrong further on.
+    pub unknown: Vec<UnknownKey>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads TOML text into the raw structs, collecting every unknown key.
+pub fn parse(text: &str) -> Parsed {
+    let table = match DeTable::parse(text) {
+        Ok(table) => table,
+        Err(error) => {
+            return Parsed {
+                scenario: None,
+                unknown: Vec::new(),
+                unreadable: vec![unreadable(&error, text)],
+            };
+        }
+    };
+    let mut ignored: Vec<Vec<Segment>> = Vec::new();
+    let deserializer = toml::de::Deserializer::from(table.clone());
+    let result = serde_ignored::deserialize(deserializer, |path| ignored.push(segments(&path)));
+    let unknown = ignored
+        .iter()
+        .filter_map(|path| locate(table.get_ref(), path))
+        .collect();
+    match result {
+        Ok(scenario) => Parsed {
+            scenario: Some(scenario),
+            unknown,
+            unreadable: Vec::new(),
+        },
+        Err(error) => Parsed {
+            scenario: None,
+            unknown,
+            unreadable: vec![unreadable(&error, text)],
+        },
+    }
+}
+
+fn unreadable(error: &toml::de::Error, text: &str) -> Unreadable {
+    let span = error.span().unwrap_or(0..0);
+    // toml phrases some errors over several lines ("invalid string\nexpected `\"`"):
+    // keep them on one line, it reads as one sentence.
+    let message = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let span = if span.start >= text.len() && !text.is_empty() {
+        // "unexpected end of file": point at the last character rather than past it.
+        text.len() - text.chars().next_back().map_or(0, char::len_utf8)..text.len()
+    } else {
+        span
+    };
+    Unreadable { message, span }
+}
+
+/// One step of a path into the TOML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The path serde_ignored reports, without the steps that `Option` and `Spanned` add.
+fn segments(path: &serde_ignored::Path) -> Vec<Segment> {
+    use serde_ignored::Path;
+    let mut out = match path {
+        Path::Root => return Vec::new(),
+        Path::Seq { parent, .. }
+        | Path::Map { parent, .. }
+        | Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        Path::Seq { index, .. } => out.push(Segment::Index(*index)),
+        Path::Map { key, .. } if !key.starts_with("$__serde_spanned_private") => {
+            out.push(Segment::Key(key.clone()))
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Finds the key at the end of `path` in the document, with its span and table.
+fn locate(root: &DeTable, path: &[Segment]) -> Option<UnknownKey> {
+    let (Segment::Key(last), parents) = path.split_last()? else {
+        return None;
+    };
+    let mut table = root;
+    let mut value: Option<&DeValue> = None;
+    let mut keys: Vec<&str> = Vec::new();
+    for segment in parents {
+        let current = match segment {
+            Segment::Key(key) => {
+                let current = match value {
+                    None => table,
+                    Some(v) => v.as_table()?,
+                };
+                keys.push(key);
+                entry(current, key)?.1
+            }
+            Segment::Index(index) => value?.as_array()?.get(*index)?,
+        };
+        value = Some(current.get_ref());
+    }
+    if let Some(v) = value {
+        table = v.as_table()?;
+    }
+    let (key, _) = entry(table, last)?;
+    let table = parents
+        .iter()
+        .map(|s| match s {
+            Segment::Key(k) => k.clone(),
+            Segment::Index(i) => i.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    Some(UnknownKey {
+        key: last.clone(),
+        span: key.span(),
+        place: Place::at(&keys),
+        table,
+    })
+}
+
+type Entry<'a, 'i> = (
+    &'a Spanned<toml::de::DeString<'i>>,
+    &'a Spanned<DeValue<'i>>,
+);
+
+fn entry<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<Entry<'a, 'i>> {
+    table.iter().find(|(k, _)| k.get_ref().as_ref() == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(text: &str) -> Vec<(String, Span, Option<Place>, String)> {
+        let parsed = parse(text);
+        assert!(parsed.unreadable.is_empty(), "{:?}", parsed.unreadable);
+        parsed
+            .unknown
+            .into_iter()
+            .map(|u| (u.key, u.span, u.place, u.table))
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_key_is_known() {
+        let text = r#"
+            name = "n"
+            description = "d"
+            seed = 1
+            [capture]
+            max-messages = 1
+            max-bytes = 1
+            [journal]
+            max-events = 1
+            [[domain]]
+            name = "a.test"
+            mx = [{ host = "mx1", preference = 10 }]
+            [[host]]
+            name = "mx1"
+            listen = "127.0.0.1:25"
+            hostname = "h"
+            greeting = "g"
+            rulesets = ["r"]
+            [host.extensions]
+            pipelining = true
+            size = true
+            8bitmime = true
+            enhancedstatuscodes = true
+            smtputf8 = true
+            chunking = true
+            [host.limits]
+            max-connections = 1
+            max-recipients = 1
+            max-message-size = 1
+            max-line-length = 1
+            max-errors = 1
+            command-timeout = "1s"
+            data-timeout = "1s"
+            [[host.rule]]
+            stage = "rcpt"
+            when = { client = "a", helo = "b", mail = "c", rcpt = "d", size-above = 1, size-below = 2, attempt = "1", per = "triplet", chance = 0.5 }
+            then = { accept = true, reply = "x", close = true, hang = "1s", delay = "1s" }
+            [[ruleset]]
+            name = "r"
+            [[ruleset.rule]]
+            stage = "mail"
+            then = { accept = true }
+        "#;
+        assert_eq!(unknown(text), vec![]);
+        // and the key lists name exactly the keys the structs read
+        let listed: usize = Place::ALL.iter().map(|p| p.keys().len()).sum();
+        assert_eq!(listed, 8 + 2 + 1 + 2 + 2 + 8 + 6 + 7 + 2 + 3 + 9 + 5);
+    }
+
+    #[test]
+    fn reports_every_unknown_key_with_its_span_and_table() {
+        let text = "nmae = \"x\"\n[[host]]\nname = \"mx1\"\nlistn = \"a\"\n[[host.rule]]\nstage = \"rcpt\"\nthen = { relpy = \"x\" }\n[[domain]]\nmx = [{ hots = \"mx1\" }]\n";
+        let found = unknown(text);
+        let by_key = |k: &str| found.iter().find(|f| f.0 == k).cloned().unwrap();
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(by_key("nmae").1, 0..4);
+        assert_eq!(by_key("nmae").2, Some(Place::Root));
+        assert_eq!(&text[by_key("listn").1], "listn");
+        assert_eq!(by_key("listn").2, Some(Place::Host));
+        assert_eq!(&text[by_key("relpy").1], "relpy");
+        assert_eq!(by_key("relpy").2, Some(Place::Then));
+        assert_eq!(by_key("relpy").3, "host.0.rule.0.then");
+        assert_eq!(by_key("nmae").3, "");
+        assert_eq!(&text[by_key("hots").1], "hots");
+        assert_eq!(by_key("hots").2, Some(Place::Mx));
+        assert_eq!(by_key("hots").3, "domain.0.mx.0");
+    }
+
+    #[test]
+    fn a_table_where_a_value_belongs_is_a_leaf_not_unknown_keys() {
+        let parsed = parse("name = { a = 1, b = [1, 2] }\n");
+        assert!(parsed.unknown.is_empty());
+        let name = parsed.scenario.unwrap().name.unwrap();
+        assert_eq!(name.into_inner(), Leaf::Table);
+    }
+
+    #[test]
+    fn lists_keep_the_span_of_each_item() {
+        let text = "[[host]]\nrulesets = [\"a\", \"bb\"]\n";
+        let parsed = parse(text);
+        let host = parsed.scenario.unwrap().host.remove(0).into_inner();
+        let Leaf::List(items) = host.rulesets.unwrap().into_inner() else {
+            panic!("not a list")
+        };
+        assert_eq!(&text[items[1].span()], "\"bb\"");
+    }
+
+    #[test]
+    fn syntax_and_shape_errors_are_unreadable_with_a_span() {
+        let parsed = parse("name = \"x\nseed = 1\n");
+        assert!(parsed.scenario.is_none());
+        assert_eq!(parsed.unreadable.len(), 1);
+
+        let text = "[host]\nname = \"mx1\"\n";
+        let parsed = parse(text);
+        assert!(parsed.scenario.is_none());
+        assert_eq!(parsed.unreadable.len(), 1, "{:?}", parsed.unreadable);
+    }
+}

@@ -1,0 +1,2821 @@
+//! From the TOML as written ([`raw`](super::raw)) to the validated [`Scenario`]: every
+//! problem is collected, each with the span of the offending text and a hint saying what
+//! to write instead, so that an author fixes a broken file in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::error::Issue;
+use super::model::{
+    Action, ActionKind, AddressPattern, AttemptKey, AttemptRange, CaptureLimits, Condition, Domain,
+    Extensions, Glob, Host, JournalLimits, Limits, MxRecord, Reply, Rule, Scenario, Stage,
+};
+use super::raw::{
+    Leaf, Place, RawCapture, RawDomain, RawExtensions, RawHost, RawJournal, RawLimits, RawRule,
+    RawRuleset, RawScenario, RawThen, RawWhen, Span, UnknownKey, Unreadable,
+};
+
+/// No duration in a scenario may be longer than this (so that adding it to an instant
+/// can never overflow).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+const STAGE_NAMES: &str = "connect, ehlo (or helo), mail, rcpt, data, end-of-data, rset, quit";
+
+/// Validates a parsed scenario; `text` is the source, for line numbers in hints, and
+/// `unknown` the unknown keys already reported (a misspelt key is not reported missing too).
+pub(crate) fn validate(
+    raw: &RawScenario,
+    text: &str,
+    unknown: &[UnknownKey],
+) -> Result<Scenario, Vec<Issue>> {
+    let mut v = Validator {
+        text,
+        unknown,
+        issues: Vec::new(),
+    };
+    let scenario = v.scenario(raw);
+    if v.issues.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(v.issues)
+    }
+}
+
+/// The problem for a key that the format does not have.
+pub(crate) fn unknown_key(unknown: &UnknownKey) -> Issue {
+    let key = unknown.key.as_str();
+    let Some(place) = unknown.place else {
+        return Issue {
+            span: unknown.span.clone(),
+            message: format!("unknown key `{key}`"),
+            hint: "remove it; docs/scenario-format.md lists every key".to_string(),
+        };
+    };
+    let keys = place.keys();
+    let message = match place {
+        Place::Root => format!("unknown key `{key}` at the top level"),
+        _ => format!("unknown key `{key}` in {}", place.name()),
+    };
+    let valid = format!("the keys of {} are: {}", place.name(), keys.join(", "));
+    let hint = if let Some(close) = closest(key, keys.iter().copied()) {
+        did_you_mean(close, &valid)
+    } else if let Some(home) = Place::ALL
+        .into_iter()
+        .filter(|p| *p != place && *p != Place::Root)
+        .find(|p| p.keys().contains(&key))
+    {
+        let how = match home {
+            Place::When => " (write when = { ... } in the rule)".to_string(),
+            Place::Then => " (write then = { ... } in the rule)".to_string(),
+            Place::Rule => " (start a rule with [[host.rule]])".to_string(),
+            _ => format!(
+                " (a key belongs to the last [header] above it, so move it under {})",
+                home.name()
+            ),
+        };
+        format!(
+            "`{key}` is a key of {}, not of {}{how}",
+            home.name(),
+            place.name()
+        )
+    } else {
+        valid
+    };
+    Issue {
+        span: unknown.span.clone(),
+        message,
+        hint,
+    }
+}
+
+/// The problem for TOML that could not be read at all: a syntax error, or a value of a
+/// shape that no key of the format takes (a table where a list of tables belongs...).
+pub(crate) fn unreadable(error: &Unreadable, text: &str) -> Issue {
+    let message = &error.message;
+    let at = text.get(error.span.clone()).unwrap_or("").trim();
+    let (message, hint) = if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (found, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "something else"));
+        let found = match found {
+            "map" => "a table".to_string(),
+            "sequence" => "a list".to_string(),
+            other => other.to_string(),
+        };
+        if expected == "a sequence" && at.starts_with('[') && !at.starts_with("[[") {
+            let name = at.trim_matches(|c| c == '[' || c == ']');
+            (
+                format!("`[{name}]` is a single table, but `{name}` is a list of tables"),
+                format!("write [[{name}]] with double brackets: there can be several"),
+            )
+        } else if expected == "a sequence" {
+            (
+                format!("expected a list of tables, found {found}"),
+                "write each entry as a [[...]] section, or as a list like [{ ... }, { ... }]"
+                    .to_string(),
+            )
+        } else {
+            (
+                format!("expected {expected}, found {found}"),
+                "see docs/scenario-format.md for what this key takes, with an example".to_string(),
+            )
+        }
+    } else {
+        let hint = if message.contains("duplicate key") {
+            "a key can appear only once in a table; remove one of them"
+        } else if message.contains("must be quoted") {
+            "put the value in quotes, like key = \"value\""
+        } else if message.contains("basic string") || message.contains("literal string") {
+            "end the string with a quote on the same line (use \"\"\" for text over several lines)"
+        } else if message.contains("unclosed array") {
+            "end the list with `]`"
+        } else if message.contains("inline table") {
+            "end the table with `}` (an inline table { ... } must fit on one line)"
+        } else {
+            "this is not valid TOML; see docs/scenario-format.md for examples of every key"
+        };
+        (format!("invalid TOML: {message}"), hint.to_string())
+    };
+    Issue {
+        span: error.span.clone(),
+        message,
+        hint,
+    }
+}
+
+struct Validator<'t> {
+    text: &'t str,
+    unknown: &'t [UnknownKey],
+    issues: Vec<Issue>,
+}
+
+/// A validated value and where it was written.
+type At<T> = (T, Span);
+
+impl Validator<'_> {
+    fn issue(&mut self, span: Span, message: impl Into<String>, hint: impl Into<String>) {
+        self.issues.push(Issue {
+            span,
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Reports that `table` (a path like `host.0`) lacks `key`, unless an unknown key
+    /// there is a likely misspelling of it, which was reported already.
+    fn missing(&mut self, table: &str, key: &str, span: Span, message: &str, hint: String) {
+        let misspelt = self
+            .unknown
+            .iter()
+            .any(|u| u.table == table && closest(&u.key, [key]).is_some());
+        if !misspelt {
+            self.issue(span, message, hint);
+        }
+    }
+
+    /// Whether `table` (a path like `host.0.rule.1.then`) has an unknown key.
+    fn has_unknown(&self, table: &str) -> bool {
+        self.unknown.iter().any(|u| u.table == table)
+    }
+
+    fn line(&self, span: &Span) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    // ---------------------------------------------------------------- the whole file
+
+    fn scenario(&mut self, raw: &RawScenario) -> Scenario {
+        let top = 0..0;
+        let name = match &raw.name {
+            Some(v) => self.text_value("name", v, "\"aol\"", false),
+            None => {
+                self.missing(
+                    "",
+                    "name",
+                    top.clone(),
+                    "the scenario has no `name`",
+                    "add a short name at the top of the file, like name = \"aol\"".into(),
+                );
+                None
+            }
+        };
+        let description = raw
+            .description
+            .as_ref()
+            .and_then(|v| self.text_value("description", v, "\"What this farm plays\"", true))
+            .unwrap_or_default();
+        let seed = raw
+            .seed
+            .as_ref()
+            .and_then(|v| self.integer("seed", v, 0, i64::MAX, "7", None))
+            .map_or(0, |n| n as u64);
+        let capture = raw
+            .capture
+            .as_ref()
+            .map(|c| self.capture(c.get_ref()))
+            .unwrap_or_default();
+        let journal = raw
+            .journal
+            .as_ref()
+            .map(|j| self.journal(j.get_ref()))
+            .unwrap_or_default();
+
+        let rulesets = self.rulesets(&raw.ruleset);
+        let hosts = self.hosts(&raw.host, &rulesets);
+        if raw.host.is_empty() {
+            self.issue(
+                top,
+                "the scenario has no hosts",
+                "add at least one MX host: [[host]] with name = \"mx1\" and listen = \"127.0.0.1:2525\"",
+            );
+        }
+        let host_names: Vec<&str> = raw
+            .host
+            .iter()
+            .filter_map(|h| match h.get_ref().name.as_ref()?.get_ref() {
+                Leaf::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        let domains = self.domains(&raw.domain, &host_names);
+
+        Scenario {
+            name: name.unwrap_or_default(),
+            description,
+            seed,
+            capture,
+            journal,
+            domains,
+            hosts,
+        }
+    }
+
+    fn capture(&mut self, raw: &RawCapture) -> CaptureLimits {
+        let default = CaptureLimits::default();
+        CaptureLimits {
+            max_messages: raw
+                .max_messages
+                .as_ref()
+                .and_then(|v| self.integer("max-messages", v, 0, i64::MAX, "1000", None))
+                .map_or(default.max_messages, |n| n as usize),
+            max_bytes: raw
+                .max_bytes
+                .as_ref()
+                .and_then(|v| self.size("max-bytes", v, None))
+                .unwrap_or(default.max_bytes),
+        }
+    }
+
+    fn journal(&mut self, raw: &RawJournal) -> JournalLimits {
+        let default = JournalLimits::default();
+        JournalLimits {
+            max_events: raw
+                .max_events
+                .as_ref()
+                .and_then(|v| {
+                    self.integer(
+                        "max-events",
+                        v,
+                        1,
+                        i64::MAX,
+                        "100000",
+                        Some("the journal is what the API, logs and transcripts show"),
+                    )
+                })
+                .map_or(default.max_events, |n| n as usize),
+        }
+    }
+
+    // ---------------------------------------------------------------- domains
+
+    fn domains(&mut self, raw: &[Spanned<RawDomain>], host_names: &[&str]) -> Vec<Domain> {
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        let mut domains = Vec::new();
+        for (i, domain) in raw.iter().enumerate() {
+            let header = domain.span();
+            let d = domain.get_ref();
+            let table = format!("domain.{i}");
+            let name = match &d.name {
+                Some(v) => self.domain_name("name", v),
+                None => {
+                    self.missing(
+                        &table,
+                        "name",
+                        header.clone(),
+                        "this [[domain]] has no `name`",
+                        "add the simulated domain's name, like name = \"aol.test\"".into(),
+                    );
+                    None
+                }
+            };
+            if let Some((name, span)) = &name {
+                if let Some(first) = seen.get(name) {
+                    let line = self.line(first);
+                    self.issue(
+                        span.clone(),
+                        format!("domain `{name}` is listed twice"),
+                        format!(
+                            "it is already a [[domain]] on line {line}; merge the two, their mx lists included"
+                        ),
+                    );
+                } else {
+                    seen.insert(name.clone(), span.clone());
+                }
+            }
+            let mx = self.mx_records(d, header, &table, host_names);
+            domains.push(Domain {
+                name: name.map(|n| n.0).unwrap_or_default(),
+                mx,
+            });
+        }
+        domains
+    }
+
+    fn mx_records(
+        &mut self,
+        d: &RawDomain,
+        header: Span,
+        table: &str,
+        host_names: &[&str],
+    ) -> Vec<MxRecord> {
+        let example = "mx = [{ host = \"mx1\", preference = 10 }]";
+        let Some(list) = &d.mx else {
+            self.missing(
+                table,
+                "mx",
+                header,
+                "this [[domain]] has no `mx`",
+                format!("list the hosts that receive its mail, like {example}"),
+            );
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            self.issue(
+                list.span(),
+                "`mx` is empty",
+                format!("list at least one host, like {example}"),
+            );
+        }
+        let mut records = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for (k, entry) in list.get_ref().iter().enumerate() {
+            let e = entry.get_ref();
+            let host = match &e.host {
+                Some(v) => self.string("host", v, "\"mx1\""),
+                None => {
+                    self.missing(
+                        &format!("{table}.mx.{k}"),
+                        "host",
+                        entry.span(),
+                        "this mx entry has no `host`",
+                        "name one of the scenario's hosts, like { host = \"mx1\", preference = 10 }"
+                            .into(),
+                    );
+                    None
+                }
+            };
+            let preference = e
+                .preference
+                .as_ref()
+                .and_then(|v| self.integer("preference", v, 0, 65535, "10", None))
+                .map_or(10, |n| n as u16);
+            let Some(host) = host else { continue };
+            let span = e.host.as_ref().map(|v| v.span()).unwrap_or_default();
+            if !host_names.contains(&host) {
+                let hosts = if host_names.is_empty() {
+                    "the scenario has no hosts yet".to_string()
+                } else {
+                    format!("the hosts are: {}", host_names.join(", "))
+                };
+                let hint = match closest(host, host_names.iter().copied()) {
+                    Some(close) => did_you_mean(close, &hosts),
+                    None => format!("an MX names a [[host]] by its `name`; {hosts}"),
+                };
+                self.issue(
+                    span,
+                    format!("MX names host `{host}`, which does not exist"),
+                    hint,
+                );
+            } else if !seen.insert(host.to_string()) {
+                self.issue(
+                    span,
+                    format!("host `{host}` is in this domain's `mx` twice"),
+                    "list each host once; give it one preference",
+                );
+            }
+            records.push(MxRecord {
+                host: host.to_string(),
+                preference,
+            });
+        }
+        records
+    }
+
+    // ---------------------------------------------------------------- rule sets
+
+    fn rulesets(&mut self, raw: &[Spanned<RawRuleset>]) -> HashMap<String, At<Vec<Rule>>> {
+        let mut sets: HashMap<String, At<Vec<Rule>>> = HashMap::new();
+        for (i, set) in raw.iter().enumerate() {
+            let s = set.get_ref();
+            let table = format!("ruleset.{i}");
+            let name = match &s.name {
+                Some(v) => self.identifier("name", v, "\"common\""),
+                None => {
+                    self.missing(
+                        &table,
+                        "name",
+                        set.span(),
+                        "this [[ruleset]] has no `name`",
+                        "add a name that hosts can list in their `rulesets`, like name = \"common\""
+                            .into(),
+                    );
+                    None
+                }
+            };
+            let label = match &name {
+                Some((n, _)) => format!("ruleset {n}"),
+                None => format!("ruleset #{}", i + 1),
+            };
+            let rules = self.rules(&s.rule, &label, &table);
+            let Some((name, span)) = name else { continue };
+            if let Some((_, first)) = sets.get(&name) {
+                let line = self.line(first);
+                self.issue(
+                    span,
+                    format!("there are two rule sets named `{name}`"),
+                    format!("the first is on line {line}; rename one of them or merge their rules"),
+                );
+            } else {
+                sets.insert(name, (rules, span));
+            }
+        }
+        sets
+    }
+
+    // ---------------------------------------------------------------- hosts
+
+    fn hosts(
+        &mut self,
+        raw: &[Spanned<RawHost>],
+        rulesets: &HashMap<String, At<Vec<Rule>>>,
+    ) -> Vec<Host> {
+        let mut names: HashMap<String, Span> = HashMap::new();
+        let mut listens: Vec<(SocketAddr, Span, String)> = Vec::new();
+        let mut hosts = Vec::new();
+        for (i, host) in raw.iter().enumerate() {
+            let header = host.span();
+            let h = host.get_ref();
+            let table = format!("host.{i}");
+            let name = match &h.name {
+                Some(v) => self.identifier("name", v, "\"mx1\""),
+                None => {
+                    self.missing(
+                        &table,
+                        "name",
+                        header.clone(),
+                        "this [[host]] has no `name`",
+                        "add a name that MX records and the journal use, like name = \"mx1\""
+                            .into(),
+                    );
+                    None
+                }
+            };
+            if let Some((name, span)) = &name {
+                if let Some(first) = names.get(name) {
+                    let line = self.line(first);
+                    self.issue(
+                        span.clone(),
+                        format!("there are two hosts named `{name}`"),
+                        format!("the first is on line {line}; give each [[host]] its own name"),
+                    );
+                } else {
+                    names.insert(name.clone(), span.clone());
+                }
+            }
+
+            let listen = match &h.listen {
+                Some(v) => self.listen(v),
+                None => {
+                    self.missing(
+                        &table,
+                        "listen",
+                        header.clone(),
+                        "this [[host]] has no `listen` address",
+                        "add the address and port it listens on, like listen = \"127.0.0.1:2525\" (port 0 picks a free port)".into(),
+                    );
+                    None
+                }
+            };
+            let label = match &name {
+                Some((n, _)) => format!("host {n}"),
+                None => format!("host #{}", i + 1),
+            };
+            if let Some((addr, span)) = &listen {
+                let taken = listens.iter().find(|(a, _, _)| clash(*a, *addr)).cloned();
+                if let Some((other, first, other_label)) = taken {
+                    let line = self.line(&first);
+                    let message = if other == *addr {
+                        format!("two hosts listen on {addr}")
+                    } else {
+                        format!("{addr} and {other} take the same port")
+                    };
+                    self.issue(
+                        span.clone(),
+                        message,
+                        format!(
+                            "{other_label} listens on {other} (line {line}); give each host its own port, or port 0 for a free one"
+                        ),
+                    );
+                }
+                listens.push((*addr, span.clone(), label.clone()));
+            }
+
+            let hostname = match &h.hostname {
+                Some(v) => self.hostname(v).unwrap_or_default(),
+                None => format!(
+                    "{}.mxfarm.test",
+                    name.as_ref()
+                        .map_or("", |n| n.0.as_str())
+                        .to_ascii_lowercase()
+                ),
+            };
+            let greeting = h
+                .greeting
+                .as_ref()
+                .and_then(|v| self.text_value("greeting", v, "\"ESMTP ready\"", true))
+                .unwrap_or_else(|| "ESMTP mxfarm".to_string());
+            let extensions = h
+                .extensions
+                .as_ref()
+                .map(|e| self.extensions(e.get_ref()))
+                .unwrap_or_default();
+            let limits = h
+                .limits
+                .as_ref()
+                .map(|l| self.limits(l.get_ref()))
+                .unwrap_or_default();
+
+            let mut rules = self.rules(&h.rule, &label, &table);
+            if let Some(v) = &h.rulesets {
+                let mut listed = HashSet::new();
+                for (set, span) in self.strings("rulesets", v, "[\"common\"]") {
+                    if !listed.insert(set) {
+                        self.issue(
+                            span,
+                            format!("rule set `{set}` is listed twice"),
+                            "list each rule set once",
+                        );
+                    } else if let Some((set_rules, _)) = rulesets.get(set) {
+                        rules.extend(set_rules.iter().cloned());
+                    } else {
+                        let mut known: Vec<&str> = rulesets.keys().map(String::as_str).collect();
+                        known.sort_unstable();
+                        let sets = if known.is_empty() {
+                            "the scenario has no [[ruleset]]".to_string()
+                        } else {
+                            format!("the rule sets are: {}", known.join(", "))
+                        };
+                        let hint = match closest(set, known.iter().copied()) {
+                            Some(close) => did_you_mean(close, &sets),
+                            None => format!("define it with [[ruleset]] name = \"{set}\"; {sets}"),
+                        };
+                        self.issue(span, format!("there is no rule set named `{set}`"), hint);
+                    }
+                }
+            }
+
+            hosts.push(Host {
+                name: name.map(|n| n.0).unwrap_or_default(),
+                listen: listen.map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |l| l.0),
+                hostname,
+                greeting,
+                extensions,
+                limits,
+                rules: Arc::from(rules),
+            });
+        }
+        hosts
+    }
+
+    fn listen(&mut self, v: &Spanned<Leaf>) -> Option<At<SocketAddr>> {
+        let text = self.string("listen", v, "\"127.0.0.1:2525\"")?;
+        let text = text.trim();
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some((addr, v.span())),
+            Err(_) => {
+                let hint = if let Ok(ip) = text.parse::<IpAddr>() {
+                    let with_port = SocketAddr::new(ip, 2525);
+                    format!("add a port: listen = \"{with_port}\" (port 0 picks a free port)")
+                } else if text.starts_with("localhost") {
+                    "names are not looked up; write an IP address, like listen = \"127.0.0.1:2525\""
+                        .to_string()
+                } else {
+                    "write an IP address and a port, like \"127.0.0.1:2525\" or \"[::1]:2525\" (port 0 picks a free port)"
+                        .to_string()
+                };
+                self.issue(
+                    v.span(),
+                    format!("`{text}` is not an IP address and port"),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    fn hostname(&mut self, v: &Spanned<Leaf>) -> Option<String> {
+        let text = self.string("hostname", v, "\"mx1.aol.test\"")?;
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let literal = lower.starts_with('[') && lower.ends_with(']') && lower.len() > 2;
+        let valid = !lower.is_empty()
+            && (literal
+                || lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+        if !valid {
+            self.issue(
+                v.span(),
+                format!("`{text}` is not a host name"),
+                "write a domain name of letters, digits, dots and dashes, like hostname = \"mx1.aol.test\"",
+            );
+            return None;
+        }
+        Some(lower)
+    }
+
+    fn extensions(&mut self, raw: &RawExtensions) -> Extensions {
+        let d = Extensions::default();
+        let mut flag = |key: &str, v: &Option<Spanned<Leaf>>, default: bool| {
+            v.as_ref()
+                .and_then(|v| self.boolean(key, v))
+                .unwrap_or(default)
+        };
+        Extensions {
+            pipelining: flag("pipelining", &raw.pipelining, d.pipelining),
+            size: flag("size", &raw.size, d.size),
+            eight_bit_mime: flag("8bitmime", &raw.eight_bit_mime, d.eight_bit_mime),
+            enhanced_status_codes: flag(
+                "enhancedstatuscodes",
+                &raw.enhancedstatuscodes,
+                d.enhanced_status_codes,
+            ),
+            smtputf8: flag("smtputf8", &raw.smtputf8, d.smtputf8),
+            chunking: flag("chunking", &raw.chunking, d.chunking),
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let d = Limits::default();
+        let count = |v: &mut Self, key: &str, raw: &Option<Spanned<Leaf>>, default: usize, why| {
+            raw.as_ref()
+                .and_then(|r| v.integer(key, r, 1, i64::MAX, &default.to_string(), Some(why)))
+                .map_or(default, |n| n as usize)
+        };
+        let timeout = |v: &mut Self, key: &str, raw: &Option<Spanned<Leaf>>, default| {
+            raw.as_ref()
+                .and_then(|r| v.duration(key, r, Some("every client would time out at once")))
+                .unwrap_or(default)
+        };
+        Limits {
+            max_connections: count(
+                self,
+                "max-connections",
+                &raw.max_connections,
+                d.max_connections,
+                "no client could ever connect",
+            ),
+            max_recipients: count(
+                self,
+                "max-recipients",
+                &raw.max_recipients,
+                d.max_recipients,
+                "no message could have a recipient",
+            ),
+            max_message_size: raw
+                .max_message_size
+                .as_ref()
+                .and_then(|r| self.size("max-message-size", r, Some("no message could be sent")))
+                .unwrap_or(d.max_message_size),
+            max_line_length: count(
+                self,
+                "max-line-length",
+                &raw.max_line_length,
+                d.max_line_length,
+                "no command would fit",
+            ),
+            max_errors: count(
+                self,
+                "max-errors",
+                &raw.max_errors,
+                d.max_errors,
+                "write 1 to close after the first error",
+            ),
+            command_timeout: timeout(
+                self,
+                "command-timeout",
+                &raw.command_timeout,
+                d.command_timeout,
+            ),
+            data_timeout: timeout(self, "data-timeout", &raw.data_timeout, d.data_timeout),
+        }
+    }
+
+    // ---------------------------------------------------------------- rules
+
+    /// Validates a list of rules; `label` is `host mx1` or `ruleset common`, `table` the
+    /// path of the host or rule set (`host.0`).
+    fn rules(&mut self, raw: &[Spanned<RawRule>], label: &str, table: &str) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        // The first rule of each stage that has no conditions: it shadows later ones.
+        let mut catch_all: HashMap<Stage, usize> = HashMap::new();
+        for (i, rule) in raw.iter().enumerate() {
+            let number = i + 1;
+            let r = rule.get_ref();
+            let table = format!("{table}.rule.{i}");
+            let stage = self.stage(r, rule.span(), &table);
+            if let Some(stage) = stage {
+                if let Some(first) = catch_all.get(&stage) {
+                    self.issue(
+                        rule.span(),
+                        format!(
+                            "{label} rule {number} can never match: rule {first} above it matches every `{stage}` first"
+                        ),
+                        format!(
+                            "rules are tried in order and the first match wins; move this rule above rule {first}, or give rule {first} a `when`"
+                        ),
+                    );
+                }
+                let unconditional = r.when.as_ref().is_none_or(|w| is_empty_when(w.get_ref()));
+                if unconditional {
+                    catch_all.entry(stage).or_insert(number);
+                }
+            }
+            let when = match &r.when {
+                Some(w) => self.conditions(w.get_ref(), stage),
+                None => Vec::new(),
+            };
+            let then = match &r.then {
+                Some(t) => {
+                    let misspelt = self.has_unknown(&format!("{table}.then"));
+                    self.action(t.get_ref(), t.span(), stage, misspelt)
+                }
+                None => {
+                    self.missing(
+                        &table,
+                        "then",
+                        rule.span(),
+                        "this rule has no `then`: what to do when it matches",
+                        "add an action, like then = { reply = \"451 4.7.1 Try again later\" } or then = { accept = true }".into(),
+                    );
+                    None
+                }
+            };
+            if let (Some(stage), Some(then)) = (stage, then) {
+                rules.push(Rule {
+                    stage,
+                    when,
+                    then,
+                    origin: format!("{label} rule {number}"),
+                });
+            }
+        }
+        rules
+    }
+
+    fn stage(&mut self, r: &RawRule, header: Span, table: &str) -> Option<Stage> {
+        let Some(v) = &r.stage else {
+            self.missing(
+                table,
+                "stage",
+                header,
+                "this rule has no `stage`",
+                format!("add the point of the conversation it decides, like stage = \"rcpt\"; the stages are {STAGE_NAMES}"),
+            );
+            return None;
+        };
+        let name = self.string("stage", v, "\"rcpt\"")?;
+        let lower = name.trim().to_ascii_lowercase();
+        if let Some(stage) = Stage::parse(&lower) {
+            return Some(stage);
+        }
+        let alias = match lower.as_str() {
+            "eod" | "dot" | "eom" | "end-of-message" | "end" | "message" | "end_of_data"
+            | "enddata" => Some("end-of-data"),
+            "greeting" | "banner" | "connection" => Some("connect"),
+            "mail-from" | "from" | "sender" => Some("mail"),
+            "rcpt-to" | "to" | "recipient" => Some("rcpt"),
+            _ => None,
+        };
+        let names = Stage::ALL.map(Stage::as_str);
+        let suggestion = alias.or_else(|| closest(&lower, names.iter().copied()));
+        let hint = match suggestion {
+            Some(s) => did_you_mean(s, &format!("the stages are {STAGE_NAMES}")),
+            None => format!("the stages are {STAGE_NAMES}"),
+        };
+        self.issue(v.span(), format!("unknown stage `{name}`"), hint);
+        None
+    }
+
+    fn conditions(&mut self, w: &RawWhen, stage: Option<Stage>) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        let before = |s: Stage| stage.is_some_and(|st| rank(st) < rank(s));
+
+        if let Some(v) = &w.client {
+            let nets = self
+                .strings("client", v, "\"192.0.2.0/24\"")
+                .into_iter()
+                .filter_map(|(s, span)| self.network(s, span))
+                .collect();
+            conditions.push(Condition::Client(nets));
+        }
+        if let Some(v) = &w.helo {
+            if before(Stage::Ehlo) {
+                self.issue(
+                    v.span(),
+                    "`helo` cannot be tested at `connect`: the client has not said EHLO yet",
+                    "use stage = \"ehlo\" or a later stage, or remove `helo`",
+                );
+            }
+            let globs = self
+                .strings("helo", v, "\"*.example.test\"")
+                .into_iter()
+                .map(|(s, _)| Glob::new(s.trim()))
+                .collect();
+            conditions.push(Condition::Helo(globs));
+        }
+        if let Some(v) = &w.mail {
+            if before(Stage::Mail) {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "`mail` cannot be tested at `{}`: the client has not sent MAIL FROM yet",
+                        stage.map_or("", Stage::as_str)
+                    ),
+                    "use stage = \"mail\" or a later stage, or remove `mail`",
+                );
+            }
+            let patterns = self.addresses("mail", v, false);
+            conditions.push(Condition::Sender(patterns));
+        }
+        if let Some(v) = &w.rcpt {
+            if before(Stage::Rcpt) {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "`rcpt` cannot be tested at `{}`: the client has not sent RCPT TO yet",
+                        stage.map_or("", Stage::as_str)
+                    ),
+                    "use stage = \"rcpt\" (each recipient) or \"data\"/\"end-of-data\" (any accepted recipient), or remove `rcpt`",
+                );
+            }
+            let patterns = self.addresses("rcpt", v, true);
+            conditions.push(Condition::Recipient(patterns));
+        }
+        let mut sizes = [None, None];
+        for (i, (key, raw)) in [("size-above", &w.size_above), ("size-below", &w.size_below)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(v) = raw else { continue };
+            if before(Stage::Mail) {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "`{key}` cannot be tested at `{}`: there is no message yet",
+                        stage.map_or("", Stage::as_str)
+                    ),
+                    "use stage = \"mail\" (the SIZE= the client declares) or \"end-of-data\" (the message itself)",
+                );
+            }
+            if let Some(size) = self.size(key, v, None) {
+                sizes[i] = Some((size, v.span()));
+            }
+        }
+        if let [Some((above, _)), Some((below, span))] = &sizes
+            && below.saturating_sub(*above) <= 1
+        {
+            self.issue(
+                span.clone(),
+                format!("no message is above {above} bytes and below {below} bytes, so this rule never matches"),
+                "make `size-below` bigger than `size-above`, or keep only one of them",
+            );
+        }
+        if let Some((size, _)) = sizes[0] {
+            conditions.push(Condition::SizeAbove(size));
+        }
+        if let Some((size, _)) = sizes[1] {
+            conditions.push(Condition::SizeBelow(size));
+        }
+        if let Some(condition) = self.attempt(w, stage) {
+            conditions.push(condition);
+        }
+        if let Some(v) = &w.chance {
+            let p = match v.get_ref() {
+                Leaf::Float(p) => Some(*p),
+                Leaf::Int(n) => Some(*n as f64),
+                other => {
+                    self.issue(
+                        v.span(),
+                        format!(
+                            "`chance` must be a number from 0.0 to 1.0, not {}",
+                            other.kind()
+                        ),
+                        "write a probability without quotes, like chance = 0.25",
+                    );
+                    None
+                }
+            };
+            if let Some(p) = p {
+                if (0.0..=1.0).contains(&p) {
+                    conditions.push(Condition::Chance(p));
+                } else {
+                    let hint = if (1.0..=100.0).contains(&p) {
+                        format!(
+                            "a chance is a fraction, not a percentage: for {p}% write chance = {}",
+                            p / 100.0
+                        )
+                    } else {
+                        "write a probability from 0.0 (never) to 1.0 (always), like chance = 0.25"
+                            .to_string()
+                    };
+                    self.issue(
+                        v.span(),
+                        format!("`chance` is {p}, outside 0.0 to 1.0"),
+                        hint,
+                    );
+                }
+            }
+        }
+        conditions
+    }
+
+    fn attempt(&mut self, w: &RawWhen, stage: Option<Stage>) -> Option<Condition> {
+        let per = match &w.per {
+            None => None,
+            Some(v) => {
+                if w.attempt.is_none() {
+                    self.issue(
+                        v.span(),
+                        "`per` says what `attempt` counts, but this rule has no `attempt`",
+                        "add an attempt range, like attempt = \"<3\", or remove `per`",
+                    );
+                }
+                let text = self.string("per", v, "\"client\"")?;
+                let key = match text.trim().to_ascii_lowercase().as_str() {
+                    "client" => AttemptKey::Client,
+                    "sender" => AttemptKey::Sender,
+                    "recipient" => AttemptKey::Recipient,
+                    "triplet" => AttemptKey::Triplet,
+                    other => {
+                        let keys = ["client", "sender", "recipient", "triplet"];
+                        let hint = match closest(other, keys) {
+                            Some(k) => did_you_mean(
+                                k,
+                                "`per` is one of client, sender, recipient, triplet",
+                            ),
+                            None => {
+                                "`per` is one of client, sender, recipient, triplet".to_string()
+                            }
+                        };
+                        self.issue(v.span(), format!("unknown `per`: `{text}`"), hint);
+                        return None;
+                    }
+                };
+                Some((key, v.span()))
+            }
+        };
+        let v = w.attempt.as_ref()?;
+        let range = match v.get_ref() {
+            Leaf::Str(s) => match parse_attempt_range(s) {
+                Ok(range) => Some(range),
+                Err(why) => {
+                    self.issue(
+                        v.span(),
+                        format!("`{s}` is not an attempt range: {why}"),
+                        "write \"3\", \"<3\", \"<=3\", \">3\", \">=3\" or \"2-4\" (the first attempt is 1)",
+                    );
+                    None
+                }
+            },
+            Leaf::Int(n) if (1..=i64::from(u32::MAX)).contains(n) => Some(AttemptRange {
+                min: *n as u32,
+                max: *n as u32,
+            }),
+            Leaf::Int(n) => {
+                self.issue(
+                    v.span(),
+                    format!("attempt {n} never happens: the first attempt is 1"),
+                    "write a range in quotes, like attempt = \"<3\" (the first two attempts)",
+                );
+                None
+            }
+            other => {
+                self.issue(
+                    v.span(),
+                    format!("`attempt` must be a range in quotes, not {}", other.kind()),
+                    "write \"3\", \"<3\", \"<=3\", \">3\", \">=3\" or \"2-4\" (the first attempt is 1)",
+                );
+                None
+            }
+        };
+        let (key, per_span) = match per {
+            Some((key, span)) => (key, Some(span)),
+            None => (AttemptKey::Triplet, None),
+        };
+        if let Some(stage) = stage {
+            let choices = if rank(stage) < rank(Stage::Mail) {
+                "per = \"client\" (connections from the client's IP address)"
+            } else {
+                "per = \"client\" (connections from the client's IP address) or per = \"sender\" (MAIL commands with this sender)"
+            };
+            let counted = match key {
+                AttemptKey::Recipient | AttemptKey::Triplet if stage != Stage::Rcpt => true,
+                AttemptKey::Sender if rank(stage) < rank(Stage::Mail) => true,
+                _ => false,
+            };
+            if counted {
+                let name = match key {
+                    AttemptKey::Client => "client",
+                    AttemptKey::Sender => "sender",
+                    AttemptKey::Recipient => "recipient",
+                    AttemptKey::Triplet => "triplet",
+                };
+                let why = match key {
+                    AttemptKey::Sender => "there is no sender before MAIL FROM",
+                    _ => "it counts RCPT commands, so it exists only at `rcpt`",
+                };
+                match per_span {
+                    Some(span) => self.issue(
+                        span,
+                        format!("`per = \"{name}\"` cannot be counted at `{stage}`: {why}"),
+                        format!("write {choices}, or use stage = \"rcpt\""),
+                    ),
+                    None => self.issue(
+                        v.span(),
+                        format!(
+                            "`attempt` at `{stage}` needs `per`: the default, `triplet`, is counted only at `rcpt`"
+                        ),
+                        format!("add {choices}"),
+                    ),
+                }
+            }
+        }
+        Some(Condition::Attempt {
+            per: key,
+            range: range?,
+        })
+    }
+
+    fn network(&mut self, text: &str, span: Span) -> Option<IpNet> {
+        let text = text.trim();
+        let parsed = if text.contains('/') {
+            text.parse::<IpNet>().ok().map(|n| n.trunc())
+        } else {
+            text.parse::<IpAddr>().ok().map(IpNet::from)
+        };
+        if parsed.is_none() {
+            self.issue(
+                span,
+                format!("`{text}` is not an IP address or network"),
+                "write an address like \"192.0.2.7\" or \"2001:db8::7\", or a network like \"192.0.2.0/24\"",
+            );
+        }
+        parsed
+    }
+
+    fn addresses(&mut self, key: &str, v: &Spanned<Leaf>, recipient: bool) -> Vec<AddressPattern> {
+        let example = if recipient {
+            "\"alice@aol.test\""
+        } else {
+            "\"me@example.test\""
+        };
+        let mut patterns = Vec::new();
+        for (text, span) in self.strings(key, v, example) {
+            let text = text.trim();
+            let hint = "write an address (\"alice@aol.test\"), a glob (\"full-*@aol.test\"), a domain (\"@aol.test\") or the null sender (\"<>\")";
+            if text == "<>" {
+                if recipient {
+                    self.issue(
+                        span,
+                        "`<>` is the null sender; it cannot be a recipient",
+                        hint,
+                    );
+                } else {
+                    patterns.push(AddressPattern::Null);
+                }
+            } else if text.starts_with('<') && text.ends_with('>') {
+                self.issue(
+                    span,
+                    format!("write the address without angle brackets: `{text}`"),
+                    format!("write \"{}\"", &text[1..text.len() - 1]),
+                );
+            } else if let Some(domain) = text.strip_prefix('@') {
+                if domain.is_empty() || domain.contains(['@', ' ']) {
+                    self.issue(span, format!("`{text}` is not an address pattern"), hint);
+                } else {
+                    patterns.push(AddressPattern::Domain(domain.to_ascii_lowercase()));
+                }
+            } else if text.is_empty()
+                || text.contains(char::is_whitespace)
+                || !(text.contains('@') || text.contains('*'))
+            {
+                self.issue(span, format!("`{text}` is not an address pattern"), hint);
+            } else {
+                patterns.push(AddressPattern::Glob(Glob::new(text)));
+            }
+        }
+        patterns
+    }
+
+    /// `misspelt`: the table has an unknown key, reported already, so an action that seems
+    /// to be missing is most likely that key.
+    fn action(
+        &mut self,
+        t: &RawThen,
+        span: Span,
+        stage: Option<Stage>,
+        misspelt: bool,
+    ) -> Option<Action> {
+        let delay = t
+            .delay
+            .as_ref()
+            .and_then(|v| self.duration("delay", v, None));
+        let accept = t.accept.as_ref().and_then(|v| {
+            let b = self.boolean("accept", v)?;
+            if !b {
+                self.issue(
+                    v.span(),
+                    "`accept = false` does nothing",
+                    "remove it; to refuse, write a reply like reply = \"550 5.7.1 Not accepted\"",
+                );
+            }
+            Some(b)
+        });
+        let close = t.close.as_ref().and_then(|v| self.boolean("close", v));
+        let reply = t
+            .reply
+            .as_ref()
+            .and_then(|v| self.reply(v, stage, close == Some(true)));
+        let hang = t.hang.as_ref().and_then(|v| {
+            self.duration(
+                "hang",
+                v,
+                Some("to close without a reply, write close = true"),
+            )
+        });
+
+        let close_alone = t.reply.is_none()
+            && t.close
+                .as_ref()
+                .is_some_and(|c| *c.get_ref() != Leaf::Bool(false));
+        let present: Vec<&str> = [
+            ("accept", t.accept.is_some()),
+            ("reply", t.reply.is_some()),
+            ("close", close_alone),
+            ("hang", t.hang.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        let choices =
+            "write exactly one of accept = true, reply = \"...\", close = true or hang = \"...\"";
+        match present.len() {
+            0 if t.delay.is_some() => {
+                return delay.map(|d| Action {
+                    delay: Some(d),
+                    kind: ActionKind::Accept,
+                });
+            }
+            0 => {
+                if !misspelt {
+                    self.issue(
+                        span,
+                        "`then` has no action",
+                        format!("{choices} (or delay = \"...\" alone: accept after a wait)"),
+                    );
+                }
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.issue(
+                    span,
+                    format!(
+                        "`then` has {} actions: {}",
+                        present.len(),
+                        present.join(", ")
+                    ),
+                    format!("{choices}; close = true may go with reply, to close after it"),
+                );
+                return None;
+            }
+        }
+        let kind = match present[0] {
+            "accept" => {
+                accept?;
+                ActionKind::Accept
+            }
+            "reply" => {
+                let reply = reply?;
+                let close = close.unwrap_or(false) || reply.closes_connection();
+                ActionKind::Reply { reply, close }
+            }
+            "close" => {
+                close?;
+                ActionKind::Close
+            }
+            _ => ActionKind::Hang(hang?),
+        };
+        if t.delay.is_some() && delay.is_none() {
+            return None;
+        }
+        Some(Action { delay, kind })
+    }
+
+    fn reply(&mut self, v: &Spanned<Leaf>, stage: Option<Stage>, close: bool) -> Option<Reply> {
+        let text = self.string("reply", v, "\"451 4.7.1 Try again later\"")?;
+        let reply = match Reply::parse(text) {
+            Ok(reply) => reply,
+            Err(why) => {
+                self.issue(
+                    v.span(),
+                    format!("invalid reply: {why}"),
+                    "write a code, an optional enhanced status code and a text, like reply = \"451 4.7.1 Try again later\"",
+                );
+                return None;
+            }
+        };
+        let code = reply.code;
+        if code < 400
+            && let Some(stage) = stage
+        {
+            let own: &[u16] = match stage {
+                Stage::Connect => &[220],
+                Stage::Ehlo => &[],
+                Stage::Data => &[354],
+                Stage::Quit => &[221],
+                Stage::Rcpt => &[250, 251],
+                Stage::Mail | Stage::EndOfData | Stage::Rset => &[250],
+            };
+            if own.is_empty() {
+                self.issue(
+                    v.span(),
+                    format!("a {code} reply at `ehlo` is not allowed: the positive EHLO reply lists the host's extensions"),
+                    "to accept, write accept = true (the reply lists the extensions set under [host.extensions]); to refuse, use a 4xx or 5xx code",
+                );
+                return None;
+            }
+            if !own.contains(&code) {
+                let own_text = own
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                self.issue(
+                    v.span(),
+                    format!("reply code {code} at `{stage}`: the positive reply there is {own_text}"),
+                    format!("write {own_text} to accept with your own text, accept = true for the usual reply, or a 4xx or 5xx code to refuse"),
+                );
+                return None;
+            }
+            if close && code < 300 {
+                self.issue(
+                    v.span(),
+                    format!("`close = true` after a {code} reply: the client is told the command succeeded, then loses the connection"),
+                    "to refuse and close, use a 4xx or 5xx reply (a 421 closes by itself); to drop the connection without a reply, remove `reply`",
+                );
+                return None;
+            }
+        }
+        Some(reply)
+    }
+
+    // ---------------------------------------------------------------- leaf values
+
+    fn string<'a>(&mut self, key: &str, v: &'a Spanned<Leaf>, example: &str) -> Option<&'a str> {
+        match v.get_ref() {
+            Leaf::Str(s) => Some(s),
+            other => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be a string, not {}", other.kind()),
+                    format!("write it in quotes, like {key} = {example}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string of free text: `name`, `description`, `greeting`.
+    fn text_value(
+        &mut self,
+        key: &str,
+        v: &Spanned<Leaf>,
+        example: &str,
+        may_be_empty: bool,
+    ) -> Option<String> {
+        let text = self.string(key, v, example)?;
+        if text.trim().is_empty() && !may_be_empty {
+            self.issue(
+                v.span(),
+                format!("`{key}` is empty"),
+                format!("write something, like {key} = {example}"),
+            );
+            return None;
+        }
+        if text.chars().any(char::is_control) {
+            self.issue(
+                v.span(),
+                format!("`{key}` must be one line of text without control characters"),
+                format!("write it on one line, like {key} = {example}"),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    /// A name that other parts of the file refer to: host and rule set names.
+    fn identifier(&mut self, key: &str, v: &Spanned<Leaf>, example: &str) -> Option<At<String>> {
+        let text = self.string(key, v, example)?;
+        let valid = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            self.issue(
+                v.span(),
+                format!("`{text}` is not a valid name"),
+                format!("use letters, digits, `-`, `_` and `.`, like {key} = {example}"),
+            );
+            return None;
+        }
+        Some((text.to_string(), v.span()))
+    }
+
+    fn domain_name(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<At<String>> {
+        let text = self.string(key, v, "\"aol.test\"")?;
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !lower.is_empty()
+            && lower.len() <= 253
+            && lower.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            self.issue(
+                v.span(),
+                format!("`{text}` is not a domain name"),
+                "write labels of letters, digits and dashes separated by dots, like name = \"aol.test\"",
+            );
+            return None;
+        }
+        Some((lower, v.span()))
+    }
+
+    /// A string or a list of strings, each with its span. An empty list is a problem: as a
+    /// condition it would match nothing.
+    fn strings<'a>(&mut self, key: &str, v: &'a Spanned<Leaf>, example: &str) -> Vec<At<&'a str>> {
+        match v.get_ref() {
+            Leaf::Str(s) => vec![(s.as_str(), v.span())],
+            Leaf::List(items) if items.is_empty() => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` is an empty list"),
+                    format!("list at least one, like {key} = {example}, or remove `{key}`"),
+                );
+                Vec::new()
+            }
+            Leaf::List(items) => items
+                .iter()
+                .filter_map(|item| match item.get_ref() {
+                    Leaf::Str(s) => Some((s.as_str(), item.span())),
+                    other => {
+                        self.issue(
+                            item.span(),
+                            format!("the items of `{key}` must be strings, not {}", other.kind()),
+                            format!("write each in quotes, like {key} = {example}"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            other => {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "`{key}` must be a string or a list of strings, not {}",
+                        other.kind()
+                    ),
+                    format!("write {key} = {example}"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<bool> {
+        match v.get_ref() {
+            Leaf::Bool(b) => Some(*b),
+            Leaf::Str(s) if matches!(s.as_str(), "true" | "false") => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be true or false, not a string"),
+                    format!("write it without quotes: {key} = {s}"),
+                );
+                None
+            }
+            other => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be true or false, not {}", other.kind()),
+                    format!("write {key} = true or {key} = false"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`; `zero` says why 0 makes no sense when `min` is 1.
+    fn integer(
+        &mut self,
+        key: &str,
+        v: &Spanned<Leaf>,
+        min: i64,
+        max: i64,
+        example: &str,
+        zero: Option<&str>,
+    ) -> Option<i64> {
+        match v.get_ref() {
+            Leaf::Int(n) if (min..=max).contains(n) => Some(*n),
+            Leaf::Int(0) if min == 1 => {
+                let why = zero.map_or(String::new(), |w| format!(": {w}"));
+                self.issue(
+                    v.span(),
+                    format!("`{key}` cannot be 0{why}"),
+                    format!("write a positive number, like {key} = {example}"),
+                );
+                None
+            }
+            Leaf::Int(n) if *n < 0 && min == 0 => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` cannot be negative"),
+                    format!("write {key} = {example}"),
+                );
+                None
+            }
+            Leaf::Int(n) => {
+                let message = if *n < min {
+                    format!("`{key}` must be at least {min}, not {n}")
+                } else {
+                    format!("`{key}` can be at most {max}, not {n}")
+                };
+                self.issue(v.span(), message, format!("write {key} = {example}"));
+                None
+            }
+            Leaf::Str(s) if s.trim().parse::<i64>().is_ok() => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be a number, not a string"),
+                    format!("write it without quotes: {key} = {}", s.trim()),
+                );
+                None
+            }
+            other => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be a whole number, not {}", other.kind()),
+                    format!("write {key} = {example}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration; `zero` says why 0 is not allowed (`None`: it is).
+    fn duration(&mut self, key: &str, v: &Spanned<Leaf>, zero: Option<&str>) -> Option<Duration> {
+        let hint = format!(
+            "write a number and a unit (s, m, h, d), like {key} = \"30s\", \"5m\", \"1h30m\" or \"2d\""
+        );
+        let result = match v.get_ref() {
+            Leaf::Str(s) => parse_duration(s),
+            Leaf::Int(n) => Err(format!(
+                "`{key}` needs a unit: write {key} = \"{n}s\" for {n} seconds"
+            )),
+            other => Err(format!(
+                "`{key}` must be a duration in quotes, not {}",
+                other.kind()
+            )),
+        };
+        match result {
+            Ok(d) if d.is_zero() && zero.is_some() => {
+                let why = zero.unwrap_or_default();
+                self.issue(
+                    v.span(),
+                    format!("`{key}` cannot be 0"),
+                    format!("{why}; or {hint}"),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.issue(v.span(), message, hint);
+                None
+            }
+        }
+    }
+
+    /// A size in bytes; `zero` says why 0 is not allowed (`None`: it is).
+    fn size(&mut self, key: &str, v: &Spanned<Leaf>, zero: Option<&str>) -> Option<u64> {
+        let hint = format!(
+            "write a number of bytes or a number and a unit, like {key} = \"35MiB\", \"10MB\", \"512KiB\" or 1000"
+        );
+        let result = match v.get_ref() {
+            Leaf::Int(n) => u64::try_from(*n).map_err(|_| format!("`{key}` cannot be negative")),
+            Leaf::Str(s) => parse_size(s),
+            other => Err(format!("`{key}` must be a size, not {}", other.kind())),
+        };
+        match result {
+            Ok(0) if zero.is_some() => {
+                let why = zero.unwrap_or_default();
+                self.issue(v.span(), format!("`{key}` cannot be 0: {why}"), hint);
+                None
+            }
+            Ok(n) => Some(n),
+            Err(message) => {
+                self.issue(v.span(), message, hint);
+                None
+            }
+        }
+    }
+}
+
+/// Whether two listen addresses cannot both be bound. Port 0 means a free port, which is
+/// never taken twice; an unspecified address (0.0.0.0, ::) takes the port on every
+/// address of its family, and `::` on IPv4 as well.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let covers = |x: IpAddr, y: IpAddr| {
+        x == y || (x.is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4()))
+    };
+    covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
+}
+
+/// A stage's place in the conversation: connect first, quit last.
+fn rank(stage: Stage) -> usize {
+    Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)
+}
+
+fn is_empty_when(w: &RawWhen) -> bool {
+    let RawWhen {
+        client,
+        helo,
+        mail,
+        rcpt,
+        size_above,
+        size_below,
+        attempt,
+        per,
+        chance,
+    } = w;
+    [
+        client, helo, mail, rcpt, size_above, size_below, attempt, per, chance,
+    ]
+    .iter()
+    .all(|c| c.is_none())
+}
+
+/// Parses `"30s"`, `"5m"`, `"1h30m"`, `"2d"`; the error is phrased for a scenario author.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.parse::<f64>().is_ok() {
+        return Err(format!(
+            "`{trimmed}` needs a unit: write \"{trimmed}s\" for {trimmed} seconds"
+        ));
+    }
+    let d = humantime::parse_duration(trimmed).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
+            format!("`{trimmed}` is not a duration: unknown unit `{unit}`")
+        }
+        humantime::DurationError::NumberOverflow => format!("`{trimmed}` is longer than a year"),
+        humantime::DurationError::Empty => "the duration is empty".to_string(),
+        _ => format!("`{trimmed}` is not a duration"),
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("`{trimmed}` is longer than a year"));
+    }
+    Ok(d)
+}
+
+/// Parses `"35MiB"`, `"10MB"`, `"512KiB"` or `"1000"` into bytes.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let starts_with_digit = trimmed.starts_with(|c: char| c.is_ascii_digit());
+    match trimmed.parse::<bytesize::ByteSize>() {
+        Ok(size) if starts_with_digit => Ok(size.as_u64()),
+        _ => Err(format!("`{trimmed}` is not a size")),
+    }
+}
+
+/// Parses `"3"`, `"<3"`, `"<=3"`, `">3"`, `">=3"` or `"2-4"`; attempts count from 1.
+pub(crate) fn parse_attempt_range(text: &str) -> Result<AttemptRange, String> {
+    let text = text.trim();
+    let number = |s: &str| -> Result<u32, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("a number is missing".to_string());
+        }
+        s.parse::<u32>()
+            .map_err(|_| format!("`{s}` is not a whole number"))
+    };
+    let (min, max) = if let Some(n) = text.strip_prefix("<=") {
+        (1, number(n)?)
+    } else if let Some(n) = text.strip_prefix(">=") {
+        (number(n)?, u32::MAX)
+    } else if let Some(n) = text.strip_prefix('<') {
+        (1, number(n)?.saturating_sub(1))
+    } else if let Some(n) = text.strip_prefix('>') {
+        (number(n)?.saturating_add(1), u32::MAX)
+    } else if let Some((a, b)) = text.split_once('-') {
+        let (a, b) = (number(a)?, number(b)?);
+        if a > b {
+            return Err(format!("{a} is bigger than {b}; write \"{b}-{a}\""));
+        }
+        (a, b)
+    } else {
+        let n = number(text)?;
+        (n, n)
+    };
+    if max < 1 || min > max {
+        return Err("no attempt is in this range (the first attempt is 1)".to_string());
+    }
+    Ok(AttemptRange {
+        min: min.max(1),
+        max,
+    })
+}
+
+/// "did you mean `x`? The ...": a suggestion, then what else there is.
+pub(crate) fn did_you_mean(suggestion: &str, rest: &str) -> String {
+    let mut chars = rest.chars();
+    let rest = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    format!("did you mean `{suggestion}`? {rest}")
+}
+
+/// The candidate closest to `word`, if one is close enough to be a likely typo.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    let word = norm(word);
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &norm(c)), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edit distance counting a swap of two neighbouring characters as one edit (optimal
+/// string alignment), since `relpy` for `reply` is the commonest typo.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{ScenarioError, load_str};
+
+    const HOST: &str = "name = \"t\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:2525\"\n";
+
+    /// A one-host scenario with one rule written as `stage = ..., when = ..., then = ...`.
+    fn with_rule(rule: &str) -> String {
+        format!("{HOST}[[host.rule]]\n{rule}\n")
+    }
+
+    fn load(text: &str) -> Result<Scenario, ScenarioError> {
+        load_str("t.toml", text)
+    }
+
+    /// The (message, hint) of every problem; panics if the text loads.
+    fn problems(text: &str) -> Vec<(String, String)> {
+        match load(text) {
+            Ok(_) => panic!("this loaded, but should not have:\n{text}"),
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| (p.message.clone(), p.hint.clone()))
+                .collect(),
+        }
+    }
+
+    #[track_caller]
+    fn assert_loads(text: &str) -> Scenario {
+        match load(text) {
+            Ok(s) => s,
+            Err(e) => panic!("should load:\n{text}\n{e}"),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Result<u64, &str>)] = &[
+            ("30s", Ok(30)),
+            ("5m", Ok(300)),
+            ("1h30m", Ok(5400)),
+            ("1h 30m", Ok(5400)),
+            ("2d", Ok(172_800)),
+            (" 10s ", Ok(10)),
+            ("0s", Ok(0)),
+            ("30", Err("needs a unit")),
+            ("", Err("empty")),
+            ("soon", Err("is not a duration")),
+            ("5 fortnights", Err("unknown unit `fortnights`")),
+            ("2years", Err("longer than a year")),
+            ("99999999999999999999999s", Err("longer than a year")),
+        ];
+        for (text, expected) in cases {
+            let got = parse_duration(text).map(|d| d.as_secs());
+            match (expected, &got) {
+                (Ok(secs), Ok(g)) => assert_eq!(g, secs, "{text:?}"),
+                (Err(fragment), Err(message)) => {
+                    assert!(message.contains(fragment), "{text:?}: {message}")
+                }
+                _ => panic!("{text:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("35MiB", Some(35 * 1024 * 1024)),
+            ("10MB", Some(10_000_000)),
+            ("512KiB", Some(512 * 1024)),
+            ("512 KiB", Some(512 * 1024)),
+            ("1000", Some(1000)),
+            ("64mib", Some(64 * 1024 * 1024)),
+            ("1.5KB", Some(1500)),
+            ("0", Some(0)),
+            ("64 megs", None),
+            ("-5MB", None),
+            ("MB", None),
+            ("", None),
+            ("lots", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_size(text).ok(), *expected, "{text:?}");
+        }
+        // and as written in a file: an integer is a number of bytes
+        let s = assert_loads(&format!(
+            "{HOST}[host.limits]\nmax-message-size = 2048\n[capture]\nmax-bytes = \"1MiB\"\n"
+        ));
+        assert_eq!(s.hosts[0].limits.max_message_size, 2048);
+        assert_eq!(s.capture.max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn attempt_ranges() {
+        let r = |min, max| Ok(AttemptRange { min, max });
+        let cases: &[(&str, Result<AttemptRange, &str>)] = &[
+            ("3", r(3, 3)),
+            ("<3", r(1, 2)),
+            ("<=3", r(1, 3)),
+            (">3", r(4, u32::MAX)),
+            (">=3", r(3, u32::MAX)),
+            ("2-4", r(2, 4)),
+            (" 2 - 4 ", r(2, 4)),
+            ("< 3", r(1, 2)),
+            (">=1", r(1, u32::MAX)),
+            ("1", r(1, 1)),
+            ("0", Err("no attempt")),
+            ("<1", Err("no attempt")),
+            ("0-2", r(1, 2)),
+            ("4-2", Err("write \"2-4\"")),
+            ("", Err("missing")),
+            ("<", Err("missing")),
+            ("three", Err("not a whole number")),
+            ("=3", Err("not a whole number")),
+            ("2-", Err("missing")),
+            ("-2", Err("missing")),
+            ("1.5", Err("not a whole number")),
+            (">4294967295", Err("no attempt")),
+        ];
+        for (text, expected) in cases {
+            let got = parse_attempt_range(text);
+            match (expected, &got) {
+                (Ok(range), Ok(g)) => assert_eq!(g, range, "{text:?}"),
+                (Err(fragment), Err(message)) => {
+                    assert!(message.contains(fragment), "{text:?}: {message}")
+                }
+                _ => panic!("{text:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        for range in ["0-2"] {
+            // the range is clamped to attempts that exist
+            assert_eq!(parse_attempt_range(range).map(|r| r.min), Ok(1));
+        }
+    }
+
+    #[test]
+    fn suggestions_catch_typos_but_not_unrelated_words() {
+        let keys = Place::Then.keys().iter().copied();
+        assert_eq!(closest("relpy", keys.clone()), Some("reply"));
+        assert_eq!(closest("Accept", keys.clone()), Some("accept"));
+        assert_eq!(closest("greylist", keys.clone()), None);
+        assert_eq!(
+            closest("max_errors", Place::Limits.keys().iter().copied()),
+            Some("max-errors")
+        );
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn defaults_and_lowercasing() {
+        let s = assert_loads(
+            "name = \"t\"\n[[domain]]\nname = \"AOL.Test.\"\nmx = [{ host = \"MX1\" }]\n\
+             [[host]]\nname = \"MX1\"\nlisten = \"127.0.0.1:0\"\n\
+             [[host]]\nname = \"mx2\"\nlisten = \"127.0.0.1:0\"\nhostname = \"Mx2.AOL.test\"\n",
+        );
+        assert_eq!(s.description, "");
+        assert_eq!(s.seed, 0);
+        assert_eq!(s.capture, CaptureLimits::default());
+        assert_eq!(s.journal, JournalLimits::default());
+        assert_eq!(s.domains[0].name, "aol.test");
+        assert_eq!(s.domains[0].mx[0].preference, 10);
+        let mx1 = s.host("MX1").unwrap();
+        assert_eq!(mx1.hostname, "mx1.mxfarm.test");
+        assert_eq!(mx1.greeting, "ESMTP mxfarm");
+        assert_eq!(mx1.extensions, Extensions::default());
+        assert_eq!(mx1.limits, Limits::default());
+        assert!(mx1.rules.is_empty());
+        assert_eq!(s.host("mx2").unwrap().hostname, "mx2.aol.test");
+    }
+
+    #[test]
+    fn every_value_is_read() {
+        let s = assert_loads(
+            r#"
+            name = "full"
+            description = "All of it"
+            seed = 42
+            [capture]
+            max-messages = 0
+            max-bytes = "1MB"
+            [journal]
+            max-events = 10
+            [[host]]
+            name = "mx1"
+            listen = "[::1]:2525"
+            greeting = "ESMTP hi"
+            [host.extensions]
+            pipelining = false
+            8bitmime = false
+            [host.limits]
+            max-connections = 2
+            max-recipients = 3
+            max-line-length = 512
+            max-errors = 1
+            command-timeout = "1m"
+            data-timeout = "2m"
+            [[host.rule]]
+            stage = "rcpt"
+            when = { client = ["192.0.2.9/24", "2001:db8::1"], helo = "*.test", mail = ["<>", "@Example.test"], rcpt = "Full-*@aol.test", size-above = "1KiB", size-below = 4096, attempt = 3, per = "recipient", chance = 1 }
+            then = { reply = "452 4.2.2 Mailbox full\nTry later", delay = "2s" }
+            "#,
+        );
+        assert_eq!((s.seed, s.description.as_str()), (42, "All of it"));
+        assert_eq!(s.capture.max_messages, 0);
+        assert_eq!(s.capture.max_bytes, 1_000_000);
+        assert_eq!(s.journal.max_events, 10);
+        let h = &s.hosts[0];
+        assert_eq!(h.listen, "[::1]:2525".parse().unwrap());
+        assert_eq!(h.greeting, "ESMTP hi");
+        assert!(!h.extensions.pipelining && !h.extensions.eight_bit_mime);
+        assert!(h.extensions.size && h.extensions.chunking);
+        let l = h.limits;
+        assert_eq!((l.max_connections, l.max_recipients), (2, 3));
+        assert_eq!((l.max_line_length, l.max_errors), (512, 1));
+        assert_eq!(l.command_timeout, Duration::from_secs(60));
+        assert_eq!(l.data_timeout, Duration::from_secs(120));
+        let rule = &h.rules[0];
+        assert_eq!(rule.origin, "host mx1 rule 1");
+        assert_eq!(
+            rule.when,
+            vec![
+                Condition::Client(vec![
+                    "192.0.2.0/24".parse().unwrap(),
+                    "2001:db8::1/128".parse().unwrap()
+                ]),
+                Condition::Helo(vec![Glob::new("*.test")]),
+                Condition::Sender(vec![
+                    AddressPattern::Null,
+                    AddressPattern::Domain("example.test".into())
+                ]),
+                Condition::Recipient(vec![AddressPattern::Glob(Glob::new("Full-*@aol.test"))]),
+                Condition::SizeAbove(1024),
+                Condition::SizeBelow(4096),
+                Condition::Attempt {
+                    per: AttemptKey::Recipient,
+                    range: AttemptRange { min: 3, max: 3 }
+                },
+                Condition::Chance(1.0),
+            ]
+        );
+        assert_eq!(
+            rule.then,
+            Action {
+                delay: Some(Duration::from_secs(2)),
+                kind: ActionKind::Reply {
+                    reply: Reply::parse("452 4.2.2 Mailbox full\nTry later").unwrap(),
+                    close: false
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn actions() {
+        let then = |stage: &str, then: &str| {
+            let s = assert_loads(&with_rule(&format!("stage = \"{stage}\"\nthen = {then}")));
+            s.hosts[0].rules[0].then.clone()
+        };
+        let kind = |stage: &str, t: &str| then(stage, t).kind;
+        assert_eq!(kind("rcpt", "{ accept = true }"), ActionKind::Accept);
+        assert_eq!(kind("end-of-data", "{ close = true }"), ActionKind::Close);
+        assert_eq!(
+            kind("data", "{ hang = \"10m\" }"),
+            ActionKind::Hang(Duration::from_secs(600))
+        );
+        assert_eq!(
+            then("connect", "{ delay = \"30s\" }"),
+            Action {
+                delay: Some(Duration::from_secs(30)),
+                kind: ActionKind::Accept
+            }
+        );
+        // a 421 always closes; close = true closes after any refusal
+        let closes = |stage: &str, t: &str| match kind(stage, t) {
+            ActionKind::Reply { close, .. } => close,
+            other => panic!("{other:?}"),
+        };
+        assert!(closes("mail", "{ reply = \"421 4.7.0 Bye\" }"));
+        assert!(closes("rcpt", "{ reply = \"550 5.1.1 No\", close = true }"));
+        assert!(!closes(
+            "rcpt",
+            "{ reply = \"550 5.1.1 No\", close = false }"
+        ));
+        assert!(!closes("rcpt", "{ reply = \"550 5.1.1 No\" }"));
+        // each stage's own positive code is allowed
+        for (stage, reply) in [
+            ("connect", "220 mx ready"),
+            ("mail", "250 2.1.0 Fine"),
+            ("rcpt", "250 2.1.5 Ok"),
+            ("rcpt", "251 2.1.5 Forwarding"),
+            ("data", "354 Go ahead"),
+            ("end-of-data", "250 2.0.0 Queued"),
+            ("rset", "250 Ok"),
+            ("quit", "221 2.0.0 Bye"),
+        ] {
+            kind(stage, &format!("{{ reply = \"{reply}\" }}"));
+        }
+    }
+
+    #[test]
+    fn rule_order_is_own_rules_then_each_ruleset_in_listed_order() {
+        let s = assert_loads(
+            r#"
+            name = "t"
+            [[host]]
+            name = "mx1"
+            listen = "127.0.0.1:2525"
+            rulesets = ["b", "a"]
+            [[host.rule]]
+            stage = "rcpt"
+            when = { rcpt = "own1@x.test" }
+            then = { reply = "451 own 1" }
+            [[host.rule]]
+            stage = "mail"
+            then = { reply = "451 own 2" }
+            [[host]]
+            name = "mx2"
+            listen = "127.0.0.1:2526"
+            rulesets = "a"
+            [[ruleset]]
+            name = "a"
+            [[ruleset.rule]]
+            stage = "rcpt"
+            then = { reply = "451 a 1" }
+            [[ruleset]]
+            name = "b"
+            [[ruleset.rule]]
+            stage = "rcpt"
+            when = { rcpt = "b1@x.test" }
+            then = { reply = "451 b 1" }
+            [[ruleset.rule]]
+            stage = "rcpt"
+            when = { rcpt = "b2@x.test" }
+            then = { reply = "451 b 2" }
+            "#,
+        );
+        let origins = |host: &str| -> Vec<String> {
+            s.host(host)
+                .unwrap()
+                .rules
+                .iter()
+                .map(|r| r.origin.clone())
+                .collect()
+        };
+        assert_eq!(
+            origins("mx1"),
+            [
+                "host mx1 rule 1",
+                "host mx1 rule 2",
+                "ruleset b rule 1",
+                "ruleset b rule 2",
+                "ruleset a rule 1"
+            ]
+        );
+        assert_eq!(origins("mx2"), ["ruleset a rule 1"]);
+        let texts: Vec<String> = s.hosts[0]
+            .rules
+            .iter()
+            .map(|r| match &r.then.kind {
+                ActionKind::Reply { reply, .. } => reply.one_line(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            ["451 own 1", "451 own 2", "451 b 1", "451 b 2", "451 a 1"]
+        );
+    }
+
+    #[test]
+    fn listen_addresses_that_clash() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1:2525", "127.0.0.1:2525", true),
+            ("127.0.0.1:2525", "127.0.0.1:2526", false),
+            ("127.0.0.1:0", "127.0.0.1:0", false),
+            ("127.0.0.1:2525", "127.0.0.2:2525", false),
+            ("0.0.0.0:2525", "127.0.0.1:2525", true),
+            ("127.0.0.1:2525", "0.0.0.0:2525", true),
+            ("[::]:2525", "127.0.0.1:2525", true),
+            ("0.0.0.0:2525", "[::1]:2525", false),
+            ("[::1]:25", "[::1]:25", true),
+        ];
+        for (x, y, expected) in cases {
+            assert_eq!(clash(a(x), a(y)), expected, "{x} {y}");
+        }
+    }
+
+    /// Each problem the validator knows, as (scenario text, fragment of the message,
+    /// fragment of the hint).
+    #[test]
+    fn every_problem_is_reported_with_a_hint() {
+        let host2 = |listen: &str, name: &str| {
+            format!("{HOST}[[host]]\nname = \"{name}\"\nlisten = \"{listen}\"\n")
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            // the file as a whole
+            ("name = \"t\"\n".into(), "has no hosts", "[[host]]"),
+            (
+                "[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:1\"\n".into(),
+                "has no `name`",
+                "name = \"aol\"",
+            ),
+            (
+                format!("{HOST}seed = \"7\""),
+                "must be a number",
+                "without quotes",
+            ),
+            (
+                format!("nmae = 1\n{HOST}"),
+                "unknown key `nmae`",
+                "did you mean `name`?",
+            ),
+            (
+                format!("{HOST}[journal]\nmax-events = 0\n"),
+                "cannot be 0",
+                "max-events =",
+            ),
+            (
+                format!("{HOST}description = 7\n"),
+                "must be a string",
+                "in quotes",
+            ),
+            // hosts
+            (
+                "name = \"t\"\n[[host]]\nname = \"mx1\"\n".into(),
+                "no `listen`",
+                "127.0.0.1:2525",
+            ),
+            (
+                "name = \"t\"\n[[host]]\nlisten = \"127.0.0.1:1\"\n".into(),
+                "has no `name`",
+                "name = \"mx1\"",
+            ),
+            (
+                host2("127.0.0.1:2526", "mx1"),
+                "two hosts named `mx1`",
+                "line 3",
+            ),
+            (
+                host2("127.0.0.1:2525", "mx2"),
+                "two hosts listen on 127.0.0.1:2525",
+                "host mx1",
+            ),
+            (host2("0.0.0.0:2525", "mx2"), "take the same port", "port 0"),
+            (
+                host2("127.0.0.1", "mx2"),
+                "not an IP address and port",
+                "127.0.0.1:2525",
+            ),
+            (
+                host2("::1", "mx2"),
+                "not an IP address and port",
+                "[::1]:2525",
+            ),
+            (
+                host2("localhost:25", "mx2"),
+                "not an IP address and port",
+                "not looked up",
+            ),
+            (
+                host2("127.0.0.1:99999", "mx2"),
+                "not an IP address and port",
+                "port",
+            ),
+            (
+                host2("127.0.0.1:1", "mx 2"),
+                "not a valid name",
+                "letters, digits",
+            ),
+            (
+                format!("{HOST}hostname = \"mx 1.test\"\n"),
+                "not a host name",
+                "letters",
+            ),
+            (
+                format!("{HOST}greeting = \"a\\nb\"\n"),
+                "one line",
+                "greeting =",
+            ),
+            (
+                format!("{HOST}listn = \"x\"\n"),
+                "unknown key `listn` in [[host]]",
+                "`listen`",
+            ),
+            (
+                format!("{HOST}max-errors = 1\n"),
+                "in [[host]]",
+                "[host.limits]",
+            ),
+            (
+                format!("{HOST}stage = \"rcpt\"\n"),
+                "in [[host]]",
+                "[[host.rule]]",
+            ),
+            (
+                format!("{HOST}[host.extensions]\nsize = \"true\"\n"),
+                "true or false",
+                "without quotes",
+            ),
+            (
+                format!("{HOST}[host.extensions]\nstarttls = false\n"),
+                "unknown key",
+                "pipelining",
+            ),
+            // limits
+            (
+                format!("{HOST}[host.limits]\nmax-connections = 0\n"),
+                "cannot be 0",
+                "100",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-recipients = 0\n"),
+                "cannot be 0",
+                "100",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-line-length = 0\n"),
+                "cannot be 0",
+                "1000",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-errors = 0\n"),
+                "cannot be 0",
+                "20",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-message-size = 0\n"),
+                "cannot be 0",
+                "35MiB",
+            ),
+            (
+                format!("{HOST}[host.limits]\ncommand-timeout = \"0s\"\n"),
+                "cannot be 0",
+                "30s",
+            ),
+            (
+                format!("{HOST}[host.limits]\ndata-timeout = 60\n"),
+                "needs a unit",
+                "60s",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-message-size = \"big\"\n"),
+                "not a size",
+                "35MiB",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-errors = -1\n"),
+                "at least 1",
+                "max-errors = 20",
+            ),
+            (
+                format!("{HOST}[host.limits]\nmax-errors = 1.5\n"),
+                "whole number",
+                "max-errors =",
+            ),
+            // domains
+            (
+                format!("{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"mx2\" }}]\n"),
+                "MX names host `mx2`, which does not exist",
+                "did you mean `mx1`?",
+            ),
+            (
+                format!("{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"gateway\" }}]\n"),
+                "which does not exist",
+                "the hosts are: mx1",
+            ),
+            (
+                format!(
+                    "{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"mx1\" }}]\n\
+                     [[domain]]\nname = \"A.TEST\"\nmx = [{{ host = \"mx1\" }}]\n"
+                ),
+                "domain `a.test` is listed twice",
+                "line",
+            ),
+            (
+                format!("{HOST}[[domain]]\nname = \"a.test\"\n"),
+                "no `mx`",
+                "mx = [",
+            ),
+            (
+                format!("{HOST}[[domain]]\nname = \"a.test\"\nmx = []\n"),
+                "`mx` is empty",
+                "mx1",
+            ),
+            (
+                format!("{HOST}[[domain]]\nmx = [{{ host = \"mx1\" }}]\n"),
+                "no `name`",
+                "aol.test",
+            ),
+            (
+                format!("{HOST}[[domain]]\nname = \"a..test\"\nmx = [{{ host = \"mx1\" }}]\n"),
+                "not a domain name",
+                "aol.test",
+            ),
+            (
+                format!("{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ preference = 1 }}]\n"),
+                "no `host`",
+                "host = \"mx1\"",
+            ),
+            (
+                format!(
+                    "{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"mx1\" }}, {{ host = \"mx1\" }}]\n"
+                ),
+                "twice",
+                "once",
+            ),
+            (
+                format!(
+                    "{HOST}[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"mx1\", preference = -1 }}]\n"
+                ),
+                "cannot be negative",
+                "preference = 10",
+            ),
+            // rule sets
+            (
+                format!("{HOST}rulesets = [\"common\"]\n"),
+                "no rule set named `common`",
+                "[[ruleset]]",
+            ),
+            (
+                format!("{HOST}rulesets = [\"comon\"]\n[[ruleset]]\nname = \"common\"\n"),
+                "no rule set named `comon`",
+                "did you mean `common`?",
+            ),
+            (
+                format!("{HOST}rulesets = [\"a\", \"a\"]\n[[ruleset]]\nname = \"a\"\n"),
+                "listed twice",
+                "once",
+            ),
+            (
+                format!("{HOST}[[ruleset]]\nname = \"a\"\n[[ruleset]]\nname = \"a\"\n"),
+                "two rule sets named `a`",
+                "line",
+            ),
+            (format!("{HOST}rulesets = []\n"), "empty list", "rulesets ="),
+            (
+                format!("{HOST}rulesets = [1]\n"),
+                "must be strings",
+                "in quotes",
+            ),
+            // rules: structure
+            (
+                with_rule("then = { accept = true }"),
+                "no `stage`",
+                "stage = \"rcpt\"",
+            ),
+            (with_rule("stage = \"rcpt\""), "no `then`", "then = {"),
+            (
+                with_rule("stage = \"rcpto\"\nthen = { accept = true }"),
+                "unknown stage",
+                "`rcpt`",
+            ),
+            (
+                with_rule("stage = \"eod\"\nthen = { accept = true }"),
+                "unknown stage",
+                "`end-of-data`",
+            ),
+            (
+                with_rule("stage = \"starttls\"\nthen = { accept = true }"),
+                "unknown stage",
+                "connect, ehlo",
+            ),
+            (
+                with_rule("stage = 3\nthen = { accept = true }"),
+                "must be a string",
+                "stage = \"rcpt\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nthen = { accept = true }\n[[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"450 x\" }",
+                ),
+                "host mx1 rule 2 can never match",
+                "rule 1",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { relpy = \"450 x\" }"),
+                "unknown key `relpy` in `then`",
+                "did you mean `reply`?",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { accept = true }\nwhen = { delay = \"1s\" }"),
+                "unknown key `delay` in `when`",
+                "is a key of `then`",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nreply = \"450 x\"\nthen = { accept = true }"),
+                "unknown key `reply` in a rule",
+                "then = {",
+            ),
+            // actions
+            (
+                with_rule("stage = \"rcpt\"\nthen = {}"),
+                "no action",
+                "exactly one",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { close = false }"),
+                "no action",
+                "exactly one",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { accept = true, reply = \"450 x\" }"),
+                "2 actions: accept, reply",
+                "exactly one",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { close = true, hang = \"1m\" }"),
+                "2 actions: close, hang",
+                "exactly one",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { accept = false }"),
+                "does nothing",
+                "remove it",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { hang = \"0s\" }"),
+                "cannot be 0",
+                "close = true",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { hang = 5 }"),
+                "needs a unit",
+                "\"30s\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { delay = \"x\" }"),
+                "not a duration",
+                "\"5m\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { close = \"yes\" }"),
+                "true or false",
+                "close = true",
+            ),
+            // replies
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = \"45 x\" }"),
+                "three-digit code",
+                "451 4.7.1",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = \"600 x\" }"),
+                "outside 200-599",
+                "451",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = \"199 x\" }"),
+                "outside 200-599",
+                "451",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = \"451 5.7.1 x\" }"),
+                "does not match the class",
+                "451",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = 451 }"),
+                "must be a string",
+                "in quotes",
+            ),
+            (
+                with_rule("stage = \"connect\"\nthen = { reply = \"250 hi\" }"),
+                "at `connect`: the positive reply there is 220",
+                "4xx or 5xx",
+            ),
+            (
+                with_rule("stage = \"mail\"\nthen = { reply = \"354 go\" }"),
+                "the positive reply there is 250",
+                "accept = true",
+            ),
+            (
+                with_rule("stage = \"data\"\nthen = { reply = \"250 ok\" }"),
+                "the positive reply there is 354",
+                "354",
+            ),
+            (
+                with_rule("stage = \"quit\"\nthen = { reply = \"250 ok\" }"),
+                "the positive reply there is 221",
+                "221",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nthen = { reply = \"252 maybe\" }"),
+                "250 or 251",
+                "250 or 251",
+            ),
+            (
+                with_rule("stage = \"ehlo\"\nthen = { reply = \"250 hi\" }"),
+                "at `ehlo` is not allowed",
+                "accept = true",
+            ),
+            (
+                with_rule("stage = \"helo\"\nthen = { reply = \"220 hi\" }"),
+                "at `ehlo` is not allowed",
+                "4xx or 5xx",
+            ),
+            (
+                with_rule("stage = \"mail\"\nthen = { reply = \"250 2.1.0 ok\", close = true }"),
+                "`close = true` after a 250 reply",
+                "4xx or 5xx",
+            ),
+            // conditions
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { client = \"10.0.0.0/33\" }\nthen = { accept = true }",
+                ),
+                "not an IP address or network",
+                "192.0.2.0/24",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { client = \"host.test\" }\nthen = { accept = true }",
+                ),
+                "not an IP address or network",
+                "192.0.2.7",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { client = [] }\nthen = { accept = true }"),
+                "empty list",
+                "client =",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { client = 1 }\nthen = { accept = true }"),
+                "string or a list of strings",
+                "client =",
+            ),
+            (
+                with_rule("stage = \"connect\"\nwhen = { helo = \"x\" }\nthen = { accept = true }"),
+                "`helo` cannot be tested at `connect`",
+                "stage = \"ehlo\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"ehlo\"\nwhen = { mail = \"@x.test\" }\nthen = { reply = \"550 no\" }",
+                ),
+                "`mail` cannot be tested at `ehlo`",
+                "stage = \"mail\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"connect\"\nwhen = { mail = \"@x.test\" }\nthen = { accept = true }",
+                ),
+                "`mail` cannot be tested at `connect`",
+                "stage = \"mail\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"mail\"\nwhen = { rcpt = \"@x.test\" }\nthen = { accept = true }",
+                ),
+                "`rcpt` cannot be tested at `mail`",
+                "stage = \"rcpt\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"ehlo\"\nwhen = { rcpt = \"@x.test\" }\nthen = { reply = \"550 no\" }",
+                ),
+                "`rcpt` cannot be tested at `ehlo`",
+                "stage = \"rcpt\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { rcpt = \"<>\" }\nthen = { accept = true }"),
+                "cannot be a recipient",
+                "alice@aol.test",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { rcpt = \"<a@x.test>\" }\nthen = { accept = true }",
+                ),
+                "without angle brackets",
+                "\"a@x.test\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { rcpt = \"alice\" }\nthen = { accept = true }",
+                ),
+                "not an address pattern",
+                "@aol.test",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { mail = \"@\" }\nthen = { accept = true }"),
+                "not an address pattern",
+                "<>",
+            ),
+            (
+                with_rule(
+                    "stage = \"connect\"\nwhen = { size-above = \"1MB\" }\nthen = { accept = true }",
+                ),
+                "`size-above` cannot be tested at `connect`",
+                "end-of-data",
+            ),
+            (
+                with_rule(
+                    "stage = \"mail\"\nwhen = { size-above = \"1MB\", size-below = \"1KB\" }\nthen = { accept = true }",
+                ),
+                "never matches",
+                "bigger",
+            ),
+            (
+                with_rule(
+                    "stage = \"mail\"\nwhen = { size-below = \"huge\" }\nthen = { accept = true }",
+                ),
+                "not a size",
+                "35MiB",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { chance = 1.5 }\nthen = { accept = true }"),
+                "outside 0.0 to 1.0",
+                "percentage",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { chance = -0.5 }\nthen = { accept = true }"),
+                "outside 0.0 to 1.0",
+                "0.25",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { chance = \"0.5\" }\nthen = { accept = true }",
+                ),
+                "from 0.0 to 1.0",
+                "without quotes",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { chance = nan }\nthen = { accept = true }"),
+                "outside 0.0 to 1.0",
+                "0.25",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { attempt = \"4-2\" }\nthen = { accept = true }",
+                ),
+                "not an attempt range",
+                "\"2-4\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { attempt = \"first\" }\nthen = { accept = true }",
+                ),
+                "not an attempt range",
+                "\"<3\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { attempt = 0 }\nthen = { accept = true }"),
+                "never happens",
+                "\"<3\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = { attempt = true }\nthen = { accept = true }"),
+                "range in quotes",
+                "\"2-4\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { per = \"client\" }\nthen = { accept = true }",
+                ),
+                "no `attempt`",
+                "attempt = \"<3\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { attempt = \"1\", per = \"ip\" }\nthen = { accept = true }",
+                ),
+                "unknown `per`",
+                "client, sender",
+            ),
+            (
+                with_rule(
+                    "stage = \"rcpt\"\nwhen = { attempt = \"1\", per = \"recipent\" }\nthen = { accept = true }",
+                ),
+                "unknown `per`",
+                "did you mean `recipient`?",
+            ),
+            (
+                with_rule(
+                    "stage = \"mail\"\nwhen = { attempt = \"1\", per = \"recipient\" }\nthen = { accept = true }",
+                ),
+                "`per = \"recipient\"` cannot be counted at `mail`",
+                "per = \"sender\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"data\"\nwhen = { attempt = \"1\", per = \"triplet\" }\nthen = { accept = true }",
+                ),
+                "`per = \"triplet\"` cannot be counted at `data`",
+                "per = \"client\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"connect\"\nwhen = { attempt = \"1\" }\nthen = { accept = true }",
+                ),
+                "`attempt` at `connect` needs `per`",
+                "per = \"client\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"connect\"\nwhen = { attempt = \"1\", per = \"sender\" }\nthen = { accept = true }",
+                ),
+                "`per = \"sender\"` cannot be counted at `connect`",
+                "per = \"client\"",
+            ),
+            (
+                with_rule(
+                    "stage = \"ehlo\"\nwhen = { attempt = \"1\", per = \"sender\" }\nthen = { reply = \"550 no\" }",
+                ),
+                "no sender before MAIL FROM",
+                "per = \"client\"",
+            ),
+            (
+                with_rule("stage = \"rcpt\"\nwhen = \"always\"\nthen = { accept = true }"),
+                "expected a table of conditions",
+                "docs/scenario-format.md",
+            ),
+            // TOML itself
+            (
+                format!("{HOST}name = \"again\"\n"),
+                "duplicate key",
+                "only once",
+            ),
+            (format!("{HOST}x = [1,\n"), "invalid TOML", ""),
+            (
+                "name = \"t\"\n[host]\nname = \"mx1\"\n".into(),
+                "`[host]` is a single table",
+                "[[host]]",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (text, message, hint) in &cases {
+            let found = problems(text);
+            if !found
+                .iter()
+                .any(|(m, h)| m.contains(message) && h.contains(hint))
+            {
+                failures.push(format!(
+                    "--- expected a problem {message:?} with hint {hint:?} in\n{text}\ngot {found:#?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn valid_uses_that_look_close_to_problems() {
+        for rule in [
+            // port 0 and condition stages at their earliest
+            "stage = \"ehlo\"\nwhen = { helo = \"x\", client = \"192.0.2.1\" }\nthen = { reply = \"550 no\" }",
+            "stage = \"mail\"\nwhen = { mail = \"<>\", attempt = \">=2\", per = \"sender\" }\nthen = { reply = \"451 later\" }",
+            "stage = \"mail\"\nwhen = { attempt = \"<=2\", per = \"client\" }\nthen = { reply = \"421 4.7.0 Busy\" }",
+            "stage = \"connect\"\nwhen = { attempt = \"1\", per = \"client\" }\nthen = { reply = \"421 4.7.0 Busy\" }",
+            "stage = \"rcpt\"\nwhen = { attempt = \"<3\" }\nthen = { reply = \"451 4.7.1 Greylisted\" }",
+            "stage = \"data\"\nwhen = { rcpt = \"@aol.test\", attempt = \"1\", per = \"sender\" }\nthen = { reply = \"451 later\" }",
+            "stage = \"end-of-data\"\nwhen = { size-above = \"10MB\" }\nthen = { reply = \"552 5.3.4 Too big\" }",
+            "stage = \"rcpt\"\nwhen = { chance = 0 }\nthen = { hang = \"5m\", delay = \"1s\" }",
+            "stage = \"rcpt\"\nwhen = {}\nthen = { reply = \"421 4.3.2 Bye\", close = true }",
+            "stage = \"quit\"\nthen = { close = true }",
+        ] {
+            assert_loads(&with_rule(rule));
+        }
+        assert_loads(&format!(
+            "{HOST}[[host]]\nname = \"mx2\"\nlisten = \"127.0.0.1:0\"\n[[host]]\nname = \"mx3\"\nlisten = \"127.0.0.1:0\"\n"
+        ));
+        // a rule of another stage, or with a `when`, is not shadowed
+        assert_loads(&with_rule(
+            "stage = \"rcpt\"\nwhen = { rcpt = \"a@x.test\" }\nthen = { accept = true }\n\
+             [[host.rule]]\nstage = \"mail\"\nthen = { reply = \"451 x\" }\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"451 x\" }",
+        ));
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        let found = problems("nmae = \"t\"\n[[host]]\nnam = \"mx1\"\nlisten = \"127.0.0.1:1\"\n");
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found.iter().all(|(m, _)| m.starts_with("unknown key")));
+        // but an unrelated unknown key does not hide a missing one
+        let found =
+            problems("name = \"t\"\n[[host]]\ncolour = \"red\"\nlisten = \"127.0.0.1:1\"\n");
+        assert_eq!(found.len(), 2, "{found:#?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_together_in_file_order() {
+        let err = load(&with_rule(
+            "stage = \"rcpto\"\nwhen = { client = \"x\", chance = 2 }\nthen = { reply = \"45\" }",
+        ))
+        .unwrap_err();
+        let lines: Vec<usize> = err.problems().iter().map(|p| p.line).collect();
+        assert_eq!(err.problems().len(), 4, "{err}");
+        assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+    }
+}

@@ -1,0 +1,58 @@
+//! A host as the engine runs it: its validated configuration, its prebuilt replies, and
+//! the count of connections it is serving now.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::reply::Replies;
+use crate::scenario::Host;
+
+/// Everything a session needs to know about its host; shared by all its sessions.
+#[derive(Debug)]
+pub struct HostRuntime {
+    pub name: Arc<str>,
+    pub config: Host,
+    pub replies: Replies,
+    active: AtomicUsize,
+}
+
+impl HostRuntime {
+    pub fn new(config: Host) -> Arc<Self> {
+        Arc::new(Self {
+            name: Arc::from(config.name.as_str()),
+            replies: Replies::for_host(&config),
+            config,
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    /// Connections being served right now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// One of a host's connection slots; the slot is freed when the guard is dropped.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    host: Arc<HostRuntime>,
+}
+
+impl ActiveGuard {
+    /// Takes a slot, or `None` if the host already serves `max_connections`.
+    pub fn try_acquire(host: &Arc<HostRuntime>) -> Option<Self> {
+        let max = host.config.limits.max_connections;
+        host.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self { host: host.clone() })
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.host.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,152 @@
+//! The replies a host sends on its own (not from a rule): positive replies for each stage,
+//! protocol errors and limits. Built once per host, since their text depends only on the
+//! host's hostname and extensions, so the per-command path does not format strings.
+
+use crate::scenario::{Host, Reply};
+
+/// Every built-in reply of one host.
+#[derive(Debug, Clone)]
+pub struct Replies {
+    pub greeting: Reply,
+    pub ehlo: Reply,
+    pub helo: Reply,
+    pub mail_ok: Reply,
+    pub rcpt_ok: Reply,
+    pub data_go_ahead: Reply,
+    pub rset_ok: Reply,
+    pub noop_ok: Reply,
+    pub vrfy: Reply,
+    pub help: Reply,
+    pub bye: Reply,
+    pub too_many_connections: Reply,
+    pub shutting_down: Reply,
+    pub timeout: Reply,
+    pub too_many_errors: Reply,
+    pub no_service: Reply,
+    pub line_too_long: Reply,
+    pub unrecognized: Reply,
+    pub not_implemented: Reply,
+    pub need_helo: Reply,
+    pub need_mail: Reply,
+    pub need_rcpt: Reply,
+    pub nested_mail: Reply,
+    pub no_valid_recipients: Reply,
+    pub too_many_recipients: Reply,
+    pub message_too_big: Reply,
+    pub size_exceeds_limit: Reply,
+    pub bad_sender: Reply,
+    pub bad_recipient: Reply,
+    pub bdat_mixed_with_data: Reply,
+    pub data_after_bdat: Reply,
+}
+
+impl Replies {
+    pub fn for_host(host: &Host) -> Self {
+        let hostname = &host.hostname;
+        let enhanced = host.extensions.enhanced_status_codes;
+        // RFC 2034: enhanced codes only once the extension is advertised; a host with it
+        // switched off plays an old server.
+        let r = |code: u16, status: &str, text: &str| {
+            Reply::new(code, enhanced.then_some(status), text)
+        };
+        Self {
+            greeting: Reply::new(220, None, format!("{hostname} {}", host.greeting)),
+            ehlo: ehlo_reply(host),
+            helo: Reply::new(250, None, hostname.clone()),
+            mail_ok: r(250, "2.1.0", "Ok"),
+            rcpt_ok: r(250, "2.1.5", "Ok"),
+            data_go_ahead: Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"),
+            rset_ok: r(250, "2.0.0", "Ok"),
+            noop_ok: r(250, "2.0.0", "Ok"),
+            vrfy: r(252, "2.0.0", "Cannot VRFY user, but will accept message"),
+            help: r(214, "2.0.0", "See RFC 5321"),
+            bye: r(221, "2.0.0", "Bye"),
+            too_many_connections: r(
+                421,
+                "4.3.2",
+                &format!("{hostname} Too many connections, try again later"),
+            ),
+            shutting_down: r(421, "4.3.2", &format!("{hostname} Service shutting down")),
+            timeout: r(421, "4.4.2", &format!("{hostname} Error: timeout exceeded")),
+            too_many_errors: r(421, "4.7.0", &format!("{hostname} Error: too many errors")),
+            no_service: r(503, "5.5.1", "Error: no service here, only QUIT"),
+            line_too_long: r(500, "5.5.2", "Error: line too long"),
+            unrecognized: r(500, "5.5.1", "Error: command not recognized"),
+            not_implemented: r(502, "5.5.1", "Error: command not implemented"),
+            need_helo: r(503, "5.5.1", "Error: send HELO/EHLO first"),
+            need_mail: r(503, "5.5.1", "Error: need MAIL command"),
+            need_rcpt: r(503, "5.5.1", "Error: need RCPT command"),
+            nested_mail: r(503, "5.5.1", "Error: nested MAIL command"),
+            no_valid_recipients: r(554, "5.5.1", "Error: no valid recipients"),
+            too_many_recipients: r(452, "4.5.3", "Error: too many recipients"),
+            message_too_big: r(552, "5.3.4", "Error: message file too big"),
+            size_exceeds_limit: r(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ),
+            bad_sender: r(501, "5.1.7", "Bad sender address syntax"),
+            bad_recipient: r(501, "5.1.3", "Bad recipient address syntax"),
+            bdat_mixed_with_data: r(503, "5.5.1", "Error: BDAT and DATA cannot be mixed"),
+            data_after_bdat: r(503, "5.5.1", "Error: DATA not allowed after BDAT"),
+        }
+    }
+
+    /// A reply for a parameter the client used but the host did not advertise.
+    pub fn unsupported_parameter(&self, enhanced: bool, param: &str) -> Reply {
+        Reply::new(
+            555,
+            enhanced.then_some("5.5.4"),
+            format!("Unsupported option: {param}"),
+        )
+    }
+
+    /// A reply for a line the parser could not make sense of.
+    pub fn syntax_error(&self, enhanced: bool, syntax: &str) -> Reply {
+        Reply::new(
+            501,
+            enhanced.then_some("5.5.4"),
+            format!("Syntax: {syntax}"),
+        )
+    }
+
+    /// The positive reply to the final dot, naming the farm's message number.
+    pub fn queued(&self, enhanced: bool, id: u64) -> Reply {
+        Reply::new(
+            250,
+            enhanced.then_some("2.0.0"),
+            format!("Ok: queued as {id}"),
+        )
+    }
+
+    /// The reply to a non-final BDAT chunk.
+    pub fn chunk_received(&self, enhanced: bool, size: u64) -> Reply {
+        Reply::new(
+            250,
+            enhanced.then_some("2.0.0"),
+            format!("{size} octets received"),
+        )
+    }
+}
+
+/// `250-hostname` followed by one line per advertised extension.
+fn ehlo_reply(host: &Host) -> Reply {
+    let ext = &host.extensions;
+    let mut lines = vec![host.hostname.clone()];
+    let mut add = |on: bool, line: String| {
+        if on {
+            lines.push(line);
+        }
+    };
+    add(ext.pipelining, "PIPELINING".into());
+    add(ext.size, format!("SIZE {}", host.limits.max_message_size));
+    add(ext.eight_bit_mime, "8BITMIME".into());
+    add(ext.enhanced_status_codes, "ENHANCEDSTATUSCODES".into());
+    add(ext.smtputf8, "SMTPUTF8".into());
+    add(ext.chunking, "CHUNKING".into());
+    Reply {
+        code: 250,
+        status: None,
+        lines,
+    }
+}

@@ -1,0 +1,999 @@
+//! One SMTP conversation, generic over the stream (DESIGN principle 4), so the same code
+//! runs over TCP, later over TLS, and over `tokio::io::duplex` in tests.
+//!
+//! Input is framed into lines here and each line is parsed by `smtp-proto`; DATA and BDAT
+//! content goes through `smtp-proto`'s receivers. Replies are written by our own writer into
+//! an output buffer that is flushed only when the session would otherwise wait (for input,
+//! a tarpit delay or a hang), which answers pipelined commands in order and in one write.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use memchr::memchr;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::host::{ActiveGuard, HostRuntime};
+use crate::capture::{Message, parse_headers};
+use crate::farm::FarmState;
+use crate::journal::{ClosedBy, Command, EventKind, sanitize_line};
+use crate::policy::{self, AttemptNumbers, Envelope};
+use crate::scenario::{ActionKind, Reply, Rule, Stage};
+
+/// How much the session asks the kernel for at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why a conversation ended; carried up with `?` from wherever it ended.
+#[derive(Debug)]
+pub struct Closed {
+    by: ClosedBy,
+    reason: Cow<'static, str>,
+}
+
+impl Closed {
+    fn by_client(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            by: ClosedBy::Client,
+            reason: reason.into(),
+        }
+    }
+
+    fn by_farm(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            by: ClosedBy::Farm,
+            reason: reason.into(),
+        }
+    }
+}
+
+type Step<T = ()> = Result<T, Closed>;
+
+/// The envelope of the transaction in progress.
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: String,
+    declared_size: Option<u64>,
+    recipients: Vec<String>,
+    /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
+    rcpt_tried: bool,
+    sender_attempt: u32,
+    /// BDAT content received so far, once the first chunk was accepted.
+    chunks: Option<Vec<u8>>,
+    chunks_too_big: bool,
+}
+
+/// What a rule's verdict left for the caller to do.
+enum Verdict {
+    /// Send the stage's positive reply, or this one from the rule.
+    Accept {
+        custom: Option<Reply>,
+        rule: Option<String>,
+    },
+    /// The refusal was sent; the connection stays open.
+    Refused,
+}
+
+/// One client connection to one host.
+pub struct Session<S> {
+    stream: S,
+    host: Arc<HostRuntime>,
+    farm: Arc<FarmState>,
+    conn: u64,
+    client: SocketAddr,
+    rng: ChaCha8Rng,
+    /// Received bytes; `input[start..]` are not consumed yet.
+    input: Vec<u8>,
+    start: usize,
+    /// Replies not yet written.
+    output: Vec<u8>,
+    /// After a line longer than the limit: skip input up to the next newline.
+    discarding_line: bool,
+    helo: Option<String>,
+    /// False after a refusing greeting: then only QUIT is served.
+    in_service: bool,
+    tx: Option<Transaction>,
+    errors: usize,
+    client_attempt: u32,
+    /// Farm time when the current command arrived: delays and hangs count from it.
+    command_at: Duration,
+    /// Refuses the connection at once: the host has too many.
+    over_capacity: bool,
+    _active: Option<ActiveGuard>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session for connection number `conn`; `active` is `None` when the host is at its
+    /// connection limit, and then the session only says so and closes.
+    pub fn new(
+        stream: S,
+        host: Arc<HostRuntime>,
+        farm: Arc<FarmState>,
+        conn: u64,
+        client: SocketAddr,
+        active: Option<ActiveGuard>,
+    ) -> Self {
+        // Each connection draws from its own generator, derived from the farm's seed and
+        // the connection number, so sessions neither contend for one generator nor change
+        // each other's draws.
+        let rng = ChaCha8Rng::seed_from_u64(farm.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Self {
+            stream,
+            host,
+            farm,
+            conn,
+            client,
+            rng,
+            input: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            output: Vec::with_capacity(1024),
+            discarding_line: false,
+            helo: None,
+            in_service: true,
+            tx: None,
+            errors: 0,
+            client_attempt: 0,
+            command_at: Duration::ZERO,
+            over_capacity: active.is_none(),
+            _active: active,
+        }
+    }
+
+    /// Runs the conversation to its end and journals how it ended. Never fails: whatever
+    /// the client does ends this connection only.
+    pub async fn run(mut self) {
+        // Set before the event is journalled, so that whoever sees the connection in the
+        // journal and advances the clock also moves a greeting delay's deadline.
+        self.command_at = self.farm.clock.now();
+        self.record(EventKind::ConnectionOpened {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            client: self.client,
+        });
+        let closed = match self.converse().await {
+            Ok(()) => Closed::by_client("conversation ended"),
+            Err(closed) => closed,
+        };
+        // Replies still buffered (a 421, a 221) go out before the close.
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        self.record(EventKind::ConnectionClosed {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            by: closed.by,
+            reason: closed.reason.into_owned(),
+        });
+    }
+
+    async fn converse(&mut self) -> Step {
+        let host = self.host.clone();
+        if self.over_capacity {
+            self.send(None, &host.replies.too_many_connections, None);
+            return Err(Closed::by_farm("too many connections"));
+        }
+        self.client_attempt = self.farm.attempts.connection(self.client.ip());
+        let attempts = self.attempt_numbers(0, 0);
+        let rule = self.pick(&host, Stage::Connect, None, None, attempts);
+        match self.carry_out(Stage::Connect, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                let reply = custom.as_ref().unwrap_or(&host.replies.greeting);
+                self.send(Some(Stage::Connect), reply, rule);
+            }
+            Verdict::Refused => self.in_service = false,
+        }
+        let mut line = Vec::with_capacity(256);
+        loop {
+            self.next_line(&mut line).await?;
+            self.handle_line(&line).await?;
+        }
+    }
+
+    /// Reads the next complete command line into `line`, answering over-long lines.
+    async fn next_line(&mut self, line: &mut Vec<u8>) -> Step {
+        let max = self.host.config.limits.max_line_length;
+        loop {
+            let pending = &self.input[self.start..];
+            if let Some(end) = memchr(b'\n', pending) {
+                let too_long = self.discarding_line || end.saturating_sub(1) > max;
+                line.clear();
+                line.extend_from_slice(&pending[..=end]);
+                self.start += end + 1;
+                if self.discarding_line {
+                    self.discarding_line = false;
+                    continue;
+                }
+                if too_long {
+                    let host = self.host.clone();
+                    self.record_command(line, Command::Other);
+                    self.protocol_error(&host.replies.line_too_long)?;
+                    continue;
+                }
+                return Ok(());
+            }
+            if !self.discarding_line && pending.len() > max + 2 {
+                // No newline within the limit: answer now, then drop the rest of the line
+                // as it arrives, so a hostile client cannot grow the buffer.
+                let host = self.host.clone();
+                let head = pending[..pending.len().min(512)].to_vec();
+                self.record_command(&head, Command::Other);
+                self.protocol_error(&host.replies.line_too_long)?;
+                self.discarding_line = true;
+            }
+            if self.discarding_line {
+                self.start = self.input.len();
+            }
+            let timeout = self.host.config.limits.command_timeout;
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Flushes pending replies, then waits for more input, the timeout, or shutdown.
+    async fn fill(&mut self, timeout: Duration) -> Step {
+        // The deadline is fixed before the replies go out, so a client (or a test) that
+        // reacts to a reply by advancing the clock always moves this deadline too.
+        let deadline = self.farm.clock.now() + timeout;
+        self.flush().await?;
+        if self.start > 0 {
+            self.input.drain(..self.start);
+            self.start = 0;
+        }
+        self.input.reserve(READ_CHUNK);
+        enum Woke {
+            Read(std::io::Result<usize>),
+            Timeout,
+            Shutdown,
+        }
+        let woke = tokio::select! {
+            biased;
+            _ = self.farm.shutdown.cancelled() => Woke::Shutdown,
+            read = self.stream.read_buf(&mut self.input) => Woke::Read(read),
+            _ = self.farm.clock.sleep_until(deadline) => Woke::Timeout,
+        };
+        let host = self.host.clone();
+        match woke {
+            Woke::Read(Ok(0)) => Err(Closed::by_client("client closed the connection")),
+            Woke::Read(Ok(_)) => Ok(()),
+            Woke::Read(Err(e)) => Err(Closed::by_client(format!("read failed: {e}"))),
+            Woke::Timeout => {
+                self.send(None, &host.replies.timeout, None);
+                Err(Closed::by_farm("timeout waiting for the client"))
+            }
+            Woke::Shutdown => {
+                self.send(None, &host.replies.shutting_down, None);
+                Err(Closed::by_farm("farm shutting down"))
+            }
+        }
+    }
+
+    /// Writes buffered replies; a client that stops reading is cut off after the
+    /// command timeout rather than holding the session forever.
+    async fn flush(&mut self) -> Step {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.host.config.limits.command_timeout;
+        let result = tokio::select! {
+            written = self.stream.write_all(&self.output) => Some(written),
+            _ = self.farm.clock.sleep(timeout) => None,
+        };
+        self.output.clear();
+        match result {
+            Some(Ok(())) => match self.stream.flush().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Closed::by_client(format!("write failed: {e}"))),
+            },
+            Some(Err(e)) => Err(Closed::by_client(format!("write failed: {e}"))),
+            None => Err(Closed::by_farm("client stopped reading replies")),
+        }
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Step {
+        let host = self.host.clone();
+        let parsed = Request::parse(&mut line.iter());
+        self.record_command(line, command_of(&parsed));
+        if !self.in_service && !matches!(parsed, Ok(Request::Quit)) {
+            return self.protocol_error(&host.replies.no_service);
+        }
+        let enhanced = host.config.extensions.enhanced_status_codes;
+        match parsed {
+            Ok(Request::Ehlo { host: name }) => self.ehlo(name.into_owned(), true).await,
+            Ok(Request::Helo { host: name }) => self.ehlo(name.into_owned(), false).await,
+            Ok(Request::Mail { from }) => {
+                let size = (from.size > 0).then_some(from.size as u64);
+                self.mail(from.address.into_owned(), size, from.flags).await
+            }
+            Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned()).await,
+            Ok(Request::Data) => self.data().await,
+            Ok(Request::Bdat {
+                chunk_size,
+                is_last,
+            }) => self.bdat(chunk_size as u64, is_last).await,
+            Ok(Request::Rset) => self.rset().await,
+            Ok(Request::Noop { .. }) => {
+                self.send(None, &host.replies.noop_ok, None);
+                Ok(())
+            }
+            Ok(Request::Vrfy { .. }) => {
+                self.send(None, &host.replies.vrfy, None);
+                Ok(())
+            }
+            Ok(Request::Help { .. }) => {
+                self.send(None, &host.replies.help, None);
+                Ok(())
+            }
+            Ok(Request::Quit) => self.quit().await,
+            Ok(
+                Request::StartTls
+                | Request::Auth { .. }
+                | Request::Expn { .. }
+                | Request::Etrn { .. }
+                | Request::Atrn { .. }
+                | Request::Burl { .. }
+                | Request::Lhlo { .. },
+            ) => self.protocol_error(&host.replies.not_implemented),
+            Err(ParseError::InvalidSenderAddress) => self.protocol_error(&host.replies.bad_sender),
+            Err(ParseError::InvalidRecipientAddress) => {
+                self.protocol_error(&host.replies.bad_recipient)
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                self.protocol_error(&host.replies.syntax_error(enhanced, syntax))
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                self.protocol_error(&host.replies.syntax_error(enhanced, param))
+            }
+            Err(ParseError::UnsupportedParameter { param }) => {
+                self.protocol_error(&host.replies.unsupported_parameter(enhanced, &param))
+            }
+            Err(_) => self.protocol_error(&host.replies.unrecognized),
+        }
+    }
+
+    async fn ehlo(&mut self, name: String, extended: bool) -> Step {
+        let host = self.host.clone();
+        // A new EHLO/HELO ends any transaction in progress (RFC 5321 4.1.4).
+        self.tx = None;
+        let previous = self.helo.replace(name);
+        let attempts = self.attempt_numbers(0, 0);
+        let rule = self.pick(&host, Stage::Ehlo, None, None, attempts);
+        match self.carry_out(Stage::Ehlo, rule).await? {
+            Verdict::Accept { rule, .. } => {
+                let reply = if extended {
+                    &host.replies.ehlo
+                } else {
+                    &host.replies.helo
+                };
+                self.send(Some(Stage::Ehlo), reply, rule);
+            }
+            Verdict::Refused => self.helo = previous,
+        }
+        Ok(())
+    }
+
+    async fn mail(&mut self, sender: String, size: Option<u64>, flags: u64) -> Step {
+        let host = self.host.clone();
+        let config = &host.config;
+        let enhanced = config.extensions.enhanced_status_codes;
+        if self.helo.is_none() {
+            return self.protocol_error(&host.replies.need_helo);
+        }
+        if self.tx.is_some() {
+            return self.protocol_error(&host.replies.nested_mail);
+        }
+        if flags & MAIL_SMTPUTF8 != 0 && !config.extensions.smtputf8 {
+            return self.protocol_error(&host.replies.unsupported_parameter(enhanced, "SMTPUTF8"));
+        }
+        if flags & MAIL_BODY_8BITMIME != 0 && !config.extensions.eight_bit_mime {
+            return self.protocol_error(
+                &host
+                    .replies
+                    .unsupported_parameter(enhanced, "BODY=8BITMIME"),
+            );
+        }
+        if size.is_some_and(|s| s > config.limits.max_message_size) {
+            self.send(Some(Stage::Mail), &host.replies.size_exceeds_limit, None);
+            return Ok(());
+        }
+        let sender_attempt = self.farm.attempts.sender(&sender);
+        let attempts = AttemptNumbers {
+            sender: sender_attempt,
+            ..self.attempt_numbers(0, 0)
+        };
+        let rule = self.pick_for(&host, Stage::Mail, Some(&sender), None, size, attempts);
+        match self.carry_out(Stage::Mail, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                self.tx = Some(Transaction {
+                    sender,
+                    declared_size: size,
+                    sender_attempt,
+                    ..Transaction::default()
+                });
+                self.send(
+                    Some(Stage::Mail),
+                    custom.as_ref().unwrap_or(&host.replies.mail_ok),
+                    rule,
+                );
+            }
+            Verdict::Refused => {
+                self.log_refusal(Stage::Mail, &sender, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, recipient: String) -> Step {
+        let host = self.host.clone();
+        let Some(tx) = self.tx.as_mut() else {
+            return self.protocol_error(&host.replies.need_mail);
+        };
+        tx.rcpt_tried = true;
+        if tx.recipients.len() >= host.config.limits.max_recipients {
+            self.send(Some(Stage::Rcpt), &host.replies.too_many_recipients, None);
+            return Ok(());
+        }
+        let (sender, sender_attempt, size) =
+            (tx.sender.clone(), tx.sender_attempt, tx.declared_size);
+        let (by_recipient, by_triplet) =
+            self.farm
+                .attempts
+                .recipient(self.client.ip(), &sender, &recipient);
+        let attempts = AttemptNumbers {
+            sender: sender_attempt,
+            ..self.attempt_numbers(by_recipient, by_triplet)
+        };
+        let rule = self.pick_for(
+            &host,
+            Stage::Rcpt,
+            Some(&sender),
+            Some(&recipient),
+            size,
+            attempts,
+        );
+        match self.carry_out(Stage::Rcpt, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                self.send(
+                    Some(Stage::Rcpt),
+                    custom.as_ref().unwrap_or(&host.replies.rcpt_ok),
+                    rule,
+                );
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.recipients.push(recipient);
+                }
+            }
+            Verdict::Refused => self.log_refusal(Stage::Rcpt, &sender, Some(&recipient)),
+        }
+        Ok(())
+    }
+
+    /// Checks that a transaction can take message content now; answers and returns false
+    /// when it cannot.
+    fn ready_for_content(&mut self) -> Step<bool> {
+        let host = self.host.clone();
+        match &self.tx {
+            None => self.protocol_error(&host.replies.need_mail).map(|()| false),
+            Some(tx) if tx.recipients.is_empty() => {
+                let reply = if tx.rcpt_tried {
+                    &host.replies.no_valid_recipients
+                } else {
+                    &host.replies.need_rcpt
+                };
+                self.protocol_error(reply).map(|()| false)
+            }
+            Some(_) => Ok(true),
+        }
+    }
+
+    async fn data(&mut self) -> Step {
+        let host = self.host.clone();
+        if self.tx.as_ref().is_some_and(|tx| tx.chunks.is_some()) {
+            return self.protocol_error(&host.replies.data_after_bdat);
+        }
+        if !self.ready_for_content()? {
+            return Ok(());
+        }
+        let rule = self.pick_in_transaction(&host, Stage::Data, None);
+        match self.carry_out(Stage::Data, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                let reply = custom.as_ref().unwrap_or(&host.replies.data_go_ahead);
+                self.send(Some(Stage::Data), reply, rule);
+            }
+            Verdict::Refused => {
+                self.end_transaction_refused(Stage::Data);
+                return Ok(());
+            }
+        }
+        let (body, too_big) = self.receive_data().await?;
+        if too_big {
+            self.send(Some(Stage::EndOfData), &host.replies.message_too_big, None);
+            self.end_transaction_refused(Stage::EndOfData);
+            return Ok(());
+        }
+        self.end_of_data(body).await
+    }
+
+    /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `true` if it
+    /// grew past the size limit (then the rest was read and dropped).
+    async fn receive_data(&mut self) -> Step<(Vec<u8>, bool)> {
+        let max_size = self.host.config.limits.max_message_size;
+        let timeout = self.host.config.limits.data_timeout;
+        let mut receiver = DataReceiver::new();
+        let mut body = Vec::new();
+        // The receiver recognises the final dot and dot-stuffing only after a CRLF; the
+        // content starts right after the CRLF of the DATA line, so prime it with one.
+        receiver.ingest(&mut b"\r\n".iter(), &mut body);
+        body.clear();
+        let mut discard: Option<DummyDataReceiver> = None;
+        loop {
+            let pending = &self.input[self.start..];
+            if !pending.is_empty() {
+                let mut bytes = pending.iter();
+                let done = match discard.as_mut() {
+                    Some(dummy) => dummy.ingest(&mut bytes),
+                    None => receiver.ingest(&mut bytes, &mut body),
+                };
+                self.start += pending.len() - bytes.as_slice().len();
+                if discard.is_none() && body.len() as u64 > max_size {
+                    discard = Some(DummyDataReceiver::new_data(&receiver));
+                    body = Vec::new();
+                }
+                if done {
+                    return Ok((body, discard.is_some()));
+                }
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Step {
+        let host = self.host.clone();
+        if !host.config.extensions.chunking {
+            return self.protocol_error(&host.replies.not_implemented);
+        }
+        // RFC 3030: the chunk follows the command whatever the answer, so it is always read.
+        let starting = self.tx.as_ref().is_some_and(|tx| tx.chunks.is_none());
+        if !self.ready_for_content()? {
+            return self.skip_chunk(size).await;
+        }
+        if starting {
+            let rule = self.pick_in_transaction(&host, Stage::Data, None);
+            match self.carry_out(Stage::Data, rule).await? {
+                Verdict::Accept { .. } => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.chunks = Some(Vec::new());
+                    }
+                }
+                Verdict::Refused => {
+                    self.end_transaction_refused(Stage::Data);
+                    return self.skip_chunk(size).await;
+                }
+            }
+        }
+        self.read_chunk(size).await?;
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(());
+        };
+        if !last {
+            self.send(
+                Some(Stage::Data),
+                &host
+                    .replies
+                    .chunk_received(host.config.extensions.enhanced_status_codes, size),
+                None,
+            );
+            return Ok(());
+        }
+        let too_big = tx.chunks_too_big;
+        let body = tx.chunks.take().unwrap_or_default();
+        if too_big {
+            self.send(Some(Stage::EndOfData), &host.replies.message_too_big, None);
+            self.end_transaction_refused(Stage::EndOfData);
+            return Ok(());
+        }
+        self.end_of_data(body).await
+    }
+
+    /// Appends a BDAT chunk of `size` bytes to the transaction, or drops it once the
+    /// message is over the size limit.
+    async fn read_chunk(&mut self, size: u64) -> Step {
+        let max_size = self.host.config.limits.max_message_size;
+        let timeout = self.host.config.limits.data_timeout;
+        let mut left = size;
+        loop {
+            let pending = &self.input[self.start..];
+            let take = pending
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some(tx) = self.tx.as_mut() {
+                let chunks = tx.chunks.get_or_insert_with(Vec::new);
+                if !tx.chunks_too_big {
+                    chunks.extend_from_slice(&pending[..take]);
+                    if chunks.len() as u64 > max_size {
+                        tx.chunks_too_big = true;
+                        *chunks = Vec::new();
+                    }
+                }
+            }
+            self.start += take;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    async fn skip_chunk(&mut self, size: u64) -> Step {
+        let timeout = self.host.config.limits.data_timeout;
+        let mut left = size;
+        loop {
+            let pending = self.input.len() - self.start;
+            let take = pending.min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.start += take;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// The final dot (or last chunk): decide, and keep the message if accepted.
+    async fn end_of_data(&mut self, body: Vec<u8>) -> Step {
+        let host = self.host.clone();
+        let size = body.len() as u64;
+        let rule = self.pick_in_transaction(&host, Stage::EndOfData, Some(size));
+        match self.carry_out(Stage::EndOfData, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                let Some(tx) = self.tx.take() else {
+                    return Ok(());
+                };
+                let id = self.farm.next_message.fetch_add(1, Ordering::Relaxed) + 1;
+                let (message_id, subject) = parse_headers(&body);
+                let enhanced = host.config.extensions.enhanced_status_codes;
+                // Journalled before the reply is written: every 250 the client sees is
+                // in the journal.
+                self.record(EventKind::MessageAccepted {
+                    host: host.name.clone(),
+                    conn: self.conn,
+                    id,
+                    sender: tx.sender.clone(),
+                    recipients: tx.recipients.clone(),
+                    size,
+                    message_id: message_id.clone(),
+                    subject: subject.clone(),
+                });
+                tracing::info!(
+                    host = %host.name,
+                    conn = self.conn,
+                    client = %self.client.ip(),
+                    from = %tx.sender,
+                    to = ?tx.recipients,
+                    size,
+                    id,
+                    "accepted message"
+                );
+                self.farm.capture.keep(Message {
+                    id,
+                    host: host.name.clone(),
+                    conn: self.conn,
+                    at: self.farm.clock.now(),
+                    client: self.client,
+                    helo: self.helo.clone().unwrap_or_default(),
+                    sender: tx.sender,
+                    recipients: tx.recipients,
+                    size,
+                    message_id,
+                    subject,
+                    data: Arc::from(body),
+                });
+                let reply = custom.unwrap_or_else(|| host.replies.queued(enhanced, id));
+                self.send(Some(Stage::EndOfData), &reply, rule);
+            }
+            Verdict::Refused => self.end_transaction_refused(Stage::EndOfData),
+        }
+        Ok(())
+    }
+
+    async fn rset(&mut self) -> Step {
+        let host = self.host.clone();
+        let attempts = self.attempt_numbers(0, 0);
+        let rule = self.pick(&host, Stage::Rset, None, None, attempts);
+        if let Verdict::Accept { custom, rule } = self.carry_out(Stage::Rset, rule).await? {
+            self.tx = None;
+            let reply = custom.as_ref().unwrap_or(&host.replies.rset_ok);
+            self.send(Some(Stage::Rset), reply, rule);
+        }
+        Ok(())
+    }
+
+    async fn quit(&mut self) -> Step {
+        let host = self.host.clone();
+        let attempts = self.attempt_numbers(0, 0);
+        let rule = self.pick(&host, Stage::Quit, None, None, attempts);
+        match self.carry_out(Stage::Quit, rule).await? {
+            Verdict::Accept { custom, rule } => {
+                let reply = custom.as_ref().unwrap_or(&host.replies.bye);
+                self.send(Some(Stage::Quit), reply, rule);
+                Err(Closed::by_client("QUIT"))
+            }
+            Verdict::Refused => Ok(()),
+        }
+    }
+
+    /// The rule for a stage outside a transaction.
+    fn pick<'h>(
+        &mut self,
+        host: &'h HostRuntime,
+        stage: Stage,
+        recipient: Option<&str>,
+        size: Option<u64>,
+        attempts: AttemptNumbers,
+    ) -> Option<&'h Rule> {
+        self.pick_for(host, stage, None, recipient, size, attempts)
+    }
+
+    /// The rule for a stage inside the transaction (data, end of data).
+    fn pick_in_transaction<'h>(
+        &mut self,
+        host: &'h HostRuntime,
+        stage: Stage,
+        size: Option<u64>,
+    ) -> Option<&'h Rule> {
+        let attempts = AttemptNumbers {
+            sender: self.tx.as_ref().map_or(0, |tx| tx.sender_attempt),
+            ..self.attempt_numbers(0, 0)
+        };
+        let envelope = Envelope {
+            client: self.client.ip(),
+            helo: self.helo.as_deref(),
+            sender: self.tx.as_ref().map(|tx| tx.sender.as_str()),
+            recipient: None,
+            accepted: self.tx.as_ref().map_or(&[], |tx| tx.recipients.as_slice()),
+            size: size.or_else(|| self.tx.as_ref().and_then(|tx| tx.declared_size)),
+            now: self.farm.clock.now(),
+        };
+        policy::decide(
+            &host.config.rules,
+            stage,
+            &envelope,
+            &attempts,
+            &mut self.rng,
+        )
+    }
+
+    fn pick_for<'h>(
+        &mut self,
+        host: &'h HostRuntime,
+        stage: Stage,
+        sender: Option<&str>,
+        recipient: Option<&str>,
+        size: Option<u64>,
+        attempts: AttemptNumbers,
+    ) -> Option<&'h Rule> {
+        let envelope = Envelope {
+            client: self.client.ip(),
+            helo: self.helo.as_deref(),
+            sender,
+            recipient,
+            accepted: &[],
+            size,
+            now: self.farm.clock.now(),
+        };
+        policy::decide(
+            &host.config.rules,
+            stage,
+            &envelope,
+            &attempts,
+            &mut self.rng,
+        )
+    }
+
+    fn attempt_numbers(&self, recipient: u32, triplet: u32) -> AttemptNumbers {
+        AttemptNumbers {
+            client: self.client_attempt,
+            sender: 0,
+            recipient,
+            triplet,
+        }
+    }
+
+    /// Carries out a rule's action: the delay, then a refusal, a close or a hang. An
+    /// accepting verdict is left to the caller, who knows the stage's positive reply.
+    async fn carry_out(&mut self, stage: Stage, rule: Option<&Rule>) -> Step<Verdict> {
+        let Some(rule) = rule else {
+            return Ok(Verdict::Accept {
+                custom: None,
+                rule: None,
+            });
+        };
+        if let Some(delay) = rule.then.delay {
+            self.pause(delay).await?;
+        }
+        let origin = Some(rule.origin.clone());
+        match &rule.then.kind {
+            ActionKind::Accept => Ok(Verdict::Accept {
+                custom: None,
+                rule: origin,
+            }),
+            ActionKind::Reply { reply, close } if reply.code < 400 && !close => {
+                Ok(Verdict::Accept {
+                    custom: Some(reply.clone()),
+                    rule: origin,
+                })
+            }
+            ActionKind::Reply { reply, close } => {
+                self.send(Some(stage), reply, origin);
+                if *close || reply.closes_connection() {
+                    self.log_closing_refusal(stage, reply);
+                    return Err(Closed::by_farm(format!(
+                        "{} reply at {stage} by {}",
+                        reply.code, rule.origin
+                    )));
+                }
+                Ok(Verdict::Refused)
+            }
+            ActionKind::Close => Err(Closed::by_farm(format!(
+                "closed without reply at {stage} by {}",
+                rule.origin
+            ))),
+            ActionKind::Hang(limit) => {
+                self.hang(*limit).await?;
+                Err(Closed::by_farm(format!(
+                    "hung at {stage} by {} for {}",
+                    rule.origin,
+                    humantime::format_duration(*limit)
+                )))
+            }
+        }
+    }
+
+    /// A tarpit: replies so far go out, then nothing until `delay` of farm time has passed
+    /// since the command arrived.
+    async fn pause(&mut self, delay: Duration) -> Step {
+        let deadline = self.command_at + delay;
+        self.flush().await?;
+        tokio::select! {
+            _ = self.farm.shutdown.cancelled() => {
+                let host = self.host.clone();
+                self.send(None, &host.replies.shutting_down, None);
+                Err(Closed::by_farm("farm shutting down"))
+            }
+            _ = self.farm.clock.sleep_until(deadline) => Ok(()),
+        }
+    }
+
+    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down;
+    /// whatever the client sends meanwhile is read and dropped.
+    async fn hang(&mut self, limit: Duration) -> Step {
+        let deadline = self.command_at + limit;
+        self.flush().await?;
+        loop {
+            self.input.clear();
+            self.start = 0;
+            self.input.reserve(READ_CHUNK);
+            tokio::select! {
+                _ = self.farm.shutdown.cancelled() => return Ok(()),
+                _ = self.farm.clock.sleep_until(deadline) => return Ok(()),
+                read = self.stream.read_buf(&mut self.input) => match read {
+                    Ok(0) | Err(_) => return Err(Closed::by_client("client gave up while the farm hung")),
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Sends a protocol error and ends the connection after too many of them.
+    fn protocol_error(&mut self, reply: &Reply) -> Step {
+        self.send(None, reply, None);
+        self.errors += 1;
+        if self.errors >= self.host.config.limits.max_errors {
+            let host = self.host.clone();
+            self.send(None, &host.replies.too_many_errors, None);
+            return Err(Closed::by_farm("too many errors"));
+        }
+        Ok(())
+    }
+
+    /// Buffers a reply for the client and journals it.
+    fn send(&mut self, stage: Option<Stage>, reply: &Reply, rule: Option<String>) {
+        reply.write_to(&mut self.output);
+        self.record(EventKind::Reply {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            stage,
+            reply: reply.clone(),
+            rule,
+        });
+    }
+
+    fn record_command(&mut self, line: &[u8], command: Command) {
+        self.command_at = self.farm.clock.now();
+        self.record(EventKind::Command {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            line: sanitize_line(line),
+            command,
+        });
+    }
+
+    fn record(&self, kind: EventKind) {
+        self.farm.journal.record(kind);
+    }
+
+    fn end_transaction_refused(&mut self, stage: Stage) {
+        if let Some(tx) = self.tx.take() {
+            tracing::info!(
+                host = %self.host.name,
+                conn = self.conn,
+                client = %self.client.ip(),
+                from = %tx.sender,
+                to = ?tx.recipients,
+                %stage,
+                "refused message"
+            );
+        }
+    }
+
+    fn log_refusal(&self, stage: Stage, sender: &str, recipient: Option<&str>) {
+        tracing::debug!(
+            host = %self.host.name,
+            conn = self.conn,
+            client = %self.client.ip(),
+            from = %sender,
+            to = recipient.unwrap_or(""),
+            %stage,
+            "refused"
+        );
+    }
+
+    fn log_closing_refusal(&self, stage: Stage, reply: &Reply) {
+        tracing::info!(
+            host = %self.host.name,
+            conn = self.conn,
+            client = %self.client.ip(),
+            from = self.tx.as_ref().map_or("", |tx| tx.sender.as_str()),
+            %stage,
+            reply = %reply.one_line(),
+            "closed connection"
+        );
+    }
+}
+
+/// How the journal names what the client sent.
+fn command_of(parsed: &Result<Request<Cow<'_, str>>, ParseError>) -> Command {
+    match parsed {
+        Ok(Request::Ehlo { host }) => Command::Ehlo {
+            name: host.to_string(),
+        },
+        Ok(Request::Helo { host }) => Command::Helo {
+            name: host.to_string(),
+        },
+        Ok(Request::Mail { from }) => Command::Mail {
+            sender: from.address.to_string(),
+            size: (from.size > 0).then_some(from.size as u64),
+        },
+        Ok(Request::Rcpt { to }) => Command::Rcpt {
+            recipient: to.address.to_string(),
+        },
+        Ok(Request::Data) => Command::Data,
+        Ok(Request::Bdat {
+            chunk_size,
+            is_last,
+        }) => Command::Bdat {
+            size: *chunk_size as u64,
+            last: *is_last,
+        },
+        Ok(Request::Rset) => Command::Rset,
+        Ok(Request::Noop { .. }) => Command::Noop,
+        Ok(Request::Vrfy { .. }) => Command::Vrfy,
+        Ok(Request::Help { .. }) => Command::Help,
+        Ok(Request::Quit) => Command::Quit,
+        Ok(Request::StartTls) => Command::Starttls,
+        _ => Command::Other,
+    }
+}

@@ -1,0 +1,183 @@
+//! The `mxfarm` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use crate::support::Client;
+
+fn mxfarm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mxfarm"))
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn help_shows_examples() {
+    let out = mxfarm().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("Examples:"), "{help}");
+    assert!(help.contains("mxfarm run"), "{help}");
+    let out = mxfarm().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("--bind <HOST=ADDR>"), "{help}");
+    assert!(help.contains("--journal <FILE>"), "{help}");
+}
+
+#[test]
+fn scenarios_lists_the_embedded_ones() {
+    let out = mxfarm().arg("scenarios").output().unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.starts_with("aol "), "{list}");
+}
+
+#[test]
+fn check_passes_every_shipped_scenario() {
+    let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(!files.is_empty());
+    let out = mxfarm().arg("check").args(&files).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: "), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_1() {
+    let out = mxfarm()
+        .current_dir(fixture(""))
+        .args([
+            "check",
+            "broken/many_problems.toml",
+            "broken/unknown_key_typo.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!("check_broken_files", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_names_a_missing_file() {
+    let out = mxfarm()
+        .args(["check", "no-such-file.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-file.toml"), "{stderr}");
+}
+
+#[test]
+fn run_rejects_an_unknown_scenario_name() {
+    let out = mxfarm().args(["run", "hotmale"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("aol"), "lists the embedded names: {stderr}");
+}
+
+#[tokio::test]
+async fn run_serves_the_default_scenario_and_writes_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let mut child = mxfarm()
+        .args(["run", "--journal"])
+        .arg(&journal)
+        .args([
+            "--bind",
+            "mx1=127.0.0.1:0",
+            "--bind",
+            "mx2=127.0.0.1:0",
+            "--bind",
+            "mx3=127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The summary names every host with its bound address, one line each.
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut hosts: Vec<(String, SocketAddr)> = Vec::new();
+    let mut summary = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        summary.push_str(&line);
+        summary.push('\n');
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"host") {
+            hosts.push((words[1].to_string(), words[2].parse().unwrap()));
+        }
+        if line.starts_with("Ready.") {
+            break;
+        }
+    }
+    assert_eq!(hosts.len(), 3, "{summary}");
+    assert!(summary.contains("domain aol.test"), "{summary}");
+
+    // mx3 accepts ordinary recipients.
+    let mx3 = hosts.iter().find(|(n, _)| n == "mx3").unwrap().1;
+    let mut c = Client::greeted(mx3).await;
+    c.ask("EHLO client.test\r\n").await;
+    assert!(
+        c.ask("MAIL FROM:<me@example.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        c.ask("RCPT TO:<alice@aol.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.ask("DATA\r\n").await.starts_with("354"));
+    assert!(
+        c.ask("Subject: cli\r\n\r\nhi\r\n.\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.ask("QUIT\r\n").await.starts_with("221"));
+
+    // SIGTERM shuts the farm down cleanly.
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("accepted message"),
+        "one log line per transaction: {logs}"
+    );
+
+    let written = std::fs::read_to_string(&journal).unwrap();
+    let events: Vec<serde_json::Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"connection-opened"), "{written}");
+    assert!(kinds.contains(&"message-accepted"), "{written}");
+    assert_eq!(kinds.last(), Some(&"connection-closed"), "{written}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gaps: {seqs:?}"
+    );
+}

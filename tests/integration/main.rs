@@ -1,0 +1,9 @@
+//! The one integration-test binary: everything over real sockets.
+
+mod cli;
+mod journal;
+mod library_client;
+mod protocol;
+mod rules;
+mod scenario_errors;
+mod support;

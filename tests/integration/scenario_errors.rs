@@ -1,0 +1,127 @@
+//! How broken scenario files are reported: every problem at once, each with its place in
+//! the file and a hint. The snapshots are what a newcomer sees, so they must read well.
+
+use std::path::Path;
+
+use mxfarm::scenario::{self, ScenarioError};
+
+/// Loads a file of `tests/fixtures/broken/`, which must fail.
+fn broken(name: &str) -> ScenarioError {
+    let path = format!("tests/fixtures/broken/{name}.toml");
+    match scenario::load_path(Path::new(&path)) {
+        Ok(_) => panic!("{path} loaded, but it is meant to be broken"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_file_with_many_problems_reports_them_all() {
+    let error = broken("many_problems");
+    assert!(error.problems().len() >= 20, "{error}");
+    insta::assert_snapshot!(error.to_string());
+}
+
+#[test]
+fn a_toml_syntax_error() {
+    insta::assert_snapshot!(broken("syntax_error").to_string());
+}
+
+#[test]
+fn a_typo_in_a_key() {
+    let error = broken("unknown_key_typo");
+    // only the typo: not also "`then` has no action", which is the same mistake
+    assert_eq!(error.problems().len(), 1, "{error}");
+    insta::assert_snapshot!(error.to_string());
+}
+
+#[test]
+fn an_mx_that_names_no_host() {
+    insta::assert_snapshot!(broken("mx_names_no_host").to_string());
+}
+
+#[test]
+fn duplicate_host_names_and_listen_addresses() {
+    insta::assert_snapshot!(broken("duplicate_host_and_listen").to_string());
+}
+
+#[test]
+fn bad_durations_and_sizes() {
+    insta::assert_snapshot!(broken("bad_durations_and_sizes").to_string());
+}
+
+#[test]
+fn positive_replies_where_a_refusal_or_the_stage_s_own_code_belongs() {
+    insta::assert_snapshot!(broken("refusal_with_2xx").to_string());
+}
+
+#[test]
+fn a_single_table_where_a_list_of_tables_belongs() {
+    insta::assert_snapshot!(broken("single_brackets").to_string());
+}
+
+#[test]
+fn a_missing_file_names_the_path_and_what_to_do() {
+    let error = scenario::load_path(Path::new("tests/fixtures/no-such-file.toml")).unwrap_err();
+    assert_eq!(error.problems()[0].line, 0);
+    insta::assert_snapshot!(error.to_string());
+}
+
+#[test]
+fn an_unknown_embedded_scenario_lists_the_embedded_ones() {
+    let error = scenario::load_embedded("aoll").unwrap_err();
+    insta::assert_snapshot!(error.to_string());
+}
+
+#[test]
+fn problems_carry_line_column_message_and_hint() {
+    let error = broken("unknown_key_typo");
+    let typo = error
+        .problems()
+        .iter()
+        .find(|p| p.message.contains("relpy"))
+        .expect("a problem about `relpy`");
+    assert_eq!((typo.line, typo.column), (11, 10));
+    assert!(typo.hint.contains("did you mean `reply`?"), "{}", typo.hint);
+}
+
+#[test]
+fn every_embedded_scenario_loads() {
+    assert!(!scenario::embedded().is_empty());
+    for embedded in scenario::embedded() {
+        let loaded = embedded
+            .load()
+            .unwrap_or_else(|e| panic!("embedded scenario {} is broken:\n{e}", embedded.name));
+        assert_eq!(
+            loaded.name, embedded.name,
+            "the file name and `name` should agree"
+        );
+        assert!(
+            !embedded.description().is_empty(),
+            "{} has no description",
+            embedded.name
+        );
+        assert!(!loaded.hosts.is_empty());
+    }
+    assert!(scenario::load_embedded(scenario::DEFAULT_SCENARIO).is_ok());
+}
+
+#[test]
+fn every_shipped_scenario_file_is_embedded() {
+    let mut files: Vec<String> = std::fs::read_dir("scenarios")
+        .expect("the scenarios/ folder")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".toml")?.to_string())
+        })
+        .collect();
+    files.sort();
+    let mut embedded: Vec<String> = scenario::embedded()
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    embedded.sort();
+    assert_eq!(
+        files, embedded,
+        "add new files of scenarios/ to EMBEDDED in src/scenario/mod.rs"
+    );
+}
