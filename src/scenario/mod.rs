@@ -152,4 +152,9 @@ impl Scenario {
     pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
         load_path(path)
     }
+
+    /// One of the scenarios built into mxfarm, like [`load_embedded`].
+    pub fn embedded(name: &str) -> Result<Scenario, ScenarioError> {
+        load_embedded(name)
+    }
 }

@@ -63,6 +63,8 @@ struct Transaction {
     recipients: Vec<String>,
     /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
     rcpt_tried: bool,
+    /// Recipients refused so far, with the reply code, for the transaction's log line.
+    refused: Vec<(String, u16)>,
     sender_attempt: u32,
     /// BDAT content received so far, once the first chunk was accepted.
     chunks: Option<Vec<u8>>,
@@ -76,8 +78,8 @@ enum Verdict {
         custom: Option<Reply>,
         rule: Option<String>,
     },
-    /// The refusal was sent; the connection stays open.
-    Refused,
+    /// This refusal was sent; the connection stays open.
+    Refused(Reply),
 }
 
 /// One client connection to one host.
@@ -160,6 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(()) => Closed::by_client("conversation ended"),
             Err(closed) => closed,
         };
+        self.end_transaction(&format!("connection closed: {}", closed.reason));
         // Replies still buffered (a 421, a 221) go out before the close.
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
@@ -185,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let reply = custom.as_ref().unwrap_or(&host.replies.greeting);
                 self.send(Some(Stage::Connect), reply, rule);
             }
-            Verdict::Refused => self.in_service = false,
+            Verdict::Refused(_) => self.in_service = false,
         }
         let mut line = Vec::with_capacity(256);
         loop {
@@ -357,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn ehlo(&mut self, name: String, extended: bool) -> Step {
         let host = self.host.clone();
         // A new EHLO/HELO ends any transaction in progress (RFC 5321 4.1.4).
-        self.tx = None;
+        self.end_transaction("abandoned by the client: new EHLO/HELO");
         let previous = self.helo.replace(name);
         let attempts = self.attempt_numbers(0, 0);
         let rule = self.pick(&host, Stage::Ehlo, None, None, attempts);
@@ -370,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 self.send(Some(Stage::Ehlo), reply, rule);
             }
-            Verdict::Refused => self.helo = previous,
+            Verdict::Refused(_) => self.helo = previous,
         }
         Ok(())
     }
@@ -419,8 +422,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     rule,
                 );
             }
-            Verdict::Refused => {
-                self.log_refusal(Stage::Mail, &sender, None);
+            Verdict::Refused(reply) => {
+                let refused = Transaction {
+                    sender,
+                    ..Transaction::default()
+                };
+                self.log_transaction(&refused, &format!("refused at mail: {}", reply.one_line()));
             }
         }
         Ok(())
@@ -465,7 +472,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tx.recipients.push(recipient);
                 }
             }
-            Verdict::Refused => self.log_refusal(Stage::Rcpt, &sender, Some(&recipient)),
+            Verdict::Refused(reply) => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.refused.push((recipient, reply.code));
+                }
+            }
         }
         Ok(())
     }
@@ -502,18 +513,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let reply = custom.as_ref().unwrap_or(&host.replies.data_go_ahead);
                 self.send(Some(Stage::Data), reply, rule);
             }
-            Verdict::Refused => {
-                self.end_transaction_refused(Stage::Data);
+            Verdict::Refused(reply) => {
+                self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                 return Ok(());
             }
         }
         let (body, too_big) = self.receive_data().await?;
         if too_big {
-            self.send(Some(Stage::EndOfData), &host.replies.message_too_big, None);
-            self.end_transaction_refused(Stage::EndOfData);
+            self.refuse_too_big();
             return Ok(());
         }
         self.end_of_data(body).await
+    }
+
+    fn refuse_too_big(&mut self) {
+        let host = self.host.clone();
+        self.send(Some(Stage::EndOfData), &host.replies.message_too_big, None);
+        self.end_transaction(&format!(
+            "refused at end-of-data: {}",
+            host.replies.message_too_big.one_line()
+        ));
     }
 
     /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `true` if it
@@ -567,8 +586,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         tx.chunks = Some(Vec::new());
                     }
                 }
-                Verdict::Refused => {
-                    self.end_transaction_refused(Stage::Data);
+                Verdict::Refused(reply) => {
+                    self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                     return self.skip_chunk(size).await;
                 }
             }
@@ -590,8 +609,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let too_big = tx.chunks_too_big;
         let body = tx.chunks.take().unwrap_or_default();
         if too_big {
-            self.send(Some(Stage::EndOfData), &host.replies.message_too_big, None);
-            self.end_transaction_refused(Stage::EndOfData);
+            self.refuse_too_big();
             return Ok(());
         }
         self.end_of_data(body).await
@@ -667,16 +685,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     message_id: message_id.clone(),
                     subject: subject.clone(),
                 });
-                tracing::info!(
-                    host = %host.name,
-                    conn = self.conn,
-                    client = %self.client.ip(),
-                    from = %tx.sender,
-                    to = ?tx.recipients,
-                    size,
-                    id,
-                    "accepted message"
-                );
+                self.log_transaction(&tx, &format!("accepted as message {id}"));
                 self.farm.capture.keep(Message {
                     id,
                     host: host.name.clone(),
@@ -694,7 +703,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let reply = custom.unwrap_or_else(|| host.replies.queued(enhanced, id));
                 self.send(Some(Stage::EndOfData), &reply, rule);
             }
-            Verdict::Refused => self.end_transaction_refused(Stage::EndOfData),
+            Verdict::Refused(reply) => {
+                self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
+            }
         }
         Ok(())
     }
@@ -704,7 +715,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let attempts = self.attempt_numbers(0, 0);
         let rule = self.pick(&host, Stage::Rset, None, None, attempts);
         if let Verdict::Accept { custom, rule } = self.carry_out(Stage::Rset, rule).await? {
-            self.tx = None;
+            self.end_transaction("abandoned by the client: RSET");
             let reply = custom.as_ref().unwrap_or(&host.replies.rset_ok);
             self.send(Some(Stage::Rset), reply, rule);
         }
@@ -717,11 +728,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let rule = self.pick(&host, Stage::Quit, None, None, attempts);
         match self.carry_out(Stage::Quit, rule).await? {
             Verdict::Accept { custom, rule } => {
+                self.end_transaction("abandoned by the client: QUIT");
                 let reply = custom.as_ref().unwrap_or(&host.replies.bye);
                 self.send(Some(Stage::Quit), reply, rule);
                 Err(Closed::by_client("QUIT"))
             }
-            Verdict::Refused => Ok(()),
+            Verdict::Refused(_) => Ok(()),
         }
     }
 
@@ -829,13 +841,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ActionKind::Reply { reply, close } => {
                 self.send(Some(stage), reply, origin);
                 if *close || reply.closes_connection() {
-                    self.log_closing_refusal(stage, reply);
                     return Err(Closed::by_farm(format!(
                         "{} reply at {stage} by {}",
                         reply.code, rule.origin
                     )));
                 }
-                Ok(Verdict::Refused)
+                Ok(Verdict::Refused(reply.clone()))
             }
             ActionKind::Close => Err(Closed::by_farm(format!(
                 "closed without reply at {stage} by {}",
@@ -925,41 +936,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.farm.journal.record(kind);
     }
 
-    fn end_transaction_refused(&mut self, stage: Stage) {
+    /// Ends the transaction in progress, if any, with its log line.
+    fn end_transaction(&mut self, result: &str) {
         if let Some(tx) = self.tx.take() {
-            tracing::info!(
-                host = %self.host.name,
-                conn = self.conn,
-                client = %self.client.ip(),
-                from = %tx.sender,
-                to = ?tx.recipients,
-                %stage,
-                "refused message"
-            );
+            self.log_transaction(&tx, result);
         }
     }
 
-    fn log_refusal(&self, stage: Stage, sender: &str, recipient: Option<&str>) {
-        tracing::debug!(
-            host = %self.host.name,
-            conn = self.conn,
-            client = %self.client.ip(),
-            from = %sender,
-            to = recipient.unwrap_or(""),
-            %stage,
-            "refused"
-        );
-    }
-
-    fn log_closing_refusal(&self, stage: Stage, reply: &Reply) {
+    /// The one log line of a transaction: who sent what to whom, and how it ended.
+    fn log_transaction(&self, tx: &Transaction, result: &str) {
+        let refused: Vec<String> = tx
+            .refused
+            .iter()
+            .map(|(recipient, code)| format!("{recipient} ({code})"))
+            .collect();
         tracing::info!(
             host = %self.host.name,
             conn = self.conn,
             client = %self.client.ip(),
-            from = self.tx.as_ref().map_or("", |tx| tx.sender.as_str()),
-            %stage,
-            reply = %reply.one_line(),
-            "closed connection"
+            from = %tx.sender,
+            to = ?tx.recipients,
+            refused = ?refused,
+            "{result}"
         );
     }
 }

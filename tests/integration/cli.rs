@@ -159,7 +159,7 @@ async fn run_serves_the_default_scenario_and_writes_the_journal() {
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
     assert!(
-        logs.contains("accepted message"),
+        logs.contains("accepted as message"),
         "one log line per transaction: {logs}"
     );
 

@@ -6,4 +6,5 @@ mod library_client;
 mod protocol;
 mod rules;
 mod scenario_errors;
+mod shipped;
 mod support;
