@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -18,8 +19,9 @@ use crate::deliveries::{Delivery, deliveries};
 use crate::journal::{Event, Journal};
 use crate::policy::attempts::AttemptCounters;
 use crate::scenario::Scenario;
-use crate::smtp::HostRuntime;
+use crate::smtp::host::ActiveGuard;
 use crate::smtp::serve::serve;
+use crate::smtp::{HostRuntime, Session};
 
 /// State shared by every host and session of one farm.
 #[derive(Debug)]
@@ -81,6 +83,7 @@ pub struct BoundHost {
     pub name: String,
     pub hostname: String,
     pub addr: SocketAddr,
+    runtime: Arc<HostRuntime>,
 }
 
 /// A running farm. Dropping it stops accepting but does not wait for open sessions;
@@ -147,12 +150,13 @@ impl Farm {
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
-            hosts.push(BoundHost {
-                name: config.name.clone(),
-                hostname: config.hostname.clone(),
-                addr,
-            });
             let runtime = HostRuntime::new(config);
+            hosts.push(BoundHost {
+                name: runtime.config.name.clone(),
+                hostname: runtime.config.hostname.clone(),
+                addr,
+                runtime: runtime.clone(),
+            });
             tasks.spawn(serve(listener, runtime, state.clone(), tasks.clone()));
         }
         Ok(Farm {
@@ -190,6 +194,24 @@ impl Farm {
                 panic!("the farm has no host {host:?}; it has {known:?}")
             }
         }
+    }
+
+    /// A connection to `host` through memory instead of a socket, as if from `client`.
+    /// Returns `None` if the scenario has no such host.
+    ///
+    /// The session is the same as over TCP; only the stream differs. With no kernel
+    /// socket involved, a test can run under tokio's paused time
+    /// (`#[tokio::test(start_paused = true)]`), where the runtime jumps the clock whenever
+    /// every task waits, so delays, hangs and timeouts take no real time at all. Over real
+    /// sockets, paused time is unsafe: the clock jumps while a socket waits for bytes.
+    pub fn connect_in_memory(&self, host: &str, client: SocketAddr) -> Option<DuplexStream> {
+        let runtime = self.hosts.iter().find(|h| h.name == host)?.runtime.clone();
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let conn = self.state.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ActiveGuard::try_acquire(&runtime);
+        let session = Session::new(theirs, runtime, self.state.clone(), conn, client, slot);
+        self.tasks.spawn(session.run());
+        Some(ours)
     }
 
     /// Every event still in the journal, oldest first.

@@ -1,6 +1,7 @@
 //! The one integration-test binary: everything over real sockets.
 
 mod cli;
+mod in_memory;
 mod journal;
 mod library_client;
 mod protocol;

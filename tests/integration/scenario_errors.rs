@@ -125,3 +125,18 @@ fn every_shipped_scenario_file_is_embedded() {
         "add new files of scenarios/ to EMBEDDED in src/scenario/mod.rs"
     );
 }
+
+#[test]
+fn the_example_in_the_format_doc_loads() {
+    let doc = std::fs::read_to_string("docs/scenario-format.md").expect("the format doc");
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```toml block in docs/scenario-format.md");
+    let loaded = scenario::load_str("docs/scenario-format.md", example)
+        .unwrap_or_else(|e| panic!("the example in the format doc does not load:\n{e}"));
+    let mx1 = loaded.host("mx1").expect("mx1");
+    let origins: Vec<&str> = mx1.rules.iter().map(|r| r.origin.as_str()).collect();
+    assert_eq!(origins, ["host mx1 rule 1", "ruleset common rule 1"]);
+}
