@@ -221,11 +221,6 @@ impl Journal {
     pub fn dropped(&self) -> u64 {
         self.state.lock().dropped_total
     }
-
-    /// Whether anybody is watching live, so that callers can skip building costly events.
-    pub fn has_subscribers(&self) -> bool {
-        self.live.receiver_count() > 0
-    }
 }
 
 impl State {

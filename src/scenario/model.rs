@@ -181,7 +181,6 @@ impl Stage {
     pub fn parse(name: &str) -> Option<Stage> {
         match name {
             "helo" => Some(Stage::Ehlo),
-            "eod" => None,
             _ => Stage::ALL.into_iter().find(|s| s.as_str() == name),
         }
     }
