@@ -95,6 +95,8 @@ struct Conn {
     /// Whether a refused RCPT already recorded an attempt in this transaction.
     recipient_refused: bool,
     in_data: bool,
+    /// The farm kept the message but has not answered yet (a lost reply, if it closes).
+    kept: bool,
 }
 
 /// Groups the journal's attempts by (sender, recipient), in order of first appearance.
@@ -181,6 +183,7 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                             }
                         }
                         c.in_data = false;
+                        c.kept = false;
                     }
                     Some(stage @ (Stage::Ehlo | Stage::Rset | Stage::Quit)) if positive => {
                         if let Some(sender) = c.sender.take() {
@@ -211,7 +214,9 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                 let Some(sender) = c.sender else {
                     continue;
                 };
-                let stage = if c.in_data {
+                let stage = if c.kept {
+                    Stage::EndOfData
+                } else if c.in_data {
                     Stage::Data
                 } else if c.recipients.is_empty() {
                     Stage::Mail
@@ -228,7 +233,12 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     conn: *conn,
                     stage,
                     reply: None,
-                    outcome: Outcome::Deferred,
+                    // The farm has the message even though the sender never heard so.
+                    outcome: if c.kept {
+                        Outcome::Delivered
+                    } else {
+                        Outcome::Deferred
+                    },
                     closed: Some(format!("closed by {who}: {reason}")),
                 };
                 if c.recipients.is_empty() {
@@ -241,7 +251,12 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     }
                 }
             }
-            EventKind::MessageAccepted { .. } | EventKind::EventsDropped { .. } => {}
+            EventKind::MessageAccepted { conn, .. } => {
+                if let Some(c) = conns.get_mut(conn) {
+                    c.kept = true;
+                }
+            }
+            EventKind::EventsDropped { .. } => {}
         }
     }
 

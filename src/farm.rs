@@ -1,8 +1,8 @@
 //! A running farm: one listener per host, the shared clock, journal, captured messages and
 //! attempt counters, and a clean shutdown.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,6 +18,9 @@ use crate::clock::Clock;
 use crate::deliveries::{Delivery, deliveries};
 use crate::journal::{Event, Journal};
 use crate::policy::attempts::AttemptCounters;
+use crate::policy::concurrency::ConcurrencyStore;
+use crate::policy::greylist::GreylistStore;
+use crate::policy::rate::RateStore;
 use crate::scenario::Scenario;
 use crate::smtp::host::ActiveGuard;
 use crate::smtp::serve::serve;
@@ -30,6 +33,11 @@ pub struct FarmState {
     pub journal: Journal,
     pub capture: Capture,
     pub attempts: AttemptCounters,
+    pub greylist: GreylistStore,
+    pub rates: RateStore,
+    pub concurrency: Arc<ConcurrencyStore>,
+    /// The scenario's PTR names of client addresses.
+    pub reverse_dns: BTreeMap<IpAddr, String>,
     pub seed: u64,
     pub next_conn: AtomicU64,
     pub next_message: AtomicU64,
@@ -123,6 +131,10 @@ impl Farm {
             journal: Journal::new(clock.clone(), scenario.journal.max_events),
             capture: Capture::new(scenario.capture.clone()),
             attempts: AttemptCounters::for_scenario(&scenario),
+            greylist: GreylistStore::default(),
+            rates: RateStore::default(),
+            concurrency: Arc::default(),
+            reverse_dns: scenario.reverse_dns.clone(),
             seed: scenario.seed,
             next_conn: AtomicU64::new(0),
             next_message: AtomicU64::new(0),

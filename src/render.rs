@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use crate::deliveries::{Delivery, Outcome};
 use crate::journal::{ClosedBy, Event, EventKind};
-use crate::scenario::{ActionKind, AddressPattern, AttemptKey, Condition, Rule};
+use crate::scenario::{
+    ActionKind, AddressPattern, AttemptKey, AttemptRange, Condition, PtrCheck, RateKey, Rule,
+    StateScope,
+};
 
 /// How precisely times are shown. Coarser granularity keeps snapshots stable when the
 /// sender runs in real time.
@@ -209,8 +212,73 @@ pub fn rule(rule: &Rule) -> String {
         ActionKind::Hang(limit) => {
             let _ = write!(out, "hang {}", humantime::format_duration(*limit));
         }
+        ActionKind::Reset => out.push_str("reset"),
+        ActionKind::LoseReply => out.push_str("keep the message, lose the reply"),
+        ActionKind::Greylist(g) => {
+            let _ = write!(
+                out,
+                "greylist {} ({})",
+                humantime::format_duration(g.delay),
+                scope(g.scope)
+            );
+        }
+        ActionKind::RateLimit(l) => {
+            let _ = write!(
+                out,
+                "limit {} per {} per {} ({}) else {}",
+                l.limit,
+                humantime::format_duration(l.window),
+                rate_key(l.per),
+                scope(l.scope),
+                l.reply.code
+            );
+        }
+        ActionKind::Concurrency(c) => {
+            let _ = write!(
+                out,
+                "at most {} connections per {} else {}",
+                c.limit,
+                rate_key(c.per),
+                c.reply.code
+            );
+        }
     }
     out
+}
+
+fn scope(scope: StateScope) -> &'static str {
+    match scope {
+        StateScope::Shared => "shared",
+        StateScope::Host => "per host",
+    }
+}
+
+fn rate_key(key: RateKey) -> &'static str {
+    match key {
+        RateKey::Client => "client",
+        RateKey::ClientNet => "client-net",
+        RateKey::Sender => "sender",
+        RateKey::Recipient => "recipient",
+    }
+}
+
+fn attempt_key(per: AttemptKey) -> &'static str {
+    match per {
+        AttemptKey::Client => "client",
+        AttemptKey::Sender => "sender",
+        AttemptKey::Recipient => "recipient",
+        AttemptKey::Triplet => "triplet",
+    }
+}
+
+fn range_text(range: &AttemptRange) -> String {
+    if range.max == u32::MAX {
+        format!(">={}", range.min)
+    } else if range.min == range.max {
+        format!("={}", range.min)
+    } else {
+        format!(" {}-{}", range.min, range.max)
+    }
 }
 
 fn condition_text(condition: &Condition) -> String {
@@ -232,21 +300,30 @@ fn condition_text(condition: &Condition) -> String {
         Condition::SizeAbove(n) => format!("size>{n}"),
         Condition::SizeBelow(n) => format!("size<{n}"),
         Condition::Attempt { per, range } => {
-            let per = match per {
-                AttemptKey::Client => "client",
-                AttemptKey::Sender => "sender",
-                AttemptKey::Recipient => "recipient",
-                AttemptKey::Triplet => "triplet",
-            };
-            if range.max == u32::MAX {
-                format!("attempt>={}/{per}", range.min)
-            } else if range.min == range.max {
-                format!("attempt={}/{per}", range.min)
-            } else {
-                format!("attempt {}-{}/{per}", range.min, range.max)
-            }
+            format!("attempt{}/{}", range_text(range), attempt_key(*per))
         }
         Condition::Chance(p) => format!("chance={p}"),
+        Condition::FirstAttemptWithin { per, within } => format!(
+            "first-attempt-within={}/{}",
+            humantime::format_duration(*within),
+            attempt_key(*per)
+        ),
+        Condition::Time(range) => match range.until {
+            Some(until) => format!(
+                "time {}-{}",
+                humantime::format_duration(range.from),
+                humantime::format_duration(until)
+            ),
+            None => format!("time>={}", humantime::format_duration(range.from)),
+        },
+        Condition::Connection(range) => format!("connection{}", range_text(range)),
+        Condition::Message(range) => format!("message{}", range_text(range)),
+        Condition::Ptr(check) => match check {
+            PtrCheck::Missing => "ptr=missing".to_string(),
+            PtrCheck::Present => "ptr=present".to_string(),
+            PtrCheck::MismatchesHelo => "ptr=mismatch".to_string(),
+        },
+        Condition::HeloFqdn(fqdn) => format!("helo-fqdn={fqdn}"),
     }
 }
 

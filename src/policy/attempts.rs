@@ -7,8 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use super::Seen;
 
 use crate::scenario::{AttemptKey, Condition, Scenario};
 
@@ -24,9 +27,16 @@ pub struct AttemptCounters {
 
 #[derive(Debug, Default)]
 struct Table {
-    counts: HashMap<String, (u32, u64)>,
-    /// Increments so far; the second field of an entry says when it was last touched.
+    counts: HashMap<String, Entry>,
+    /// Increments so far; an entry's `touched` says when it was last counted.
     tick: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    n: u32,
+    first: Duration,
+    touched: u64,
 }
 
 fn index(key: AttemptKey) -> usize {
@@ -44,7 +54,9 @@ impl AttemptCounters {
         let mut counters = Self::default();
         for rule in scenario.hosts.iter().flat_map(|h| h.rules.iter()) {
             for condition in &rule.when {
-                if let Condition::Attempt { per, .. } = condition {
+                if let Condition::Attempt { per, .. } | Condition::FirstAttemptWithin { per, .. } =
+                    condition
+                {
                     counters.counted[index(*per)] = true;
                 }
             }
@@ -57,11 +69,11 @@ impl AttemptCounters {
         self.counted[index(key)]
     }
 
-    /// Counts one more attempt for `value` and returns its number (1 for the first);
-    /// 0 if no rule counts this key.
-    pub fn bump(&self, key: AttemptKey, value: &str) -> u32 {
+    /// Counts one more attempt for `value` at farm time `now`; returns its number (1 for
+    /// the first) and when the first was. Zero if no rule counts this key.
+    pub fn bump(&self, key: AttemptKey, value: &str, now: Duration) -> Seen {
         if !self.counts(key) {
-            return 0;
+            return Seen::default();
         }
         let mut table = self.tables[index(key)].lock();
         table.tick += 1;
@@ -69,50 +81,63 @@ impl AttemptCounters {
         if table.counts.len() >= MAX_ENTRIES && !table.counts.contains_key(value) {
             table.forget_oldest_half();
         }
-        let entry = table.counts.entry(value.to_string()).or_insert((0, tick));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = tick;
-        entry.0
+        let entry = table.counts.entry(value.to_string()).or_insert(Entry {
+            n: 0,
+            first: now,
+            touched: tick,
+        });
+        entry.n = entry.n.saturating_add(1);
+        entry.touched = tick;
+        Seen {
+            n: entry.n,
+            first: entry.first,
+        }
     }
 
     /// Counts a connection from `client`.
-    pub fn connection(&self, client: IpAddr) -> u32 {
+    pub fn connection(&self, client: IpAddr, now: Duration) -> Seen {
         if !self.counts(AttemptKey::Client) {
-            return 0;
+            return Seen::default();
         }
-        self.bump(AttemptKey::Client, &client.to_string())
+        self.bump(AttemptKey::Client, &client.to_string(), now)
     }
 
-    /// Counts an offer of `recipient` from `sender` by `client`: returns the recipient and
-    /// the triplet attempt numbers.
-    pub fn recipient(&self, client: IpAddr, sender: &str, recipient: &str) -> (u32, u32) {
+    /// Counts an offer of `recipient` from `sender` by `client`: returns what the
+    /// recipient and the triplet counters say.
+    pub fn recipient(
+        &self,
+        client: IpAddr,
+        sender: &str,
+        recipient: &str,
+        now: Duration,
+    ) -> (Seen, Seen) {
         let recipient_key = recipient.to_ascii_lowercase();
-        let by_recipient = self.bump(AttemptKey::Recipient, &recipient_key);
+        let by_recipient = self.bump(AttemptKey::Recipient, &recipient_key, now);
         let by_triplet = if self.counts(AttemptKey::Triplet) {
             let triplet = format!("{client}/{}/{recipient_key}", sender.to_ascii_lowercase());
-            self.bump(AttemptKey::Triplet, &triplet)
+            self.bump(AttemptKey::Triplet, &triplet, now)
         } else {
-            0
+            Seen::default()
         };
         (by_recipient, by_triplet)
     }
 
     /// Counts a transaction started by `sender`.
-    pub fn sender(&self, sender: &str) -> u32 {
+    pub fn sender(&self, sender: &str, now: Duration) -> Seen {
         if !self.counts(AttemptKey::Sender) {
-            return 0;
+            return Seen::default();
         }
-        self.bump(AttemptKey::Sender, &sender.to_ascii_lowercase())
+        self.bump(AttemptKey::Sender, &sender.to_ascii_lowercase(), now)
     }
 }
 
 impl Table {
     fn forget_oldest_half(&mut self) {
-        let mut ticks: Vec<u64> = self.counts.values().map(|(_, t)| *t).collect();
+        let mut ticks: Vec<u64> = self.counts.values().map(|e| e.touched).collect();
         let mid = ticks.len() / 2;
         let (_, cutoff, _) = ticks.select_nth_unstable(mid);
         let cutoff = *cutoff;
-        self.counts.retain(|_, (_, t)| *t > cutoff);
+        self.counts.retain(|_, e| e.touched > cutoff);
     }
 }
 
@@ -132,9 +157,12 @@ mod tests {
     fn counts_only_keys_in_use() {
         let c = counting(&[AttemptKey::Recipient]);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(c.connection(ip), 0);
-        assert_eq!(c.recipient(ip, "a@x.test", "B@y.test"), (1, 0));
-        assert_eq!(c.recipient(ip, "a@x.test", "b@y.test"), (2, 0));
+        let t = Duration::from_secs(7);
+        assert_eq!(c.connection(ip, t).n, 0);
+        let (r, triplet) = c.recipient(ip, "a@x.test", "B@y.test", t);
+        assert_eq!((r.n, triplet.n), (1, 0));
+        let (r, _) = c.recipient(ip, "a@x.test", "b@y.test", t * 2);
+        assert_eq!((r.n, r.first), (2, t), "the first attempt's time is kept");
     }
 
     #[test]
@@ -142,17 +170,23 @@ mod tests {
         let c = counting(&[AttemptKey::Triplet]);
         let one: IpAddr = "192.0.2.1".parse().unwrap();
         let two: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(c.recipient(one, "a@x.test", "r@y.test").1, 1);
-        assert_eq!(c.recipient(one, "a@x.test", "r@y.test").1, 2);
-        assert_eq!(c.recipient(two, "a@x.test", "r@y.test").1, 1);
-        assert_eq!(c.recipient(one, "", "r@y.test").1, 1);
+        let t = Duration::ZERO;
+        assert_eq!(c.recipient(one, "a@x.test", "r@y.test", t).1.n, 1);
+        assert_eq!(c.recipient(one, "a@x.test", "r@y.test", t).1.n, 2);
+        assert_eq!(c.recipient(two, "a@x.test", "r@y.test", t).1.n, 1);
+        assert_eq!(c.recipient(one, "", "r@y.test", t).1.n, 1);
     }
 
     #[test]
     fn forgets_the_least_recently_used_half_when_full() {
         let mut table = Table::default();
         for i in 0..10u64 {
-            table.counts.insert(i.to_string(), (1, i));
+            let entry = Entry {
+                n: 1,
+                first: Duration::ZERO,
+                touched: i,
+            };
+            table.counts.insert(i.to_string(), entry);
         }
         table.forget_oldest_half();
         assert_eq!(table.counts.len(), 4);

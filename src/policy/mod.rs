@@ -6,13 +6,16 @@
 //! be tested with a table.
 
 pub mod attempts;
+pub mod concurrency;
+pub mod greylist;
+pub mod rate;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use rand_chacha::rand_core::Rng;
 
-use crate::scenario::{AttemptKey, Condition, Rule, Stage};
+use crate::scenario::{AttemptKey, Condition, PtrCheck, Rule, Stage};
 
 /// What is known of the conversation when a stage is decided.
 #[derive(Debug, Clone, Copy)]
@@ -30,19 +33,33 @@ pub struct Envelope<'a> {
     pub size: Option<u64>,
     /// Farm time, for rules that depend on it.
     pub now: Duration,
+    /// The host's own number for this connection (1 for its first).
+    pub host_connection: u64,
+    /// The number of this transaction within the connection (1 for the first MAIL).
+    pub message: u32,
+    /// The client's PTR name from the scenario's reverse-DNS table.
+    pub ptr: Option<&'a str>,
 }
 
-/// The attempt numbers of the current command for each key; 0 where not counted.
+/// How often, and since when, a key has been seen: the attempt number of the current
+/// command (0 where not counted) and the farm time of the key's first attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub n: u32,
+    pub first: Duration,
+}
+
+/// What the attempt counters say of the current command, for each key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttemptNumbers {
-    pub client: u32,
-    pub sender: u32,
-    pub recipient: u32,
-    pub triplet: u32,
+    pub client: Seen,
+    pub sender: Seen,
+    pub recipient: Seen,
+    pub triplet: Seen,
 }
 
 impl AttemptNumbers {
-    fn get(&self, key: AttemptKey) -> u32 {
+    fn get(&self, key: AttemptKey) -> Seen {
         match key {
             AttemptKey::Client => self.client,
             AttemptKey::Sender => self.sender,
@@ -63,10 +80,26 @@ pub fn decide<'r>(
     attempts: &AttemptNumbers,
     rng: &mut impl Rng,
 ) -> Option<&'r Rule> {
-    rules
-        .iter()
-        .filter(|rule| rule.stage == stage)
-        .find(|rule| {
+    decide_from(rules, 0, stage, envelope, attempts, rng).map(|(_, rule)| rule)
+}
+
+/// Like [`decide`], trying only the rules from index `from` on, and returning the index
+/// of the rule found: a stateful rule that lets a command pass (greylisting once the
+/// delay is over, a rate limit not reached) hands the decision on to the rules after it.
+pub fn decide_from<'r>(
+    rules: &'r [Rule],
+    from: usize,
+    stage: Stage,
+    envelope: &Envelope<'_>,
+    attempts: &AttemptNumbers,
+    rng: &mut impl Rng,
+) -> Option<(usize, &'r Rule)> {
+    let rest = rules.get(from..).unwrap_or(&[]);
+    rest.iter()
+        .enumerate()
+        .map(|(i, rule)| (from + i, rule))
+        .filter(|(_, rule)| rule.stage == stage)
+        .find(|(_, rule)| {
             rule.when
                 .iter()
                 .filter(|c| !matches!(c, Condition::Chance(_)))
@@ -97,11 +130,40 @@ fn holds(condition: &Condition, envelope: &Envelope<'_>, attempts: &AttemptNumbe
         Condition::SizeAbove(limit) => envelope.size.is_some_and(|size| size > *limit),
         Condition::SizeBelow(limit) => envelope.size.is_some_and(|size| size < *limit),
         Condition::Attempt { per, range } => {
-            let n = attempts.get(*per);
+            let n = attempts.get(*per).n;
             n > 0 && range.contains(n)
         }
         Condition::Chance(_) => true,
+        Condition::FirstAttemptWithin { per, within } => {
+            let seen = attempts.get(*per);
+            seen.n > 0 && envelope.now.saturating_sub(seen.first) < *within
+        }
+        Condition::Time(range) => range.contains(envelope.now),
+        Condition::Connection(range) => {
+            range.contains(u32::try_from(envelope.host_connection).unwrap_or(u32::MAX))
+        }
+        Condition::Message(range) => envelope.message > 0 && range.contains(envelope.message),
+        Condition::Ptr(check) => match check {
+            PtrCheck::Missing => envelope.ptr.is_none(),
+            PtrCheck::Present => envelope.ptr.is_some(),
+            PtrCheck::MismatchesHelo => match (envelope.ptr, envelope.helo) {
+                (Some(ptr), Some(helo)) => !ptr
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(helo.trim_end_matches('.')),
+                _ => true,
+            },
+        },
+        Condition::HeloFqdn(wanted) => envelope.helo.is_some_and(|helo| is_fqdn(helo) == *wanted),
     }
+}
+
+/// A fully qualified name has a dot between labels and is not an address literal.
+pub fn is_fqdn(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    !name.starts_with('[')
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').count() >= 2
+        && name.split('.').all(|label| !label.is_empty())
 }
 
 /// A uniform draw in [0, 1) with 53 bits of precision.
@@ -140,6 +202,9 @@ mod tests {
             accepted: &[],
             size: Some(2048),
             now: Duration::ZERO,
+            host_connection: 1,
+            message: 1,
+            ptr: None,
         }
     }
 
@@ -190,7 +255,10 @@ mod tests {
             452,
         )];
         let at = |n| AttemptNumbers {
-            recipient: n,
+            recipient: Seen {
+                n,
+                first: Duration::ZERO,
+            },
             ..Default::default()
         };
         assert_eq!(first_match(&rules, Stage::Rcpt, at(1)), Some(452));

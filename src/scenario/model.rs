@@ -20,6 +20,8 @@ pub struct Scenario {
     pub journal: JournalLimits,
     pub domains: Vec<Domain>,
     pub hosts: Vec<Host>,
+    /// PTR names of client addresses, for `ptr` conditions (and later the DNS server).
+    pub reverse_dns: std::collections::BTreeMap<std::net::IpAddr, String>,
 }
 
 impl Scenario {
@@ -225,6 +227,47 @@ pub enum Condition {
     },
     /// A draw from the farm's seeded generator is below this probability.
     Chance(f64),
+    /// Less than `within` has passed since the first attempt counted per `per`: a quota
+    /// that clears after a time, or the warm-up of a new client IP.
+    FirstAttemptWithin { per: AttemptKey, within: Duration },
+    /// Farm time lies in this range: a host that is down for a while.
+    Time(TimeRange),
+    /// The host's own connection number (1 for the first connection it accepted) lies in
+    /// the range: a host that is down for its first N connections.
+    Connection(AttemptRange),
+    /// The number of this transaction within its connection (1 for the first MAIL):
+    /// messages per connection.
+    Message(AttemptRange),
+    /// What the scenario's reverse-DNS table says of the client.
+    Ptr(PtrCheck),
+    /// Whether the EHLO/HELO name is a fully qualified domain name (has a dot, is not an
+    /// address literal).
+    HeloFqdn(bool),
+}
+
+/// A half-open range of farm time, `from <= t < until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Duration,
+    /// `None`: open-ended.
+    pub until: Option<Duration>,
+}
+
+impl TimeRange {
+    pub fn contains(&self, t: Duration) -> bool {
+        self.from <= t && self.until.is_none_or(|until| t < until)
+    }
+}
+
+/// A reverse-DNS check against the scenario's `[reverse-dns]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PtrCheck {
+    /// The client's address has no PTR name.
+    Missing,
+    /// It has one.
+    Present,
+    /// It has none, or one that differs from the EHLO/HELO name.
+    MismatchesHelo,
 }
 
 /// A case-insensitive glob (`*` and `?`), kept with its source text for display.
@@ -324,6 +367,84 @@ pub enum ActionKind {
     Close,
     /// Send nothing; close after this long unless the client closes first.
     Hang(Duration),
+    /// Close at once with a TCP reset, as a host whose service is down.
+    Reset,
+    /// At `end-of-data`: keep the message, then close without the 250, so the sender
+    /// cannot know it arrived and sends it again.
+    LoseReply,
+    /// Greylisting; a triplet that has waited long enough passes on to the next rules.
+    Greylist(Arc<Greylist>),
+    /// A rate limit counted at the rule's stage; within the limit, on to the next rules.
+    RateLimit(Arc<RateLimit>),
+    /// A limit on simultaneous connections per client (at `connect`).
+    Concurrency(Arc<Concurrency>),
+}
+
+/// Whether stateful behaviour is shared by all hosts or kept per host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateScope {
+    /// One state for the whole farm, like a greylist database all MX hosts share.
+    Shared,
+    /// Each host keeps its own: what a sender experiences depends on the MX it picks.
+    Host,
+}
+
+/// Greylisting with postgrey's semantics; every default is postgrey 1.37's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Greylist {
+    /// How long a new triplet must wait before a retry passes (300 s).
+    pub delay: Duration,
+    /// A first retry later than this after first-seen starts over (2 days).
+    pub retry_window: Duration,
+    /// Entries not seen for this long are forgotten (35 days).
+    pub expiry: Duration,
+    /// A client IP that passed this many times (at most one per hour counts) skips
+    /// greylisting from then on; `None` disables it (5).
+    pub whitelist_after: Option<u32>,
+    pub scope: StateScope,
+    /// The client network of the triplet: /24 and /64 by default; 32 and 128 mean the
+    /// exact address.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Strip `+extension`, BATV `prvs=` tags and digit runs (VERP) from the sender.
+    pub normalize_sender: bool,
+    /// The deferral; its text may hold `{remaining}` (seconds left) and the other reply
+    /// placeholders.
+    pub reply: Reply,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The client's IP address.
+    Client,
+    /// The client's /24 (IPv4) or /64 (IPv6) network.
+    ClientNet,
+    Sender,
+    Recipient,
+}
+
+/// At most `limit` events (connections at `connect`, messages at `mail`/`data`/`end-of-data`,
+/// recipients at `rcpt`) per `window` for each key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub per: RateKey,
+    pub limit: u32,
+    pub window: Duration,
+    /// Sliding window (the last `window`), or fixed windows starting at farm time 0.
+    pub sliding: bool,
+    pub scope: StateScope,
+    pub reply: Reply,
+    /// Close after the reply (a 421 always closes).
+    pub close: bool,
+}
+
+/// At most `limit` simultaneous connections per client key to this host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concurrency {
+    pub per: RateKey,
+    pub limit: u32,
+    pub reply: Reply,
 }
 
 /// An SMTP reply: a code, an optional enhanced status code, and one or more lines of text.
@@ -390,6 +511,46 @@ impl Reply {
             status,
             lines,
         })
+    }
+
+    /// The reply with each `{name}` in its text replaced by `lookup(name)`; names that
+    /// `lookup` does not know stay as written. Cheap when there is no placeholder.
+    pub fn fill(&self, lookup: impl Fn(&str) -> Option<String>) -> Reply {
+        if !self.lines.iter().any(|l| l.contains('{')) {
+            return self.clone();
+        }
+        let lines = self
+            .lines
+            .iter()
+            .map(|line| {
+                let mut out = String::with_capacity(line.len());
+                let mut rest = line.as_str();
+                while let Some(open) = rest.find('{') {
+                    out.push_str(&rest[..open]);
+                    let after = &rest[open + 1..];
+                    match after
+                        .find('}')
+                        .and_then(|close| lookup(&after[..close]).map(|value| (value, close)))
+                    {
+                        Some((value, close)) => {
+                            out.push_str(&value);
+                            rest = &after[close + 1..];
+                        }
+                        None => {
+                            out.push('{');
+                            rest = after;
+                        }
+                    }
+                }
+                out.push_str(rest);
+                out
+            })
+            .collect();
+        Reply {
+            code: self.code,
+            status: self.status.clone(),
+            lines,
+        }
     }
 
     /// A 421 reply tells the client the server is closing the connection (RFC 5321 3.8).
@@ -487,6 +648,21 @@ mod tests {
         assert!(Reply::parse("600 too high").is_err());
         assert!(Reply::parse("45 short").is_err());
         assert!(Reply::parse("451 5.7.1 mismatch").is_err());
+    }
+
+    #[test]
+    fn fills_placeholders_and_leaves_unknown_ones() {
+        let r =
+            Reply::parse("450 4.2.0 <{recipient}>: Greylisted for {remaining}s {other}").unwrap();
+        let filled = r.fill(|name| match name {
+            "recipient" => Some("a@b.test".into()),
+            "remaining" => Some("300".into()),
+            _ => None,
+        });
+        assert_eq!(
+            filled.one_line(),
+            "450 4.2.0 <a@b.test>: Greylisted for 300s {other}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the count of connections it is serving now.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::reply::Replies;
 use crate::scenario::Host;
@@ -14,6 +14,8 @@ pub struct HostRuntime {
     pub config: Host,
     pub replies: Replies,
     active: AtomicUsize,
+    /// Connections accepted so far, for `connection` conditions.
+    connections: AtomicU64,
 }
 
 impl HostRuntime {
@@ -23,7 +25,13 @@ impl HostRuntime {
             replies: Replies::for_host(&config),
             config,
             active: AtomicUsize::new(0),
+            connections: AtomicU64::new(0),
         })
+    }
+
+    /// Numbers a new connection: 1 for the host's first.
+    pub fn next_connection(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Connections being served right now.

@@ -18,14 +18,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Transport;
 use super::host::{ActiveGuard, HostRuntime};
 use crate::capture::{Message, parse_headers};
 use crate::farm::FarmState;
 use crate::journal::{ClosedBy, Command, EventKind, sanitize_line};
-use crate::policy::{self, AttemptNumbers, Envelope};
-use crate::scenario::{ActionKind, Reply, Rule, Stage};
+use crate::policy::concurrency::ConcurrencySlot;
+use crate::policy::greylist::{self, GreyVerdict};
+use crate::policy::{self, AttemptNumbers, Envelope, Seen};
+use crate::scenario::{ActionKind, RateKey, Reply, Rule, Stage, StateScope};
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -65,7 +68,7 @@ struct Transaction {
     rcpt_tried: bool,
     /// Recipients refused so far, with the reply code, for the transaction's log line.
     refused: Vec<(String, u16)>,
-    sender_attempt: u32,
+    sender_seen: Seen,
     /// BDAT content received so far, once the first chunk was accepted.
     chunks: Option<Vec<u8>>,
     chunks_too_big: bool,
@@ -80,6 +83,36 @@ enum Verdict {
     },
     /// This refusal was sent; the connection stays open.
     Refused(Reply),
+    /// At `end-of-data`: keep the message but close instead of answering.
+    LoseReply { rule: String },
+}
+
+/// What the rules decided for a stage, before it is carried out.
+enum Choice<'h> {
+    /// No rule decided: the stage's positive reply.
+    Accept,
+    /// This rule's action (accept, close, hang, reset, lose the reply).
+    Act(&'h Rule),
+    /// This rule's reply, its placeholders filled in; close after it if `close`.
+    Reply {
+        rule: &'h Rule,
+        reply: Reply,
+        close: bool,
+    },
+}
+
+/// What the current command adds to the decision, beyond what the session knows.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ask<'a> {
+    /// The sender of a MAIL not yet accepted (later stages read it from the transaction).
+    sender: Option<&'a str>,
+    sender_seen: Seen,
+    /// The recipient of the RCPT being decided.
+    recipient: Option<&'a str>,
+    recipient_seen: Seen,
+    triplet_seen: Seen,
+    /// The SIZE= of a MAIL, or the size of the received message.
+    size: Option<u64>,
 }
 
 /// One client connection to one host.
@@ -102,7 +135,15 @@ pub struct Session<S> {
     in_service: bool,
     tx: Option<Transaction>,
     errors: usize,
-    client_attempt: u32,
+    client_seen: Seen,
+    /// The host's own number for this connection (1 for its first).
+    host_connection: u64,
+    /// Transactions started (MAIL accepted) on this connection so far.
+    transactions: u32,
+    /// The client's PTR name from the scenario's reverse-DNS table.
+    ptr: Option<String>,
+    /// Connection slots taken by concurrency limits, given back when the session ends.
+    concurrency_slots: Vec<ConcurrencySlot>,
     /// Farm time when the current command arrived: delays and hangs count from it.
     command_at: Duration,
     /// Refuses the connection at once: the host has too many.
@@ -110,7 +151,7 @@ pub struct Session<S> {
     _active: Option<ActiveGuard>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: Transport> Session<S> {
     /// A session for connection number `conn`; `active` is `None` when the host is at its
     /// connection limit, and then the session only says so and closes.
     pub fn new(
@@ -125,6 +166,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // the connection number, so sessions neither contend for one generator nor change
         // each other's draws.
         let rng = ChaCha8Rng::seed_from_u64(farm.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let host_connection = host.next_connection();
+        let ptr = farm.reverse_dns.get(&client.ip()).cloned();
         Self {
             stream,
             host,
@@ -140,7 +183,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             in_service: true,
             tx: None,
             errors: 0,
-            client_attempt: 0,
+            client_seen: Seen::default(),
+            host_connection,
+            transactions: 0,
+            ptr,
+            concurrency_slots: Vec::new(),
             command_at: Duration::ZERO,
             over_capacity: active.is_none(),
             _active: active,
@@ -180,15 +227,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send(None, &host.replies.too_many_connections, None);
             return Err(Closed::by_farm("too many connections"));
         }
-        self.client_attempt = self.farm.attempts.connection(self.client.ip());
-        let attempts = self.attempt_numbers(0, 0);
-        let rule = self.pick(&host, Stage::Connect, None, None, attempts);
-        match self.carry_out(Stage::Connect, rule).await? {
+        self.client_seen = self
+            .farm
+            .attempts
+            .connection(self.client.ip(), self.command_at);
+        match self.decide(Stage::Connect, Ask::default()).await? {
             Verdict::Accept { custom, rule } => {
                 let reply = custom.as_ref().unwrap_or(&host.replies.greeting);
                 self.send(Some(Stage::Connect), reply, rule);
             }
             Verdict::Refused(_) => self.in_service = false,
+            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Connect, &rule)),
         }
         let mut line = Vec::with_capacity(256);
         loop {
@@ -362,9 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // A new EHLO/HELO ends any transaction in progress (RFC 5321 4.1.4).
         self.end_transaction("abandoned by the client: new EHLO/HELO");
         let previous = self.helo.replace(name);
-        let attempts = self.attempt_numbers(0, 0);
-        let rule = self.pick(&host, Stage::Ehlo, None, None, attempts);
-        match self.carry_out(Stage::Ehlo, rule).await? {
+        match self.decide(Stage::Ehlo, Ask::default()).await? {
             Verdict::Accept { rule, .. } => {
                 let reply = if extended {
                     &host.replies.ehlo
@@ -374,6 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.send(Some(Stage::Ehlo), reply, rule);
             }
             Verdict::Refused(_) => self.helo = previous,
+            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Ehlo, &rule)),
         }
         Ok(())
     }
@@ -402,18 +450,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send(Some(Stage::Mail), &host.replies.size_exceeds_limit, None);
             return Ok(());
         }
-        let sender_attempt = self.farm.attempts.sender(&sender);
-        let attempts = AttemptNumbers {
-            sender: sender_attempt,
-            ..self.attempt_numbers(0, 0)
+        let sender_seen = self.farm.attempts.sender(&sender, self.command_at);
+        let ask = Ask {
+            sender: Some(&sender),
+            sender_seen,
+            size,
+            ..Ask::default()
         };
-        let rule = self.pick_for(&host, Stage::Mail, Some(&sender), None, size, attempts);
-        match self.carry_out(Stage::Mail, rule).await? {
+        match self.decide(Stage::Mail, ask).await? {
             Verdict::Accept { custom, rule } => {
+                self.transactions += 1;
                 self.tx = Some(Transaction {
                     sender,
                     declared_size: size,
-                    sender_attempt,
+                    sender_seen,
                     ..Transaction::default()
                 });
                 self.send(
@@ -429,6 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 };
                 self.log_transaction(&refused, &format!("refused at mail: {}", reply.one_line()));
             }
+            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Mail, &rule)),
         }
         Ok(())
     }
@@ -443,25 +494,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.send(Some(Stage::Rcpt), &host.replies.too_many_recipients, None);
             return Ok(());
         }
-        let (sender, sender_attempt, size) =
-            (tx.sender.clone(), tx.sender_attempt, tx.declared_size);
-        let (by_recipient, by_triplet) =
+        let sender = tx.sender.clone();
+        let (recipient_seen, triplet_seen) =
             self.farm
                 .attempts
-                .recipient(self.client.ip(), &sender, &recipient);
-        let attempts = AttemptNumbers {
-            sender: sender_attempt,
-            ..self.attempt_numbers(by_recipient, by_triplet)
+                .recipient(self.client.ip(), &sender, &recipient, self.command_at);
+        let ask = Ask {
+            recipient: Some(&recipient),
+            recipient_seen,
+            triplet_seen,
+            ..Ask::default()
         };
-        let rule = self.pick_for(
-            &host,
-            Stage::Rcpt,
-            Some(&sender),
-            Some(&recipient),
-            size,
-            attempts,
-        );
-        match self.carry_out(Stage::Rcpt, rule).await? {
+        match self.decide(Stage::Rcpt, ask).await? {
             Verdict::Accept { custom, rule } => {
                 self.send(
                     Some(Stage::Rcpt),
@@ -477,6 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tx.refused.push((recipient, reply.code));
                 }
             }
+            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Rcpt, &rule)),
         }
         Ok(())
     }
@@ -507,8 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.ready_for_content()? {
             return Ok(());
         }
-        let rule = self.pick_in_transaction(&host, Stage::Data, None);
-        match self.carry_out(Stage::Data, rule).await? {
+        match self.decide(Stage::Data, Ask::default()).await? {
             Verdict::Accept { custom, rule } => {
                 let reply = custom.as_ref().unwrap_or(&host.replies.data_go_ahead);
                 self.send(Some(Stage::Data), reply, rule);
@@ -517,6 +561,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                 return Ok(());
             }
+            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Data, &rule)),
         }
         let (body, too_big) = self.receive_data().await?;
         if too_big {
@@ -579,8 +624,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.skip_chunk(size).await;
         }
         if starting {
-            let rule = self.pick_in_transaction(&host, Stage::Data, None);
-            match self.carry_out(Stage::Data, rule).await? {
+            match self.decide(Stage::Data, Ask::default()).await? {
                 Verdict::Accept { .. } => {
                     if let Some(tx) = self.tx.as_mut() {
                         tx.chunks = Some(Vec::new());
@@ -590,6 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                     return self.skip_chunk(size).await;
                 }
+                Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Data, &rule)),
             }
         }
         self.read_chunk(size).await?;
@@ -664,9 +709,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn end_of_data(&mut self, body: Vec<u8>) -> Step {
         let host = self.host.clone();
         let size = body.len() as u64;
-        let rule = self.pick_in_transaction(&host, Stage::EndOfData, Some(size));
-        match self.carry_out(Stage::EndOfData, rule).await? {
-            Verdict::Accept { custom, rule } => {
+        let ask = Ask {
+            size: Some(size),
+            ..Ask::default()
+        };
+        let verdict = self.decide(Stage::EndOfData, ask).await?;
+        let (custom, rule, lose_reply) = match verdict {
+            Verdict::Accept { custom, rule } => (custom, rule, None),
+            Verdict::LoseReply { rule } => (None, None, Some(rule)),
+            Verdict::Refused(reply) => {
+                self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
+                return Ok(());
+            }
+        };
+        {
+            {
                 let Some(tx) = self.tx.take() else {
                     return Ok(());
                 };
@@ -700,11 +757,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     subject,
                     data: Arc::from(body),
                 });
+                if let Some(rule) = lose_reply {
+                    return Err(lost_reply(Stage::EndOfData, &rule));
+                }
                 let reply = custom.unwrap_or_else(|| host.replies.queued(enhanced, id));
                 self.send(Some(Stage::EndOfData), &reply, rule);
-            }
-            Verdict::Refused(reply) => {
-                self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
             }
         }
         Ok(())
@@ -712,9 +769,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn rset(&mut self) -> Step {
         let host = self.host.clone();
-        let attempts = self.attempt_numbers(0, 0);
-        let rule = self.pick(&host, Stage::Rset, None, None, attempts);
-        if let Verdict::Accept { custom, rule } = self.carry_out(Stage::Rset, rule).await? {
+        if let Verdict::Accept { custom, rule } = self.decide(Stage::Rset, Ask::default()).await? {
             self.end_transaction("abandoned by the client: RSET");
             let reply = custom.as_ref().unwrap_or(&host.replies.rset_ok);
             self.send(Some(Stage::Rset), reply, rule);
@@ -724,9 +779,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn quit(&mut self) -> Step {
         let host = self.host.clone();
-        let attempts = self.attempt_numbers(0, 0);
-        let rule = self.pick(&host, Stage::Quit, None, None, attempts);
-        match self.carry_out(Stage::Quit, rule).await? {
+        match self.decide(Stage::Quit, Ask::default()).await? {
             Verdict::Accept { custom, rule } => {
                 self.end_transaction("abandoned by the client: QUIT");
                 let reply = custom.as_ref().unwrap_or(&host.replies.bye);
@@ -734,124 +787,198 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(Closed::by_client("QUIT"))
             }
             Verdict::Refused(_) => Ok(()),
+            Verdict::LoseReply { rule } => Err(lost_reply(Stage::Quit, &rule)),
         }
     }
 
-    /// The rule for a stage outside a transaction.
-    fn pick<'h>(
-        &mut self,
-        host: &'h HostRuntime,
-        stage: Stage,
-        recipient: Option<&str>,
-        size: Option<u64>,
-        attempts: AttemptNumbers,
-    ) -> Option<&'h Rule> {
-        self.pick_for(host, stage, None, recipient, size, attempts)
+    /// Decides `stage` by the host's rules and carries out the verdict.
+    async fn decide(&mut self, stage: Stage, ask: Ask<'_>) -> Step<Verdict> {
+        let host = self.host.clone();
+        let choice = self.choose(&host, stage, ask);
+        self.carry_out(stage, choice).await
     }
 
-    /// The rule for a stage inside the transaction (data, end of data).
-    fn pick_in_transaction<'h>(
-        &mut self,
-        host: &'h HostRuntime,
-        stage: Stage,
-        size: Option<u64>,
-    ) -> Option<&'h Rule> {
-        let attempts = AttemptNumbers {
-            sender: self.tx.as_ref().map_or(0, |tx| tx.sender_attempt),
-            ..self.attempt_numbers(0, 0)
-        };
-        let envelope = Envelope {
-            client: self.client.ip(),
-            helo: self.helo.as_deref(),
-            sender: self.tx.as_ref().map(|tx| tx.sender.as_str()),
-            recipient: None,
-            accepted: self.tx.as_ref().map_or(&[], |tx| tx.recipients.as_slice()),
-            size: size.or_else(|| self.tx.as_ref().and_then(|tx| tx.declared_size)),
-            now: self.farm.clock.now(),
-        };
-        policy::decide(
-            &host.config.rules,
-            stage,
-            &envelope,
-            &attempts,
-            &mut self.rng,
-        )
-    }
-
-    fn pick_for<'h>(
-        &mut self,
-        host: &'h HostRuntime,
-        stage: Stage,
-        sender: Option<&str>,
-        recipient: Option<&str>,
-        size: Option<u64>,
-        attempts: AttemptNumbers,
-    ) -> Option<&'h Rule> {
+    /// Finds the rule that decides `stage`. Stateful rules are consulted on the way:
+    /// greylisting that lets the triplet pass, or a limit not reached, hands the decision
+    /// on to the rules after it.
+    fn choose<'h>(&mut self, host: &'h HostRuntime, stage: Stage, ask: Ask<'_>) -> Choice<'h> {
+        let farm = self.farm.clone();
+        let tx = self.tx.as_ref();
+        let sender = ask.sender.or(tx.map(|tx| tx.sender.as_str()));
+        let accepted = tx.map_or(&[][..], |tx| tx.recipients.as_slice());
+        let now = farm.clock.now();
         let envelope = Envelope {
             client: self.client.ip(),
             helo: self.helo.as_deref(),
             sender,
-            recipient,
-            accepted: &[],
-            size,
-            now: self.farm.clock.now(),
+            recipient: ask.recipient,
+            accepted,
+            size: ask.size.or(tx.and_then(|tx| tx.declared_size)),
+            now,
+            host_connection: self.host_connection,
+            message: if stage == Stage::Mail {
+                self.transactions + 1
+            } else {
+                self.transactions
+            },
+            ptr: self.ptr.as_deref(),
         };
-        policy::decide(
-            &host.config.rules,
-            stage,
-            &envelope,
-            &attempts,
-            &mut self.rng,
-        )
-    }
-
-    fn attempt_numbers(&self, recipient: u32, triplet: u32) -> AttemptNumbers {
-        AttemptNumbers {
-            client: self.client_attempt,
-            sender: 0,
-            recipient,
-            triplet,
+        let attempts = AttemptNumbers {
+            client: self.client_seen,
+            sender: if ask.sender.is_some() {
+                ask.sender_seen
+            } else {
+                tx.map_or(Seen::default(), |tx| tx.sender_seen)
+            },
+            recipient: ask.recipient_seen,
+            triplet: ask.triplet_seen,
+        };
+        let vars = ReplyVars {
+            envelope: &envelope,
+            hostname: &host.config.hostname,
+            remaining: None,
+        };
+        let mut from = 0;
+        loop {
+            let Some((index, rule)) = policy::decide_from(
+                &host.config.rules,
+                from,
+                stage,
+                &envelope,
+                &attempts,
+                &mut self.rng,
+            ) else {
+                return Choice::Accept;
+            };
+            from = index + 1;
+            let rule_id = rule as *const Rule as usize;
+            match &rule.then.kind {
+                ActionKind::Reply { reply, close } => {
+                    return Choice::Reply {
+                        rule,
+                        reply: vars.fill(reply),
+                        close: *close || reply.closes_connection(),
+                    };
+                }
+                ActionKind::Greylist(greylist) => {
+                    let state = greylist::state_key(rule_id, greylist.scope, &host.name);
+                    let recipients: Vec<&str> = match envelope.recipient {
+                        Some(recipient) => vec![recipient],
+                        None => accepted.iter().map(String::as_str).collect(),
+                    };
+                    let longest = recipients
+                        .into_iter()
+                        .filter_map(|recipient| {
+                            match farm.greylist.check(
+                                greylist,
+                                &state,
+                                envelope.client,
+                                sender.unwrap_or(""),
+                                recipient,
+                                now,
+                            ) {
+                                GreyVerdict::Pass => None,
+                                GreyVerdict::Defer { remaining } => Some(remaining),
+                            }
+                        })
+                        .max();
+                    if let Some(remaining) = longest {
+                        let vars = ReplyVars {
+                            remaining: Some(remaining),
+                            ..vars
+                        };
+                        let reply = vars.fill(&greylist.reply);
+                        let close = reply.closes_connection();
+                        return Choice::Reply { rule, reply, close };
+                    }
+                }
+                ActionKind::RateLimit(limit) => {
+                    let Some(value) = rate_key(limit.per, &envelope) else {
+                        continue;
+                    };
+                    let key = scoped_key(rule_id, limit.scope, &host.name, &value);
+                    if !farm.rates.admit(limit, &key, now) {
+                        let reply = vars.fill(&limit.reply);
+                        let close = limit.close || reply.closes_connection();
+                        return Choice::Reply { rule, reply, close };
+                    }
+                }
+                ActionKind::Concurrency(limit) => {
+                    let Some(value) = rate_key(limit.per, &envelope) else {
+                        continue;
+                    };
+                    // Connections are counted per host: each MX host has its own limit.
+                    let key = scoped_key(rule_id, StateScope::Host, &host.name, &value);
+                    match farm.concurrency.enter(key, limit.limit) {
+                        Some(slot) => self.concurrency_slots.push(slot),
+                        None => {
+                            return Choice::Reply {
+                                rule,
+                                reply: vars.fill(&limit.reply),
+                                close: true,
+                            };
+                        }
+                    }
+                }
+                _ => return Choice::Act(rule),
+            }
         }
     }
 
-    /// Carries out a rule's action: the delay, then a refusal, a close or a hang. An
-    /// accepting verdict is left to the caller, who knows the stage's positive reply.
-    async fn carry_out(&mut self, stage: Stage, rule: Option<&Rule>) -> Step<Verdict> {
-        let Some(rule) = rule else {
-            return Ok(Verdict::Accept {
-                custom: None,
-                rule: None,
-            });
+    /// Carries out a rule's choice: the delay, then a refusal, a close, a reset or a hang.
+    /// An accepting verdict is left to the caller, who knows the stage's positive reply.
+    async fn carry_out(&mut self, stage: Stage, choice: Choice<'_>) -> Step<Verdict> {
+        let rule = match &choice {
+            Choice::Accept => {
+                return Ok(Verdict::Accept {
+                    custom: None,
+                    rule: None,
+                });
+            }
+            Choice::Act(rule) | Choice::Reply { rule, .. } => *rule,
         };
         if let Some(delay) = rule.then.delay {
             self.pause(delay).await?;
         }
         let origin = Some(rule.origin.clone());
-        match &rule.then.kind {
-            ActionKind::Accept => Ok(Verdict::Accept {
-                custom: None,
-                rule: origin,
-            }),
-            ActionKind::Reply { reply, close } if reply.code < 400 && !close => {
-                Ok(Verdict::Accept {
-                    custom: Some(reply.clone()),
-                    rule: origin,
-                })
-            }
-            ActionKind::Reply { reply, close } => {
-                self.send(Some(stage), reply, origin);
-                if *close || reply.closes_connection() {
+        let kind = match choice {
+            Choice::Reply { reply, close, .. } => {
+                if reply.code < 400 && !close {
+                    return Ok(Verdict::Accept {
+                        custom: Some(reply),
+                        rule: origin,
+                    });
+                }
+                self.send(Some(stage), &reply, origin);
+                if close {
                     return Err(Closed::by_farm(format!(
                         "{} reply at {stage} by {}",
                         reply.code, rule.origin
                     )));
                 }
-                Ok(Verdict::Refused(reply.clone()))
+                return Ok(Verdict::Refused(reply));
             }
+            Choice::Act(rule) => &rule.then.kind,
+            Choice::Accept => {
+                return Ok(Verdict::Accept {
+                    custom: None,
+                    rule: None,
+                });
+            }
+        };
+        match kind {
             ActionKind::Close => Err(Closed::by_farm(format!(
                 "closed without reply at {stage} by {}",
                 rule.origin
             ))),
+            ActionKind::Reset => {
+                self.flush().await?;
+                self.stream.reset();
+                Err(Closed::by_farm(format!(
+                    "reset the connection at {stage} by {}",
+                    rule.origin
+                )))
+            }
             ActionKind::Hang(limit) => {
                 self.hang(*limit).await?;
                 Err(Closed::by_farm(format!(
@@ -860,6 +987,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     humantime::format_duration(*limit)
                 )))
             }
+            ActionKind::LoseReply => Ok(Verdict::LoseReply {
+                rule: rule.origin.clone(),
+            }),
+            // Accept, and stateful rules that let the command pass.
+            _ => Ok(Verdict::Accept {
+                custom: None,
+                rule: origin,
+            }),
         }
     }
 
@@ -993,5 +1128,65 @@ fn command_of(parsed: &Result<Request<Cow<'_, str>>, ParseError>) -> Command {
         Ok(Request::Quit) => Command::Quit,
         Ok(Request::StartTls) => Command::Starttls,
         _ => Command::Other,
+    }
+}
+
+/// The journal's reason for a connection closed instead of answering.
+fn lost_reply(stage: Stage, rule: &str) -> Closed {
+    Closed::by_farm(format!(
+        "closed without the reply at {stage} by {rule} (message kept)"
+    ))
+}
+
+/// The value a rate or concurrency limit counts by, if this stage knows it.
+fn rate_key(per: RateKey, envelope: &Envelope<'_>) -> Option<String> {
+    match per {
+        RateKey::Client => Some(envelope.client.to_string()),
+        RateKey::ClientNet => Some(greylist::client_network(envelope.client, 24, 64).to_string()),
+        RateKey::Sender => envelope.sender.map(str::to_ascii_lowercase),
+        RateKey::Recipient => envelope.recipient.map(str::to_ascii_lowercase),
+    }
+}
+
+/// A state key for one rule, shared by all hosts or kept per host.
+fn scoped_key(rule_id: usize, scope: StateScope, host: &str, value: &str) -> String {
+    match scope {
+        StateScope::Shared => format!("{rule_id:x}/{value}"),
+        StateScope::Host => format!("{rule_id:x}@{host}/{value}"),
+    }
+}
+
+/// What a reply's placeholders stand for: `{client}`, `{helo}`, `{sender}`,
+/// `{recipient}`, `{domain}` (the recipient's), `{hostname}`, `{remaining}` (seconds
+/// left of a greylisting delay) and `{remaining-hms}` (the same as HH:MM:SS).
+#[derive(Clone, Copy)]
+struct ReplyVars<'a> {
+    envelope: &'a Envelope<'a>,
+    hostname: &'a str,
+    remaining: Option<Duration>,
+}
+
+impl ReplyVars<'_> {
+    fn fill(&self, reply: &Reply) -> Reply {
+        reply.fill(|name| {
+            let e = self.envelope;
+            let recipient = e.recipient.or(e.accepted.first().map(String::as_str));
+            Some(match name {
+                "client" => e.client.to_string(),
+                "helo" => e.helo.unwrap_or("").to_string(),
+                "sender" => e.sender.unwrap_or("").to_string(),
+                "recipient" => recipient.unwrap_or("").to_string(),
+                "domain" => recipient
+                    .and_then(|r| r.rsplit_once('@'))
+                    .map_or(String::new(), |(_, d)| d.to_string()),
+                "hostname" => self.hostname.to_string(),
+                "remaining" => self.remaining.map_or(0, |r| r.as_secs()).to_string(),
+                "remaining-hms" => {
+                    let secs = self.remaining.map_or(0, |r| r.as_secs());
+                    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+                }
+                _ => return None,
+            })
+        })
     }
 }

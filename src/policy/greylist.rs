@@ -1,0 +1,386 @@
+//! Greylisting with postgrey's semantics (postgrey 1.37; see the reference notes §4.1).
+//!
+//! The key is (client network, normalised sender, recipient). A new triplet is deferred;
+//! a retry before `delay` is deferred again and keeps its first-seen time; a first retry
+//! later than `retry_window` starts over; once passed, the triplet passes until it has not
+//! been seen for `expiry`. A client IP that passed `whitelist_after` times (at most one pass
+//! per hour counts) skips greylisting altogether.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use parking_lot::Mutex;
+
+use crate::scenario::{Greylist, StateScope};
+
+/// Entries kept per store before expired ones are swept.
+const SWEEP_AT: usize = 100_000;
+
+/// The greylisting verdict for one triplet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GreyVerdict {
+    /// Let it through to the next rules.
+    Pass,
+    /// Defer; the delay has this much left.
+    Defer { remaining: Duration },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    first_seen: Duration,
+    last_seen: Duration,
+    passed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Whitelist {
+    passes: u32,
+    last_counted: Duration,
+    last_seen: Duration,
+}
+
+/// All greylisting state of a farm: one table per (rule, scope) so that two greylist rules
+/// never see each other's triplets.
+#[derive(Debug, Default)]
+pub struct GreylistStore {
+    triplets: Mutex<HashMap<String, Entry>>,
+    clients: Mutex<HashMap<String, Whitelist>>,
+}
+
+/// What identifies one greylist's state: the rule, and the host if the state is per host.
+pub fn state_key(rule_id: usize, scope: StateScope, host: &str) -> String {
+    match scope {
+        StateScope::Shared => format!("{rule_id:x}"),
+        StateScope::Host => format!("{rule_id:x}@{host}"),
+    }
+}
+
+impl GreylistStore {
+    /// Checks (and records) one triplet at farm time `now`.
+    pub fn check(
+        &self,
+        config: &Greylist,
+        state: &str,
+        client: IpAddr,
+        sender: &str,
+        recipient: &str,
+        now: Duration,
+    ) -> GreyVerdict {
+        let client_key = format!("{state}/{client}");
+        if let Some(n) = config.whitelist_after
+            && self
+                .clients
+                .lock()
+                .get(&client_key)
+                .is_some_and(|w| w.passes >= n && now.saturating_sub(w.last_seen) <= config.expiry)
+        {
+            self.count_pass(config, &client_key, now);
+            return GreyVerdict::Pass;
+        }
+        let key = triplet_key(config, state, client, sender, recipient);
+        let verdict = {
+            let mut triplets = self.triplets.lock();
+            if triplets.len() >= SWEEP_AT {
+                triplets.retain(|_, e| now.saturating_sub(e.last_seen) <= config.expiry);
+            }
+            let fresh = Entry {
+                first_seen: now,
+                last_seen: now,
+                passed: false,
+            };
+            let entry = triplets.entry(key).or_insert(fresh);
+            let expired = now.saturating_sub(entry.last_seen) > config.expiry;
+            let waited = now.saturating_sub(entry.first_seen);
+            if expired || (!entry.passed && waited > config.retry_window) {
+                *entry = fresh;
+            }
+            entry.last_seen = now;
+            let waited = now.saturating_sub(entry.first_seen);
+            if entry.passed || waited >= config.delay {
+                entry.passed = true;
+                GreyVerdict::Pass
+            } else {
+                GreyVerdict::Defer {
+                    remaining: config.delay - waited,
+                }
+            }
+        };
+        if verdict == GreyVerdict::Pass {
+            self.count_pass(config, &client_key, now);
+        }
+        verdict
+    }
+
+    fn count_pass(&self, config: &Greylist, client_key: &str, now: Duration) {
+        if config.whitelist_after.is_none() {
+            return;
+        }
+        let mut clients = self.clients.lock();
+        if clients.len() >= SWEEP_AT {
+            clients.retain(|_, w| now.saturating_sub(w.last_seen) <= config.expiry);
+        }
+        let entry = clients.entry(client_key.to_string()).or_insert(Whitelist {
+            passes: 0,
+            last_counted: Duration::ZERO,
+            last_seen: now,
+        });
+        entry.last_seen = now;
+        // postgrey counts at most one successful delivery per hour towards the whitelist.
+        if entry.passes == 0 || now.saturating_sub(entry.last_counted) >= Duration::from_secs(3600)
+        {
+            entry.passes = entry.passes.saturating_add(1);
+            entry.last_counted = now;
+        }
+    }
+}
+
+fn triplet_key(
+    config: &Greylist,
+    state: &str,
+    client: IpAddr,
+    sender: &str,
+    recipient: &str,
+) -> String {
+    let net = client_network(client, config.ipv4_prefix, config.ipv6_prefix);
+    let sender = if config.normalize_sender {
+        normalize_sender(sender)
+    } else {
+        sender.to_ascii_lowercase()
+    };
+    format!("{state}/{net}/{sender}/{}", recipient.to_ascii_lowercase())
+}
+
+/// The client's network at the given prefix lengths (32 and 128 keep the exact address).
+pub fn client_network(client: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> IpNet {
+    let prefix = match client {
+        IpAddr::V4(_) => ipv4_prefix.min(32),
+        IpAddr::V6(_) => ipv6_prefix.min(128),
+    };
+    IpNet::new(client, prefix)
+        .map(|net| net.trunc())
+        .unwrap_or_else(|_| IpNet::from(client))
+}
+
+/// postgrey's sender normalisation: lowercase, BATV `prvs=tag=` stripped, `+extension`
+/// stripped, and each run of digits in the local part replaced by `#` (VERP).
+pub fn normalize_sender(sender: &str) -> String {
+    let sender = sender.to_ascii_lowercase();
+    let Some((local, domain)) = sender.rsplit_once('@') else {
+        return sender;
+    };
+    let local = match local.strip_prefix("prvs=") {
+        Some(rest) => rest.split_once('=').map_or(rest, |(_, user)| user),
+        None => local,
+    };
+    let local = local.split_once('+').map_or(local, |(user, _)| user);
+    let mut out = String::with_capacity(local.len() + domain.len() + 1);
+    let mut in_digits = false;
+    for c in local.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out.push('@');
+    out.push_str(domain);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Reply;
+
+    fn postgrey() -> Greylist {
+        Greylist {
+            delay: Duration::from_secs(300),
+            retry_window: Duration::from_secs(2 * 86400),
+            expiry: Duration::from_secs(35 * 86400),
+            whitelist_after: Some(5),
+            scope: StateScope::Shared,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            normalize_sender: true,
+            reply: Reply::new(450, Some("4.2.0"), "Greylisted"),
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn masks_client_networks() {
+        let cases = [
+            ("192.0.2.77", 24, 64, "192.0.2.0/24"),
+            ("192.0.2.77", 32, 64, "192.0.2.77/32"),
+            ("2001:db8:1:2:3:4:5:6", 24, 64, "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:3:4:5:6", 24, 128, "2001:db8:1:2:3:4:5:6/128"),
+        ];
+        for (ip, v4, v6, expected) in cases {
+            let net = client_network(ip.parse().unwrap(), v4, v6);
+            assert_eq!(net.to_string(), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn normalizes_senders_like_postgrey() {
+        let cases = [
+            ("Bob@Example.test", "bob@example.test"),
+            ("bob+news@example.test", "bob@example.test"),
+            ("prvs=1234abcd=bob@example.test", "bob@example.test"),
+            ("bounce-12345-678@lists.test", "bounce-#-#@lists.test"),
+            ("", ""),
+        ];
+        for (sender, expected) in cases {
+            assert_eq!(normalize_sender(sender), expected, "{sender}");
+        }
+    }
+
+    #[test]
+    fn follows_the_postgrey_timeline() {
+        let store = GreylistStore::default();
+        let g = postgrey();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let check = |at: u64, client: IpAddr| {
+            store.check(&g, "s", client, "a@x.test", "r@y.test", secs(at))
+        };
+        // (farm time, client, expected)
+        let steps: [(u64, IpAddr, GreyVerdict); 5] = [
+            (
+                0,
+                ip,
+                GreyVerdict::Defer {
+                    remaining: secs(300),
+                },
+            ),
+            // Early retry: deferred, and first-seen stays at 0.
+            (
+                120,
+                ip,
+                GreyVerdict::Defer {
+                    remaining: secs(180),
+                },
+            ),
+            // Another address in the same /24 is the same triplet.
+            (
+                200,
+                "192.0.2.99".parse().unwrap(),
+                GreyVerdict::Defer {
+                    remaining: secs(100),
+                },
+            ),
+            (300, ip, GreyVerdict::Pass),
+            // Once passed, it passes.
+            (86400, ip, GreyVerdict::Pass),
+        ];
+        for (at, client, expected) in steps {
+            assert_eq!(check(at, client), expected, "at {at}s");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_the_window_starts_over_and_old_entries_expire() {
+        let store = GreylistStore::default();
+        let g = postgrey();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let check = |at: u64| store.check(&g, "s", ip, "a@x.test", "r@y.test", secs(at));
+        assert!(matches!(check(0), GreyVerdict::Defer { .. }));
+        let late = 2 * 86400 + 1;
+        assert_eq!(
+            check(late),
+            GreyVerdict::Defer {
+                remaining: secs(300)
+            }
+        );
+        assert_eq!(check(late + 300), GreyVerdict::Pass);
+        // Not seen for more than 35 days: greylisted again.
+        let much_later = late + 300 + 35 * 86400 + 1;
+        assert!(matches!(check(much_later), GreyVerdict::Defer { .. }));
+    }
+
+    #[test]
+    fn whitelists_a_client_after_five_passes_at_most_one_per_hour() {
+        let store = GreylistStore::default();
+        let g = postgrey();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut t = 0;
+        for i in 0..5 {
+            let rcpt = format!("r{i}@y.test");
+            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t));
+            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t + 300));
+            // A second pass within the hour does not count.
+            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t + 600));
+            t += 3600;
+        }
+        let fresh = store.check(&g, "s", ip, "new@x.test", "new@y.test", secs(t));
+        assert_eq!(fresh, GreyVerdict::Pass);
+        // The whitelist is per IP, not per network.
+        let neighbour: IpAddr = "192.0.2.11".parse().unwrap();
+        let other = store.check(&g, "s", neighbour, "new2@x.test", "new@y.test", secs(t));
+        assert!(matches!(other, GreyVerdict::Defer { .. }));
+    }
+
+    #[test]
+    fn four_passes_are_not_enough_and_zero_disables() {
+        let store = GreylistStore::default();
+        let mut g = postgrey();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        for i in 0..4u64 {
+            let rcpt = format!("r{i}@y.test");
+            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(i * 3600));
+            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(i * 3600 + 300));
+        }
+        let fifth = store.check(&g, "s", ip, "a@x.test", "z@y.test", secs(5 * 3600));
+        assert!(matches!(fifth, GreyVerdict::Defer { .. }));
+        g.whitelist_after = None;
+        let off = GreylistStore::default();
+        assert!(matches!(
+            off.check(&g, "s", ip, "a@x.test", "r@y.test", secs(0)),
+            GreyVerdict::Defer { .. }
+        ));
+    }
+
+    #[test]
+    fn separate_states_do_not_share_triplets() {
+        let store = GreylistStore::default();
+        let g = postgrey();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        store.check(
+            &g,
+            &state_key(1, StateScope::Host, "mx1"),
+            ip,
+            "a@x.test",
+            "r@y.test",
+            secs(0),
+        );
+        let on_mx2 = store.check(
+            &g,
+            &state_key(1, StateScope::Host, "mx2"),
+            ip,
+            "a@x.test",
+            "r@y.test",
+            secs(600),
+        );
+        assert!(
+            matches!(on_mx2, GreyVerdict::Defer { .. }),
+            "mx2 never saw it"
+        );
+        let on_mx1 = store.check(
+            &g,
+            &state_key(1, StateScope::Host, "mx1"),
+            ip,
+            "a@x.test",
+            "r@y.test",
+            secs(600),
+        );
+        assert_eq!(on_mx1, GreyVerdict::Pass);
+    }
+}
