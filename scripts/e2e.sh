@@ -11,7 +11,7 @@ if ! command -v swaks >/dev/null 2>&1; then
 fi
 
 cargo build --quiet
-bin=target/debug/mxfarm
+bin="${CARGO_TARGET_DIR:-target}/debug/mxfarm"
 work=$(mktemp -d)
 trap 'kill "$farm_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
