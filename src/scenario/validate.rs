@@ -262,6 +262,7 @@ impl Validator<'_> {
             journal,
             domains,
             hosts,
+            reverse_dns: Default::default(),
         }
     }
 
