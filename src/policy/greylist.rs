@@ -50,10 +50,10 @@ pub struct GreylistStore {
 }
 
 /// What identifies one greylist's state: the rule, and the host if the state is per host.
-pub fn state_key(rule_id: usize, scope: StateScope, host: &str) -> String {
+pub fn state_key(rule_id: &str, scope: StateScope, host: &str) -> String {
     match scope {
-        StateScope::Shared => format!("{rule_id:x}"),
-        StateScope::Host => format!("{rule_id:x}@{host}"),
+        StateScope::Shared => rule_id.to_string(),
+        StateScope::Host => format!("{rule_id}@{host}"),
     }
 }
 
@@ -355,7 +355,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         store.check(
             &g,
-            &state_key(1, StateScope::Host, "mx1"),
+            &state_key("rule 1", StateScope::Host, "mx1"),
             ip,
             "a@x.test",
             "r@y.test",
@@ -363,7 +363,7 @@ mod tests {
         );
         let on_mx2 = store.check(
             &g,
-            &state_key(1, StateScope::Host, "mx2"),
+            &state_key("rule 1", StateScope::Host, "mx2"),
             ip,
             "a@x.test",
             "r@y.test",
@@ -375,7 +375,7 @@ mod tests {
         );
         let on_mx1 = store.check(
             &g,
-            &state_key(1, StateScope::Host, "mx1"),
+            &state_key("rule 1", StateScope::Host, "mx1"),
             ip,
             "a@x.test",
             "r@y.test",

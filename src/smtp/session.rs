@@ -142,6 +142,8 @@ pub struct Session<S> {
     transactions: u32,
     /// The client's PTR name from the scenario's reverse-DNS table.
     ptr: Option<String>,
+    /// Set when the connection was reset: then it is dropped without a shutdown.
+    was_reset: bool,
     /// Connection slots taken by concurrency limits, given back when the session ends.
     concurrency_slots: Vec<ConcurrencySlot>,
     /// Farm time when the current command arrived: delays and hangs count from it.
@@ -187,6 +189,7 @@ impl<S: Transport> Session<S> {
             host_connection,
             transactions: 0,
             ptr,
+            was_reset: false,
             concurrency_slots: Vec::new(),
             command_at: Duration::ZERO,
             over_capacity: active.is_none(),
@@ -210,9 +213,12 @@ impl<S: Transport> Session<S> {
             Err(closed) => closed,
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
-        // Replies still buffered (a 421, a 221) go out before the close.
-        let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
+        // Replies still buffered (a 421, a 221) go out before the close; after a reset
+        // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
+        if !self.was_reset {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        }
         self.record(EventKind::ConnectionClosed {
             host: self.host.name.clone(),
             conn: self.conn,
@@ -851,7 +857,7 @@ impl<S: Transport> Session<S> {
                 return Choice::Accept;
             };
             from = index + 1;
-            let rule_id = rule as *const Rule as usize;
+            let rule_id = rule.origin.as_str();
             match &rule.then.kind {
                 ActionKind::Reply { reply, close } => {
                     return Choice::Reply {
@@ -974,6 +980,7 @@ impl<S: Transport> Session<S> {
             ActionKind::Reset => {
                 self.flush().await?;
                 self.stream.reset();
+                self.was_reset = true;
                 Err(Closed::by_farm(format!(
                     "reset the connection at {stage} by {}",
                     rule.origin
@@ -1149,10 +1156,10 @@ fn rate_key(per: RateKey, envelope: &Envelope<'_>) -> Option<String> {
 }
 
 /// A state key for one rule, shared by all hosts or kept per host.
-fn scoped_key(rule_id: usize, scope: StateScope, host: &str, value: &str) -> String {
+fn scoped_key(rule_id: &str, scope: StateScope, host: &str, value: &str) -> String {
     match scope {
-        StateScope::Shared => format!("{rule_id:x}/{value}"),
-        StateScope::Host => format!("{rule_id:x}@{host}/{value}"),
+        StateScope::Shared => format!("{rule_id}/{value}"),
+        StateScope::Host => format!("{rule_id}@{host}/{value}"),
     }
 }
 
