@@ -63,10 +63,32 @@ impl EmbeddedScenario {
     }
 }
 
-static EMBEDDED: &[EmbeddedScenario] = &[EmbeddedScenario {
-    name: "aol",
-    source: include_str!("../../scenarios/aol.toml"),
-}];
+static EMBEDDED: &[EmbeddedScenario] = &[
+    EmbeddedScenario {
+        name: "aol",
+        source: include_str!("../../scenarios/aol.toml"),
+    },
+    EmbeddedScenario {
+        name: "yahoo",
+        source: include_str!("../../scenarios/yahoo.toml"),
+    },
+    EmbeddedScenario {
+        name: "gmail",
+        source: include_str!("../../scenarios/gmail.toml"),
+    },
+    EmbeddedScenario {
+        name: "outlook",
+        source: include_str!("../../scenarios/outlook.toml"),
+    },
+    EmbeddedScenario {
+        name: "greylist",
+        source: include_str!("../../scenarios/greylist.toml"),
+    },
+    EmbeddedScenario {
+        name: "lossy",
+        source: include_str!("../../scenarios/lossy.toml"),
+    },
+];
 
 /// The scenarios shipped inside the binary, by name.
 pub fn embedded() -> &'static [EmbeddedScenario] {

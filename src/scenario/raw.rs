@@ -6,6 +6,7 @@
 //! else — wrong types included — is reported by `validate`, all problems at once.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -108,6 +109,109 @@ impl<'de> Visitor<'de> for LeafVisitor {
 /// A value that may be missing.
 pub type Opt = Option<Spanned<Leaf>>;
 
+/// A table of the format that can also be written, by mistake, as a plain value
+/// (`greylist = true`): validation reports the plain value instead of the whole file
+/// failing to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableOr<T> {
+    Table(T),
+    Other(Leaf),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TableOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TableOrVisitor(PhantomData))
+    }
+}
+
+struct TableOrVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for TableOrVisitor<T> {
+    type Value = TableOr<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a table")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Int(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Int(
+            i64::try_from(v).unwrap_or(i64::MAX),
+        )))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Float(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Str(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(TableOr::Other(Leaf::Str(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        LeafVisitor.visit_seq(seq).map(TableOr::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(TableOr::Table)
+    }
+}
+
+/// A table whose keys are data, not names of the format (`[reverse-dns]`): every entry
+/// in the order written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Entries(pub Vec<DataEntry>);
+
+/// One entry of an [`Entries`] table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataEntry {
+    pub key: String,
+    /// Where the key is written, quotes included (filled in by [`parse`], since serde
+    /// gives keys no span).
+    pub key_span: Span,
+    pub value: Spanned<Leaf>,
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of addresses and names: \"192.0.2.1\" = \"mail.sender.test\"")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<Spanned<Leaf>>()?;
+                    entries.push(DataEntry {
+                        key,
+                        key_span: value.span(),
+                        value,
+                    });
+                }
+                Ok(Entries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", expecting = "a scenario")]
 pub struct RawScenario {
@@ -122,6 +226,7 @@ pub struct RawScenario {
     pub host: Vec<Spanned<RawHost>>,
     #[serde(default)]
     pub ruleset: Vec<Spanned<RawRuleset>>,
+    pub reverse_dns: Option<Spanned<Entries>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +340,12 @@ pub struct RawWhen {
     pub attempt: Opt,
     pub per: Opt,
     pub chance: Opt,
+    pub first_attempt_within: Opt,
+    pub time: Opt,
+    pub connection: Opt,
+    pub message: Opt,
+    pub ptr: Opt,
+    pub helo_fqdn: Opt,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +359,54 @@ pub struct RawThen {
     pub close: Opt,
     pub hang: Opt,
     pub delay: Opt,
+    pub reset: Opt,
+    pub lose_reply: Opt,
+    pub greylist: Option<Spanned<TableOr<RawGreylist>>>,
+    pub rate_limit: Option<Spanned<TableOr<RawRateLimit>>>,
+    pub concurrency: Option<Spanned<TableOr<RawConcurrency>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a greylist table, like greylist = { delay = \"5m\" }"
+)]
+pub struct RawGreylist {
+    pub delay: Opt,
+    pub retry_window: Opt,
+    pub expiry: Opt,
+    pub whitelist_after: Opt,
+    pub state: Opt,
+    pub ipv4_prefix: Opt,
+    pub ipv6_prefix: Opt,
+    pub normalize_sender: Opt,
+    pub reply: Opt,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a rate limit, like rate-limit = { limit = 100, window = \"1h\" }"
+)]
+pub struct RawRateLimit {
+    pub per: Opt,
+    pub limit: Opt,
+    pub window: Opt,
+    pub kind: Opt,
+    pub state: Opt,
+    pub reply: Opt,
+    pub close: Opt,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a concurrency limit, like concurrency = { limit = 10 }"
+)]
+pub struct RawConcurrency {
+    pub per: Opt,
+    pub limit: Opt,
+    pub reply: Opt,
 }
 
 /// A table of the format, named as a newcomer would look it up in the docs.
@@ -265,10 +424,13 @@ pub enum Place {
     Rule,
     When,
     Then,
+    Greylist,
+    RateLimit,
+    Concurrency,
 }
 
 impl Place {
-    pub const ALL: [Place; 12] = [
+    pub const ALL: [Place; 15] = [
         Place::Root,
         Place::Capture,
         Place::Journal,
@@ -281,6 +443,9 @@ impl Place {
         Place::Rule,
         Place::When,
         Place::Then,
+        Place::Greylist,
+        Place::RateLimit,
+        Place::Concurrency,
     ];
 
     /// The keys the format allows in this table, in the order the docs list them.
@@ -295,6 +460,7 @@ impl Place {
                 "domain",
                 "host",
                 "ruleset",
+                "reverse-dns",
             ],
             Place::Capture => &["max-messages", "max-bytes"],
             Place::Journal => &["max-events"],
@@ -338,9 +504,39 @@ impl Place {
                 "size-below",
                 "attempt",
                 "per",
+                "first-attempt-within",
                 "chance",
+                "time",
+                "connection",
+                "message",
+                "ptr",
+                "helo-fqdn",
             ],
-            Place::Then => &["accept", "reply", "close", "hang", "delay"],
+            Place::Then => &[
+                "accept",
+                "reply",
+                "close",
+                "hang",
+                "reset",
+                "lose-reply",
+                "greylist",
+                "rate-limit",
+                "concurrency",
+                "delay",
+            ],
+            Place::Greylist => &[
+                "delay",
+                "retry-window",
+                "expiry",
+                "whitelist-after",
+                "state",
+                "ipv4-prefix",
+                "ipv6-prefix",
+                "normalize-sender",
+                "reply",
+            ],
+            Place::RateLimit => &["per", "limit", "window", "kind", "state", "reply", "close"],
+            Place::Concurrency => &["per", "limit", "reply"],
         }
     }
 
@@ -359,6 +555,9 @@ impl Place {
             Place::Rule => "a rule",
             Place::When => "`when`",
             Place::Then => "`then`",
+            Place::Greylist => "`greylist`",
+            Place::RateLimit => "`rate-limit`",
+            Place::Concurrency => "`concurrency`",
         }
     }
 
@@ -377,6 +576,9 @@ impl Place {
             ["host" | "ruleset", "rule"] => Place::Rule,
             ["host" | "ruleset", "rule", "when"] => Place::When,
             ["host" | "ruleset", "rule", "then"] => Place::Then,
+            ["host" | "ruleset", "rule", "then", "greylist"] => Place::Greylist,
+            ["host" | "ruleset", "rule", "then", "rate-limit"] => Place::RateLimit,
+            ["host" | "ruleset", "rule", "then", "concurrency"] => Place::Concurrency,
             _ => return None,
         })
     }
@@ -425,23 +627,43 @@ pub fn parse(text: &str) -> Parsed {
     };
     let mut ignored: Vec<Vec<Segment>> = Vec::new();
     let deserializer = toml::de::Deserializer::from(table.clone());
-    let result = serde_ignored::deserialize(deserializer, |path| ignored.push(segments(&path)));
+    let result: Result<RawScenario, _> =
+        serde_ignored::deserialize(deserializer, |path| ignored.push(segments(&path)));
     let unknown = ignored
         .iter()
         .filter_map(|path| locate(table.get_ref(), path))
         .collect();
     match result {
-        Ok(scenario) => Parsed {
-            scenario: Some(scenario),
-            unknown,
-            unreadable: Vec::new(),
-        },
+        Ok(mut scenario) => {
+            if let Some(entries) = &mut scenario.reverse_dns {
+                key_spans(table.get_ref(), "reverse-dns", &mut entries.get_mut().0);
+            }
+            Parsed {
+                scenario: Some(scenario),
+                unknown,
+                unreadable: Vec::new(),
+            }
+        }
         Err(error) => Parsed {
             scenario: None,
             unknown,
             unreadable: vec![unreadable(&error, text)],
         },
     }
+}
+
+/// Gives the entries of the top-level table `name` the spans of their keys, and puts
+/// them in the order they are written.
+fn key_spans(root: &DeTable, name: &str, entries: &mut [DataEntry]) {
+    let Some(table) = entry(root, name).and_then(|(_, v)| v.get_ref().as_table()) else {
+        return;
+    };
+    for e in entries.iter_mut() {
+        if let Some((key, _)) = entry(table, &e.key) {
+            e.key_span = key.span();
+        }
+    }
+    entries.sort_by_key(|e| e.key_span.start);
 }
 
 fn unreadable(error: &toml::de::Error, text: &str) -> Unreadable {
@@ -594,8 +816,34 @@ mod tests {
             data-timeout = "1s"
             [[host.rule]]
             stage = "rcpt"
-            when = { client = "a", helo = "b", mail = "c", rcpt = "d", size-above = 1, size-below = 2, attempt = "1", per = "triplet", chance = 0.5 }
-            then = { accept = true, reply = "x", close = true, hang = "1s", delay = "1s" }
+            when = { client = "a", helo = "b", mail = "c", rcpt = "d", size-above = 1, size-below = 2, attempt = "1", per = "triplet", first-attempt-within = "1h", chance = 0.5, time = "<1h", connection = "1", message = "2", ptr = "missing", helo-fqdn = true }
+            then = { accept = true, reply = "x", close = true, hang = "1s", reset = true, lose-reply = true, delay = "1s" }
+            [[host.rule]]
+            stage = "rcpt"
+            [host.rule.then.greylist]
+            delay = "1s"
+            retry-window = "1h"
+            expiry = "1d"
+            whitelist-after = 1
+            state = "host"
+            ipv4-prefix = 32
+            ipv6-prefix = 128
+            normalize-sender = false
+            reply = "450 x"
+            [host.rule.then.rate-limit]
+            per = "client"
+            limit = 1
+            window = "1h"
+            kind = "fixed"
+            state = "host"
+            reply = "451 x"
+            close = true
+            [host.rule.then.concurrency]
+            per = "client"
+            limit = 1
+            reply = "421 x"
+            [reverse-dns]
+            "192.0.2.1" = "mail.sender.test"
             [[ruleset]]
             name = "r"
             [[ruleset.rule]]
@@ -605,7 +853,76 @@ mod tests {
         assert_eq!(unknown(text), vec![]);
         // and the key lists name exactly the keys the structs read
         let listed: usize = Place::ALL.iter().map(|p| p.keys().len()).sum();
-        assert_eq!(listed, 8 + 2 + 1 + 2 + 2 + 8 + 6 + 7 + 2 + 3 + 9 + 5);
+        assert_eq!(
+            listed,
+            9 + 2 + 1 + 2 + 2 + 8 + 6 + 7 + 2 + 3 + 15 + 10 + 9 + 7 + 3
+        );
+    }
+
+    #[test]
+    fn reverse_dns_keeps_every_entry_with_the_span_of_its_key() {
+        let text = "[reverse-dns]\n\"192.0.2.1\" = \"a.test\"\n'2001:db8::1' = 7\n192.0.2.2 = \"b.test\"\n";
+        let parsed = parse(text);
+        assert!(parsed.unknown.is_empty(), "{:?}", parsed.unknown);
+        let entries = parsed.scenario.unwrap().reverse_dns.unwrap().into_inner().0;
+        let keys: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e.key.as_str(), &text[e.key_span.clone()]))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("192.0.2.1", "\"192.0.2.1\""),
+                ("2001:db8::1", "'2001:db8::1'"),
+                // unquoted, the dots make nested tables
+                ("192", "192"),
+            ]
+        );
+        assert_eq!(entries[0].value.get_ref(), &Leaf::Str("a.test".into()));
+        assert_eq!(&text[entries[1].value.span()], "7");
+        assert_eq!(entries[2].value.get_ref(), &Leaf::Table);
+    }
+
+    #[test]
+    fn action_tables_written_as_plain_values_are_kept_for_validation() {
+        let text = "[[host]]\n[[host.rule]]\nthen = { greylist = true, rate-limit = \"1/h\", concurrency = [1] }\n";
+        let parsed = parse(text);
+        assert!(parsed.unreadable.is_empty(), "{:?}", parsed.unreadable);
+        let mut host = parsed.scenario.unwrap().host.remove(0).into_inner();
+        let then = host.rule.remove(0).into_inner().then.unwrap();
+        let then = then.get_ref();
+        let greylist = then.greylist.as_ref().unwrap();
+        assert_eq!(greylist.get_ref(), &TableOr::Other(Leaf::Bool(true)));
+        assert_eq!(&text[greylist.span()], "true");
+        assert_eq!(
+            then.rate_limit.as_ref().unwrap().get_ref(),
+            &TableOr::Other(Leaf::Str("1/h".into()))
+        );
+        assert!(matches!(
+            then.concurrency.as_ref().unwrap().get_ref(),
+            TableOr::Other(Leaf::List(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_in_action_tables_are_reported_in_their_table() {
+        let text = "[[ruleset]]\n[[ruleset.rule]]\nthen = { greylist = { dealy = \"5m\" }, rate-limit = { limti = 1 }, concurrency = { windw = \"1h\" } }\n";
+        let found = unknown(text);
+        let by_key = |k: &str| found.iter().find(|f| f.0 == k).cloned().unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(&text[by_key("dealy").1], "dealy");
+        assert_eq!(by_key("dealy").2, Some(Place::Greylist));
+        assert_eq!(by_key("dealy").3, "ruleset.0.rule.0.then.greylist");
+        assert_eq!(by_key("limti").2, Some(Place::RateLimit));
+        assert_eq!(by_key("windw").2, Some(Place::Concurrency));
+        // and the known keys are read
+        let parsed = parse("[[host]]\n[[host.rule]]\nthen = { greylist = { delay = \"1m\" } }\n");
+        let mut host = parsed.scenario.unwrap().host.remove(0).into_inner();
+        let then = host.rule.remove(0).into_inner().then.unwrap().into_inner();
+        let TableOr::Table(g) = then.greylist.unwrap().into_inner() else {
+            panic!("not a table")
+        };
+        assert_eq!(g.delay.unwrap().into_inner(), Leaf::Str("1m".into()));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! problem is collected, each with the span of the offending text and a hint saying what
 //! to write instead, so that an author fixes a broken file in one pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +12,14 @@ use toml::Spanned;
 
 use super::error::Issue;
 use super::model::{
-    Action, ActionKind, AddressPattern, AttemptKey, AttemptRange, CaptureLimits, Condition, Domain,
-    Extensions, Glob, Host, JournalLimits, Limits, MxRecord, Reply, Rule, Scenario, Stage,
+    Action, ActionKind, AddressPattern, AttemptKey, AttemptRange, CaptureLimits, Concurrency,
+    Condition, Domain, Extensions, Glob, Greylist, Host, JournalLimits, Limits, MxRecord, PtrCheck,
+    RateKey, RateLimit, Reply, Rule, Scenario, Stage, StateScope, TimeRange,
 };
 use super::raw::{
-    Leaf, Place, RawCapture, RawDomain, RawExtensions, RawHost, RawJournal, RawLimits, RawRule,
-    RawRuleset, RawScenario, RawThen, RawWhen, Span, UnknownKey, Unreadable,
+    Entries, Leaf, Place, RawCapture, RawConcurrency, RawDomain, RawExtensions, RawGreylist,
+    RawHost, RawJournal, RawLimits, RawRateLimit, RawRule, RawRuleset, RawScenario, RawThen,
+    RawWhen, Span, TableOr, UnknownKey, Unreadable,
 };
 
 /// No duration in a scenario may be longer than this (so that adding it to an instant
@@ -25,6 +27,28 @@ use super::raw::{
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 const STAGE_NAMES: &str = "connect, ehlo (or helo), mail, rcpt, data, end-of-data, rset, quit";
+
+/// The placeholders a reply text may hold, filled in by the engine when it is sent.
+const PLACEHOLDERS: [&str; 8] = [
+    "client",
+    "helo",
+    "sender",
+    "recipient",
+    "domain",
+    "hostname",
+    "remaining",
+    "remaining-hms",
+];
+
+const PLACEHOLDER_LIST: &str = "the placeholders are {client}, {helo}, {sender}, {recipient}, {domain} (the recipient's), {hostname}, and in a greylist reply {remaining} (seconds left to wait) and {remaining-hms} (the same as HH:MM:SS)";
+
+/// postgrey's reply, as Postfix sends it (see the greylisting section of the format doc).
+pub const GREYLIST_REPLY: &str = "450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html";
+pub const RATE_LIMIT_REPLY: &str = "451 4.7.1 Rate limit exceeded, try again later";
+pub const CONCURRENCY_REPLY: &str =
+    "421 4.7.0 {hostname} Error: too many connections from {client}";
+
+const TIME_HINT: &str = "write \"<10m\" (the first 10 minutes of the run), \">=1h\" (from one hour on) or \"10m-1h\" (from 10 minutes up to, not including, 1 hour)";
 
 /// Validates a parsed scenario; `text` is the source, for line numbers in hints, and
 /// `unknown` the unknown keys already reported (a misspelt key is not reported missing too).
@@ -63,14 +87,26 @@ pub(crate) fn unknown_key(unknown: &UnknownKey) -> Issue {
     };
     let valid = format!("the keys of {} are: {}", place.name(), keys.join(", "));
     // A key of exactly one other table was most likely written under the wrong header.
-    let homes: Vec<Place> = Place::ALL
+    // The tables of `greylist`, `rate-limit` and `concurrency` share names with `when` and
+    // `then` (`per`, `reply`, `delay`...): those are the likelier home.
+    let nested = |p: &Place| matches!(p, Place::Greylist | Place::RateLimit | Place::Concurrency);
+    let mut homes: Vec<Place> = Place::ALL
         .into_iter()
         .filter(|p| *p != place && p.keys().contains(&key))
         .collect();
+    if homes.iter().any(|p| !nested(p)) {
+        homes.retain(|p| !nested(p));
+    }
     let hint = if let Some(close) = closest(key, keys.iter().copied()) {
         did_you_mean(close, &valid)
-    } else if let [home] = homes[..] {
+    } else if let [home, ..] = homes[..]
+        && (homes.len() == 1 || homes.iter().all(nested))
+    {
         let how = match home {
+            Place::Greylist | Place::RateLimit | Place::Concurrency => format!(
+                " (write then = {{ {} = {{ {key} = ... }} }} in the rule)",
+                home.name().trim_matches('`')
+            ),
             Place::When => " (write when = { ... } in the rule)".to_string(),
             Place::Then => " (write then = { ... } in the rule)".to_string(),
             Place::Rule => " (start a rule with [[host.rule]])".to_string(),
@@ -83,11 +119,21 @@ pub(crate) fn unknown_key(unknown: &UnknownKey) -> Issue {
                 home.name()
             ),
         };
-        format!(
-            "`{key}` is a key of {}, not of {}{how}",
-            home.name(),
-            place.name()
-        )
+        let names: Vec<&str> = homes.iter().map(|p| p.name()).collect();
+        if nested(&place) && nested(&home) {
+            // `window` in `concurrency`: not a misplaced key, a key this table lacks.
+            format!(
+                "`{key}` is a key of {}, not of {}; {valid}",
+                names.join(" or "),
+                place.name()
+            )
+        } else {
+            format!(
+                "`{key}` is a key of {}, not of {}{how}",
+                names.join(" or "),
+                place.name()
+            )
+        }
     } else {
         valid
     };
@@ -253,6 +299,11 @@ impl Validator<'_> {
             })
             .collect();
         let domains = self.domains(&raw.domain, &host_names);
+        let reverse_dns = raw
+            .reverse_dns
+            .as_ref()
+            .map(|r| self.reverse_dns(r.get_ref()))
+            .unwrap_or_default();
 
         Scenario {
             name: name.unwrap_or_default(),
@@ -262,8 +313,124 @@ impl Validator<'_> {
             journal,
             domains,
             hosts,
-            reverse_dns: Default::default(),
+            reverse_dns,
         }
+    }
+
+    /// `[reverse-dns]`: client address = PTR name.
+    fn reverse_dns(&mut self, entries: &Entries) -> BTreeMap<IpAddr, String> {
+        let mut names = BTreeMap::new();
+        let mut seen: HashMap<IpAddr, Span> = HashMap::new();
+        for entry in &entries.0 {
+            let key = entry.key.trim();
+            let value = entry.value.get_ref();
+            let mut span = entry.key_span.clone();
+            let mut swapped = false;
+            let ip = match key.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    let (message, hint) = if *value == Leaf::Table
+                        && key.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        // `192.0.2.1 = "..."`: the key is `192`; show all that was written.
+                        let written = self
+                            .text
+                            .get(entry.key_span.start..)
+                            .and_then(|rest| rest.split([' ', '\t', '=', '\n']).next())
+                            .unwrap_or(key);
+                        span = span.start..span.start + written.len();
+                        (
+                            format!(
+                                "`{written}` without quotes is read as nested keys, not as an address"
+                            ),
+                            format!(
+                                "put the address in quotes, like \"{written}\" = \"mail.sender.test\""
+                            ),
+                        )
+                    } else if key.parse::<IpNet>().is_ok() {
+                        (
+                            format!("`{key}` is a network: a PTR name belongs to one address"),
+                            "list each address on its own, like \"192.0.2.1\" = \"mail.sender.test\"".to_string(),
+                        )
+                    } else if let Leaf::Str(v) = value
+                        && v.trim().parse::<IpAddr>().is_ok()
+                    {
+                        swapped = true;
+                        (
+                            format!("`{key}` is not an IP address"),
+                            format!(
+                                "the address is the key and the name the value: write \"{}\" = \"{key}\"",
+                                v.trim()
+                            ),
+                        )
+                    } else {
+                        (
+                            format!("`{key}` is not an IP address"),
+                            "the keys of [reverse-dns] are client addresses, like \"192.0.2.1\" = \"mail.sender.test\" or \"2001:db8::1\" = \"mail.sender.test\"".to_string(),
+                        )
+                    };
+                    self.issue(span, message, hint);
+                    // Nested tables, or a name and an address the wrong way round: the
+                    // value has nothing more to tell.
+                    if *value == Leaf::Table || swapped {
+                        continue;
+                    }
+                    None
+                }
+            };
+            let name = self.ptr_name(key, &entry.value);
+            let Some(ip) = ip else { continue };
+            if let Some(first) = seen.get(&ip) {
+                let line = self.line(first);
+                self.issue(
+                    entry.key_span.clone(),
+                    format!("address {ip} is in [reverse-dns] twice"),
+                    format!("it already has a name on line {line}; an address has one PTR name here, so remove one of them"),
+                );
+                continue;
+            }
+            seen.insert(ip, entry.key_span.clone());
+            if let Some(name) = name {
+                names.insert(ip, name);
+            }
+        }
+        names
+    }
+
+    /// A PTR name: a host name, stored lowercase without a trailing dot.
+    fn ptr_name(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<String> {
+        let text = match v.get_ref() {
+            Leaf::Str(s) => s,
+            other => {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "the PTR name of `{key}` must be a string, not {}",
+                        other.kind()
+                    ),
+                    "write it in quotes, like \"192.0.2.1\" = \"mail.sender.test\"",
+                );
+                return None;
+            }
+        };
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        if lower.parse::<IpAddr>().is_ok() {
+            self.issue(
+                v.span(),
+                format!("`{text}` is an address, not a host name"),
+                "a PTR record names a host, like \"192.0.2.1\" = \"mail.sender.test\"",
+            );
+            return None;
+        }
+        if !valid_domain(&lower) {
+            self.issue(
+                v.span(),
+                format!("`{text}` is not a host name"),
+                "write labels of letters, digits and dashes separated by dots, like \"192.0.2.1\" = \"mail.sender.test\"",
+            );
+            return None;
+        }
+        Some(lower)
     }
 
     fn capture(&mut self, raw: &RawCapture) -> CaptureLimits {
@@ -762,7 +929,12 @@ impl Validator<'_> {
                     );
                 }
                 let unconditional = r.when.as_ref().is_none_or(|w| is_empty_when(w.get_ref()));
-                if unconditional {
+                // Greylisting and limits let what they do not refuse pass on to later rules.
+                let passes_on = r.then.as_ref().is_some_and(|t| {
+                    let t = t.get_ref();
+                    t.greylist.is_some() || t.rate_limit.is_some() || t.concurrency.is_some()
+                });
+                if unconditional && !passes_on {
                     catch_all.entry(stage).or_insert(number);
                 }
             }
@@ -772,8 +944,9 @@ impl Validator<'_> {
             };
             let then = match &r.then {
                 Some(t) => {
-                    let misspelt = self.has_unknown(&format!("{table}.then"));
-                    self.action(t.get_ref(), t.span(), stage, misspelt)
+                    let table = format!("{table}.then");
+                    let misspelt = self.has_unknown(&table);
+                    self.action(t.get_ref(), t.span(), stage, &table, misspelt)
                 }
                 None => {
                     self.missing(
@@ -922,9 +1095,7 @@ impl Validator<'_> {
         if let Some((size, _)) = sizes[1] {
             conditions.push(Condition::SizeBelow(size));
         }
-        if let Some(condition) = self.attempt(w, stage) {
-            conditions.push(condition);
-        }
+        conditions.extend(self.counted(w, stage));
         if let Some(v) = &w.chance {
             let p = match v.get_ref() {
                 Leaf::Float(p) => Some(*p),
@@ -962,53 +1133,148 @@ impl Validator<'_> {
                 }
             }
         }
+        if let Some(v) = &w.time {
+            let range = match v.get_ref() {
+                Leaf::Str(s) => parse_time_range(s).map_err(|(why, hint)| {
+                    (
+                        format!("`{}` is not a time range: {why}", s.trim()),
+                        hint.unwrap_or_else(|| TIME_HINT.to_string()),
+                    )
+                }),
+                other => Err((
+                    format!("`time` must be a range in quotes, not {}", other.kind()),
+                    TIME_HINT.to_string(),
+                )),
+            };
+            match range {
+                Ok(range) => conditions.push(Condition::Time(range)),
+                Err((message, hint)) => self.issue(v.span(), message, hint),
+            }
+        }
+        if let Some(v) = &w.connection
+            && let Some(range) =
+                self.number_range("connection", v, "the host's first connection is 1")
+        {
+            conditions.push(Condition::Connection(range));
+        }
+        if let Some(v) = &w.message {
+            if before(Stage::Mail) {
+                self.issue(
+                    v.span(),
+                    format!(
+                        "`message` cannot be tested at `{}`: no message has started yet",
+                        stage.map_or("", Stage::as_str)
+                    ),
+                    "use stage = \"mail\" or a later stage; to count the host's connections, use `connection`",
+                );
+            }
+            if let Some(range) =
+                self.number_range("message", v, "the first message of a connection is 1")
+            {
+                conditions.push(Condition::Message(range));
+            }
+        }
+        if let Some(v) = &w.ptr {
+            let checks = [
+                ("missing", PtrCheck::Missing),
+                ("present", PtrCheck::Present),
+                ("mismatch", PtrCheck::MismatchesHelo),
+            ];
+            let aliases = [
+                ("none", "missing"),
+                ("absent", "missing"),
+                ("no", "missing"),
+                ("exists", "present"),
+                ("yes", "present"),
+                ("mismatches-helo", "mismatch"),
+                ("helo-mismatch", "mismatch"),
+                ("mismatched", "mismatch"),
+            ];
+            let explained = "`ptr` is one of missing (the client's address has no PTR name), present, or mismatch (it has none, or one other than the EHLO name)";
+            if let Some(check) = self.choice("ptr", v, &checks, &aliases, explained) {
+                if check == PtrCheck::MismatchesHelo && before(Stage::Ehlo) {
+                    self.issue(
+                        v.span(),
+                        "`ptr = \"mismatch\"` cannot be tested at `connect`: the client has not said EHLO yet",
+                        "use stage = \"ehlo\" or a later stage; ptr = \"missing\" can be tested at `connect`",
+                    );
+                }
+                conditions.push(Condition::Ptr(check));
+            }
+        }
+        if let Some(v) = &w.helo_fqdn {
+            if before(Stage::Ehlo) {
+                self.issue(
+                    v.span(),
+                    "`helo-fqdn` cannot be tested at `connect`: the client has not said EHLO yet",
+                    "use stage = \"ehlo\" or a later stage, or remove `helo-fqdn`",
+                );
+            }
+            if let Some(b) = self.boolean("helo-fqdn", v) {
+                conditions.push(Condition::HeloFqdn(b));
+            }
+        }
         conditions
     }
 
-    fn attempt(&mut self, w: &RawWhen, stage: Option<Stage>) -> Option<Condition> {
-        let per = match &w.per {
-            None => None,
-            Some(v) => {
-                if w.attempt.is_none() {
-                    self.issue(
-                        v.span(),
-                        "`per` says what `attempt` counts, but this rule has no `attempt`",
-                        "add an attempt range, like attempt = \"<3\", or remove `per`",
-                    );
-                }
-                let text = self.string("per", v, "\"client\"")?;
-                let key = match text.trim().to_ascii_lowercase().as_str() {
-                    "client" => AttemptKey::Client,
-                    "sender" => AttemptKey::Sender,
-                    "recipient" => AttemptKey::Recipient,
-                    "triplet" => AttemptKey::Triplet,
-                    other => {
-                        let keys = ["client", "sender", "recipient", "triplet"];
-                        let hint = match closest(other, keys) {
-                            Some(k) => did_you_mean(
-                                k,
-                                "`per` is one of client, sender, recipient, triplet",
-                            ),
-                            None => {
-                                "`per` is one of client, sender, recipient, triplet".to_string()
-                            }
-                        };
-                        self.issue(v.span(), format!("unknown `per`: `{text}`"), hint);
-                        return None;
-                    }
-                };
-                Some((key, v.span()))
+    /// One of a few names (`per`, `state`, `kind`, `ptr`); `aliases` maps other words a
+    /// newcomer may write to the name meant; `explained` lists the names.
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        v: &Spanned<Leaf>,
+        names: &[(&str, T)],
+        aliases: &[(&str, &str)],
+        explained: &str,
+    ) -> Option<T> {
+        let text = match v.get_ref() {
+            Leaf::Str(s) => s,
+            other => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be a string, not {}", other.kind()),
+                    format!(
+                        "write it in quotes, like {key} = \"{}\"; {explained}",
+                        names[0].0
+                    ),
+                );
+                return None;
             }
         };
-        let v = w.attempt.as_ref()?;
-        let range = match v.get_ref() {
-            Leaf::Str(s) => match parse_attempt_range(s) {
+        let lower = text.trim().to_ascii_lowercase();
+        if let Some((_, value)) = names.iter().find(|(name, _)| *name == lower) {
+            return Some(*value);
+        }
+        let suggestion = aliases
+            .iter()
+            .find(|(alias, _)| *alias == lower)
+            .map(|(_, name)| *name)
+            .or_else(|| closest(&lower, names.iter().map(|(name, _)| *name)));
+        let hint = match suggestion {
+            Some(name) => did_you_mean(name, explained),
+            None => explained.to_string(),
+        };
+        self.issue(v.span(), format!("unknown `{key}`: `{text}`"), hint);
+        None
+    }
+
+    /// An attempt, connection or message range: `"3"`, `"<3"`, `">=3"`, `"2-4"` or 3.
+    /// `first` says where counting starts, like "the first attempt is 1".
+    fn number_range(&mut self, key: &str, v: &Spanned<Leaf>, first: &str) -> Option<AttemptRange> {
+        let article = if key.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        let hint = format!("write \"3\", \"<3\", \"<=3\", \">3\", \">=3\" or \"2-4\" ({first})");
+        match v.get_ref() {
+            Leaf::Str(s) => match parse_range(s, key) {
                 Ok(range) => Some(range),
                 Err(why) => {
                     self.issue(
                         v.span(),
-                        format!("`{s}` is not an attempt range: {why}"),
-                        "write \"3\", \"<3\", \"<=3\", \">3\", \">=3\" or \"2-4\" (the first attempt is 1)",
+                        format!("`{s}` is not {article} {key} range: {why}"),
+                        hint,
                     );
                     None
                 }
@@ -1020,19 +1286,70 @@ impl Validator<'_> {
             Leaf::Int(n) => {
                 self.issue(
                     v.span(),
-                    format!("attempt {n} never happens: the first attempt is 1"),
-                    "write a range in quotes, like attempt = \"<3\" (the first two attempts)",
+                    format!("{key} {n} never happens: {first}"),
+                    format!("write a range in quotes, like {key} = \"<3\" (the first two {key}s)"),
                 );
                 None
             }
             other => {
                 self.issue(
                     v.span(),
-                    format!("`attempt` must be a range in quotes, not {}", other.kind()),
-                    "write \"3\", \"<3\", \"<=3\", \">3\", \">=3\" or \"2-4\" (the first attempt is 1)",
+                    format!("`{key}` must be a range in quotes, not {}", other.kind()),
+                    hint,
                 );
                 None
             }
+        }
+    }
+
+    /// `attempt` and `first-attempt-within`, with the `per` they share.
+    fn counted(&mut self, w: &RawWhen, stage: Option<Stage>) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        let mut unknown_per = false;
+        let per = match &w.per {
+            None => None,
+            Some(v) => {
+                if w.attempt.is_none() && w.first_attempt_within.is_none() {
+                    self.issue(
+                        v.span(),
+                        "`per` says what `attempt` or `first-attempt-within` counts, but this rule has neither",
+                        "add an attempt range, like attempt = \"<3\", or a time since the first attempt, like first-attempt-within = \"2h\"; or remove `per`",
+                    );
+                }
+                let keys = [
+                    ("client", AttemptKey::Client),
+                    ("sender", AttemptKey::Sender),
+                    ("recipient", AttemptKey::Recipient),
+                    ("triplet", AttemptKey::Triplet),
+                ];
+                let aliases = [("ip", "client"), ("rcpt", "recipient"), ("mail", "sender")];
+                let explained = "`per` is one of client, sender, recipient, triplet";
+                let key = self.choice("per", v, &keys, &aliases, explained);
+                unknown_per = key.is_none();
+                key.map(|key| (key, v.span()))
+            }
+        };
+        let range = w
+            .attempt
+            .as_ref()
+            .and_then(|v| self.number_range("attempt", v, "the first attempt is 1"));
+        let within = w.first_attempt_within.as_ref().and_then(|v| {
+            self.duration(
+                "first-attempt-within",
+                v,
+                Some("no time is less than 0, so the rule would never match"),
+            )
+        });
+        let counted = [
+            ("attempt", &w.attempt),
+            ("first-attempt-within", &w.first_attempt_within),
+        ]
+        .into_iter()
+        .find_map(|(name, v)| v.as_ref().map(|v| (name, v)));
+        // Without a counted key, or with an unknown `per` (reported already), there is no
+        // more to say.
+        let Some((name, v)) = counted.filter(|_| !unknown_per) else {
+            return conditions;
         };
         let (key, per_span) = match per {
             Some((key, span)) => (key, Some(span)),
@@ -1050,7 +1367,7 @@ impl Validator<'_> {
                 _ => false,
             };
             if counted {
-                let name = match key {
+                let key_name = match key {
                     AttemptKey::Client => "client",
                     AttemptKey::Sender => "sender",
                     AttemptKey::Recipient => "recipient",
@@ -1063,23 +1380,26 @@ impl Validator<'_> {
                 match per_span {
                     Some(span) => self.issue(
                         span,
-                        format!("`per = \"{name}\"` cannot be counted at `{stage}`: {why}"),
+                        format!("`per = \"{key_name}\"` cannot be counted at `{stage}`: {why}"),
                         format!("write {choices}, or use stage = \"rcpt\""),
                     ),
                     None => self.issue(
                         v.span(),
                         format!(
-                            "`attempt` at `{stage}` needs `per`: the default, `triplet`, is counted only at `rcpt`"
+                            "`{name}` at `{stage}` needs `per`: the default, `triplet`, is counted only at `rcpt`"
                         ),
                         format!("add {choices}"),
                     ),
                 }
             }
         }
-        Some(Condition::Attempt {
-            per: key,
-            range: range?,
-        })
+        if let Some(range) = range {
+            conditions.push(Condition::Attempt { per: key, range });
+        }
+        if let Some(within) = within {
+            conditions.push(Condition::FirstAttemptWithin { per: key, within });
+        }
+        conditions
     }
 
     fn network(&mut self, text: &str, span: Span) -> Option<IpNet> {
@@ -1143,13 +1463,15 @@ impl Validator<'_> {
         patterns
     }
 
-    /// `misspelt`: the table has an unknown key, reported already, so an action that seems
-    /// to be missing is most likely that key.
+    /// `table` is the path of the `then` table (`host.0.rule.1.then`); `misspelt`: it has
+    /// an unknown key, reported already, so an action that seems to be missing is most
+    /// likely that key.
     fn action(
         &mut self,
         t: &RawThen,
         span: Span,
         stage: Option<Stage>,
+        table: &str,
         misspelt: bool,
     ) -> Option<Action> {
         let delay = t
@@ -1157,15 +1479,11 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|v| self.duration("delay", v, None));
         let accept = t.accept.as_ref().and_then(|v| {
-            let b = self.boolean("accept", v)?;
-            if !b {
-                self.issue(
-                    v.span(),
-                    "`accept = false` does nothing",
-                    "remove it; to refuse, write a reply like reply = \"550 5.7.1 Not accepted\"",
-                );
-            }
-            Some(b)
+            self.flag(
+                "accept",
+                v,
+                "to refuse, write a reply like reply = \"550 5.7.1 Not accepted\"",
+            )
         });
         let close = t.close.as_ref().and_then(|v| self.boolean("close", v));
         let reply = t
@@ -1179,6 +1497,38 @@ impl Validator<'_> {
                 Some("to close without a reply, write close = true"),
             )
         });
+        let reset = t.reset.as_ref().and_then(|v| {
+            self.flag(
+                "reset",
+                v,
+                "to close the connection without a reply, write close = true",
+            )
+        });
+        let lose_reply = t.lose_reply.as_ref().and_then(|v| {
+            if let Some(stage) = stage
+                && stage != Stage::EndOfData
+            {
+                self.issue(
+                    v.span(),
+                    format!("`lose-reply` cannot be used at `{stage}`: it loses the reply to a message"),
+                    "use stage = \"end-of-data\": it keeps the message and closes before the 250, so the sender sends it again; to close without a reply at another stage, write close = true",
+                );
+            }
+            self.flag(
+                "lose-reply",
+                v,
+                "to accept the message as usual, write accept = true",
+            )
+        });
+        let greylist = t.greylist.as_ref().and_then(|v| self.greylist(v, stage));
+        let rate_limit = t
+            .rate_limit
+            .as_ref()
+            .and_then(|v| self.rate_limit(v, stage, &format!("{table}.rate-limit")));
+        let concurrency = t
+            .concurrency
+            .as_ref()
+            .and_then(|v| self.concurrency(v, stage, &format!("{table}.concurrency")));
 
         let close_alone = t.reply.is_none()
             && t.close
@@ -1189,12 +1539,16 @@ impl Validator<'_> {
             ("reply", t.reply.is_some()),
             ("close", close_alone),
             ("hang", t.hang.is_some()),
+            ("reset", t.reset.is_some()),
+            ("lose-reply", t.lose_reply.is_some()),
+            ("greylist", t.greylist.is_some()),
+            ("rate-limit", t.rate_limit.is_some()),
+            ("concurrency", t.concurrency.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
         .collect();
-        let choices =
-            "write exactly one of accept = true, reply = \"...\", close = true or hang = \"...\"";
+        let choices = "write exactly one action: accept = true, reply = \"...\", close = true, hang = \"...\", reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... } or concurrency = { ... }";
         match present.len() {
             0 if t.delay.is_some() => {
                 return delay.map(|d| Action {
@@ -1214,6 +1568,28 @@ impl Validator<'_> {
             }
             1 => {}
             _ => {
+                let has = |name: &str| present.contains(&name);
+                let table = ["greylist", "rate-limit", "concurrency"]
+                    .into_iter()
+                    .find(|name| has(name));
+                let hint = match table {
+                    Some(table) if has("reply") => format!(
+                        "`{table}` has its own reply: write it inside, like {table} = {{ reply = \"...\" }}"
+                    ),
+                    Some("rate-limit") if has("close") => {
+                        "write close = true inside the limit: rate-limit = { ..., close = true }"
+                            .to_string()
+                    }
+                    Some("greylist") if has("close") => {
+                        "greylisting lets the client go on after its deferral; to close after it, give it a 421 reply: greylist = { reply = \"421 4.7.0 ...\" }"
+                            .to_string()
+                    }
+                    Some("concurrency") if has("close") => {
+                        "a concurrency refusal always closes the connection: remove close"
+                            .to_string()
+                    }
+                    _ => format!("{choices}; close = true may go with reply, to close after it"),
+                };
                 self.issue(
                     span,
                     format!(
@@ -1221,7 +1597,7 @@ impl Validator<'_> {
                         present.len(),
                         present.join(", ")
                     ),
-                    format!("{choices}; close = true may go with reply, to close after it"),
+                    hint,
                 );
                 return None;
             }
@@ -1240,7 +1616,18 @@ impl Validator<'_> {
                 close?;
                 ActionKind::Close
             }
-            _ => ActionKind::Hang(hang?),
+            "hang" => ActionKind::Hang(hang?),
+            "reset" => {
+                reset?;
+                ActionKind::Reset
+            }
+            "lose-reply" => {
+                lose_reply?;
+                ActionKind::LoseReply
+            }
+            "greylist" => ActionKind::Greylist(Arc::new(greylist?)),
+            "rate-limit" => ActionKind::RateLimit(Arc::new(rate_limit?)),
+            _ => ActionKind::Concurrency(Arc::new(concurrency?)),
         };
         if t.delay.is_some() && delay.is_none() {
             return None;
@@ -1248,7 +1635,437 @@ impl Validator<'_> {
         Some(Action { delay, kind })
     }
 
-    fn reply(&mut self, v: &Spanned<Leaf>, stage: Option<Stage>, close: bool) -> Option<Reply> {
+    /// An action written as `key = true`: `false` does nothing, and `instead` says what
+    /// may have been meant.
+    fn flag(&mut self, key: &str, v: &Spanned<Leaf>, instead: &str) -> Option<bool> {
+        let b = self.boolean(key, v)?;
+        if !b {
+            self.issue(
+                v.span(),
+                format!("`{key} = false` does nothing"),
+                format!("remove it; {instead}"),
+            );
+        }
+        Some(b)
+    }
+
+    /// The table of a `greylist`, `rate-limit` or `concurrency` action, or the problem
+    /// with what was written instead.
+    fn action_table<'a, T>(
+        &mut self,
+        key: &str,
+        v: &'a Spanned<TableOr<T>>,
+        example: &str,
+    ) -> Option<&'a T> {
+        match v.get_ref() {
+            TableOr::Table(t) => Some(t),
+            TableOr::Other(other) => {
+                self.issue(
+                    v.span(),
+                    format!("`{key}` must be a table, not {}", other.kind()),
+                    format!("write {example}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn greylist(
+        &mut self,
+        v: &Spanned<TableOr<RawGreylist>>,
+        stage: Option<Stage>,
+    ) -> Option<Greylist> {
+        if let Some(stage) = stage
+            && !matches!(stage, Stage::Rcpt | Stage::Data | Stage::EndOfData)
+        {
+            self.issue(
+                v.span(),
+                format!("`greylist` cannot be used at `{stage}`: greylisting keys on the client, the sender and each recipient, all known only from `rcpt` on"),
+                "use stage = \"rcpt\" (as postgrey does), or \"data\" or \"end-of-data\" (to defer the whole message, as for the null sender)",
+            );
+        }
+        let g = self.action_table(
+            "greylist",
+            v,
+            "greylist = {} for postgrey's defaults (a 5-minute delay), or change some of them, like greylist = { delay = \"30m\" }",
+        )?;
+        // The value and, if it was written, where.
+        let duration = |this: &mut Self, key, raw: &Option<Spanned<Leaf>>, default, why| {
+            let value = raw.as_ref().map(|r| this.duration(key, r, Some(why)));
+            match value {
+                None => Some((default, None)),
+                Some(Some(d)) => Some((d, raw.as_ref().map(|r| r.span()))),
+                Some(None) => None,
+            }
+        };
+        let delay = duration(
+            self,
+            "delay",
+            &g.delay,
+            Duration::from_secs(300),
+            "every client would pass at once",
+        );
+        let retry_window = duration(
+            self,
+            "retry-window",
+            &g.retry_window,
+            Duration::from_secs(2 * 24 * 3600),
+            "no retry could ever pass",
+        );
+        let expiry = duration(
+            self,
+            "expiry",
+            &g.expiry,
+            Duration::from_secs(35 * 24 * 3600),
+            "every triplet would be forgotten at once",
+        );
+        if let (Some((delay, delay_at)), Some((window, window_at))) = (&delay, &retry_window)
+            && delay >= window
+        {
+            let span = window_at.clone().or(delay_at.clone()).unwrap_or(v.span());
+            self.issue(
+                span,
+                format!(
+                    "`delay` ({}) is not shorter than `retry-window` ({}): no retry could pass",
+                    show(*delay),
+                    show(*window)
+                ),
+                "a retry passes once `delay` has gone by, if it comes within `retry-window` of the first attempt; make retry-window longer than delay (postgrey: delay = \"5m\", retry-window = \"2d\")",
+            );
+        }
+        if let (Some((delay, delay_at)), Some((expiry, expiry_at))) = (&delay, &expiry)
+            && delay > expiry
+        {
+            let span = expiry_at.clone().or(delay_at.clone()).unwrap_or(v.span());
+            self.issue(
+                span,
+                format!(
+                    "`delay` ({}) is longer than `expiry` ({}): a triplet would be forgotten before it could pass",
+                    show(*delay),
+                    show(*expiry)
+                ),
+                "make expiry at least as long as delay (postgrey: delay = \"5m\", expiry = \"35d\")",
+            );
+        }
+        let whitelist_after = match &g.whitelist_after {
+            None => Some(Some(5)),
+            Some(r) => self
+                .integer(
+                    "whitelist-after",
+                    r,
+                    0,
+                    i64::from(u32::MAX),
+                    "5 (or 0 to switch it off)",
+                    None,
+                )
+                .map(|n| (n > 0).then_some(n as u32)),
+        };
+        let scope = match &g.state {
+            None => Some(StateScope::Shared),
+            Some(r) => self.scope(r),
+        };
+        let ipv4_prefix = match &g.ipv4_prefix {
+            None => Some(24),
+            Some(r) => self
+                .integer(
+                    "ipv4-prefix",
+                    r,
+                    1,
+                    32,
+                    "24",
+                    Some("every IPv4 client would be one; 32 is the exact address"),
+                )
+                .map(|n| n as u8),
+        };
+        let ipv6_prefix = match &g.ipv6_prefix {
+            None => Some(64),
+            Some(r) => self
+                .integer(
+                    "ipv6-prefix",
+                    r,
+                    1,
+                    128,
+                    "64",
+                    Some("every IPv6 client would be one; 128 is the exact address"),
+                )
+                .map(|n| n as u8),
+        };
+        let normalize_sender = match &g.normalize_sender {
+            None => Some(true),
+            Some(r) => self.boolean("normalize-sender", r),
+        };
+        let reply = match &g.reply {
+            None => Some(Reply::parse(GREYLIST_REPLY).expect("the default greylist reply")),
+            Some(r) => self.reply_text(r, true).and_then(|reply| {
+                if reply.code / 100 == 4 {
+                    return Some(reply);
+                }
+                self.issue(
+                    r.span(),
+                    format!("a greylist reply must be a 4xx, not {}: greylisting only defers, the retry is meant to pass", reply.code),
+                    "write a 450 or 451, like reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms}\"",
+                );
+                None
+            }),
+        };
+        Some(Greylist {
+            delay: delay?.0,
+            retry_window: retry_window?.0,
+            expiry: expiry?.0,
+            whitelist_after: whitelist_after?,
+            scope: scope?,
+            ipv4_prefix: ipv4_prefix?,
+            ipv6_prefix: ipv6_prefix?,
+            normalize_sender: normalize_sender?,
+            reply: reply?,
+        })
+    }
+
+    fn rate_limit(
+        &mut self,
+        v: &Spanned<TableOr<RawRateLimit>>,
+        stage: Option<Stage>,
+        table: &str,
+    ) -> Option<RateLimit> {
+        if let Some(stage) = stage
+            && matches!(stage, Stage::Ehlo | Stage::Rset | Stage::Quit)
+        {
+            self.issue(
+                v.span(),
+                format!("`rate-limit` cannot be used at `{stage}`: a rate limit counts connections (at `connect`), messages (at `mail`, `data` or `end-of-data`) or recipients (at `rcpt`)"),
+                "use stage = \"connect\" to limit connections, \"mail\" to limit messages, or \"rcpt\" to limit recipients",
+            );
+        }
+        let r = self.action_table(
+            "rate-limit",
+            v,
+            "rate-limit = { limit = 100, window = \"1h\" } (at most 100 an hour from each client)",
+        )?;
+        let per = match &r.per {
+            None => Some(RateKey::Client),
+            Some(p) => self.rate_key(p, stage, false),
+        };
+        let limit = self.limit(
+            "rate-limit",
+            &r.limit,
+            v.span(),
+            table,
+            "limit = 100, window = \"1h\"",
+        );
+        let window = match &r.window {
+            Some(w) => self.duration("window", w, Some("a rate is counted over a length of time")),
+            None => {
+                self.missing(
+                    table,
+                    "window",
+                    v.span(),
+                    "this `rate-limit` has no `window`",
+                    "add the time the limit counts over, like rate-limit = { limit = 100, window = \"1h\" }".into(),
+                );
+                None
+            }
+        };
+        let sliding = match &r.kind {
+            None => Some(true),
+            Some(k) => self.choice(
+                "kind",
+                k,
+                &[("sliding", true), ("fixed", false)],
+                &[("rolling", "sliding"), ("moving", "sliding"), ("tumbling", "fixed")],
+                "`kind` is sliding (the last `window` before each event) or fixed (windows one after another from the start of the run)",
+            ),
+        };
+        let scope = match &r.state {
+            None => Some(StateScope::Shared),
+            Some(s) => self.scope(s),
+        };
+        let reply = match &r.reply {
+            None => Some(Reply::parse(RATE_LIMIT_REPLY).expect("the default rate-limit reply")),
+            Some(reply) => self.refusal("a rate limit", reply, RATE_LIMIT_REPLY),
+        };
+        let close = match &r.close {
+            None => Some(false),
+            Some(c) => self.boolean("close", c),
+        };
+        Some(RateLimit {
+            per: per?,
+            limit: limit?,
+            window: window?,
+            sliding: sliding?,
+            scope: scope?,
+            reply: reply?,
+            close: close?,
+        })
+    }
+
+    fn concurrency(
+        &mut self,
+        v: &Spanned<TableOr<RawConcurrency>>,
+        stage: Option<Stage>,
+        table: &str,
+    ) -> Option<Concurrency> {
+        if let Some(stage) = stage
+            && stage != Stage::Connect
+        {
+            self.issue(
+                v.span(),
+                format!(
+                    "`concurrency` cannot be used at `{stage}`: it counts connections as they open"
+                ),
+                "use stage = \"connect\"",
+            );
+        }
+        let c = self.action_table(
+            "concurrency",
+            v,
+            "concurrency = { limit = 10 } (at most 10 connections at once from each client)",
+        )?;
+        let per = match &c.per {
+            None => Some(RateKey::Client),
+            Some(p) => self.rate_key(p, stage, true),
+        };
+        let limit = self.limit("concurrency", &c.limit, v.span(), table, "limit = 10");
+        let reply = match &c.reply {
+            None => Some(Reply::parse(CONCURRENCY_REPLY).expect("the default concurrency reply")),
+            Some(reply) => self.refusal("a concurrency limit", reply, CONCURRENCY_REPLY),
+        };
+        Some(Concurrency {
+            per: per?,
+            limit: limit?,
+            reply: reply?,
+        })
+    }
+
+    /// The required `limit` of a rate or concurrency limit.
+    fn limit(
+        &mut self,
+        key: &str,
+        raw: &Option<Spanned<Leaf>>,
+        span: Span,
+        table: &str,
+        example: &str,
+    ) -> Option<u32> {
+        match raw {
+            Some(l) => self
+                .integer(
+                    "limit",
+                    l,
+                    1,
+                    i64::from(u32::MAX),
+                    "10",
+                    Some("nothing would ever pass; to refuse every time, write a reply instead"),
+                )
+                .map(|n| n as u32),
+            None => {
+                self.missing(
+                    table,
+                    "limit",
+                    span,
+                    &format!("this `{key}` has no `limit`"),
+                    format!("add how many are allowed, like {key} = {{ {example} }}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `per` of a rate or concurrency limit; `connections`: a concurrency limit, which
+    /// counts only by client.
+    fn rate_key(
+        &mut self,
+        v: &Spanned<Leaf>,
+        stage: Option<Stage>,
+        connections: bool,
+    ) -> Option<RateKey> {
+        let keys = [
+            ("client", RateKey::Client),
+            ("client-net", RateKey::ClientNet),
+            ("sender", RateKey::Sender),
+            ("recipient", RateKey::Recipient),
+        ];
+        let aliases = [
+            ("ip", "client"),
+            ("net", "client-net"),
+            ("subnet", "client-net"),
+            ("network", "client-net"),
+            ("client-network", "client-net"),
+            ("rcpt", "recipient"),
+            ("mail", "sender"),
+        ];
+        let explained = if connections {
+            "`per` is client (each IP address) or client-net (each /24 or /64 network)"
+        } else {
+            "`per` is one of client (each IP address), client-net (each /24 or /64 network), sender, recipient"
+        };
+        let key = self.choice("per", v, &keys, &aliases, explained)?;
+        let name = v.get_ref();
+        let Leaf::Str(name) = name else {
+            return Some(key);
+        };
+        let name = name.trim();
+        if connections && matches!(key, RateKey::Sender | RateKey::Recipient) {
+            self.issue(
+                v.span(),
+                format!("`per = \"{name}\"` cannot be used in `concurrency`: it counts connections, which have no {name}"),
+                "write per = \"client\" (each IP address) or per = \"client-net\" (each /24 or /64 network)",
+            );
+            return None;
+        }
+        let Some(stage) = stage else {
+            return Some(key);
+        };
+        if key == RateKey::Sender && rank(stage) < rank(Stage::Mail) {
+            self.issue(
+                v.span(),
+                format!("`per = \"{name}\"` cannot be counted at `{stage}`: there is no sender before MAIL FROM"),
+                "write per = \"client\" or per = \"client-net\", or use stage = \"mail\" (messages) or \"rcpt\" (recipients)",
+            );
+            return None;
+        }
+        if key == RateKey::Recipient && stage != Stage::Rcpt {
+            self.issue(
+                v.span(),
+                format!("`per = \"{name}\"` cannot be counted at `{stage}`: it counts RCPT commands, so it exists only at `rcpt`"),
+                "use stage = \"rcpt\", or count per = \"client\", \"client-net\" or \"sender\"",
+            );
+            return None;
+        }
+        Some(key)
+    }
+
+    /// `state`: whether all hosts share the state, or each keeps its own.
+    fn scope(&mut self, v: &Spanned<Leaf>) -> Option<StateScope> {
+        self.choice(
+            "state",
+            v,
+            &[("shared", StateScope::Shared), ("host", StateScope::Host)],
+            &[
+                ("global", "shared"),
+                ("farm", "shared"),
+                ("per-host", "host"),
+                ("local", "host"),
+            ],
+            "`state` is shared (one state for all hosts, as when every MX asks the same database) or host (each host keeps its own)",
+        )
+    }
+
+    /// The reply of a rate or concurrency limit: a 4xx or 5xx.
+    fn refusal(&mut self, what: &str, v: &Spanned<Leaf>, default: &str) -> Option<Reply> {
+        let reply = self.reply_text(v, false)?;
+        if reply.code >= 400 {
+            return Some(reply);
+        }
+        self.issue(
+            v.span(),
+            format!("the reply of {what} must be a 4xx or 5xx, not {}: it refuses what is over the limit", reply.code),
+            format!("write a 4xx to defer, like reply = \"{default}\", or a 5xx to refuse for good; within the limit, the rules after this one decide"),
+        );
+        None
+    }
+
+    /// A reply as written: the code, status and text, and its placeholders; `greylist`:
+    /// the reply of a greylist, which alone may hold `{remaining}`.
+    fn reply_text(&mut self, v: &Spanned<Leaf>, greylist: bool) -> Option<Reply> {
         let text = self.string("reply", v, "\"451 4.7.1 Try again later\"")?;
         let reply = match Reply::parse(text) {
             Ok(reply) => reply,
@@ -1261,6 +2078,103 @@ impl Validator<'_> {
                 return None;
             }
         };
+        if self.placeholders(v, text, greylist) {
+            Some(reply)
+        } else {
+            None
+        }
+    }
+
+    /// Checks every `{` of a reply text starts a known placeholder; false if not.
+    fn placeholders(&mut self, v: &Spanned<Leaf>, text: &str, greylist: bool) -> bool {
+        let mut ok = true;
+        let mut from = 0;
+        let mut nth = 0;
+        while let Some(open) = text[from..].find('{').map(|i| from + i) {
+            let after = &text[open + 1..];
+            let name = after.find('}').map(|close| &after[..close]);
+            let written = match name {
+                Some(name) => format!("{{{name}}}"),
+                None => "{".to_string(),
+            };
+            let span = self.inner_span(v, nth, &written);
+            nth += 1;
+            from = open + 1;
+            match name {
+                Some(name) if PLACEHOLDERS.contains(&name) => {
+                    if !greylist && name.starts_with("remaining") {
+                        ok = false;
+                        self.issue(
+                            span,
+                            format!("`{{{name}}}` is known only in a greylist reply: here it would always be 0"),
+                            "remove it; it is how long a greylisted client has left to wait, for greylist = { reply = \"...\" }",
+                        );
+                    }
+                }
+                Some(name)
+                    if !name.is_empty() && name.len() <= 30 && !name.contains(['{', ' ']) =>
+                {
+                    ok = false;
+                    let aliases = [
+                        ("ip", "client"),
+                        ("addr", "client"),
+                        ("address", "client"),
+                        ("ehlo", "helo"),
+                        ("from", "sender"),
+                        ("mail", "sender"),
+                        ("to", "recipient"),
+                        ("rcpt", "recipient"),
+                        ("host", "hostname"),
+                        ("seconds", "remaining"),
+                    ];
+                    let suggestion = aliases
+                        .iter()
+                        .find(|(alias, _)| name.eq_ignore_ascii_case(alias))
+                        .map(|(_, p)| *p)
+                        .or_else(|| closest(name, PLACEHOLDERS));
+                    let hint = match suggestion {
+                        Some(close) => did_you_mean(&format!("{{{close}}}"), PLACEHOLDER_LIST),
+                        None => PLACEHOLDER_LIST.to_string(),
+                    };
+                    self.issue(
+                        span,
+                        format!("unknown placeholder `{{{name}}}` in the reply"),
+                        hint,
+                    );
+                }
+                _ => {
+                    ok = false;
+                    self.issue(
+                        span,
+                        "a `{` in the reply that starts no placeholder",
+                        format!(
+                            "a reply cannot hold a `{{` of its own: remove it; {PLACEHOLDER_LIST}"
+                        ),
+                    );
+                }
+            }
+        }
+        ok
+    }
+
+    /// Where the `nth` `{` of a string value is written in the file, `written` long; the
+    /// whole value if it cannot be found (escapes in the string).
+    fn inner_span(&self, v: &Spanned<Leaf>, nth: usize, written: &str) -> Span {
+        let span = v.span();
+        let Some(source) = self.text.get(span.clone()) else {
+            return span;
+        };
+        match source.match_indices('{').nth(nth) {
+            Some((i, _)) if source[i..].starts_with(written) => {
+                span.start + i..span.start + i + written.len()
+            }
+            Some((i, _)) => span.start + i..span.start + i + 1,
+            None => span,
+        }
+    }
+
+    fn reply(&mut self, v: &Spanned<Leaf>, stage: Option<Stage>, close: bool) -> Option<Reply> {
+        let reply = self.reply_text(v, false)?;
         let code = reply.code;
         if code < 400
             && let Some(stage) = stage
@@ -1371,18 +2285,7 @@ impl Validator<'_> {
     fn domain_name(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<At<String>> {
         let text = self.string(key, v, "\"aol.test\"")?;
         let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
-        let valid = !lower.is_empty()
-            && lower.len() <= 253
-            && lower.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !valid {
+        if !valid_domain(&lower) {
             self.issue(
                 v.span(),
                 format!("`{text}` is not a domain name"),
@@ -1584,6 +2487,21 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
     covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
 }
 
+/// Labels of letters, digits, `-` and `_`, none empty or longer than 63, at most 253 in all.
+fn valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// A stage's place in the conversation: connect first, quit last.
 fn rank(stage: Stage) -> usize {
     Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)
@@ -1600,9 +2518,29 @@ fn is_empty_when(w: &RawWhen) -> bool {
         attempt,
         per,
         chance,
+        first_attempt_within,
+        time,
+        connection,
+        message,
+        ptr,
+        helo_fqdn,
     } = w;
     [
-        client, helo, mail, rcpt, size_above, size_below, attempt, per, chance,
+        client,
+        helo,
+        mail,
+        rcpt,
+        size_above,
+        size_below,
+        attempt,
+        per,
+        chance,
+        first_attempt_within,
+        time,
+        connection,
+        message,
+        ptr,
+        helo_fqdn,
     ]
     .iter()
     .all(|c| c.is_none())
@@ -1630,6 +2568,28 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration as a scenario would write it: `"5m"`, `"1h30m"`, `"2d"`, `"250ms"`.
+pub(crate) fn show(d: Duration) -> String {
+    let secs = d.as_secs();
+    let mut out = String::new();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hours, rest) = (rest / 3600, rest % 3600);
+    let (minutes, seconds) = (rest / 60, rest % 60);
+    for (n, unit) in [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    let millis = d.subsec_millis();
+    if millis > 0 {
+        out.push_str(&format!("{millis}ms"));
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
 /// Parses `"35MiB"`, `"10MB"`, `"512KiB"` or `"1000"` into bytes.
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
@@ -1640,10 +2600,10 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-const NO_ATTEMPT: &str = "no attempt is in this range (the first attempt is 1)";
-
-/// Parses `"3"`, `"<3"`, `"<=3"`, `">3"`, `">=3"` or `"2-4"`; attempts count from 1.
-pub(crate) fn parse_attempt_range(text: &str) -> Result<AttemptRange, String> {
+/// Parses `"3"`, `"<3"`, `"<=3"`, `">3"`, `">=3"` or `"2-4"`: a range of numbers counted
+/// from 1 (attempts, connections, messages); `noun` names what is counted in the errors.
+pub(crate) fn parse_range(text: &str, noun: &str) -> Result<AttemptRange, String> {
+    let none = format!("no {noun} is in this range (the first {noun} is 1)");
     let text = text.trim();
     let number = |s: &str| -> Result<u32, String> {
         let s = s.trim();
@@ -1661,7 +2621,7 @@ pub(crate) fn parse_attempt_range(text: &str) -> Result<AttemptRange, String> {
         (1, number(n)?.saturating_sub(1))
     } else if let Some(n) = text.strip_prefix('>') {
         let after = number(n)?.checked_add(1);
-        (after.ok_or_else(|| NO_ATTEMPT.to_string())?, u32::MAX)
+        (after.ok_or_else(|| none.clone())?, u32::MAX)
     } else if let Some((a, b)) = text.split_once('-') {
         let (a, b) = (number(a)?, number(b)?);
         if a > b {
@@ -1673,12 +2633,88 @@ pub(crate) fn parse_attempt_range(text: &str) -> Result<AttemptRange, String> {
         (n, n)
     };
     if max < 1 || min > max {
-        return Err(NO_ATTEMPT.to_string());
+        return Err(none);
     }
     Ok(AttemptRange {
         min: min.max(1),
         max,
     })
+}
+
+/// Parses a half-open range of farm time: `"<10m"`, `">=1h"` or `"10m-1h"`. The error is
+/// why not, and a hint when there is a better one than the general one.
+pub(crate) fn parse_time_range(text: &str) -> Result<TimeRange, (String, Option<String>)> {
+    let text = text.trim();
+    let at = |s: &str| parse_duration(s).map_err(|why| (why, None));
+    if let Some(rest) = text.strip_prefix("<=") {
+        let rest = rest.trim();
+        return Err((
+            "time ranges take `<` and `>=`, not `<=`".to_string(),
+            Some(format!(
+                "time ranges are half-open, so that \"<{rest}\" and \">={rest}\" split the run with no overlap: write time = \"<{rest}\" for the time before {rest}"
+            )),
+        ));
+    }
+    if let Some(rest) = text.strip_prefix(">=") {
+        return Ok(TimeRange {
+            from: at(rest)?,
+            until: None,
+        });
+    }
+    if let Some(rest) = text.strip_prefix('>') {
+        let rest = rest.trim();
+        return Err((
+            "time ranges take `<` and `>=`, not `>`".to_string(),
+            Some(format!(
+                "time ranges are half-open, so that \"<{rest}\" and \">={rest}\" split the run with no overlap: write time = \">={rest}\" for the time from {rest} on"
+            )),
+        ));
+    }
+    if let Some(rest) = text.strip_prefix('<') {
+        let until = at(rest)?;
+        if until.is_zero() {
+            return Err((
+                "no time is before 0".to_string(),
+                Some("write a later end, like time = \"<10m\"".to_string()),
+            ));
+        }
+        return Ok(TimeRange {
+            from: Duration::ZERO,
+            until: Some(until),
+        });
+    }
+    if let Some((a, b)) = text.split_once('-') {
+        let (from, until) = (at(a)?, at(b)?);
+        let (a, b) = (a.trim(), b.trim());
+        if from > until {
+            return Err((
+                format!("{a} is after {b}"),
+                Some(format!("write the earlier time first: time = \"{b}-{a}\"")),
+            ));
+        }
+        if from == until {
+            return Err((
+                format!("no time is from {a} and before {b}"),
+                Some(format!(
+                    "a range includes its start but not its end, so make the end later, like time = \"{a}-{}\"",
+                    show(from + Duration::from_secs(60))
+                )),
+            ));
+        }
+        return Ok(TimeRange {
+            from,
+            until: Some(until),
+        });
+    }
+    match parse_duration(text) {
+        Ok(_) => Err((
+            "`time` is a range, not a single time".to_string(),
+            Some(format!(
+                "write time = \"<{text}\" (before {text}) or time = \">={text}\" (from {text} on)"
+            )),
+        )),
+        Err(why) => Err((why, None)),
+    }
 }
 
 /// "did you mean `x`? The ...": a suggestion, then what else there is.
@@ -1856,7 +2892,7 @@ mod tests {
             (">4294967295", Err("no attempt")),
         ];
         for (text, expected) in cases {
-            let got = parse_attempt_range(text);
+            let got = parse_range(text, "attempt");
             match (expected, &got) {
                 (Ok(range), Ok(g)) => assert_eq!(g, range, "{text:?}"),
                 (Err(fragment), Err(message)) => {
@@ -1872,7 +2908,7 @@ mod tests {
         let keys = Place::Then.keys().iter().copied();
         assert_eq!(closest("relpy", keys.clone()), Some("reply"));
         assert_eq!(closest("Accept", keys.clone()), Some("accept"));
-        assert_eq!(closest("greylist", keys.clone()), None);
+        assert_eq!(closest("tarpit", keys.clone()), None);
         assert_eq!(
             closest("max_errors", Place::Limits.keys().iter().copied()),
             Some("max-errors")
@@ -2694,7 +3730,7 @@ mod tests {
                 with_rule(
                     "stage = \"rcpt\"\nwhen = { per = \"client\" }\nthen = { accept = true }",
                 ),
-                "no `attempt`",
+                "`per` says what `attempt` or `first-attempt-within` counts, but this rule has neither",
                 "attempt = \"<3\"",
             ),
             (
@@ -2764,8 +3800,14 @@ mod tests {
                 "[[host]]",
             ),
         ];
+        assert_problems(&cases);
+    }
+
+    /// Each text must fail with a problem whose message and hint contain the fragments.
+    #[track_caller]
+    fn assert_problems(cases: &[(String, &str, &str)]) {
         let mut failures = Vec::new();
-        for (text, message, hint) in &cases {
+        for (text, message, hint) in cases {
             let found = problems(text);
             if !found
                 .iter()
@@ -2777,6 +3819,1034 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// A one-host scenario with one rule at `stage`.
+    fn rule(stage: &str, when: &str, then: &str) -> String {
+        with_rule(&format!(
+            "stage = \"{stage}\"\nwhen = {when}\nthen = {then}"
+        ))
+    }
+
+    /// The conditions and action of the one rule of `rule(stage, when, then)`.
+    #[track_caller]
+    fn loaded(stage: &str, when: &str, then: &str) -> (Vec<Condition>, Action) {
+        let s = assert_loads(&rule(stage, when, then));
+        let r = &s.hosts[0].rules[0];
+        (r.when.clone(), r.then.clone())
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn reverse_dns_names_addresses_lowercase_without_the_trailing_dot() {
+        let s = assert_loads(&format!(
+            "{HOST}[reverse-dns]\n\"192.0.2.1\" = \"Mail.Sender.TEST.\"\n' 2001:DB8::1 ' = \"mail6.sender.test\"\n"
+        ));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            s.reverse_dns.into_iter().collect::<Vec<_>>(),
+            [
+                (ip("192.0.2.1"), "mail.sender.test".to_string()),
+                (ip("2001:db8::1"), "mail6.sender.test".to_string()),
+            ]
+        );
+        // no table: no names, and `ptr` still works (every client lacks a PTR)
+        let s = assert_loads(&rule(
+            "connect",
+            "{ ptr = \"missing\" }",
+            "{ reset = true }",
+        ));
+        assert!(s.reverse_dns.is_empty());
+        assert_loads(&format!("{HOST}[reverse-dns]\n"));
+    }
+
+    #[test]
+    fn new_conditions_are_read() {
+        let (when, _) = loaded(
+            "rcpt",
+            "{ attempt = \"<3\", first-attempt-within = \"2h\", per = \"recipient\", time = \"10m-1h\", connection = \"<=3\", message = \">5\", ptr = \"Mismatch\", helo-fqdn = false }",
+            "{ reply = \"452 4.2.2 Mailbox full\" }",
+        );
+        assert_eq!(
+            when,
+            vec![
+                Condition::Attempt {
+                    per: AttemptKey::Recipient,
+                    range: AttemptRange { min: 1, max: 2 }
+                },
+                Condition::FirstAttemptWithin {
+                    per: AttemptKey::Recipient,
+                    within: secs(7200)
+                },
+                Condition::Time(TimeRange {
+                    from: secs(600),
+                    until: Some(secs(3600))
+                }),
+                Condition::Connection(AttemptRange { min: 1, max: 3 }),
+                Condition::Message(AttemptRange {
+                    min: 6,
+                    max: u32::MAX
+                }),
+                Condition::Ptr(PtrCheck::MismatchesHelo),
+                Condition::HeloFqdn(false),
+            ]
+        );
+        // `first-attempt-within` alone counts per triplet by default, and `per` applies
+        // to it as to `attempt`
+        let (when, _) = loaded(
+            "rcpt",
+            "{ first-attempt-within = \"1d\" }",
+            "{ reply = \"452 4.2.2 Full\" }",
+        );
+        assert_eq!(
+            when,
+            [Condition::FirstAttemptWithin {
+                per: AttemptKey::Triplet,
+                within: secs(86_400)
+            }]
+        );
+        let (when, _) = loaded(
+            "connect",
+            "{ first-attempt-within = \"3d\", per = \"client\", connection = 2, ptr = \"present\" }",
+            "{ reply = \"421 4.7.0 Warming up\" }",
+        );
+        assert_eq!(
+            when,
+            [
+                Condition::FirstAttemptWithin {
+                    per: AttemptKey::Client,
+                    within: secs(3 * 86_400)
+                },
+                Condition::Connection(AttemptRange { min: 2, max: 2 }),
+                Condition::Ptr(PtrCheck::Present),
+            ]
+        );
+        let (when, _) = loaded(
+            "ehlo",
+            "{ ptr = \"missing\", helo-fqdn = true }",
+            "{ reply = \"550 5.7.1 No\" }",
+        );
+        assert_eq!(
+            when,
+            [Condition::Ptr(PtrCheck::Missing), Condition::HeloFqdn(true)]
+        );
+    }
+
+    #[test]
+    fn durations_are_shown_as_written() {
+        for (d, shown) in [
+            (Duration::ZERO, "0s"),
+            (secs(300), "5m"),
+            (secs(5400), "1h30m"),
+            (secs(2 * 86_400), "2d"),
+            (secs(35 * 86_400 + 61), "35d1m1s"),
+            (Duration::from_millis(1250), "1s250ms"),
+        ] {
+            assert_eq!(show(d), shown);
+            assert_eq!(parse_duration(shown).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn time_ranges_are_half_open() {
+        let r = |from, until: Option<u64>| {
+            Ok(TimeRange {
+                from: secs(from),
+                until: until.map(secs),
+            })
+        };
+        let cases: &[(&str, Result<TimeRange, &str>)] = &[
+            ("<10m", r(0, Some(600))),
+            ("< 10m", r(0, Some(600))),
+            (">=1h", r(3600, None)),
+            (">=0s", r(0, None)),
+            ("10m-1h", r(600, Some(3600))),
+            (" 0s - 30s ", r(0, Some(30))),
+            ("1h30m-2h", r(5400, Some(7200))),
+            ("<=10m", Err("not `<=`")),
+            (">1h", Err("not `>`")),
+            ("1h-10m", Err("1h is after 10m")),
+            ("1h-1h", Err("no time is from 1h and before 1h")),
+            ("<0s", Err("no time is before 0")),
+            ("10m", Err("a range, not a single time")),
+            ("<10", Err("needs a unit")),
+            ("<soon", Err("is not a duration")),
+            ("", Err("empty")),
+            ("-5m", Err("empty")),
+        ];
+        for (text, expected) in cases {
+            let got = parse_time_range(text);
+            match (expected, &got) {
+                (Ok(range), Ok(g)) => assert_eq!(g, range, "{text:?}"),
+                (Err(fragment), Err((message, _))) => {
+                    assert!(message.contains(fragment), "{text:?}: {message}")
+                }
+                _ => panic!("{text:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        // and the hints say what to write instead
+        let hint = |text: &str| parse_time_range(text).unwrap_err().1.unwrap();
+        assert!(
+            hint("<=10m").contains("time = \"<10m\""),
+            "{}",
+            hint("<=10m")
+        );
+        assert!(hint(">1h").contains("time = \">=1h\""), "{}", hint(">1h"));
+        assert!(hint("1h-10m").contains("\"10m-1h\""), "{}", hint("1h-10m"));
+        assert!(hint("10m").contains("\">=10m\""), "{}", hint("10m"));
+    }
+
+    #[test]
+    fn reset_and_lose_reply() {
+        assert_eq!(
+            loaded("connect", "{ time = \"<10m\" }", "{ reset = true }").1,
+            Action {
+                delay: None,
+                kind: ActionKind::Reset
+            }
+        );
+        assert_eq!(
+            loaded("rcpt", "{}", "{ reset = true, delay = \"1s\" }").1,
+            Action {
+                delay: Some(secs(1)),
+                kind: ActionKind::Reset
+            }
+        );
+        assert_eq!(
+            loaded("end-of-data", "{ chance = 0.1 }", "{ lose-reply = true }").1,
+            Action {
+                delay: None,
+                kind: ActionKind::LoseReply
+            }
+        );
+    }
+
+    #[test]
+    fn greylist_defaults_are_postgrey_s() {
+        let (_, then) = loaded("rcpt", "{}", "{ greylist = {} }");
+        assert_eq!(
+            then,
+            Action {
+                delay: None,
+                kind: ActionKind::Greylist(Arc::new(Greylist {
+                    delay: secs(300),
+                    retry_window: secs(2 * 86_400),
+                    expiry: secs(35 * 86_400),
+                    whitelist_after: Some(5),
+                    scope: StateScope::Shared,
+                    ipv4_prefix: 24,
+                    ipv6_prefix: 64,
+                    normalize_sender: true,
+                    reply: Reply::parse(
+                        "450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html"
+                    )
+                    .unwrap(),
+                }))
+            }
+        );
+    }
+
+    #[test]
+    fn every_greylist_value_is_read() {
+        let (_, then) = loaded(
+            "end-of-data",
+            "{ mail = \"<>\" }",
+            "{ greylist = { delay = \"30m\", retry-window = \"1d\", expiry = \"5d\", whitelist-after = 0, state = \"host\", ipv4-prefix = 32, ipv6-prefix = 128, normalize-sender = false, reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms} ({remaining}s)\" }, delay = \"2s\" }",
+        );
+        assert_eq!(then.delay, Some(secs(2)));
+        let ActionKind::Greylist(g) = then.kind else {
+            panic!("{:?}", then.kind)
+        };
+        assert_eq!(
+            *g,
+            Greylist {
+                delay: secs(1800),
+                retry_window: secs(86_400),
+                expiry: secs(5 * 86_400),
+                whitelist_after: None,
+                scope: StateScope::Host,
+                ipv4_prefix: 32,
+                ipv6_prefix: 128,
+                normalize_sender: false,
+                reply: Reply::new(
+                    451,
+                    Some("4.7.1"),
+                    "Greylisting in action, please come back in {remaining-hms} ({remaining}s)"
+                ),
+            }
+        );
+        let (_, then) = loaded(
+            "data",
+            "{}",
+            "{ greylist = { whitelist-after = 3, state = \"shared\" } }",
+        );
+        let ActionKind::Greylist(g) = then.kind else {
+            panic!()
+        };
+        assert_eq!((g.whitelist_after, g.scope), (Some(3), StateScope::Shared));
+    }
+
+    #[test]
+    fn rate_limit_defaults_and_values() {
+        let (_, then) = loaded(
+            "connect",
+            "{}",
+            "{ rate-limit = { limit = 100, window = \"1h\" } }",
+        );
+        assert_eq!(
+            then.kind,
+            ActionKind::RateLimit(Arc::new(RateLimit {
+                per: RateKey::Client,
+                limit: 100,
+                window: secs(3600),
+                sliding: true,
+                scope: StateScope::Shared,
+                reply: Reply::new(451, Some("4.7.1"), "Rate limit exceeded, try again later"),
+                close: false,
+            }))
+        );
+        let (_, then) = loaded(
+            "rcpt",
+            "{ rcpt = \"@yahoo.test\" }",
+            "{ rate-limit = { per = \"recipient\", limit = 1, window = \"10m\", kind = \"fixed\", state = \"host\", reply = \"450 User is receiving mail too quickly\", close = true } }",
+        );
+        assert_eq!(
+            then.kind,
+            ActionKind::RateLimit(Arc::new(RateLimit {
+                per: RateKey::Recipient,
+                limit: 1,
+                window: secs(600),
+                sliding: false,
+                scope: StateScope::Host,
+                reply: Reply::new(450, None, "User is receiving mail too quickly"),
+                close: true,
+            }))
+        );
+        for (stage, per, key) in [
+            ("mail", "sender", RateKey::Sender),
+            ("end-of-data", "client-net", RateKey::ClientNet),
+            ("data", "sender", RateKey::Sender),
+            ("connect", "client-net", RateKey::ClientNet),
+        ] {
+            let (_, then) = loaded(
+                stage,
+                "{}",
+                &format!(
+                    "{{ rate-limit = {{ per = \"{per}\", limit = 5, window = \"1m\", reply = \"554 5.7.1 Too many\" }} }}"
+                ),
+            );
+            let ActionKind::RateLimit(limit) = then.kind else {
+                panic!()
+            };
+            assert_eq!(limit.per, key);
+            assert_eq!(limit.reply.code, 554);
+        }
+    }
+
+    #[test]
+    fn concurrency_defaults_and_values() {
+        let (_, then) = loaded("connect", "{}", "{ concurrency = { limit = 10 } }");
+        assert_eq!(
+            then.kind,
+            ActionKind::Concurrency(Arc::new(Concurrency {
+                per: RateKey::Client,
+                limit: 10,
+                reply: Reply::new(
+                    421,
+                    Some("4.7.0"),
+                    "{hostname} Error: too many connections from {client}"
+                ),
+            }))
+        );
+        let (_, then) = loaded(
+            "connect",
+            "{ client = \"198.51.100.0/24\" }",
+            "{ concurrency = { per = \"client-net\", limit = 2, reply = \"451 4.7.652 The mail server [{client}] has exceeded the maximum number of connections.\" }, delay = \"1s\" }",
+        );
+        assert_eq!(then.delay, Some(secs(1)));
+        let ActionKind::Concurrency(c) = then.kind else {
+            panic!()
+        };
+        assert_eq!((c.per, c.limit, c.reply.code), (RateKey::ClientNet, 2, 451));
+    }
+
+    #[test]
+    fn reply_placeholders() {
+        // every known placeholder, in a plain reply and in each limit's
+        let all = "{client} {helo} {sender} {recipient} {domain} {hostname}";
+        let (_, then) = loaded("rcpt", "{}", &format!("{{ reply = \"550 5.7.1 {all}\" }}"));
+        let ActionKind::Reply { reply, .. } = then.kind else {
+            panic!()
+        };
+        assert_eq!(reply.lines, [all]);
+        loaded(
+            "rcpt",
+            "{}",
+            &format!("{{ rate-limit = {{ limit = 1, window = \"1h\", reply = \"450 {all}\" }} }}"),
+        );
+        loaded(
+            "connect",
+            "{}",
+            &format!("{{ concurrency = {{ limit = 1, reply = \"421 {all}\" }} }}"),
+        );
+        // a problem points at the placeholder itself, when it can be found in the file
+        let text = rule(
+            "rcpt",
+            "{}",
+            "{ reply = \"550 5.1.1 <{recipent}> unknown {\" }",
+        );
+        let err = load(&text).unwrap_err();
+        let spans: Vec<&str> = err
+            .problems()
+            .iter()
+            .map(|p| &text[p.span.clone().unwrap()])
+            .collect();
+        assert_eq!(spans, ["{recipent}", "{"], "{err}");
+        let text = rule("rcpt", "{}", "{ reply = \"550 a\\nb {x}\" }");
+        let err = load(&text).unwrap_err();
+        assert_eq!(&text[err.problems()[0].span.clone().unwrap()], "{x}");
+        // a `{` written as an escape cannot be found: the whole value
+        let text = rule("rcpt", "{}", "{ reply = \"550 \\u007Bx}\" }");
+        let err = load(&text).unwrap_err();
+        assert_eq!(
+            err.problems()[0].message,
+            "unknown placeholder `{x}` in the reply"
+        );
+        assert_eq!(
+            &text[err.problems()[0].span.clone().unwrap()],
+            "\"550 \\u007Bx}\""
+        );
+    }
+
+    #[test]
+    fn stateful_rules_without_when_do_not_hide_later_rules() {
+        let s = assert_loads(&with_rule(
+            "stage = \"rcpt\"\nthen = { greylist = {} }\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { rate-limit = { limit = 10, window = \"1h\" } }\n\
+             [[host.rule]]\nstage = \"connect\"\nthen = { concurrency = { limit = 5 } }\n\
+             [[host.rule]]\nstage = \"connect\"\nthen = { rate-limit = { limit = 5, window = \"1m\" } }\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"550 5.1.1 No\" }",
+        ));
+        assert_eq!(s.hosts[0].rules.len(), 5);
+        // but any other action still does
+        let found = problems(&with_rule(
+            "stage = \"connect\"\nthen = { reset = true }\n\
+             [[host.rule]]\nstage = \"connect\"\nthen = { concurrency = { limit = 5 } }",
+        ));
+        assert!(found[0].0.contains("can never match"), "{found:?}");
+    }
+
+    #[test]
+    fn every_new_problem_is_reported_with_a_hint() {
+        let cases: Vec<(String, &str, &str)> = vec![
+            // [reverse-dns]
+            (
+                format!("{HOST}[reverse-dns]\n\"mail.test\" = \"192.0.2.1\"\n"),
+                "`mail.test` is not an IP address",
+                "write \"192.0.2.1\" = \"mail.test\"",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"mail.test\" = \"x.test\"\n"),
+                "`mail.test` is not an IP address",
+                "\"2001:db8::1\"",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n192.0.2.1 = \"mail.test\"\n"),
+                "`192.0.2.1` without quotes is read as nested keys",
+                "\"192.0.2.1\" = \"mail.sender.test\"",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"192.0.2.0/24\" = \"mail.test\"\n"),
+                "is a network",
+                "each address",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"192.0.2.1\" = \"mail .test\"\n"),
+                "not a host name",
+                "mail.sender.test",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"192.0.2.1\" = \"\"\n"),
+                "not a host name",
+                "letters",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"192.0.2.1\" = \"192.0.2.1\"\n"),
+                "is an address, not a host name",
+                "names a host",
+            ),
+            (
+                format!("{HOST}[reverse-dns]\n\"192.0.2.1\" = true\n"),
+                "must be a string",
+                "in quotes",
+            ),
+            (
+                format!(
+                    "{HOST}[reverse-dns]\n\"2001:db8::1\" = \"a.test\"\n\"2001:DB8::1\" = \"b.test\"\n"
+                ),
+                "address 2001:db8::1 is in [reverse-dns] twice",
+                "line 6",
+            ),
+            (
+                format!("reverse-dns = \"x\"\n{HOST}"),
+                "expected a table of addresses and names",
+                "docs/scenario-format.md",
+            ),
+            // per, attempt and first-attempt-within
+            (
+                rule(
+                    "connect",
+                    "{ first-attempt-within = \"1h\" }",
+                    "{ accept = true }",
+                ),
+                "`first-attempt-within` at `connect` needs `per`",
+                "per = \"client\"",
+            ),
+            (
+                rule(
+                    "mail",
+                    "{ first-attempt-within = \"1h\", per = \"recipient\" }",
+                    "{ accept = true }",
+                ),
+                "`per = \"recipient\"` cannot be counted at `mail`",
+                "per = \"sender\"",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{ attempt = \"1\", first-attempt-within = \"1h\" }",
+                    "{ accept = true }",
+                ),
+                "`attempt` at `connect` needs `per`",
+                "per = \"client\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{ first-attempt-within = \"0s\" }",
+                    "{ accept = true }",
+                ),
+                "`first-attempt-within` cannot be 0",
+                "never match",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{ first-attempt-within = 7200 }",
+                    "{ accept = true }",
+                ),
+                "needs a unit",
+                "\"2d\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{ attempt = \"1\", per = \"ip\" }",
+                    "{ accept = true }",
+                ),
+                "unknown `per`: `ip`",
+                "did you mean `client`?",
+            ),
+            // time
+            (
+                rule("connect", "{ time = \"<=10m\" }", "{ reset = true }"),
+                "`<=10m` is not a time range: time ranges take `<` and `>=`, not `<=`",
+                "time = \"<10m\"",
+            ),
+            (
+                rule("connect", "{ time = \">1h\" }", "{ reset = true }"),
+                "not `>`",
+                "time = \">=1h\"",
+            ),
+            (
+                rule("connect", "{ time = \"1h-10m\" }", "{ reset = true }"),
+                "1h is after 10m",
+                "\"10m-1h\"",
+            ),
+            (
+                rule("connect", "{ time = \"soon\" }", "{ reset = true }"),
+                "not a time range",
+                "\">=1h\"",
+            ),
+            (
+                rule("connect", "{ time = 600 }", "{ reset = true }"),
+                "`time` must be a range in quotes, not an integer",
+                "\"<10m\"",
+            ),
+            // connection and message
+            (
+                rule("connect", "{ connection = \"4-2\" }", "{ reset = true }"),
+                "`4-2` is not a connection range",
+                "the host's first connection is 1",
+            ),
+            (
+                rule("connect", "{ connection = 0 }", "{ reset = true }"),
+                "connection 0 never happens",
+                "connection = \"<3\"",
+            ),
+            (
+                rule("connect", "{ connection = \"<1\" }", "{ reset = true }"),
+                "no connection is in this range",
+                "\"<3\"",
+            ),
+            (
+                rule("connect", "{ connection = true }", "{ reset = true }"),
+                "`connection` must be a range in quotes",
+                "\"2-4\"",
+            ),
+            (
+                rule("connect", "{ message = \">5\" }", "{ close = true }"),
+                "`message` cannot be tested at `connect`",
+                "stage = \"mail\"",
+            ),
+            (
+                rule("ehlo", "{ message = \">5\" }", "{ close = true }"),
+                "`message` cannot be tested at `ehlo`",
+                "`connection`",
+            ),
+            (
+                rule("mail", "{ message = \"five\" }", "{ close = true }"),
+                "not a message range",
+                "the first message of a connection is 1",
+            ),
+            // ptr and helo-fqdn
+            (
+                rule("connect", "{ ptr = \"mismatch\" }", "{ reset = true }"),
+                "`ptr = \"mismatch\"` cannot be tested at `connect`",
+                "stage = \"ehlo\"",
+            ),
+            (
+                rule("connect", "{ ptr = \"none\" }", "{ reset = true }"),
+                "unknown `ptr`: `none`",
+                "did you mean `missing`?",
+            ),
+            (
+                rule("connect", "{ ptr = \"mising\" }", "{ reset = true }"),
+                "unknown `ptr`",
+                "did you mean `missing`?",
+            ),
+            (
+                rule("connect", "{ ptr = false }", "{ reset = true }"),
+                "`ptr` must be a string, not a boolean",
+                "ptr = \"missing\"",
+            ),
+            (
+                rule("connect", "{ helo-fqdn = false }", "{ reset = true }"),
+                "`helo-fqdn` cannot be tested at `connect`",
+                "stage = \"ehlo\"",
+            ),
+            (
+                rule("ehlo", "{ helo-fqdn = \"no\" }", "{ reply = \"550 x\" }"),
+                "`helo-fqdn` must be true or false",
+                "helo-fqdn = true",
+            ),
+            // reset and lose-reply
+            (
+                rule("connect", "{}", "{ reset = false }"),
+                "`reset = false` does nothing",
+                "close = true",
+            ),
+            (
+                rule("connect", "{}", "{ reset = \"true\" }"),
+                "must be true or false",
+                "without quotes",
+            ),
+            (
+                rule("connect", "{}", "{ reset = true, close = true }"),
+                "2 actions: close, reset",
+                "exactly one action",
+            ),
+            (
+                rule("data", "{}", "{ lose-reply = true }"),
+                "`lose-reply` cannot be used at `data`",
+                "keeps the message and closes before the 250",
+            ),
+            (
+                rule("end-of-data", "{}", "{ lose-reply = false }"),
+                "`lose-reply = false` does nothing",
+                "accept = true",
+            ),
+            // greylist
+            (
+                rule("mail", "{}", "{ greylist = {} }"),
+                "`greylist` cannot be used at `mail`",
+                "stage = \"rcpt\"",
+            ),
+            (
+                rule("connect", "{}", "{ greylist = {} }"),
+                "`greylist` cannot be used at `connect`",
+                "end-of-data",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = true }"),
+                "`greylist` must be a table, not a boolean",
+                "greylist = {}",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { delay = \"0s\" } }"),
+                "`delay` cannot be 0",
+                "every client would pass at once",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { delay = \"3d\" } }"),
+                "`delay` (3d) is not shorter than `retry-window` (2d)",
+                "make retry-window longer than delay",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ greylist = { delay = \"1h\", retry-window = \"1h\" } }",
+                ),
+                "is not shorter than `retry-window`",
+                "postgrey",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ greylist = { delay = \"2h\", retry-window = \"3h\", expiry = \"1h\" } }",
+                ),
+                "`delay` (2h) is longer than `expiry` (1h)",
+                "at least as long as delay",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { whitelist-after = -1 } }"),
+                "`whitelist-after` cannot be negative",
+                "0 to switch it off",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { state = \"per-host\" } }"),
+                "unknown `state`: `per-host`",
+                "did you mean `host`?",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { ipv4-prefix = 33 } }"),
+                "`ipv4-prefix` can be at most 32, not 33",
+                "ipv4-prefix = 24",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { ipv4-prefix = 0 } }"),
+                "`ipv4-prefix` cannot be 0",
+                "ipv4-prefix = 24",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { ipv6-prefix = 129 } }"),
+                "can be at most 128",
+                "ipv6-prefix = 64",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { normalize-sender = 1 } }"),
+                "`normalize-sender` must be true or false",
+                "normalize-sender = true",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ greylist = { reply = \"550 5.7.1 Go away\" } }",
+                ),
+                "a greylist reply must be a 4xx, not 550",
+                "{remaining-hms}",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { reply = \"250 ok\" } }"),
+                "must be a 4xx, not 250",
+                "451",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { reply = \"45 x\" } }"),
+                "invalid reply",
+                "451 4.7.1",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { dealy = \"5m\" } }"),
+                "unknown key `dealy` in `greylist`",
+                "did you mean `delay`?",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = { window = \"1h\" } }"),
+                "unknown key `window` in `greylist`",
+                "is a key of `rate-limit`",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = {}, reply = \"451 later\" }"),
+                "2 actions: reply, greylist",
+                "greylist = { reply = \"...\" }",
+            ),
+            (
+                rule("rcpt", "{}", "{ greylist = {}, close = true }"),
+                "2 actions: close, greylist",
+                "421",
+            ),
+            // rate-limit
+            (
+                rule(
+                    "ehlo",
+                    "{}",
+                    "{ rate-limit = { limit = 1, window = \"1h\" } }",
+                ),
+                "`rate-limit` cannot be used at `ehlo`",
+                "stage = \"connect\"",
+            ),
+            (
+                rule(
+                    "quit",
+                    "{}",
+                    "{ rate-limit = { limit = 1, window = \"1h\" } }",
+                ),
+                "`rate-limit` cannot be used at `quit`",
+                "\"rcpt\" to limit recipients",
+            ),
+            (
+                rule("rcpt", "{}", "{ rate-limit = { window = \"1h\" } }"),
+                "this `rate-limit` has no `limit`",
+                "limit = 100",
+            ),
+            (
+                rule("rcpt", "{}", "{ rate-limit = { limit = 5 } }"),
+                "this `rate-limit` has no `window`",
+                "window = \"1h\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 0, window = \"1h\" } }",
+                ),
+                "`limit` cannot be 0",
+                "limit = 10",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"0s\" } }",
+                ),
+                "`window` cannot be 0",
+                "counted over a length of time",
+            ),
+            (
+                rule("rcpt", "{}", "{ rate-limit = { limit = 5, window = 60 } }"),
+                "write window = \"60s\"",
+                "\"5m\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", kind = \"rolling\" } }",
+                ),
+                "unknown `kind`: `rolling`",
+                "did you mean `sliding`?",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", state = \"all\" } }",
+                ),
+                "unknown `state`",
+                "shared",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", per = \"subnet\" } }",
+                ),
+                "unknown `per`: `subnet`",
+                "did you mean `client-net`?",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", per = \"sender\" } }",
+                ),
+                "`per = \"sender\"` cannot be counted at `connect`",
+                "stage = \"mail\"",
+            ),
+            (
+                rule(
+                    "mail",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", per = \"recipient\" } }",
+                ),
+                "`per = \"recipient\"` cannot be counted at `mail`",
+                "stage = \"rcpt\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", reply = \"250 ok\" } }",
+                ),
+                "the reply of a rate limit must be a 4xx or 5xx, not 250",
+                "451 4.7.1 Rate limit exceeded",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", close = \"yes\" } }",
+                ),
+                "`close` must be true or false",
+                "close = true",
+            ),
+            (
+                rule("rcpt", "{}", "{ rate-limit = \"100/h\" }"),
+                "`rate-limit` must be a table, not a string",
+                "limit = 100, window = \"1h\"",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\" }, close = true }",
+                ),
+                "2 actions: close, rate-limit",
+                "rate-limit = { ..., close = true }",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 5, window = \"1h\", whitelist-after = 1 } }",
+                ),
+                "unknown key `whitelist-after` in `rate-limit`",
+                "is a key of `greylist`",
+            ),
+            // concurrency
+            (
+                rule("rcpt", "{}", "{ concurrency = { limit = 5 } }"),
+                "`concurrency` cannot be used at `rcpt`",
+                "stage = \"connect\"",
+            ),
+            (
+                rule("connect", "{}", "{ concurrency = {} }"),
+                "this `concurrency` has no `limit`",
+                "concurrency = { limit = 10 }",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ concurrency = { limit = 5, per = \"sender\" } }",
+                ),
+                "cannot be used in `concurrency`: it counts connections, which have no sender",
+                "client-net",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ concurrency = { limit = 5, reply = \"220 hi\" } }",
+                ),
+                "the reply of a concurrency limit must be a 4xx or 5xx, not 220",
+                "421 4.7.0 {hostname}",
+            ),
+            (
+                rule("connect", "{}", "{ concurrency = 10 }"),
+                "`concurrency` must be a table, not an integer",
+                "concurrency = { limit = 10 }",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ concurrency = { limit = 5, window = \"1m\" } }",
+                ),
+                "unknown key `window` in `concurrency`",
+                "the keys of `concurrency` are: per, limit, reply",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ concurrency = { limit = 5 }, close = true }",
+                ),
+                "2 actions",
+                "always closes",
+            ),
+            // keys of the action tables written straight in `then`
+            (
+                rule("rcpt", "{}", "{ window = \"1h\" }"),
+                "unknown key `window` in `then`",
+                "write then = { rate-limit = { window = ... } }",
+            ),
+            (
+                rule("rcpt", "{}", "{ limit = 5 }"),
+                "unknown key `limit` in `then`",
+                "`rate-limit` or `concurrency`",
+            ),
+            // placeholders
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ reply = \"550 5.1.1 <{recipent}> unknown\" }",
+                ),
+                "unknown placeholder `{recipent}` in the reply",
+                "did you mean `{recipient}`?",
+            ),
+            (
+                rule("rcpt", "{}", "{ reply = \"550 5.1.1 {rcpt} unknown\" }"),
+                "unknown placeholder `{rcpt}`",
+                "{client}, {helo}, {sender}, {recipient}, {domain}",
+            ),
+            (
+                rule("rcpt", "{}", "{ reply = \"550 5.1.1 { unknown\" }"),
+                "a `{` in the reply that starts no placeholder",
+                "remove it",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ reply = \"451 4.7.1 come back in {remaining}s\" }",
+                ),
+                "`{remaining}` is known only in a greylist reply: here it would always be 0",
+                "greylist = { reply",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ rate-limit = { limit = 1, window = \"1h\", reply = \"451 4.7.1 wait {remaining-hms}\" } }",
+                ),
+                "`{remaining-hms}` is known only in a greylist reply",
+                "remove it",
+            ),
+            (
+                rule(
+                    "connect",
+                    "{}",
+                    "{ concurrency = { limit = 1, reply = \"421 4.7.0 {host} busy\" } }",
+                ),
+                "unknown placeholder `{host}`",
+                "did you mean `{hostname}`?",
+            ),
+            (
+                rule(
+                    "rcpt",
+                    "{}",
+                    "{ greylist = { reply = \"450 4.2.0 wait {remaning}\" } }",
+                ),
+                "unknown placeholder `{remaning}`",
+                "did you mean `{remaining}`?",
+            ),
+            // the list of actions
+            (
+                rule("rcpt", "{}", "{}"),
+                "`then` has no action",
+                "reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... } or concurrency = { ... }",
+            ),
+        ];
+        assert_problems(&cases);
     }
 
     #[test]
@@ -2793,6 +4863,18 @@ mod tests {
             "stage = \"rcpt\"\nwhen = { chance = 0 }\nthen = { hang = \"5m\", delay = \"1s\" }",
             "stage = \"rcpt\"\nwhen = {}\nthen = { reply = \"421 4.3.2 Bye\", close = true }",
             "stage = \"quit\"\nthen = { close = true }",
+            // the new keys at their earliest stages, and limits at their edges
+            "stage = \"rcpt\"\nwhen = { per = \"recipient\", first-attempt-within = \"2h\" }\nthen = { reply = \"452 4.2.2 Mailbox full\" }",
+            "stage = \"mail\"\nwhen = { per = \"sender\", first-attempt-within = \"1s\" }\nthen = { reply = \"451 later\" }",
+            "stage = \"connect\"\nwhen = { connection = \"<=3\", time = \">=0s\", ptr = \"missing\" }\nthen = { reply = \"421 4.3.2 Service not available\" }",
+            "stage = \"mail\"\nwhen = { message = \">5\" }\nthen = { close = true }",
+            "stage = \"ehlo\"\nwhen = { ptr = \"mismatch\", helo-fqdn = false }\nthen = { reply = \"550 5.7.1 No\" }",
+            "stage = \"quit\"\nwhen = { message = \"0-1\" }\nthen = { reset = true }",
+            "stage = \"rcpt\"\nthen = { greylist = { delay = \"5m\", retry-window = \"5m1s\", expiry = \"5m\", reply = \"421 4.7.0 {hostname} come back in {remaining}s\" } }",
+            "stage = \"rcpt\"\nthen = { greylist = { whitelist-after = 0, ipv4-prefix = 1, ipv6-prefix = 1 } }",
+            "stage = \"end-of-data\"\nthen = { rate-limit = { limit = 4294967295, window = \"366d\", reply = \"554 5.7.1 No\" } }",
+            "stage = \"data\"\nthen = { rate-limit = { per = \"client-net\", limit = 1, window = \"1s\", close = false } }",
+            "stage = \"connect\"\nthen = { concurrency = { per = \"client-net\", limit = 1, reply = \"554 5.7.1 No\" } }",
         ] {
             assert_loads(&with_rule(rule));
         }

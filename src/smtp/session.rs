@@ -169,6 +169,9 @@ impl<S: Transport> Session<S> {
         // each other's draws.
         let rng = ChaCha8Rng::seed_from_u64(farm.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let host_connection = host.next_connection();
+        // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
+        // tables and the journal all want the plain IPv4 address.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let ptr = farm.reverse_dns.get(&client.ip()).cloned();
         Self {
             stream,

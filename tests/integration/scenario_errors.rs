@@ -140,3 +140,55 @@ fn the_example_in_the_format_doc_loads() {
     let origins: Vec<&str> = mx1.rules.iter().map(|r| r.origin.as_str()).collect();
     assert_eq!(origins, ["host mx1 rule 1", "ruleset common rule 1"]);
 }
+
+#[test]
+fn greylisting_and_limits_written_wrong() {
+    insta::assert_snapshot!(broken("greylist_and_limits").to_string());
+}
+
+#[test]
+fn new_conditions_and_actions_at_the_wrong_stage_or_with_wrong_values() {
+    insta::assert_snapshot!(broken("new_conditions").to_string());
+}
+
+#[test]
+fn a_reverse_dns_table_written_wrong() {
+    insta::assert_snapshot!(broken("reverse_dns").to_string());
+}
+
+#[test]
+fn unknown_placeholders_in_replies() {
+    let error = broken("reply_placeholders");
+    // each problem points at the placeholder, not at the whole reply
+    for problem in error.problems() {
+        let span = problem.span.clone().expect("a place in the file");
+        assert!(span.len() <= 16, "{problem:?}");
+    }
+    insta::assert_snapshot!(error.to_string());
+}
+
+/// Every ```toml block of the format doc loads: complete scenarios as they are, rule
+/// fragments under a one-host scenario.
+#[test]
+fn every_toml_example_in_the_format_doc_loads() {
+    let doc = std::fs::read_to_string("docs/scenario-format.md").expect("the format doc");
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 10, "only {} examples", blocks.len());
+    let mut failures = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let complete = block.lines().any(|l| l.starts_with("name = "));
+        let text = if complete {
+            block.to_string()
+        } else {
+            format!("name = \"doc\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n{block}")
+        };
+        if let Err(e) = scenario::load_str(&format!("example {}", i + 1), &text) {
+            failures.push(format!("{block}\n{e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,518 @@
+//! Stateful provider behaviours over real TCP, with time moved by `Farm::advance`.
+
+use std::time::Duration;
+
+use mxfarm::{EventKind, Farm, Outcome};
+
+use crate::support::{Client, connection_closed, farm};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+/// Offers one recipient on a new connection and returns the RCPT reply; delivers the
+/// message when it is accepted.
+async fn offer(farm: &Farm, host: &str, from: &str, to: &str) -> String {
+    let mut c = Client::greeted(farm.addr(host)).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    let mail = c.ask(&format!("MAIL FROM:<{from}>\r\n")).await;
+    if !mail.starts_with("250") {
+        return mail;
+    }
+    let reply = c.ask(&format!("RCPT TO:<{to}>\r\n")).await;
+    if reply.starts_with("250") {
+        c.ask("DATA\r\n").await;
+        let done = c.ask("Subject: test\r\n\r\nhello\r\n.\r\n").await;
+        assert!(done.starts_with("250"), "{done}");
+    }
+    c.ask("QUIT\r\n").await;
+    reply
+}
+
+fn two_greylisting_hosts(state: &str) -> String {
+    format!(
+        r#"
+name = "greylist"
+[[domain]]
+name = "grey.test"
+mx = [{{ host = "mx1", preference = 10 }}, {{ host = "mx2", preference = 10 }}]
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+rulesets = ["grey"]
+[[host]]
+name = "mx2"
+listen = "127.0.0.1:0"
+rulesets = ["grey"]
+[[ruleset]]
+name = "grey"
+[[ruleset.rule]]
+stage = "rcpt"
+then = {{ greylist = {{ state = "{state}", reply = "451 4.7.1 Greylisted, try again in {{remaining}} seconds" }} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn shared_greylist_state_lets_a_retry_through_on_any_mx() {
+    let farm = farm(&two_greylisting_hosts("shared")).await;
+    let first = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    assert_eq!(first, "451 4.7.1 Greylisted, try again in 300 seconds\r\n");
+    farm.advance(5 * MINUTE);
+    let retry = offer(&farm, "mx2", "a@sender.test", "bob@grey.test").await;
+    assert_eq!(retry, "250 2.1.5 Ok\r\n", "mx2 shares mx1's state");
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_host_greylist_state_depends_on_which_mx_the_sender_picks() {
+    let farm = farm(&two_greylisting_hosts("host")).await;
+    offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    farm.advance(5 * MINUTE);
+    let other_mx = offer(&farm, "mx2", "a@sender.test", "bob@grey.test").await;
+    assert_eq!(
+        other_mx, "451 4.7.1 Greylisted, try again in 300 seconds\r\n",
+        "mx2 has never seen the triplet"
+    );
+    let same_mx = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    assert_eq!(same_mx, "250 2.1.5 Ok\r\n");
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_early_retry_is_deferred_and_keeps_its_first_seen_time() {
+    let farm = farm(&two_greylisting_hosts("shared")).await;
+    offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    farm.advance(2 * MINUTE);
+    let early = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    assert!(
+        early.starts_with("451 4.7.1 Greylisted, try again in 1"),
+        "{early}"
+    );
+    assert!(
+        early.contains("in 1") && early.contains(" seconds"),
+        "{early}"
+    );
+    farm.advance(3 * MINUTE);
+    // 5 minutes after the first attempt, not after the early retry.
+    let retry = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
+    assert_eq!(retry, "250 2.1.5 Ok\r\n");
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn postgrey_defaults_retry_window_expiry_and_sender_normalisation() {
+    let farm = farm(
+        r#"
+name = "postgrey"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "rcpt"
+then = { greylist = {} }
+"#,
+    )
+    .await;
+    let postgrey = "450 4.2.0 <bob@grey.test>: Recipient address rejected: Greylisted, \
+                    see http://postgrey.schweikert.ch/help/grey.test.html\r\n";
+    assert_eq!(
+        offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
+        postgrey
+    );
+    // A first retry after the 2 day window starts over.
+    farm.advance(2 * DAY + MINUTE);
+    assert_eq!(
+        offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
+        postgrey
+    );
+    farm.advance(5 * MINUTE);
+    // +extensions and VERP digits are normalised away: the same triplet.
+    let normalised = offer(&farm, "mx1", "a+list123@sender.test", "bob@grey.test").await;
+    assert_eq!(normalised, "250 2.1.5 Ok\r\n");
+    // Not seen for more than 35 days: greylisted again.
+    farm.advance(35 * DAY + MINUTE);
+    assert_eq!(
+        offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
+        postgrey
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_passed_five_times_is_whitelisted() {
+    let farm = farm(&two_greylisting_hosts("shared")).await;
+    for i in 0..5 {
+        let rcpt = format!("r{i}@grey.test");
+        offer(&farm, "mx1", "a@sender.test", &rcpt).await;
+        farm.advance(5 * MINUTE);
+        assert_eq!(
+            offer(&farm, "mx1", "a@sender.test", &rcpt).await,
+            "250 2.1.5 Ok\r\n"
+        );
+        farm.advance(HOUR);
+    }
+    let new_triplet = offer(&farm, "mx1", "new@sender.test", "new@grey.test").await;
+    assert_eq!(new_triplet, "250 2.1.5 Ok\r\n", "auto-whitelisted client");
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn greylisting_at_end_of_data_catches_the_null_sender() {
+    let farm = farm(
+        r#"
+name = "bounces"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "end-of-data"
+when = { mail = "<>" }
+then = { greylist = { reply = "451 4.7.1 Greylisting in action, please come back in {remaining-hms}" } }
+"#,
+    )
+    .await;
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<>\r\n").await;
+    assert_eq!(
+        c.ask("RCPT TO:<bob@grey.test>\r\n").await,
+        "250 2.1.5 Ok\r\n"
+    );
+    c.ask("DATA\r\n").await;
+    assert_eq!(
+        c.ask("Subject: bounce\r\n\r\n.\r\n").await,
+        "451 4.7.1 Greylisting in action, please come back in 00:05:00\r\n"
+    );
+    assert!(farm.messages().is_empty());
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn quota_deferrals_clear_by_attempts_by_time_or_never() {
+    let farm = farm(
+        r#"
+name = "quota"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "rcpt"
+when = { rcpt = "counted@q.test", attempt = "<=2", per = "recipient" }
+then = { reply = "452 4.2.2 Mailbox full" }
+[[host.rule]]
+stage = "rcpt"
+when = { rcpt = "timed@q.test", first-attempt-within = "2h", per = "recipient" }
+then = { reply = "452 4.2.2 Mailbox full" }
+[[host.rule]]
+stage = "rcpt"
+when = { rcpt = "forever@q.test" }
+then = { reply = "452 4.2.2 Mailbox full" }
+[[host.rule]]
+stage = "rcpt"
+when = { rcpt = "permanent@q.test" }
+then = { reply = "552 5.2.2 Mailbox full" }
+"#,
+    )
+    .await;
+    let full = "452 4.2.2 Mailbox full\r\n";
+    let ok = "250 2.1.5 Ok\r\n";
+    let s = "a@sender.test";
+    assert_eq!(offer(&farm, "mx1", s, "counted@q.test").await, full);
+    assert_eq!(offer(&farm, "mx1", s, "counted@q.test").await, full);
+    assert_eq!(offer(&farm, "mx1", s, "counted@q.test").await, ok);
+
+    assert_eq!(offer(&farm, "mx1", s, "timed@q.test").await, full);
+    farm.advance(HOUR);
+    assert_eq!(offer(&farm, "mx1", s, "timed@q.test").await, full);
+    farm.advance(HOUR);
+    assert_eq!(offer(&farm, "mx1", s, "timed@q.test").await, ok);
+
+    farm.advance(30 * DAY);
+    assert_eq!(offer(&farm, "mx1", s, "forever@q.test").await, full);
+    assert_eq!(
+        offer(&farm, "mx1", s, "permanent@q.test").await,
+        "552 5.2.2 Mailbox full\r\n"
+    );
+    let outcomes: Vec<Outcome> = farm
+        .deliveries()
+        .iter()
+        .find(|d| d.recipient.as_deref() == Some("permanent@q.test"))
+        .unwrap()
+        .attempts
+        .iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, vec![Outcome::Rejected]);
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_defers_then_recovers_when_the_window_slides() {
+    let farm = farm(
+        r#"
+name = "yahoo-ish"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "mail"
+then = { rate-limit = { per = "client", limit = 2, window = "1h", reply = "421 4.7.0 [TSS04] Messages from {client} temporarily deferred due to unexpected volume or user complaints - 4.16.55.1" } }
+"#,
+    )
+    .await;
+    let ok = "250 2.1.5 Ok\r\n";
+    assert_eq!(offer(&farm, "mx1", "a@s.test", "r1@y.test").await, ok);
+    farm.advance(10 * MINUTE);
+    assert_eq!(offer(&farm, "mx1", "a@s.test", "r2@y.test").await, ok);
+    let third = offer(&farm, "mx1", "a@s.test", "r3@y.test").await;
+    assert_eq!(
+        third,
+        "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected \
+         volume or user complaints - 4.16.55.1\r\n"
+    );
+    // An hour after the first message, one slot is free again.
+    farm.advance(50 * MINUTE);
+    assert_eq!(offer(&farm, "mx1", "a@s.test", "r3@y.test").await, ok);
+    assert!(
+        offer(&farm, "mx1", "a@s.test", "r4@y.test")
+            .await
+            .starts_with("421")
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_refuses_the_extra_connection() {
+    let farm = farm(
+        r#"
+name = "outlook-ish"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+hostname = "mx1.outlook.test"
+[[host.rule]]
+stage = "connect"
+then = { concurrency = { limit = 1 } }
+"#,
+    )
+    .await;
+    let mut first = Client::greeted(farm.addr("mx1")).await;
+    let mut second = Client::connect(farm.addr("mx1")).await;
+    assert_eq!(
+        second.reply().await,
+        "421 4.7.0 mx1.outlook.test Error: too many connections from 127.0.0.1\r\n"
+    );
+    assert!(second.closed().await);
+    first.ask("QUIT\r\n").await;
+    connection_closed(&farm, 1).await;
+    Client::greeted(farm.addr("mx1")).await;
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_per_connection_then_a_silent_close() {
+    let farm = farm(
+        r#"
+name = "yahoo-cap"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "mail"
+when = { message = ">2" }
+then = { close = true }
+"#,
+    )
+    .await;
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    for i in 0..2 {
+        c.ask("MAIL FROM:<a@s.test>\r\n").await;
+        c.ask(&format!("RCPT TO:<r{i}@y.test>\r\n")).await;
+        c.ask("DATA\r\n").await;
+        assert!(c.ask("Subject: x\r\n\r\n.\r\n").await.starts_with("250"));
+    }
+    c.send("MAIL FROM:<a@s.test>\r\n").await;
+    assert!(c.closed().await, "closed without an error, as Yahoo does");
+    assert_eq!(farm.messages().len(), 2);
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn reputation_lists_and_new_ip_warm_up() {
+    let farm = farm(
+        r#"
+name = "reputation"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "connect"
+when = { client = ["192.0.2.0/24", "198.51.100.7"] }
+then = { reply = "554 5.7.1 Service unavailable; client host blocked" }
+[[host.rule]]
+stage = "connect"
+when = { first-attempt-within = "30m", per = "client" }
+then = { reply = "421 4.7.0 New sender IP, try again later" }
+"#,
+    )
+    .await;
+    let mut c = Client::connect(farm.addr("mx1")).await;
+    assert_eq!(
+        c.reply().await,
+        "421 4.7.0 New sender IP, try again later\r\n"
+    );
+    farm.advance(20 * MINUTE);
+    let mut c = Client::connect(farm.addr("mx1")).await;
+    assert!(c.reply().await.starts_with("421"));
+    farm.advance(10 * MINUTE);
+    Client::greeted(farm.addr("mx1")).await;
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn reverse_dns_and_helo_checks() {
+    let scenario = |ptr: &str| {
+        format!(
+            r#"
+name = "gmail-ptr"
+{ptr}
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "ehlo"
+when = {{ ptr = "missing" }}
+then = {{ reply = "421 4.7.0 The IP address sending this message does not have a PTR record setup\nor the corresponding forward DNS entry does not point to the sending IP." }}
+[[host.rule]]
+stage = "ehlo"
+when = {{ helo-fqdn = false }}
+then = {{ reply = "504 5.5.2 <{{helo}}>: Helo command rejected: need fully-qualified hostname" }}
+[[host.rule]]
+stage = "ehlo"
+when = {{ ptr = "mismatch" }}
+then = {{ reply = "550 5.7.25 The HELO name does not match the PTR name" }}
+"#
+        )
+    };
+    let no_ptr = farm(&scenario("")).await;
+    let mut c = Client::greeted(no_ptr.addr("mx1")).await;
+    assert_eq!(
+        c.ask("EHLO mail.sender.test\r\n").await,
+        "421-4.7.0 The IP address sending this message does not have a PTR record setup\r\n\
+         421 4.7.0 or the corresponding forward DNS entry does not point to the sending IP.\r\n"
+    );
+    no_ptr.shutdown().await;
+
+    let farm = farm(&scenario(
+        "[reverse-dns]\n\"127.0.0.1\" = \"mail.sender.test\"",
+    ))
+    .await;
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    assert_eq!(
+        c.ask("EHLO localhost\r\n").await,
+        "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname\r\n"
+    );
+    assert_eq!(
+        c.ask("EHLO other.sender.test\r\n").await,
+        "550 5.7.25 The HELO name does not match the PTR name\r\n"
+    );
+    assert!(c.ask("EHLO mail.sender.test\r\n").await.starts_with("250-"));
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_host_that_is_down_for_a_while_or_its_first_connections() {
+    let farm = farm(
+        r#"
+name = "down"
+[[host]]
+name = "primary"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "connect"
+when = { time = "<10m" }
+then = { reset = true }
+[[host]]
+name = "flaky"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "connect"
+when = { connection = "<=2" }
+then = { close = true }
+"#,
+    )
+    .await;
+    use tokio::io::AsyncReadExt;
+    let mut down = tokio::net::TcpStream::connect(farm.addr("primary"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = down.read(&mut buf).await;
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    farm.advance(10 * MINUTE);
+    Client::greeted(farm.addr("primary")).await;
+
+    for _ in 0..2 {
+        let mut c = Client::connect(farm.addr("flaky")).await;
+        assert!(c.closed().await);
+    }
+    Client::greeted(farm.addr("flaky")).await;
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_reply_makes_a_correct_sender_deliver_twice() {
+    let farm = farm(
+        r#"
+name = "lossy"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "end-of-data"
+when = { attempt = "1", per = "client" }
+then = { lose-reply = true }
+"#,
+    )
+    .await;
+    let message = "Subject: once\r\nMessage-ID: <once@sender.test>\r\n\r\nhi\r\n.\r\n";
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<a@sender.test>\r\n").await;
+    c.ask("RCPT TO:<bob@y.test>\r\n").await;
+    c.ask("DATA\r\n").await;
+    c.send(message).await;
+    assert!(
+        c.closed().await,
+        "no 250: the sender cannot know it arrived"
+    );
+    // The sender retries, as it must.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<a@sender.test>\r\n").await;
+    c.ask("RCPT TO:<bob@y.test>\r\n").await;
+    c.ask("DATA\r\n").await;
+    assert!(c.ask(message).await.starts_with("250"));
+
+    let ids: Vec<Option<String>> = farm.messages().into_iter().map(|m| m.message_id).collect();
+    assert_eq!(ids, vec![Some("once@sender.test".into()); 2]);
+    let delivery = &farm.deliveries()[0];
+    assert_eq!(delivery.times_delivered(), 2, "{delivery:?}");
+    let closed = farm
+        .journal()
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::ConnectionClosed { .. }))
+        .unwrap();
+    match closed.kind {
+        EventKind::ConnectionClosed { reason, .. } => {
+            assert!(reason.contains("message kept"), "{reason}")
+        }
+        _ => unreachable!(),
+    }
+    farm.shutdown().await;
+}
