@@ -95,6 +95,8 @@ struct Conn {
     /// Whether a refused RCPT already recorded an attempt in this transaction.
     recipient_refused: bool,
     in_data: bool,
+    /// The final dot arrived and awaits its reply.
+    dot_received: bool,
     /// The farm kept the message but has not answered yet (a lost reply, if it closes).
     kept: bool,
 }
@@ -133,6 +135,7 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                 match command {
                     Command::Mail { sender, .. } => c.pending_sender = Some(sender.clone()),
                     Command::Rcpt { recipient } => c.pending_recipient = Some(recipient.clone()),
+                    Command::EndOfData { .. } => c.dot_received = true,
                     _ => {}
                 }
             }
@@ -183,6 +186,7 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                             }
                         }
                         c.in_data = false;
+                        c.dot_received = false;
                         c.kept = false;
                     }
                     Some(stage @ (Stage::Ehlo | Stage::Rset | Stage::Quit)) if positive => {
@@ -208,21 +212,27 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
             EventKind::ConnectionClosed {
                 conn, by, reason, ..
             } => {
-                let Some(c) = conns.remove(conn) else {
+                let Some(mut c) = conns.remove(conn) else {
                     continue;
                 };
-                let Some(sender) = c.sender else {
-                    continue;
+                // A MAIL or RCPT still waiting for its reply when the connection ended
+                // was part of the attempt too.
+                let sender = match (c.sender.take(), c.pending_sender.take()) {
+                    (Some(sender), _) => sender,
+                    (None, Some(pending)) => pending,
+                    (None, None) => continue,
                 };
-                let stage = if c.kept {
+                let unanswered = c.pending_recipient.take();
+                let stage = if c.kept || c.dot_received {
                     Stage::EndOfData
                 } else if c.in_data {
                     Stage::Data
-                } else if c.recipients.is_empty() {
-                    Stage::Mail
-                } else {
+                } else if unanswered.is_some() || !c.recipients.is_empty() {
                     Stage::Rcpt
+                } else {
+                    Stage::Mail
                 };
+                c.recipients.extend(unanswered);
                 let who = match by {
                     ClosedBy::Client => "client",
                     ClosedBy::Farm => "farm",

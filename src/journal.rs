@@ -142,6 +142,11 @@ pub enum Command {
     Help,
     Quit,
     Starttls,
+    /// The final dot of DATA content (the content itself is not journalled).
+    #[serde(rename = "END-OF-DATA")]
+    EndOfData {
+        size: u64,
+    },
     /// Anything else: unknown, unsupported or malformed.
     Other,
 }

@@ -1,13 +1,14 @@
 //! The `mxfarm` command: parse the command line, load, start, wait, shut down.
 //! Everything else lives in the library.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mxfarm::farm::FarmOptions;
-use mxfarm::scenario::{self, Scenario};
+use mxfarm::scenario::{self, Scenario, ScenarioError};
 use mxfarm::{Farm, render};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -48,14 +49,15 @@ enum Commands {
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
-        /// Append every journal event to FILE as JSON lines, as it happens.
+        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced).
         #[arg(long, value_name = "FILE")]
         journal: Option<PathBuf>,
         /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Check scenario files and report every problem with its line and column.
+    /// Check scenario files (or embedded scenarios by name) and report every problem with
+    /// its line and column.
     #[command(after_help = "Examples:
   mxfarm check scenarios/*.toml
 
@@ -119,6 +121,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -126,13 +129,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// A path if such a file exists, otherwise the name of an embedded scenario.
-fn load(name_or_path: &str) -> Result<Scenario, String> {
+/// A path if it looks like one (or such a file exists), otherwise the name of an
+/// embedded scenario: `aol` plays the built-in one, `./aol.toml` the file.
+fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
     let path = Path::new(name_or_path);
-    if path.exists() {
-        return scenario::load_path(path).map_err(|e| e.to_string());
+    let looks_like_a_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.contains('/')
+        || name_or_path.ends_with(".toml");
+    if path.exists() || looks_like_a_path {
+        return scenario::load_path(path);
     }
-    scenario::load_embedded(name_or_path).map_err(|e| e.to_string())
+    scenario::load_embedded(name_or_path)
 }
 
 async fn run(
@@ -140,7 +147,7 @@ async fn run(
     bind: Vec<(String, SocketAddr)>,
     journal: Option<PathBuf>,
 ) -> Result<(), String> {
-    let scenario = load(name_or_path)?;
+    let scenario = load(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
@@ -183,18 +190,18 @@ fn summary(farm: &Farm, journal: Option<&Path>) -> String {
         ));
     }
     for (bound, host) in farm.hosts().iter().zip(&scenario.hosts) {
-        let rules: Vec<String> = host.rules.iter().map(render::rule).collect();
-        let rules = if rules.is_empty() {
-            "accepts everything".to_string()
-        } else {
-            rules.join("; ")
-        };
         out.push_str(&format!(
-            "  host {:<6} {:<21} {:<32} {rules}\n",
+            "  host {:<6} {:<21} {}\n",
             bound.name,
             bound.addr.to_string(),
             bound.hostname
         ));
+        if host.rules.is_empty() {
+            out.push_str("      (no rules: accepts everything)\n");
+        }
+        for rule in host.rules.iter() {
+            out.push_str(&format!("      {}\n", render::rule(rule)));
+        }
     }
     if let Some(path) = journal {
         out.push_str(&format!("  journal -> {}\n", path.display()));
@@ -209,10 +216,8 @@ async fn spawn_journal_writer(
     farm: &Farm,
     path: &Path,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    // A new file per run: sequence numbers start at 1 again, so appending would mix runs.
+    let file = tokio::fs::File::create(path)
         .await
         .map_err(|e| {
             format!(
@@ -295,7 +300,7 @@ impl StopSignals {
 fn check(files: &[PathBuf]) -> ExitCode {
     let mut failed = 0;
     for file in files {
-        match scenario::load_path(file) {
+        match load(&file.to_string_lossy()) {
             Ok(s) => {
                 let rules: usize = s.hosts.iter().map(|h| h.rules.len()).sum();
                 println!(

@@ -144,6 +144,12 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
 /// One block per delivery: each attempt with its time, host, connection, stage and reply.
 pub fn deliveries(deliveries: &[Delivery], granularity: Granularity) -> String {
     let mut out = String::new();
+    let host_width = deliveries
+        .iter()
+        .flat_map(|d| d.attempts.iter().map(|a| a.host.len()))
+        .max()
+        .unwrap_or(0)
+        .max(6);
     for delivery in deliveries {
         let recipient = delivery
             .recipient
@@ -162,7 +168,7 @@ pub fn deliveries(deliveries: &[Delivery], granularity: Granularity) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<4}{time}{:<6} conn {:<3} {:<12} {what}",
+                "  {:<4}{time}{:<host_width$} conn {:<3} {:<12} {what}",
                 format!("#{}", i + 1),
                 attempt.host,
                 attempt.conn,

@@ -466,7 +466,19 @@ impl<S: Transport> Session<S> {
             size,
             ..Ask::default()
         };
-        match self.decide(Stage::Mail, ask).await? {
+        let verdict = match self.decide(Stage::Mail, ask).await {
+            Ok(verdict) => verdict,
+            Err(closed) => {
+                // Refused with a close before any transaction began: still one log line.
+                let refused = Transaction {
+                    sender,
+                    ..Transaction::default()
+                };
+                self.log_transaction(&refused, &format!("refused at mail: {}", closed.reason));
+                return Err(closed);
+            }
+        };
+        match verdict {
             Verdict::Accept { custom, rule } => {
                 self.transactions += 1;
                 self.tx = Some(Transaction {
@@ -615,6 +627,14 @@ impl<S: Transport> Session<S> {
                     body = Vec::new();
                 }
                 if done {
+                    // The dot is a command of its own in the journal: tests wait for it,
+                    // and end-of-data delays count from it.
+                    let size = if discard.is_some() {
+                        0
+                    } else {
+                        body.len() as u64
+                    };
+                    self.record_command(b".", Command::EndOfData { size });
                     return Ok((body, discard.is_some()));
                 }
             }
@@ -1057,6 +1077,13 @@ impl<S: Transport> Session<S> {
 
     /// Buffers a reply for the client and journals it.
     fn send(&mut self, stage: Option<Stage>, reply: &Reply, rule: Option<String>) {
+        tracing::debug!(
+            host = %self.host.name,
+            conn = self.conn,
+            rule = rule.as_deref().unwrap_or(""),
+            "{}",
+            reply.one_line()
+        );
         reply.write_to(&mut self.output);
         self.record(EventKind::Reply {
             host: self.host.name.clone(),
@@ -1100,8 +1127,8 @@ impl<S: Transport> Session<S> {
             conn = self.conn,
             client = %self.client.ip(),
             from = %tx.sender,
-            to = ?tx.recipients,
-            refused = ?refused,
+            to = %tx.recipients.join(", "),
+            refused = %refused.join(", "),
             "{result}"
         );
     }

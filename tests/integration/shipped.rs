@@ -1,63 +1,501 @@
-//! The shipped scenarios, driven by a client as a sender would.
+//! The shipped scenarios, driven over real TCP as a sender would, with farm time moved by
+//! `Farm::advance` instead of waiting. Each test snapshots the deliveries it caused.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use mxfarm::render::{self, Granularity};
 use mxfarm::{Farm, Scenario};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::Client;
+use crate::support::{Client, connection_closed, dot_arrived};
 
-/// One whole transaction on a new connection; returns the reply that ended it.
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+/// What `deliver` returns when the message was accepted.
+const DELIVERED: &str = "250 delivered";
+
+async fn start(name: &str) -> Farm {
+    Farm::start_ephemeral(Scenario::embedded(name).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The message `deliver` sends to `to`: its Message-ID tells retries of it apart from
+/// other messages.
+fn message(to: &str) -> String {
+    let local = to.split('@').next().unwrap();
+    format!("Subject: to {to}\r\nMessage-ID: <{local}@example.test>\r\n\r\nhi\r\n.\r\n")
+}
+
+/// One whole transaction from sender@example.test to one recipient on a new connection;
+/// returns the refusal that ended it, or `DELIVERED`.
 async fn deliver(farm: &Farm, host: &str, to: &str) -> String {
+    deliver_as(farm, host, "sender@example.test", to).await
+}
+
+/// `deliver` from another sender: the farm's deliveries are per (sender, recipient).
+async fn deliver_as(farm: &Farm, host: &str, from: &str, to: &str) -> String {
     let mut c = Client::connect(farm.addr(host)).await;
     let greeting = c.reply().await;
     if !greeting.starts_with("220") {
         return greeting;
     }
-    c.ask("EHLO client.example.test\r\n").await;
-    for command in [
-        "MAIL FROM:<sender@example.test>\r\n".to_string(),
-        format!("RCPT TO:<{to}>\r\n"),
-        "DATA\r\n".to_string(),
-        format!("Subject: to {to}\r\nMessage-ID: <{to}@example.test>\r\n\r\nhi\r\n.\r\n"),
-    ] {
-        let reply = c.ask(&command).await;
-        if !reply.starts_with('2') && !reply.starts_with('3') {
-            if !reply.starts_with("421") {
-                c.ask("QUIT\r\n").await;
+    let ehlo = c.ask("EHLO client.example.test\r\n").await;
+    if !ehlo.starts_with("250") {
+        return ehlo;
+    }
+    let reply = transaction_as(&mut c, from, &[to]).await;
+    if !reply.starts_with("421") {
+        c.ask("QUIT\r\n").await;
+    }
+    reply
+}
+
+/// MAIL, one RCPT per recipient, then DATA and the message if any recipient was accepted,
+/// on an open connection. Returns the first refusal of MAIL, a RCPT, DATA or the message,
+/// or `DELIVERED`.
+async fn transaction(c: &mut Client, to: &[&str]) -> String {
+    transaction_as(c, "sender@example.test", to).await
+}
+
+/// `transaction` from another sender.
+async fn transaction_as(c: &mut Client, from: &str, to: &[&str]) -> String {
+    let mail = c.ask(&format!("MAIL FROM:<{from}>\r\n")).await;
+    if !mail.starts_with("250") {
+        return mail;
+    }
+    let mut refused = None;
+    let mut accepted = 0;
+    for rcpt in to {
+        let reply = c.ask(&format!("RCPT TO:<{rcpt}>\r\n")).await;
+        if reply.starts_with("250") {
+            accepted += 1;
+        } else {
+            let closes = reply.starts_with("421");
+            refused.get_or_insert(reply);
+            if closes {
+                return refused.unwrap();
             }
-            return reply;
         }
     }
-    c.ask("QUIT\r\n").await;
-    "250".to_string()
+    if accepted == 0 {
+        c.ask("RSET\r\n").await;
+        return refused.unwrap();
+    }
+    let data = c.ask("DATA\r\n").await;
+    if !data.starts_with("354") {
+        return data;
+    }
+    let done = c.ask(&message(to[0])).await;
+    if !done.starts_with("250") {
+        return done;
+    }
+    refused.unwrap_or_else(|| DELIVERED.to_string())
+}
+
+/// A client that connects from a loopback address of its choice (all of 127.0.0.0/8 is
+/// loopback), for rules about the client's address. The support `Client` always comes
+/// from 127.0.0.1.
+struct Bound {
+    stream: BufReader<TcpStream>,
+}
+
+impl Bound {
+    async fn connect(local: &str, addr: SocketAddr) -> Bound {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(local.parse().unwrap(), 0))
+            .unwrap();
+        let stream = socket.connect(addr).await.expect("connect to the farm");
+        Bound {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// Reads one whole reply, all its lines.
+    async fn reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_line(&mut line))
+                .await
+                .expect("a reply within the test guard")
+                .unwrap();
+            assert!(n > 0, "connection closed; reply so far: {reply:?}");
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return reply;
+            }
+        }
+    }
+
+    async fn ask(&mut self, command: &str) -> String {
+        self.stream
+            .get_mut()
+            .write_all(command.as_bytes())
+            .await
+            .unwrap();
+        self.reply().await
+    }
+
+    /// Whether the farm closed the connection without sending anything else.
+    async fn closed(&mut self) -> bool {
+        let mut rest = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), self.stream.read_line(&mut rest))
+            .await
+            .expect("connection still open after the test guard");
+        assert!(
+            rest.is_empty(),
+            "expected the connection to close, got {rest:?}"
+        );
+        matches!(read, Ok(0) | Err(_))
+    }
 }
 
 #[tokio::test]
-async fn aol_defers_then_lets_deferred_mail_through() {
-    let farm = Farm::start_ephemeral(Scenario::embedded("aol").unwrap())
-        .await
-        .unwrap();
-    let steps = [
-        ("mx3", "alice@aol.test", "250"),
-        ("mx2", "carol@aol.test", "421 4.7.0 [TSS04]"),
-        ("mx2", "carol@aol.test", "250"),
-        ("mx1", "bob@aol.test", "451 Message temporarily deferred"),
-        ("mx1", "bob@aol.test", "451 Message temporarily deferred"),
-        ("mx1", "bob@aol.test", "250"),
-        ("mx3", "full-bob@aol.test", "452 4.2.2"),
-        ("mx3", "full-bob@aol.test", "452 4.2.2"),
-        ("mx3", "full-bob@aol.test", "452 4.2.2"),
-        ("mx3", "full-bob@aol.test", "250"),
-        ("mx1", "gone@aol.test", "451"),
-        ("mx1", "gone@aol.test", "451"),
-        ("mx1", "gone@aol.test", "550 5.1.1"),
-    ];
-    for (host, to, expected) in steps {
-        let reply = deliver(&farm, host, to).await;
-        assert!(reply.starts_with(expected), "{host} {to}: {reply}");
-    }
+async fn aol_greylists_on_mx1_defers_new_ips_on_mx2_and_full_mailboxes_for_six_hours() {
+    let farm = start("aol").await;
+    let greylisted = "451 Message temporarily deferred - 4.16.50\r\n";
+    let tss04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to \
+                 unexpected volume or user complaints - 4.16.55.1; see \
+                 https://postmaster.yahooinc.com/error-codes\r\n";
+    let full = "452 4.2.2 This message could not be delivered because the recipient's \
+                mailbox is full. Please try again later\r\n";
+    // The first minutes: mx3 takes the mail, mx2 does not know this IP yet, mx1 greylists.
+    assert_eq!(deliver(&farm, "mx3", "alice@aol.test").await, DELIVERED);
+    assert_eq!(deliver(&farm, "mx2", "carol@aol.test").await, tss04);
+    assert_eq!(deliver(&farm, "mx1", "bob@aol.test").await, greylisted);
+    assert_eq!(deliver(&farm, "mx3", "full-bob@aol.test").await, full);
+    assert_eq!(
+        deliver(&farm, "mx3", "gone@aol.test").await,
+        "550 5.1.1 <gone@aol.test>: This user doesn't have an aol.test account\r\n"
+    );
+    // Greylisting keeps the first attempt's time: too early at 4 minutes, through at 5.
+    farm.advance(4 * MINUTE);
+    assert_eq!(deliver(&farm, "mx1", "bob@aol.test").await, greylisted);
+    farm.advance(MINUTE);
+    assert_eq!(deliver(&farm, "mx1", "bob@aol.test").await, DELIVERED);
+    // An hour after the IP first connected, mx2 takes mail from it; the mailbox is still full.
+    farm.advance(55 * MINUTE);
+    assert_eq!(deliver(&farm, "mx2", "carol@aol.test").await, DELIVERED);
+    assert_eq!(deliver(&farm, "mx2", "full-bob@aol.test").await, full);
+    // Six hours after the first try the mailbox has room: past Exchange's 4-hour delay notice.
+    farm.advance(5 * HOUR);
+    assert_eq!(deliver(&farm, "mx1", "full-bob@aol.test").await, greylisted);
+    assert_eq!(deliver(&farm, "mx3", "full-bob@aol.test").await, DELIVERED);
     insta::assert_snapshot!(
         "aol_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::None)
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn yahoo_closes_after_three_messages_and_defers_an_ip_over_five_an_hour() {
+    let farm = start("yahoo").await;
+    let tss04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to \
+                 unexpected volume or user complaints - 4.16.55.1; see \
+                 https://postmaster.yahooinc.com/error-codes\r\n";
+    // Three messages on one connection; the 4th MAIL finds it closed, without a word.
+    let mut c = Client::greeted(farm.addr("mta5")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    for to in ["alice@yahoo.test", "bob@yahoo.test", "carol@yahoo.test"] {
+        assert_eq!(transaction(&mut c, &[to]).await, DELIVERED);
+    }
+    c.send("MAIL FROM:<sender@example.test>\r\n").await;
+    assert!(c.closed().await);
+    // On another host of the pool: a full mailbox is permanent; the 6th message within the
+    // hour from this IP gets the TSS04 421 at MAIL, here and on the third host.
+    let mut c = Client::greeted(farm.addr("mta6")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    assert_eq!(
+        transaction(&mut c, &["full-bob@yahoo.test"]).await,
+        "552 5.2.2 This message could not be delivered because the recipient's mailbox is \
+         full. Please try again later or contact the recipient directly. See \
+         https://senders.yahooinc.com/smtp-error-codes#mailbox-full for more information\r\n"
+    );
+    assert_eq!(transaction(&mut c, &["dave@yahoo.test"]).await, DELIVERED);
+    assert_eq!(transaction(&mut c, &["erin@yahoo.test"]).await, tss04);
+    assert!(c.closed().await);
+    assert_eq!(deliver(&farm, "mta7", "erin@yahoo.test").await, tss04);
+    // An hour later the window has slid past the first five.
+    farm.advance(HOUR);
+    assert_eq!(deliver(&farm, "mta7", "erin@yahoo.test").await, DELIVERED);
+    insta::assert_snapshot!(
+        "yahoo_deliveries",
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn gmail_refuses_no_ptr_over_quota_too_fast_and_an_unusual_rate_pool_wide() {
+    let farm = start("gmail").await;
+    // 127.0.0.2 has no PTR name in the scenario: EHLO gets Gmail's multi-line 421.
+    let mut c = Bound::connect("127.0.0.2", farm.addr("gmail-smtp-in")).await;
+    assert!(
+        c.reply()
+            .await
+            .starts_with("220 gmail-smtp-in.l.google.test ")
+    );
+    assert_eq!(
+        c.ask("EHLO mail.sender.test\r\n").await,
+        "421-4.7.0 The IP address sending this message does not have a PTR record, or the\r\n\
+         421-4.7.0 corresponding forward DNS entry does not point to the sending IP. To protect\r\n\
+         421-4.7.0 our users from spam, email sent from your IP address has been temporarily\r\n\
+         421 4.7.0 rate limited. d2si1234567qka.5 - gsmtp\r\n"
+    );
+    assert!(c.closed().await);
+    // From 127.0.0.1, which has one: three messages an hour per recipient.
+    for from in ["a@example.test", "b@example.test", "c@example.test"] {
+        assert_eq!(
+            deliver_as(&farm, "gmail-smtp-in", from, "bob@gmail.test").await,
+            DELIVERED
+        );
+    }
+    assert_eq!(
+        deliver_as(&farm, "gmail-smtp-in", "d@example.test", "bob@gmail.test").await,
+        "450-4.2.1 The user you are trying to contact is receiving email too quickly. Please\r\n\
+         450-4.2.1 resend your message at a later time. If the user is able to receive email at\r\n\
+         450 4.2.1 that time, your message will be delivered. d2si1234567qka.5 - gsmtp\r\n"
+    );
+    let full = "452-4.2.2 The recipient's inbox is out of storage space. Please direct the\r\n\
+                452 4.2.2 recipient to Manage files in your Google Drive storage. \
+                d2si1234567qka.5 - gsmtp\r\n";
+    assert_eq!(deliver(&farm, "alt1", "full-ann@gmail.test").await, full);
+    // Five messages an hour per IP over the whole pool; the 6th is refused after the dot.
+    assert_eq!(deliver(&farm, "alt1", "carol@gmail.test").await, DELIVERED);
+    assert_eq!(deliver(&farm, "alt1", "dave@gmail.test").await, DELIVERED);
+    let rate = "421-4.7.28 Gmail has detected an unusual rate of email originating from your IP\r\n\
+                421-4.7.28 address 127.0.0.1. To protect our users from spam, email sent from your IP\r\n\
+                421 4.7.28 address has been temporarily rate limited. d2si1234567qka.5 - gsmtp\r\n";
+    assert_eq!(deliver(&farm, "alt2", "erin@gmail.test").await, rate);
+    assert_eq!(deliver(&farm, "alt4", "erin@gmail.test").await, rate);
+    assert_eq!(
+        farm.messages().len(),
+        5,
+        "a message refused after the dot is not kept"
+    );
+    // An hour later both windows have slid; a day later the inbox has room.
+    farm.advance(HOUR);
+    assert_eq!(deliver(&farm, "alt2", "erin@gmail.test").await, DELIVERED);
+    assert_eq!(
+        deliver_as(&farm, "gmail-smtp-in", "d@example.test", "bob@gmail.test").await,
+        DELIVERED
+    );
+    assert_eq!(deliver(&farm, "alt1", "full-ann@gmail.test").await, full);
+    farm.advance(23 * HOUR);
+    assert_eq!(
+        deliver(&farm, "alt1", "full-ann@gmail.test").await,
+        DELIVERED
+    );
+    insta::assert_snapshot!(
+        "gmail_deliveries",
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn outlook_limits_connections_recipients_per_message_and_recipients_per_hour() {
+    let farm = start("outlook").await;
+    // Three connections at once per IP and host; the 4th is refused at the greeting.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(Client::greeted(farm.addr("mx1")).await);
+    }
+    let mut fourth = Client::connect(farm.addr("mx1")).await;
+    assert_eq!(
+        fourth.reply().await,
+        "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, \
+         closing transmission channel\r\n"
+    );
+    assert!(fourth.closed().await);
+    let mut other_host = Client::greeted(farm.addr("mx2")).await;
+    other_host.ask("QUIT\r\n").await;
+    for mut c in open {
+        c.ask("QUIT\r\n").await;
+    }
+    for conn in [1, 2, 3, 5] {
+        connection_closed(&farm, conn).await;
+    }
+    // Five recipients per message: the 6th gets 452 4.5.3 and waits for another message.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    let first: Vec<String> = (1..=6).map(|i| format!("a{i}@outlook.test")).collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_eq!(
+        transaction(&mut c, &first).await,
+        "452 4.5.3 Error: too many recipients\r\n"
+    );
+    c.ask("QUIT\r\n").await;
+    let mut c = Client::greeted(farm.addr("mx2")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    let second: Vec<String> = (6..=10).map(|i| format!("a{i}@outlook.test")).collect();
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    assert_eq!(transaction(&mut c, &second).await, DELIVERED);
+    c.ask("QUIT\r\n").await;
+    // Ten recipients an hour per IP over both hosts; the 11th is throttled at RCPT.
+    assert_eq!(
+        deliver(&farm, "mx1", "a11@outlook.test").await,
+        "451 4.7.650 The mail server [127.0.0.1] has been temporarily rate limited due to IP \
+         reputation. For e-mail delivery information, see https://postmaster.live.com (S843)\r\n"
+    );
+    farm.advance(HOUR);
+    assert_eq!(deliver(&farm, "mx2", "a11@outlook.test").await, DELIVERED);
+    insta::assert_snapshot!(
+        "outlook_deliveries",
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn greylist_plays_postgrey_on_a_primary_and_a_backup_sharing_one_state() {
+    let farm = start("greylist").await;
+    let postgrey = |to: &str| {
+        format!(
+            "450 4.2.0 <{to}>: Recipient address rejected: Greylisted, see \
+             http://postgrey.schweikert.ch/help/greylist.test.html\r\n"
+        )
+    };
+    assert_eq!(
+        deliver(&farm, "mx1", "bob@greylist.test").await,
+        postgrey("bob@greylist.test")
+    );
+    // The backup shares the state: 4 minutes in, an early retry is deferred there too.
+    farm.advance(4 * MINUTE);
+    assert_eq!(
+        deliver(&farm, "mx2", "bob@greylist.test").await,
+        postgrey("bob@greylist.test")
+    );
+    // 5 minutes after the first attempt, a retry from another address of the same /24 passes.
+    farm.advance(MINUTE);
+    let mut c = Bound::connect("127.0.0.2", farm.addr("mx2")).await;
+    c.reply().await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    assert_eq!(
+        c.ask("RCPT TO:<bob@greylist.test>\r\n").await,
+        "250 2.1.5 Ok\r\n"
+    );
+    c.ask("DATA\r\n").await;
+    assert!(
+        c.ask(&message("bob@greylist.test"))
+            .await
+            .starts_with("250")
+    );
+    c.ask("QUIT\r\n").await;
+    // A first retry more than 2 days later starts over.
+    assert_eq!(
+        deliver(&farm, "mx1", "carol@greylist.test").await,
+        postgrey("carol@greylist.test")
+    );
+    farm.advance(2 * DAY + MINUTE);
+    assert_eq!(
+        deliver(&farm, "mx1", "carol@greylist.test").await,
+        postgrey("carol@greylist.test")
+    );
+    farm.advance(5 * MINUTE);
+    assert_eq!(
+        deliver(&farm, "mx1", "carol@greylist.test").await,
+        DELIVERED
+    );
+    insta::assert_snapshot!(
+        "greylist_deliveries",
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn lossy_drops_loses_delays_and_hangs_and_a_correct_sender_retries() {
+    let farm = start("lossy").await;
+    // Connections 1, 3, 5 and 7 draw a fault (seed 91); 2, 4, 6 and 8 do not.
+
+    // drop-*: the connection closes at RCPT; the retry delivers once.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    c.send("RCPT TO:<drop-bob@lossy.test>\r\n").await;
+    assert!(c.closed().await, "dropped at RCPT");
+    assert_eq!(
+        deliver(&farm, "mx1", "drop-bob@lossy.test").await,
+        DELIVERED
+    );
+
+    // lost-*: the message is kept, the 250 never comes; the retry is a duplicate.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    c.ask("RCPT TO:<lost-bob@lossy.test>\r\n").await;
+    c.ask("DATA\r\n").await;
+    c.send(&message("lost-bob@lossy.test")).await;
+    assert!(c.closed().await, "no 250 after the dot");
+    assert_eq!(
+        deliver(&farm, "mx1", "lost-bob@lossy.test").await,
+        DELIVERED
+    );
+
+    // late-*: silence after the dot; the sender gives up after 10 minutes, the farm keeps
+    // the message at 15; the retry is a duplicate.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    c.ask("RCPT TO:<late-carol@lossy.test>\r\n").await;
+    c.ask("DATA\r\n").await;
+    c.send(&message("late-carol@lossy.test")).await;
+    dot_arrived(&farm, 5).await;
+    farm.advance(10 * MINUTE);
+    drop(c);
+    farm.advance(5 * MINUTE);
+    connection_closed(&farm, 5).await;
+    assert_eq!(
+        deliver(&farm, "mx1", "late-carol@lossy.test").await,
+        DELIVERED
+    );
+
+    // hang-*: silence after the dot; the sender gives up, the message is not kept; the
+    // retry delivers once.
+    let mut c = Client::greeted(farm.addr("mx1")).await;
+    c.ask("EHLO client.example.test\r\n").await;
+    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    c.ask("RCPT TO:<hang-dave@lossy.test>\r\n").await;
+    c.ask("DATA\r\n").await;
+    c.send(&message("hang-dave@lossy.test")).await;
+    dot_arrived(&farm, 7).await;
+    farm.advance(10 * MINUTE);
+    drop(c);
+    connection_closed(&farm, 7).await;
+    assert_eq!(
+        deliver(&farm, "mx1", "hang-dave@lossy.test").await,
+        DELIVERED
+    );
+
+    let mut ids: Vec<String> = farm
+        .messages()
+        .into_iter()
+        .filter_map(|m| m.message_id)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "drop-bob@example.test",
+            "hang-dave@example.test",
+            "late-carol@example.test",
+            "late-carol@example.test",
+            "lost-bob@example.test",
+            "lost-bob@example.test",
+        ]
+    );
+    insta::assert_snapshot!(
+        "lossy_deliveries",
+        render::deliveries(&farm.deliveries(), Granularity::Minutes)
     );
     farm.shutdown().await;
 }

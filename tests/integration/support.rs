@@ -100,6 +100,18 @@ pub async fn command_arrived(farm: &Farm, prefix: &str) {
     .expect("the command never arrived");
 }
 
+/// Waits until the farm has read the final dot of a message on connection `conn`.
+pub async fn dot_arrived(farm: &Farm, conn: u64) {
+    tokio::time::timeout(
+        GUARD,
+        farm.wait_for(|e| {
+            matches!(&e.kind, EventKind::Command { conn: c, line, .. } if *c == conn && line == ".")
+        }),
+    )
+    .await
+    .expect("the final dot never arrived");
+}
+
 /// Waits until the farm journalled the end of connection `conn`.
 pub async fn connection_closed(farm: &Farm, conn: u64) -> mxfarm::Event {
     tokio::time::timeout(
