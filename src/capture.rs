@@ -31,6 +31,8 @@ pub struct Message {
     /// The `Message-ID` header without angle brackets, if the message has one.
     pub message_id: Option<String>,
     pub subject: Option<String>,
+    /// Whether it arrived over TLS (after STARTTLS).
+    pub tls: bool,
     /// The message as received, dot-unstuffed, without the final dot.
     #[serde(skip)]
     pub data: Arc<[u8]>,
@@ -139,6 +141,7 @@ mod tests {
             size: size as u64,
             message_id: None,
             subject: None,
+            tls: false,
             data: Arc::from(vec![b'x'; size]),
         }
     }

@@ -266,7 +266,7 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     c.kept = true;
                 }
             }
-            EventKind::EventsDropped { .. } => {}
+            EventKind::EventsDropped { .. } | EventKind::TlsHandshake { .. } => {}
         }
     }
 

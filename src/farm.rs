@@ -25,6 +25,7 @@ use crate::scenario::Scenario;
 use crate::smtp::host::ActiveGuard;
 use crate::smtp::serve::serve;
 use crate::smtp::{HostRuntime, Session};
+use crate::tls::{self, FarmCa};
 
 /// State shared by every host and session of one farm.
 #[derive(Debug)]
@@ -51,6 +52,8 @@ pub struct FarmOptions {
     pub ephemeral_ports: bool,
     /// Listen addresses that replace the scenario's, by host name.
     pub bind: HashMap<String, SocketAddr>,
+    /// The CA that signs the hosts' certificates; a new one is made when `None`.
+    pub ca: Option<Arc<FarmCa>>,
 }
 
 impl FarmOptions {
@@ -60,6 +63,13 @@ impl FarmOptions {
             ephemeral_ports: true,
             ..Self::default()
         }
+    }
+
+    /// Sign the hosts' certificates with this CA (e.g. one loaded with [`FarmCa::load`]),
+    /// so that senders which already trust it accept them.
+    pub fn ca(mut self, ca: Arc<FarmCa>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     /// Listen on `addr` instead of the scenario's address for `host`.
@@ -83,6 +93,8 @@ pub enum FarmError {
     },
     #[error("--bind names host {host:?}, which the scenario does not have (it has: {known})")]
     UnknownHost { host: String, known: String },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A host as it is bound.
@@ -99,6 +111,7 @@ pub struct BoundHost {
 #[derive(Debug)]
 pub struct Farm {
     state: Arc<FarmState>,
+    ca: Arc<FarmCa>,
     scenario: Arc<Scenario>,
     hosts: Vec<BoundHost>,
     tasks: TaskTracker,
@@ -126,6 +139,12 @@ impl Farm {
                 });
             }
         }
+        // A fresh CA per farm unless one is given: a P-256 key takes well under a
+        // millisecond, and `ca_certificate_pem` always has something to return.
+        let ca = match options.ca {
+            Some(ca) => ca,
+            None => Arc::new(FarmCa::generate()?),
+        };
         let clock = Clock::new();
         let state = Arc::new(FarmState {
             journal: Journal::new(clock.clone(), scenario.journal.max_events),
@@ -162,7 +181,8 @@ impl Farm {
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
-            let runtime = HostRuntime::new(config);
+            let tls = tls::acceptor(&config, addr.ip(), &ca).map_err(FarmError::Tls)?;
+            let runtime = HostRuntime::new(config, tls);
             hosts.push(BoundHost {
                 name: runtime.config.name.clone(),
                 hostname: runtime.config.hostname.clone(),
@@ -173,10 +193,22 @@ impl Farm {
         }
         Ok(Farm {
             state,
+            ca,
             scenario: Arc::new(scenario),
             hosts,
             tasks,
         })
+    }
+
+    /// The CA that signed the hosts' certificates, as PEM: what a sender must trust for
+    /// `valid` hosts to verify.
+    pub fn ca_certificate_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The farm's CA, e.g. to write it out for a sender's trust store.
+    pub fn ca(&self) -> &Arc<FarmCa> {
+        &self.ca
     }
 
     /// The scenario the farm plays.

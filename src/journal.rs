@@ -78,6 +78,8 @@ pub enum EventKind {
         message_id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         subject: Option<String>,
+        /// Whether the message arrived over TLS.
+        tls: bool,
     },
     /// The connection ended.
     ConnectionClosed {
@@ -88,6 +90,32 @@ pub enum EventKind {
     },
     /// The journal was full and dropped its oldest events.
     EventsDropped { count: u64, total: u64 },
+    /// A STARTTLS handshake ended, well or badly.
+    TlsHandshake {
+        host: Arc<str>,
+        conn: u64,
+        #[serde(flatten)]
+        outcome: TlsOutcome,
+    },
+}
+
+/// How a TLS handshake ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum TlsOutcome {
+    Established {
+        /// e.g. `TLSv1_3`
+        version: String,
+        /// e.g. `TLS13_AES_256_GCM_SHA384`
+        cipher: String,
+        /// The server name the client asked for (SNI), if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
+    },
+    Failed {
+        error: String,
+        aborted_by: ClosedBy,
+    },
 }
 
 impl EventKind {
@@ -98,7 +126,8 @@ impl EventKind {
             | EventKind::Command { host, conn, .. }
             | EventKind::Reply { host, conn, .. }
             | EventKind::MessageAccepted { host, conn, .. }
-            | EventKind::ConnectionClosed { host, conn, .. } => Some((host, *conn)),
+            | EventKind::ConnectionClosed { host, conn, .. }
+            | EventKind::TlsHandshake { host, conn, .. } => Some((host, *conn)),
             EventKind::EventsDropped { .. } => None,
         }
     }

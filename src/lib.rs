@@ -63,6 +63,7 @@ pub mod policy;
 pub mod render;
 pub mod scenario;
 pub mod smtp;
+pub mod tls;
 
 pub use capture::Message;
 pub use deliveries::{Attempt, Delivery, Outcome};

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mxfarm::farm::FarmOptions;
-use mxfarm::scenario::{self, Scenario, ScenarioError};
+use std::sync::Arc;
+
+use mxfarm::scenario::{self, Scenario, ScenarioError, TlsMode, TlsVersions};
+use mxfarm::tls::{self, FarmCa};
 use mxfarm::{Farm, render};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -27,7 +30,9 @@ use tokio::sync::broadcast::error::RecvError;
   mxfarm run scenarios/aol.toml --journal journal.jsonl
   mxfarm run aol --bind mx1=0.0.0.0:25    same scenario, mx1 on port 25 (in a container)
   mxfarm check my-scenario.toml           report every problem in a scenario
-  mxfarm scenarios                        list the embedded scenarios"
+  mxfarm scenarios                        list the embedded scenarios
+  mxfarm run --ca-out ca.pem              STARTTLS hosts; ca.pem is the CA to trust
+  mxfarm ca ./farm-ca                     a CA to install once, then: mxfarm run --ca ./farm-ca"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,7 +46,9 @@ enum Commands {
   mxfarm run
   mxfarm run aol --journal /tmp/journal.jsonl
   mxfarm run ./my.toml --bind mx1=127.0.0.1:2600 --bind mx2=127.0.0.1:2601
-  RUST_LOG=debug mxfarm run --log-format json")]
+  RUST_LOG=debug mxfarm run --log-format json
+  mxfarm run --ca-out /tmp/mxfarm-ca.pem
+  mxfarm run --ca ./farm-ca")]
     Run {
         /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
@@ -55,6 +62,22 @@ enum Commands {
         /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Sign the hosts' certificates with the CA in DIR (written by `mxfarm ca DIR`)
+        /// instead of a new one, so senders that trust it once keep trusting the farm.
+        #[arg(long, value_name = "DIR")]
+        ca: Option<PathBuf>,
+        /// Write the CA certificate of this run to FILE (PEM), for a sender's trust store.
+        #[arg(long, value_name = "FILE")]
+        ca_out: Option<PathBuf>,
+    },
+    /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
+    #[command(after_help = "Examples:
+  mxfarm ca ./farm-ca
+  cp ./farm-ca/ca.pem /usr/local/share/ca-certificates/mxfarm.crt && update-ca-certificates
+  mxfarm run --ca ./farm-ca")]
+    Ca {
+        /// Where to write ca.pem and ca-key.pem (created if missing).
+        dir: PathBuf,
     },
     /// Check scenario files (or embedded scenarios by name) and report every problem with
     /// its line and column.
@@ -96,9 +119,12 @@ async fn main() -> ExitCode {
             bind,
             journal,
             log_format,
+            ca,
+            ca_out,
         } => {
             init_logging(log_format);
-            match run(&scenario, bind, journal).await {
+            let tls = TlsFiles { ca, ca_out };
+            match run(&scenario, bind, journal, tls).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     eprintln!("{message}");
@@ -107,6 +133,21 @@ async fn main() -> ExitCode {
             }
         }
         Commands::Check { files } => check(&files),
+        Commands::Ca { dir } => match FarmCa::generate().and_then(|ca| ca.write(&dir)) {
+            Ok(()) => {
+                println!(
+                    "wrote {} and {}; use it with: mxfarm run --ca {}",
+                    dir.join(tls::CA_CERT_FILE).display(),
+                    dir.join(tls::CA_KEY_FILE).display(),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Commands::Scenarios => {
             for embedded in scenario::embedded() {
                 println!("{:<12} {}", embedded.name, embedded.description());
@@ -142,10 +183,17 @@ fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
     scenario::load_embedded(name_or_path)
 }
 
+/// Where the farm's CA comes from and goes to.
+struct TlsFiles {
+    ca: Option<PathBuf>,
+    ca_out: Option<PathBuf>,
+}
+
 async fn run(
     name_or_path: &str,
     bind: Vec<(String, SocketAddr)>,
     journal: Option<PathBuf>,
+    tls: TlsFiles,
 ) -> Result<(), String> {
     let scenario = load(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
@@ -153,10 +201,25 @@ async fn run(
     for (host, addr) in bind {
         options = options.bind(&host, addr);
     }
+    if let Some(dir) = &tls.ca {
+        let ca = FarmCa::load(dir).map_err(|e| format!("error: {e}"))?;
+        options = options.ca(Arc::new(ca));
+    }
     let farm = Farm::start_with(scenario, options)
         .await
         .map_err(|e| format!("error: {e}"))?;
-    print!("{}", summary(&farm, journal.as_deref()));
+    if let Some(path) = &tls.ca_out {
+        std::fs::write(path, farm.ca_certificate_pem()).map_err(|e| {
+            format!(
+                "error: cannot write the CA certificate to {}: {e}\n  help: check that the directory exists and is writable",
+                path.display()
+            )
+        })?;
+    }
+    print!(
+        "{}",
+        summary(&farm, journal.as_deref(), tls.ca_out.as_deref())
+    );
     let writer = match journal {
         Some(path) => Some(spawn_journal_writer(&farm, &path).await?),
         None => None,
@@ -170,7 +233,7 @@ async fn run(
     Ok(())
 }
 
-fn summary(farm: &Farm, journal: Option<&Path>) -> String {
+fn summary(farm: &Farm, journal: Option<&Path>, ca_out: Option<&Path>) -> String {
     let scenario = farm.scenario();
     let mut out = format!("mxfarm: scenario {:?}", scenario.name);
     if !scenario.description.is_empty() {
@@ -190,8 +253,14 @@ fn summary(farm: &Farm, journal: Option<&Path>) -> String {
         ));
     }
     for (bound, host) in farm.hosts().iter().zip(&scenario.hosts) {
+        let tls = match (host.tls.mode, host.tls.versions) {
+            (TlsMode::Off, _) => "no STARTTLS".to_string(),
+            (mode, TlsVersions::Any) => format!("STARTTLS {}", mode.as_str()),
+            (mode, TlsVersions::Only12) => format!("STARTTLS {} (TLS 1.2 only)", mode.as_str()),
+            (mode, TlsVersions::Only13) => format!("STARTTLS {} (TLS 1.3 only)", mode.as_str()),
+        };
         out.push_str(&format!(
-            "  host {:<6} {:<21} {}\n",
+            "  host {:<6} {:<21} {:<32} {tls}\n",
             bound.name,
             bound.addr.to_string(),
             bound.hostname
@@ -205,6 +274,9 @@ fn summary(farm: &Farm, journal: Option<&Path>) -> String {
     }
     if let Some(path) = journal {
         out.push_str(&format!("  journal -> {}\n", path.display()));
+    }
+    if let Some(path) = ca_out {
+        out.push_str(&format!("  CA certificate -> {}\n", path.display()));
     }
     out.push_str("Ready. Ctrl-C stops the farm.\n");
     out

@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::deliveries::{Delivery, Outcome};
-use crate::journal::{ClosedBy, Event, EventKind};
+use crate::journal::{ClosedBy, Event, EventKind, TlsOutcome};
 use crate::scenario::{
     ActionKind, AddressPattern, AttemptKey, AttemptRange, Condition, PtrCheck, RateKey, Rule,
-    StateScope,
+    StateScope, TlsFault,
 };
 
 /// How precisely times are shown. Coarser granularity keeps snapshots stable when the
@@ -100,16 +100,18 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 sender,
                 recipients,
                 size,
+                tls,
                 ..
             } => (
                 format!("{host} #{conn}"),
                 format!(
-                    "* accepted message {id} <{sender}> -> {} ({size} bytes)",
+                    "* accepted message {id} <{sender}> -> {} ({size} bytes{})",
                     recipients
                         .iter()
                         .map(|r| format!("<{r}>"))
                         .collect::<Vec<_>>()
-                        .join(" ")
+                        .join(" "),
+                    if *tls { ", over TLS" } else { "" }
                 ),
             ),
             EventKind::ConnectionClosed {
@@ -126,6 +128,25 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                     format!("{host} #{conn}"),
                     format!("* closed by {who}: {reason}"),
                 )
+            }
+            EventKind::TlsHandshake {
+                host,
+                conn,
+                outcome,
+            } => {
+                let text = match outcome {
+                    TlsOutcome::Established {
+                        version, cipher, ..
+                    } => format!("* TLS established: {version} {cipher}"),
+                    TlsOutcome::Failed { error, aborted_by } => {
+                        let who = match aborted_by {
+                            ClosedBy::Client => "client",
+                            ClosedBy::Farm => "farm",
+                        };
+                        format!("* TLS failed, aborted by the {who}: {error}")
+                    }
+                };
+                (format!("{host} #{conn}"), text)
             }
             EventKind::EventsDropped { count, total } => (
                 "journal".to_string(),
@@ -219,6 +240,10 @@ pub fn rule(rule: &Rule) -> String {
             let _ = write!(out, "hang {}", humantime::format_duration(*limit));
         }
         ActionKind::Reset => out.push_str("reset"),
+        ActionKind::TlsFault(fault) => {
+            let _ = write!(out, "tls fault: {}", tls_fault(*fault));
+        }
+        ActionKind::HideStarttls => out.push_str("accept without STARTTLS"),
         ActionKind::LoseReply => out.push_str("keep the message, lose the reply"),
         ActionKind::Greylist(g) => {
             let _ = write!(
@@ -250,6 +275,16 @@ pub fn rule(rule: &Rule) -> String {
         }
     }
     out
+}
+
+fn tls_fault(fault: TlsFault) -> String {
+    match fault {
+        TlsFault::CloseAfterReady => "close after 220".to_string(),
+        TlsFault::Alert => "handshake_failure alert".to_string(),
+        TlsFault::CloseMidHandshake => "close mid-handshake".to_string(),
+        TlsFault::Garbage => "garbage instead of a handshake".to_string(),
+        TlsFault::Hang(limit) => format!("hang {}", humantime::format_duration(limit)),
+    }
 }
 
 fn scope(scope: StateScope) -> &'static str {
@@ -330,6 +365,7 @@ fn condition_text(condition: &Condition) -> String {
             PtrCheck::MismatchesHelo => "ptr=mismatch".to_string(),
         },
         Condition::HeloFqdn(fqdn) => format!("helo-fqdn={fqdn}"),
+        Condition::Tls(tls) => format!("tls={tls}"),
     }
 }
 

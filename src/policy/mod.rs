@@ -39,6 +39,8 @@ pub struct Envelope<'a> {
     pub message: u32,
     /// The client's PTR name from the scenario's reverse-DNS table.
     pub ptr: Option<&'a str>,
+    /// Whether STARTTLS has completed on this connection.
+    pub tls: bool,
 }
 
 /// How often, and since when, a key has been seen: the attempt number of the current
@@ -153,6 +155,7 @@ fn holds(condition: &Condition, envelope: &Envelope<'_>, attempts: &AttemptNumbe
                 _ => true,
             },
         },
+        Condition::Tls(wanted) => envelope.tls == *wanted,
         Condition::HeloFqdn(wanted) => envelope.helo.is_some_and(|helo| is_fqdn(helo) == *wanted),
     }
 }
@@ -205,6 +208,7 @@ mod tests {
             host_connection: 1,
             message: 1,
             ptr: None,
+            tls: false,
         }
     }
 

@@ -118,7 +118,7 @@ pub fn load_embedded(name: &str) -> Result<Scenario, ScenarioError> {
 pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&file, &text),
+        Ok(text) => load_str_in(&file, &text, path.parent()),
         Err(error) => {
             let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
             let hint = match error.kind() {
@@ -146,6 +146,16 @@ pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
 
 /// Parses and validates scenario text; `source_name` names it in error messages.
 pub fn load_str(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    load_str_in(source_name, text, None)
+}
+
+/// Like [`load_str`], for text from a file in `dir`: relative paths in it (a host's
+/// `cert` and `key`) are relative to that directory; `None` means the current directory.
+fn load_str_in(
+    source_name: &str,
+    text: &str,
+    dir: Option<&Path>,
+) -> Result<Scenario, ScenarioError> {
     let parsed = raw::parse(text);
     let mut issues: Vec<error::Issue> = parsed.unknown.iter().map(validate::unknown_key).collect();
     issues.extend(
@@ -155,7 +165,7 @@ pub fn load_str(source_name: &str, text: &str) -> Result<Scenario, ScenarioError
             .map(|u| validate::unreadable(u, text)),
     );
     if let Some(raw) = &parsed.scenario {
-        match validate::validate(raw, text, &parsed.unknown) {
+        match validate::validate_in(raw, text, &parsed.unknown, dir) {
             Ok(scenario) if issues.is_empty() => return Ok(scenario),
             Ok(_) => {}
             Err(more) => issues.extend(more),

@@ -85,6 +85,8 @@ pub struct Host {
     pub greeting: String,
     pub extensions: Extensions,
     pub limits: Limits,
+    /// STARTTLS: whether it is offered, and with which certificate.
+    pub tls: TlsSettings,
     /// The host's own rules followed by those of its rule sets, in the order they are tried.
     pub rules: Arc<[Rule]>,
 }
@@ -111,6 +113,66 @@ impl Default for Extensions {
             chunking: true,
         }
     }
+}
+
+/// A host's STARTTLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    pub versions: TlsVersions,
+    /// A certificate chain and key (PEM files) to use instead of a generated one; only
+    /// with `TlsMode::Valid`.
+    pub files: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Which certificate a host presents, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// STARTTLS is not advertised.
+    #[default]
+    Off,
+    /// Signed by the farm's CA, for the host's hostname and address.
+    Valid,
+    /// Self-signed, for the host's hostname.
+    SelfSigned,
+    /// Signed by the farm's CA, but expired.
+    Expired,
+    /// Signed by the farm's CA, but valid only from a date in the future.
+    NotYetValid,
+    /// Signed by the farm's CA, for another name.
+    WrongHostname,
+    /// Signed by a CA nobody trusts (not the farm's).
+    UnknownCa,
+}
+
+impl TlsMode {
+    /// The name used in scenario files and the startup summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::Valid => "valid",
+            TlsMode::SelfSigned => "self-signed",
+            TlsMode::Expired => "expired",
+            TlsMode::NotYetValid => "not-yet-valid",
+            TlsMode::WrongHostname => "wrong-hostname",
+            TlsMode::UnknownCa => "unknown-ca",
+        }
+    }
+}
+
+/// The TLS protocol versions a host accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    #[default]
+    Any,
+    Only12,
+    Only13,
 }
 
 /// Bounds on what one host accepts, so that no client can exhaust the farm.
@@ -145,6 +207,7 @@ impl Default for Limits {
 pub enum Stage {
     Connect,
     Ehlo,
+    Starttls,
     Mail,
     Rcpt,
     Data,
@@ -154,9 +217,10 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Connect,
         Stage::Ehlo,
+        Stage::Starttls,
         Stage::Mail,
         Stage::Rcpt,
         Stage::Data,
@@ -170,6 +234,7 @@ impl Stage {
         match self {
             Stage::Connect => "connect",
             Stage::Ehlo => "ehlo",
+            Stage::Starttls => "starttls",
             Stage::Mail => "mail",
             Stage::Rcpt => "rcpt",
             Stage::Data => "data",
@@ -243,6 +308,8 @@ pub enum Condition {
     /// Whether the EHLO/HELO name is a fully qualified domain name (has a dot, is not an
     /// address literal).
     HeloFqdn(bool),
+    /// Whether the session is encrypted (STARTTLS completed) at this point.
+    Tls(bool),
 }
 
 /// A half-open range of farm time, `from <= t < until`.
@@ -378,6 +445,25 @@ pub enum ActionKind {
     RateLimit(Arc<RateLimit>),
     /// A limit on simultaneous connections per client (at `connect`).
     Concurrency(Arc<Concurrency>),
+    /// At `starttls`: how the TLS handshake goes wrong.
+    TlsFault(TlsFault),
+    /// At `ehlo`: accept, but leave STARTTLS out of this EHLO reply.
+    HideStarttls,
+}
+
+/// Ways a STARTTLS handshake fails, all after `220 Ready to start TLS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFault {
+    /// Close the connection right after the 220.
+    CloseAfterReady,
+    /// Read the ClientHello, answer with a fatal handshake_failure alert, close.
+    Alert,
+    /// Read the ClientHello, then close without a word.
+    CloseMidHandshake,
+    /// Answer the ClientHello with bytes that are not TLS.
+    Garbage,
+    /// Read the ClientHello, then send nothing; close after this long.
+    Hang(Duration),
 }
 
 /// Whether stateful behaviour is shared by all hosts or kept per host.

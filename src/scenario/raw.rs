@@ -273,10 +273,24 @@ pub struct RawHost {
     pub hostname: Opt,
     pub greeting: Opt,
     pub rulesets: Opt,
+    /// A mode (`tls = "valid"`) or a table (`tls = { mode = "valid", versions = "1.3" }`).
+    pub tls: Option<Spanned<TableOr<RawTls>>>,
     pub extensions: Option<Spanned<RawExtensions>>,
     pub limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     pub rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a TLS table, like tls = { mode = \"valid\", versions = \"1.3\" }"
+)]
+pub struct RawTls {
+    pub mode: Opt,
+    pub versions: Opt,
+    pub cert: Opt,
+    pub key: Opt,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +360,7 @@ pub struct RawWhen {
     pub message: Opt,
     pub ptr: Opt,
     pub helo_fqdn: Opt,
+    pub tls: Opt,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +379,9 @@ pub struct RawThen {
     pub greylist: Option<Spanned<TableOr<RawGreylist>>>,
     pub rate_limit: Option<Spanned<TableOr<RawRateLimit>>>,
     pub concurrency: Option<Spanned<TableOr<RawConcurrency>>>,
+    /// A fault's name (`tls-fault = "alert"`), or `tls-fault = { hang = "10m" }`.
+    pub tls_fault: Option<Spanned<TableOr<RawTlsFault>>>,
+    pub hide_starttls: Opt,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -409,6 +427,15 @@ pub struct RawConcurrency {
     pub reply: Opt,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a TLS fault, like tls-fault = \"alert\" or tls-fault = { hang = \"10m\" }"
+)]
+pub struct RawTlsFault {
+    pub hang: Opt,
+}
+
 /// A table of the format, named as a newcomer would look it up in the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -418,6 +445,7 @@ pub enum Place {
     Domain,
     Mx,
     Host,
+    Tls,
     Extensions,
     Limits,
     Ruleset,
@@ -427,16 +455,18 @@ pub enum Place {
     Greylist,
     RateLimit,
     Concurrency,
+    TlsFault,
 }
 
 impl Place {
-    pub const ALL: [Place; 15] = [
+    pub const ALL: [Place; 17] = [
         Place::Root,
         Place::Capture,
         Place::Journal,
         Place::Domain,
         Place::Mx,
         Place::Host,
+        Place::Tls,
         Place::Extensions,
         Place::Limits,
         Place::Ruleset,
@@ -446,6 +476,7 @@ impl Place {
         Place::Greylist,
         Place::RateLimit,
         Place::Concurrency,
+        Place::TlsFault,
     ];
 
     /// The keys the format allows in this table, in the order the docs list them.
@@ -472,10 +503,12 @@ impl Place {
                 "hostname",
                 "greeting",
                 "rulesets",
+                "tls",
                 "extensions",
                 "limits",
                 "rule",
             ],
+            Place::Tls => &["mode", "versions", "cert", "key"],
             Place::Extensions => &[
                 "pipelining",
                 "size",
@@ -511,6 +544,7 @@ impl Place {
                 "message",
                 "ptr",
                 "helo-fqdn",
+                "tls",
             ],
             Place::Then => &[
                 "accept",
@@ -522,6 +556,8 @@ impl Place {
                 "greylist",
                 "rate-limit",
                 "concurrency",
+                "tls-fault",
+                "hide-starttls",
                 "delay",
             ],
             Place::Greylist => &[
@@ -537,6 +573,7 @@ impl Place {
             ],
             Place::RateLimit => &["per", "limit", "window", "kind", "state", "reply", "close"],
             Place::Concurrency => &["per", "limit", "reply"],
+            Place::TlsFault => &["hang"],
         }
     }
 
@@ -549,6 +586,7 @@ impl Place {
             Place::Domain => "[[domain]]",
             Place::Mx => "an mx entry",
             Place::Host => "[[host]]",
+            Place::Tls => "`tls`",
             Place::Extensions => "[host.extensions]",
             Place::Limits => "[host.limits]",
             Place::Ruleset => "[[ruleset]]",
@@ -558,6 +596,7 @@ impl Place {
             Place::Greylist => "`greylist`",
             Place::RateLimit => "`rate-limit`",
             Place::Concurrency => "`concurrency`",
+            Place::TlsFault => "`tls-fault`",
         }
     }
 
@@ -570,6 +609,7 @@ impl Place {
             ["domain"] => Place::Domain,
             ["domain", "mx"] => Place::Mx,
             ["host"] => Place::Host,
+            ["host", "tls"] => Place::Tls,
             ["host", "extensions"] => Place::Extensions,
             ["host", "limits"] => Place::Limits,
             ["ruleset"] => Place::Ruleset,
@@ -579,6 +619,7 @@ impl Place {
             ["host" | "ruleset", "rule", "then", "greylist"] => Place::Greylist,
             ["host" | "ruleset", "rule", "then", "rate-limit"] => Place::RateLimit,
             ["host" | "ruleset", "rule", "then", "concurrency"] => Place::Concurrency,
+            ["host" | "ruleset", "rule", "then", "tls-fault"] => Place::TlsFault,
             _ => return None,
         })
     }
@@ -799,6 +840,7 @@ mod tests {
             hostname = "h"
             greeting = "g"
             rulesets = ["r"]
+            tls = { mode = "valid", versions = "1.3", cert = "c.pem", key = "k.pem" }
             [host.extensions]
             pipelining = true
             size = true
@@ -816,8 +858,8 @@ mod tests {
             data-timeout = "1s"
             [[host.rule]]
             stage = "rcpt"
-            when = { client = "a", helo = "b", mail = "c", rcpt = "d", size-above = 1, size-below = 2, attempt = "1", per = "triplet", first-attempt-within = "1h", chance = 0.5, time = "<1h", connection = "1", message = "2", ptr = "missing", helo-fqdn = true }
-            then = { accept = true, reply = "x", close = true, hang = "1s", reset = true, lose-reply = true, delay = "1s" }
+            when = { client = "a", helo = "b", mail = "c", rcpt = "d", size-above = 1, size-below = 2, attempt = "1", per = "triplet", first-attempt-within = "1h", chance = 0.5, time = "<1h", connection = "1", message = "2", ptr = "missing", helo-fqdn = true, tls = true }
+            then = { accept = true, reply = "x", close = true, hang = "1s", reset = true, lose-reply = true, hide-starttls = true, tls-fault = { hang = "1s" }, delay = "1s" }
             [[host.rule]]
             stage = "rcpt"
             [host.rule.then.greylist]
@@ -855,7 +897,7 @@ mod tests {
         let listed: usize = Place::ALL.iter().map(|p| p.keys().len()).sum();
         assert_eq!(
             listed,
-            9 + 2 + 1 + 2 + 2 + 8 + 6 + 7 + 2 + 3 + 15 + 10 + 9 + 7 + 3
+            9 + 2 + 1 + 2 + 2 + 9 + 4 + 6 + 7 + 2 + 3 + 16 + 12 + 9 + 7 + 3 + 1
         );
     }
 
@@ -923,6 +965,69 @@ mod tests {
             panic!("not a table")
         };
         assert_eq!(g.delay.unwrap().into_inner(), Leaf::Str("1m".into()));
+    }
+
+    #[test]
+    fn tls_is_a_mode_or_a_table_and_its_unknown_keys_are_reported_in_it() {
+        let text = "[[host]]\ntls = \"valid\"\n[[host]]\ntls = { mode = \"expired\", version = \"1.3\" }\n[[host]]\n[host.tls]\nversions = \"1.2\"\n[[host]]\ntls = true\n";
+        let parsed = parse(text);
+        assert!(parsed.unreadable.is_empty(), "{:?}", parsed.unreadable);
+        let unknown: Vec<_> = parsed
+            .unknown
+            .iter()
+            .map(|u| (u.key.as_str(), u.place, u.table.as_str()))
+            .collect();
+        assert_eq!(unknown, [("version", Some(Place::Tls), "host.1.tls")]);
+        let hosts = parsed.scenario.unwrap().host;
+        let tls = |i: usize| hosts[i].get_ref().tls.as_ref().unwrap();
+        assert_eq!(tls(0).get_ref(), &TableOr::Other(Leaf::Str("valid".into())));
+        assert_eq!(&text[tls(0).span()], "\"valid\"");
+        let TableOr::Table(t) = tls(1).get_ref() else {
+            panic!("not a table")
+        };
+        assert_eq!(
+            t.mode.as_ref().unwrap().get_ref(),
+            &Leaf::Str("expired".into())
+        );
+        let TableOr::Table(t) = tls(2).get_ref() else {
+            panic!("not a table")
+        };
+        assert_eq!(
+            t.versions.as_ref().unwrap().get_ref(),
+            &Leaf::Str("1.2".into())
+        );
+        assert_eq!(tls(3).get_ref(), &TableOr::Other(Leaf::Bool(true)));
+    }
+
+    #[test]
+    fn a_tls_fault_is_a_name_or_a_hang_table() {
+        let text = "[[ruleset]]\n[[ruleset.rule]]\nthen = { tls-fault = \"alert\" }\n[[ruleset.rule]]\nthen = { tls-fault = { hang = \"1m\", hnag = \"2m\" }, hide-starttls = true }\n";
+        let parsed = parse(text);
+        let unknown: Vec<_> = parsed
+            .unknown
+            .iter()
+            .map(|u| (u.key.as_str(), u.place, u.table.as_str()))
+            .collect();
+        assert_eq!(
+            unknown,
+            [(
+                "hnag",
+                Some(Place::TlsFault),
+                "ruleset.0.rule.1.then.tls-fault"
+            )]
+        );
+        let mut set = parsed.scenario.unwrap().ruleset.remove(0).into_inner();
+        let second = set.rule.remove(1).into_inner().then.unwrap().into_inner();
+        let first = set.rule.remove(0).into_inner().then.unwrap().into_inner();
+        assert_eq!(
+            first.tls_fault.unwrap().into_inner(),
+            TableOr::Other(Leaf::Str("alert".into()))
+        );
+        let TableOr::Table(fault) = second.tls_fault.unwrap().into_inner() else {
+            panic!("not a table")
+        };
+        assert_eq!(fault.hang.unwrap().into_inner(), Leaf::Str("1m".into()));
+        assert_eq!(second.hide_starttls.unwrap().into_inner(), Leaf::Bool(true));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,19 +15,21 @@ use super::error::Issue;
 use super::model::{
     Action, ActionKind, AddressPattern, AttemptKey, AttemptRange, CaptureLimits, Concurrency,
     Condition, Domain, Extensions, Glob, Greylist, Host, JournalLimits, Limits, MxRecord, PtrCheck,
-    RateKey, RateLimit, Reply, Rule, Scenario, Stage, StateScope, TimeRange,
+    RateKey, RateLimit, Reply, Rule, Scenario, Stage, StateScope, TimeRange, TlsFault, TlsFiles,
+    TlsMode, TlsSettings, TlsVersions,
 };
 use super::raw::{
     Entries, Leaf, Place, RawCapture, RawConcurrency, RawDomain, RawExtensions, RawGreylist,
     RawHost, RawJournal, RawLimits, RawRateLimit, RawRule, RawRuleset, RawScenario, RawThen,
-    RawWhen, Span, TableOr, UnknownKey, Unreadable,
+    RawTls, RawTlsFault, RawWhen, Span, TableOr, UnknownKey, Unreadable,
 };
 
 /// No duration in a scenario may be longer than this (so that adding it to an instant
 /// can never overflow).
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
-const STAGE_NAMES: &str = "connect, ehlo (or helo), mail, rcpt, data, end-of-data, rset, quit";
+const STAGE_NAMES: &str =
+    "connect, ehlo (or helo), starttls, mail, rcpt, data, end-of-data, rset, quit";
 
 /// The placeholders a reply text may hold, filled in by the engine when it is sent.
 const PLACEHOLDERS: [&str; 8] = [
@@ -48,18 +51,64 @@ pub const RATE_LIMIT_REPLY: &str = "451 4.7.1 Rate limit exceeded, try again lat
 pub const CONCURRENCY_REPLY: &str =
     "421 4.7.0 {hostname} Error: too many connections from {client}";
 
+/// A host's `tls` modes, as written; the first is the one examples show.
+const TLS_MODES: [(&str, TlsMode); 7] = [
+    ("valid", TlsMode::Valid),
+    ("off", TlsMode::Off),
+    ("self-signed", TlsMode::SelfSigned),
+    ("expired", TlsMode::Expired),
+    ("not-yet-valid", TlsMode::NotYetValid),
+    ("wrong-hostname", TlsMode::WrongHostname),
+    ("unknown-ca", TlsMode::UnknownCa),
+];
+
+/// Other words for the TLS modes, and the mode meant.
+const TLS_MODE_ALIASES: [(&str, &str); 20] = [
+    ("on", "valid"),
+    ("yes", "valid"),
+    ("true", "valid"),
+    ("enabled", "valid"),
+    ("trusted", "valid"),
+    ("none", "off"),
+    ("no", "off"),
+    ("false", "off"),
+    ("disabled", "off"),
+    ("selfsigned", "self-signed"),
+    ("self", "self-signed"),
+    ("untrusted", "unknown-ca"),
+    ("untrusted-ca", "unknown-ca"),
+    ("unknown-issuer", "unknown-ca"),
+    ("future", "not-yet-valid"),
+    ("not-valid-yet", "not-yet-valid"),
+    ("wrong-name", "wrong-hostname"),
+    ("hostname-mismatch", "wrong-hostname"),
+    ("name-mismatch", "wrong-hostname"),
+    ("mismatch", "wrong-hostname"),
+];
+
+const TLS_MODES_EXPLAINED: &str = "the modes are valid (a certificate signed by the farm's CA), off (no STARTTLS), self-signed, expired, not-yet-valid, wrong-hostname (a certificate for another name) and unknown-ca (signed by a CA nobody trusts)";
+
+const TLS_VERSIONS_EXPLAINED: &str =
+    "`versions` is 1.2 (TLS 1.2 only), 1.3 (TLS 1.3 only) or any (both, the default)";
+
+const TLS_FAULTS_EXPLAINED: &str = "a TLS fault is close-after-ready (close right after the 220), alert (answer the ClientHello with a handshake_failure alert), close-mid-handshake (close after the ClientHello), garbage (answer with bytes that are not TLS), or { hang = \"10m\" } (send nothing after the ClientHello, close after that long)";
+
 const TIME_HINT: &str = "write \"<10m\" (the first 10 minutes of the run), \">=1h\" (from one hour on) or \"10m-1h\" (from 10 minutes up to, not including, 1 hour)";
 
 /// Validates a parsed scenario; `text` is the source, for line numbers in hints, and
 /// `unknown` the unknown keys already reported (a misspelt key is not reported missing too).
-pub(crate) fn validate(
+/// Relative paths in it (a host's `cert` and `key`) are relative to `dir`, the scenario
+/// file's directory (`None`: the current directory).
+pub(crate) fn validate_in(
     raw: &RawScenario,
     text: &str,
     unknown: &[UnknownKey],
+    dir: Option<&Path>,
 ) -> Result<Scenario, Vec<Issue>> {
     let mut v = Validator {
         text,
         unknown,
+        dir,
         issues: Vec::new(),
     };
     let scenario = v.scenario(raw);
@@ -89,7 +138,12 @@ pub(crate) fn unknown_key(unknown: &UnknownKey) -> Issue {
     // A key of exactly one other table was most likely written under the wrong header.
     // The tables of `greylist`, `rate-limit` and `concurrency` share names with `when` and
     // `then` (`per`, `reply`, `delay`...): those are the likelier home.
-    let nested = |p: &Place| matches!(p, Place::Greylist | Place::RateLimit | Place::Concurrency);
+    let nested = |p: &Place| {
+        matches!(
+            p,
+            Place::Greylist | Place::RateLimit | Place::Concurrency | Place::TlsFault
+        )
+    };
     let mut homes: Vec<Place> = Place::ALL
         .into_iter()
         .filter(|p| *p != place && p.keys().contains(&key))
@@ -97,16 +151,21 @@ pub(crate) fn unknown_key(unknown: &UnknownKey) -> Issue {
     if homes.iter().any(|p| !nested(p)) {
         homes.retain(|p| !nested(p));
     }
-    let hint = if let Some(close) = closest(key, keys.iter().copied()) {
+    let hint = if place == Place::Extensions && matches!(key, "starttls" | "tls") {
+        format!(
+            "STARTTLS is switched on by the host's own `tls` key: write tls = \"valid\" in the [[host]], above [host.extensions]; {valid}"
+        )
+    } else if let Some(close) = closest(key, keys.iter().copied()) {
         did_you_mean(close, &valid)
     } else if let [home, ..] = homes[..]
         && (homes.len() == 1 || homes.iter().all(nested))
     {
         let how = match home {
-            Place::Greylist | Place::RateLimit | Place::Concurrency => format!(
+            Place::Greylist | Place::RateLimit | Place::Concurrency | Place::TlsFault => format!(
                 " (write then = {{ {} = {{ {key} = ... }} }} in the rule)",
                 home.name().trim_matches('`')
             ),
+            Place::Tls => format!(" (write tls = {{ {key} = ... }} in the [[host]])"),
             Place::When => " (write when = { ... } in the rule)".to_string(),
             Place::Then => " (write then = { ... } in the rule)".to_string(),
             Place::Rule => " (start a rule with [[host.rule]])".to_string(),
@@ -202,6 +261,8 @@ pub(crate) fn unreadable(error: &Unreadable, text: &str) -> Issue {
 struct Validator<'t> {
     text: &'t str,
     unknown: &'t [UnknownKey],
+    /// The directory of the scenario file, for relative paths (`None`: the current one).
+    dir: Option<&'t Path>,
     issues: Vec<Issue>,
 }
 
@@ -737,6 +798,15 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|l| self.limits(l.get_ref()))
                 .unwrap_or_default();
+            let (tls, tls_ok) = match &h.tls {
+                Some(v) => self.tls(v),
+                None => (TlsSettings::default(), true),
+            };
+            // Only the host's own rules: a rule set may serve hosts with and without TLS.
+            if tls.mode == TlsMode::Off && tls_ok {
+                let written = h.tls.as_ref().map(|v| v.span());
+                self.rules_need_tls(&h.rule, written, &header);
+            }
 
             let mut rules = self.rules(&h.rule, &label, &table);
             if let Some(v) = &h.rulesets {
@@ -774,6 +844,7 @@ impl Validator<'_> {
                 greeting,
                 extensions,
                 limits,
+                tls,
                 rules: Arc::from(rules),
             });
         }
@@ -824,6 +895,314 @@ impl Validator<'_> {
             return None;
         }
         Some(lower)
+    }
+
+    /// A host's `tls`: a mode, or a table of mode, versions, cert and key. The flag is
+    /// false when what was written has a problem.
+    fn tls(&mut self, v: &Spanned<TableOr<RawTls>>) -> (TlsSettings, bool) {
+        let before = self.issues.len();
+        let settings = match v.get_ref() {
+            TableOr::Table(t) => self.tls_table(t),
+            TableOr::Other(Leaf::Bool(b)) => {
+                let hint = if *b {
+                    format!("write tls = \"valid\" to offer STARTTLS; {TLS_MODES_EXPLAINED}")
+                } else {
+                    "STARTTLS is off unless `tls` is set: remove it, or write tls = \"off\""
+                        .to_string()
+                };
+                self.issue(
+                    v.span(),
+                    "`tls` must be a mode in quotes or a table, not a boolean",
+                    hint,
+                );
+                TlsSettings::default()
+            }
+            TableOr::Other(other) => {
+                let leaf = Spanned::new(v.span(), other.clone());
+                TlsSettings {
+                    mode: self.tls_mode("tls", &leaf).unwrap_or_default(),
+                    ..TlsSettings::default()
+                }
+            }
+        };
+        (settings, self.issues.len() == before)
+    }
+
+    /// `tls = { mode, versions, cert, key }`: the mode is `valid` unless written.
+    fn tls_table(&mut self, t: &RawTls) -> TlsSettings {
+        let mode = match &t.mode {
+            None => Some(TlsMode::Valid),
+            Some(m) => self.tls_mode("mode", m),
+        };
+        let versions = t.versions.as_ref().and_then(|v| self.tls_versions(v));
+        if let (Some(TlsMode::Off), Some(v), Some(_)) = (mode, &t.versions, versions) {
+            self.issue(
+                v.span(),
+                "`versions` does nothing with mode = \"off\": the host does not offer STARTTLS",
+                "remove versions, or choose a mode, like mode = \"valid\"",
+            );
+        }
+        let mut files = None;
+        match mode {
+            Some(mode) if mode != TlsMode::Valid => {
+                if let Some((key, v)) = [("cert", &t.cert), ("key", &t.key)]
+                    .into_iter()
+                    .find_map(|(key, v)| v.as_ref().map(|v| (key, v)))
+                {
+                    let name = mode.as_str();
+                    let written = if t.cert.is_some() && t.key.is_some() {
+                        "cert and key"
+                    } else {
+                        key
+                    };
+                    let hint = if mode == TlsMode::Off {
+                        format!(
+                            "remove {written}: with mode = \"off\" the host offers no STARTTLS, so it presents no certificate"
+                        )
+                    } else {
+                        format!(
+                            "remove {written} to present the farm's {name} certificate, or write mode = \"valid\" to present your own"
+                        )
+                    };
+                    self.issue(
+                        v.span(),
+                        format!(
+                            "`{key}` goes only with mode = \"valid\", not with mode = \"{name}\""
+                        ),
+                        hint,
+                    );
+                }
+            }
+            // Valid, or a mode that is wrong (reported already): check the files.
+            _ => {
+                let cert = t.cert.as_ref().and_then(|v| self.tls_file("cert", v));
+                let key = t.key.as_ref().and_then(|v| self.tls_file("key", v));
+                let example = "tls = { cert = \"certs/chain.pem\", key = \"certs/key.pem\" }";
+                match (&t.cert, &t.key) {
+                    (Some(v), None) => self.issue(
+                        v.span(),
+                        "`cert` without `key`: a certificate is presented with its private key",
+                        format!("add the key's file, like {example}; or remove cert to present a certificate the farm makes"),
+                    ),
+                    (None, Some(v)) => self.issue(
+                        v.span(),
+                        "`key` without `cert`: a private key is presented with its certificate",
+                        format!("add the certificate chain's file, like {example}; or remove key to present a certificate the farm makes"),
+                    ),
+                    _ => {}
+                }
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    files = Some(TlsFiles { cert, key });
+                }
+            }
+        }
+        TlsSettings {
+            mode: mode.unwrap_or(TlsMode::Valid),
+            versions: versions.unwrap_or_default(),
+            files,
+        }
+    }
+
+    /// A TLS mode, written as `tls = "..."` or `mode = "..."`.
+    fn tls_mode(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<TlsMode> {
+        if let Leaf::Str(s) = v.get_ref()
+            && key == "tls"
+            && let Some(version) = tls_version_name(s)
+        {
+            self.issue(
+                v.span(),
+                format!("`{}` is a TLS version, not a mode", s.trim()),
+                format!(
+                    "write tls = {{ versions = \"{version}\" }} (the mode is then valid), or tls = {{ mode = \"expired\", versions = \"{version}\" }}"
+                ),
+            );
+            return None;
+        }
+        self.choice(key, v, &TLS_MODES, &TLS_MODE_ALIASES, TLS_MODES_EXPLAINED)
+    }
+
+    /// `versions = "1.2" | "1.3" | "any"`.
+    fn tls_versions(&mut self, v: &Spanned<Leaf>) -> Option<TlsVersions> {
+        let number = match v.get_ref() {
+            Leaf::Float(f) => Some(f.to_string()),
+            Leaf::Int(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(number) = number {
+            let hint = if matches!(number.as_str(), "1.2" | "1.3") {
+                format!("write it in quotes: versions = \"{number}\"")
+            } else {
+                format!("write it in quotes; {TLS_VERSIONS_EXPLAINED}")
+            };
+            self.issue(v.span(), "`versions` must be a string, not a number", hint);
+            return None;
+        }
+        if let Leaf::Str(s) = v.get_ref() {
+            let lower = s.trim().to_ascii_lowercase();
+            let bare = lower.trim_start_matches("tlsv").trim_start_matches("tls");
+            if matches!(bare, "1" | "1.0" | "1.1" | "10" | "11") {
+                self.issue(
+                    v.span(),
+                    format!("TLS {} is not offered: the farm speaks TLS 1.2 and 1.3 only", s.trim()),
+                    format!("to test a sender against an old server, write versions = \"1.2\"; {TLS_VERSIONS_EXPLAINED}"),
+                );
+                return None;
+            }
+        }
+        self.choice(
+            "versions",
+            v,
+            &[
+                ("any", TlsVersions::Any),
+                ("1.2", TlsVersions::Only12),
+                ("1.3", TlsVersions::Only13),
+            ],
+            &[
+                ("all", "any"),
+                ("both", "any"),
+                ("1.2+", "any"),
+                ("tls1.2", "1.2"),
+                ("tlsv1.2", "1.2"),
+                ("tls12", "1.2"),
+                ("1.2-only", "1.2"),
+                ("tls1.3", "1.3"),
+                ("tlsv1.3", "1.3"),
+                ("tls13", "1.3"),
+                ("1.3-only", "1.3"),
+            ],
+            TLS_VERSIONS_EXPLAINED,
+        )
+    }
+
+    /// The `cert` or `key` file of a host: a PEM file that exists, relative to the
+    /// scenario's directory unless absolute.
+    fn tls_file(&mut self, key: &str, v: &Spanned<Leaf>) -> Option<PathBuf> {
+        let (what, example) = match key {
+            "cert" => ("certificate chain", "\"certs/chain.pem\""),
+            _ => ("private key", "\"certs/key.pem\""),
+        };
+        let written = self.string(key, v, example)?.trim();
+        if written.is_empty() {
+            self.issue(
+                v.span(),
+                format!("`{key}` is empty"),
+                format!("write the path of the {what} (PEM), like {key} = {example}"),
+            );
+            return None;
+        }
+        if written.starts_with('~') {
+            self.issue(
+                v.span(),
+                format!("`~` is not expanded in `{key}`"),
+                "write the whole path, or a path relative to the scenario file's directory",
+            );
+            return None;
+        }
+        let path = match self.dir {
+            Some(dir) => dir.join(written),
+            None => PathBuf::from(written),
+        };
+        // Where it was looked for, when that is not what was written.
+        let looked = if path.as_os_str() == written {
+            String::new()
+        } else {
+            format!(" (looked for {})", path.display())
+        };
+        let relative = "a relative path is relative to the directory of the scenario file (of the current directory for a scenario given as text)";
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let (message, hint) = match e.kind() {
+                    std::io::ErrorKind::NotFound => (
+                        format!("the {what} file `{written}` does not exist{looked}"),
+                        format!("check the path; {relative}"),
+                    ),
+                    std::io::ErrorKind::IsADirectory => (
+                        format!("`{written}` is a directory, not a {what} file{looked}"),
+                        format!("give the path of a PEM file, like {key} = {example}"),
+                    ),
+                    _ => (
+                        format!("cannot read the {what} file `{written}`{looked}: {e}"),
+                        "make the file readable by this user".to_string(),
+                    ),
+                };
+                self.issue(v.span(), message, hint);
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let has_cert = text.contains("-----BEGIN CERTIFICATE-----");
+        let has_key = text.contains("-----BEGIN ") && text.contains("PRIVATE KEY-----");
+        let problem = match key {
+            "cert" if has_cert => None,
+            "cert" if has_key => Some((
+                format!("`{written}` holds a private key, not a certificate"),
+                "cert and key may be swapped: cert is the certificate chain (-----BEGIN CERTIFICATE-----), key its private key".to_string(),
+            )),
+            "cert" => Some((
+                format!("`{written}` holds no PEM certificate"),
+                "give a PEM file that starts with -----BEGIN CERTIFICATE----- (the host's certificate first, then its issuers); convert a DER file with openssl x509 -inform der -in cert.der -out cert.pem".to_string(),
+            )),
+            _ if has_key => None,
+            _ if has_cert => Some((
+                format!("`{written}` holds a certificate, not a private key"),
+                "cert and key may be swapped: key is the private key (-----BEGIN PRIVATE KEY-----), cert the certificate chain".to_string(),
+            )),
+            _ => Some((
+                format!("`{written}` holds no PEM private key"),
+                "give a PEM file that starts with -----BEGIN PRIVATE KEY----- (or RSA PRIVATE KEY, EC PRIVATE KEY)".to_string(),
+            )),
+        };
+        if let Some((message, hint)) = problem {
+            self.issue(v.span(), message, hint);
+            return None;
+        }
+        Some(path)
+    }
+
+    /// Each of a host's own rules that uses STARTTLS, on a host whose `tls` is off (not
+    /// written, or written at `written`): one problem per rule, at its first TLS key. A
+    /// key at a stage where it cannot be used is a problem of its own, not repeated here.
+    fn rules_need_tls(&mut self, rules: &[Spanned<RawRule>], written: Option<Span>, host: &Span) {
+        for rule in rules {
+            let r = rule.get_ref();
+            let stage = r.stage.as_ref().and_then(|v| match v.get_ref() {
+                Leaf::Str(s) => Stage::parse(&s.trim().to_ascii_lowercase()).map(|st| (st, v)),
+                _ => None,
+            });
+            let Some((stage, stage_value)) = stage else {
+                continue;
+            };
+            let condition = r.when.as_ref().and_then(|w| w.get_ref().tls.as_ref());
+            let hide = r
+                .then
+                .as_ref()
+                .and_then(|t| t.get_ref().hide_starttls.as_ref());
+            let found = match (stage, condition, hide) {
+                // `tls-fault` is used at `starttls` only: the stage says it all
+                (Stage::Starttls, _, _) => (stage_value.span(), "a rule at `starttls`"),
+                (Stage::Connect, _, _) => continue,
+                (_, Some(v), _) => (v.span(), "a `tls` condition"),
+                (Stage::Ehlo, None, Some(v)) => (v.span(), "`hide-starttls`"),
+                _ => continue,
+            };
+            let (span, what) = found;
+            let hint = match &written {
+                Some(at) => format!(
+                    "the host's `tls` on line {} is off: set it to \"valid\" (or another mode), or remove this rule",
+                    self.line(at)
+                ),
+                None => format!(
+                    "add tls = \"valid\" (or another mode) to this [[host]] on line {}, or remove this rule",
+                    self.line(host)
+                ),
+            };
+            self.issue(
+                span,
+                format!("{what}, but this host does not offer STARTTLS (tls is off)"),
+                hint,
+            );
+        }
     }
 
     fn extensions(&mut self, raw: &RawExtensions) -> Extensions {
@@ -993,6 +1372,7 @@ impl Validator<'_> {
             "greeting" | "banner" | "connection" => Some("connect"),
             "mail-from" | "from" | "sender" => Some("mail"),
             "rcpt-to" | "to" | "recipient" => Some("rcpt"),
+            "tls" | "start-tls" | "start_tls" | "stls" => Some("starttls"),
             _ => None,
         };
         let names = Stage::ALL.map(Stage::as_str);
@@ -1214,7 +1594,45 @@ impl Validator<'_> {
                 conditions.push(Condition::HeloFqdn(b));
             }
         }
+        if let Some(v) = &w.tls
+            && let Some(b) = self.tls_condition(v, stage)
+        {
+            conditions.push(Condition::Tls(b));
+        }
         conditions
+    }
+
+    /// `tls = true | false`: whether STARTTLS has completed, from `ehlo` on.
+    fn tls_condition(&mut self, v: &Spanned<Leaf>, stage: Option<Stage>) -> Option<bool> {
+        match stage {
+            Some(Stage::Connect) => self.issue(
+                v.span(),
+                "`tls` cannot be tested at `connect`: every connection starts in plain text, so it is always false",
+                "test it from `ehlo` on; to require TLS before mail, write stage = \"mail\", when = { tls = false }, then = { reply = \"530 5.7.0 Must issue a STARTTLS command first\" }",
+            ),
+            Some(Stage::Starttls) => self.issue(
+                v.span(),
+                "`tls` cannot be tested at `starttls`: STARTTLS is not offered again once TLS is on (RFC 3207), so it is always false",
+                "remove `tls`; a `starttls` rule only ever sees plain-text sessions",
+            ),
+            _ => {}
+        }
+        if let Leaf::Str(s) = v.get_ref()
+            && TLS_MODES
+                .iter()
+                .any(|(name, _)| s.trim().eq_ignore_ascii_case(name))
+        {
+            self.issue(
+                v.span(),
+                "`tls` in `when` is true or false: whether STARTTLS has completed",
+                format!(
+                    "write tls = true or tls = false; the certificate is chosen by the host's own tls = \"{}\"",
+                    s.trim()
+                ),
+            );
+            return None;
+        }
+        self.boolean("tls", v)
     }
 
     /// One of a few names (`per`, `state`, `kind`, `ptr`); `aliases` maps other words a
@@ -1529,6 +1947,26 @@ impl Validator<'_> {
             .concurrency
             .as_ref()
             .and_then(|v| self.concurrency(v, stage, &format!("{table}.concurrency")));
+        let tls_fault = t
+            .tls_fault
+            .as_ref()
+            .and_then(|v| self.tls_fault(v, stage, &format!("{table}.tls-fault")));
+        let hide_starttls = t.hide_starttls.as_ref().and_then(|v| {
+            if let Some(stage) = stage
+                && stage != Stage::Ehlo
+            {
+                self.issue(
+                    v.span(),
+                    format!("`hide-starttls` cannot be used at `{stage}`: it leaves STARTTLS out of the EHLO reply"),
+                    "use stage = \"ehlo\", with a `when` such as chance = 0.5 or connection = \"<=3\" to advertise STARTTLS on some connections only",
+                );
+            }
+            self.flag(
+                "hide-starttls",
+                v,
+                "to advertise STARTTLS as usual, write accept = true",
+            )
+        });
 
         let close_alone = t.reply.is_none()
             && t.close
@@ -1544,11 +1982,13 @@ impl Validator<'_> {
             ("greylist", t.greylist.is_some()),
             ("rate-limit", t.rate_limit.is_some()),
             ("concurrency", t.concurrency.is_some()),
+            ("tls-fault", t.tls_fault.is_some()),
+            ("hide-starttls", t.hide_starttls.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
         .collect();
-        let choices = "write exactly one action: accept = true, reply = \"...\", close = true, hang = \"...\", reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... } or concurrency = { ... }";
+        let choices = "write exactly one action: accept = true, reply = \"...\", close = true, hang = \"...\", reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... }, concurrency = { ... }, tls-fault = \"...\" or hide-starttls = true";
         match present.len() {
             0 if t.delay.is_some() => {
                 return delay.map(|d| Action {
@@ -1573,6 +2013,17 @@ impl Validator<'_> {
                     .into_iter()
                     .find(|name| has(name));
                 let hint = match table {
+                    _ if has("tls-fault") && has("reply") => {
+                        "`tls-fault` breaks the handshake after the usual 220: remove reply; to refuse STARTTLS instead, keep only reply = \"454 4.7.0 TLS not available due to temporary reason\""
+                            .to_string()
+                    }
+                    _ if has("tls-fault") && has("close") => {
+                        "to close right after the 220, write tls-fault = \"close-after-ready\" alone"
+                            .to_string()
+                    }
+                    _ if has("hide-starttls") && has("accept") => {
+                        "hide-starttls = true accepts the EHLO already: remove accept".to_string()
+                    }
                     Some(table) if has("reply") => format!(
                         "`{table}` has its own reply: write it inside, like {table} = {{ reply = \"...\" }}"
                     ),
@@ -1627,7 +2078,12 @@ impl Validator<'_> {
             }
             "greylist" => ActionKind::Greylist(Arc::new(greylist?)),
             "rate-limit" => ActionKind::RateLimit(Arc::new(rate_limit?)),
-            _ => ActionKind::Concurrency(Arc::new(concurrency?)),
+            "concurrency" => ActionKind::Concurrency(Arc::new(concurrency?)),
+            "tls-fault" => ActionKind::TlsFault(tls_fault?),
+            _ => {
+                hide_starttls?;
+                ActionKind::HideStarttls
+            }
         };
         if t.delay.is_some() && delay.is_none() {
             return None;
@@ -1828,7 +2284,10 @@ impl Validator<'_> {
         table: &str,
     ) -> Option<RateLimit> {
         if let Some(stage) = stage
-            && matches!(stage, Stage::Ehlo | Stage::Rset | Stage::Quit)
+            && matches!(
+                stage,
+                Stage::Ehlo | Stage::Starttls | Stage::Rset | Stage::Quit
+            )
         {
             self.issue(
                 v.span(),
@@ -1934,6 +2393,87 @@ impl Validator<'_> {
             limit: limit?,
             reply: reply?,
         })
+    }
+
+    /// `tls-fault`: a fault's name, or `{ hang = "10m" }`; only at `starttls`.
+    fn tls_fault(
+        &mut self,
+        v: &Spanned<TableOr<RawTlsFault>>,
+        stage: Option<Stage>,
+        table: &str,
+    ) -> Option<TlsFault> {
+        if let Some(stage) = stage
+            && stage != Stage::Starttls
+        {
+            self.issue(
+                v.span(),
+                format!("`tls-fault` cannot be used at `{stage}`: it breaks the TLS handshake that follows STARTTLS"),
+                "use stage = \"starttls\"",
+            );
+        }
+        let hang_hint = "write tls-fault = { hang = \"10m\" }: it reads the ClientHello, sends nothing, and closes after that long";
+        match v.get_ref() {
+            TableOr::Table(t) => match &t.hang {
+                Some(h) => self
+                    .duration(
+                        "hang",
+                        h,
+                        Some("to close after the ClientHello, write tls-fault = \"close-mid-handshake\""),
+                    )
+                    .map(TlsFault::Hang),
+                None => {
+                    self.missing(
+                        table,
+                        "hang",
+                        v.span(),
+                        "this `tls-fault` table has no `hang`",
+                        format!("{hang_hint}; the other faults are written as a name, like tls-fault = \"alert\""),
+                    );
+                    None
+                }
+            },
+            TableOr::Other(Leaf::Str(s))
+                if matches!(
+                    s.trim().to_ascii_lowercase().as_str(),
+                    "hang" | "stall" | "timeout" | "silence"
+                ) =>
+            {
+                self.issue(
+                    v.span(),
+                    format!("`tls-fault = \"{}\"` needs to say for how long", s.trim()),
+                    hang_hint,
+                );
+                None
+            }
+            TableOr::Other(other) => {
+                let leaf = Spanned::new(v.span(), other.clone());
+                self.choice(
+                    "tls-fault",
+                    &leaf,
+                    &[
+                        ("close-after-ready", TlsFault::CloseAfterReady),
+                        ("alert", TlsFault::Alert),
+                        ("close-mid-handshake", TlsFault::CloseMidHandshake),
+                        ("garbage", TlsFault::Garbage),
+                    ],
+                    &[
+                        ("close", "close-after-ready"),
+                        ("close-after-220", "close-after-ready"),
+                        ("close-after-ready-reply", "close-after-ready"),
+                        ("handshake-failure", "alert"),
+                        ("fatal-alert", "alert"),
+                        ("drop", "close-mid-handshake"),
+                        ("close-during-handshake", "close-mid-handshake"),
+                        ("close-in-handshake", "close-mid-handshake"),
+                        ("junk", "garbage"),
+                        ("noise", "garbage"),
+                        ("not-tls", "garbage"),
+                        ("plaintext", "garbage"),
+                    ],
+                    TLS_FAULTS_EXPLAINED,
+                )
+            }
+        }
     }
 
     /// The required `limit` of a rate or concurrency limit.
@@ -2182,6 +2722,7 @@ impl Validator<'_> {
             let own: &[u16] = match stage {
                 Stage::Connect => &[220],
                 Stage::Ehlo => &[],
+                Stage::Starttls => &[220],
                 Stage::Data => &[354],
                 Stage::Quit => &[221],
                 Stage::Rcpt => &[250, 251],
@@ -2209,10 +2750,15 @@ impl Validator<'_> {
                 return None;
             }
             if close && code < 300 {
+                let hint = if stage == Stage::Starttls {
+                    "to close right after the 220, write tls-fault = \"close-after-ready\"; to refuse STARTTLS and close, use a 421 reply"
+                } else {
+                    "to refuse and close, use a 4xx or 5xx reply (a 421 closes by itself); to drop the connection without a reply, remove `reply`"
+                };
                 self.issue(
                     v.span(),
                     format!("`close = true` after a {code} reply: the client is told the command succeeded, then loses the connection"),
-                    "to refuse and close, use a 4xx or 5xx reply (a 421 closes by itself); to drop the connection without a reply, remove `reply`",
+                    hint,
                 );
                 return None;
             }
@@ -2502,6 +3048,16 @@ fn valid_domain(name: &str) -> bool {
         })
 }
 
+/// The version a `tls` value names when it is a TLS version, not a mode (`"1.3"`).
+fn tls_version_name(text: &str) -> Option<&'static str> {
+    let lower = text.trim().to_ascii_lowercase();
+    match lower.trim_start_matches("tlsv").trim_start_matches("tls") {
+        "1.2" | "12" => Some("1.2"),
+        "1.3" | "13" => Some("1.3"),
+        _ => None,
+    }
+}
+
 /// A stage's place in the conversation: connect first, quit last.
 fn rank(stage: Stage) -> usize {
     Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)
@@ -2524,6 +3080,7 @@ fn is_empty_when(w: &RawWhen) -> bool {
         message,
         ptr,
         helo_fqdn,
+        tls,
     } = w;
     [
         client,
@@ -2541,6 +3098,7 @@ fn is_empty_when(w: &RawWhen) -> bool {
         message,
         ptr,
         helo_fqdn,
+        tls,
     ]
     .iter()
     .all(|c| c.is_none())
@@ -3278,7 +3836,7 @@ mod tests {
             (
                 format!("{HOST}[host.extensions]\nstarttls = false\n"),
                 "unknown key",
-                "pipelining",
+                "write tls = \"valid\" in the [[host]], above [host.extensions]; the keys of [host.extensions] are: pipelining",
             ),
             // limits
             (
@@ -3434,9 +3992,9 @@ mod tests {
                 "`end-of-data`",
             ),
             (
-                with_rule("stage = \"starttls\"\nthen = { accept = true }"),
+                with_rule("stage = \"banana\"\nthen = { accept = true }"),
                 "unknown stage",
-                "connect, ehlo",
+                "connect, ehlo (or helo), starttls, mail, rcpt",
             ),
             (
                 with_rule("stage = 3\nthen = { accept = true }"),
@@ -4843,7 +5401,747 @@ mod tests {
             (
                 rule("rcpt", "{}", "{}"),
                 "`then` has no action",
-                "reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... } or concurrency = { ... }",
+                "reset = true, lose-reply = true, greylist = { ... }, rate-limit = { ... }, concurrency = { ... }, tls-fault = \"...\" or hide-starttls = true",
+            ),
+        ];
+        assert_problems(&cases);
+    }
+
+    /// A one-host scenario whose host offers STARTTLS (`tls = "valid"`).
+    const TLS_HOST: &str =
+        "name = \"t\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:2525\"\ntls = \"valid\"\n";
+
+    /// `TLS_HOST` with one rule at `stage`.
+    fn tls_rule(stage: &str, when: &str, then: &str) -> String {
+        format!("{TLS_HOST}[[host.rule]]\nstage = \"{stage}\"\nwhen = {when}\nthen = {then}\n")
+    }
+
+    /// The host's TLS settings when it is written `tls = <value>`.
+    #[track_caller]
+    fn tls_of(value: &str) -> TlsSettings {
+        assert_loads(&format!("{HOST}tls = {value}\n")).hosts[0]
+            .tls
+            .clone()
+    }
+
+    /// Validates `text` as a scenario file in `dir`.
+    fn load_in(dir: &Path, text: &str) -> Result<Scenario, Vec<Issue>> {
+        let parsed = crate::scenario::raw::parse(text);
+        assert!(parsed.unknown.is_empty() && parsed.unreadable.is_empty());
+        validate_in(
+            parsed.scenario.as_ref().unwrap(),
+            text,
+            &parsed.unknown,
+            Some(dir),
+        )
+    }
+
+    const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn tls_is_off_unless_written_and_each_mode_reads_as_a_string() {
+        assert_eq!(assert_loads(HOST).hosts[0].tls, TlsSettings::default());
+        assert_eq!(TlsSettings::default().mode, TlsMode::Off);
+        for (name, mode) in TLS_MODES {
+            assert_eq!(
+                tls_of(&format!("\"{name}\"")),
+                TlsSettings {
+                    mode,
+                    versions: TlsVersions::Any,
+                    files: None
+                },
+                "{name}"
+            );
+            assert_eq!(mode.as_str(), name);
+        }
+        assert_eq!(tls_of("\" Self-Signed \"").mode, TlsMode::SelfSigned);
+    }
+
+    #[test]
+    fn tls_as_a_table_defaults_to_valid_and_any_version() {
+        let valid = |versions| TlsSettings {
+            mode: TlsMode::Valid,
+            versions,
+            files: None,
+        };
+        assert_eq!(tls_of("{}"), valid(TlsVersions::Any));
+        assert_eq!(tls_of("{ versions = \"1.2\" }"), valid(TlsVersions::Only12));
+        assert_eq!(
+            tls_of("{ mode = \"valid\", versions = \"1.3\" }"),
+            valid(TlsVersions::Only13)
+        );
+        assert_eq!(tls_of("{ versions = \"ANY\" }"), valid(TlsVersions::Any));
+        assert_eq!(
+            tls_of("{ mode = \"expired\", versions = \"1.3\" }"),
+            TlsSettings {
+                mode: TlsMode::Expired,
+                versions: TlsVersions::Only13,
+                files: None
+            }
+        );
+        assert_eq!(tls_of("{ mode = \"off\" }"), TlsSettings::default());
+        // and as a [host.tls] table
+        let s = assert_loads(&format!(
+            "{HOST}[host.tls]\nmode = \"wrong-hostname\"\nversions = \"1.2\"\n"
+        ));
+        assert_eq!(
+            (s.hosts[0].tls.mode, s.hosts[0].tls.versions),
+            (TlsMode::WrongHostname, TlsVersions::Only12)
+        );
+    }
+
+    #[test]
+    fn tls_cert_and_key_files_are_found_relative_to_the_scenario() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        let cert = dir.path().join("certs/chain.pem");
+        let key = dir.path().join("certs/key.pem");
+        std::fs::write(&cert, PEM_CERT).unwrap();
+        // a key file may hold the certificate too
+        std::fs::write(&key, format!("{PEM_CERT}{PEM_KEY}")).unwrap();
+
+        // absolute paths, from anywhere
+        let s = assert_loads(&format!(
+            "{HOST}tls = {{ cert = {:?}, key = {:?} }}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+        let files = |s: &Scenario| s.hosts[0].tls.files.clone().unwrap();
+        assert_eq!(
+            files(&s),
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone()
+            }
+        );
+        assert_eq!(s.hosts[0].tls.mode, TlsMode::Valid);
+
+        // relative paths, from the scenario file's directory
+        let text = format!(
+            "{HOST}tls = {{ mode = \"valid\", versions = \"1.3\", cert = \"certs/chain.pem\", key = \"certs/key.pem\" }}\n"
+        );
+        let s = load_in(dir.path(), &text).unwrap();
+        assert_eq!(files(&s), TlsFiles { cert, key });
+        assert_eq!(s.hosts[0].tls.versions, TlsVersions::Only13);
+
+        // from the current directory when the scenario is given as text
+        let here = tempfile::tempdir_in(".").unwrap();
+        std::fs::write(here.path().join("c.pem"), PEM_CERT).unwrap();
+        std::fs::write(here.path().join("k.pem"), PEM_KEY).unwrap();
+        let name = here.path().file_name().unwrap().to_str().unwrap();
+        let s = assert_loads(&format!(
+            "{HOST}tls = {{ cert = \"{name}/c.pem\", key = \"{name}/k.pem\" }}\n"
+        ));
+        assert_eq!(files(&s).cert, PathBuf::from(format!("{name}/c.pem")));
+
+        // a missing file is named as written, and where it was looked for
+        let err = load_in(
+            dir.path(),
+            &format!("{HOST}tls = {{ cert = \"certs/nope.pem\", key = \"certs/key.pem\" }}\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1, "{err:#?}");
+        let looked = dir.path().join("certs/nope.pem");
+        assert_eq!(
+            err[0].message,
+            format!(
+                "the certificate chain file `certs/nope.pem` does not exist (looked for {})",
+                looked.display()
+            )
+        );
+        assert!(
+            err[0]
+                .hint
+                .contains("relative to the directory of the scenario file")
+        );
+        let found = problems(&format!(
+            "{HOST}tls = {{ cert = \"no/such/chain.pem\", key = \"no/such/key.pem\" }}\n"
+        ));
+        assert_eq!(
+            found.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+            [
+                "the certificate chain file `no/such/chain.pem` does not exist",
+                "the private key file `no/such/key.pem` does not exist"
+            ]
+        );
+
+        // files that are not what they should be
+        let text = |cert: &str, key: &str| {
+            format!("{HOST}tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n")
+        };
+        std::fs::write(dir.path().join("junk.der"), [0x30u8, 0x82, 0x01]).unwrap();
+        let cases = [
+            (
+                text("certs/key.pem", "certs/chain.pem"),
+                "`certs/chain.pem` holds a certificate, not a private key",
+                "may be swapped",
+            ),
+            (
+                text("junk.der", "certs/key.pem"),
+                "`junk.der` holds no PEM certificate",
+                "openssl x509 -inform der",
+            ),
+            (
+                text("certs/chain.pem", "junk.der"),
+                "`junk.der` holds no PEM private key",
+                "BEGIN PRIVATE KEY",
+            ),
+            (
+                text("certs", "certs/key.pem"),
+                "`certs` is a directory, not a certificate chain file",
+                "PEM file",
+            ),
+        ];
+        std::fs::write(dir.path().join("certs/only-key.pem"), PEM_KEY).unwrap();
+        let swapped =
+            load_in(dir.path(), &text("certs/only-key.pem", "certs/key.pem")).unwrap_err();
+        assert_eq!(
+            swapped[0].message,
+            "`certs/only-key.pem` holds a private key, not a certificate"
+        );
+        for (text, message, hint) in cases {
+            let err = load_in(dir.path(), &text).unwrap_err();
+            assert!(
+                err.iter()
+                    .any(|i| i.message.contains(message) && i.hint.contains(hint)),
+                "{message}: {err:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn starttls_rules_conditions_and_actions_are_read() {
+        let action = |stage: &str, when: &str, then: &str| {
+            let s = assert_loads(&tls_rule(stage, when, then));
+            let rule = &s.hosts[0].rules[0];
+            assert_eq!(rule.stage, Stage::parse(stage).unwrap());
+            (rule.when.clone(), rule.then.clone())
+        };
+        let kind = |then: &str| action("starttls", "{}", then).1.kind;
+        assert_eq!(kind("{ accept = true }"), ActionKind::Accept);
+        assert_eq!(
+            kind("{ reply = \"454 4.7.0 TLS not available due to temporary reason\" }"),
+            ActionKind::Reply {
+                reply: Reply::new(
+                    454,
+                    Some("4.7.0"),
+                    "TLS not available due to temporary reason"
+                ),
+                close: false
+            }
+        );
+        assert_eq!(
+            kind("{ reply = \"220 2.0.0 Go ahead\" }"),
+            ActionKind::Reply {
+                reply: Reply::new(220, Some("2.0.0"), "Go ahead"),
+                close: false
+            }
+        );
+        for (name, fault) in [
+            ("close-after-ready", TlsFault::CloseAfterReady),
+            ("alert", TlsFault::Alert),
+            ("close-mid-handshake", TlsFault::CloseMidHandshake),
+            ("Garbage", TlsFault::Garbage),
+        ] {
+            assert_eq!(
+                kind(&format!("{{ tls-fault = \"{name}\" }}")),
+                ActionKind::TlsFault(fault)
+            );
+        }
+        assert_eq!(
+            action(
+                "starttls",
+                "{ chance = 0.5 }",
+                "{ tls-fault = { hang = \"10m\" }, delay = \"2s\" }"
+            )
+            .1,
+            Action {
+                delay: Some(secs(2)),
+                kind: ActionKind::TlsFault(TlsFault::Hang(secs(600)))
+            }
+        );
+        assert_eq!(
+            action(
+                "ehlo",
+                "{ connection = \"<=3\" }",
+                "{ hide-starttls = true }"
+            )
+            .1,
+            Action {
+                delay: None,
+                kind: ActionKind::HideStarttls
+            }
+        );
+        assert_eq!(
+            action("ehlo", "{}", "{ hide-starttls = true, delay = \"1s\" }").1,
+            Action {
+                delay: Some(secs(1)),
+                kind: ActionKind::HideStarttls
+            }
+        );
+        // `tls` from `ehlo` on
+        for stage in [
+            "ehlo",
+            "mail",
+            "rcpt",
+            "data",
+            "end-of-data",
+            "rset",
+            "quit",
+        ] {
+            let (when, _) = action(
+                stage,
+                "{ tls = false }",
+                "{ reply = \"530 5.7.0 Must issue a STARTTLS command first\" }",
+            );
+            assert_eq!(when, [Condition::Tls(false)], "{stage}");
+        }
+        let (when, _) = action(
+            "mail",
+            "{ tls = true, client = \"192.0.2.1\" }",
+            "{ accept = true }",
+        );
+        assert_eq!(when[1], Condition::Tls(true));
+        // the conditions that need no MAIL FROM work at `starttls`
+        let (when, _) = action(
+            "starttls",
+            "{ helo = \"*.test\", attempt = \"<3\", per = \"client\" }",
+            "{ reply = \"454 4.7.0 TLS not available due to temporary reason\" }",
+        );
+        assert_eq!(when.len(), 2);
+    }
+
+    #[test]
+    fn a_ruleset_may_hold_starttls_rules_for_hosts_without_tls() {
+        let s = assert_loads(
+            "name = \"t\"\n\
+             [[host]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nrulesets = [\"tls\"]\n\
+             [[host]]\nname = \"secure\"\nlisten = \"127.0.0.1:0\"\ntls = \"valid\"\nrulesets = [\"tls\"]\n\
+             [[ruleset]]\nname = \"tls\"\n\
+             [[ruleset.rule]]\nstage = \"starttls\"\nwhen = { chance = 0.5 }\nthen = { tls-fault = \"alert\" }\n\
+             [[ruleset.rule]]\nstage = \"ehlo\"\nwhen = { chance = 0.5 }\nthen = { hide-starttls = true }\n\
+             [[ruleset.rule]]\nstage = \"mail\"\nwhen = { tls = false }\nthen = { reply = \"530 5.7.0 Must issue a STARTTLS command first\" }\n",
+        );
+        assert_eq!(s.host("plain").unwrap().rules.len(), 3);
+        assert_eq!(s.host("plain").unwrap().tls.mode, TlsMode::Off);
+        assert_eq!(s.host("secure").unwrap().tls.mode, TlsMode::Valid);
+    }
+
+    #[test]
+    fn a_host_without_tls_gets_one_problem_per_rule_that_needs_it() {
+        let text = format!(
+            "{HOST}[[host.rule]]\nstage = \"starttls\"\nwhen = {{ tls = false }}\nthen = {{ tls-fault = \"alert\" }}\n\
+             [[host.rule]]\nstage = \"mail\"\nwhen = {{ tls = false }}\nthen = {{ reply = \"530 5.7.0 Must issue a STARTTLS command first\" }}\n\
+             [[host.rule]]\nstage = \"ehlo\"\nthen = {{ hide-starttls = true }}\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = {{ tls-fault = \"alert\" }}\n"
+        );
+        let err = load(&text).unwrap_err();
+        let found: Vec<(&str, &str)> = err
+            .problems()
+            .iter()
+            .map(|p| (&text[p.span.clone().unwrap()], p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "\"starttls\"",
+                    "a rule at `starttls`, but this host does not offer STARTTLS (tls is off)"
+                ),
+                (
+                    "false",
+                    "`tls` cannot be tested at `starttls`: STARTTLS is not offered again once TLS is on (RFC 3207), so it is always false"
+                ),
+                (
+                    "false",
+                    "a `tls` condition, but this host does not offer STARTTLS (tls is off)"
+                ),
+                (
+                    "true",
+                    "`hide-starttls`, but this host does not offer STARTTLS (tls is off)"
+                ),
+                (
+                    "\"alert\"",
+                    "`tls-fault` cannot be used at `rcpt`: it breaks the TLS handshake that follows STARTTLS"
+                ),
+            ],
+            "{err}"
+        );
+        assert!(
+            err.problems()[0]
+                .hint
+                .contains("add tls = \"valid\" (or another mode) to this [[host]] on line 2")
+        );
+        // a broken `tls` is reported alone
+        let found = problems(&format!(
+            "{HOST}tls = \"of\"\n[[host.rule]]\nstage = \"starttls\"\nthen = {{ accept = true }}\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].1.contains("did you mean `off`?"), "{found:#?}");
+    }
+
+    #[test]
+    fn every_tls_problem_is_reported_with_a_hint() {
+        let host_tls = |tls: &str| format!("{HOST}tls = {tls}\n");
+        let off = |stage: &str, when: &str, then: &str| {
+            format!(
+                "{HOST}tls = \"off\"\n[[host.rule]]\nstage = \"{stage}\"\nwhen = {when}\nthen = {then}\n"
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            // the host's `tls`
+            (
+                host_tls("true"),
+                "`tls` must be a mode in quotes or a table, not a boolean",
+                "write tls = \"valid\" to offer STARTTLS",
+            ),
+            (
+                host_tls("false"),
+                "not a boolean",
+                "remove it, or write tls = \"off\"",
+            ),
+            (
+                host_tls("\"on\""),
+                "unknown `tls`: `on`",
+                "did you mean `valid`?",
+            ),
+            (
+                host_tls("\"selfsigned\""),
+                "unknown `tls`",
+                "did you mean `self-signed`?",
+            ),
+            (
+                host_tls("\"expird\""),
+                "unknown `tls`",
+                "did you mean `expired`?",
+            ),
+            (
+                host_tls("\"untrusted\""),
+                "unknown `tls`",
+                "did you mean `unknown-ca`?",
+            ),
+            (
+                host_tls("\"strict\""),
+                "unknown `tls`: `strict`",
+                "the modes are valid (a certificate signed by the farm's CA), off (no STARTTLS), self-signed",
+            ),
+            (
+                host_tls("\"1.3\""),
+                "`1.3` is a TLS version, not a mode",
+                "tls = { versions = \"1.3\" }",
+            ),
+            (
+                host_tls("1"),
+                "`tls` must be a string, not an integer",
+                "tls = \"valid\"",
+            ),
+            (
+                host_tls("[\"valid\"]"),
+                "`tls` must be a string, not a list",
+                "tls = \"valid\"",
+            ),
+            (
+                host_tls("{ mode = \"bogus\" }"),
+                "unknown `mode`: `bogus`",
+                "the modes are valid",
+            ),
+            (
+                host_tls("{ versions = 1.3 }"),
+                "`versions` must be a string, not a number",
+                "versions = \"1.3\"",
+            ),
+            (
+                host_tls("{ versions = \"1.1\" }"),
+                "TLS 1.1 is not offered: the farm speaks TLS 1.2 and 1.3 only",
+                "versions = \"1.2\"",
+            ),
+            (
+                host_tls("{ versions = \"TLSv1.0\" }"),
+                "TLS TLSv1.0 is not offered",
+                "1.3 (TLS 1.3 only)",
+            ),
+            (
+                host_tls("{ versions = \"tls13\" }"),
+                "unknown `versions`: `tls13`",
+                "did you mean `1.3`?",
+            ),
+            (
+                host_tls("{ versions = \"newest\" }"),
+                "unknown `versions`",
+                "`versions` is 1.2 (TLS 1.2 only), 1.3 (TLS 1.3 only) or any",
+            ),
+            (
+                host_tls("{ mode = \"off\", versions = \"1.3\" }"),
+                "`versions` does nothing with mode = \"off\"",
+                "mode = \"valid\"",
+            ),
+            (
+                host_tls("{ version = \"1.3\" }"),
+                "unknown key `version` in `tls`",
+                "did you mean `versions`? The keys of `tls` are: mode, versions, cert, key",
+            ),
+            (
+                format!("{HOST}versions = \"1.3\"\n"),
+                "unknown key `versions` in [[host]]",
+                "`versions` is a key of `tls`, not of [[host]] (write tls = { versions = ... } in the [[host]])",
+            ),
+            (
+                format!("{HOST}[host.extensions]\ntls = true\n"),
+                "unknown key `tls` in [host.extensions]",
+                "STARTTLS is switched on by the host's own `tls` key",
+            ),
+            (
+                host_tls("{ cert = \"/no/such/chain.pem\" }"),
+                "`cert` without `key`",
+                "key = \"certs/key.pem\"",
+            ),
+            (
+                host_tls("{ key = \"/no/such/key.pem\" }"),
+                "`key` without `cert`",
+                "cert = \"certs/chain.pem\"",
+            ),
+            (
+                host_tls("{ mode = \"expired\", cert = \"a.pem\", key = \"b.pem\" }"),
+                "`cert` goes only with mode = \"valid\", not with mode = \"expired\"",
+                "to present the farm's expired certificate, or write mode = \"valid\"",
+            ),
+            (
+                host_tls("{ mode = \"off\", key = \"b.pem\" }"),
+                "`key` goes only with mode = \"valid\", not with mode = \"off\"",
+                "offers no STARTTLS",
+            ),
+            (
+                host_tls("{ cert = \"/no/such/chain.pem\", key = \"/no/such/key.pem\" }"),
+                "the certificate chain file `/no/such/chain.pem` does not exist",
+                "check the path; a relative path is relative to the directory of the scenario file",
+            ),
+            (
+                host_tls("{ cert = \"/no/such/chain.pem\", key = \"/no/such/key.pem\" }"),
+                "the private key file `/no/such/key.pem` does not exist",
+                "check the path",
+            ),
+            (
+                host_tls("{ cert = \"~/chain.pem\", key = \"/no/such/key.pem\" }"),
+                "`~` is not expanded in `cert`",
+                "the whole path",
+            ),
+            (
+                host_tls("{ cert = \"\", key = \"/no/such/key.pem\" }"),
+                "`cert` is empty",
+                "cert = \"certs/chain.pem\"",
+            ),
+            (
+                host_tls("{ cert = 5, key = \"/no/such/key.pem\" }"),
+                "`cert` must be a string, not an integer",
+                "in quotes",
+            ),
+            // the `starttls` stage
+            (
+                with_rule("stage = \"tls\"\nthen = { accept = true }"),
+                "unknown stage `tls`",
+                "did you mean `starttls`?",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ reply = \"250 2.0.0 Ok\" }"),
+                "reply code 250 at `starttls`: the positive reply there is 220",
+                "write 220 to accept with your own text",
+            ),
+            (
+                tls_rule(
+                    "starttls",
+                    "{}",
+                    "{ reply = \"220 2.0.0 Go ahead\", close = true }",
+                ),
+                "`close = true` after a 220 reply",
+                "tls-fault = \"close-after-ready\"",
+            ),
+            (
+                tls_rule(
+                    "starttls",
+                    "{}",
+                    "{ rate-limit = { limit = 1, window = \"1h\" } }",
+                ),
+                "`rate-limit` cannot be used at `starttls`",
+                "stage = \"connect\"",
+            ),
+            (
+                tls_rule("starttls", "{ mail = \"@x.test\" }", "{ accept = true }"),
+                "`mail` cannot be tested at `starttls`",
+                "stage = \"mail\"",
+            ),
+            (
+                tls_rule("starttls", "{ attempt = \"1\" }", "{ accept = true }"),
+                "`attempt` at `starttls` needs `per`",
+                "per = \"client\" (connections from the client's IP address)",
+            ),
+            (
+                tls_rule(
+                    "starttls",
+                    "{}",
+                    "{ accept = true }\n[[host.rule]]\nstage = \"starttls\"\nthen = { reply = \"454 4.7.0 TLS not available due to temporary reason\" }",
+                ),
+                "host mx1 rule 2 can never match",
+                "rule 1",
+            ),
+            // a host that does not offer STARTTLS
+            (
+                rule("starttls", "{}", "{ accept = true }"),
+                "a rule at `starttls`, but this host does not offer STARTTLS (tls is off)",
+                "add tls = \"valid\" (or another mode) to this [[host]] on line 2",
+            ),
+            (
+                off(
+                    "mail",
+                    "{ tls = false }",
+                    "{ reply = \"530 5.7.0 Must issue a STARTTLS command first\" }",
+                ),
+                "a `tls` condition, but this host does not offer STARTTLS (tls is off)",
+                "the host's `tls` on line 5 is off: set it to \"valid\"",
+            ),
+            (
+                off("ehlo", "{}", "{ hide-starttls = true }"),
+                "`hide-starttls`, but this host does not offer STARTTLS",
+                "line 5",
+            ),
+            (
+                format!(
+                    "{HOST}tls = {{ mode = \"off\" }}\n[[host.rule]]\nstage = \"starttls\"\nthen = {{ tls-fault = \"alert\" }}\n"
+                ),
+                "a rule at `starttls`, but this host does not offer STARTTLS",
+                "the host's `tls` on line 5 is off",
+            ),
+            // the `tls` condition
+            (
+                tls_rule("connect", "{ tls = false }", "{ reply = \"554 5.7.0 No\" }"),
+                "`tls` cannot be tested at `connect`: every connection starts in plain text, so it is always false",
+                "stage = \"mail\", when = { tls = false }, then = { reply = \"530 5.7.0 Must issue a STARTTLS command first\" }",
+            ),
+            (
+                tls_rule("starttls", "{ tls = false }", "{ accept = true }"),
+                "`tls` cannot be tested at `starttls`",
+                "remove `tls`",
+            ),
+            (
+                tls_rule("mail", "{ tls = \"false\" }", "{ accept = true }"),
+                "`tls` must be true or false, not a string",
+                "without quotes: tls = false",
+            ),
+            (
+                tls_rule("mail", "{ tls = 1 }", "{ accept = true }"),
+                "`tls` must be true or false, not an integer",
+                "tls = true or tls = false",
+            ),
+            (
+                tls_rule("mail", "{ tls = \"valid\" }", "{ accept = true }"),
+                "`tls` in `when` is true or false: whether STARTTLS has completed",
+                "the host's own tls = \"valid\"",
+            ),
+            // tls-fault
+            (
+                tls_rule("rcpt", "{}", "{ tls-fault = \"alert\" }"),
+                "`tls-fault` cannot be used at `rcpt`: it breaks the TLS handshake that follows STARTTLS",
+                "stage = \"starttls\"",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = \"hang\" }"),
+                "`tls-fault = \"hang\"` needs to say for how long",
+                "write tls-fault = { hang = \"10m\" }",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = \"alrt\" }"),
+                "unknown `tls-fault`: `alrt`",
+                "did you mean `alert`?",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = \"handshake-failure\" }"),
+                "unknown `tls-fault`",
+                "did you mean `alert`?",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = \"explode\" }"),
+                "unknown `tls-fault`",
+                "a TLS fault is close-after-ready (close right after the 220), alert",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = true }"),
+                "`tls-fault` must be a string, not a boolean",
+                "tls-fault = \"close-after-ready\"",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = {} }"),
+                "this `tls-fault` table has no `hang`",
+                "tls-fault = { hang = \"10m\" }",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = { hang = \"0s\" } }"),
+                "`hang` cannot be 0",
+                "tls-fault = \"close-mid-handshake\"",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = { hang = 600 } }"),
+                "write hang = \"600s\"",
+                "\"5m\"",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = { hnag = \"1m\" } }"),
+                "unknown key `hnag` in `tls-fault`",
+                "did you mean `hang`? The keys of `tls-fault` are: hang",
+            ),
+            (
+                tls_rule(
+                    "starttls",
+                    "{}",
+                    "{ tls-fault = \"alert\", reply = \"454 4.7.0 TLS not available due to temporary reason\" }",
+                ),
+                "`then` has 2 actions: reply, tls-fault",
+                "keep only reply = \"454 4.7.0",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ tls-fault = \"alert\", close = true }"),
+                "`then` has 2 actions: close, tls-fault",
+                "tls-fault = \"close-after-ready\" alone",
+            ),
+            // hide-starttls
+            (
+                tls_rule("mail", "{}", "{ hide-starttls = true }"),
+                "`hide-starttls` cannot be used at `mail`: it leaves STARTTLS out of the EHLO reply",
+                "stage = \"ehlo\"",
+            ),
+            (
+                tls_rule("ehlo", "{}", "{ hide-starttls = false }"),
+                "`hide-starttls = false` does nothing",
+                "write accept = true",
+            ),
+            (
+                tls_rule("ehlo", "{}", "{ hide-starttls = \"true\" }"),
+                "`hide-starttls` must be true or false, not a string",
+                "without quotes",
+            ),
+            (
+                tls_rule("ehlo", "{}", "{ hide-starttls = true, accept = true }"),
+                "`then` has 2 actions: accept, hide-starttls",
+                "accepts the EHLO already",
+            ),
+            (
+                tls_rule(
+                    "ehlo",
+                    "{}",
+                    "{ hide-starttls = true, reply = \"550 5.7.1 No\" }",
+                ),
+                "`then` has 2 actions: reply, hide-starttls",
+                "exactly one action",
+            ),
+            // keys of `tls` and `tls-fault` in the wrong place
+            (
+                tls_rule("starttls", "{ hang = \"1m\" }", "{ accept = true }"),
+                "unknown key `hang` in `when`",
+                "is a key of `then`",
+            ),
+            (
+                tls_rule("starttls", "{}", "{ alert = true }"),
+                "unknown key `alert` in `then`",
+                "the keys of `then` are: accept, reply, close, hang, reset, lose-reply, greylist, rate-limit, concurrency, tls-fault, hide-starttls, delay",
             ),
         ];
         assert_problems(&cases);

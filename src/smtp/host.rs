@@ -8,19 +8,29 @@ use super::reply::Replies;
 use crate::scenario::Host;
 
 /// Everything a session needs to know about its host; shared by all its sessions.
-#[derive(Debug)]
 pub struct HostRuntime {
     pub name: Arc<str>,
     pub config: Host,
     pub replies: Replies,
+    /// The TLS acceptor when the host offers STARTTLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     active: AtomicUsize,
     /// Connections accepted so far, for `connection` conditions.
     connections: AtomicU64,
 }
 
+impl std::fmt::Debug for HostRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRuntime")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HostRuntime {
-    pub fn new(config: Host) -> Arc<Self> {
+    pub fn new(config: Host, tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<Self> {
         Arc::new(Self {
+            tls,
             name: Arc::from(config.name.as_str()),
             replies: Replies::for_host(&config),
             config,

@@ -23,3 +23,55 @@ impl Transport for tokio::net::TcpStream {
 }
 
 impl Transport for tokio::io::DuplexStream {}
+
+impl Transport for tokio_rustls::server::TlsStream<Box<dyn Transport>> {
+    fn reset(&mut self) {
+        self.get_mut().0.reset();
+    }
+}
+
+impl Transport for Box<dyn Transport> {
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+}
+
+/// Stands in for the stream while STARTTLS hands it to the TLS handshake: reads end and
+/// writes fail, so nothing can go out in the clear by mistake.
+pub struct Unplugged;
+
+impl tokio::io::AsyncRead for Unplugged {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Unplugged {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Transport for Unplugged {}

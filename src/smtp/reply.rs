@@ -9,6 +9,12 @@ use crate::scenario::{Host, Reply};
 pub struct Replies {
     pub greeting: Reply,
     pub ehlo: Reply,
+    pub ehlo_with_starttls: Reply,
+    pub ready_to_start_tls: Reply,
+    pub tls_already_active: Reply,
+    pub tls_not_available: Reply,
+    pub pipelined_after_starttls: Reply,
+    pub transaction_in_progress: Reply,
     pub helo: Reply,
     pub mail_ok: Reply,
     pub rcpt_ok: Reply,
@@ -51,7 +57,17 @@ impl Replies {
         };
         Self {
             greeting: Reply::new(220, None, format!("{hostname} {}", host.greeting)),
-            ehlo: ehlo_reply(host),
+            ehlo: ehlo_reply(host, false),
+            ehlo_with_starttls: ehlo_reply(host, true),
+            ready_to_start_tls: r(220, "2.0.0", "Ready to start TLS"),
+            tls_already_active: r(554, "5.5.1", "Error: TLS already active"),
+            tls_not_available: r(454, "4.7.0", "TLS not available due to temporary reason"),
+            transaction_in_progress: r(503, "5.5.1", "Error: MAIL transaction in progress"),
+            pipelined_after_starttls: r(
+                554,
+                "5.5.1",
+                "Error: commands pipelined after STARTTLS are refused",
+            ),
             helo: Reply::new(250, None, hostname.clone()),
             mail_ok: r(250, "2.1.0", "Ok"),
             rcpt_ok: r(250, "2.1.5", "Ok"),
@@ -130,7 +146,7 @@ impl Replies {
 }
 
 /// `250-hostname` followed by one line per advertised extension.
-fn ehlo_reply(host: &Host) -> Reply {
+fn ehlo_reply(host: &Host, starttls: bool) -> Reply {
     let ext = &host.extensions;
     let mut lines = vec![host.hostname.clone()];
     let mut add = |on: bool, line: String| {
@@ -144,6 +160,7 @@ fn ehlo_reply(host: &Host) -> Reply {
     add(ext.enhanced_status_codes, "ENHANCEDSTATUSCODES".into());
     add(ext.smtputf8, "SMTPUTF8".into());
     add(ext.chunking, "CHUNKING".into());
+    add(starttls, "STARTTLS".into());
     Reply {
         code: 250,
         status: None,

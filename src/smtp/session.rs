@@ -20,15 +20,15 @@ use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ParseError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::Transport;
 use super::host::{ActiveGuard, HostRuntime};
+use super::{Transport, Unplugged};
 use crate::capture::{Message, parse_headers};
 use crate::farm::FarmState;
-use crate::journal::{ClosedBy, Command, EventKind, sanitize_line};
+use crate::journal::{ClosedBy, Command, EventKind, TlsOutcome, sanitize_line};
 use crate::policy::concurrency::ConcurrencySlot;
 use crate::policy::greylist::{self, GreyVerdict};
 use crate::policy::{self, AttemptNumbers, Envelope, Seen};
-use crate::scenario::{ActionKind, RateKey, Reply, Rule, Stage, StateScope};
+use crate::scenario::{ActionKind, RateKey, Reply, Rule, Stage, StateScope, TlsFault};
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -85,6 +85,8 @@ enum Verdict {
     Refused(Reply),
     /// At `end-of-data`: keep the message but close instead of answering.
     LoseReply { rule: String },
+    /// At `starttls`: answer 220, then break the handshake this way.
+    TlsFault { fault: TlsFault, rule: String },
 }
 
 /// What the rules decided for a stage, before it is carried out.
@@ -116,8 +118,9 @@ struct Ask<'a> {
 }
 
 /// One client connection to one host.
-pub struct Session<S> {
-    stream: S,
+pub struct Session {
+    /// TCP, an in-memory pipe, or TLS over either after STARTTLS.
+    stream: Box<dyn Transport>,
     host: Arc<HostRuntime>,
     farm: Arc<FarmState>,
     conn: u64,
@@ -142,6 +145,12 @@ pub struct Session<S> {
     transactions: u32,
     /// The client's PTR name from the scenario's reverse-DNS table.
     ptr: Option<String>,
+    /// Whether STARTTLS has completed: the rest of the session is encrypted.
+    encrypted: bool,
+    /// Whether the last EHLO reply advertised STARTTLS.
+    starttls_offered: bool,
+    /// Set by a `hide-starttls` rule for the EHLO being answered.
+    hide_starttls: bool,
     /// Set when the connection was reset: then it is dropped without a shutdown.
     was_reset: bool,
     /// Connection slots taken by concurrency limits, given back when the session ends.
@@ -153,11 +162,11 @@ pub struct Session<S> {
     _active: Option<ActiveGuard>,
 }
 
-impl<S: Transport> Session<S> {
+impl Session {
     /// A session for connection number `conn`; `active` is `None` when the host is at its
     /// connection limit, and then the session only says so and closes.
     pub fn new(
-        stream: S,
+        stream: impl Transport,
         host: Arc<HostRuntime>,
         farm: Arc<FarmState>,
         conn: u64,
@@ -174,7 +183,7 @@ impl<S: Transport> Session<S> {
         let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let ptr = farm.reverse_dns.get(&client.ip()).cloned();
         Self {
-            stream,
+            stream: Box::new(stream),
             host,
             farm,
             conn,
@@ -192,6 +201,9 @@ impl<S: Transport> Session<S> {
             host_connection,
             transactions: 0,
             ptr,
+            encrypted: false,
+            starttls_offered: false,
+            hide_starttls: false,
             was_reset: false,
             concurrency_slots: Vec::new(),
             command_at: Duration::ZERO,
@@ -246,7 +258,9 @@ impl<S: Transport> Session<S> {
                 self.send(Some(Stage::Connect), reply, rule);
             }
             Verdict::Refused(_) => self.in_service = false,
-            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Connect, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                return Err(misplaced(Stage::Connect, &rule));
+            }
         }
         let mut line = Vec::with_capacity(256);
         loop {
@@ -389,9 +403,9 @@ impl<S: Transport> Session<S> {
                 Ok(())
             }
             Ok(Request::Quit) => self.quit().await,
+            Ok(Request::StartTls) => self.starttls().await,
             Ok(
-                Request::StartTls
-                | Request::Auth { .. }
+                Request::Auth { .. }
                 | Request::Expn { .. }
                 | Request::Etrn { .. }
                 | Request::Atrn { .. }
@@ -422,17 +436,185 @@ impl<S: Transport> Session<S> {
         let previous = self.helo.replace(name);
         match self.decide(Stage::Ehlo, Ask::default()).await? {
             Verdict::Accept { rule, .. } => {
-                let reply = if extended {
-                    &host.replies.ehlo
-                } else {
-                    &host.replies.helo
+                let offer = host.tls.is_some() && !self.encrypted && !self.hide_starttls;
+                self.starttls_offered = extended && offer;
+                let reply = match (extended, offer) {
+                    (true, true) => &host.replies.ehlo_with_starttls,
+                    (true, false) => &host.replies.ehlo,
+                    (false, _) => &host.replies.helo,
                 };
                 self.send(Some(Stage::Ehlo), reply, rule);
             }
             Verdict::Refused(_) => self.helo = previous,
-            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Ehlo, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                return Err(misplaced(Stage::Ehlo, &rule));
+            }
         }
+        self.hide_starttls = false;
         Ok(())
+    }
+
+    /// STARTTLS (RFC 3207): `220`, then the handshake, then a session that starts over,
+    /// or one of the faults a rule asks for.
+    async fn starttls(&mut self) -> Step {
+        let host = self.host.clone();
+        let Some(acceptor) = host.tls.clone() else {
+            return self.protocol_error(&host.replies.not_implemented);
+        };
+        if self.encrypted {
+            return self.protocol_error(&host.replies.tls_already_active);
+        }
+        if self.helo.is_none() {
+            return self.protocol_error(&host.replies.need_helo);
+        }
+        if self.tx.is_some() {
+            return self.protocol_error(&host.replies.transaction_in_progress);
+        }
+        if !self.starttls_offered {
+            self.send(Some(Stage::Starttls), &host.replies.tls_not_available, None);
+            return Ok(());
+        }
+        if self.start < self.input.len() {
+            // Plaintext sent after STARTTLS would be read as if it came over TLS: the
+            // command-injection attack of CVE-2011-0411. Refuse rather than upgrade.
+            self.input.truncate(self.start);
+            return self.protocol_error(&host.replies.pipelined_after_starttls);
+        }
+        let fault = match self.decide(Stage::Starttls, Ask::default()).await? {
+            Verdict::Accept { custom, rule } => {
+                let reply = custom.unwrap_or_else(|| host.replies.ready_to_start_tls.clone());
+                self.send(Some(Stage::Starttls), &reply, rule);
+                None
+            }
+            Verdict::TlsFault { fault, rule } => {
+                self.send(
+                    Some(Stage::Starttls),
+                    &host.replies.ready_to_start_tls,
+                    Some(rule.clone()),
+                );
+                Some((fault, rule))
+            }
+            Verdict::Refused(_) => return Ok(()),
+            Verdict::LoseReply { rule } => return Err(misplaced(Stage::Starttls, &rule)),
+        };
+        self.flush().await?;
+        if let Some((fault, rule)) = fault {
+            return self.tls_fault(fault, &rule).await;
+        }
+        self.handshake(acceptor).await
+    }
+
+    async fn handshake(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> Step {
+        let plain = std::mem::replace(&mut self.stream, Box::new(Unplugged));
+        let timeout = self.host.config.limits.command_timeout;
+        let deadline = self.farm.clock.now() + timeout;
+        let accepted = tokio::select! {
+            accepted = acceptor.accept(plain) => Some(accepted),
+            _ = self.farm.clock.sleep_until(deadline) => None,
+        };
+        let tls = match accepted {
+            Some(Ok(tls)) => tls,
+            Some(Err(error)) => {
+                let (by, error) = handshake_failure(&error);
+                self.record(EventKind::TlsHandshake {
+                    host: self.host.name.clone(),
+                    conn: self.conn,
+                    outcome: TlsOutcome::Failed {
+                        error: error.clone(),
+                        aborted_by: by,
+                    },
+                });
+                return Err(Closed {
+                    by,
+                    reason: format!("TLS handshake failed: {error}").into(),
+                });
+            }
+            None => {
+                self.record(EventKind::TlsHandshake {
+                    host: self.host.name.clone(),
+                    conn: self.conn,
+                    outcome: TlsOutcome::Failed {
+                        error: "timed out".to_string(),
+                        aborted_by: ClosedBy::Farm,
+                    },
+                });
+                return Err(Closed::by_farm("TLS handshake timed out"));
+            }
+        };
+        let (_, connection) = tls.get_ref();
+        let version = connection
+            .protocol_version()
+            .map_or_else(|| "unknown".to_string(), |v| format!("{v:?}"));
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .map_or_else(|| "unknown".to_string(), |c| format!("{:?}", c.suite()));
+        let sni = connection.server_name().map(str::to_string);
+        self.record(EventKind::TlsHandshake {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            outcome: TlsOutcome::Established {
+                version,
+                cipher,
+                sni,
+            },
+        });
+        self.stream = Box::new(tls);
+        // RFC 3207 4.2: the session starts over; the client must send EHLO again.
+        self.encrypted = true;
+        self.helo = None;
+        self.starttls_offered = false;
+        self.end_transaction("abandoned by the client: STARTTLS");
+        Ok(())
+    }
+
+    /// A handshake that goes wrong on purpose, after `220 Ready to start TLS`.
+    async fn tls_fault(&mut self, fault: TlsFault, rule: &str) -> Step {
+        let failed = |what: &str| Closed::by_farm(format!("{what} after STARTTLS by {rule}"));
+        if fault == TlsFault::CloseAfterReady {
+            return Err(failed("closed"));
+        }
+        // Every other fault waits for the ClientHello first.
+        let timeout = self.host.config.limits.command_timeout;
+        self.input.clear();
+        self.start = 0;
+        match self.fill(timeout).await {
+            Ok(()) => {}
+            Err(closed) => return Err(closed),
+        }
+        let closed = match fault {
+            TlsFault::Alert => {
+                // A TLS 1.2 record: alert, fatal (2), handshake_failure (40).
+                let _ = self
+                    .stream
+                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+                    .await;
+                failed("sent a handshake_failure alert")
+            }
+            TlsFault::CloseMidHandshake => failed("closed mid-handshake"),
+            TlsFault::Garbage => {
+                let _ = self
+                    .stream
+                    .write_all(b"garbage where a TLS ServerHello belongs\r\n")
+                    .await;
+                failed("sent garbage instead of a handshake")
+            }
+            TlsFault::Hang(limit) => {
+                self.hang(limit).await?;
+                failed("hung in the handshake")
+            }
+            TlsFault::CloseAfterReady => failed("closed"),
+        };
+        self.input.clear();
+        self.start = 0;
+        self.record(EventKind::TlsHandshake {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            outcome: TlsOutcome::Failed {
+                error: closed.reason.to_string(),
+                aborted_by: ClosedBy::Farm,
+            },
+        });
+        Err(closed)
     }
 
     async fn mail(&mut self, sender: String, size: Option<u64>, flags: u64) -> Step {
@@ -500,7 +682,9 @@ impl<S: Transport> Session<S> {
                 };
                 self.log_transaction(&refused, &format!("refused at mail: {}", reply.one_line()));
             }
-            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Mail, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                return Err(misplaced(Stage::Mail, &rule));
+            }
         }
         Ok(())
     }
@@ -542,7 +726,9 @@ impl<S: Transport> Session<S> {
                     tx.refused.push((recipient, reply.code));
                 }
             }
-            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Rcpt, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                return Err(misplaced(Stage::Rcpt, &rule));
+            }
         }
         Ok(())
     }
@@ -582,7 +768,9 @@ impl<S: Transport> Session<S> {
                 self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                 return Ok(());
             }
-            Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Data, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                return Err(misplaced(Stage::Data, &rule));
+            }
         }
         let (body, too_big) = self.receive_data().await?;
         if too_big {
@@ -663,7 +851,9 @@ impl<S: Transport> Session<S> {
                     self.end_transaction(&format!("refused at data: {}", reply.one_line()));
                     return self.skip_chunk(size).await;
                 }
-                Verdict::LoseReply { rule } => return Err(lost_reply(Stage::Data, &rule)),
+                Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                    return Err(misplaced(Stage::Data, &rule));
+                }
             }
         }
         self.read_chunk(size).await?;
@@ -746,6 +936,7 @@ impl<S: Transport> Session<S> {
         let (custom, rule, lose_reply) = match verdict {
             Verdict::Accept { custom, rule } => (custom, rule, None),
             Verdict::LoseReply { rule } => (None, None, Some(rule)),
+            Verdict::TlsFault { rule, .. } => return Err(misplaced(Stage::EndOfData, &rule)),
             Verdict::Refused(reply) => {
                 self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
                 return Ok(());
@@ -770,6 +961,7 @@ impl<S: Transport> Session<S> {
                     size,
                     message_id: message_id.clone(),
                     subject: subject.clone(),
+                    tls: self.encrypted,
                 });
                 self.log_transaction(&tx, &format!("accepted as message {id}"));
                 self.farm.capture.keep(Message {
@@ -784,6 +976,7 @@ impl<S: Transport> Session<S> {
                     size,
                     message_id,
                     subject,
+                    tls: self.encrypted,
                     data: Arc::from(body),
                 });
                 if let Some(rule) = lose_reply {
@@ -816,7 +1009,9 @@ impl<S: Transport> Session<S> {
                 Err(Closed::by_client("QUIT"))
             }
             Verdict::Refused(_) => Ok(()),
-            Verdict::LoseReply { rule } => Err(lost_reply(Stage::Quit, &rule)),
+            Verdict::LoseReply { rule } | Verdict::TlsFault { rule, .. } => {
+                Err(misplaced(Stage::Quit, &rule))
+            }
         }
     }
 
@@ -851,6 +1046,7 @@ impl<S: Transport> Session<S> {
                 self.transactions
             },
             ptr: self.ptr.as_deref(),
+            tls: self.encrypted,
         };
         let attempts = AttemptNumbers {
             client: self.client_seen,
@@ -1020,6 +1216,17 @@ impl<S: Transport> Session<S> {
             ActionKind::LoseReply => Ok(Verdict::LoseReply {
                 rule: rule.origin.clone(),
             }),
+            ActionKind::TlsFault(fault) => Ok(Verdict::TlsFault {
+                fault: *fault,
+                rule: rule.origin.clone(),
+            }),
+            ActionKind::HideStarttls => {
+                self.hide_starttls = true;
+                Ok(Verdict::Accept {
+                    custom: None,
+                    rule: origin,
+                })
+            }
             // Accept, and stateful rules that let the command pass.
             _ => Ok(Verdict::Accept {
                 custom: None,
@@ -1166,6 +1373,34 @@ fn command_of(parsed: &Result<Request<Cow<'_, str>>, ParseError>) -> Command {
         Ok(Request::StartTls) => Command::Starttls,
         _ => Command::Other,
     }
+}
+
+/// Who ended a failed handshake, and why, in words for the journal.
+fn handshake_failure(error: &std::io::Error) -> (ClosedBy, String) {
+    let tls_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls_error {
+        // The client sent an alert: typically it did not trust the certificate.
+        Some(rustls::Error::AlertReceived(alert)) => (
+            ClosedBy::Client,
+            format!("the client sent the alert {alert:?}"),
+        ),
+        Some(other) => (ClosedBy::Farm, format!("{other}")),
+        None if error.kind() == std::io::ErrorKind::UnexpectedEof => (
+            ClosedBy::Client,
+            "the client closed the connection during the handshake".to_string(),
+        ),
+        None => (ClosedBy::Client, error.to_string()),
+    }
+}
+
+/// An action the loader allows only at another stage (lose-reply, tls-fault): the farm
+/// closes rather than guess.
+fn misplaced(stage: Stage, rule: &str) -> Closed {
+    Closed::by_farm(format!(
+        "closed at {stage}: the action of {rule} belongs to another stage"
+    ))
 }
 
 /// The journal's reason for a connection closed instead of answering.

@@ -181,3 +181,69 @@ async fn run_serves_the_default_scenario_and_writes_the_journal() {
         "no gaps: {seqs:?}"
     );
 }
+
+#[test]
+fn a_ca_written_once_signs_every_run_and_ca_out_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("farm-ca");
+    let out = mxfarm().arg("ca").arg(&ca_dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
+    assert!(
+        ca_pem.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{ca_pem}"
+    );
+    assert!(ca_dir.join("ca-key.pem").exists());
+
+    let scenario = dir.path().join("tls.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"tls\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\ntls = \"valid\"\n",
+    )
+    .unwrap();
+    let written = dir.path().join("out.pem");
+    let mut child = mxfarm()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--ca")
+        .arg(&ca_dir)
+        .arg("--ca-out")
+        .arg(&written)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut summary = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        summary.push_str(&line);
+        summary.push('\n');
+        if line.starts_with("Ready.") {
+            break;
+        }
+    }
+    assert!(summary.contains("STARTTLS valid"), "{summary}");
+    assert!(summary.contains("CA certificate -> "), "{summary}");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), ca_pem);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn run_with_a_missing_ca_says_how_to_make_one() {
+    let out = mxfarm()
+        .args(["run", "aol", "--ca", "/nonexistent/farm-ca"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mxfarm ca DIR"), "{stderr}");
+}

@@ -10,3 +10,4 @@ mod rules;
 mod scenario_errors;
 mod shipped;
 mod support;
+mod tls;

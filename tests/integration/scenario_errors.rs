@@ -152,6 +152,19 @@ fn new_conditions_and_actions_at_the_wrong_stage_or_with_wrong_values() {
 }
 
 #[test]
+fn starttls_settings_and_rules_written_wrong() {
+    let error = broken("tls");
+    // a host without `tls` gets one problem per rule that needs it
+    let off = error
+        .problems()
+        .iter()
+        .filter(|p| p.message.contains("does not offer STARTTLS"))
+        .count();
+    assert_eq!(off, 2, "{error}");
+    insta::assert_snapshot!(error.to_string());
+}
+
+#[test]
 fn a_reverse_dns_table_written_wrong() {
     insta::assert_snapshot!(broken("reverse_dns").to_string());
 }
