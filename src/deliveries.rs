@@ -5,6 +5,7 @@
 //! JSON-lines file gives the same deliveries as a live farm.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,6 +56,24 @@ pub struct Attempt {
     /// Set when the connection closed without a reply: who closed it and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed: Option<String>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The Message-ID of the message, when the farm kept it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// For a deferral that clears after a known time: how long until then.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_millis"
+    )]
+    pub retry_after: Option<Duration>,
+}
+
+fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -99,6 +118,9 @@ struct Conn {
     dot_received: bool,
     /// The farm kept the message but has not answered yet (a lost reply, if it closes).
     kept: bool,
+    client: Option<IpAddr>,
+    /// The Message-ID of the message kept in this transaction.
+    message_id: Option<String>,
 }
 
 /// Groups the journal's attempts by (sender, recipient), in order of first appearance.
@@ -119,11 +141,12 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
 
     for event in events {
         match &event.kind {
-            EventKind::ConnectionOpened { host, conn, .. } => {
+            EventKind::ConnectionOpened { host, conn, client } => {
                 conns.insert(
                     *conn,
                     Conn {
                         host: host.to_string(),
+                        client: Some(client.ip()),
                         ..Conn::default()
                     },
                 );
@@ -140,7 +163,11 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                 }
             }
             EventKind::Reply {
-                conn, stage, reply, ..
+                conn,
+                stage,
+                reply,
+                retry_after,
+                ..
             } => {
                 let Some(c) = conns.get_mut(conn) else {
                     continue;
@@ -153,6 +180,13 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     reply: Some(reply.clone()),
                     outcome,
                     closed: None,
+                    client: c.client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    message_id: if outcome == Outcome::Delivered {
+                        c.message_id.clone()
+                    } else {
+                        None
+                    },
+                    retry_after: *retry_after,
                 };
                 let positive = reply.code < 400;
                 match stage {
@@ -250,6 +284,9 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                         Outcome::Deferred
                     },
                     closed: Some(format!("closed by {who}: {reason}")),
+                    client: c.client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    message_id: if c.kept { c.message_id.clone() } else { None },
+                    retry_after: None,
                 };
                 if c.recipients.is_empty() {
                     if !c.recipient_refused {
@@ -261,12 +298,17 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     }
                 }
             }
-            EventKind::MessageAccepted { conn, .. } => {
+            EventKind::MessageAccepted {
+                conn, message_id, ..
+            } => {
                 if let Some(c) = conns.get_mut(conn) {
                     c.kept = true;
+                    c.message_id = message_id.clone();
                 }
             }
-            EventKind::EventsDropped { .. } | EventKind::TlsHandshake { .. } => {}
+            EventKind::EventsDropped { .. }
+            | EventKind::TlsHandshake { .. }
+            | EventKind::FarmStarted { .. } => {}
         }
     }
 

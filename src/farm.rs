@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::capture::{Capture, Message};
 use crate::clock::Clock;
 use crate::deliveries::{Delivery, deliveries};
-use crate::journal::{Event, Journal};
+use crate::journal::{DomainRecord, Event, EventKind, Journal};
 use crate::policy::attempts::AttemptCounters;
 use crate::policy::concurrency::ConcurrencyStore;
 use crate::policy::greylist::GreylistStore;
@@ -26,6 +26,7 @@ use crate::smtp::host::ActiveGuard;
 use crate::smtp::serve::serve;
 use crate::smtp::{HostRuntime, Session};
 use crate::tls::{self, FarmCa};
+use crate::transcript::Transcript;
 
 /// State shared by every host and session of one farm.
 #[derive(Debug)]
@@ -178,6 +179,21 @@ impl Farm {
                 })?;
             listeners.push((host.clone(), listener));
         }
+        state.journal.record(EventKind::FarmStarted {
+            scenario: scenario.name.clone(),
+            domains: scenario
+                .domains
+                .iter()
+                .map(|d| DomainRecord {
+                    name: d.name.clone(),
+                    mx: d
+                        .mx
+                        .iter()
+                        .map(|m| (m.host.clone(), m.preference))
+                        .collect(),
+                })
+                .collect(),
+        });
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
@@ -298,6 +314,13 @@ impl Farm {
     /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
     pub fn deliveries(&self) -> Vec<Delivery> {
         deliveries(&self.journal())
+    }
+
+    /// The journal as a retry story: one block per delivery, stable between runs.
+    /// Snapshot `farm.transcript().render(Granularity::Seconds)` with `insta` to pin a
+    /// sender's retry behaviour.
+    pub fn transcript(&self) -> Transcript {
+        Transcript::from_events(&self.journal())
     }
 
     /// The messages the farm accepted and still keeps, oldest first.

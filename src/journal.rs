@@ -11,19 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::scenario::{Reply, Stage};
 
 /// One thing that happened in the farm.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Farm-wide, strictly increasing, starting at 1; gaps never occur.
     pub seq: u64,
     /// Farm time in milliseconds since the farm started (including `advance`).
-    #[serde(rename = "ms", serialize_with = "as_millis")]
+    #[serde(
+        rename = "ms",
+        serialize_with = "as_millis",
+        deserialize_with = "from_millis"
+    )]
     pub at: Duration,
     #[serde(flatten)]
     pub kind: EventKind,
@@ -33,11 +37,21 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn from_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Ok(Duration::from_millis(u64::deserialize(d)?))
+}
+
 /// What happened. Every variant about a connection names the host and the farm-wide
 /// connection number, so that events of interleaved connections can be told apart.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum EventKind {
+    /// The farm started: what it plays, so that a journal file explains itself (MX
+    /// preferences for transcripts, without the scenario file).
+    FarmStarted {
+        scenario: String,
+        domains: Vec<DomainRecord>,
+    },
     /// A client connected to a host.
     ConnectionOpened {
         host: Arc<str>,
@@ -64,6 +78,15 @@ pub enum EventKind {
         /// The rule that produced the reply (`host mx1 rule 2`), if one did.
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
+        /// For a deferral that clears after a known time (greylisting, a quota for a
+        /// while): how long until a retry can pass. Lets a report spot early retries.
+        #[serde(
+            rename = "retry_after_ms",
+            skip_serializing_if = "Option::is_none",
+            with = "optional_millis",
+            default
+        )]
+        retry_after: Option<Duration>,
     },
     /// The farm accepted a message: recorded before the client sees the 250.
     MessageAccepted {
@@ -100,7 +123,7 @@ pub enum EventKind {
 }
 
 /// How a TLS handshake ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum TlsOutcome {
     Established {
@@ -128,13 +151,39 @@ impl EventKind {
             | EventKind::MessageAccepted { host, conn, .. }
             | EventKind::ConnectionClosed { host, conn, .. }
             | EventKind::TlsHandshake { host, conn, .. } => Some((host, *conn)),
-            EventKind::EventsDropped { .. } => None,
+            EventKind::EventsDropped { .. } | EventKind::FarmStarted { .. } => None,
         }
     }
 }
 
+/// A simulated domain and its MX records, as the journal states them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub name: String,
+    /// (host name, preference)
+    pub mx: Vec<(String, u16)>,
+}
+
+/// Serde for `Option<Duration>` as whole milliseconds.
+mod optional_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
 /// Who ended a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClosedBy {
     Client,
@@ -142,7 +191,7 @@ pub enum ClosedBy {
 }
 
 /// A command as the farm understood it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "UPPERCASE")]
 pub enum Command {
     Ehlo {

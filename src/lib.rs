@@ -64,6 +64,7 @@ pub mod render;
 pub mod scenario;
 pub mod smtp;
 pub mod tls;
+pub mod transcript;
 
 pub use capture::Message;
 pub use deliveries::{Attempt, Delivery, Outcome};

@@ -148,6 +148,10 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 };
                 (format!("{host} #{conn}"), text)
             }
+            EventKind::FarmStarted { scenario, .. } => (
+                "farm".to_string(),
+                format!("* started, playing scenario {scenario:?}"),
+            ),
             EventKind::EventsDropped { count, total } => (
                 "journal".to_string(),
                 format!("* dropped {count} old events ({total} in all)"),

@@ -61,7 +61,8 @@ pub struct AttemptNumbers {
 }
 
 impl AttemptNumbers {
-    fn get(&self, key: AttemptKey) -> Seen {
+    /// What the counters say for `key`.
+    pub fn get(&self, key: AttemptKey) -> Seen {
         match key {
             AttemptKey::Client => self.client,
             AttemptKey::Sender => self.sender,

@@ -534,10 +534,10 @@ pub struct Concurrency {
 }
 
 /// An SMTP reply: a code, an optional enhanced status code, and one or more lines of text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Reply {
     pub code: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<String>,
     pub lines: Vec<String>,
 }

@@ -28,7 +28,7 @@ use crate::journal::{ClosedBy, Command, EventKind, TlsOutcome, sanitize_line};
 use crate::policy::concurrency::ConcurrencySlot;
 use crate::policy::greylist::{self, GreyVerdict};
 use crate::policy::{self, AttemptNumbers, Envelope, Seen};
-use crate::scenario::{ActionKind, RateKey, Reply, Rule, Stage, StateScope, TlsFault};
+use crate::scenario::{ActionKind, Condition, RateKey, Reply, Rule, Stage, StateScope, TlsFault};
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -147,6 +147,9 @@ pub struct Session {
     ptr: Option<String>,
     /// Whether STARTTLS has completed: the rest of the session is encrypted.
     encrypted: bool,
+    /// How long until the deferral being sent clears, when the rule knows; journalled
+    /// with the reply.
+    retry_hint: Option<Duration>,
     /// Whether the last EHLO reply advertised STARTTLS.
     starttls_offered: bool,
     /// Set by a `hide-starttls` rule for the EHLO being answered.
@@ -202,6 +205,7 @@ impl Session {
             transactions: 0,
             ptr,
             encrypted: false,
+            retry_hint: None,
             starttls_offered: false,
             hide_starttls: false,
             was_reset: false,
@@ -1079,6 +1083,15 @@ impl Session {
             let rule_id = rule.origin.as_str();
             match &rule.then.kind {
                 ActionKind::Reply { reply, close } => {
+                    // A deferral that lasts while a first attempt is recent clears when
+                    // that time is up: say when, for reports on early retries.
+                    self.retry_hint = rule.when.iter().find_map(|condition| match condition {
+                        Condition::FirstAttemptWithin { per, within } => {
+                            let first = attempts.get(*per).first;
+                            Some(within.saturating_sub(now.saturating_sub(first)))
+                        }
+                        _ => None,
+                    });
                     return Choice::Reply {
                         rule,
                         reply: vars.fill(reply),
@@ -1108,6 +1121,7 @@ impl Session {
                         })
                         .max();
                     if let Some(remaining) = longest {
+                        self.retry_hint = Some(remaining);
                         let vars = ReplyVars {
                             remaining: Some(remaining),
                             ..vars
@@ -1292,12 +1306,14 @@ impl Session {
             reply.one_line()
         );
         reply.write_to(&mut self.output);
+        let retry_after = self.retry_hint.take();
         self.record(EventKind::Reply {
             host: self.host.name.clone(),
             conn: self.conn,
             stage,
             reply: reply.clone(),
             rule,
+            retry_after,
         });
     }
 
