@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::assertions::DeliveryExpectation;
 use crate::capture::{Capture, Message};
 use crate::clock::Clock;
 use crate::deliveries::{Delivery, deliveries};
@@ -321,6 +322,12 @@ impl Farm {
     /// sender's retry behaviour.
     pub fn transcript(&self) -> Transcript {
         Transcript::from_events(&self.journal())
+    }
+
+    /// Expectations on the delivery of `sender` to `recipient`, checked now; a failed one
+    /// panics with the delivery's transcript.
+    pub fn expect_delivery(&self, sender: &str, recipient: &str) -> DeliveryExpectation {
+        DeliveryExpectation::new(sender, recipient, self.transcript())
     }
 
     /// The messages the farm accepted and still keeps, oldest first.

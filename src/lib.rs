@@ -54,6 +54,7 @@
 //!   per-(sender, recipient) attempts from it; [`capture`] keeps accepted messages.
 //! - [`clock`]: the only place that reads time; [`Farm::advance`] moves it.
 
+pub mod assertions;
 pub mod capture;
 pub mod clock;
 pub mod deliveries;

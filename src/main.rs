@@ -10,9 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mxfarm::farm::FarmOptions;
 use std::sync::Arc;
 
+use mxfarm::render::Granularity;
 use mxfarm::scenario::{self, Scenario, ScenarioError, TlsMode, TlsVersions};
 use mxfarm::tls::{self, FarmCa};
-use mxfarm::{Farm, render};
+use mxfarm::transcript::Transcript;
+use mxfarm::{Event, Farm, render};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
@@ -31,6 +33,8 @@ use tokio::sync::broadcast::error::RecvError;
   mxfarm run aol --bind mx1=0.0.0.0:25    same scenario, mx1 on port 25 (in a container)
   mxfarm check my-scenario.toml           report every problem in a scenario
   mxfarm scenarios                        list the embedded scenarios
+  mxfarm transcript journal.jsonl         one retry story per delivery
+  mxfarm transcript journal.jsonl --check expected.txt   golden-file test for CI
   mxfarm run --ca-out ca.pem              STARTTLS hosts; ca.pem is the CA to trust
   mxfarm ca ./farm-ca                     a CA to install once, then: mxfarm run --ca ./farm-ca"
 )]
@@ -92,6 +96,46 @@ Exits with 0 when every file is valid, 1 otherwise.")]
     },
     /// List the scenarios embedded in this binary.
     Scenarios,
+    /// Show a journal (from `run --journal`) as one retry story per delivery.
+    #[command(after_help = "Examples:
+  mxfarm transcript journal.jsonl
+  mxfarm transcript journal.jsonl --granularity minutes > expected.txt
+  mxfarm transcript journal.jsonl --granularity minutes --check expected.txt
+
+With --check, exits with 1 and a diff when the transcript differs from EXPECTED:
+a golden-file test of a sender's retry behaviour, from any language's CI.")]
+    Transcript {
+        /// A journal written by `mxfarm run --journal FILE`.
+        journal: PathBuf,
+        /// How precisely times are shown; coarser is stabler against a real-time sender.
+        #[arg(long, value_enum, default_value_t = TimeGranularity::Seconds)]
+        granularity: TimeGranularity,
+        /// Print the same data as JSON.
+        #[arg(long, conflicts_with = "check")]
+        json: bool,
+        /// Compare with this file instead of printing; exit 1 with a diff if they differ.
+        #[arg(long, value_name = "EXPECTED")]
+        check: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TimeGranularity {
+    Exact,
+    Seconds,
+    Minutes,
+    None,
+}
+
+impl From<TimeGranularity> for Granularity {
+    fn from(g: TimeGranularity) -> Self {
+        match g {
+            TimeGranularity::Exact => Granularity::Exact,
+            TimeGranularity::Seconds => Granularity::Seconds,
+            TimeGranularity::Minutes => Granularity::Minutes,
+            TimeGranularity::None => Granularity::None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,6 +192,12 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Commands::Transcript {
+            journal,
+            granularity,
+            json,
+            check,
+        } => transcript(&journal, granularity.into(), json, check.as_deref()),
         Commands::Scenarios => {
             for embedded in scenario::embedded() {
                 println!("{:<12} {}", embedded.name, embedded.description());
@@ -367,6 +417,86 @@ impl StopSignals {
             _ = self.terminate.recv() => {}
         }
     }
+}
+
+/// Reads a journal written by `run --journal`: one JSON event per line.
+fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "error: cannot read the journal {}: {e}\n  help: write one with `mxfarm run --journal {}`",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let mut events = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.contains("\"event\":\"writer-lagged\"") {
+            continue;
+        }
+        let event = serde_json::from_str(line).map_err(|e| {
+            format!(
+                "error: {}:{}: not a journal event: {e}\n  help: give the file that `mxfarm run --journal` wrote, unchanged",
+                path.display(),
+                number + 1
+            )
+        })?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+fn transcript(
+    journal: &Path,
+    granularity: Granularity,
+    json: bool,
+    check: Option<&Path>,
+) -> ExitCode {
+    let events = match read_journal(journal) {
+        Ok(events) => events,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let transcript = Transcript::from_events(&events);
+    if json {
+        println!("{}", transcript.to_json());
+        return ExitCode::SUCCESS;
+    }
+    let text = transcript.render(granularity);
+    let Some(expected_path) = check else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    let expected = match std::fs::read_to_string(expected_path) {
+        Ok(expected) => expected,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read {}: {e}\n  help: create it with `mxfarm transcript {} > {}`",
+                expected_path.display(),
+                journal.display(),
+                expected_path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if expected == text {
+        println!("transcript matches {}", expected_path.display());
+        return ExitCode::SUCCESS;
+    }
+    let diff = similar::TextDiff::from_lines(&expected, &text);
+    eprint!(
+        "{}",
+        diff.unified_diff()
+            .header(&expected_path.display().to_string(), "this journal")
+    );
+    eprintln!(
+        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `mxfarm transcript {} > {}`",
+        expected_path.display(),
+        journal.display(),
+        expected_path.display()
+    );
+    ExitCode::FAILURE
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

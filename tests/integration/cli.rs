@@ -172,7 +172,7 @@ async fn run_serves_the_default_scenario_and_writes_the_journal() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds.first(), Some(&"connection-opened"), "{written}");
+    assert_eq!(kinds.first(), Some(&"farm-started"), "{written}");
     assert!(kinds.contains(&"message-accepted"), "{written}");
     assert_eq!(kinds.last(), Some(&"connection-closed"), "{written}");
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -246,4 +246,120 @@ fn run_with_a_missing_ca_says_how_to_make_one() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mxfarm ca DIR"), "{stderr}");
+}
+
+/// A journal file as `mxfarm run --journal` writes it, of one greylisted delivery that
+/// gets through on its second attempt.
+async fn greylisted_journal(dir: &std::path::Path) -> std::path::PathBuf {
+    use mxfarm::{Farm, Scenario};
+    let scenario = Scenario::from_toml(
+        "grey.toml",
+        r#"
+name = "grey"
+[[domain]]
+name = "grey.test"
+mx = [{ host = "mx1", preference = 10 }]
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "rcpt"
+then = { greylist = {} }
+"#,
+    )
+    .unwrap();
+    let farm = Farm::start_ephemeral(scenario).await.unwrap();
+    for _ in 0..2 {
+        let mut c = Client::greeted(farm.addr("mx1")).await;
+        c.ask("EHLO client.test\r\n").await;
+        c.ask("MAIL FROM:<me@sender.test>\r\n").await;
+        if c.ask("RCPT TO:<bob@grey.test>\r\n")
+            .await
+            .starts_with("250")
+        {
+            c.ask("DATA\r\n").await;
+            c.ask("Subject: x\r\n\r\n.\r\n").await;
+        }
+        c.ask("QUIT\r\n").await;
+        farm.advance(std::time::Duration::from_secs(360));
+    }
+    let path = dir.join("journal.jsonl");
+    let lines: Vec<String> = farm
+        .journal()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    farm.shutdown().await;
+    path
+}
+
+#[tokio::test]
+async fn transcript_reads_a_journal_file_and_check_compares_it_with_a_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    let out = mxfarm()
+        .args(["transcript", "--granularity", "minutes"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    insta::assert_snapshot!("cli_transcript_of_a_greylisted_delivery", text);
+
+    // The same behaviour: --check passes.
+    let expected = dir.path().join("expected.txt");
+    std::fs::write(&expected, &text).unwrap();
+    let same = mxfarm()
+        .args(["transcript", "--granularity", "minutes", "--check"])
+        .arg(&expected)
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+
+    // Changed behaviour (the golden file says it got through at once): a diff, exit 1.
+    std::fs::write(
+        &expected,
+        text.replace("delivered after 2 attempts", "delivered after 1 attempt"),
+    )
+    .unwrap();
+    let changed = mxfarm()
+        .args(["transcript", "--granularity", "minutes", "--check"])
+        .arg(&expected)
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert_eq!(changed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(stderr.contains("-  delivered after 1 attempt"), "{stderr}");
+    assert!(stderr.contains("+  delivered after 2 attempts"), "{stderr}");
+    assert!(stderr.contains("accept it with"), "{stderr}");
+
+    let json = mxfarm()
+        .args(["transcript", "--json"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["deliveries"][0]["outcome"]["result"], "delivered");
+}
+
+#[test]
+fn transcript_names_a_broken_journal_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("broken.jsonl");
+    std::fs::write(&journal, "{\"seq\":1}\nnot json\n").unwrap();
+    let out = mxfarm().arg("transcript").arg(&journal).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.jsonl:1"), "{stderr}");
 }

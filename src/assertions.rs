@@ -1,0 +1,162 @@
+//! Expectations on a sender's retry behaviour that read as sentences in a test:
+//!
+//! ```no_run
+//! # async fn example(farm: mxfarm::Farm) {
+//! farm.expect_delivery("me@sender.test", "bob@aol.test")
+//!     .delivered_after_attempts(3)
+//!     .had_no_early_retries()
+//!     .tried_a_secondary_mx();
+//! # }
+//! ```
+//!
+//! A failed expectation panics with the delivery's transcript, so the test output shows
+//! what the sender actually did.
+
+use crate::deliveries::Outcome;
+use crate::render::Granularity;
+use crate::transcript::{DeliveryOutcome, DeliveryTranscript, Transcript};
+
+/// What a test expects of one (sender, recipient) delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryExpectation {
+    sender: String,
+    recipient: String,
+    transcript: Transcript,
+}
+
+impl DeliveryExpectation {
+    pub(crate) fn new(sender: &str, recipient: &str, transcript: Transcript) -> Self {
+        Self {
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            transcript,
+        }
+    }
+
+    /// The delivery, or a panic naming the deliveries the journal does have.
+    fn delivery(&self) -> &DeliveryTranscript {
+        match self.transcript.delivery(&self.sender, &self.recipient) {
+            Some(delivery) => delivery,
+            None => panic!(
+                "no delivery <{}> -> <{}> in the journal; it has:\n{}",
+                self.sender,
+                self.recipient,
+                self.transcript.render(Granularity::Seconds)
+            ),
+        }
+    }
+
+    #[track_caller]
+    fn fail(&self, expected: &str) -> ! {
+        panic!(
+            "expected the delivery <{}> -> <{}> {expected}, but:\n{}",
+            self.sender,
+            self.recipient,
+            self.delivery().render(Granularity::Seconds)
+        )
+    }
+
+    /// The message was handed over (at least once).
+    #[track_caller]
+    pub fn was_delivered(self) -> Self {
+        if !self.delivery().delivered() {
+            self.fail("to be delivered");
+        }
+        self
+    }
+
+    /// The message was handed over exactly once: no duplicate.
+    #[track_caller]
+    pub fn was_delivered_once(self) -> Self {
+        if !matches!(self.delivery().outcome, DeliveryOutcome::Delivered { .. }) {
+            self.fail("to be delivered exactly once");
+        }
+        self
+    }
+
+    /// The message was handed over on attempt number `n` (the first is 1).
+    #[track_caller]
+    pub fn delivered_after_attempts(self, n: usize) -> Self {
+        match self.delivery().outcome {
+            DeliveryOutcome::Delivered { attempts, .. } if attempts == n => self,
+            _ => self.fail(&format!("to be delivered on attempt {n}")),
+        }
+    }
+
+    /// Nothing was delivered.
+    #[track_caller]
+    pub fn was_never_delivered(self) -> Self {
+        if self.delivery().delivered() {
+            self.fail("never to be delivered");
+        }
+        self
+    }
+
+    /// The farm refused it permanently (5xx) and the sender did not try again.
+    #[track_caller]
+    pub fn bounced_without_retrying(self) -> Self {
+        let delivery = self.delivery();
+        let first_rejection = delivery
+            .attempts
+            .iter()
+            .position(|a| a.outcome == Outcome::Rejected);
+        match first_rejection {
+            Some(i) if i + 1 == delivery.attempts.len() => self,
+            Some(_) => self.fail("not to be retried after a permanent 5xx"),
+            None => self.fail("to be refused with a 5xx"),
+        }
+    }
+
+    /// No retry came before the deferral said it would clear (greylisting delay, a quota
+    /// for a while).
+    #[track_caller]
+    pub fn had_no_early_retries(self) -> Self {
+        let attempts = &self.delivery().attempts;
+        let early = attempts.windows(2).any(|pair| {
+            let (before, after) = (&pair[0].attempt, &pair[1].attempt);
+            before
+                .retry_after
+                .is_some_and(|wait| after.at < before.at + wait)
+        });
+        if early {
+            self.fail("to wait out each deferral before retrying");
+        }
+        self
+    }
+
+    /// At least one attempt went to an MX host with a higher preference value than the
+    /// most preferred one: the sender fell back.
+    #[track_caller]
+    pub fn tried_a_secondary_mx(self) -> Self {
+        let attempts = &self.delivery().attempts;
+        let best = attempts.iter().filter_map(|a| a.preference).min();
+        let fell_back = best.is_some_and(|best| {
+            attempts
+                .iter()
+                .any(|a| a.preference.is_some_and(|p| p > best))
+        });
+        if !fell_back {
+            self.fail("to try a secondary MX");
+        }
+        self
+    }
+
+    /// Every attempt went to one of these hosts.
+    #[track_caller]
+    pub fn only_tried(self, hosts: &[&str]) -> Self {
+        if self
+            .delivery()
+            .attempts
+            .iter()
+            .any(|a| !hosts.contains(&a.host.as_str()))
+        {
+            self.fail(&format!("to try only {hosts:?}"));
+        }
+        self
+    }
+
+    /// The number of attempts, for assertions the methods above do not cover.
+    pub fn attempts(&self) -> usize {
+        self.delivery().attempts.len()
+    }
+}
