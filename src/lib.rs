@@ -43,6 +43,68 @@
 //! # }
 //! ```
 //!
+//! ## Pinning retry behaviour
+//!
+//! A sender's retry schedule is the transcript: one block per delivery, with offsets
+//! from the first attempt, the host and its MX preference, and the reply. Snapshot it
+//! with `insta`, and state what matters with [`Farm::expect_delivery`]. Under tokio's
+//! paused time, with the sender reaching the farm through [`Farm::connect_in_memory`],
+//! a retry schedule of days runs in milliseconds and gives the same transcript each run:
+//!
+//! ```
+//! use std::time::Duration;
+//! use mxfarm::{Farm, Scenario, render::Granularity};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let farm = Farm::start_ephemeral(Scenario::from_toml("grey.toml", r#"
+//!     name = "grey"
+//!     [[domain]]
+//!     name = "grey.test"
+//!     mx = [{ host = "mx1", preference = 10 }]
+//!     [[host]]
+//!     name = "mx1"
+//!     listen = "127.0.0.1:0"
+//!     [[host.rule]]
+//!     stage = "rcpt"
+//!     then = { greylist = {} }
+//! "#)?).await?;
+//!
+//! // A sender that retries every 10 minutes, in memory: no socket, so paused time is safe.
+//! for _ in 0..2 {
+//!     let mut stream = farm.connect_in_memory("mx1", "192.0.2.1:4000".parse()?).unwrap();
+//!     stream.write_all(b"EHLO me.test\r\nMAIL FROM:<me@sender.test>\r\n\
+//!         RCPT TO:<bob@grey.test>\r\nDATA\r\nSubject: hi\r\n\r\n.\r\nQUIT\r\n").await?;
+//!     let mut replies = String::new();
+//!     stream.read_to_string(&mut replies).await?;
+//!     tokio::time::sleep(Duration::from_secs(600)).await;
+//! }
+//!
+//! farm.expect_delivery("me@sender.test", "bob@grey.test")
+//!     .delivered_after_attempts(2)
+//!     .had_no_early_retries();
+//! // In a test: insta::assert_snapshot!(farm.transcript().render(Granularity::Minutes));
+//! assert_eq!(farm.transcript().render(Granularity::Minutes), "\
+//! delivery <me@sender.test> -> <bob@grey.test>
+//!   #1  +0m       mx1 (10)  conn 1   RCPT         450 4.2.0 <bob@grey.test>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html
+//!   #2  +10m      mx1 (10)  conn 2   END-OF-DATA  250 2.0.0 Ok: queued as 1
+//!   delivered after 2 attempts in 10m
+//! ");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Which clocks and streams go together:
+//!
+//! | stream | real time | paused time (`start_paused = true`) |
+//! |---|---|---|
+//! | TCP (`farm.addr(..)`, real senders) | safe; move farm time with [`Farm::advance`] | **unsafe**: tokio jumps the clock whenever every task waits, also while a socket waits for bytes, so timeouts fire at random |
+//! | in memory ([`Farm::connect_in_memory`]) | safe | safe, and days of retries take no real time |
+//!
+//! Against a real-time sender such as Postfix, render transcripts with
+//! [`Granularity::Minutes`](render::Granularity) so that scheduling jitter does not show.
+//!
 //! ## Layout
 //!
 //! - [`scenario`]: TOML as written → validated [`Scenario`], with every problem reported
@@ -53,6 +115,8 @@
 //! - [`journal`]: the typed event log, the one source of truth; [`deliveries`] derives
 //!   per-(sender, recipient) attempts from it; [`capture`] keeps accepted messages.
 //! - [`clock`]: the only place that reads time; [`Farm::advance`] moves it.
+//! - [`transcript`] and [`assertions`]: the journal as retry stories, and expectations
+//!   on them; [`render`] the stable text forms; [`tls`] certificates for STARTTLS.
 
 pub mod assertions;
 pub mod capture;
