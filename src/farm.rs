@@ -324,6 +324,12 @@ impl Farm {
         Transcript::from_events(&self.journal())
     }
 
+    /// Findings on the sender's retry behaviour: early retries, MX fallback, retries after
+    /// a 5xx, hammering, backoff, duplicates.
+    pub fn report(&self) -> crate::report::Report {
+        crate::report::report_farm(self)
+    }
+
     /// Expectations on the delivery of `sender` to `recipient`, checked now; a failed one
     /// panics with the delivery's transcript.
     pub fn expect_delivery(&self, sender: &str, recipient: &str) -> DeliveryExpectation {

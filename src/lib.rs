@@ -115,8 +115,8 @@
 //! - [`journal`]: the typed event log, the one source of truth; [`deliveries`] derives
 //!   per-(sender, recipient) attempts from it; [`capture`] keeps accepted messages.
 //! - [`clock`]: the only place that reads time; [`Farm::advance`] moves it.
-//! - [`transcript`] and [`assertions`]: the journal as retry stories, and expectations
-//!   on them; [`render`] the stable text forms; [`tls`] certificates for STARTTLS.
+//! - [`transcript`], [`report`] and [`assertions`]: the journal as retry stories,
+//!   findings on them, and expectations; [`render`] the stable text forms; [`tls`] certificates for STARTTLS.
 
 pub mod assertions;
 pub mod capture;
@@ -126,6 +126,7 @@ pub mod farm;
 pub mod journal;
 pub mod policy;
 pub mod render;
+pub mod report;
 pub mod scenario;
 pub mod smtp;
 pub mod tls;

@@ -35,6 +35,7 @@ use tokio::sync::broadcast::error::RecvError;
   mxfarm scenarios                        list the embedded scenarios
   mxfarm transcript journal.jsonl         one retry story per delivery
   mxfarm transcript journal.jsonl --check expected.txt   golden-file test for CI
+  mxfarm report journal.jsonl             findings on the sender's retry behaviour
   mxfarm run --ca-out ca.pem              STARTTLS hosts; ca.pem is the CA to trust
   mxfarm ca ./farm-ca                     a CA to install once, then: mxfarm run --ca ./farm-ca"
 )]
@@ -117,6 +118,20 @@ a golden-file test of a sender's retry behaviour, from any language's CI.")]
         #[arg(long, value_name = "EXPECTED")]
         check: Option<PathBuf>,
     },
+    /// Check a sender's retry behaviour in a journal: early retries, MX fallback, retries
+    /// after 5xx, hammering, backoff, duplicates, giving up.
+    #[command(after_help = "Examples:
+  mxfarm report journal.jsonl
+  mxfarm report journal.jsonl --json | jq '.overall'
+
+Exits with 0 when no finding is a problem, 2 when some are (1 is for errors).")]
+    Report {
+        /// A journal written by `mxfarm run --journal FILE`.
+        journal: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -198,6 +213,25 @@ async fn main() -> ExitCode {
             json,
             check,
         } => transcript(&journal, granularity.into(), json, check.as_deref()),
+        Commands::Report { journal, json } => match read_journal(&journal) {
+            Ok(events) => {
+                let report = mxfarm::report::report_journal(&events);
+                if json {
+                    println!("{}", report.to_json());
+                } else {
+                    print!("{}", report.render());
+                }
+                if report.problems().is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                }
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
         Commands::Scenarios => {
             for embedded in scenario::embedded() {
                 println!("{:<12} {}", embedded.name, embedded.description());

@@ -189,7 +189,7 @@ pub fn deliveries(deliveries: &[Delivery], granularity: Granularity) -> String {
             };
             let time = match granularity {
                 Granularity::None => String::new(),
-                _ => format!("{:<10}", offset(attempt.at, granularity)),
+                _ => format!("{:<9} ", offset(attempt.at, granularity)),
             };
             let _ = writeln!(
                 out,

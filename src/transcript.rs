@@ -214,7 +214,7 @@ impl DeliveryTranscript {
         for (i, attempt) in self.attempts.iter().enumerate() {
             let time = match granularity {
                 Granularity::None => String::new(),
-                _ => format!("{:<10}", offset(attempt.offset, granularity)),
+                _ => format!("{:<9} ", offset(attempt.offset, granularity)),
             };
             let what = match (&attempt.reply, &attempt.closed) {
                 (Some(reply), _) => reply.one_line(),

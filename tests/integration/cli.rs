@@ -251,6 +251,11 @@ fn run_with_a_missing_ca_says_how_to_make_one() {
 /// A journal file as `mxfarm run --journal` writes it, of one greylisted delivery that
 /// gets through on its second attempt.
 async fn greylisted_journal(dir: &std::path::Path) -> std::path::PathBuf {
+    greylisted_journal_with_waits(dir, &[360, 360]).await
+}
+
+/// The same, with the sender waiting these many seconds after each attempt.
+async fn greylisted_journal_with_waits(dir: &std::path::Path, waits: &[u64]) -> std::path::PathBuf {
     use mxfarm::{Farm, Scenario};
     let scenario = Scenario::from_toml(
         "grey.toml",
@@ -269,7 +274,7 @@ then = { greylist = {} }
     )
     .unwrap();
     let farm = Farm::start_ephemeral(scenario).await.unwrap();
-    for _ in 0..2 {
+    for wait in waits {
         let mut c = Client::greeted(farm.addr("mx1")).await;
         c.ask("EHLO client.test\r\n").await;
         c.ask("MAIL FROM:<me@sender.test>\r\n").await;
@@ -281,9 +286,9 @@ then = { greylist = {} }
             c.ask("Subject: x\r\n\r\n.\r\n").await;
         }
         c.ask("QUIT\r\n").await;
-        farm.advance(std::time::Duration::from_secs(360));
+        farm.advance(std::time::Duration::from_secs(*wait));
     }
-    let path = dir.join("journal.jsonl");
+    let path = dir.join(format!("journal-{}.jsonl", waits.len()));
     let lines: Vec<String> = farm
         .journal()
         .iter()
@@ -362,4 +367,26 @@ fn transcript_names_a_broken_journal_line() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.jsonl:1"), "{stderr}");
+}
+
+#[tokio::test]
+async fn report_lists_findings_and_exits_2_on_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    let out = mxfarm().arg("report").arg(&journal).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    insta::assert_snapshot!("cli_report_of_a_patient_sender", text);
+
+    // A sender that came back after 30 seconds, before the greylisting delay: an early
+    // retry, which is a problem.
+    let early = greylisted_journal_with_waits(dir.path(), &[30, 360, 360]).await;
+    let out = mxfarm()
+        .args(["report", "--json"])
+        .arg(&early)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.to_string().contains("early-retry"), "{report}");
 }

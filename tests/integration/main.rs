@@ -7,6 +7,7 @@ mod in_memory;
 mod journal;
 mod library_client;
 mod protocol;
+mod retry_report;
 mod rules;
 mod scenario_errors;
 mod shipped;
