@@ -63,6 +63,22 @@ wait "$farm_pid" && pass "farm stopped cleanly on SIGTERM" || fail "farm exit st
 
 accepted=$(grep -c '"event":"message-accepted"' "$work/journal.jsonl" || true)
 if [ "$accepted" = 2 ]; then pass "journal holds the 2 accepted messages"; else fail "journal has $accepted accepted messages, expected 2"; fi
+# The journal reads back as transcripts and a report.
+if "$bin" transcript "$work/journal.jsonl" >"$work/transcript.txt" 2>&1 \
+   && grep -q 'delivery <sender@example.test> -> <full-bob@aol.test>' "$work/transcript.txt"; then
+  pass "mxfarm transcript reads the journal"
+else
+  fail "mxfarm transcript"; cat "$work/transcript.txt"
+fi
+set +e
+"$bin" report "$work/journal.jsonl" >"$work/report.txt" 2>&1
+report_status=$?
+set -e
+if [ "$report_status" -ne 1 ] && grep -q '^retry report:' "$work/report.txt"; then
+  pass "mxfarm report reads the journal (exit $report_status)"
+else
+  fail "mxfarm report (exit $report_status)"; cat "$work/report.txt"
+fi
 if grep -q 'accepted as message' "$work/stderr"; then pass "one log line per transaction"; else fail "no transaction log lines"; cat "$work/stderr"; fi
 
 echo
