@@ -44,7 +44,23 @@ pub struct FarmState {
     pub seed: u64,
     pub next_conn: AtomicU64,
     pub next_message: AtomicU64,
+    /// Orders message numbers with the journal and the capture, so that both list
+    /// accepted messages in number order.
+    accept_order: parking_lot::Mutex<()>,
     pub shutdown: CancellationToken,
+}
+
+impl FarmState {
+    /// Numbers an accepted message, journals it and keeps it, in one step: message
+    /// numbers then appear in the journal and the capture in order.
+    pub fn accept_message(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
+        let _in_order = self.accept_order.lock();
+        let id = self.next_message.fetch_add(1, Ordering::Relaxed) + 1;
+        let (event, message) = make(id);
+        self.journal.record(event);
+        self.capture.keep(message);
+        id
+    }
 }
 
 /// Where the hosts listen.
@@ -159,6 +175,7 @@ impl Farm {
             seed: scenario.seed,
             next_conn: AtomicU64::new(0),
             next_message: AtomicU64::new(0),
+            accept_order: parking_lot::Mutex::new(()),
             shutdown: CancellationToken::new(),
             clock,
         });
@@ -170,8 +187,7 @@ impl Farm {
                 None if options.ephemeral_ports => SocketAddr::from(([127, 0, 0, 1], 0)),
                 None => host.listen,
             };
-            let listener = TcpListener::bind(addr)
-                .await
+            let listener = listen(addr)
                 .and_then(|l| l.local_addr().map(|bound| (l, bound)))
                 .map_err(|source| FarmError::Bind {
                     host: host.name.clone(),
@@ -362,6 +378,19 @@ impl Farm {
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// A listener with a backlog deep enough for a burst of senders (the default, 128, makes
+/// clients beyond it wait a second for a SYN retry).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl Drop for Farm {

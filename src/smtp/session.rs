@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use memchr::memchr;
@@ -232,18 +231,23 @@ impl Session {
             Err(closed) => closed,
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
-        // Replies still buffered (a 421, a 221) go out before the close; after a reset
-        // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
-        if !self.was_reset {
-            let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
-        }
+        // Give back the connection slots and journal the end before the client can see
+        // it: a sender that reconnects as soon as it reads the 221 must find its slot
+        // free, and a test that saw EOF must find the close in the journal.
+        self._active = None;
+        self.concurrency_slots.clear();
         self.record(EventKind::ConnectionClosed {
             host: self.host.name.clone(),
             conn: self.conn,
             by: closed.by,
             reason: closed.reason.into_owned(),
         });
+        // Replies still buffered (a 421, a 221) go out before the close; after a reset
+        // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
+        if !self.was_reset {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        }
     }
 
     async fn converse(&mut self) -> Step {
@@ -951,38 +955,41 @@ impl Session {
                 let Some(tx) = self.tx.take() else {
                     return Ok(());
                 };
-                let id = self.farm.next_message.fetch_add(1, Ordering::Relaxed) + 1;
                 let (message_id, subject) = parse_headers(&body);
                 let enhanced = host.config.extensions.enhanced_status_codes;
-                // Journalled before the reply is written: every 250 the client sees is
-                // in the journal.
-                self.record(EventKind::MessageAccepted {
-                    host: host.name.clone(),
-                    conn: self.conn,
-                    id,
-                    sender: tx.sender.clone(),
-                    recipients: tx.recipients.clone(),
-                    size,
-                    message_id: message_id.clone(),
-                    subject: subject.clone(),
-                    tls: self.encrypted,
+                let at = self.farm.clock.now();
+                // Journalled (and kept) before the reply is written: every 250 the client
+                // sees is in the journal.
+                let id = self.farm.accept_message(|id| {
+                    let event = EventKind::MessageAccepted {
+                        host: host.name.clone(),
+                        conn: self.conn,
+                        id,
+                        sender: tx.sender.clone(),
+                        recipients: tx.recipients.clone(),
+                        size,
+                        message_id: message_id.clone(),
+                        subject: subject.clone(),
+                        tls: self.encrypted,
+                    };
+                    let message = Message {
+                        id,
+                        host: host.name.clone(),
+                        conn: self.conn,
+                        at,
+                        client: self.client,
+                        helo: self.helo.clone().unwrap_or_default(),
+                        sender: tx.sender.clone(),
+                        recipients: tx.recipients.clone(),
+                        size,
+                        message_id,
+                        subject,
+                        tls: self.encrypted,
+                        data: Arc::from(body),
+                    };
+                    (event, message)
                 });
                 self.log_transaction(&tx, &format!("accepted as message {id}"));
-                self.farm.capture.keep(Message {
-                    id,
-                    host: host.name.clone(),
-                    conn: self.conn,
-                    at: self.farm.clock.now(),
-                    client: self.client,
-                    helo: self.helo.clone().unwrap_or_default(),
-                    sender: tx.sender,
-                    recipients: tx.recipients,
-                    size,
-                    message_id,
-                    subject,
-                    tls: self.encrypted,
-                    data: Arc::from(body),
-                });
                 if let Some(rule) = lose_reply {
                     return Err(lost_reply(Stage::EndOfData, &rule));
                 }
