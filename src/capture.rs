@@ -19,7 +19,7 @@ pub struct Message {
     pub host: Arc<str>,
     pub conn: u64,
     /// Farm time of acceptance.
-    #[serde(rename = "ms", serialize_with = "as_millis")]
+    #[serde(rename = "ms", serialize_with = "crate::millis::serialize")]
     pub at: Duration,
     pub client: SocketAddr,
     /// The EHLO/HELO name the client gave.
@@ -36,10 +36,6 @@ pub struct Message {
     /// The message as received, dot-unstuffed, without the final dot.
     #[serde(skip)]
     pub data: Arc<[u8]>,
-}
-
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Message {

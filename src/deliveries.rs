@@ -44,7 +44,7 @@ impl Delivery {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
     /// Farm time when the attempt ended.
-    #[serde(rename = "ms", serialize_with = "as_millis")]
+    #[serde(rename = "ms", serialize_with = "crate::millis::serialize")]
     pub at: Duration,
     pub host: String,
     pub conn: u64,
@@ -64,20 +64,9 @@ pub struct Attempt {
     /// For a deferral that clears after a known time: how long until then.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_millis"
+        serialize_with = "crate::millis::optional::serialize"
     )]
     pub retry_after: Option<Duration>,
-}
-
-fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => as_millis(d, s),
-        None => s.serialize_none(),
-    }
-}
-
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How an attempt ended, as a sender must treat it.

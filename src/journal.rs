@@ -25,20 +25,12 @@ pub struct Event {
     /// Farm time in milliseconds since the farm started (including `advance`).
     #[serde(
         rename = "ms",
-        serialize_with = "as_millis",
-        deserialize_with = "from_millis"
+        serialize_with = "crate::millis::serialize",
+        deserialize_with = "crate::millis::deserialize"
     )]
     pub at: Duration,
     #[serde(flatten)]
     pub kind: EventKind,
-}
-
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    Ok(Duration::from_millis(u64::deserialize(d)?))
 }
 
 /// What happened. Every variant about a connection names the host and the farm-wide
@@ -83,7 +75,7 @@ pub enum EventKind {
         #[serde(
             rename = "retry_after_ms",
             skip_serializing_if = "Option::is_none",
-            with = "optional_millis",
+            with = "crate::millis::optional",
             default
         )]
         retry_after: Option<Duration>,
@@ -162,24 +154,6 @@ pub struct DomainRecord {
     pub name: String,
     /// (host name, preference)
     pub mx: Vec<(String, u16)>,
-}
-
-/// Serde for `Option<Duration>` as whole milliseconds.
-mod optional_millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
 }
 
 /// Who ended a connection.

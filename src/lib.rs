@@ -124,6 +124,7 @@ pub mod clock;
 pub mod deliveries;
 pub mod farm;
 pub mod journal;
+mod millis;
 pub mod policy;
 pub mod render;
 pub mod report;

@@ -115,12 +115,12 @@ pub struct DeliveryReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IntervalStats {
     pub tries: usize,
-    #[serde(rename = "min_ms", serialize_with = "as_millis")]
+    #[serde(rename = "min_ms", serialize_with = "crate::millis::serialize")]
     pub min: Duration,
     /// The lower median.
-    #[serde(rename = "median_ms", serialize_with = "as_millis")]
+    #[serde(rename = "median_ms", serialize_with = "crate::millis::serialize")]
     pub median: Duration,
-    #[serde(rename = "max_ms", serialize_with = "as_millis")]
+    #[serde(rename = "max_ms", serialize_with = "crate::millis::serialize")]
     pub max: Duration,
     /// The most tries within any one-hour window.
     pub max_per_hour: usize,
@@ -231,10 +231,10 @@ pub enum FindingKind {
         /// How many retries followed a deferral with a known end.
         checked: usize,
         /// The wait before the first wasted retry, or before the closest retry if none.
-        #[serde(rename = "waited_ms", serialize_with = "as_millis")]
+        #[serde(rename = "waited_ms", serialize_with = "crate::millis::serialize")]
         waited: Duration,
         /// What the deferral before it asked for.
-        #[serde(rename = "asked_ms", serialize_with = "as_millis")]
+        #[serde(rename = "asked_ms", serialize_with = "crate::millis::serialize")]
         asked: Duration,
     },
     /// After a 421 or a lost connection: did the next attempt go to another MX?
@@ -256,9 +256,9 @@ pub enum FindingKind {
     },
     /// Whether the interval between tries grows.
     Backoff {
-        #[serde(rename = "first_ms", serialize_with = "as_millis")]
+        #[serde(rename = "first_ms", serialize_with = "crate::millis::serialize")]
         first: Duration,
-        #[serde(rename = "last_ms", serialize_with = "as_millis")]
+        #[serde(rename = "last_ms", serialize_with = "crate::millis::serialize")]
         last: Duration,
         growing: bool,
     },
@@ -266,17 +266,17 @@ pub enum FindingKind {
     Hammering { max_per_hour: usize },
     /// The shortest interval between tries, against RFC 5321's 30 minutes.
     RetryInterval {
-        #[serde(rename = "shortest_ms", serialize_with = "as_millis")]
+        #[serde(rename = "shortest_ms", serialize_with = "crate::millis::serialize")]
         shortest: Duration,
     },
     /// A delivery still deferred when the journal went quiet.
     GiveUp {
         tries: usize,
         /// From the first attempt to the last.
-        #[serde(rename = "retried_for_ms", serialize_with = "as_millis")]
+        #[serde(rename = "retried_for_ms", serialize_with = "crate::millis::serialize")]
         retried_for: Duration,
         /// From the last attempt to the end of what was observed.
-        #[serde(rename = "silence_ms", serialize_with = "as_millis")]
+        #[serde(rename = "silence_ms", serialize_with = "crate::millis::serialize")]
         silence: Duration,
     },
     /// The same message accepted more than once.
@@ -327,10 +327,6 @@ pub enum DuplicateCause {
     Resent,
     /// Accepted more than once without a Message-ID to tell copies from new messages.
     Unknown,
-}
-
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a report knows beyond the transcript.

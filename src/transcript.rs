@@ -37,7 +37,7 @@ pub struct DeliveryTranscript {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TranscriptAttempt {
     /// Time since the delivery's first attempt.
-    #[serde(rename = "offset_ms", serialize_with = "as_millis")]
+    #[serde(rename = "offset_ms", serialize_with = "crate::millis::serialize")]
     pub offset: Duration,
     pub host: String,
     /// The host's MX preference for the recipient's domain, if it is one of its MX hosts.
@@ -56,17 +56,13 @@ pub struct TranscriptAttempt {
     pub attempt: Attempt,
 }
 
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// How a delivery ended, as far as the journal shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum DeliveryOutcome {
     Delivered {
         attempts: usize,
-        #[serde(rename = "after_ms", serialize_with = "as_millis")]
+        #[serde(rename = "after_ms", serialize_with = "crate::millis::serialize")]
         after: Duration,
     },
     /// Accepted more than once: a duplicate.
