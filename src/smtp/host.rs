@@ -43,11 +43,6 @@ impl HostRuntime {
     pub fn next_connection(&self) -> u64 {
         self.connections.fetch_add(1, Ordering::Relaxed) + 1
     }
-
-    /// Connections being served right now.
-    pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
 }
 
 /// One of a host's connection slots; the slot is freed when the guard is dropped.

@@ -950,53 +950,49 @@ impl Session {
                 return Ok(());
             }
         };
-        {
-            {
-                let Some(tx) = self.tx.take() else {
-                    return Ok(());
-                };
-                let (message_id, subject) = parse_headers(&body);
-                let enhanced = host.config.extensions.enhanced_status_codes;
-                let at = self.farm.clock.now();
-                // Journalled (and kept) before the reply is written: every 250 the client
-                // sees is in the journal.
-                let id = self.farm.accept_message(|id| {
-                    let event = EventKind::MessageAccepted {
-                        host: host.name.clone(),
-                        conn: self.conn,
-                        id,
-                        sender: tx.sender.clone(),
-                        recipients: tx.recipients.clone(),
-                        size,
-                        message_id: message_id.clone(),
-                        subject: subject.clone(),
-                        tls: self.encrypted,
-                    };
-                    let message = Message {
-                        id,
-                        host: host.name.clone(),
-                        conn: self.conn,
-                        at,
-                        client: self.client,
-                        helo: self.helo.clone().unwrap_or_default(),
-                        sender: tx.sender.clone(),
-                        recipients: tx.recipients.clone(),
-                        size,
-                        message_id,
-                        subject,
-                        tls: self.encrypted,
-                        data: Arc::from(body),
-                    };
-                    (event, message)
-                });
-                self.log_transaction(&tx, &format!("accepted as message {id}"));
-                if let Some(rule) = lose_reply {
-                    return Err(lost_reply(Stage::EndOfData, &rule));
-                }
-                let reply = custom.unwrap_or_else(|| host.replies.queued(enhanced, id));
-                self.send(Some(Stage::EndOfData), &reply, rule);
-            }
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        let (message_id, subject) = parse_headers(&body);
+        let enhanced = host.config.extensions.enhanced_status_codes;
+        let at = self.farm.clock.now();
+        // Journalled (and kept) before the reply is written: every 250 the client
+        // sees is in the journal.
+        let id = self.farm.accept_message(|id| {
+            let event = EventKind::MessageAccepted {
+                host: host.name.clone(),
+                conn: self.conn,
+                id,
+                sender: tx.sender.clone(),
+                recipients: tx.recipients.clone(),
+                size,
+                message_id: message_id.clone(),
+                subject: subject.clone(),
+                tls: self.encrypted,
+            };
+            let message = Message {
+                id,
+                host: host.name.clone(),
+                conn: self.conn,
+                at,
+                client: self.client,
+                helo: self.helo.clone().unwrap_or_default(),
+                sender: tx.sender.clone(),
+                recipients: tx.recipients.clone(),
+                size,
+                message_id,
+                subject,
+                tls: self.encrypted,
+                data: Arc::from(body),
+            };
+            (event, message)
+        });
+        self.log_transaction(&tx, &format!("accepted as message {id}"));
+        if let Some(rule) = lose_reply {
+            return Err(lost_reply(Stage::EndOfData, &rule));
         }
+        let reply = custom.unwrap_or_else(|| host.replies.queued(enhanced, id));
+        self.send(Some(Stage::EndOfData), &reply, rule);
         Ok(())
     }
 
