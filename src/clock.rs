@@ -13,6 +13,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// An advance that would move farm time past [`Clock::MAX_OFFSET`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot advance farm time by {}: all advances together may add at most {} years",
+    humantime::format_duration(*by),
+    Clock::MAX_OFFSET.as_secs() / (365 * 86_400)
+)]
+pub struct TooFar {
+    pub by: Duration,
+}
+
 /// A cheaply cloneable handle to the farm's clock.
 #[derive(Clone, Debug)]
 pub struct Clock {
@@ -29,6 +40,10 @@ struct Inner {
 }
 
 impl Clock {
+    /// How far all advances together may move farm time: a hundred years, so that any
+    /// farm time plus any scenario duration (at most a year) stays far from overflow.
+    pub const MAX_OFFSET: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     /// A clock that reads zero now.
     pub fn new() -> Self {
         let (advanced, _) = watch::channel(0);
@@ -51,10 +66,19 @@ impl Clock {
     }
 
     /// Moves farm time forward by `by`, waking every sleeper whose deadline has now passed.
-    pub fn advance(&self, by: Duration) {
-        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.offset_nanos.fetch_add(nanos, Ordering::AcqRel);
+    /// Refused, with time left as it was, when farm time would pass [`Clock::MAX_OFFSET`].
+    pub fn advance(&self, by: Duration) -> Result<(), TooFar> {
+        let nanos = u64::try_from(by.as_nanos()).map_err(|_| TooFar { by })?;
+        self.inner
+            .offset_nanos
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |offset| {
+                offset
+                    .checked_add(nanos)
+                    .filter(|total| *total <= Self::MAX_OFFSET.as_nanos() as u64)
+            })
+            .map_err(|_| TooFar { by })?;
         self.inner.advanced.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
     }
 
     /// Waits until farm time has moved `duration` past now.
@@ -108,10 +132,38 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        clock.advance(Duration::from_secs(3600));
+        clock.advance(Duration::from_secs(3600)).unwrap();
         let woke_at = sleeper.await.unwrap();
         assert!(woke_at >= Duration::from_secs(3600));
         assert!(woke_at < Duration::from_secs(3601));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_advance_past_the_range_is_refused_and_time_stays() {
+        let clock = Clock::new();
+        clock.advance(Duration::from_secs(60)).unwrap();
+        // u64::MAX nanoseconds would wrap the offset back to nearly zero.
+        let wrap = Duration::from_nanos(u64::MAX);
+        assert_eq!(clock.advance(wrap), Err(TooFar { by: wrap }));
+        assert_eq!(
+            clock.advance(Duration::MAX),
+            Err(TooFar { by: Duration::MAX })
+        );
+        let year = Duration::from_secs(365 * 86_400);
+        for _ in 0..99 {
+            clock.advance(year).unwrap();
+        }
+        assert!(clock.advance(year).is_err());
+        assert_eq!(clock.now(), Duration::from_secs(60) + 99 * year);
+        assert!(
+            clock
+                .advance(year)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 100 years"),
+            "{}",
+            clock.advance(year).unwrap_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -127,7 +179,7 @@ mod tests {
         let c2 = clock.clone();
         let sleeper = tokio::spawn(async move { c2.sleep(Duration::from_secs(10)).await });
         tokio::task::yield_now().await;
-        clock.advance(Duration::from_secs(4));
+        clock.advance(Duration::from_secs(4)).unwrap();
         tokio::task::yield_now().await;
         assert!(!sleeper.is_finished());
         sleeper.await.unwrap();

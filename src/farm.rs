@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::assertions::DeliveryExpectation;
 use crate::capture::{Capture, Message};
-use crate::clock::Clock;
+use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Delivery, deliveries};
 use crate::journal::{DomainRecord, Event, EventKind, Journal};
 use crate::policy::attempts::AttemptCounters;
@@ -363,8 +363,19 @@ impl Farm {
     }
 
     /// Moves farm time forward: delays, hangs, timeouts and attempt windows see it at once.
+    ///
+    /// # Panics
+    /// If all advances together would pass [`Clock::MAX_OFFSET`] (a hundred years): a
+    /// mistake in the test. [`Farm::try_advance`] refuses instead.
     pub fn advance(&self, by: Duration) {
-        self.state.clock.advance(by);
+        if let Err(too_far) = self.try_advance(by) {
+            panic!("{too_far}");
+        }
+    }
+
+    /// Moves farm time forward like [`Farm::advance`], or refuses, leaving time as it was.
+    pub fn try_advance(&self, by: Duration) -> Result<(), TooFar> {
+        self.state.clock.advance(by)
     }
 
     /// The farm's clock, for code that waits in farm time.

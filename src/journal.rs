@@ -333,7 +333,7 @@ mod tests {
         let clock = Clock::new();
         let journal = Journal::new(clock.clone(), 100);
         journal.record(opened(1));
-        clock.advance(Duration::from_secs(90));
+        clock.advance(Duration::from_secs(90)).unwrap();
         journal.record(opened(2));
         let events = journal.events();
         assert_eq!(events[0].seq, 1);
