@@ -295,9 +295,7 @@ pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
                     c.message_id = message_id.clone();
                 }
             }
-            EventKind::EventsDropped { .. }
-            | EventKind::TlsHandshake { .. }
-            | EventKind::FarmStarted { .. } => {}
+            EventKind::TlsHandshake { .. } | EventKind::FarmStarted { .. } => {}
         }
     }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +16,7 @@ use crate::assertions::DeliveryExpectation;
 use crate::capture::{Capture, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Delivery, deliveries};
-use crate::journal::{DomainRecord, Event, EventKind, Journal};
+use crate::journal::{Cursor, DomainRecord, Event, EventKind, Journal, Read};
 use crate::policy::attempts::AttemptCounters;
 use crate::policy::concurrency::ConcurrencyStore;
 use crate::policy::greylist::GreylistStore;
@@ -33,7 +32,7 @@ use crate::transcript::Transcript;
 #[derive(Debug)]
 pub struct FarmState {
     pub clock: Clock,
-    pub journal: Journal,
+    pub journal: Arc<Journal>,
     pub capture: Capture,
     pub attempts: AttemptCounters,
     pub greylist: GreylistStore,
@@ -165,7 +164,7 @@ impl Farm {
         };
         let clock = Clock::new();
         let state = Arc::new(FarmState {
-            journal: Journal::new(clock.clone(), scenario.journal.max_events),
+            journal: Arc::new(Journal::new(clock.clone(), scenario.journal.max_events)),
             capture: Capture::new(scenario.capture.clone()),
             attempts: AttemptCounters::for_scenario(&scenario),
             greylist: GreylistStore::default(),
@@ -296,9 +295,16 @@ impl Farm {
         self.state.journal.events()
     }
 
-    /// Events from now on, as they happen.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.state.journal.subscribe()
+    /// A reader of the events recorded from now on, as they happen.
+    pub fn subscribe(&self) -> Cursor {
+        self.events_after(self.state.journal.last_seq())
+    }
+
+    /// A reader of the events after sequence number `seq` (0: from the first one still
+    /// held), then of every event as it is recorded. It never skips an event silently:
+    /// events dropped before it read them are counted in [`Read::Missed`].
+    pub fn events_after(&self, seq: u64) -> Cursor {
+        Cursor::new(self.state.journal.clone(), seq)
     }
 
     /// Waits until the journal holds an event for which `matches` is true, and returns it.
@@ -307,25 +313,25 @@ impl Farm {
     /// Tests use it to act at the right moment, e.g. to [`advance`](Self::advance) the
     /// clock once a command has arrived, instead of sleeping.
     pub async fn wait_for(&self, mut matches: impl FnMut(&Event) -> bool) -> Event {
-        let mut live = self.subscribe();
-        if let Some(event) = self.journal().into_iter().find(|e| matches(e)) {
-            return event;
-        }
+        let mut cursor = self.events_after(0);
         loop {
-            match live.recv().await {
-                Ok(event) if matches(&event) => return event,
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Some(event) = self.journal().into_iter().find(|e| matches(e)) {
-                        return event;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    // The farm is gone; what it recorded is all there is.
-                    std::future::pending::<()>().await;
-                }
+            match cursor.next().await {
+                Some(Read::Event(event)) if matches(&event) => return event,
+                Some(_) => {}
+                // The farm is gone; what it recorded is all there is.
+                None => std::future::pending::<()>().await,
             }
         }
+    }
+
+    /// Writes every journal event to `path` (replaced) as JSON lines, from the first event
+    /// still held, then as they happen, until [`Farm::shutdown`]; await the handle after
+    /// the shutdown for the file to be complete.
+    pub async fn spawn_journal_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::journal::file::JournalFileError> {
+        crate::journal::file::spawn_writer(self.state.journal.clone(), path).await
     }
 
     /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
@@ -343,7 +349,7 @@ impl Farm {
     /// Findings on the sender's retry behaviour: early retries, MX fallback, retries after
     /// a 5xx, hammering, backoff, duplicates.
     pub fn report(&self) -> crate::report::Report {
-        crate::report::report_farm(self)
+        crate::report::report_journal_until(&self.journal(), self.now())
     }
 
     /// Expectations on the delivery of `sender` to `recipient`, checked now; a failed one
@@ -388,6 +394,7 @@ impl Farm {
         self.state.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.state.journal.close();
     }
 }
 

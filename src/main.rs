@@ -15,9 +15,7 @@ use mxfarm::scenario::{self, Scenario, ScenarioError, TlsMode, TlsVersions};
 use mxfarm::tls::{self, FarmCa};
 use mxfarm::transcript::Transcript;
 use mxfarm::{Event, Farm, render};
-use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Parser)]
 #[command(
@@ -305,7 +303,11 @@ async fn run(
         summary(&farm, journal.as_deref(), tls.ca_out.as_deref())
     );
     let writer = match journal {
-        Some(path) => Some(spawn_journal_writer(&farm, &path).await?),
+        Some(path) => Some(
+            farm.spawn_journal_file(&path)
+                .await
+                .map_err(|e| format!("error: {e}"))?,
+        ),
         None => None,
     };
     stop.wait().await;
@@ -366,67 +368,6 @@ fn summary(farm: &Farm, journal: Option<&Path>, ca_out: Option<&Path>) -> String
     out
 }
 
-/// Writes the journal to `path` as JSON lines: what is already there, then every event
-/// as it happens, until the farm shuts down.
-async fn spawn_journal_writer(
-    farm: &Farm,
-    path: &Path,
-) -> Result<tokio::task::JoinHandle<()>, String> {
-    // A new file per run: sequence numbers start at 1 again, so appending would mix runs.
-    let file = tokio::fs::File::create(path)
-        .await
-        .map_err(|e| {
-            format!(
-                "error: cannot write the journal to {}: {e}\n  help: check that the directory exists and is writable",
-                path.display()
-            )
-        })?;
-    // Subscribe before taking the snapshot, so that no event falls between the two.
-    let mut live = farm.subscribe();
-    let already = farm.journal();
-    let mut last_seq = already.last().map_or(0, |e| e.seq);
-    let path = path.to_path_buf();
-    Ok(tokio::spawn(async move {
-        let mut out = tokio::io::BufWriter::new(file);
-        let mut line = Vec::new();
-        for event in &already {
-            write_json_line(&mut line, event);
-        }
-        loop {
-            match live.recv().await {
-                Ok(event) if event.seq > last_seq => {
-                    last_seq = event.seq;
-                    write_json_line(&mut line, &event);
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "journal file fell behind and lost events");
-                    line.extend_from_slice(
-                        format!("{{\"event\":\"writer-lagged\",\"missed\":{missed}}}\n").as_bytes(),
-                    );
-                }
-                Err(RecvError::Closed) => break,
-            }
-            // Write whenever no more events are waiting, so the file stays current.
-            if live.is_empty() {
-                if let Err(e) = out.write_all(&line).await.and(out.flush().await) {
-                    tracing::error!(path = %path.display(), error = %e, "journal file write failed");
-                    return;
-                }
-                line.clear();
-            }
-        }
-        let _ = out.write_all(&line).await;
-        let _ = out.flush().await;
-    }))
-}
-
-fn write_json_line(buf: &mut Vec<u8>, event: &mxfarm::Event) {
-    if serde_json::to_writer(&mut *buf, event).is_ok() {
-        buf.push(b'\n');
-    }
-}
-
 /// Ctrl-C and SIGTERM, registered before the farm says it is ready, so that a signal sent
 /// right after "Ready." shuts it down cleanly instead of killing it.
 struct StopSignals {
@@ -453,30 +394,9 @@ impl StopSignals {
     }
 }
 
-/// Reads a journal written by `run --journal`: one JSON event per line.
+/// Reads a journal written by `run --journal`, or says what went wrong.
 fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "error: cannot read the journal {}: {e}\n  help: write one with `mxfarm run --journal {}`",
-            path.display(),
-            path.display()
-        )
-    })?;
-    let mut events = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.contains("\"event\":\"writer-lagged\"") {
-            continue;
-        }
-        let event = serde_json::from_str(line).map_err(|e| {
-            format!(
-                "error: {}:{}: not a journal event: {e}\n  help: give the file that `mxfarm run --journal` wrote, unchanged",
-                path.display(),
-                number + 1
-            )
-        })?;
-        events.push(event);
-    }
-    Ok(events)
+    mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))
 }
 
 fn transcript(

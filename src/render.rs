@@ -70,7 +70,22 @@ pub fn offset(d: Duration, granularity: Granularity) -> String {
 /// `<` marks what the client sent, `>` what the farm answered, `*` everything else.
 pub fn journal(events: &[Event], granularity: Granularity) -> String {
     let mut out = String::new();
+    let mut expected = 1;
     for event in events {
+        if event.seq > expected {
+            // Sequence numbers have no gaps in a whole journal: these events were dropped.
+            let missing = event.seq - expected;
+            let text = format!(
+                "* {missing} event{} missing here (dropped from a full journal)",
+                if missing == 1 { "" } else { "s" }
+            );
+            if granularity == Granularity::None {
+                let _ = writeln!(out, "{:<10} {text}", "journal");
+            } else {
+                let _ = writeln!(out, "{:<10} {:<10} {text}", "", "journal");
+            }
+        }
+        expected = expected.max(event.seq + 1);
         let time = offset(event.at, granularity);
         let (prefix, text) = match &event.kind {
             EventKind::ConnectionOpened { host, conn, client } => (
@@ -151,10 +166,6 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
             EventKind::FarmStarted { scenario, .. } => (
                 "farm".to_string(),
                 format!("* started, playing scenario {scenario:?}"),
-            ),
-            EventKind::EventsDropped { count, total } => (
-                "journal".to_string(),
-                format!("* dropped {count} old events ({total} in all)"),
             ),
         };
         if granularity == Granularity::None {

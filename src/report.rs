@@ -70,9 +70,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::deliveries::Outcome;
-use crate::farm::Farm;
-use crate::journal::{DomainRecord, Event, EventKind};
-use crate::transcript::{DeliveryOutcome, DeliveryTranscript, Transcript, TranscriptAttempt};
+use crate::journal::{DomainRecord, Event, EventKind, Missing};
+use crate::transcript::{
+    DeliveryOutcome, DeliveryTranscript, Transcript, TranscriptAttempt, incomplete_warning,
+};
 
 /// Attempts that follow a deferred one within this time, on another host, are the same try.
 pub const TRY_GAP: Duration = Duration::from_secs(60);
@@ -90,6 +91,10 @@ pub const SILENCE: Duration = Duration::from_secs(3600);
 /// The report: per delivery, then overall.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// Set when events are missing from the journal: findings may then be wrong, and the
+    /// rendering says so first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Missing>,
     pub deliveries: Vec<DeliveryReport>,
     /// Per check, the worst severity across deliveries and which deliveries have it.
     pub overall: Vec<Finding>,
@@ -359,7 +364,7 @@ impl Context {
 
 /// The report of a transcript, knowing only what it shows: a domain's MX hosts are those
 /// its attempts used, and the journal is taken to end at the latest attempt (so the
-/// give-up check never fires). Prefer [`report_journal`] or [`report_farm`].
+/// give-up check never fires). Prefer [`report_journal`] or [`report_journal_until`].
 pub fn report(transcript: &Transcript) -> Report {
     report_with(transcript, &Context::default())
 }
@@ -373,12 +378,12 @@ pub fn report_journal(events: &[Event]) -> Report {
     )
 }
 
-/// The report of a running farm, observed until farm time now.
-pub fn report_farm(farm: &Farm) -> Report {
-    let events = farm.journal();
-    let mut context = Context::from_journal(&events);
-    context.observed_until = Some(farm.now());
-    report_with(&Transcript::from_events(&events), &context)
+/// The report of a journal observed until farm time `now` (a running farm's: silence up
+/// to now counts for the give-up check).
+pub fn report_journal_until(events: &[Event], now: Duration) -> Report {
+    let mut context = Context::from_journal(events);
+    context.observed_until = Some(now.max(context.observed_until.unwrap_or_default()));
+    report_with(&Transcript::from_events(events), &context)
 }
 
 /// The report of a transcript with what the context adds.
@@ -389,6 +394,7 @@ pub fn report_with(transcript: &Transcript, context: &Context) -> Report {
         .collect();
     let overall = overall(&deliveries);
     Report {
+        incomplete: transcript.incomplete,
         deliveries,
         overall,
     }
@@ -422,6 +428,9 @@ impl Report {
     /// The stable text form: no wall-clock times, durations like `5m02s`.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if let Some(missing) = &self.incomplete {
+            let _ = writeln!(out, "{}", incomplete_warning(missing));
+        }
         let count = |s: Severity| {
             self.deliveries
                 .iter()
@@ -665,7 +674,11 @@ impl<'a> Env<'a> {
             .map_or(&[], Vec::as_slice);
         let tries = tries(a);
         let starts: Vec<Duration> = tries.iter().map(|t| a[t[0]].attempt.at).collect();
-        let intervals: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        // Saturating: a journal from elsewhere may have times that go backwards.
+        let intervals: Vec<Duration> = starts
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .collect();
         report.intervals = interval_stats(&starts, &intervals);
         let findings = [
             early_retry(a, &tries),
@@ -1503,6 +1516,7 @@ mod tests {
             observed_until: Some(Duration::from_secs(until)),
         };
         let transcript = Transcript {
+            incomplete: None,
             deliveries: vec![d],
         };
         report_with(&transcript, &context).deliveries.remove(0)
@@ -1667,6 +1681,7 @@ mod tests {
     #[test]
     fn the_report_serializes_and_renders() {
         let r = Report {
+            incomplete: None,
             deliveries: vec![one(
                 delivery(
                     "b@y.test",

@@ -13,13 +13,17 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::deliveries::{Attempt, Delivery, Outcome, deliveries};
-use crate::journal::{Event, EventKind};
+use crate::journal::{Event, EventKind, Missing, gaps};
 use crate::render::{Granularity, offset};
 use crate::scenario::{Reply, Stage};
 
 /// Every delivery of a journal, with its attempts and outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transcript {
+    /// Set when events are missing from the journal (dropped from a full one): then the
+    /// stories may lack attempts, and the rendering says so first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Missing>,
     pub deliveries: Vec<DeliveryTranscript>,
 }
 
@@ -83,7 +87,10 @@ impl Transcript {
             .into_iter()
             .map(|d| DeliveryTranscript::new(d, &preferences))
             .collect();
-        Transcript { deliveries }
+        Transcript {
+            incomplete: gaps(events),
+            deliveries,
+        }
     }
 
     /// The delivery of `sender` to `recipient`, if the journal has one.
@@ -99,6 +106,9 @@ impl Transcript {
     /// The stable text form, one block per delivery.
     pub fn render(&self, granularity: Granularity) -> String {
         let mut out = String::new();
+        if let Some(missing) = &self.incomplete {
+            let _ = writeln!(out, "{}", incomplete_warning(missing));
+        }
         for delivery in &self.deliveries {
             delivery.render_into(&mut out, granularity);
         }
@@ -109,6 +119,17 @@ impl Transcript {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// The first line of a view over a journal with events missing.
+pub fn incomplete_warning(missing: &Missing) -> String {
+    format!(
+        "INCOMPLETE: {} event{} missing from the journal, the first before event {} \
+         (it was full: raise [journal] max-events); these stories may lack attempts",
+        missing.events,
+        if missing.events == 1 { " is" } else { "s are" },
+        missing.before_seq
+    )
 }
 
 /// (domain, host) -> preference, from the journal's farm-started event.

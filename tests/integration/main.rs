@@ -13,3 +13,4 @@ mod scenario_errors;
 mod shipped;
 mod support;
 mod tls;
+mod views;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mxfarm::render::Granularity;
-use mxfarm::report::{Check, Report, Severity, report, report_farm, report_journal};
+use mxfarm::report::{Check, Report, Severity, report, report_journal};
 use mxfarm::{Farm, Scenario};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
@@ -309,7 +309,7 @@ async fn shipped(name: &str) -> Farm {
 
 /// Snapshots the transcript and the report under `name`, and returns the report.
 fn snapshot(farm: &Farm, name: &str, granularity: Granularity) -> Report {
-    let report = report_farm(farm);
+    let report = farm.report();
     insta::assert_snapshot!(
         format!("{name}_transcript"),
         farm.transcript().render(granularity)
@@ -710,7 +710,7 @@ async fn a_multi_day_schedule_runs_in_paused_time_and_repeats_exactly() {
         let transcript = farm.transcript();
         let exact = transcript.render(Granularity::Exact);
         let minutes = transcript.render(Granularity::Minutes);
-        let report = report_farm(&farm).render();
+        let report = farm.report().render();
         farm.shutdown().await;
         (exact, minutes, report, started.elapsed())
     }

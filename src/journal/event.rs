@@ -1,28 +1,22 @@
-//! The journal: every connection, command, reply and accepted message, in order.
-//!
-//! It is the one source of truth for the API, the logs, the deliveries view and the
-//! snapshots (DESIGN principle 6). Each event carries a farm-wide sequence number and the
-//! farm time at which it happened. The journal is bounded: when it is full it drops the
-//! oldest tenth at once and records an [`EventKind::EventsDropped`] event saying so.
+//! What the journal records: one [`Event`] per thing that happened, with its sequence
+//! number and farm time. These types are also the journal file's format (JSON lines).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
-use crate::clock::Clock;
 use crate::scenario::{Reply, Stage};
 
 /// One thing that happened in the farm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Farm-wide, strictly increasing, starting at 1; gaps never occur.
+    /// Farm-wide, strictly increasing, starting at 1, with no gaps: a gap in the events
+    /// someone holds means events were dropped (see [`crate::journal::gaps`]).
     pub seq: u64,
-    /// Farm time in milliseconds since the farm started (including `advance`).
+    /// Farm time since the farm started (including `advance`); never less than the time
+    /// of an event with a lower `seq`. Milliseconds in JSON.
     #[serde(
         rename = "ms",
         serialize_with = "crate::millis::serialize",
@@ -103,8 +97,6 @@ pub enum EventKind {
         by: ClosedBy,
         reason: String,
     },
-    /// The journal was full and dropped its oldest events.
-    EventsDropped { count: u64, total: u64 },
     /// A STARTTLS handshake ended, well or badly.
     TlsHandshake {
         host: Arc<str>,
@@ -143,7 +135,7 @@ impl EventKind {
             | EventKind::MessageAccepted { host, conn, .. }
             | EventKind::ConnectionClosed { host, conn, .. }
             | EventKind::TlsHandshake { host, conn, .. } => Some((host, *conn)),
-            EventKind::EventsDropped { .. } | EventKind::FarmStarted { .. } => None,
+            EventKind::FarmStarted { .. } => None,
         }
     }
 }
@@ -203,92 +195,6 @@ pub enum Command {
     Other,
 }
 
-/// The bounded, append-only event log of one farm.
-#[derive(Debug)]
-pub struct Journal {
-    clock: Clock,
-    state: Mutex<State>,
-    live: broadcast::Sender<Event>,
-}
-
-#[derive(Debug)]
-struct State {
-    events: VecDeque<Event>,
-    next_seq: u64,
-    max_events: usize,
-    dropped_total: u64,
-}
-
-impl Journal {
-    /// A journal keeping at most `max_events` events (at least 16).
-    pub fn new(clock: Clock, max_events: usize) -> Self {
-        let (live, _) = broadcast::channel(16 * 1024);
-        Self {
-            clock,
-            state: Mutex::new(State {
-                events: VecDeque::new(),
-                next_seq: 1,
-                max_events: max_events.max(16),
-                dropped_total: 0,
-            }),
-            live,
-        }
-    }
-
-    /// Appends an event stamped with the current farm time.
-    pub fn record(&self, kind: EventKind) {
-        let at = self.clock.now();
-        let watched = self.live.receiver_count() > 0;
-        let mut state = self.state.lock();
-        if state.events.len() >= state.max_events {
-            let count = (state.max_events / 10).max(1);
-            state.events.drain(..count);
-            state.dropped_total += count as u64;
-            let total = state.dropped_total;
-            let dropped = state.push(
-                at,
-                EventKind::EventsDropped {
-                    count: count as u64,
-                    total,
-                },
-            );
-            if watched {
-                let _ = self.live.send(dropped.clone());
-            }
-        }
-        let event = state.push(at, kind);
-        if watched {
-            // Sent under the lock so that live readers see events in sequence order.
-            let _ = self.live.send(event.clone());
-        }
-    }
-
-    /// A copy of every event still held, oldest first.
-    pub fn events(&self) -> Vec<Event> {
-        self.state.lock().events.iter().cloned().collect()
-    }
-
-    /// Events recorded from now on. A receiver that falls more than 16384 events behind
-    /// gets `RecvError::Lagged` and should say so to its reader.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.live.subscribe()
-    }
-
-    /// How many events were dropped because the journal was full.
-    pub fn dropped(&self) -> u64 {
-        self.state.lock().dropped_total
-    }
-}
-
-impl State {
-    fn push(&mut self, at: Duration, kind: EventKind) -> &Event {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.events.push_back(Event { seq, at, kind });
-        &self.events[self.events.len() - 1]
-    }
-}
-
 /// Makes a client's command line safe to keep and print: no CR/LF, control bytes escaped,
 /// at most 512 bytes (a hostile client may send megabytes of garbage).
 pub fn sanitize_line(line: &[u8]) -> String {
@@ -319,45 +225,6 @@ pub fn sanitize_line(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opened(conn: u64) -> EventKind {
-        EventKind::ConnectionOpened {
-            host: "mx1".into(),
-            conn,
-            client: "127.0.0.1:1000".parse().unwrap(),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn numbers_events_and_stamps_farm_time() {
-        let clock = Clock::new();
-        let journal = Journal::new(clock.clone(), 100);
-        journal.record(opened(1));
-        clock.advance(Duration::from_secs(90)).unwrap();
-        journal.record(opened(2));
-        let events = journal.events();
-        assert_eq!(events[0].seq, 1);
-        assert_eq!(events[1].seq, 2);
-        assert_eq!(events[1].at, Duration::from_secs(90));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn drops_the_oldest_tenth_when_full_and_says_so() {
-        let journal = Journal::new(Clock::new(), 20);
-        for conn in 0..25 {
-            journal.record(opened(conn));
-        }
-        let events = journal.events();
-        assert!(events.len() <= 20);
-        let drops: Vec<_> = events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::EventsDropped { .. }))
-            .collect();
-        assert!(!drops.is_empty());
-        assert!(journal.dropped() >= 5);
-        // Sequence numbers keep counting: nothing is renumbered.
-        assert_eq!(events.last().unwrap().seq, 25 + drops.len() as u64);
-    }
 
     #[test]
     fn sanitizes_hostile_lines() {

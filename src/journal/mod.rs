@@ -1,0 +1,93 @@
+//! The journal: every connection, command, reply and accepted message, in order.
+//!
+//! It is the one source of truth for the logs, the deliveries, transcripts and reports,
+//! and the journal file (DESIGN principle 6). Each [`Event`] carries a farm-wide sequence
+//! number and the farm time at which it happened. The [`Journal`] is bounded; readers go
+//! through it with a [`Cursor`], which never skips an event without saying so, and any
+//! list of events tells by the gaps in its sequence numbers whether events are missing
+//! ([`gaps`]).
+//!
+//! - [`event`]: the event types, which are also the JSON-lines format of the file.
+//! - [`store`]: the bounded journal and its cursors.
+//! - [`file`]: reading and writing the journal file.
+
+pub mod event;
+pub mod file;
+pub mod store;
+
+pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
+pub use store::{Cursor, Journal, Page, Read};
+
+use serde::Serialize;
+
+/// Events missing from a list of events: the journal was full and dropped them, or a file
+/// writer fell behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    /// How many events are missing in all.
+    pub events: u64,
+    /// The sequence number of the first event after the first gap.
+    pub before_seq: u64,
+}
+
+/// What is missing from `events` (a journal's events in sequence order), judged by the
+/// sequence numbers, which start at 1 and have no gaps in a whole journal.
+pub fn gaps(events: &[Event]) -> Option<Missing> {
+    let mut expected = 1;
+    let mut missing = None::<Missing>;
+    for event in events {
+        if event.seq > expected {
+            let gap = event.seq - expected;
+            match &mut missing {
+                Some(m) => m.events += gap,
+                None => {
+                    missing = Some(Missing {
+                        events: gap,
+                        before_seq: event.seq,
+                    })
+                }
+            }
+        }
+        expected = expected.max(event.seq + 1);
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(seq: u64) -> Event {
+        Event {
+            seq,
+            at: Duration::ZERO,
+            kind: EventKind::ConnectionOpened {
+                host: "mx1".into(),
+                conn: seq,
+                client: "127.0.0.1:1".parse().unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn gaps_count_every_missing_sequence_number() {
+        let events = |seqs: &[u64]| seqs.iter().map(|&s| at(s)).collect::<Vec<_>>();
+        assert_eq!(gaps(&events(&[1, 2, 3])), None);
+        assert_eq!(gaps(&[]), None);
+        assert_eq!(
+            gaps(&events(&[1, 5, 6, 9])),
+            Some(Missing {
+                events: 5,
+                before_seq: 5
+            })
+        );
+        assert_eq!(
+            gaps(&events(&[3, 4])),
+            Some(Missing {
+                events: 2,
+                before_seq: 3
+            })
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! The bounded, append-only journal of one farm, and cursors that read it in order.
+//!
+//! Every event gets the next sequence number and a farm time that never goes backwards
+//! against the sequence: both are taken under the one lock that appends, so a busy farm
+//! cannot journal an event "earlier" than the one before it.
+//!
+//! When the journal holds `max_events`, it drops its oldest tenth at once (so that dropping
+//! is rare, not one event per append). The `farm-started` event is never dropped: it says
+//! which MX records the farm serves, which every view of the journal needs. Nothing is
+//! put in the place of what was dropped; a reader sees a gap in the sequence numbers, and a
+//! [`Cursor`] is told exactly how many events it missed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::event::{Event, EventKind};
+use crate::clock::Clock;
+
+/// The fewest events a journal keeps, whatever the scenario asks for.
+pub const MIN_EVENTS: usize = 16;
+
+/// The bounded event log of one farm.
+#[derive(Debug)]
+pub struct Journal {
+    clock: Clock,
+    state: Mutex<State>,
+    /// The sequence number of the newest event, for readers waiting for more; and
+    /// whether the journal is closed (no more events will come).
+    appended: watch::Sender<(u64, bool)>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The `farm-started` event, kept however full the journal gets.
+    header: Option<Event>,
+    /// Every other event still held; their sequence numbers are consecutive.
+    events: VecDeque<Event>,
+    next_seq: u64,
+    last_at: Duration,
+    max_events: usize,
+    dropped: u64,
+}
+
+/// Events read from a journal after some sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Events after the cursor that were dropped before they could be read.
+    pub missed: u64,
+    /// The events, in sequence order.
+    pub events: Vec<Event>,
+}
+
+impl Journal {
+    /// A journal keeping at most `max_events` events (at least [`MIN_EVENTS`]).
+    pub fn new(clock: Clock, max_events: usize) -> Self {
+        let (appended, _) = watch::channel((0, false));
+        Self {
+            clock,
+            state: Mutex::new(State {
+                header: None,
+                events: VecDeque::new(),
+                next_seq: 1,
+                last_at: Duration::ZERO,
+                max_events: max_events.max(MIN_EVENTS),
+                dropped: 0,
+            }),
+            appended,
+        }
+    }
+
+    /// Appends an event stamped with the current farm time; returns its sequence number.
+    pub fn record(&self, kind: EventKind) -> u64 {
+        let mut state = self.state.lock();
+        // Read under the lock: a later sequence number never gets an earlier time.
+        let at = self.clock.now().max(state.last_at);
+        state.last_at = at;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let event = Event { seq, at, kind };
+        if state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. }) {
+            state.header = Some(event);
+        } else {
+            let held = state.events.len() + usize::from(state.header.is_some());
+            if held >= state.max_events {
+                let count = (state.max_events / 10).clamp(1, state.events.len());
+                state.events.drain(..count);
+                state.dropped += count as u64;
+            }
+            state.events.push_back(event);
+        }
+        drop(state);
+        if self.appended.receiver_count() > 0 {
+            self.appended.send_modify(|(last, _)| *last = seq);
+        }
+        seq
+    }
+
+    /// A copy of every event still held, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.after(0, usize::MAX).events
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, and how many such events
+    /// were dropped before they could be read.
+    pub fn after(&self, after: u64, limit: usize) -> Page {
+        let state = self.state.lock();
+        let mut events = Vec::new();
+        if let Some(header) = &state.header
+            && header.seq > after
+            && limit > 0
+        {
+            events.push(header.clone());
+        }
+        let first = state.events.front().map_or(state.next_seq, |e| e.seq);
+        // Dropped events are those between the header and the first event held.
+        let dropped_from = state.header.as_ref().map_or(1, |h| h.seq + 1);
+        let missed = first.saturating_sub((after + 1).max(dropped_from));
+        let skip = usize::try_from(after.saturating_sub(first - 1)).unwrap_or(usize::MAX);
+        let room = limit - events.len();
+        events.extend(state.events.iter().skip(skip).take(room).cloned());
+        Page { missed, events }
+    }
+
+    /// How many events were dropped because the journal was full.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().dropped
+    }
+
+    /// The sequence number of the newest event (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().next_seq - 1
+    }
+
+    /// Says that no more events will come: readers waiting at the end return `None`.
+    pub fn close(&self) {
+        self.appended.send_modify(|(_, closed)| *closed = true);
+    }
+}
+
+/// A reader of a journal that goes through its events in order, waiting for new ones, and
+/// never skips one silently: events dropped before it read them are counted in
+/// [`Read::Missed`].
+#[derive(Debug)]
+pub struct Cursor {
+    journal: Arc<Journal>,
+    after: u64,
+    changes: watch::Receiver<(u64, bool)>,
+    ready: VecDeque<Read>,
+}
+
+/// What a [`Cursor`] read next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    Event(Event),
+    /// This many events were dropped from the journal before the cursor reached them.
+    Missed(u64),
+}
+
+impl Cursor {
+    /// A cursor at the events after sequence number `after` (0: from the first).
+    pub fn new(journal: Arc<Journal>, after: u64) -> Self {
+        // Subscribed before the first read, so no append falls between the two.
+        let changes = journal.appended.subscribe();
+        Self {
+            journal,
+            after,
+            changes,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next event, or how many were missed; waits for one to be recorded. `None`
+    /// once the journal is closed and everything in it was read.
+    pub async fn next(&mut self) -> Option<Read> {
+        loop {
+            self.changes.mark_unchanged();
+            if let Some(next) = self.try_next() {
+                return Some(next);
+            }
+            if self.changes.borrow().1 {
+                return None;
+            }
+            if self.changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The next event, or how many were missed, if one is there now.
+    pub fn try_next(&mut self) -> Option<Read> {
+        if self.ready.is_empty() {
+            // Sequence numbers have no gaps but where events were dropped.
+            let mut expected = self.after + 1;
+            for event in self.journal.after(self.after, 1024).events {
+                if event.seq > expected {
+                    self.ready.push_back(Read::Missed(event.seq - expected));
+                }
+                expected = event.seq + 1;
+                self.ready.push_back(Read::Event(event));
+            }
+        }
+        let next = self.ready.pop_front()?;
+        if let Read::Event(event) = &next {
+            self.after = event.seq;
+        }
+        Some(next)
+    }
+
+    /// The sequence number of the last event read (or the starting point).
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::event::DomainRecord;
+
+    fn opened(conn: u64) -> EventKind {
+        EventKind::ConnectionOpened {
+            host: "mx1".into(),
+            conn,
+            client: "127.0.0.1:1000".parse().unwrap(),
+        }
+    }
+
+    fn started() -> EventKind {
+        EventKind::FarmStarted {
+            scenario: "t".into(),
+            domains: vec![DomainRecord {
+                name: "a.test".into(),
+                mx: vec![("mx1".into(), 10)],
+            }],
+        }
+    }
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn numbers_events_and_stamps_farm_time() {
+        let clock = Clock::new();
+        let journal = Journal::new(clock.clone(), 100);
+        journal.record(opened(1));
+        clock.advance(Duration::from_secs(90)).unwrap();
+        journal.record(opened(2));
+        let events = journal.events();
+        assert_eq!(seqs(&events), [1, 2]);
+        assert_eq!(events[1].at, Duration::from_secs(90));
+    }
+
+    /// Every size from the smallest up: never more than `max` held, only the oldest
+    /// dropped, the header kept, and nothing but real events held (no markers).
+    #[test]
+    fn stays_within_its_bound_at_every_size() {
+        for max in [1, 5, 15, 16, 17, 19, 20, 21, 100] {
+            let journal = Journal::new(Clock::new(), max);
+            let max = max.max(MIN_EVENTS);
+            journal.record(started());
+            for conn in 1..=(3 * max as u64) {
+                journal.record(opened(conn));
+                let events = journal.events();
+                assert!(events.len() <= max, "max {max}: holds {}", events.len());
+                assert_eq!(events[0].seq, 1, "max {max}: the header is kept");
+                let rest = seqs(&events[1..]);
+                let newest = conn + 1;
+                assert_eq!(rest.last(), Some(&newest), "max {max}: the newest is kept");
+                assert!(
+                    rest.windows(2).all(|w| w[1] == w[0] + 1),
+                    "max {max}: consecutive {rest:?}"
+                );
+                let held = events.len() as u64;
+                assert_eq!(journal.dropped() + held, newest, "max {max}: all accounted");
+            }
+            // Dropping is by the tenth, not an event at a time.
+            assert!(journal.dropped() >= 2 * max as u64 - 1, "max {max}");
+        }
+    }
+
+    /// Times never go backwards against sequence numbers, even when the clock is read
+    /// by racing threads.
+    #[test]
+    fn times_follow_the_sequence_across_threads() {
+        let journal = Arc::new(Journal::new(Clock::new(), 100_000));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let journal = journal.clone();
+                let handle = runtime.handle().clone();
+                scope.spawn(move || {
+                    let _guard = handle.enter();
+                    for i in 0..2000 {
+                        journal.record(opened(t * 10_000 + i));
+                    }
+                });
+            }
+        });
+        let events = journal.events();
+        assert_eq!(events.len(), 8000);
+        assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    #[test]
+    fn pages_after_a_sequence_number_count_what_was_dropped() {
+        let journal = Journal::new(Clock::new(), 20);
+        journal.record(started());
+        for conn in 1..=40 {
+            journal.record(opened(conn));
+        }
+        // 41 recorded: the header and the newest held, the oldest dropped in twos.
+        let all = journal.after(0, usize::MAX);
+        assert!(all.events.len() <= 20);
+        assert_eq!(all.events.len() as u64 + journal.dropped(), 41);
+        assert_eq!(all.missed, journal.dropped());
+        let first_held = all.events[1].seq;
+        assert_eq!(first_held, 2 + journal.dropped());
+        let page = journal.after(5, 3);
+        assert_eq!(page.missed, first_held - 6);
+        assert_eq!(
+            seqs(&page.events),
+            [first_held, first_held + 1, first_held + 2]
+        );
+        let page = journal.after(first_held, 100);
+        assert_eq!(page.missed, 0);
+        assert_eq!(page.events.first().map(|e| e.seq), Some(first_held + 1));
+        assert!(journal.after(41, 10).events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cursor_reads_everything_in_order_then_waits_then_ends() {
+        let journal = Arc::new(Journal::new(Clock::new(), 1000));
+        journal.record(started());
+        let mut cursor = Cursor::new(journal.clone(), 0);
+        let writer = {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                for conn in 1..=3000 {
+                    journal.record(opened(conn));
+                    if conn % 500 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                journal.close();
+            })
+        };
+        let mut read = Vec::new();
+        let mut missed = 0;
+        while let Some(next) = cursor.next().await {
+            match next {
+                Read::Event(e) => read.push(e.seq),
+                Read::Missed(n) => missed += n,
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(read[0], 1);
+        assert_eq!(
+            read.len() as u64 + missed,
+            3001,
+            "each event read or counted"
+        );
+        assert!(read.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(cursor.position(), 3001);
+    }
+}
