@@ -14,22 +14,32 @@
 
 use crate::deliveries::Outcome;
 use crate::render::Granularity;
+use crate::report::{Check, FindingKind, Report};
 use crate::transcript::{DeliveryOutcome, DeliveryTranscript, Transcript};
 
-/// What a test expects of one (sender, recipient) delivery.
+/// What a test expects of one (sender, recipient) delivery. Expectations that the retry
+/// report checks too are the report's checks, so a test and `mxfarm report` never
+/// disagree.
 #[derive(Debug, Clone)]
 pub struct DeliveryExpectation {
     sender: String,
     recipient: String,
     transcript: Transcript,
+    report: Report,
 }
 
 impl DeliveryExpectation {
-    pub(crate) fn new(sender: &str, recipient: &str, transcript: Transcript) -> Self {
+    pub(crate) fn new(
+        sender: &str,
+        recipient: &str,
+        transcript: Transcript,
+        report: Report,
+    ) -> Self {
         Self {
             sender: sender.to_string(),
             recipient: recipient.to_string(),
             transcript,
+            report,
         }
     }
 
@@ -108,16 +118,16 @@ impl DeliveryExpectation {
     }
 
     /// No retry came before the deferral said it would clear (greylisting delay, a quota
-    /// for a while).
+    /// for a while), as the report's `early-retry` check sees it: moving on to the next MX
+    /// right away is not a retry.
     #[track_caller]
     pub fn had_no_early_retries(self) -> Self {
-        let attempts = &self.delivery().attempts;
-        let early = attempts.windows(2).any(|pair| {
-            let (before, after) = (&pair[0].attempt, &pair[1].attempt);
-            before
-                .retry_after
-                .is_some_and(|wait| after.at < before.at + wait)
-        });
+        self.delivery();
+        let early = self
+            .report
+            .delivery(&self.sender, &self.recipient)
+            .and_then(|d| d.finding(Check::EarlyRetry))
+            .is_some_and(|f| matches!(f.kind, FindingKind::EarlyRetry { early, .. } if early > 0));
         if early {
             self.fail("to wait out each deferral before retrying");
         }

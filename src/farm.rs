@@ -355,7 +355,9 @@ impl Farm {
     /// Expectations on the delivery of `sender` to `recipient`, checked now; a failed one
     /// panics with the delivery's transcript.
     pub fn expect_delivery(&self, sender: &str, recipient: &str) -> DeliveryExpectation {
-        DeliveryExpectation::new(sender, recipient, self.transcript())
+        let events = self.journal();
+        let report = crate::report::report_journal_until(&events, self.now());
+        DeliveryExpectation::new(sender, recipient, Transcript::from_events(&events), report)
     }
 
     /// The messages the farm accepted and still keeps, oldest first.

@@ -253,3 +253,55 @@ fn no_view_panics_on_any_journal() {
         report.to_json();
     }
 }
+
+/// Greylisted on mx1, then straight on to mx2 within the same try: not a retry, so not an
+/// early one. The expectation and the report's `early-retry` check agree (the expectation
+/// once had an implementation of its own that failed here).
+#[tokio::test(start_paused = true)]
+async fn moving_on_to_the_next_mx_is_not_an_early_retry_for_expectations_either() {
+    let scenario = Scenario::from_toml(
+        "grey.toml",
+        r#"
+name = "grey"
+[[domain]]
+name = "y.test"
+mx = [{ host = "mx1", preference = 10 }, { host = "mx2", preference = 20 }]
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "rcpt"
+then = { greylist = { state = "host" } }
+[[host]]
+name = "mx2"
+listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+    let farm = Farm::start_ephemeral(scenario).await.unwrap();
+    for host in ["mx1", "mx2"] {
+        let mut stream = farm.connect_in_memory(host, client()).unwrap();
+        stream
+            .write_all(
+                b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<bob@y.test>\r\nDATA\r\n\
+                  Subject: hi\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+            )
+            .await
+            .unwrap();
+        let mut replies = String::new();
+        stream.read_to_string(&mut replies).await.unwrap();
+        farm.advance(Duration::from_secs(5));
+    }
+    let report = farm.report();
+    let finding = report
+        .delivery("a@x.test", "bob@y.test")
+        .and_then(|d| d.finding(mxfarm::report::Check::EarlyRetry));
+    assert!(
+        finding.is_none_or(|f| f.severity == mxfarm::report::Severity::Ok),
+        "{}",
+        report.render()
+    );
+    farm.expect_delivery("a@x.test", "bob@y.test")
+        .delivered_after_attempts(2)
+        .had_no_early_retries();
+}
