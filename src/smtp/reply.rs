@@ -42,7 +42,6 @@ pub struct Replies {
     pub size_exceeds_limit: Reply,
     pub bad_sender: Reply,
     pub bad_recipient: Reply,
-    pub bdat_mixed_with_data: Reply,
     pub data_after_bdat: Reply,
 }
 
@@ -103,7 +102,6 @@ impl Replies {
             ),
             bad_sender: r(501, "5.1.7", "Bad sender address syntax"),
             bad_recipient: r(501, "5.1.3", "Bad recipient address syntax"),
-            bdat_mixed_with_data: r(503, "5.5.1", "Error: BDAT and DATA cannot be mixed"),
             data_after_bdat: r(503, "5.5.1", "Error: DATA not allowed after BDAT"),
         }
     }

@@ -695,12 +695,12 @@ async fn well_behaved_retries_only_the_deferred_recipient() {
 }
 
 /// Two days of Postfix-like retries against a quota, twice: the same transcript each
-/// time, in a fraction of a second.
+/// time. (How little real time it takes is measured by `cargo bench --bench paused_time`,
+/// not here: a real-time bound fails on a busy machine.)
 #[tokio::test(start_paused = true)]
 async fn a_multi_day_schedule_runs_in_paused_time_and_repeats_exactly() {
-    /// The transcript to the millisecond and in minutes, the report, and the real time.
-    async fn run() -> (String, String, String, Duration) {
-        let started = std::time::Instant::now();
+    /// The transcript to the millisecond and in minutes, and the report.
+    async fn run() -> (String, String, String) {
         let farm = inline("quota", QUOTA_2D).await;
         let mail = Mail {
             to: &["full@farm.test"],
@@ -712,19 +712,15 @@ async fn a_multi_day_schedule_runs_in_paused_time_and_repeats_exactly() {
         let minutes = transcript.render(Granularity::Minutes);
         let report = farm.report().render();
         farm.shutdown().await;
-        (exact, minutes, report, started.elapsed())
+        (exact, minutes, report)
     }
-    let (first, transcript, report, took_first) = run().await;
-    let (second, _, report_again, took_second) = run().await;
+    let (first, transcript, report) = run().await;
+    let (second, _, report_again) = run().await;
     assert_eq!(first, second);
     assert_eq!(report, report_again);
     assert!(
         transcript.contains("delivered after 81 attempts in 49h15m"),
         "{transcript}"
-    );
-    assert!(
-        took_first + took_second < Duration::from_secs(1),
-        "two runs took {took_first:?} and {took_second:?} of real time"
     );
     insta::assert_snapshot!("two_day_quota_transcript", transcript);
     insta::assert_snapshot!("two_day_quota_report", report);
