@@ -48,7 +48,7 @@ fn every_fixture_case_is_reported_as_expected() {
     failures.extend(cases.iter().filter_map(check));
     assert!(
         failures.is_empty(),
-        "{} failures in {DIR}:\n\n{}",
+        "{DIR}: {} of the fixture checks failed:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
