@@ -10,6 +10,7 @@ mod protocol;
 mod retry_report;
 mod rules;
 mod scenario_errors;
+mod scenario_fixtures;
 mod shipped;
 mod support;
 mod tls;
