@@ -1,15 +1,13 @@
-//! A scripted SMTP client that sends exact bytes and reads exact replies over real TCP.
+//! Farms from scenario text, the waits tests share, and the openings most tests start with.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use mxfarm::testing::{GUARD, SmtpClient};
 use mxfarm::{EventKind, Farm, Scenario};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A guard against a test hanging forever on a bug; never reached by a passing test.
-const GUARD: Duration = Duration::from_secs(20);
-
+// MIGRATION: the old client, until every file uses mxfarm::testing.
 pub struct Client {
     stream: BufReader<TcpStream>,
 }
@@ -45,7 +43,7 @@ impl Client {
 
     /// Reads one whole reply (all its lines), CRLFs included.
     pub async fn reply(&mut self) -> String {
-        tokio::time::timeout(GUARD, async {
+        tokio::time::timeout(mxfarm::testing::GUARD, async {
             let mut reply = String::new();
             loop {
                 let mut line = String::new();
@@ -69,7 +67,7 @@ impl Client {
 
     /// Whether the farm closed the connection (reads EOF) without sending anything else.
     pub async fn closed(&mut self) -> bool {
-        tokio::time::timeout(GUARD, async {
+        tokio::time::timeout(mxfarm::testing::GUARD, async {
             let mut rest = String::new();
             match self.stream.read_line(&mut rest).await {
                 Ok(0) => true,
@@ -80,6 +78,23 @@ impl Client {
         .await
         .expect("connection still open after the test guard")
     }
+}
+
+
+/// A client past the greeting, which must be a 220.
+pub async fn greeted(addr: SocketAddr) -> SmtpClient {
+    let mut client = SmtpClient::connect(addr).await;
+    client.greeting().await;
+    client
+}
+
+/// A client past the greeting, `EHLO client.test` and an accepted `MAIL FROM:<from>`.
+pub async fn mail_from(addr: SocketAddr, from: &str) -> SmtpClient {
+    let mut client = greeted(addr).await;
+    client.ehlo("client.test").await;
+    client.send(format!("MAIL FROM:<{from}>\r\n")).await;
+    client.expect_code(250).await;
+    client
 }
 
 /// A farm on ephemeral ports from scenario text.
