@@ -80,7 +80,6 @@ impl Client {
     }
 }
 
-
 /// A client past the greeting, which must be a 220.
 pub async fn greeted(addr: SocketAddr) -> SmtpClient {
     let mut client = SmtpClient::connect(addr).await;
