@@ -129,6 +129,13 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + ?Sized> Stream for S {}
 
+/// So that what wraps the stream, such as a TLS stream after STARTTLS, can be `Debug`.
+impl fmt::Debug for dyn Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stream")
+    }
+}
+
 /// A scripted SMTP client; see the [module documentation](self).
 pub struct SmtpClient {
     io: BufReader<Box<dyn Stream>>,
@@ -461,7 +468,8 @@ impl SmtpClient {
         self.log.join("\n")
     }
 
-    /// The stream, to start TLS on after `220 Ready to start TLS`; talk on with
+    /// The stream, to start TLS on after `220 Ready to start TLS` (with e.g.
+    /// `tokio_rustls::TlsConnector::connect(name, client.into_inner())`); talk on with
     /// [`SmtpClient::over`] the TLS stream. Panics if the farm has sent bytes that were not
     /// read yet: they would be lost.
     pub fn into_inner(mut self) -> Box<dyn Stream> {
