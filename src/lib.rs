@@ -117,6 +117,8 @@
 //! - [`clock`]: the only place that reads time; [`Farm::advance`] moves it.
 //! - [`transcript`], [`report`] and [`assertions`]: the journal as retry stories,
 //!   findings on them, and expectations; [`render`] the stable text forms; [`tls`] certificates for STARTTLS.
+//! - [`testing`]: [`SmtpClient`](testing::SmtpClient), a scripted SMTP client for tests
+//!   that sends exact bytes and reads exact replies, over TCP or in memory.
 
 pub mod assertions;
 pub mod capture;
@@ -130,6 +132,7 @@ pub mod render;
 pub mod report;
 pub mod scenario;
 pub mod smtp;
+pub mod testing;
 pub mod tls;
 pub mod transcript;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mxfarm::Farm;
 
-use crate::support::{Client, farm};
+use crate::support::{farm, greeted};
 
 const SCENARIO: &str = r#"
 name = "grey"
@@ -31,17 +31,11 @@ then = { greylist = {} }
 "#;
 
 async fn attempt(farm: &Farm, host: &str, to: &str) {
-    let mut c = Client::greeted(farm.addr(host)).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<me@sender.test>\r\n").await;
-    if c.ask(&format!("RCPT TO:<{to}>\r\n"))
-        .await
-        .starts_with("250")
-    {
-        c.ask("DATA\r\n").await;
-        c.ask("Subject: x\r\n\r\n.\r\n").await;
-    }
-    c.ask("QUIT\r\n").await;
+    let mut c = greeted(farm.addr(host)).await;
+    c.ehlo("client.test").await;
+    c.transaction("me@sender.test", &[to], "Subject: x\r\n\r\n")
+        .await;
+    c.quit().await;
 }
 
 #[tokio::test]

@@ -4,29 +4,32 @@ use std::time::Duration;
 
 use mxfarm::{EventKind, Farm, Outcome};
 
-use crate::support::{Client, connection_closed, farm};
+use mxfarm::testing::SmtpClient;
+
+use crate::support::{connection_closed, farm, greeted};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86400);
 
-/// Offers one recipient on a new connection and returns the RCPT reply; delivers the
-/// message when it is accepted.
+/// Offers one recipient on a new connection and returns the RCPT reply (or the MAIL reply,
+/// if MAIL was refused: then without a QUIT); delivers the message when it is accepted.
 async fn offer(farm: &Farm, host: &str, from: &str, to: &str) -> String {
-    let mut c = Client::greeted(farm.addr(host)).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    let mail = c.ask(&format!("MAIL FROM:<{from}>\r\n")).await;
-    if !mail.starts_with("250") {
-        return mail;
+    let mut c = greeted(farm.addr(host)).await;
+    c.ehlo("client.example.test").await;
+    let sent = c
+        .transaction(from, &[to], "Subject: test\r\n\r\nhello\r\n")
+        .await;
+    let mail = sent.mail.as_ref().expect("a reply to MAIL");
+    if !mail.is_positive() {
+        return mail.text();
     }
-    let reply = c.ask(&format!("RCPT TO:<{to}>\r\n")).await;
-    if reply.starts_with("250") {
-        c.ask("DATA\r\n").await;
-        let done = c.ask("Subject: test\r\n\r\nhello\r\n.\r\n").await;
-        assert!(done.starts_with("250"), "{done}");
+    let rcpt = sent.rcpt[0].as_ref().expect("a reply to RCPT");
+    if rcpt.is_positive() {
+        assert!(sent.delivered(), "{}", c.conversation());
     }
-    c.ask("QUIT\r\n").await;
-    reply
+    c.quit().await;
+    rcpt.text()
 }
 
 fn two_greylisting_hosts(state: &str) -> String {
@@ -57,10 +60,10 @@ then = {{ greylist = {{ state = "{state}", reply = "451 4.7.1 Greylisted, try ag
 async fn shared_greylist_state_lets_a_retry_through_on_any_mx() {
     let farm = farm(&two_greylisting_hosts("shared")).await;
     let first = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
-    assert_eq!(first, "451 4.7.1 Greylisted, try again in 300 seconds\r\n");
+    assert_eq!(first, "451 4.7.1 Greylisted, try again in 300 seconds");
     farm.advance(5 * MINUTE);
     let retry = offer(&farm, "mx2", "a@sender.test", "bob@grey.test").await;
-    assert_eq!(retry, "250 2.1.5 Ok\r\n", "mx2 shares mx1's state");
+    assert_eq!(retry, "250 2.1.5 Ok", "mx2 shares mx1's state");
     farm.shutdown().await;
 }
 
@@ -71,11 +74,11 @@ async fn per_host_greylist_state_depends_on_which_mx_the_sender_picks() {
     farm.advance(5 * MINUTE);
     let other_mx = offer(&farm, "mx2", "a@sender.test", "bob@grey.test").await;
     assert_eq!(
-        other_mx, "451 4.7.1 Greylisted, try again in 300 seconds\r\n",
+        other_mx, "451 4.7.1 Greylisted, try again in 300 seconds",
         "mx2 has never seen the triplet"
     );
     let same_mx = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
-    assert_eq!(same_mx, "250 2.1.5 Ok\r\n");
+    assert_eq!(same_mx, "250 2.1.5 Ok");
     farm.shutdown().await;
 }
 
@@ -96,7 +99,7 @@ async fn an_early_retry_is_deferred_and_keeps_its_first_seen_time() {
     farm.advance(3 * MINUTE);
     // 5 minutes after the first attempt, not after the early retry.
     let retry = offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await;
-    assert_eq!(retry, "250 2.1.5 Ok\r\n");
+    assert_eq!(retry, "250 2.1.5 Ok");
     farm.shutdown().await;
 }
 
@@ -115,7 +118,7 @@ then = { greylist = {} }
     )
     .await;
     let postgrey = "450 4.2.0 <bob@grey.test>: Recipient address rejected: Greylisted, \
-                    see http://postgrey.schweikert.ch/help/grey.test.html\r\n";
+                    see http://postgrey.schweikert.ch/help/grey.test.html";
     assert_eq!(
         offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
         postgrey
@@ -129,7 +132,7 @@ then = { greylist = {} }
     farm.advance(5 * MINUTE);
     // +extensions and VERP digits are normalised away: the same triplet.
     let normalised = offer(&farm, "mx1", "a+list123@sender.test", "bob@grey.test").await;
-    assert_eq!(normalised, "250 2.1.5 Ok\r\n");
+    assert_eq!(normalised, "250 2.1.5 Ok");
     // Not seen for more than 35 days: greylisted again.
     farm.advance(35 * DAY + MINUTE);
     assert_eq!(
@@ -148,12 +151,12 @@ async fn a_client_that_passed_five_times_is_whitelisted() {
         farm.advance(5 * MINUTE);
         assert_eq!(
             offer(&farm, "mx1", "a@sender.test", &rcpt).await,
-            "250 2.1.5 Ok\r\n"
+            "250 2.1.5 Ok"
         );
         farm.advance(HOUR);
     }
     let new_triplet = offer(&farm, "mx1", "new@sender.test", "new@grey.test").await;
-    assert_eq!(new_triplet, "250 2.1.5 Ok\r\n", "auto-whitelisted client");
+    assert_eq!(new_triplet, "250 2.1.5 Ok", "auto-whitelisted client");
     farm.shutdown().await;
 }
 
@@ -172,17 +175,18 @@ then = { greylist = { reply = "451 4.7.1 Greylisting in action, please come back
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<>\r\n").await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    let bounce = c
+        .transaction("", &["bob@grey.test"], "Subject: bounce\r\n\r\n")
+        .await;
     assert_eq!(
-        c.ask("RCPT TO:<bob@grey.test>\r\n").await,
-        "250 2.1.5 Ok\r\n"
+        bounce.rcpt[0].as_ref().map(|r| r.text()).as_deref(),
+        Some("250 2.1.5 Ok")
     );
-    c.ask("DATA\r\n").await;
     assert_eq!(
-        c.ask("Subject: bounce\r\n\r\n.\r\n").await,
-        "451 4.7.1 Greylisting in action, please come back in 00:05:00\r\n"
+        bounce.end_of_data.map(|r| r.text()).as_deref(),
+        Some("451 4.7.1 Greylisting in action, please come back in 00:05:00")
     );
     assert!(farm.messages().is_empty());
     farm.shutdown().await;
@@ -215,8 +219,8 @@ then = { reply = "552 5.2.2 Mailbox full" }
 "#,
     )
     .await;
-    let full = "452 4.2.2 Mailbox full\r\n";
-    let ok = "250 2.1.5 Ok\r\n";
+    let full = "452 4.2.2 Mailbox full";
+    let ok = "250 2.1.5 Ok";
     let s = "a@sender.test";
     assert_eq!(offer(&farm, "mx1", s, "counted@q.test").await, full);
     assert_eq!(offer(&farm, "mx1", s, "counted@q.test").await, full);
@@ -232,7 +236,7 @@ then = { reply = "552 5.2.2 Mailbox full" }
     assert_eq!(offer(&farm, "mx1", s, "forever@q.test").await, full);
     assert_eq!(
         offer(&farm, "mx1", s, "permanent@q.test").await,
-        "552 5.2.2 Mailbox full\r\n"
+        "552 5.2.2 Mailbox full"
     );
     let outcomes: Vec<Outcome> = farm
         .deliveries()
@@ -261,7 +265,7 @@ then = { rate-limit = { per = "client", limit = 2, window = "1h", reply = "421 4
 "#,
     )
     .await;
-    let ok = "250 2.1.5 Ok\r\n";
+    let ok = "250 2.1.5 Ok";
     assert_eq!(offer(&farm, "mx1", "a@s.test", "r1@y.test").await, ok);
     farm.advance(10 * MINUTE);
     assert_eq!(offer(&farm, "mx1", "a@s.test", "r2@y.test").await, ok);
@@ -269,7 +273,7 @@ then = { rate-limit = { per = "client", limit = 2, window = "1h", reply = "421 4
     assert_eq!(
         third,
         "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected \
-         volume or user complaints - 4.16.55.1\r\n"
+         volume or user complaints - 4.16.55.1"
     );
     // An hour after the first message, one slot is free again.
     farm.advance(50 * MINUTE);
@@ -297,16 +301,15 @@ then = { concurrency = { limit = 1 } }
 "#,
     )
     .await;
-    let mut first = Client::greeted(farm.addr("mx1")).await;
-    let mut second = Client::connect(farm.addr("mx1")).await;
-    assert_eq!(
-        second.reply().await,
-        "421 4.7.0 mx1.outlook.test Error: too many connections from 127.0.0.1\r\n"
-    );
-    assert!(second.closed().await);
-    first.ask("QUIT\r\n").await;
+    let mut first = greeted(farm.addr("mx1")).await;
+    let mut second = SmtpClient::connect(farm.addr("mx1")).await;
+    second
+        .expect("421 4.7.0 mx1.outlook.test Error: too many connections from 127.0.0.1")
+        .await;
+    second.expect_closed().await;
+    first.quit().await;
     connection_closed(&farm, 1).await;
-    Client::greeted(farm.addr("mx1")).await;
+    greeted(farm.addr("mx1")).await;
     farm.shutdown().await;
 }
 
@@ -325,16 +328,18 @@ then = { close = true }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
     for i in 0..2 {
-        c.ask("MAIL FROM:<a@s.test>\r\n").await;
-        c.ask(&format!("RCPT TO:<r{i}@y.test>\r\n")).await;
-        c.ask("DATA\r\n").await;
-        assert!(c.ask("Subject: x\r\n\r\n.\r\n").await.starts_with("250"));
+        let to = format!("r{i}@y.test");
+        let sent = c
+            .transaction("a@s.test", &[&to], "Subject: x\r\n\r\n")
+            .await;
+        assert!(sent.delivered(), "{}", c.conversation());
     }
     c.send("MAIL FROM:<a@s.test>\r\n").await;
-    assert!(c.closed().await, "closed without an error, as Yahoo does");
+    // Closed without an error, as Yahoo does.
+    c.expect_closed().await;
     assert_eq!(farm.messages().len(), 2);
     farm.shutdown().await;
 }
@@ -358,16 +363,13 @@ then = { reply = "421 4.7.0 New sender IP, try again later" }
 "#,
     )
     .await;
-    let mut c = Client::connect(farm.addr("mx1")).await;
-    assert_eq!(
-        c.reply().await,
-        "421 4.7.0 New sender IP, try again later\r\n"
-    );
+    let mut c = SmtpClient::connect(farm.addr("mx1")).await;
+    c.expect("421 4.7.0 New sender IP, try again later").await;
     farm.advance(20 * MINUTE);
-    let mut c = Client::connect(farm.addr("mx1")).await;
-    assert!(c.reply().await.starts_with("421"));
+    let mut c = SmtpClient::connect(farm.addr("mx1")).await;
+    c.expect_code(421).await;
     farm.advance(10 * MINUTE);
-    Client::greeted(farm.addr("mx1")).await;
+    greeted(farm.addr("mx1")).await;
     farm.shutdown().await;
 }
 
@@ -397,28 +399,28 @@ then = {{ reply = "550 5.7.25 The HELO name does not match the PTR name" }}
         )
     };
     let no_ptr = farm(&scenario("")).await;
-    let mut c = Client::greeted(no_ptr.addr("mx1")).await;
-    assert_eq!(
-        c.ask("EHLO mail.sender.test\r\n").await,
-        "421-4.7.0 The IP address sending this message does not have a PTR record setup\r\n\
-         421 4.7.0 or the corresponding forward DNS entry does not point to the sending IP.\r\n"
-    );
+    let mut c = greeted(no_ptr.addr("mx1")).await;
+    c.send("EHLO mail.sender.test\r\n").await;
+    c.expect(
+        "421-4.7.0 The IP address sending this message does not have a PTR record setup\n\
+         421 4.7.0 or the corresponding forward DNS entry does not point to the sending IP.",
+    )
+    .await;
     no_ptr.shutdown().await;
 
     let farm = farm(&scenario(
         "[reverse-dns]\n\"127.0.0.1\" = \"mail.sender.test\"",
     ))
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    assert_eq!(
-        c.ask("EHLO localhost\r\n").await,
-        "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname\r\n"
-    );
-    assert_eq!(
-        c.ask("EHLO other.sender.test\r\n").await,
-        "550 5.7.25 The HELO name does not match the PTR name\r\n"
-    );
-    assert!(c.ask("EHLO mail.sender.test\r\n").await.starts_with("250-"));
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.send("EHLO localhost\r\n").await;
+    c.expect("504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname")
+        .await;
+    c.send("EHLO other.sender.test\r\n").await;
+    c.expect("550 5.7.25 The HELO name does not match the PTR name")
+        .await;
+    let ehlo = c.ehlo("mail.sender.test").await;
+    assert!(ehlo.text().starts_with("250-"), "{ehlo}");
     farm.shutdown().await;
 }
 
@@ -455,13 +457,13 @@ then = { close = true }
         "{read:?}"
     );
     farm.advance(10 * MINUTE);
-    Client::greeted(farm.addr("primary")).await;
+    greeted(farm.addr("primary")).await;
 
     for _ in 0..2 {
-        let mut c = Client::connect(farm.addr("flaky")).await;
-        assert!(c.closed().await);
+        let mut c = SmtpClient::connect(farm.addr("flaky")).await;
+        c.expect_closed().await;
     }
-    Client::greeted(farm.addr("flaky")).await;
+    greeted(farm.addr("flaky")).await;
     farm.shutdown().await;
 }
 
@@ -480,24 +482,24 @@ then = { lose-reply = true }
 "#,
     )
     .await;
-    let message = "Subject: once\r\nMessage-ID: <once@sender.test>\r\n\r\nhi\r\n.\r\n";
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<a@sender.test>\r\n").await;
-    c.ask("RCPT TO:<bob@y.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    c.send(message).await;
-    assert!(
-        c.closed().await,
+    let message = "Subject: once\r\nMessage-ID: <once@sender.test>\r\n\r\nhi\r\n";
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    let lost = c
+        .transaction("a@sender.test", &["bob@y.test"], message)
+        .await;
+    assert_eq!(
+        lost.end_of_data, None,
         "no 250: the sender cannot know it arrived"
     );
+    c.expect_closed().await;
     // The sender retries, as it must.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<a@sender.test>\r\n").await;
-    c.ask("RCPT TO:<bob@y.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    assert!(c.ask(message).await.starts_with("250"));
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    let retry = c
+        .transaction("a@sender.test", &["bob@y.test"], message)
+        .await;
+    assert!(retry.delivered(), "{}", c.conversation());
 
     let ids: Vec<Option<String>> = farm.messages().into_iter().map(|m| m.message_id).collect();
     assert_eq!(ids, vec![Some("once@sender.test".into()); 2]);

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use crate::support::Client;
+use crate::support::greeted;
 
 fn mxfarm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mxfarm"))
@@ -130,25 +130,18 @@ async fn run_serves_the_default_scenario_and_writes_the_journal() {
 
     // mx3 accepts ordinary recipients.
     let mx3 = hosts.iter().find(|(n, _)| n == "mx3").unwrap().1;
-    let mut c = Client::greeted(mx3).await;
-    c.ask("EHLO client.test\r\n").await;
-    assert!(
-        c.ask("MAIL FROM:<me@example.test>\r\n")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        c.ask("RCPT TO:<alice@aol.test>\r\n")
-            .await
-            .starts_with("250")
-    );
-    assert!(c.ask("DATA\r\n").await.starts_with("354"));
-    assert!(
-        c.ask("Subject: cli\r\n\r\nhi\r\n.\r\n")
-            .await
-            .starts_with("250")
-    );
-    assert!(c.ask("QUIT\r\n").await.starts_with("221"));
+    let mut c = greeted(mx3).await;
+    c.ehlo("client.test").await;
+    let sent = c
+        .transaction(
+            "me@example.test",
+            &["alice@aol.test"],
+            "Subject: cli\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert!(sent.delivered(), "{}", c.conversation());
+    c.send("QUIT\r\n").await;
+    c.expect_code(221).await;
 
     // SIGTERM shuts the farm down cleanly.
     let pid = child.id() as libc::pid_t;
@@ -275,17 +268,11 @@ then = { greylist = {} }
     .unwrap();
     let farm = Farm::start_ephemeral(scenario).await.unwrap();
     for wait in waits {
-        let mut c = Client::greeted(farm.addr("mx1")).await;
-        c.ask("EHLO client.test\r\n").await;
-        c.ask("MAIL FROM:<me@sender.test>\r\n").await;
-        if c.ask("RCPT TO:<bob@grey.test>\r\n")
-            .await
-            .starts_with("250")
-        {
-            c.ask("DATA\r\n").await;
-            c.ask("Subject: x\r\n\r\n.\r\n").await;
-        }
-        c.ask("QUIT\r\n").await;
+        let mut c = greeted(farm.addr("mx1")).await;
+        c.ehlo("client.test").await;
+        c.transaction("me@sender.test", &["bob@grey.test"], "Subject: x\r\n\r\n")
+            .await;
+        c.quit().await;
         farm.advance(std::time::Duration::from_secs(*wait));
     }
     let path = dir.join(format!("journal-{}.jsonl", waits.len()));

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mxfarm::journal::ClosedBy;
+use mxfarm::testing::SmtpClient;
 use mxfarm::{EventKind, Farm, Scenario};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,14 +39,14 @@ then = { delay = "90s" }
     )
     .await;
     let started = std::time::Instant::now();
-    let mut stream = farm.connect_in_memory("mx1", client()).unwrap();
-    stream
-        .write_all(b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<hang@y.test>\r\n")
-        .await
-        .unwrap();
-    let mut all = String::new();
-    stream.read_to_string(&mut all).await.unwrap();
-    assert!(all.ends_with("250 2.1.0 Ok\r\n"), "{all}");
+    let mut c = SmtpClient::over(farm.connect_in_memory("mx1", client()).unwrap());
+    c.send("EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<hang@y.test>\r\n")
+        .await;
+    c.greeting().await;
+    c.expect_code(250).await;
+    c.expect("250 2.1.0 Ok").await;
+    // The hang at RCPT ends without a reply.
+    c.expect_closed().await;
     assert!(started.elapsed() < Duration::from_secs(5), "paused time");
 
     let journal = farm.journal();
@@ -58,13 +59,11 @@ then = { delay = "90s" }
     assert_eq!(closed.at.as_secs(), 90 + 3600);
 
     // An idle connection meets the 5 minute command timeout.
-    let mut idle = farm.connect_in_memory("mx1", client()).unwrap();
-    let mut replies = String::new();
-    idle.read_to_string(&mut replies).await.unwrap();
-    assert!(
-        replies.ends_with("421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"),
-        "{replies}"
-    );
+    let mut idle = SmtpClient::over(farm.connect_in_memory("mx1", client()).unwrap());
+    idle.greeting().await;
+    idle.expect("421 4.4.2 mx1.farm.test Error: timeout exceeded")
+        .await;
+    idle.expect_closed().await;
     farm.shutdown().await;
 }
 
@@ -129,6 +128,8 @@ max-line-length = 200
                 _ => input.extend_from_slice(pieces[(rng.next() as usize) % pieces.len()]),
             }
         }
+        // Raw bytes, half-closed after the last one, and every reply byte read back: more
+        // than a scripted client does.
         let mut stream = farm.connect_in_memory("mx1", client()).unwrap();
         let (mut read, mut write) = tokio::io::split(&mut stream);
         let writer = async {
@@ -150,11 +151,11 @@ max-line-length = 200
         }
     }
     // The host still serves.
-    let mut stream = farm.connect_in_memory("mx1", client()).unwrap();
-    stream.write_all(b"QUIT\r\n").await.unwrap();
-    let mut replies = String::new();
-    stream.read_to_string(&mut replies).await.unwrap();
-    assert!(replies.ends_with("221 2.0.0 Bye\r\n"), "{replies}");
+    let mut c = SmtpClient::over(farm.connect_in_memory("mx1", client()).unwrap());
+    c.send("QUIT\r\n").await;
+    c.greeting().await;
+    c.expect("221 2.0.0 Bye").await;
+    c.expect_closed().await;
     let closed = farm
         .journal()
         .iter()

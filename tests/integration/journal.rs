@@ -2,7 +2,7 @@
 
 use mxfarm::render::{self, Granularity};
 
-use crate::support::{Client, connection_closed, farm};
+use crate::support::{connection_closed, farm, greeted};
 
 const SCENARIO: &str = r#"
 name = "short"
@@ -22,16 +22,16 @@ then = { reply = "452 4.2.2 Mailbox full" }
 #[tokio::test]
 async fn journal_of_a_short_conversation() {
     let farm = farm(SCENARIO).await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-    c.ask("RCPT TO:<full-bob@aol.test>\r\n").await;
-    c.ask("RCPT TO:<alice@aol.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    c.ask("Subject: hi\r\nMessage-ID: <1@example.test>\r\n\r\nhello\r\n.\r\n")
-        .await;
-    c.ask("QUIT\r\n").await;
-    assert!(c.closed().await);
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    c.transaction(
+        "sender@example.test",
+        &["full-bob@aol.test", "alice@aol.test"],
+        "Subject: hi\r\nMessage-ID: <1@example.test>\r\n\r\nhello\r\n",
+    )
+    .await;
+    c.quit().await;
+    c.expect_closed().await;
     connection_closed(&farm, 1).await;
 
     let journal = farm.journal();
@@ -62,20 +62,15 @@ async fn journal_of_a_short_conversation() {
 #[tokio::test]
 async fn every_answered_250_is_journalled_before_the_client_sees_it() {
     let farm = farm(SCENARIO).await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
     for i in 0..20 {
-        c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-        c.ask(&format!("RCPT TO:<r{i}@aol.test>\r\n")).await;
-        c.ask("DATA\r\n").await;
-        let reply = c.ask("Subject: x\r\n\r\n.\r\n").await;
-        let id: u64 = reply
-            .trim_end()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let to = format!("r{i}@aol.test");
+        let sent = c
+            .transaction("sender@example.test", &[&to], "Subject: x\r\n\r\n")
+            .await;
+        let reply = sent.end_of_data.expect("a reply to the final dot").text();
+        let id: u64 = reply.rsplit(' ').next().unwrap().parse().unwrap();
         // Checked right after the reply arrived, with no waiting.
         let accepted = farm.journal().into_iter().any(
             |e| matches!(e.kind, mxfarm::EventKind::MessageAccepted { id: got, .. } if got == id),

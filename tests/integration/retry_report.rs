@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mxfarm::render::Granularity;
 use mxfarm::report::{Check, Report, Severity, report, report_journal};
+use mxfarm::testing::{Reply, SmtpClient, Transaction};
 use mxfarm::{Farm, Scenario};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -43,7 +43,7 @@ impl Mail {
 
     fn body(&self) -> String {
         format!(
-            "From: <{SENDER}>\r\nTo: {}\r\nSubject: retry test\r\nMessage-ID: <{}>\r\n\r\nHello.\r\n.\r\n",
+            "From: <{SENDER}>\r\nTo: {}\r\nSubject: retry test\r\nMessage-ID: <{}>\r\n\r\nHello.\r\n",
             self.to
                 .iter()
                 .map(|r| format!("<{r}>"))
@@ -71,8 +71,8 @@ enum Class {
     Permanent,
 }
 
-fn class(code: Option<u16>) -> Class {
-    match code {
+fn class(reply: Option<&Reply>) -> Class {
+    match reply.map(|r| r.code) {
         Some(200..=399) => Class::Positive,
         Some(421) | None => Class::Lost,
         Some(400..=499) => Class::Temporary,
@@ -80,94 +80,61 @@ fn class(code: Option<u16>) -> Class {
     }
 }
 
-struct Smtp {
-    io: BufReader<DuplexStream>,
-}
-
-impl Smtp {
-    /// The code of the next whole reply; `None` if the connection closed first.
-    async fn reply(&mut self) -> Option<u16> {
-        loop {
-            let mut line = String::new();
-            match self.io.read_line(&mut line).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return line.get(..3)?.parse().ok();
-            }
-        }
-    }
-
-    async fn ask(&mut self, command: &str) -> Option<u16> {
-        self.io.get_mut().write_all(command.as_bytes()).await.ok()?;
-        self.reply().await
-    }
-
-    async fn quit(mut self) {
-        let _ = self.ask("QUIT\r\n").await;
-    }
-}
-
 /// One transaction on a new connection to `host` for `recipients`: EHLO, MAIL, a RCPT
-/// each, DATA if any was accepted. Returns each recipient's status.
+/// each, DATA if any was accepted, then QUIT unless the connection was lost. Returns each
+/// recipient's status.
 async fn transaction(farm: &Farm, host: &str, mail: &Mail, recipients: &[String]) -> Vec<Status> {
-    let mut status = vec![Status::Deferred; recipients.len()];
     let stream = farm.connect_in_memory(host, client()).expect("a farm host");
-    let mut smtp = Smtp {
-        io: BufReader::new(stream),
-    };
-    let greeting = smtp.reply().await;
-    for command in [
-        None,
-        Some("EHLO client.example.test\r\n".to_string()),
-        Some(format!("MAIL FROM:<{SENDER}>\r\n")),
-    ] {
-        let code = match command {
-            None => greeting,
-            Some(command) => smtp.ask(&command).await,
-        };
-        match class(code) {
-            Class::Positive => {}
-            Class::Temporary => {
-                smtp.quit().await;
-                return status;
-            }
-            Class::Lost => return status,
-            Class::Permanent => {
-                smtp.quit().await;
-                return vec![Status::Rejected; recipients.len()];
-            }
+    let mut smtp = SmtpClient::over(stream);
+    let mut opening = smtp.try_reply().await;
+    if opening.as_ref().is_some_and(Reply::is_positive) {
+        smtp.send("EHLO client.example.test\r\n").await;
+        opening = smtp.try_reply().await;
+    }
+    let everyone = |status| vec![status; recipients.len()];
+    match class(opening.as_ref()) {
+        Class::Positive => {}
+        Class::Lost => return everyone(Status::Deferred),
+        Class::Temporary => {
+            smtp.quit().await;
+            return everyone(Status::Deferred);
+        }
+        Class::Permanent => {
+            smtp.quit().await;
+            return everyone(Status::Rejected);
         }
     }
-    let mut accepted = Vec::new();
-    for (i, recipient) in recipients.iter().enumerate() {
-        match class(smtp.ask(&format!("RCPT TO:<{recipient}>\r\n")).await) {
-            Class::Positive => accepted.push(i),
-            Class::Temporary => {}
-            Class::Lost => return status,
-            Class::Permanent => status[i] = Status::Rejected,
-        }
-    }
-    if accepted.is_empty() {
+    let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let sent = smtp.transaction(SENDER, &to, &mail.body()).await;
+    if !sent.closed() {
         smtp.quit().await;
-        return status;
     }
-    for (n, command) in ["DATA\r\n".to_string(), mail.body()].iter().enumerate() {
-        let end = match class(smtp.ask(command).await) {
-            Class::Positive if n == 0 => continue,
-            Class::Positive => Status::Delivered,
-            Class::Temporary => Status::Deferred,
-            Class::Lost => return status,
-            Class::Permanent => Status::Rejected,
-        };
-        for &i in &accepted {
-            status[i] = end;
-        }
-        break;
+    statuses(&sent)
+}
+
+/// Each recipient's status after a transaction: what MAIL got speaks for everyone, what
+/// its RCPT got for each recipient, and for those accepted, what DATA and the message got.
+fn statuses(sent: &Transaction) -> Vec<Status> {
+    let status = |reply: Option<&Reply>| match class(reply) {
+        Class::Positive => Status::Delivered,
+        Class::Temporary | Class::Lost => Status::Deferred,
+        Class::Permanent => Status::Rejected,
+    };
+    let message = match &sent.data {
+        Some(data) if data.is_positive() => status(sent.end_of_data.as_ref()),
+        data => status(data.as_ref()),
+    };
+    match status(sent.mail.as_ref()) {
+        Status::Delivered => sent
+            .rcpt
+            .iter()
+            .map(|rcpt| match status(rcpt.as_ref()) {
+                Status::Delivered => message,
+                refused => refused,
+            })
+            .collect(),
+        refused => vec![refused; sent.rcpt.len()],
     }
-    smtp.quit().await;
-    status
 }
 
 /// The domain's MX hosts, lowest preference first; hosts of equal preference rotated by

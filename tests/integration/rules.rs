@@ -5,7 +5,9 @@ use std::time::Duration;
 use mxfarm::journal::ClosedBy;
 use mxfarm::{EventKind, Outcome};
 
-use crate::support::{Client, PLAIN, command_arrived, connection_closed, farm};
+use mxfarm::testing::{Reply, SmtpClient};
+
+use crate::support::{PLAIN, command_arrived, connection_closed, farm, greeted, mail_from};
 
 #[tokio::test]
 async fn a_421_reply_closes_the_connection() {
@@ -21,13 +23,12 @@ then = { reply = "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    assert_eq!(
-        c.ask("MAIL FROM:<a@x.test>\r\n").await,
-        "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred\r\n"
-    );
-    assert!(c.closed().await);
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    c.send("MAIL FROM:<a@x.test>\r\n").await;
+    c.expect("421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred")
+        .await;
+    c.expect_closed().await;
     let closed = connection_closed(&farm, 1).await;
     assert!(matches!(
         closed.kind,
@@ -54,17 +55,15 @@ then = { reply = "554 5.7.1 You are not welcome\nGo away" }
 "#,
     )
     .await;
-    let mut c = Client::connect(farm.addr("mx1")).await;
-    assert_eq!(
-        c.reply().await,
-        "554-5.7.1 You are not welcome\r\n554 5.7.1 Go away\r\n"
-    );
+    let mut c = SmtpClient::connect(farm.addr("mx1")).await;
+    c.expect("554-5.7.1 You are not welcome\n554 5.7.1 Go away")
+        .await;
     // After a refusing greeting only QUIT is served (RFC 5321 3.1).
-    assert_eq!(
-        c.ask("EHLO client.test\r\n").await,
-        "503 5.5.1 Error: no service here, only QUIT\r\n"
-    );
-    assert_eq!(c.ask("QUIT\r\n").await, "221 2.0.0 Bye\r\n");
+    c.send("EHLO client.test\r\n").await;
+    c.expect("503 5.5.1 Error: no service here, only QUIT")
+        .await;
+    c.send("QUIT\r\n").await;
+    c.expect("221 2.0.0 Bye").await;
     farm.shutdown().await;
 }
 
@@ -91,25 +90,26 @@ then = { reply = "451 4.3.0 Try later" }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<me@sender.test>\r\n").await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
     let cases = [
-        ("full-bob@aol.test", "452 4.2.2 Mailbox full\r\n"),
-        ("gone@aol.test", "550 5.1.1 No such user\r\n"),
-        ("LEFT@aol.test", "550 5.1.1 No such user\r\n"),
-        ("x@other.test", "451 4.3.0 Try later\r\n"),
-        ("alice@aol.test", "250 2.1.5 Ok\r\n"),
+        ("full-bob@aol.test", "452 4.2.2 Mailbox full"),
+        ("gone@aol.test", "550 5.1.1 No such user"),
+        ("LEFT@aol.test", "550 5.1.1 No such user"),
+        ("x@other.test", "451 4.3.0 Try later"),
+        ("alice@aol.test", "250 2.1.5 Ok"),
     ];
-    for (rcpt, expected) in cases {
+    let to: Vec<&str> = cases.iter().map(|(rcpt, _)| *rcpt).collect();
+    let sent = c
+        .transaction("me@sender.test", &to, "Subject: x\r\n\r\n")
+        .await;
+    for ((rcpt, expected), reply) in cases.iter().zip(&sent.rcpt) {
         assert_eq!(
-            c.ask(&format!("RCPT TO:<{rcpt}>\r\n")).await,
-            expected,
+            reply.as_ref().map(Reply::text).as_deref(),
+            Some(*expected),
             "{rcpt}"
         );
     }
-    c.ask("DATA\r\n").await;
-    c.ask("Subject: x\r\n\r\n.\r\n").await;
     let outcomes: Vec<(Option<String>, Outcome)> = farm
         .deliveries()
         .into_iter()
@@ -152,18 +152,16 @@ then = { reply = "452 4.2.2 Mailbox full" }
     .await;
     let mut replies = Vec::new();
     for host in ["mx1", "mx2", "mx1"] {
-        let mut c = Client::greeted(farm.addr(host)).await;
-        c.ask("EHLO client.test\r\n").await;
-        c.ask("MAIL FROM:<me@sender.test>\r\n").await;
-        replies.push(c.ask("RCPT TO:<full@aol.test>\r\n").await);
-        c.ask("QUIT\r\n").await;
+        let mut c = mail_from(farm.addr(host), "me@sender.test").await;
+        replies.push(c.command("RCPT TO:<full@aol.test>").await.text());
+        c.quit().await;
     }
     assert_eq!(
         replies,
         vec![
-            "452 4.2.2 Mailbox full\r\n",
-            "452 4.2.2 Mailbox full\r\n",
-            "250 2.1.5 Ok\r\n"
+            "452 4.2.2 Mailbox full",
+            "452 4.2.2 Mailbox full",
+            "250 2.1.5 Ok"
         ]
     );
     farm.shutdown().await;
@@ -183,13 +181,11 @@ then = { delay = "30s" }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<a@x.test>\r\n").await;
+    let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
     c.send("RCPT TO:<b@y.test>\r\n").await;
     command_arrived(&farm, "RCPT").await;
     farm.advance(Duration::from_secs(30));
-    assert_eq!(c.reply().await, "250 2.1.5 Ok\r\n");
+    c.expect("250 2.1.5 Ok").await;
     let journal = farm.journal();
     let at = |pred: &dyn Fn(&EventKind) -> bool| {
         journal
@@ -229,11 +225,12 @@ then = { delay = "2m" }
 "#,
     )
     .await;
-    let mut c = Client::connect(farm.addr("mx1")).await;
+    let mut c = SmtpClient::connect(farm.addr("mx1")).await;
     farm.wait_for(|e| matches!(e.kind, EventKind::ConnectionOpened { .. }))
         .await;
     farm.advance(Duration::from_secs(120));
-    assert!(c.reply().await.starts_with("220 "));
+    let reply = c.reply().await;
+    assert!(reply.text().starts_with("220 "), "{reply}");
     let greeting = farm
         .journal()
         .into_iter()
@@ -257,17 +254,15 @@ then = { hang = "10m" }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<a@x.test>\r\n").await;
-    c.ask("RCPT TO:<b@y.test>\r\n").await;
+    let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
+    c.command("RCPT TO:<b@y.test>").await;
     c.send("DATA\r\n").await;
     command_arrived(&farm, "DATA").await;
     farm.advance(Duration::from_secs(9 * 60));
     // Still hanging: a NOOP sent meanwhile is swallowed.
     c.send("NOOP\r\n").await;
     farm.advance(Duration::from_secs(60));
-    assert!(c.closed().await);
+    c.expect_closed().await;
     let closed = connection_closed(&farm, 1).await;
     assert!(closed.at >= Duration::from_secs(600));
     match closed.kind {
@@ -297,7 +292,7 @@ then = { hang = "1h" }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
+    let mut c = greeted(farm.addr("mx1")).await;
     c.send("EHLO client.test\r\n").await;
     command_arrived(&farm, "EHLO").await;
     drop(c);
@@ -332,52 +327,40 @@ then = { reply = "554 5.7.1 Rejected", close = true }
 "#,
     )
     .await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<a@x.test>\r\n").await;
+    let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
     c.send("RCPT TO:<drop@y.test>\r\n").await;
-    assert!(c.closed().await);
+    c.expect_closed().await;
 
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<a@x.test>\r\n").await;
-    assert_eq!(
-        c.ask("RCPT TO:<bye@y.test>\r\n").await,
-        "554 5.7.1 Rejected\r\n"
-    );
-    assert!(c.closed().await);
+    let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
+    c.send("RCPT TO:<bye@y.test>\r\n").await;
+    c.expect("554 5.7.1 Rejected").await;
+    c.expect_closed().await;
     farm.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_idle_client_gets_421_after_the_command_timeout() {
     let farm = farm(PLAIN).await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
+    let mut c = greeted(farm.addr("mx1")).await;
     farm.advance(Duration::from_secs(5 * 60));
-    assert_eq!(
-        c.reply().await,
-        "421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"
-    );
-    assert!(c.closed().await);
+    c.expect("421 4.4.2 mx1.farm.test Error: timeout exceeded")
+        .await;
+    c.expect_closed().await;
     farm.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_stalled_data_transfer_gets_421_after_the_data_timeout() {
     let farm = farm(PLAIN).await;
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.test\r\n").await;
-    c.ask("MAIL FROM:<a@x.test>\r\n").await;
-    c.ask("RCPT TO:<b@y.test>\r\n").await;
+    let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
+    c.command("RCPT TO:<b@y.test>").await;
     // DATA and the start of the content in one write: the farm has read both before the
     // 354 goes out, so the DATA timeout runs from before the client sees it.
     c.send("DATA\r\nSubject: half a message\r\n").await;
-    assert_eq!(c.reply().await, "354 End data with <CR><LF>.<CR><LF>\r\n");
+    c.expect("354 End data with <CR><LF>.<CR><LF>").await;
     farm.advance(Duration::from_secs(10 * 60));
-    assert_eq!(
-        c.reply().await,
-        "421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"
-    );
+    c.expect("421 4.4.2 mx1.farm.test Error: timeout exceeded")
+        .await;
     assert!(farm.messages().is_empty());
     farm.shutdown().await;
 }
@@ -396,19 +379,20 @@ max-connections = 1
 "#,
     )
     .await;
-    let mut first = Client::greeted(farm.addr("mx1")).await;
-    let mut second = Client::connect(farm.addr("mx1")).await;
-    assert_eq!(
-        second.reply().await,
-        "421 4.3.2 mx1.farm.test Too many connections, try again later\r\n"
-    );
-    assert!(second.closed().await);
-    assert_eq!(first.ask("QUIT\r\n").await, "221 2.0.0 Bye\r\n");
-    assert!(first.closed().await);
+    let mut first = greeted(farm.addr("mx1")).await;
+    let mut second = SmtpClient::connect(farm.addr("mx1")).await;
+    second
+        .expect("421 4.3.2 mx1.farm.test Too many connections, try again later")
+        .await;
+    second.expect_closed().await;
+    first.send("QUIT\r\n").await;
+    first.expect("221 2.0.0 Bye").await;
+    first.expect_closed().await;
     connection_closed(&farm, 1).await;
     // The slot is free again.
-    let mut third = Client::greeted(farm.addr("mx1")).await;
-    assert_eq!(third.ask("NOOP\r\n").await, "250 2.0.0 Ok\r\n");
+    let mut third = greeted(farm.addr("mx1")).await;
+    third.send("NOOP\r\n").await;
+    third.expect("250 2.0.0 Ok").await;
     farm.shutdown().await;
 }
 
@@ -416,14 +400,12 @@ max-connections = 1
 async fn shutdown_tells_open_sessions_421() {
     let farm = farm(PLAIN).await;
     let addr = farm.addr("mx1");
-    let mut c = Client::greeted(addr).await;
-    c.ask("EHLO client.test\r\n").await;
+    let mut c = greeted(addr).await;
+    c.ehlo("client.test").await;
     let shutdown = tokio::spawn(farm.shutdown());
-    assert_eq!(
-        c.reply().await,
-        "421 4.3.2 mx1.farm.test Service shutting down\r\n"
-    );
-    assert!(c.closed().await);
+    c.expect("421 4.3.2 mx1.farm.test Service shutting down")
+        .await;
+    c.expect_closed().await;
     shutdown.await.unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
@@ -446,13 +428,12 @@ then = { reply = "451 4.3.0 Bad luck" }
         let farm = farm(scenario).await;
         let mut replies = String::new();
         for _ in 0..3 {
-            let mut c = Client::greeted(farm.addr("mx1")).await;
-            c.ask("EHLO client.test\r\n").await;
-            c.ask("MAIL FROM:<a@x.test>\r\n").await;
+            let mut c = mail_from(farm.addr("mx1"), "a@x.test").await;
             for i in 0..8 {
-                replies.push_str(&c.ask(&format!("RCPT TO:<{i}@y.test>\r\n")).await);
+                let reply = c.command(&format!("RCPT TO:<{i}@y.test>")).await;
+                replies.push_str(&format!("{reply}\n"));
             }
-            c.ask("QUIT\r\n").await;
+            c.quit().await;
         }
         runs.push(replies);
         farm.shutdown().await;

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mxfarm::render::{self, Granularity};
+use mxfarm::testing::{GUARD, Reply, SmtpClient};
 use mxfarm::{Farm, Scenario};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
-use crate::support::{Client, connection_closed, dot_arrived};
+use crate::support::{connection_closed, dot_arrived, greeted};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -24,11 +24,11 @@ async fn start(name: &str) -> Farm {
         .unwrap()
 }
 
-/// The message `deliver` sends to `to`: its Message-ID tells retries of it apart from
-/// other messages.
+/// The message `deliver` sends to `to`, without its final dot: its Message-ID tells
+/// retries of it apart from other messages.
 fn message(to: &str) -> String {
     let local = to.split('@').next().unwrap();
-    format!("Subject: to {to}\r\nMessage-ID: <{local}@example.test>\r\n\r\nhi\r\n.\r\n")
+    format!("Subject: to {to}\r\nMessage-ID: <{local}@example.test>\r\n\r\nhi\r\n")
 }
 
 /// One whole transaction from sender@example.test to one recipient on a new connection;
@@ -39,132 +39,68 @@ async fn deliver(farm: &Farm, host: &str, to: &str) -> String {
 
 /// `deliver` from another sender: the farm's deliveries are per (sender, recipient).
 async fn deliver_as(farm: &Farm, host: &str, from: &str, to: &str) -> String {
-    let mut c = Client::connect(farm.addr(host)).await;
+    let mut c = SmtpClient::connect(farm.addr(host)).await;
     let greeting = c.reply().await;
-    if !greeting.starts_with("220") {
-        return greeting;
+    if greeting.code != 220 {
+        return greeting.text();
     }
-    let ehlo = c.ask("EHLO client.example.test\r\n").await;
-    if !ehlo.starts_with("250") {
-        return ehlo;
+    let ehlo = c.command("EHLO client.example.test").await;
+    if ehlo.code != 250 {
+        return ehlo.text();
     }
     let reply = transaction_as(&mut c, from, &[to]).await;
     if !reply.starts_with("421") {
-        c.ask("QUIT\r\n").await;
+        c.quit().await;
     }
     reply
 }
 
-/// MAIL, one RCPT per recipient, then DATA and the message if any recipient was accepted,
-/// on an open connection. Returns the first refusal of MAIL, a RCPT, DATA or the message,
-/// or `DELIVERED`.
-async fn transaction(c: &mut Client, to: &[&str]) -> String {
+/// `transaction_as` from sender@example.test, on an open connection.
+async fn transaction(c: &mut SmtpClient, to: &[&str]) -> String {
     transaction_as(c, "sender@example.test", to).await
 }
 
-/// `transaction` from another sender.
-async fn transaction_as(c: &mut Client, from: &str, to: &[&str]) -> String {
-    let mail = c.ask(&format!("MAIL FROM:<{from}>\r\n")).await;
-    if !mail.starts_with("250") {
-        return mail;
+/// `SmtpClient::transaction` from another sender, as this file reads it: the refusal of
+/// MAIL, DATA or the message, else the first refusal of a RCPT, else `DELIVERED`. When
+/// every recipient was refused it sends RSET, so that the connection can carry another
+/// message.
+async fn transaction_as(c: &mut SmtpClient, from: &str, to: &[&str]) -> String {
+    let sent = c.transaction(from, to, &message(to[0])).await;
+    if sent.mail.as_ref().is_some_and(Reply::is_positive) && sent.data.is_none() && !sent.closed() {
+        c.command("RSET").await;
     }
-    let mut refused = None;
-    let mut accepted = 0;
-    for rcpt in to {
-        let reply = c.ask(&format!("RCPT TO:<{rcpt}>\r\n")).await;
-        if reply.starts_with("250") {
-            accepted += 1;
-        } else {
-            let closes = reply.starts_with("421");
-            refused.get_or_insert(reply);
-            if closes {
-                return refused.unwrap();
-            }
-        }
+    let mut ending = [&sent.data, &sent.end_of_data].into_iter().flatten();
+    match ending.find(|r| !r.is_positive()).or(sent.refusal()) {
+        Some(refusal) => refusal.text(),
+        None if sent.delivered() => DELIVERED.to_string(),
+        None => panic!(
+            "the connection closed in a transaction:\n{}",
+            c.conversation()
+        ),
     }
-    if accepted == 0 {
-        c.ask("RSET\r\n").await;
-        return refused.unwrap();
-    }
-    let data = c.ask("DATA\r\n").await;
-    if !data.starts_with("354") {
-        return data;
-    }
-    let done = c.ask(&message(to[0])).await;
-    if !done.starts_with("250") {
-        return done;
-    }
-    refused.unwrap_or_else(|| DELIVERED.to_string())
 }
 
 /// A client that connects from a loopback address of its choice (all of 127.0.0.0/8 is
-/// loopback), for rules about the client's address. The support `Client` always comes
+/// loopback), for rules about the client's address. `SmtpClient::connect` always comes
 /// from 127.0.0.1.
-struct Bound {
-    stream: BufReader<TcpStream>,
-}
-
-impl Bound {
-    async fn connect(local: &str, addr: SocketAddr) -> Bound {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(SocketAddr::new(local.parse().unwrap(), 0))
-            .unwrap();
-        let stream = socket.connect(addr).await.expect("connect to the farm");
-        Bound {
-            stream: BufReader::new(stream),
-        }
-    }
-
-    /// Reads one whole reply, all its lines.
-    async fn reply(&mut self) -> String {
-        let mut reply = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_line(&mut line))
-                .await
-                .expect("a reply within the test guard")
-                .unwrap();
-            assert!(n > 0, "connection closed; reply so far: {reply:?}");
-            reply.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return reply;
-            }
-        }
-    }
-
-    async fn ask(&mut self, command: &str) -> String {
-        self.stream
-            .get_mut()
-            .write_all(command.as_bytes())
-            .await
-            .unwrap();
-        self.reply().await
-    }
-
-    /// Whether the farm closed the connection without sending anything else.
-    async fn closed(&mut self) -> bool {
-        let mut rest = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), self.stream.read_line(&mut rest))
-            .await
-            .expect("connection still open after the test guard");
-        assert!(
-            rest.is_empty(),
-            "expected the connection to close, got {rest:?}"
-        );
-        matches!(read, Ok(0) | Err(_))
-    }
+async fn connect_from(local: &str, addr: SocketAddr) -> SmtpClient {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket.connect(addr).await.expect("connect to the farm");
+    SmtpClient::over(stream).with_guard(Some(GUARD))
 }
 
 #[tokio::test]
 async fn aol_greylists_on_mx1_defers_new_ips_on_mx2_and_full_mailboxes_for_six_hours() {
     let farm = start("aol").await;
-    let greylisted = "451 Message temporarily deferred - 4.16.50\r\n";
+    let greylisted = "451 Message temporarily deferred - 4.16.50";
     let tss04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to \
                  unexpected volume or user complaints - 4.16.55.1; see \
-                 https://postmaster.yahooinc.com/error-codes\r\n";
+                 https://postmaster.yahooinc.com/error-codes";
     let full = "452 4.2.2 This message could not be delivered because the recipient's \
-                mailbox is full. Please try again later\r\n";
+                mailbox is full. Please try again later";
     // The first minutes: mx3 takes the mail, mx2 does not know this IP yet, mx1 greylists.
     assert_eq!(deliver(&farm, "mx3", "alice@aol.test").await, DELIVERED);
     assert_eq!(deliver(&farm, "mx2", "carol@aol.test").await, tss04);
@@ -172,7 +108,7 @@ async fn aol_greylists_on_mx1_defers_new_ips_on_mx2_and_full_mailboxes_for_six_h
     assert_eq!(deliver(&farm, "mx3", "full-bob@aol.test").await, full);
     assert_eq!(
         deliver(&farm, "mx3", "gone@aol.test").await,
-        "550 5.1.1 <gone@aol.test>: This user doesn't have an aol.test account\r\n"
+        "550 5.1.1 <gone@aol.test>: This user doesn't have an aol.test account"
     );
     // Greylisting keeps the first attempt's time: too early at 4 minutes, through at 5.
     farm.advance(4 * MINUTE);
@@ -199,28 +135,28 @@ async fn yahoo_closes_after_three_messages_and_defers_an_ip_over_five_an_hour() 
     let farm = start("yahoo").await;
     let tss04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to \
                  unexpected volume or user complaints - 4.16.55.1; see \
-                 https://postmaster.yahooinc.com/error-codes\r\n";
+                 https://postmaster.yahooinc.com/error-codes";
     // Three messages on one connection; the 4th MAIL finds it closed, without a word.
-    let mut c = Client::greeted(farm.addr("mta5")).await;
-    c.ask("EHLO client.example.test\r\n").await;
+    let mut c = greeted(farm.addr("mta5")).await;
+    c.ehlo("client.example.test").await;
     for to in ["alice@yahoo.test", "bob@yahoo.test", "carol@yahoo.test"] {
         assert_eq!(transaction(&mut c, &[to]).await, DELIVERED);
     }
     c.send("MAIL FROM:<sender@example.test>\r\n").await;
-    assert!(c.closed().await);
+    c.expect_closed().await;
     // On another host of the pool: a full mailbox is permanent; the 6th message within the
     // hour from this IP gets the TSS04 421 at MAIL, here and on the third host.
-    let mut c = Client::greeted(farm.addr("mta6")).await;
-    c.ask("EHLO client.example.test\r\n").await;
+    let mut c = greeted(farm.addr("mta6")).await;
+    c.ehlo("client.example.test").await;
     assert_eq!(
         transaction(&mut c, &["full-bob@yahoo.test"]).await,
         "552 5.2.2 This message could not be delivered because the recipient's mailbox is \
          full. Please try again later or contact the recipient directly. See \
-         https://senders.yahooinc.com/smtp-error-codes#mailbox-full for more information\r\n"
+         https://senders.yahooinc.com/smtp-error-codes#mailbox-full for more information"
     );
     assert_eq!(transaction(&mut c, &["dave@yahoo.test"]).await, DELIVERED);
     assert_eq!(transaction(&mut c, &["erin@yahoo.test"]).await, tss04);
-    assert!(c.closed().await);
+    c.expect_closed().await;
     assert_eq!(deliver(&farm, "mta7", "erin@yahoo.test").await, tss04);
     // An hour later the window has slid past the first five.
     farm.advance(HOUR);
@@ -236,20 +172,23 @@ async fn yahoo_closes_after_three_messages_and_defers_an_ip_over_five_an_hour() 
 async fn gmail_refuses_no_ptr_over_quota_too_fast_and_an_unusual_rate_pool_wide() {
     let farm = start("gmail").await;
     // 127.0.0.2 has no PTR name in the scenario: EHLO gets Gmail's multi-line 421.
-    let mut c = Bound::connect("127.0.0.2", farm.addr("gmail-smtp-in")).await;
+    let mut c = connect_from("127.0.0.2", farm.addr("gmail-smtp-in")).await;
+    let greeting = c.reply().await;
     assert!(
-        c.reply()
-            .await
-            .starts_with("220 gmail-smtp-in.l.google.test ")
+        greeting
+            .text()
+            .starts_with("220 gmail-smtp-in.l.google.test "),
+        "{greeting}"
     );
-    assert_eq!(
-        c.ask("EHLO mail.sender.test\r\n").await,
-        "421-4.7.0 The IP address sending this message does not have a PTR record, or the\r\n\
-         421-4.7.0 corresponding forward DNS entry does not point to the sending IP. To protect\r\n\
-         421-4.7.0 our users from spam, email sent from your IP address has been temporarily\r\n\
-         421 4.7.0 rate limited. d2si1234567qka.5 - gsmtp\r\n"
-    );
-    assert!(c.closed().await);
+    c.send("EHLO mail.sender.test\r\n").await;
+    c.expect(
+        "421-4.7.0 The IP address sending this message does not have a PTR record, or the\n\
+         421-4.7.0 corresponding forward DNS entry does not point to the sending IP. To protect\n\
+         421-4.7.0 our users from spam, email sent from your IP address has been temporarily\n\
+         421 4.7.0 rate limited. d2si1234567qka.5 - gsmtp",
+    )
+    .await;
+    c.expect_closed().await;
     // From 127.0.0.1, which has one: three messages an hour per recipient.
     for from in ["a@example.test", "b@example.test", "c@example.test"] {
         assert_eq!(
@@ -259,20 +198,20 @@ async fn gmail_refuses_no_ptr_over_quota_too_fast_and_an_unusual_rate_pool_wide(
     }
     assert_eq!(
         deliver_as(&farm, "gmail-smtp-in", "d@example.test", "bob@gmail.test").await,
-        "450-4.2.1 The user you are trying to contact is receiving email too quickly. Please\r\n\
-         450-4.2.1 resend your message at a later time. If the user is able to receive email at\r\n\
-         450 4.2.1 that time, your message will be delivered. d2si1234567qka.5 - gsmtp\r\n"
+        "450-4.2.1 The user you are trying to contact is receiving email too quickly. Please\n\
+         450-4.2.1 resend your message at a later time. If the user is able to receive email at\n\
+         450 4.2.1 that time, your message will be delivered. d2si1234567qka.5 - gsmtp"
     );
-    let full = "452-4.2.2 The recipient's inbox is out of storage space. Please direct the\r\n\
+    let full = "452-4.2.2 The recipient's inbox is out of storage space. Please direct the\n\
                 452 4.2.2 recipient to Manage files in your Google Drive storage. \
-                d2si1234567qka.5 - gsmtp\r\n";
+                d2si1234567qka.5 - gsmtp";
     assert_eq!(deliver(&farm, "alt1", "full-ann@gmail.test").await, full);
     // Five messages an hour per IP over the whole pool; the 6th is refused after the dot.
     assert_eq!(deliver(&farm, "alt1", "carol@gmail.test").await, DELIVERED);
     assert_eq!(deliver(&farm, "alt1", "dave@gmail.test").await, DELIVERED);
-    let rate = "421-4.7.28 Gmail has detected an unusual rate of email originating from your IP\r\n\
-                421-4.7.28 address 127.0.0.1. To protect our users from spam, email sent from your IP\r\n\
-                421 4.7.28 address has been temporarily rate limited. d2si1234567qka.5 - gsmtp\r\n";
+    let rate = "421-4.7.28 Gmail has detected an unusual rate of email originating from your IP\n\
+                421-4.7.28 address 127.0.0.1. To protect our users from spam, email sent from your IP\n\
+                421 4.7.28 address has been temporarily rate limited. d2si1234567qka.5 - gsmtp";
     assert_eq!(deliver(&farm, "alt2", "erin@gmail.test").await, rate);
     assert_eq!(deliver(&farm, "alt4", "erin@gmail.test").await, rate);
     assert_eq!(
@@ -306,44 +245,45 @@ async fn outlook_limits_connections_recipients_per_message_and_recipients_per_ho
     // Three connections at once per IP and host; the 4th is refused at the greeting.
     let mut open = Vec::new();
     for _ in 0..3 {
-        open.push(Client::greeted(farm.addr("mx1")).await);
+        open.push(greeted(farm.addr("mx1")).await);
     }
-    let mut fourth = Client::connect(farm.addr("mx1")).await;
-    assert_eq!(
-        fourth.reply().await,
-        "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, \
-         closing transmission channel\r\n"
-    );
-    assert!(fourth.closed().await);
-    let mut other_host = Client::greeted(farm.addr("mx2")).await;
-    other_host.ask("QUIT\r\n").await;
+    let mut fourth = SmtpClient::connect(farm.addr("mx1")).await;
+    fourth
+        .expect(
+            "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, \
+             closing transmission channel",
+        )
+        .await;
+    fourth.expect_closed().await;
+    let mut other_host = greeted(farm.addr("mx2")).await;
+    other_host.quit().await;
     for mut c in open {
-        c.ask("QUIT\r\n").await;
+        c.quit().await;
     }
     for conn in [1, 2, 3, 5] {
         connection_closed(&farm, conn).await;
     }
     // Five recipients per message: the 6th gets 452 4.5.3 and waits for another message.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
     let first: Vec<String> = (1..=6).map(|i| format!("a{i}@outlook.test")).collect();
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
     assert_eq!(
         transaction(&mut c, &first).await,
-        "452 4.5.3 Error: too many recipients\r\n"
+        "452 4.5.3 Error: too many recipients"
     );
-    c.ask("QUIT\r\n").await;
-    let mut c = Client::greeted(farm.addr("mx2")).await;
-    c.ask("EHLO client.example.test\r\n").await;
+    c.quit().await;
+    let mut c = greeted(farm.addr("mx2")).await;
+    c.ehlo("client.example.test").await;
     let second: Vec<String> = (6..=10).map(|i| format!("a{i}@outlook.test")).collect();
     let second: Vec<&str> = second.iter().map(String::as_str).collect();
     assert_eq!(transaction(&mut c, &second).await, DELIVERED);
-    c.ask("QUIT\r\n").await;
+    c.quit().await;
     // Ten recipients an hour per IP over both hosts; the 11th is throttled at RCPT.
     assert_eq!(
         deliver(&farm, "mx1", "a11@outlook.test").await,
         "451 4.7.650 The mail server [127.0.0.1] has been temporarily rate limited due to IP \
-         reputation. For e-mail delivery information, see https://postmaster.live.com (S843)\r\n"
+         reputation. For e-mail delivery information, see https://postmaster.live.com (S843)"
     );
     farm.advance(HOUR);
     assert_eq!(deliver(&farm, "mx2", "a11@outlook.test").await, DELIVERED);
@@ -360,7 +300,7 @@ async fn greylist_plays_postgrey_on_a_primary_and_a_backup_sharing_one_state() {
     let postgrey = |to: &str| {
         format!(
             "450 4.2.0 <{to}>: Recipient address rejected: Greylisted, see \
-             http://postgrey.schweikert.ch/help/greylist.test.html\r\n"
+             http://postgrey.schweikert.ch/help/greylist.test.html"
         )
     };
     assert_eq!(
@@ -375,21 +315,19 @@ async fn greylist_plays_postgrey_on_a_primary_and_a_backup_sharing_one_state() {
     );
     // 5 minutes after the first attempt, a retry from another address of the same /24 passes.
     farm.advance(MINUTE);
-    let mut c = Bound::connect("127.0.0.2", farm.addr("mx2")).await;
+    let mut c = connect_from("127.0.0.2", farm.addr("mx2")).await;
     c.reply().await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
+    c.command("EHLO client.example.test").await;
+    let bob = "bob@greylist.test";
+    let sent = c
+        .transaction("sender@example.test", &[bob], &message(bob))
+        .await;
     assert_eq!(
-        c.ask("RCPT TO:<bob@greylist.test>\r\n").await,
-        "250 2.1.5 Ok\r\n"
+        sent.rcpt[0].as_ref().map(Reply::text).as_deref(),
+        Some("250 2.1.5 Ok")
     );
-    c.ask("DATA\r\n").await;
-    assert!(
-        c.ask(&message("bob@greylist.test"))
-            .await
-            .starts_with("250")
-    );
-    c.ask("QUIT\r\n").await;
+    assert!(sent.delivered(), "{}", c.conversation());
+    c.quit().await;
     // A first retry more than 2 days later starts over.
     assert_eq!(
         deliver(&farm, "mx1", "carol@greylist.test").await,
@@ -418,24 +356,28 @@ async fn lossy_drops_loses_delays_and_hangs_and_a_correct_sender_retries() {
     // Connections 1, 3, 5 and 7 draw a fault (seed 91); 2, 4, 6 and 8 do not.
 
     // drop-*: the connection closes at RCPT; the retry delivers once.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-    c.send("RCPT TO:<drop-bob@lossy.test>\r\n").await;
-    assert!(c.closed().await, "dropped at RCPT");
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    let drop_bob = "drop-bob@lossy.test";
+    let dropped = c
+        .transaction("sender@example.test", &[drop_bob], &message(drop_bob))
+        .await;
+    assert_eq!(dropped.rcpt[0], None, "dropped at RCPT");
+    c.expect_closed().await;
     assert_eq!(
         deliver(&farm, "mx1", "drop-bob@lossy.test").await,
         DELIVERED
     );
 
     // lost-*: the message is kept, the 250 never comes; the retry is a duplicate.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-    c.ask("RCPT TO:<lost-bob@lossy.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    c.send(&message("lost-bob@lossy.test")).await;
-    assert!(c.closed().await, "no 250 after the dot");
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    let lost_bob = "lost-bob@lossy.test";
+    let lost = c
+        .transaction("sender@example.test", &[lost_bob], &message(lost_bob))
+        .await;
+    assert_eq!(lost.end_of_data, None, "no 250 after the dot");
+    c.expect_closed().await;
     assert_eq!(
         deliver(&farm, "mx1", "lost-bob@lossy.test").await,
         DELIVERED
@@ -443,12 +385,12 @@ async fn lossy_drops_loses_delays_and_hangs_and_a_correct_sender_retries() {
 
     // late-*: silence after the dot; the sender gives up after 10 minutes, the farm keeps
     // the message at 15; the retry is a duplicate.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-    c.ask("RCPT TO:<late-carol@lossy.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    c.send(&message("late-carol@lossy.test")).await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    c.command("MAIL FROM:<sender@example.test>").await;
+    c.command("RCPT TO:<late-carol@lossy.test>").await;
+    c.command("DATA").await;
+    c.send(message("late-carol@lossy.test") + ".\r\n").await;
     dot_arrived(&farm, 5).await;
     farm.advance(10 * MINUTE);
     drop(c);
@@ -461,12 +403,12 @@ async fn lossy_drops_loses_delays_and_hangs_and_a_correct_sender_retries() {
 
     // hang-*: silence after the dot; the sender gives up, the message is not kept; the
     // retry delivers once.
-    let mut c = Client::greeted(farm.addr("mx1")).await;
-    c.ask("EHLO client.example.test\r\n").await;
-    c.ask("MAIL FROM:<sender@example.test>\r\n").await;
-    c.ask("RCPT TO:<hang-dave@lossy.test>\r\n").await;
-    c.ask("DATA\r\n").await;
-    c.send(&message("hang-dave@lossy.test")).await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.example.test").await;
+    c.command("MAIL FROM:<sender@example.test>").await;
+    c.command("RCPT TO:<hang-dave@lossy.test>").await;
+    c.command("DATA").await;
+    c.send(message("hang-dave@lossy.test") + ".\r\n").await;
     dot_arrived(&farm, 7).await;
     farm.advance(10 * MINUTE);
     drop(c);

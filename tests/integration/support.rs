@@ -1,85 +1,24 @@
-//! A scripted SMTP client that sends exact bytes and reads exact replies over real TCP.
+//! Farms from scenario text, the waits tests share, and the openings most tests start with.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use mxfarm::testing::{GUARD, SmtpClient};
 use mxfarm::{EventKind, Farm, Scenario};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-/// A guard against a test hanging forever on a bug; never reached by a passing test.
-const GUARD: Duration = Duration::from_secs(20);
-
-pub struct Client {
-    stream: BufReader<TcpStream>,
+/// A client past the greeting, which must be a 220.
+pub async fn greeted(addr: SocketAddr) -> SmtpClient {
+    let mut client = SmtpClient::connect(addr).await;
+    client.greeting().await;
+    client
 }
 
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect to the farm");
-        Client {
-            stream: BufReader::new(stream),
-        }
-    }
-
-    /// Connects and reads the greeting, which must start with `220`.
-    pub async fn greeted(addr: SocketAddr) -> Client {
-        let mut client = Client::connect(addr).await;
-        let greeting = client.reply().await;
-        assert!(greeting.starts_with("220 "), "greeting: {greeting:?}");
-        client
-    }
-
-    /// Sends bytes exactly as given, in one write.
-    pub async fn send(&mut self, bytes: &str) {
-        self.send_bytes(bytes.as_bytes()).await;
-    }
-
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream
-            .get_mut()
-            .write_all(bytes)
-            .await
-            .expect("write to the farm");
-    }
-
-    /// Reads one whole reply (all its lines), CRLFs included.
-    pub async fn reply(&mut self) -> String {
-        tokio::time::timeout(GUARD, async {
-            let mut reply = String::new();
-            loop {
-                let mut line = String::new();
-                let n = self.stream.read_line(&mut line).await.expect("read reply");
-                assert!(n > 0, "connection closed; reply so far: {reply:?}");
-                reply.push_str(&line);
-                if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                    return reply;
-                }
-            }
-        })
-        .await
-        .expect("no reply within the test guard")
-    }
-
-    /// Sends `command` and returns its reply.
-    pub async fn ask(&mut self, command: &str) -> String {
-        self.send(command).await;
-        self.reply().await
-    }
-
-    /// Whether the farm closed the connection (reads EOF) without sending anything else.
-    pub async fn closed(&mut self) -> bool {
-        tokio::time::timeout(GUARD, async {
-            let mut rest = String::new();
-            match self.stream.read_line(&mut rest).await {
-                Ok(0) => true,
-                Ok(_) => panic!("expected the connection to close, got {rest:?}"),
-                Err(_) => true,
-            }
-        })
-        .await
-        .expect("connection still open after the test guard")
-    }
+/// A client past the greeting, `EHLO client.test` and an accepted `MAIL FROM:<from>`.
+pub async fn mail_from(addr: SocketAddr, from: &str) -> SmtpClient {
+    let mut client = greeted(addr).await;
+    client.ehlo("client.test").await;
+    client.send(format!("MAIL FROM:<{from}>\r\n")).await;
+    client.expect_code(250).await;
+    client
 }
 
 /// A farm on ephemeral ports from scenario text.

@@ -4,17 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mxfarm::journal::{ClosedBy, TlsOutcome};
+use mxfarm::testing::{GUARD, Reply, SmtpClient, Stream};
 use mxfarm::{EventKind, Farm};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{command_arrived, connection_closed, farm};
-
-const GUARD: Duration = Duration::from_secs(20);
+use crate::support::{command_arrived, connection_closed, farm, greeted};
 
 fn host(tls: &str) -> String {
     format!(
@@ -46,51 +43,20 @@ fn connector(farm: &Farm, versions: &[&'static rustls::SupportedProtocolVersion]
     TlsConnector::from(Arc::new(config))
 }
 
-/// Reads one whole reply from any stream.
-async fn reply<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> String {
-    tokio::time::timeout(GUARD, async {
-        let mut reply = String::new();
-        loop {
-            let mut line = String::new();
-            let n = stream.read_line(&mut line).await.expect("read reply");
-            assert!(n > 0, "connection closed; reply so far: {reply:?}");
-            reply.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return reply;
-            }
-        }
-    })
-    .await
-    .expect("no reply within the test guard")
-}
-
-async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufReader<S>,
-    command: &str,
-) -> String {
-    stream
-        .get_mut()
-        .write_all(command.as_bytes())
-        .await
-        .unwrap();
-    reply(stream).await
-}
-
-/// Connects, says EHLO, and sends STARTTLS; returns the plaintext stream, the EHLO reply
+/// Connects, says EHLO, and sends STARTTLS; returns the plaintext client, the EHLO reply
 /// and the STARTTLS reply.
-async fn up_to_starttls(farm: &Farm) -> (BufReader<TcpStream>, String, String) {
-    let mut plain = BufReader::new(TcpStream::connect(farm.addr("mx1")).await.unwrap());
-    assert!(reply(&mut plain).await.starts_with("220 "));
-    let ehlo = ask(&mut plain, "EHLO client.test\r\n").await;
-    let ready = ask(&mut plain, "STARTTLS\r\n").await;
+async fn up_to_starttls(farm: &Farm) -> (SmtpClient, Reply, Reply) {
+    let mut plain = greeted(farm.addr("mx1")).await;
+    let ehlo = plain.command("EHLO client.test").await;
+    let ready = plain.command("STARTTLS").await;
     (plain, ehlo, ready)
 }
 
 async fn handshake(
     farm: &Farm,
-    plain: BufReader<TcpStream>,
+    plain: SmtpClient,
     versions: &[&'static rustls::SupportedProtocolVersion],
-) -> std::io::Result<TlsStream<TcpStream>> {
+) -> std::io::Result<TlsStream<Box<dyn Stream>>> {
     let name = ServerName::try_from("mx1.tls.test").unwrap();
     tokio::time::timeout(
         GUARD,
@@ -98,6 +64,11 @@ async fn handshake(
     )
     .await
     .expect("handshake within the test guard")
+}
+
+/// The session after a handshake, with the same guard as over TCP.
+fn over_tls(tls: TlsStream<Box<dyn Stream>>) -> SmtpClient {
+    SmtpClient::over(tls).with_guard(Some(GUARD))
 }
 
 fn all_versions() -> Vec<&'static rustls::SupportedProtocolVersion> {
@@ -118,30 +89,21 @@ fn handshake_event(farm: &Farm) -> TlsOutcome {
 async fn a_valid_certificate_verifies_and_the_session_starts_over() {
     let farm = farm(&host("\"valid\"")).await;
     let (plain, ehlo, ready) = up_to_starttls(&farm).await;
-    assert!(
-        ehlo.contains("250-STARTTLS\r\n") || ehlo.contains("250 STARTTLS\r\n"),
-        "{ehlo}"
-    );
-    assert_eq!(ready, "220 2.0.0 Ready to start TLS\r\n");
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo}");
+    assert_eq!(ready.text(), "220 2.0.0 Ready to start TLS");
     let tls = handshake(&farm, plain, &all_versions())
         .await
         .expect("handshake");
-    let mut tls = BufReader::new(tls);
+    let mut tls = over_tls(tls);
     // RFC 3207: the client must say EHLO again, and STARTTLS is no longer offered.
-    assert_eq!(
-        ask(&mut tls, "MAIL FROM:<a@x.test>\r\n").await,
-        "503 5.5.1 Error: send HELO/EHLO first\r\n"
-    );
-    let ehlo = ask(&mut tls, "EHLO client.test\r\n").await;
-    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    ask(&mut tls, "MAIL FROM:<a@x.test>\r\n").await;
-    ask(&mut tls, "RCPT TO:<b@y.test>\r\n").await;
-    ask(&mut tls, "DATA\r\n").await;
-    assert!(
-        ask(&mut tls, "Subject: secret\r\n\r\n.\r\n")
-            .await
-            .starts_with("250")
-    );
+    tls.send("MAIL FROM:<a@x.test>\r\n").await;
+    tls.expect("503 5.5.1 Error: send HELO/EHLO first").await;
+    let ehlo = tls.command("EHLO client.test").await;
+    assert!(!ehlo.text().contains("STARTTLS"), "{ehlo}");
+    let sent = tls
+        .transaction("a@x.test", &["b@y.test"], "Subject: secret\r\n\r\n")
+        .await;
+    assert!(sent.delivered(), "{}", tls.conversation());
     assert!(farm.messages()[0].tls, "the message arrived over TLS");
     match handshake_event(&farm) {
         TlsOutcome::Established {
@@ -170,7 +132,7 @@ async fn each_bad_certificate_fails_verification_as_it_should() {
     for (mode, expected) in cases {
         let farm = farm(&host(mode)).await;
         let (plain, _, ready) = up_to_starttls(&farm).await;
-        assert_eq!(ready, "220 2.0.0 Ready to start TLS\r\n");
+        assert_eq!(ready.text(), "220 2.0.0 Ready to start TLS");
         let error = handshake(&farm, plain, &all_versions()).await.unwrap_err();
         assert!(
             format!("{error:?}").contains(expected),
@@ -225,15 +187,12 @@ async fn starttls_refused_with_454() {
     .await;
     let (mut plain, _, ready) = up_to_starttls(&farm).await;
     assert_eq!(
-        ready,
-        "454 4.7.0 TLS not available due to temporary reason\r\n"
+        ready.text(),
+        "454 4.7.0 TLS not available due to temporary reason"
     );
     // The session goes on in plaintext.
-    assert!(
-        ask(&mut plain, "MAIL FROM:<a@x.test>\r\n")
-            .await
-            .starts_with("250")
-    );
+    plain.send("MAIL FROM:<a@x.test>\r\n").await;
+    plain.expect_code(250).await;
     farm.shutdown().await;
 }
 
@@ -248,7 +207,7 @@ async fn each_handshake_fault_fails_the_client_as_expected() {
     for (fault, expected) in cases {
         let farm = farm(&faulty(&format!("{{ tls-fault = {fault} }}"))).await;
         let (plain, _, ready) = up_to_starttls(&farm).await;
-        assert_eq!(ready, "220 2.0.0 Ready to start TLS\r\n", "{fault}");
+        assert_eq!(ready.text(), "220 2.0.0 Ready to start TLS", "{fault}");
         let error = handshake(&farm, plain, &all_versions()).await.unwrap_err();
         let text = format!("{error:?} {error}");
         let matched = match expected {
@@ -298,14 +257,14 @@ then = {{ hide-starttls = true }}
     ))
     .await;
     let (_, first, refused) = up_to_starttls(&farm).await;
-    assert!(!first.contains("STARTTLS"), "{first}");
+    assert!(!first.text().contains("STARTTLS"), "{first}");
     assert_eq!(
-        refused,
-        "454 4.7.0 TLS not available due to temporary reason\r\n"
+        refused.text(),
+        "454 4.7.0 TLS not available due to temporary reason"
     );
     let (_, second, ready) = up_to_starttls(&farm).await;
-    assert!(second.contains("STARTTLS"), "{second}");
-    assert_eq!(ready, "220 2.0.0 Ready to start TLS\r\n");
+    assert!(second.text().contains("STARTTLS"), "{second}");
+    assert_eq!(ready.text(), "220 2.0.0 Ready to start TLS");
     farm.shutdown().await;
 }
 
@@ -322,34 +281,31 @@ then = {{ reply = "530 5.7.0 Must issue a STARTTLS command first" }}
     ))
     .await;
     let (plain, _, _) = up_to_starttls(&farm).await;
-    let mut tls = BufReader::new(handshake(&farm, plain, &all_versions()).await.unwrap());
-    ask(&mut tls, "EHLO client.test\r\n").await;
-    assert_eq!(
-        ask(&mut tls, "MAIL FROM:<a@x.test>\r\n").await,
-        "250 2.1.0 Ok\r\n"
-    );
+    let mut tls = over_tls(handshake(&farm, plain, &all_versions()).await.unwrap());
+    tls.command("EHLO client.test").await;
+    tls.send("MAIL FROM:<a@x.test>\r\n").await;
+    tls.expect("250 2.1.0 Ok").await;
 
-    let mut plain = BufReader::new(TcpStream::connect(farm.addr("mx1")).await.unwrap());
-    reply(&mut plain).await;
-    ask(&mut plain, "EHLO client.test\r\n").await;
-    assert_eq!(
-        ask(&mut plain, "MAIL FROM:<a@x.test>\r\n").await,
-        "530 5.7.0 Must issue a STARTTLS command first\r\n"
-    );
+    let mut plain = greeted(farm.addr("mx1")).await;
+    plain.command("EHLO client.test").await;
+    plain.send("MAIL FROM:<a@x.test>\r\n").await;
+    plain
+        .expect("530 5.7.0 Must issue a STARTTLS command first")
+        .await;
     farm.shutdown().await;
 }
 
 #[tokio::test]
 async fn commands_pipelined_after_starttls_are_refused() {
     let farm = farm(&host("\"valid\"")).await;
-    let mut plain = BufReader::new(TcpStream::connect(farm.addr("mx1")).await.unwrap());
-    reply(&mut plain).await;
-    ask(&mut plain, "EHLO client.test\r\n").await;
-    let refused = ask(&mut plain, "STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n").await;
-    assert_eq!(
-        refused,
-        "554 5.5.1 Error: commands pipelined after STARTTLS are refused\r\n"
-    );
+    let mut plain = greeted(farm.addr("mx1")).await;
+    plain.command("EHLO client.test").await;
+    plain
+        .send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n")
+        .await;
+    plain
+        .expect("554 5.5.1 Error: commands pipelined after STARTTLS are refused")
+        .await;
     let journal = farm.journal();
     assert!(
         !journal.iter().any(
