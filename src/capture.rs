@@ -9,6 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::journal::{EventKind, Journal};
 use crate::scenario::CaptureLimits;
 
 /// One accepted message.
@@ -63,6 +64,44 @@ fn memchr_header_end(data: &[u8]) -> Option<usize> {
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 4)
         .or_else(|| data.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+}
+
+/// Where accepted messages go: each is numbered, journalled and kept in one step, so that
+/// message numbers appear in the journal and the capture in order, and the journal holds
+/// a message before its 250 is written.
+#[derive(Debug)]
+pub struct Inbox {
+    journal: Arc<Journal>,
+    capture: Capture,
+    /// The last message number given; under the lock that orders numbering, journal and
+    /// capture.
+    last_id: Mutex<u64>,
+}
+
+impl Inbox {
+    pub fn new(journal: Arc<Journal>, limits: CaptureLimits) -> Self {
+        Self {
+            journal,
+            capture: Capture::new(limits),
+            last_id: Mutex::new(0),
+        }
+    }
+
+    /// Numbers an accepted message, journals its event and keeps it; returns its number.
+    pub fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
+        let mut last_id = self.last_id.lock();
+        *last_id += 1;
+        let id = *last_id;
+        let (event, message) = make(id);
+        self.journal.record(event);
+        self.capture.keep(message);
+        id
+    }
+
+    /// The messages still kept, oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.capture.messages()
+    }
 }
 
 /// The bounded store of accepted messages, oldest dropped first.

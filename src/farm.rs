@@ -1,10 +1,10 @@
-//! A running farm: one listener per host, the shared clock, journal, captured messages and
-//! attempt counters, and a clean shutdown.
+//! A running farm: one listener per host, the shared clock, journal, inbox and policy
+//! state, and a clean shutdown. The farm starts everything and hands each part what it
+//! needs; nothing below it knows the farm.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::DuplexStream;
@@ -13,54 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assertions::DeliveryExpectation;
-use crate::capture::{Capture, Message};
+use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Delivery, deliveries};
 use crate::journal::{Cursor, DomainRecord, Event, EventKind, Journal, Read};
-use crate::policy::attempts::AttemptCounters;
-use crate::policy::concurrency::ConcurrencyStore;
-use crate::policy::greylist::GreylistStore;
-use crate::policy::rate::RateStore;
+use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::host::ActiveGuard;
-use crate::smtp::serve::serve;
-use crate::smtp::{HostRuntime, Session};
+use crate::smtp::{Env, HostRuntime, serve, start_session};
 use crate::tls::{self, FarmCa};
 use crate::transcript::Transcript;
-
-/// State shared by every host and session of one farm.
-#[derive(Debug)]
-pub struct FarmState {
-    pub clock: Clock,
-    pub journal: Arc<Journal>,
-    pub capture: Capture,
-    pub attempts: AttemptCounters,
-    pub greylist: GreylistStore,
-    pub rates: RateStore,
-    pub concurrency: Arc<ConcurrencyStore>,
-    /// The scenario's PTR names of client addresses.
-    pub reverse_dns: BTreeMap<IpAddr, String>,
-    pub seed: u64,
-    pub next_conn: AtomicU64,
-    pub next_message: AtomicU64,
-    /// Orders message numbers with the journal and the capture, so that both list
-    /// accepted messages in number order.
-    accept_order: parking_lot::Mutex<()>,
-    pub shutdown: CancellationToken,
-}
-
-impl FarmState {
-    /// Numbers an accepted message, journals it and keeps it, in one step: message
-    /// numbers then appear in the journal and the capture in order.
-    pub fn accept_message(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
-        let _in_order = self.accept_order.lock();
-        let id = self.next_message.fetch_add(1, Ordering::Relaxed) + 1;
-        let (event, message) = make(id);
-        self.journal.record(event);
-        self.capture.keep(message);
-        id
-    }
-}
 
 /// Where the hosts listen.
 #[derive(Debug, Clone, Default)]
@@ -127,7 +88,11 @@ pub struct BoundHost {
 /// call [`Farm::shutdown`] for a clean end.
 #[derive(Debug)]
 pub struct Farm {
-    state: Arc<FarmState>,
+    env: Env,
+    journal: Arc<Journal>,
+    inbox: Arc<Inbox>,
+    clock: Clock,
+    shutdown: CancellationToken,
     ca: Arc<FarmCa>,
     scenario: Arc<Scenario>,
     hosts: Vec<BoundHost>,
@@ -163,21 +128,11 @@ impl Farm {
             None => Arc::new(FarmCa::generate()?),
         };
         let clock = Clock::new();
-        let state = Arc::new(FarmState {
-            journal: Arc::new(Journal::new(clock.clone(), scenario.journal.max_events)),
-            capture: Capture::new(scenario.capture.clone()),
-            attempts: AttemptCounters::for_scenario(&scenario),
-            greylist: GreylistStore::default(),
-            rates: RateStore::default(),
-            concurrency: Arc::default(),
-            reverse_dns: scenario.reverse_dns.clone(),
-            seed: scenario.seed,
-            next_conn: AtomicU64::new(0),
-            next_message: AtomicU64::new(0),
-            accept_order: parking_lot::Mutex::new(()),
-            shutdown: CancellationToken::new(),
-            clock,
-        });
+        let journal = Arc::new(Journal::new(clock.clone(), scenario.journal.max_events));
+        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
+        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
+        let policy = PolicyState::for_scenario(&scenario);
+        let shutdown = CancellationToken::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.
         let mut listeners = Vec::new();
         for host in &scenario.hosts {
@@ -195,7 +150,7 @@ impl Farm {
                 })?;
             listeners.push((host.clone(), listener));
         }
-        state.journal.record(EventKind::FarmStarted {
+        journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
             domains: scenario
                 .domains
@@ -214,17 +169,28 @@ impl Farm {
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
             let tls = tls::acceptor(&config, addr.ip(), &ca).map_err(FarmError::Tls)?;
-            let runtime = HostRuntime::new(config, tls);
+            let runtime = HostRuntime::new(config, tls, policy.clone());
             hosts.push(BoundHost {
                 name: runtime.config.name.clone(),
                 hostname: runtime.config.hostname.clone(),
                 addr,
                 runtime: runtime.clone(),
             });
-            tasks.spawn(serve(listener, runtime, state.clone(), tasks.clone()));
+            let serving = serve(
+                listener,
+                runtime,
+                env.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            tasks.spawn(serving);
         }
         Ok(Farm {
-            state,
+            env,
+            journal,
+            inbox,
+            clock,
+            shutdown,
             ca,
             scenario: Arc::new(scenario),
             hosts,
@@ -281,30 +247,34 @@ impl Farm {
     /// every task waits, so delays, hangs and timeouts take no real time at all. Over real
     /// sockets, paused time is unsafe: the clock jumps while a socket waits for bytes.
     pub fn connect_in_memory(&self, host: &str, client: SocketAddr) -> Option<DuplexStream> {
-        let runtime = self.hosts.iter().find(|h| h.name == host)?.runtime.clone();
+        let runtime = &self.hosts.iter().find(|h| h.name == host)?.runtime;
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let conn = self.state.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = ActiveGuard::try_acquire(&runtime);
-        let session = Session::new(theirs, runtime, self.state.clone(), conn, client, slot);
-        self.tasks.spawn(session.run());
+        start_session(
+            &self.env,
+            runtime,
+            theirs,
+            client,
+            &self.shutdown,
+            &self.tasks,
+        );
         Some(ours)
     }
 
     /// Every event still in the journal, oldest first.
     pub fn journal(&self) -> Vec<Event> {
-        self.state.journal.events()
+        self.journal.events()
     }
 
     /// A reader of the events recorded from now on, as they happen.
     pub fn subscribe(&self) -> Cursor {
-        self.events_after(self.state.journal.last_seq())
+        self.events_after(self.journal.last_seq())
     }
 
     /// A reader of the events after sequence number `seq` (0: from the first one still
     /// held), then of every event as it is recorded. It never skips an event silently:
     /// events dropped before it read them are counted in [`Read::Missed`].
     pub fn events_after(&self, seq: u64) -> Cursor {
-        Cursor::new(self.state.journal.clone(), seq)
+        Cursor::new(self.journal.clone(), seq)
     }
 
     /// Waits until the journal holds an event for which `matches` is true, and returns it.
@@ -331,7 +301,7 @@ impl Farm {
         &self,
         path: &std::path::Path,
     ) -> Result<tokio::task::JoinHandle<()>, crate::journal::file::JournalFileError> {
-        crate::journal::file::spawn_writer(self.state.journal.clone(), path).await
+        crate::journal::file::spawn_writer(self.journal.clone(), path).await
     }
 
     /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
@@ -362,12 +332,12 @@ impl Farm {
 
     /// The messages the farm accepted and still keeps, oldest first.
     pub fn messages(&self) -> Vec<Message> {
-        self.state.capture.messages()
+        self.inbox.messages()
     }
 
     /// Farm time now.
     pub fn now(&self) -> Duration {
-        self.state.clock.now()
+        self.clock.now()
     }
 
     /// Moves farm time forward: delays, hangs, timeouts and attempt windows see it at once.
@@ -383,20 +353,20 @@ impl Farm {
 
     /// Moves farm time forward like [`Farm::advance`], or refuses, leaving time as it was.
     pub fn try_advance(&self, by: Duration) -> Result<(), TooFar> {
-        self.state.clock.advance(by)
+        self.clock.advance(by)
     }
 
     /// The farm's clock, for code that waits in farm time.
     pub fn clock(&self) -> &Clock {
-        &self.state.clock
+        &self.clock
     }
 
     /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended.
     pub async fn shutdown(self) {
-        self.state.shutdown.cancel();
+        self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        self.state.journal.close();
+        self.journal.close();
     }
 }
 
@@ -415,6 +385,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl Drop for Farm {
     fn drop(&mut self) {
-        self.state.shutdown.cancel();
+        self.shutdown.cancel();
     }
 }

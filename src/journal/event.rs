@@ -63,7 +63,7 @@ pub enum EventKind {
         reply: Reply,
         /// The rule that produced the reply (`host mx1 rule 2`), if one did.
         #[serde(skip_serializing_if = "Option::is_none")]
-        rule: Option<String>,
+        rule: Option<Arc<str>>,
         /// For a deferral that clears after a known time (greylisting, a quota for a
         /// while): how long until a retry can pass. Lets a report spot early retries.
         #[serde(

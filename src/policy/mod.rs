@@ -1,315 +1,353 @@
-//! Deciding what a host answers: a pure function of the rules, the stage, what is known of
-//! the conversation so far, and the farm's seeded randomness (DESIGN principle 2).
+//! Deciding what a host answers (DESIGN principle 2): [`HostPolicy::decide`] takes the
+//! host's rules, the point being decided, the facts the session knows, the connection's
+//! own policy state and farm time, and returns a [`Verdict`] that says everything the
+//! session must do. Refusing mail is a verdict, never an error.
 //!
-//! Refusing mail is a verdict, never an error. Stateful behaviour (attempt counters) lives
-//! in [`attempts`]; its counts come in as data, so that `decide` itself stays pure and can
-//! be tested with a table.
+//! Policy owns the state that rules keep: the attempt counters ([`attempts`]), greylisting
+//! ([`greylist`]), rate limits ([`rate`]) and connection slots ([`concurrency`]), all
+//! updated here as commands are decided, never by the session. Time and chance are inputs:
+//! `now` comes from the caller, randomness from the connection's generator, seeded from
+//! the scenario's seed and the connection number.
 
-pub mod attempts;
-pub mod concurrency;
-pub mod greylist;
-pub mod rate;
+pub(crate) mod attempts;
+pub(crate) mod concurrency;
+mod conditions;
+pub(crate) mod greylist;
+mod placeholders;
+mod points;
+pub(crate) mod rate;
+mod verdict;
 
+#[cfg(test)]
+mod tests;
+
+pub(crate) use points::{Connect, Data, Ehlo, EndOfData, Mail, Point, Quit, Rcpt, Rset, Starttls};
+pub(crate) use verdict::{Act, HideStarttls, LoseReply, Verdict};
+
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand_chacha::rand_core::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
 
-use crate::scenario::{AttemptKey, Condition, PtrCheck, Rule, Stage};
-
-/// What is known of the conversation when a stage is decided.
-#[derive(Debug, Clone, Copy)]
-pub struct Envelope<'a> {
-    pub client: IpAddr,
-    /// The EHLO/HELO name, once given.
-    pub helo: Option<&'a str>,
-    /// The sender, from `mail` on; empty for the null sender.
-    pub sender: Option<&'a str>,
-    /// At `rcpt`: the recipient being decided.
-    pub recipient: Option<&'a str>,
-    /// The recipients accepted so far in this transaction.
-    pub accepted: &'a [String],
-    /// At `mail`: the SIZE= the client declared; at `end-of-data`: the actual size.
-    pub size: Option<u64>,
-    /// Farm time, for rules that depend on it.
-    pub now: Duration,
-    /// The host's own number for this connection (1 for its first).
-    pub host_connection: u64,
-    /// The number of this transaction within the connection (1 for the first MAIL).
-    pub message: u32,
-    /// The client's PTR name from the scenario's reverse-DNS table.
-    pub ptr: Option<&'a str>,
-    /// Whether STARTTLS has completed on this connection.
-    pub tls: bool,
-}
+use crate::scenario::{ActionKind, Condition, Host, RateKey, Rule, Scenario, Stage, StateScope};
+use attempts::AttemptCounters;
+use concurrency::{ConcurrencySlot, ConcurrencyStore};
+use conditions::{Attempts, Known};
+use greylist::{GreyVerdict, GreylistStore};
+use placeholders::Values;
+use rate::RateStore;
 
 /// How often, and since when, a key has been seen: the attempt number of the current
 /// command (0 where not counted) and the farm time of the key's first attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub n: u32,
     pub first: Duration,
 }
 
-/// What the attempt counters say of the current command, for each key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AttemptNumbers {
-    pub client: Seen,
-    pub sender: Seen,
-    pub recipient: Seen,
-    pub triplet: Seen,
+/// What the farm's policy keeps between connections, for all its hosts.
+#[derive(Debug)]
+pub(crate) struct PolicyState {
+    attempts: AttemptCounters,
+    greylist: GreylistStore,
+    rates: RateStore,
+    concurrency: Arc<ConcurrencyStore>,
+    seed: u64,
+    /// The scenario's PTR names of client addresses.
+    reverse_dns: BTreeMap<IpAddr, String>,
 }
 
-impl AttemptNumbers {
-    /// What the counters say for `key`.
-    pub fn get(&self, key: AttemptKey) -> Seen {
-        match key {
-            AttemptKey::Client => self.client,
-            AttemptKey::Sender => self.sender,
-            AttemptKey::Recipient => self.recipient,
-            AttemptKey::Triplet => self.triplet,
-        }
+impl PolicyState {
+    /// Empty stores for a farm playing `scenario`.
+    pub(crate) fn for_scenario(scenario: &Scenario) -> Arc<Self> {
+        Arc::new(Self {
+            attempts: AttemptCounters::for_scenario(scenario),
+            greylist: GreylistStore::default(),
+            rates: RateStore::default(),
+            concurrency: Arc::default(),
+            seed: scenario.seed,
+            reverse_dns: scenario.reverse_dns.clone(),
+        })
     }
 }
 
-/// The first rule for `stage` whose conditions all hold, or `None`: the default, accept.
-///
-/// `chance` conditions draw from `rng` only when every other condition of the rule holds,
-/// so adding an unrelated rule does not change which draws a later rule sees.
-pub fn decide<'r>(
-    rules: &'r [Rule],
-    stage: Stage,
-    envelope: &Envelope<'_>,
-    attempts: &AttemptNumbers,
-    rng: &mut impl Rng,
-) -> Option<&'r Rule> {
-    decide_from(rules, 0, stage, envelope, attempts, rng).map(|(_, rule)| rule)
+/// One host's rules over the farm's policy state: what decides every reply of the host.
+#[derive(Debug)]
+pub(crate) struct HostPolicy {
+    host: Arc<str>,
+    hostname: String,
+    rules: Arc<[Rule]>,
+    state: Arc<PolicyState>,
+    /// Connections this host has had, for `connection` conditions.
+    connections: AtomicU64,
 }
 
-/// Like [`decide`], trying only the rules from index `from` on, and returning the index
-/// of the rule found: a stateful rule that lets a command pass (greylisting once the
-/// delay is over, a rate limit not reached) hands the decision on to the rules after it.
-pub fn decide_from<'r>(
-    rules: &'r [Rule],
-    from: usize,
-    stage: Stage,
-    envelope: &Envelope<'_>,
-    attempts: &AttemptNumbers,
-    rng: &mut impl Rng,
-) -> Option<(usize, &'r Rule)> {
-    let rest = rules.get(from..).unwrap_or(&[]);
-    rest.iter()
-        .enumerate()
-        .map(|(i, rule)| (from + i, rule))
-        .filter(|(_, rule)| rule.stage == stage)
-        .find(|(_, rule)| {
-            rule.when
-                .iter()
-                .filter(|c| !matches!(c, Condition::Chance(_)))
-                .all(|c| holds(c, envelope, attempts))
-                && rule.when.iter().all(|c| match c {
-                    Condition::Chance(p) => unit_draw(rng) < *p,
-                    _ => true,
-                })
-        })
+/// The policy's side of one connection: the connection's random generator, what the
+/// attempt counters said at its connect and its last MAIL, and the connection slots that
+/// concurrency limits gave it. The session holds it and hands it to every decision.
+#[derive(Debug)]
+pub(crate) struct Conversation {
+    client: IpAddr,
+    host_connection: u64,
+    ptr: Option<String>,
+    rng: ChaCha8Rng,
+    client_seen: Seen,
+    sender_seen: Seen,
+    slots: Vec<ConcurrencySlot>,
 }
 
-fn holds(condition: &Condition, envelope: &Envelope<'_>, attempts: &AttemptNumbers) -> bool {
-    match condition {
-        Condition::Client(nets) => nets.iter().any(|net| net.contains(&envelope.client)),
-        Condition::Helo(globs) => envelope
-            .helo
-            .is_some_and(|helo| globs.iter().any(|g| g.matches(helo))),
-        Condition::Sender(patterns) => envelope
-            .sender
-            .is_some_and(|sender| patterns.iter().any(|p| p.matches(sender))),
-        Condition::Recipient(patterns) => match envelope.recipient {
-            Some(recipient) => patterns.iter().any(|p| p.matches(recipient)),
-            None => envelope
-                .accepted
-                .iter()
-                .any(|r| patterns.iter().any(|p| p.matches(r))),
-        },
-        Condition::SizeAbove(limit) => envelope.size.is_some_and(|size| size > *limit),
-        Condition::SizeBelow(limit) => envelope.size.is_some_and(|size| size < *limit),
-        Condition::Attempt { per, range } => {
-            let n = attempts.get(*per).n;
-            n > 0 && range.contains(n)
+impl Conversation {
+    /// Gives back the connection slots, as the connection ends (before the client can see
+    /// that it ended, so that a sender reconnecting at once finds its slot free).
+    pub(crate) fn release(&mut self) {
+        self.slots.clear();
+    }
+}
+
+/// What the session knows of the conversation when a point is decided.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Facts<'a> {
+    /// The EHLO/HELO name, once given.
+    pub helo: Option<&'a str>,
+    /// Whether STARTTLS has completed.
+    pub tls: bool,
+    /// The transaction in progress, if any: its sender (empty for `<>`), the SIZE= of its
+    /// MAIL and the recipients accepted so far.
+    pub sender: Option<&'a str>,
+    pub declared_size: Option<u64>,
+    pub accepted: &'a [String],
+    /// Transactions started (MAIL accepted) on this connection so far.
+    pub transactions: u32,
+}
+
+impl HostPolicy {
+    pub(crate) fn new(host: &Host, state: Arc<PolicyState>) -> Self {
+        Self {
+            host: Arc::from(host.name.as_str()),
+            hostname: host.hostname.clone(),
+            rules: host.rules.clone(),
+            state,
+            connections: AtomicU64::new(0),
         }
-        Condition::Chance(_) => true,
+    }
+
+    /// The policy side of connection `conn` (the farm's number for it) from `client`.
+    pub(crate) fn open(&self, conn: u64, client: IpAddr) -> Conversation {
+        // Each connection draws from its own generator, derived from the farm's seed and
+        // the connection number, so sessions neither contend for one generator nor change
+        // each other's draws.
+        let seed = self.state.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Conversation {
+            client,
+            host_connection: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
+            ptr: self.state.reverse_dns.get(&client).cloned(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            client_seen: Seen::default(),
+            sender_seen: Seen::default(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Decides `point`: counts the attempt it is, then tries the rules of its stage in
+    /// order. The first rule whose conditions hold decides, except that a stateful rule
+    /// that lets the command pass (greylisting once the delay is over, a limit not
+    /// reached) hands the decision on to the rules after it, as postgrey's DUNNO does.
+    /// No rule: the stage's usual positive reply.
+    pub(crate) fn decide<P: Point>(
+        &self,
+        point: P,
+        facts: &Facts<'_>,
+        conv: &mut Conversation,
+        now: Duration,
+    ) -> Verdict<P::Effect> {
+        let ask = point.ask();
+        let attempts = self.count(P::STAGE, &ask, facts, conv, now);
+        let known = Known {
+            client: conv.client,
+            helo: facts.helo,
+            sender: ask.sender.or(facts.sender),
+            recipient: ask.recipient,
+            accepted: facts.accepted,
+            size: ask.size.or(facts.declared_size),
+            now,
+            host_connection: conv.host_connection,
+            message: facts.transactions + u32::from(P::STAGE == Stage::Mail),
+            ptr: conv.ptr.as_deref(),
+            tls: facts.tls,
+            attempts,
+        };
+        let values = Values {
+            known: &known,
+            hostname: &self.hostname,
+            remaining: None,
+        };
+        for rule in self.rules.iter().filter(|r| r.stage == P::STAGE) {
+            if !conditions::all_hold(rule, &known, &mut conv.rng) {
+                continue;
+            }
+            let decided = |act: Act<P::Effect>, retry_after: Option<Duration>| Verdict {
+                rule: Some(rule.origin.clone()),
+                delay: rule.then.delay,
+                act,
+                retry_after,
+            };
+            let act = match &rule.then.kind {
+                ActionKind::Accept => Act::Accept(None),
+                ActionKind::Reply { reply, close } => {
+                    let reply = values.fill(reply);
+                    let close = *close || reply.closes_connection();
+                    let act = if reply.code < 400 && !close {
+                        Act::Accept(Some(reply))
+                    } else {
+                        Act::Refuse { reply, close }
+                    };
+                    return decided(act, quota_clears(rule, &known));
+                }
+                ActionKind::Close => Act::Close,
+                ActionKind::Hang(limit) => Act::Hang(*limit),
+                ActionKind::Reset => Act::Reset,
+                ActionKind::Greylist(greylist) => {
+                    let state = greylist::state_key(&rule.origin, greylist.scope, &self.host);
+                    let recipients: Vec<&str> = match known.recipient {
+                        Some(recipient) => vec![recipient],
+                        None => known.accepted.iter().map(String::as_str).collect(),
+                    };
+                    let sender = known.sender.unwrap_or("");
+                    let longest = recipients
+                        .into_iter()
+                        .filter_map(|recipient| {
+                            let store = &self.state.greylist;
+                            match store.check(greylist, &state, conv.client, sender, recipient, now)
+                            {
+                                GreyVerdict::Pass => None,
+                                GreyVerdict::Defer { remaining } => Some(remaining),
+                            }
+                        })
+                        .max();
+                    let Some(remaining) = longest else { continue };
+                    let values = Values {
+                        remaining: Some(remaining),
+                        ..values
+                    };
+                    let reply = values.fill(&greylist.reply);
+                    let close = reply.closes_connection();
+                    return decided(Act::Refuse { reply, close }, Some(remaining));
+                }
+                ActionKind::RateLimit(limit) => {
+                    let Some(value) = counted_value(limit.per, &known) else {
+                        continue;
+                    };
+                    let key = scoped_key(&rule.origin, limit.scope, &self.host, &value);
+                    if self.state.rates.admit(limit, &key, now) {
+                        continue;
+                    }
+                    let reply = values.fill(&limit.reply);
+                    let close = limit.close || reply.closes_connection();
+                    Act::Refuse { reply, close }
+                }
+                ActionKind::Concurrency(limit) => {
+                    let Some(value) = counted_value(limit.per, &known) else {
+                        continue;
+                    };
+                    // Connections are counted per host: each MX host has its own limit.
+                    let key = scoped_key(&rule.origin, StateScope::Host, &self.host, &value);
+                    match self.state.concurrency.enter(key, limit.limit) {
+                        Some(slot) => {
+                            conv.slots.push(slot);
+                            continue;
+                        }
+                        None => Act::Refuse {
+                            reply: values.fill(&limit.reply),
+                            close: true,
+                        },
+                    }
+                }
+                ActionKind::LoseReply | ActionKind::TlsFault(_) | ActionKind::HideStarttls => {
+                    match P::effect(&rule.then.kind) {
+                        Some(effect) => Act::Effect(effect),
+                        // The loader allows these actions only at their own stage; were
+                        // one elsewhere, closing is the least wrong thing to do.
+                        None => Act::Close,
+                    }
+                }
+            };
+            return decided(act, None);
+        }
+        Verdict::accept()
+    }
+
+    /// Counts the attempt that this command is, for the keys it counts, and returns what
+    /// every counter says of it.
+    fn count(
+        &self,
+        stage: Stage,
+        ask: &points::Ask<'_>,
+        facts: &Facts<'_>,
+        conv: &mut Conversation,
+        now: Duration,
+    ) -> Attempts {
+        let counters = &self.state.attempts;
+        let mut attempts = Attempts {
+            client: conv.client_seen,
+            // A transaction's sender was counted at its MAIL.
+            sender: if facts.sender.is_some() {
+                conv.sender_seen
+            } else {
+                Seen::default()
+            },
+            ..Attempts::default()
+        };
+        match stage {
+            Stage::Connect => {
+                conv.client_seen = counters.connection(conv.client, now);
+                attempts.client = conv.client_seen;
+            }
+            Stage::Mail => {
+                conv.sender_seen = counters.sender(ask.sender.unwrap_or(""), now);
+                attempts.sender = conv.sender_seen;
+            }
+            Stage::Rcpt => {
+                let sender = facts.sender.unwrap_or("");
+                let recipient = ask.recipient.unwrap_or("");
+                (attempts.recipient, attempts.triplet) =
+                    counters.recipient(conv.client, sender, recipient, now);
+            }
+            _ => {}
+        }
+        attempts
+    }
+}
+
+/// A deferral that lasts while a first attempt is recent clears when that time is up:
+/// how long until then, for reports on early retries.
+fn quota_clears(rule: &Rule, known: &Known<'_>) -> Option<Duration> {
+    rule.when.iter().find_map(|condition| match condition {
         Condition::FirstAttemptWithin { per, within } => {
-            let seen = attempts.get(*per);
-            seen.n > 0 && envelope.now.saturating_sub(seen.first) < *within
+            let first = known.attempts.get(*per).first;
+            Some(within.saturating_sub(known.now.saturating_sub(first)))
         }
-        Condition::Time(range) => range.contains(envelope.now),
-        Condition::Connection(range) => {
-            range.contains(u32::try_from(envelope.host_connection).unwrap_or(u32::MAX))
-        }
-        Condition::Message(range) => envelope.message > 0 && range.contains(envelope.message),
-        Condition::Ptr(check) => match check {
-            PtrCheck::Missing => envelope.ptr.is_none(),
-            PtrCheck::Present => envelope.ptr.is_some(),
-            PtrCheck::MismatchesHelo => match (envelope.ptr, envelope.helo) {
-                (Some(ptr), Some(helo)) => !ptr
-                    .trim_end_matches('.')
-                    .eq_ignore_ascii_case(helo.trim_end_matches('.')),
-                _ => true,
-            },
-        },
-        Condition::Tls(wanted) => envelope.tls == *wanted,
-        Condition::HeloFqdn(wanted) => envelope.helo.is_some_and(|helo| is_fqdn(helo) == *wanted),
+        _ => None,
+    })
+}
+
+/// The value a rate or concurrency limit counts by, if this point knows it.
+fn counted_value(per: RateKey, known: &Known<'_>) -> Option<String> {
+    match per {
+        RateKey::Client => Some(known.client.to_string()),
+        RateKey::ClientNet => Some(greylist::client_network(known.client, 24, 64).to_string()),
+        RateKey::Sender => known.sender.map(str::to_ascii_lowercase),
+        RateKey::Recipient => known.recipient.map(str::to_ascii_lowercase),
     }
 }
 
-/// A fully qualified name has a dot between labels and is not an address literal.
-pub fn is_fqdn(name: &str) -> bool {
-    let name = name.trim_end_matches('.');
-    !name.starts_with('[')
-        && name.parse::<IpAddr>().is_err()
-        && name.split('.').count() >= 2
-        && name.split('.').all(|label| !label.is_empty())
-}
-
-/// A uniform draw in [0, 1) with 53 bits of precision.
-fn unit_draw(rng: &mut impl Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenario::{Action, ActionKind, AddressPattern, AttemptRange, Glob, Reply};
-    use rand_chacha::ChaCha8Rng;
-    use rand_chacha::rand_core::SeedableRng;
-
-    fn rule(stage: Stage, when: Vec<Condition>, code: u16) -> Rule {
-        Rule {
-            stage,
-            when,
-            then: Action {
-                delay: None,
-                kind: ActionKind::Reply {
-                    reply: Reply::new(code, None, "x"),
-                    close: false,
-                },
-            },
-            origin: format!("rule {code}"),
-        }
-    }
-
-    fn envelope() -> Envelope<'static> {
-        Envelope {
-            client: "192.0.2.10".parse().unwrap(),
-            helo: Some("client.example.test"),
-            sender: Some("me@example.test"),
-            recipient: Some("full-bob@aol.test"),
-            accepted: &[],
-            size: Some(2048),
-            now: Duration::ZERO,
-            host_connection: 1,
-            message: 1,
-            ptr: None,
-            tls: false,
-        }
-    }
-
-    fn first_match(rules: &[Rule], stage: Stage, attempts: AttemptNumbers) -> Option<u16> {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        decide(rules, stage, &envelope(), &attempts, &mut rng).map(|r| match &r.then.kind {
-            ActionKind::Reply { reply, .. } => reply.code,
-            _ => 0,
-        })
-    }
-
-    #[test]
-    fn each_condition_matches_and_misses_as_documented() {
-        let net = |s: &str| Condition::Client(vec![s.parse().unwrap()]);
-        let addr = |s: &str| AddressPattern::Glob(Glob::new(s));
-        let cases: Vec<(Condition, bool)> = vec![
-            (net("192.0.2.0/24"), true),
-            (net("198.51.100.0/24"), false),
-            (Condition::Helo(vec![Glob::new("*.EXAMPLE.test")]), true),
-            (Condition::Helo(vec![Glob::new("mail.*")]), false),
-            (Condition::Sender(vec![addr("me@example.test")]), true),
-            (Condition::Sender(vec![AddressPattern::Null]), false),
-            (Condition::Recipient(vec![addr("full-*@aol.test")]), true),
-            (
-                Condition::Recipient(vec![AddressPattern::Domain("gmail.test".into())]),
-                false,
-            ),
-            (Condition::SizeAbove(1024), true),
-            (Condition::SizeAbove(4096), false),
-            (Condition::SizeBelow(4096), true),
-            (Condition::SizeBelow(1024), false),
-        ];
-        for (condition, expected) in cases {
-            let rules = [rule(Stage::Rcpt, vec![condition.clone()], 451)];
-            let got = first_match(&rules, Stage::Rcpt, AttemptNumbers::default()).is_some();
-            assert_eq!(got, expected, "{condition:?}");
-        }
-    }
-
-    #[test]
-    fn attempt_ranges_count_per_key() {
-        let rules = [rule(
-            Stage::Rcpt,
-            vec![Condition::Attempt {
-                per: AttemptKey::Recipient,
-                range: AttemptRange { min: 1, max: 2 },
-            }],
-            452,
-        )];
-        let at = |n| AttemptNumbers {
-            recipient: Seen {
-                n,
-                first: Duration::ZERO,
-            },
-            ..Default::default()
-        };
-        assert_eq!(first_match(&rules, Stage::Rcpt, at(1)), Some(452));
-        assert_eq!(first_match(&rules, Stage::Rcpt, at(2)), Some(452));
-        assert_eq!(first_match(&rules, Stage::Rcpt, at(3)), None);
-        assert_eq!(first_match(&rules, Stage::Rcpt, at(0)), None, "uncounted");
-    }
-
-    #[test]
-    fn first_matching_rule_of_the_stage_wins() {
-        let rules = [
-            rule(Stage::Mail, vec![], 421),
-            rule(Stage::Rcpt, vec![Condition::SizeAbove(1 << 30)], 552),
-            rule(Stage::Rcpt, vec![], 450),
-            rule(Stage::Rcpt, vec![], 451),
-        ];
-        assert_eq!(
-            first_match(&rules, Stage::Rcpt, AttemptNumbers::default()),
-            Some(450)
-        );
-        assert_eq!(
-            first_match(&rules, Stage::Quit, AttemptNumbers::default()),
-            None
-        );
-    }
-
-    #[test]
-    fn chance_is_seeded_and_roughly_fair() {
-        let rules = [rule(Stage::Rcpt, vec![Condition::Chance(0.3)], 451)];
-        let count = |seed| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..10_000)
-                .filter(|_| {
-                    decide(
-                        &rules,
-                        Stage::Rcpt,
-                        &envelope(),
-                        &AttemptNumbers::default(),
-                        &mut rng,
-                    )
-                    .is_some()
-                })
-                .count()
-        };
-        assert_eq!(count(7), count(7));
-        let hits = count(7);
-        assert!((2700..3300).contains(&hits), "{hits}");
+/// A state key for one rule, shared by all hosts or kept per host.
+fn scoped_key(rule_id: &str, scope: StateScope, host: &str, value: &str) -> String {
+    match scope {
+        StateScope::Shared => format!("{rule_id}/{value}"),
+        StateScope::Host => format!("{rule_id}@{host}/{value}"),
     }
 }

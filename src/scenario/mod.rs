@@ -22,7 +22,7 @@
 //! assert_eq!(error.problems()[0].message, "the scenario has no hosts");
 //! ```
 
-mod duration;
+pub(crate) mod duration;
 pub mod error;
 pub mod model;
 pub mod raw;

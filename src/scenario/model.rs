@@ -267,7 +267,7 @@ pub struct Rule {
     pub then: Action,
     /// Where the rule came from, e.g. `host mx1 rule 2` or `ruleset common rule 1`, so that
     /// the journal can say which rule produced a reply.
-    pub origin: String,
+    pub origin: Arc<str>,
 }
 
 /// One condition of a rule; a rule's conditions combine with AND.

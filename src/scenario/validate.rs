@@ -1339,7 +1339,7 @@ impl Validator<'_> {
                     stage,
                     when,
                     then,
-                    origin: format!("{label} rule {number}"),
+                    origin: format!("{label} rule {number}").into(),
                 });
             }
         }
@@ -3478,7 +3478,7 @@ mod tests {
         assert_eq!(l.command_timeout, Duration::from_secs(60));
         assert_eq!(l.data_timeout, Duration::from_secs(120));
         let rule = &h.rules[0];
-        assert_eq!(rule.origin, "host mx1 rule 1");
+        assert_eq!(&*rule.origin, "host mx1 rule 1");
         assert_eq!(
             rule.when,
             vec![
@@ -3602,7 +3602,7 @@ mod tests {
                 .unwrap()
                 .rules
                 .iter()
-                .map(|r| r.origin.clone())
+                .map(|r| r.origin.to_string())
                 .collect()
         };
         assert_eq!(

@@ -1,22 +1,22 @@
-//! A host as the engine runs it: its validated configuration, its prebuilt replies, and
-//! the count of connections it is serving now.
+//! A host as the engine runs it: its validated configuration, its built-in replies, its
+//! TLS acceptor, its policy, and the count of connections it is serving now.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::reply::Replies;
+use super::replies::Replies;
+use crate::policy::{HostPolicy, PolicyState};
 use crate::scenario::Host;
 
 /// Everything a session needs to know about its host; shared by all its sessions.
-pub struct HostRuntime {
-    pub name: Arc<str>,
-    pub config: Host,
-    pub replies: Replies,
+pub(crate) struct HostRuntime {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: Host,
+    pub(super) replies: Replies,
     /// The TLS acceptor when the host offers STARTTLS.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) policy: HostPolicy,
     active: AtomicUsize,
-    /// Connections accepted so far, for `connection` conditions.
-    connections: AtomicU64,
 }
 
 impl std::fmt::Debug for HostRuntime {
@@ -28,32 +28,31 @@ impl std::fmt::Debug for HostRuntime {
 }
 
 impl HostRuntime {
-    pub fn new(config: Host, tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<Self> {
+    pub(crate) fn new(
+        config: Host,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        policy: Arc<PolicyState>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tls,
             name: Arc::from(config.name.as_str()),
             replies: Replies::for_host(&config),
+            policy: HostPolicy::new(&config, policy),
             config,
             active: AtomicUsize::new(0),
-            connections: AtomicU64::new(0),
         })
-    }
-
-    /// Numbers a new connection: 1 for the host's first.
-    pub fn next_connection(&self) -> u64 {
-        self.connections.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
 /// One of a host's connection slots; the slot is freed when the guard is dropped.
 #[derive(Debug)]
-pub struct ActiveGuard {
+pub(super) struct ActiveGuard {
     host: Arc<HostRuntime>,
 }
 
 impl ActiveGuard {
     /// Takes a slot, or `None` if the host already serves `max_connections`.
-    pub fn try_acquire(host: &Arc<HostRuntime>) -> Option<Self> {
+    pub(super) fn try_acquire(host: &Arc<HostRuntime>) -> Option<Self> {
         let max = host.config.limits.max_connections;
         host.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

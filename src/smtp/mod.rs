@@ -1,77 +1,20 @@
-//! The SMTP engine: accept loops, sessions, and the replies a host sends on its own.
+//! The SMTP engine: the accept loop of each host, and the session of each connection.
+//!
+//! A session takes what it needs as arguments — its host ([`HostRuntime`]: the scenario's
+//! host, its built-in replies, its TLS acceptor and its [`HostPolicy`]), the farm's
+//! shared [`Env`] (clock, journal, inbox) and a cancellation token — never the farm. It
+//! reads commands, asks the host's policy for a verdict on each point a rule can decide,
+//! carries the verdict out, and journals everything it reads and writes.
+//!
+//! [`HostPolicy`]: crate::policy::HostPolicy
 
-pub mod host;
-pub mod reply;
-pub mod serve;
-pub mod session;
+mod env;
+mod host;
+mod replies;
+mod serve;
+mod session;
+mod transport;
 
-pub use host::HostRuntime;
-pub use session::Session;
-
-/// A stream a session can run over: TCP, an in-memory pipe, later TLS.
-pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
-    /// Ends the connection with a TCP reset where the stream has one, so that the client
-    /// sees the host as down; a plain close elsewhere.
-    fn reset(&mut self) {}
-}
-
-impl Transport for tokio::net::TcpStream {
-    fn reset(&mut self) {
-        // SO_LINGER 0: the close that follows sends RST instead of FIN.
-        let _ = self.set_zero_linger();
-    }
-}
-
-impl Transport for tokio::io::DuplexStream {}
-
-impl Transport for tokio_rustls::server::TlsStream<Box<dyn Transport>> {
-    fn reset(&mut self) {
-        self.get_mut().0.reset();
-    }
-}
-
-impl Transport for Box<dyn Transport> {
-    fn reset(&mut self) {
-        (**self).reset();
-    }
-}
-
-/// Stands in for the stream while STARTTLS hands it to the TLS handshake: reads end and
-/// writes fail, so nothing can go out in the clear by mistake.
-pub struct Unplugged;
-
-impl tokio::io::AsyncRead for Unplugged {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-impl tokio::io::AsyncWrite for Unplugged {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-impl Transport for Unplugged {}
+pub(crate) use env::{Env, start_session};
+pub(crate) use host::HostRuntime;
+pub(crate) use serve::serve;

@@ -137,7 +137,7 @@ fn the_example_in_the_format_doc_loads() {
     let loaded = scenario::load_str("docs/scenario-format.md", example)
         .unwrap_or_else(|e| panic!("the example in the format doc does not load:\n{e}"));
     let mx1 = loaded.host("mx1").expect("mx1");
-    let origins: Vec<&str> = mx1.rules.iter().map(|r| r.origin.as_str()).collect();
+    let origins: Vec<&str> = mx1.rules.iter().map(|r| &*r.origin).collect();
     assert_eq!(origins, ["host mx1 rule 1", "ruleset common rule 1"]);
 }
 

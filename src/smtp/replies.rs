@@ -6,7 +6,7 @@ use crate::scenario::{Host, Reply};
 
 /// Every built-in reply of one host.
 #[derive(Debug, Clone)]
-pub struct Replies {
+pub(crate) struct Replies {
     pub greeting: Reply,
     pub ehlo: Reply,
     pub ehlo_with_starttls: Reply,
@@ -46,7 +46,7 @@ pub struct Replies {
 }
 
 impl Replies {
-    pub fn for_host(host: &Host) -> Self {
+    pub(crate) fn for_host(host: &Host) -> Self {
         let hostname = &host.hostname;
         let enhanced = host.extensions.enhanced_status_codes;
         // RFC 2034: enhanced codes only once the extension is advertised; a host with it

@@ -1,0 +1,63 @@
+//! What every session of a farm shares, and the one place where sessions start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::host::{ActiveGuard, HostRuntime};
+use super::session::Session;
+use super::transport::Transport;
+use crate::capture::Inbox;
+use crate::clock::Clock;
+use crate::journal::Journal;
+
+/// The farm's clock, journal and inbox, and its connection numbering: all a session needs
+/// of the farm. The farm keeps handles to the same journal and inbox to read them.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub(super) clock: Clock,
+    pub(super) journal: Arc<Journal>,
+    pub(super) inbox: Arc<Inbox>,
+    /// The last connection number given, farm-wide.
+    connections: Arc<AtomicU64>,
+}
+
+impl Env {
+    pub(crate) fn new(clock: Clock, journal: Arc<Journal>, inbox: Arc<Inbox>) -> Self {
+        Self {
+            clock,
+            journal,
+            inbox,
+            connections: Arc::default(),
+        }
+    }
+}
+
+/// Starts the session of a new connection to `host` from `client` on `tasks`: numbers it
+/// farm-wide and takes one of the host's connection slots (without a free slot the
+/// session only says 421 and closes). TCP accepts and in-memory connections both start
+/// here, so they are the same session.
+pub(crate) fn start_session(
+    env: &Env,
+    host: &Arc<HostRuntime>,
+    stream: impl Transport,
+    client: SocketAddr,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let conn = env.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let slot = ActiveGuard::try_acquire(host);
+    let session = Session::new(
+        Box::new(stream),
+        host.clone(),
+        env.clone(),
+        shutdown.clone(),
+        conn,
+        client,
+        slot,
+    );
+    tasks.spawn(session.run());
+}

@@ -1,0 +1,371 @@
+//! Message content: DATA (through `smtp-proto`'s receivers, which undo dot-stuffing),
+//! BDAT chunks, and the end of data, where an accepted message is journalled and kept
+//! before its 250 is written.
+
+use std::sync::Arc;
+
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+
+use super::act::Done;
+use super::{Closed, Session, Step};
+use crate::capture::{Message, parse_headers};
+use crate::journal::{Command, EventKind};
+use crate::policy;
+use crate::scenario::Stage;
+
+impl Session {
+    /// Checks that a transaction can take message content now; answers and returns false
+    /// when it cannot.
+    fn ready_for_content(&mut self) -> Step<bool> {
+        let host = self.host.clone();
+        match &self.protocol.tx {
+            None => self.protocol_error(&host.replies.need_mail).map(|()| false),
+            Some(tx) if tx.recipients.is_empty() => {
+                let reply = if tx.rcpt_tried {
+                    &host.replies.no_valid_recipients
+                } else {
+                    &host.replies.need_rcpt
+                };
+                self.protocol_error(reply).map(|()| false)
+            }
+            Some(_) => Ok(true),
+        }
+    }
+
+    pub(super) async fn data(&mut self) -> Step {
+        let host = self.host.clone();
+        if self
+            .protocol
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.chunks.is_some())
+        {
+            return self.protocol_error(&host.replies.data_after_bdat);
+        }
+        if !self.ready_for_content()? {
+            return Ok(());
+        }
+        match self.decide(policy::Data).await? {
+            Done::Accepted { reply, rule } => {
+                let reply = reply.as_ref().unwrap_or(&host.replies.data_go_ahead);
+                self.answer(Stage::Data, reply, rule);
+            }
+            Done::Refused(reply) => {
+                self.end_transaction(&format!("refused at data: {}", reply.one_line()));
+                return Ok(());
+            }
+        }
+        let (body, too_big) = self.receive_data().await?;
+        if too_big {
+            self.refuse_too_big();
+            return Ok(());
+        }
+        self.end_of_data(body).await
+    }
+
+    fn refuse_too_big(&mut self) {
+        let host = self.host.clone();
+        self.answer(Stage::EndOfData, &host.replies.message_too_big, None);
+        self.end_transaction(&format!(
+            "refused at end-of-data: {}",
+            host.replies.message_too_big.one_line()
+        ));
+    }
+
+    /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `true` if it
+    /// grew past the size limit (then the rest was read and dropped).
+    async fn receive_data(&mut self) -> Step<(Vec<u8>, bool)> {
+        let max_size = self.host.config.limits.max_message_size;
+        let timeout = self.host.config.limits.data_timeout;
+        let mut receiver = DataReceiver::new();
+        let mut body = Vec::new();
+        // The receiver recognises the final dot and dot-stuffing only after a CRLF; the
+        // content starts right after the CRLF of the DATA line, so prime it with one.
+        receiver.ingest(&mut b"\r\n".iter(), &mut body);
+        body.clear();
+        let mut discard: Option<DummyDataReceiver> = None;
+        loop {
+            let pending = &self.input.buf[self.input.start..];
+            if !pending.is_empty() {
+                let mut bytes = pending.iter();
+                let done = match discard.as_mut() {
+                    Some(dummy) => dummy.ingest(&mut bytes),
+                    None => receiver.ingest(&mut bytes, &mut body),
+                };
+                self.input.start += pending.len() - bytes.as_slice().len();
+                if discard.is_none() && body.len() as u64 > max_size {
+                    discard = Some(DummyDataReceiver::new_data(&receiver));
+                    body = Vec::new();
+                }
+                if done {
+                    // The dot is a command of its own in the journal: tests wait for it,
+                    // and end-of-data delays count from it.
+                    let size = if discard.is_some() {
+                        0
+                    } else {
+                        body.len() as u64
+                    };
+                    self.record_command(b".", Command::EndOfData { size });
+                    return Ok((body, discard.is_some()));
+                }
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Step {
+        let host = self.host.clone();
+        if !host.config.extensions.chunking {
+            return self.protocol_error(&host.replies.not_implemented);
+        }
+        // RFC 3030: the chunk follows the command whatever the answer, so it is always read.
+        let starting = self
+            .protocol
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.chunks.is_none());
+        if !self.ready_for_content()? {
+            return self.skip_chunk(size).await;
+        }
+        if starting {
+            match self.decide(policy::Data).await? {
+                Done::Accepted { .. } => {
+                    if let Some(tx) = self.protocol.tx.as_mut() {
+                        tx.chunks = Some(Vec::new());
+                    }
+                }
+                Done::Refused(reply) => {
+                    self.end_transaction(&format!("refused at data: {}", reply.one_line()));
+                    return self.skip_chunk(size).await;
+                }
+            }
+        }
+        self.read_chunk(size).await?;
+        let Some(tx) = self.protocol.tx.as_mut() else {
+            return Ok(());
+        };
+        if !last {
+            let enhanced = host.config.extensions.enhanced_status_codes;
+            let reply = host.replies.chunk_received(enhanced, size);
+            self.answer(Stage::Data, &reply, None);
+            return Ok(());
+        }
+        let too_big = tx.chunks_too_big;
+        let body = tx.chunks.take().unwrap_or_default();
+        if too_big {
+            self.refuse_too_big();
+            return Ok(());
+        }
+        self.end_of_data(body).await
+    }
+
+    /// Appends a BDAT chunk of `size` bytes to the transaction, or drops it once the
+    /// message is over the size limit.
+    async fn read_chunk(&mut self, size: u64) -> Step {
+        let max_size = self.host.config.limits.max_message_size;
+        let timeout = self.host.config.limits.data_timeout;
+        let mut left = size;
+        loop {
+            let pending = &self.input.buf[self.input.start..];
+            let take = pending
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some(tx) = self.protocol.tx.as_mut() {
+                let chunks = tx.chunks.get_or_insert_with(Vec::new);
+                if !tx.chunks_too_big {
+                    chunks.extend_from_slice(&pending[..take]);
+                    if chunks.len() as u64 > max_size {
+                        tx.chunks_too_big = true;
+                        *chunks = Vec::new();
+                    }
+                }
+            }
+            self.input.start += take;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Reads and drops a BDAT chunk of `size` bytes.
+    async fn skip_chunk(&mut self, size: u64) -> Step {
+        let timeout = self.host.config.limits.data_timeout;
+        let mut left = size;
+        loop {
+            let pending = self.input.buf.len() - self.input.start;
+            let take = pending.min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.input.start += take;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// The final dot (or last chunk): decide, and keep the message if accepted.
+    async fn end_of_data(&mut self, body: Vec<u8>) -> Step {
+        let host = self.host.clone();
+        let size = body.len() as u64;
+        let (reply, rule, lost) = match self.decide(policy::EndOfData { size }).await? {
+            Done::Accepted { reply, rule } => (reply, rule, None),
+            Done::Effect {
+                effect: policy::LoseReply,
+                rule,
+            } => (None, None, Some(rule)),
+            Done::Refused(reply) => {
+                self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
+                return Ok(());
+            }
+        };
+        let Some(tx) = self.protocol.tx.take() else {
+            return Ok(());
+        };
+        let (message_id, subject) = parse_headers(&body);
+        let at = self.env.clock.now();
+        let helo = self.protocol.helo.clone().unwrap_or_default();
+        let (conn, client, tls) = (self.conn, self.client, self.protocol.encrypted);
+        // Journalled (and kept) before the reply is written: every 250 the client
+        // sees is in the journal.
+        let id = self.env.inbox.accept(|id| {
+            let event = EventKind::MessageAccepted {
+                host: host.name.clone(),
+                conn,
+                id,
+                sender: tx.sender.clone(),
+                recipients: tx.recipients.clone(),
+                size,
+                message_id: message_id.clone(),
+                subject: subject.clone(),
+                tls,
+            };
+            let message = Message {
+                id,
+                host: host.name.clone(),
+                conn,
+                at,
+                client,
+                helo,
+                sender: tx.sender.clone(),
+                recipients: tx.recipients.clone(),
+                size,
+                message_id,
+                subject,
+                tls,
+                data: Arc::from(body),
+            };
+            (event, message)
+        });
+        self.log_transaction(&tx, &format!("accepted as message {id}"));
+        if let Some(rule) = lost {
+            let by = rule.as_deref().unwrap_or("the farm");
+            return Err(Closed::by_farm(format!(
+                "closed without the reply at end-of-data by {by} (message kept)"
+            )));
+        }
+        let enhanced = host.config.extensions.enhanced_status_codes;
+        let reply = reply.unwrap_or_else(|| host.replies.queued(enhanced, id));
+        self.answer(Stage::EndOfData, &reply, rule);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::journal::EventKind;
+    use crate::smtp::session::tests::host;
+
+    /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and
+    /// the message is journalled and kept before the 250 names it.
+    #[tokio::test(start_paused = true)]
+    async fn data_is_unstuffed_journalled_and_kept_before_the_250() {
+        let h = host("");
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        assert_eq!(c.command("DATA").await.code, 354);
+        c.send("Message-ID: <m1@x.test>\r\nSubject: dots\r\n\r\n..leading dot\r\n.\r\n")
+            .await;
+        c.expect("250 2.0.0 Ok: queued as 1").await;
+        let messages = h.env.inbox.messages();
+        assert_eq!(messages.len(), 1);
+        assert!(messages[0].text().ends_with("\r\n.leading dot\r\n"));
+        assert_eq!(messages[0].message_id.as_deref(), Some("m1@x.test"));
+        let kinds: Vec<String> = h
+            .journal()
+            .iter()
+            .rev()
+            .take(3)
+            .map(|e| match &e.kind {
+                EventKind::Command { line, .. } => format!("command {line}"),
+                EventKind::MessageAccepted { id, .. } => format!("accepted {id}"),
+                EventKind::Reply { reply, .. } => format!("reply {}", reply.code),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["reply 250", "accepted 1", "command ."]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_without_recipients_and_too_big_messages_are_refused() {
+        let h = host("[host.limits]\nmax-message-size = 100\n");
+        let mut c = h.ready().await;
+        c.send("DATA\r\nMAIL FROM:<s@x.test>\r\nDATA\r\n").await;
+        c.expect("503 5.5.1 Error: need MAIL command").await;
+        c.expect("250 2.1.0 Ok").await;
+        c.expect("503 5.5.1 Error: need RCPT command").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.command("DATA").await;
+        c.send(format!("{}\r\n.\r\n", "x".repeat(500))).await;
+        c.expect("552 5.3.4 Error: message file too big").await;
+        assert!(h.env.inbox.messages().is_empty());
+    }
+
+    /// BDAT chunks make one message; DATA cannot follow them; a refused BDAT's chunk is
+    /// read and dropped.
+    #[tokio::test(start_paused = true)]
+    async fn bdat_chunks_make_one_message() {
+        let h = host(
+            "[[host.rule]]\nstage = \"data\"\nwhen = { rcpt = \"no@y.test\" }\nthen = { reply = \"554 5.7.1 Not this one\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.send("BDAT 6\r\nhello BDAT 7 LAST\r\nworld\r\n").await;
+        c.expect("250 2.0.0 6 octets received").await;
+        c.expect("250 2.0.0 Ok: queued as 1").await;
+        assert_eq!(h.env.inbox.messages()[0].text(), "hello world\r\n");
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.send("BDAT 2\r\nhiDATA\r\n").await;
+        c.expect_code(250).await;
+        c.expect("503 5.5.1 Error: DATA not allowed after BDAT")
+            .await;
+        c.command("RSET").await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<no@y.test>").await;
+        c.send("BDAT 3 LAST\r\nabcNOOP\r\n").await;
+        c.expect("554 5.7.1 Not this one").await;
+        c.expect("250 2.0.0 Ok").await;
+    }
+
+    /// `lose-reply` keeps the message, then closes without its 250.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_reply_keeps_the_message_and_closes() {
+        let h = host("[[host.rule]]\nstage = \"end-of-data\"\nthen = { lose-reply = true }\n");
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.command("DATA").await;
+        c.send("Subject: lost\r\n\r\nhi\r\n.\r\n").await;
+        c.expect_closed().await;
+        h.finish().await;
+        assert_eq!(h.env.inbox.messages().len(), 1);
+        assert_eq!(
+            h.closed_reason(1).as_deref(),
+            Some("closed without the reply at end-of-data by host mx1 rule 1 (message kept)")
+        );
+    }
+}

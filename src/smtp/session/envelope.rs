@@ -1,0 +1,257 @@
+//! The envelope commands: EHLO/HELO, MAIL, RCPT, RSET and QUIT.
+
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+
+use super::act::Done;
+use super::{Closed, Session, Step, Transaction};
+use crate::policy;
+use crate::scenario::Stage;
+
+impl Session {
+    pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Step {
+        let host = self.host.clone();
+        // A new EHLO/HELO ends any transaction in progress (RFC 5321 4.1.4).
+        self.end_transaction("abandoned by the client: new EHLO/HELO");
+        let previous = self.protocol.helo.replace(name);
+        let (rule, hide) = match self.decide(policy::Ehlo).await? {
+            Done::Accepted { rule, .. } => (rule, false),
+            Done::Effect {
+                effect: policy::HideStarttls,
+                rule,
+            } => (rule, true),
+            Done::Refused(_) => {
+                self.protocol.helo = previous;
+                return Ok(());
+            }
+        };
+        let offer = host.tls.is_some() && !self.protocol.encrypted && !hide;
+        self.protocol.starttls_offered = extended && offer;
+        let reply = match (extended, offer) {
+            (true, true) => &host.replies.ehlo_with_starttls,
+            (true, false) => &host.replies.ehlo,
+            (false, _) => &host.replies.helo,
+        };
+        self.answer(Stage::Ehlo, reply, rule);
+        Ok(())
+    }
+
+    pub(super) async fn mail(&mut self, sender: String, size: Option<u64>, flags: u64) -> Step {
+        let host = self.host.clone();
+        let config = &host.config;
+        let enhanced = config.extensions.enhanced_status_codes;
+        if self.protocol.helo.is_none() {
+            return self.protocol_error(&host.replies.need_helo);
+        }
+        if self.protocol.tx.is_some() {
+            return self.protocol_error(&host.replies.nested_mail);
+        }
+        if flags & MAIL_SMTPUTF8 != 0 && !config.extensions.smtputf8 {
+            return self.protocol_error(&host.replies.unsupported_parameter(enhanced, "SMTPUTF8"));
+        }
+        if flags & MAIL_BODY_8BITMIME != 0 && !config.extensions.eight_bit_mime {
+            let reply = host
+                .replies
+                .unsupported_parameter(enhanced, "BODY=8BITMIME");
+            return self.protocol_error(&reply);
+        }
+        if size.is_some_and(|s| s > config.limits.max_message_size) {
+            self.answer(Stage::Mail, &host.replies.size_exceeds_limit, None);
+            return Ok(());
+        }
+        let point = policy::Mail {
+            sender: &sender,
+            size,
+        };
+        let done = match self.decide(point).await {
+            Ok(done) => done,
+            Err(closed) => {
+                self.log_refused_mail(sender, &format!("refused at mail: {}", closed.reason));
+                return Err(closed);
+            }
+        };
+        match done {
+            Done::Accepted { reply, rule } => {
+                self.protocol.transactions += 1;
+                self.protocol.tx = Some(Transaction {
+                    sender,
+                    declared_size: size,
+                    ..Transaction::default()
+                });
+                self.answer(
+                    Stage::Mail,
+                    reply.as_ref().unwrap_or(&host.replies.mail_ok),
+                    rule,
+                );
+            }
+            Done::Refused(reply) => {
+                self.log_refused_mail(sender, &format!("refused at mail: {}", reply.one_line()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A transaction refused at MAIL never began, but still gets its log line.
+    fn log_refused_mail(&self, sender: String, result: &str) {
+        let refused = Transaction {
+            sender,
+            ..Transaction::default()
+        };
+        self.log_transaction(&refused, result);
+    }
+
+    pub(super) async fn rcpt(&mut self, recipient: String) -> Step {
+        let host = self.host.clone();
+        let Some(tx) = self.protocol.tx.as_mut() else {
+            return self.protocol_error(&host.replies.need_mail);
+        };
+        tx.rcpt_tried = true;
+        if tx.recipients.len() >= host.config.limits.max_recipients {
+            self.answer(Stage::Rcpt, &host.replies.too_many_recipients, None);
+            return Ok(());
+        }
+        let point = policy::Rcpt {
+            recipient: &recipient,
+        };
+        match self.decide(point).await? {
+            Done::Accepted { reply, rule } => {
+                let reply = reply.as_ref().unwrap_or(&host.replies.rcpt_ok);
+                self.answer(Stage::Rcpt, reply, rule);
+                if let Some(tx) = self.protocol.tx.as_mut() {
+                    tx.recipients.push(recipient);
+                }
+            }
+            Done::Refused(reply) => {
+                if let Some(tx) = self.protocol.tx.as_mut() {
+                    tx.refused.push((recipient, reply.code));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn rset(&mut self) -> Step {
+        let host = self.host.clone();
+        if let Done::Accepted { reply, rule } = self.decide(policy::Rset).await? {
+            self.end_transaction("abandoned by the client: RSET");
+            self.answer(
+                Stage::Rset,
+                reply.as_ref().unwrap_or(&host.replies.rset_ok),
+                rule,
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn quit(&mut self) -> Step {
+        let host = self.host.clone();
+        match self.decide(policy::Quit).await? {
+            Done::Accepted { reply, rule } => {
+                self.end_transaction("abandoned by the client: QUIT");
+                self.answer(
+                    Stage::Quit,
+                    reply.as_ref().unwrap_or(&host.replies.bye),
+                    rule,
+                );
+                Err(Closed::by_client("QUIT"))
+            }
+            Done::Refused(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::smtp::session::tests::host;
+
+    #[tokio::test(start_paused = true)]
+    async fn ehlo_lists_the_extensions_and_helo_does_not() {
+        let h = host("[host.extensions]\nchunking = false\nsmtputf8 = false\n");
+        let mut c = h.connect();
+        c.greeting().await;
+        c.send("EHLO a.test\r\n").await;
+        c.expect("250-mx1.farm.test\n250-PIPELINING\n250-SIZE 36700160\n250-8BITMIME\n250 ENHANCEDSTATUSCODES")
+            .await;
+        c.send("HELO a.test\r\n").await;
+        c.expect("250 mx1.farm.test").await;
+    }
+
+    /// `hide-starttls` takes STARTTLS out of this EHLO reply only.
+    #[tokio::test(start_paused = true)]
+    async fn hide_starttls_leaves_it_out_of_one_ehlo_reply() {
+        let h = host(
+            "tls = \"valid\"\n[[host.rule]]\nstage = \"ehlo\"\nwhen = { helo = \"hide.test\" }\n\
+             then = { hide-starttls = true }\n",
+        );
+        let mut c = h.connect();
+        c.greeting().await;
+        let hidden = c.command("EHLO hide.test").await;
+        assert!(!hidden.text().contains("STARTTLS"), "{hidden}");
+        // Not offered, so refused: 454, as Postfix answers.
+        assert_eq!(c.command("STARTTLS").await.code, 454);
+        let shown = c.command("EHLO show.test").await;
+        assert!(shown.text().ends_with("250 STARTTLS"), "{shown}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_out_of_order_get_503_and_limits_their_codes() {
+        let h = host("[host.limits]\nmax-recipients = 1\nmax-message-size = 1000\n");
+        let mut c = h.connect();
+        c.greeting().await;
+        c.send("MAIL FROM:<s@x.test>\r\n").await;
+        c.expect("503 5.5.1 Error: send HELO/EHLO first").await;
+        c.ehlo("a.test").await;
+        c.send("RCPT TO:<r@y.test>\r\n").await;
+        c.expect("503 5.5.1 Error: need MAIL command").await;
+        c.send("MAIL FROM:<s@x.test> SIZE=5000\r\n").await;
+        c.expect("552 5.3.4 Message size exceeds fixed maximum message size")
+            .await;
+        c.send("MAIL FROM:<s@x.test>\r\nMAIL FROM:<s@x.test>\r\n")
+            .await;
+        c.expect("250 2.1.0 Ok").await;
+        c.expect("503 5.5.1 Error: nested MAIL command").await;
+        c.send("RCPT TO:<a@y.test>\r\nRCPT TO:<b@y.test>\r\n").await;
+        c.expect("250 2.1.5 Ok").await;
+        c.expect("452 4.5.3 Error: too many recipients").await;
+        c.send("RSET\r\nRCPT TO:<a@y.test>\r\nQUIT\r\n").await;
+        c.expect("250 2.0.0 Ok").await;
+        c.expect("503 5.5.1 Error: need MAIL command").await;
+        c.expect("221 2.0.0 Bye").await;
+        c.expect_closed().await;
+    }
+
+    /// After a refusing greeting, only QUIT is served.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_greeting_serves_only_quit() {
+        let h = host(
+            "[[host.rule]]\nstage = \"connect\"\nthen = { reply = \"554 5.7.1 No service for you\" }\n",
+        );
+        let mut c = h.connect();
+        c.expect("554 5.7.1 No service for you").await;
+        c.send("EHLO a.test\r\nQUIT\r\n").await;
+        c.expect("503 5.5.1 Error: no service here, only QUIT")
+            .await;
+        c.expect("221 2.0.0 Bye").await;
+    }
+
+    /// A refused EHLO keeps the name given before; a refused MAIL starts no transaction.
+    #[tokio::test(start_paused = true)]
+    async fn refusals_leave_the_state_as_it_was() {
+        let h = host(
+            "[[host.rule]]\nstage = \"ehlo\"\nwhen = { helo = \"bad.test\" }\nthen = { reply = \"550 5.7.1 Go away\" }\n\
+             [[host.rule]]\nstage = \"mail\"\nwhen = { mail = \"spam@x.test\" }\nthen = { reply = \"550 5.7.1 No\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.send("EHLO bad.test\r\nMAIL FROM:<spam@x.test>\r\nRCPT TO:<r@y.test>\r\n")
+            .await;
+        c.expect("550 5.7.1 Go away").await;
+        c.expect("550 5.7.1 No").await;
+        c.expect("503 5.5.1 Error: need MAIL command").await;
+        let done = c
+            .transaction("s@x.test", &["r@y.test"], "Subject: x\r\n\r\nhi\r\n")
+            .await;
+        assert!(
+            done.delivered(),
+            "the EHLO before the refused one still counts"
+        );
+    }
+}

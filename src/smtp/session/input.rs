@@ -1,0 +1,309 @@
+//! Framing and waiting: command lines out of the input, replies into the output, and
+//! every wait of a session (for input, a tarpit, a hang), each bounded by the farm's clock
+//! and cut short by shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memchr::memchr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Closed, READ_CHUNK, Session, Step};
+use crate::journal::{Command, EventKind, sanitize_line};
+use crate::scenario::{Reply, Stage};
+
+impl Session {
+    /// Reads the next complete command line into `line`, answering over-long lines.
+    pub(super) async fn next_line(&mut self, line: &mut Vec<u8>) -> Step {
+        let max = self.host.config.limits.max_line_length;
+        loop {
+            let pending = &self.input.buf[self.input.start..];
+            if let Some(end) = memchr(b'\n', pending) {
+                let too_long = self.input.discarding_line || end.saturating_sub(1) > max;
+                line.clear();
+                line.extend_from_slice(&pending[..=end]);
+                self.input.start += end + 1;
+                if self.input.discarding_line {
+                    self.input.discarding_line = false;
+                    continue;
+                }
+                if too_long {
+                    let host = self.host.clone();
+                    self.record_command(line, Command::Other);
+                    self.protocol_error(&host.replies.line_too_long)?;
+                    continue;
+                }
+                return Ok(());
+            }
+            if !self.input.discarding_line && pending.len() > max + 2 {
+                // No newline within the limit: answer now, then drop the rest of the line
+                // as it arrives, so a hostile client cannot grow the buffer.
+                let host = self.host.clone();
+                let head = pending[..pending.len().min(512)].to_vec();
+                self.record_command(&head, Command::Other);
+                self.protocol_error(&host.replies.line_too_long)?;
+                self.input.discarding_line = true;
+            }
+            if self.input.discarding_line {
+                self.input.start = self.input.buf.len();
+            }
+            let timeout = self.host.config.limits.command_timeout;
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Flushes pending replies, then waits for more input, the timeout, or shutdown.
+    pub(super) async fn fill(&mut self, timeout: Duration) -> Step {
+        // The deadline is fixed before the replies go out, so a client (or a test) that
+        // reacts to a reply by advancing the clock always moves this deadline too.
+        let deadline = self.env.clock.now() + timeout;
+        self.flush().await?;
+        if self.input.start > 0 {
+            self.input.buf.drain(..self.input.start);
+            self.input.start = 0;
+        }
+        self.input.buf.reserve(READ_CHUNK);
+        enum Woke {
+            Read(std::io::Result<usize>),
+            Timeout,
+            Shutdown,
+        }
+        let woke = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Woke::Shutdown,
+            read = self.stream.read_buf(&mut self.input.buf) => Woke::Read(read),
+            _ = self.env.clock.sleep_until(deadline) => Woke::Timeout,
+        };
+        let host = self.host.clone();
+        match woke {
+            Woke::Read(Ok(0)) => Err(Closed::by_client("client closed the connection")),
+            Woke::Read(Ok(_)) => Ok(()),
+            Woke::Read(Err(e)) => Err(Closed::by_client(format!("read failed: {e}"))),
+            Woke::Timeout => {
+                self.send(&host.replies.timeout);
+                Err(Closed::by_farm("timeout waiting for the client"))
+            }
+            Woke::Shutdown => {
+                self.send(&host.replies.shutting_down);
+                Err(Closed::by_farm("farm shutting down"))
+            }
+        }
+    }
+
+    /// Drops whatever input is buffered (plaintext after STARTTLS, bytes during a hang).
+    pub(super) fn discard_input(&mut self) {
+        self.input.buf.clear();
+        self.input.start = 0;
+    }
+
+    /// Writes buffered replies; a client that stops reading is cut off after the
+    /// command timeout rather than holding the session forever.
+    pub(super) async fn flush(&mut self) -> Step {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.host.config.limits.command_timeout;
+        let result = tokio::select! {
+            written = self.stream.write_all(&self.output) => Some(written),
+            _ = self.env.clock.sleep(timeout) => None,
+        };
+        self.output.clear();
+        match result {
+            Some(Ok(())) => match self.stream.flush().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Closed::by_client(format!("write failed: {e}"))),
+            },
+            Some(Err(e)) => Err(Closed::by_client(format!("write failed: {e}"))),
+            None => Err(Closed::by_farm("client stopped reading replies")),
+        }
+    }
+
+    /// A tarpit: replies so far go out, then nothing until `delay` of farm time has passed
+    /// since the command arrived.
+    pub(super) async fn pause(&mut self, delay: Duration) -> Step {
+        let deadline = self.command_at + delay;
+        self.flush().await?;
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {
+                let host = self.host.clone();
+                self.send(&host.replies.shutting_down);
+                Err(Closed::by_farm("farm shutting down"))
+            }
+            _ = self.env.clock.sleep_until(deadline) => Ok(()),
+        }
+    }
+
+    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down;
+    /// whatever the client sends meanwhile is read and dropped.
+    pub(super) async fn hang(&mut self, limit: Duration) -> Step {
+        let deadline = self.command_at + limit;
+        self.flush().await?;
+        loop {
+            self.discard_input();
+            self.input.buf.reserve(READ_CHUNK);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.env.clock.sleep_until(deadline) => return Ok(()),
+                read = self.stream.read_buf(&mut self.input.buf) => match read {
+                    Ok(0) | Err(_) => return Err(Closed::by_client("client gave up while the farm hung")),
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Sends a protocol error and ends the connection after too many of them.
+    pub(super) fn protocol_error(&mut self, reply: &Reply) -> Step {
+        self.send(reply);
+        self.protocol.errors += 1;
+        if self.protocol.errors >= self.host.config.limits.max_errors {
+            let host = self.host.clone();
+            self.send(&host.replies.too_many_errors);
+            return Err(Closed::by_farm("too many errors"));
+        }
+        Ok(())
+    }
+
+    /// Buffers one of the host's own replies that decides no stage (a protocol error, a
+    /// timeout, NOOP's 250), and journals it.
+    pub(super) fn send(&mut self, reply: &Reply) {
+        self.write_reply(None, reply, None, None);
+    }
+
+    /// Buffers the reply that decided `stage`, from `rule` if one produced it.
+    pub(super) fn answer(&mut self, stage: Stage, reply: &Reply, rule: Option<Arc<str>>) {
+        self.write_reply(Some(stage), reply, rule, None);
+    }
+
+    /// Buffers a reply for the client and journals it.
+    pub(super) fn write_reply(
+        &mut self,
+        stage: Option<Stage>,
+        reply: &Reply,
+        rule: Option<Arc<str>>,
+        retry_after: Option<Duration>,
+    ) {
+        tracing::debug!(
+            host = %self.host.name,
+            conn = self.conn,
+            rule = rule.as_deref().unwrap_or(""),
+            "{}",
+            reply.one_line()
+        );
+        reply.write_to(&mut self.output);
+        self.record(EventKind::Reply {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            stage,
+            reply: reply.clone(),
+            rule,
+            retry_after,
+        });
+    }
+
+    /// Journals a command line as it arrived; delays and hangs count from now.
+    pub(super) fn record_command(&mut self, line: &[u8], command: Command) {
+        self.command_at = self.env.clock.now();
+        self.record(EventKind::Command {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            line: sanitize_line(line),
+            command,
+        });
+    }
+
+    pub(super) fn record(&self, kind: EventKind) {
+        self.env.journal.record(kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::journal::{Command, EventKind};
+    use crate::smtp::session::tests::host;
+
+    /// Pipelined commands are answered in order, all in one write once the session
+    /// would wait.
+    #[tokio::test(start_paused = true)]
+    async fn answers_pipelined_commands_in_order() {
+        let h = host("");
+        let mut c = h.connect();
+        c.greeting().await;
+        c.send("EHLO a.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nNOOP\r\n")
+            .await;
+        assert_eq!(c.reply().await.code, 250);
+        c.expect("250 2.1.0 Ok").await;
+        c.expect("250 2.1.5 Ok").await;
+        c.expect("250 2.0.0 Ok").await;
+    }
+
+    /// A line over the limit is answered and dropped, however it arrives, and the
+    /// session carries on with the next line.
+    #[tokio::test(start_paused = true)]
+    async fn an_overlong_line_is_refused_and_the_session_goes_on() {
+        let h = host("[host.limits]\nmax-line-length = 20\n");
+        let mut c = h.ready().await;
+        c.send(format!("NOOP {}\r\n", "x".repeat(30))).await;
+        c.expect("500 5.5.2 Error: line too long").await;
+        // No newline within the limit: answered at once, the rest dropped as it comes.
+        c.send("x".repeat(100)).await;
+        c.expect("500 5.5.2 Error: line too long").await;
+        c.send(format!("{}\r\nNOOP\r\n", "y".repeat(5000))).await;
+        c.expect("250 2.0.0 Ok").await;
+        let kept: Vec<usize> = h
+            .journal()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Command {
+                    line,
+                    command: Command::Other,
+                    ..
+                } => Some(line.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(kept.iter().all(|&n| n <= 515), "{kept:?}");
+    }
+
+    /// An idle client meets the command timeout, on the farm's clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_client_gets_421_after_the_command_timeout() {
+        let h = host("[host.limits]\ncommand-timeout = \"2m\"\n");
+        let mut c = h.ready().await;
+        let before = h.env.clock.now();
+        c.expect("421 4.4.2 mx1.farm.test Error: timeout exceeded")
+            .await;
+        c.expect_closed().await;
+        assert!(h.env.clock.now() - before >= Duration::from_secs(120));
+        h.finish().await;
+        assert_eq!(
+            h.closed_reason(1).as_deref(),
+            Some("timeout waiting for the client")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_many_errors_end_the_connection() {
+        let h = host("[host.limits]\nmax-errors = 2\n");
+        let mut c = h.ready().await;
+        c.send("BOGUS\r\nBOGUS\r\n").await;
+        c.expect("500 5.5.1 Error: command not recognized").await;
+        c.expect("500 5.5.1 Error: command not recognized").await;
+        c.expect("421 4.7.0 mx1.farm.test Error: too many errors")
+            .await;
+        c.expect_closed().await;
+    }
+
+    /// Shutdown cuts every wait short with a 421.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_tells_a_waiting_session_421() {
+        let h = host("");
+        let mut c = h.ready().await;
+        h.shutdown.cancel();
+        c.expect("421 4.3.2 mx1.farm.test Service shutting down")
+            .await;
+        c.expect_closed().await;
+    }
+}

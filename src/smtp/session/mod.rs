@@ -1,0 +1,377 @@
+//! One SMTP conversation, generic over the stream (DESIGN principle 4): the same code runs
+//! over TCP, over TLS after STARTTLS, and over `tokio::io::duplex` in tests.
+//!
+//! The pieces, each an `impl Session` of its own:
+//! - this file: the session's state, its run from greeting to close, and the dispatch of
+//!   each command line (parsed by `smtp-proto`);
+//! - [`input`]: framing lines, waiting for input, writing replies, tarpits and hangs;
+//! - [`act`]: carrying out a policy verdict;
+//! - [`envelope`]: EHLO/HELO, MAIL, RCPT, RSET, QUIT;
+//! - [`content`]: DATA and BDAT, and the final dot;
+//! - [`starttls`]: STARTTLS, the handshake and its faults.
+//!
+//! Replies are written into an output buffer that is flushed only when the session would
+//! otherwise wait (for input, a tarpit delay or a hang), which answers pipelined commands
+//! in order and in one write.
+
+mod act;
+mod content;
+mod envelope;
+mod input;
+mod starttls;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::env::Env;
+use super::host::{ActiveGuard, HostRuntime};
+use super::transport::Transport;
+use crate::journal::{ClosedBy, Command, EventKind};
+use crate::policy::{self, Conversation, Facts, Point};
+use crate::scenario::Stage;
+
+/// Why a conversation ended; carried up with `?` from wherever it ended.
+#[derive(Debug)]
+pub(super) struct Closed {
+    by: ClosedBy,
+    reason: Cow<'static, str>,
+}
+
+impl Closed {
+    fn by_client(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            by: ClosedBy::Client,
+            reason: reason.into(),
+        }
+    }
+
+    fn by_farm(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            by: ClosedBy::Farm,
+            reason: reason.into(),
+        }
+    }
+}
+
+type Step<T = ()> = Result<T, Closed>;
+
+/// The envelope of the transaction in progress.
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: String,
+    declared_size: Option<u64>,
+    recipients: Vec<String>,
+    /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
+    rcpt_tried: bool,
+    /// Recipients refused so far, with the reply code, for the transaction's log line.
+    refused: Vec<(String, u16)>,
+    /// BDAT content received so far, once the first chunk was accepted.
+    chunks: Option<Vec<u8>>,
+    chunks_too_big: bool,
+}
+
+/// Where the conversation stands, as SMTP sees it.
+#[derive(Debug)]
+struct Protocol {
+    helo: Option<String>,
+    /// False after a refusing greeting: then only QUIT is served.
+    in_service: bool,
+    tx: Option<Transaction>,
+    errors: usize,
+    /// Transactions started (MAIL accepted) on this connection so far.
+    transactions: u32,
+    /// Whether STARTTLS has completed: the rest of the session is encrypted.
+    encrypted: bool,
+    /// Whether the last EHLO reply advertised STARTTLS.
+    starttls_offered: bool,
+}
+
+impl Protocol {
+    /// What the policy may know of the conversation now.
+    fn facts(&self) -> Facts<'_> {
+        let tx = self.tx.as_ref();
+        Facts {
+            helo: self.helo.as_deref(),
+            tls: self.encrypted,
+            sender: tx.map(|tx| tx.sender.as_str()),
+            declared_size: tx.and_then(|tx| tx.declared_size),
+            accepted: tx.map_or(&[][..], |tx| tx.recipients.as_slice()),
+            transactions: self.transactions,
+        }
+    }
+}
+
+/// Received bytes not yet consumed, and the state of line framing.
+#[derive(Debug)]
+struct Input {
+    /// `buf[start..]` are not consumed yet.
+    buf: Vec<u8>,
+    start: usize,
+    /// After a line longer than the limit: skip input up to the next newline.
+    discarding_line: bool,
+}
+
+/// One client connection to one host.
+pub(super) struct Session {
+    /// TCP, an in-memory pipe, or TLS over either after STARTTLS.
+    stream: Box<dyn Transport>,
+    host: Arc<HostRuntime>,
+    env: Env,
+    shutdown: CancellationToken,
+    conn: u64,
+    client: SocketAddr,
+    /// The policy's state of this connection, handed to every decision.
+    policy: Conversation,
+    protocol: Protocol,
+    input: Input,
+    /// Replies not yet written.
+    output: Vec<u8>,
+    /// Farm time when the current command arrived: delays and hangs count from it.
+    command_at: Duration,
+    /// Set when the connection was reset: then it is dropped without a shutdown.
+    was_reset: bool,
+    /// The host connection slot; `None` when the host was full, and then the session
+    /// only says so and closes.
+    active: Option<ActiveGuard>,
+}
+
+/// How much the session asks the kernel for at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl Session {
+    pub(super) fn new(
+        stream: Box<dyn Transport>,
+        host: Arc<HostRuntime>,
+        env: Env,
+        shutdown: CancellationToken,
+        conn: u64,
+        client: SocketAddr,
+        active: Option<ActiveGuard>,
+    ) -> Self {
+        // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
+        // tables and the journal all want the plain IPv4 address.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+        let policy = host.policy.open(conn, client.ip());
+        Self {
+            stream,
+            host,
+            env,
+            shutdown,
+            conn,
+            client,
+            policy,
+            protocol: Protocol {
+                helo: None,
+                in_service: true,
+                tx: None,
+                errors: 0,
+                transactions: 0,
+                encrypted: false,
+                starttls_offered: false,
+            },
+            input: Input {
+                buf: Vec::with_capacity(READ_CHUNK),
+                start: 0,
+                discarding_line: false,
+            },
+            output: Vec::with_capacity(1024),
+            command_at: Duration::ZERO,
+            was_reset: false,
+            active,
+        }
+    }
+
+    /// Runs the conversation to its end and journals how it ended. Never fails: whatever
+    /// the client does ends this connection only.
+    pub(super) async fn run(mut self) {
+        // Set before the event is journalled, so that whoever sees the connection in the
+        // journal and advances the clock also moves a greeting delay's deadline.
+        self.command_at = self.env.clock.now();
+        self.record(EventKind::ConnectionOpened {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            client: self.client,
+        });
+        let closed = match self.converse().await {
+            Ok(()) => Closed::by_client("conversation ended"),
+            Err(closed) => closed,
+        };
+        self.end_transaction(&format!("connection closed: {}", closed.reason));
+        // Give back the connection slots and journal the end before the client can see
+        // it: a sender that reconnects as soon as it reads the 221 must find its slot
+        // free, and a test that saw EOF must find the close in the journal.
+        self.active = None;
+        self.policy.release();
+        self.record(EventKind::ConnectionClosed {
+            host: self.host.name.clone(),
+            conn: self.conn,
+            by: closed.by,
+            reason: closed.reason.into_owned(),
+        });
+        // Replies still buffered (a 421, a 221) go out before the close; after a reset
+        // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
+        if !self.was_reset {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        }
+    }
+
+    async fn converse(&mut self) -> Step {
+        let host = self.host.clone();
+        if self.active.is_none() {
+            self.send(&host.replies.too_many_connections);
+            return Err(Closed::by_farm("too many connections"));
+        }
+        match self.decide(policy::Connect).await? {
+            act::Done::Accepted { reply, rule } => {
+                let reply = reply.as_ref().unwrap_or(&host.replies.greeting);
+                self.answer(Stage::Connect, reply, rule);
+            }
+            act::Done::Refused(_) => self.protocol.in_service = false,
+        }
+        let mut line = Vec::with_capacity(256);
+        loop {
+            self.next_line(&mut line).await?;
+            self.handle_line(&line).await?;
+        }
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Step {
+        let host = self.host.clone();
+        let parsed = Request::parse(&mut line.iter());
+        self.record_command(line, command_of(&parsed));
+        if !self.protocol.in_service && !matches!(parsed, Ok(Request::Quit)) {
+            return self.protocol_error(&host.replies.no_service);
+        }
+        let enhanced = host.config.extensions.enhanced_status_codes;
+        match parsed {
+            Ok(Request::Ehlo { host: name }) => self.ehlo(name.into_owned(), true).await,
+            Ok(Request::Helo { host: name }) => self.ehlo(name.into_owned(), false).await,
+            Ok(Request::Mail { from }) => {
+                let size = (from.size > 0).then_some(from.size as u64);
+                self.mail(from.address.into_owned(), size, from.flags).await
+            }
+            Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned()).await,
+            Ok(Request::Data) => self.data().await,
+            Ok(Request::Bdat {
+                chunk_size,
+                is_last,
+            }) => self.bdat(chunk_size as u64, is_last).await,
+            Ok(Request::Rset) => self.rset().await,
+            Ok(Request::Noop { .. }) => {
+                self.send(&host.replies.noop_ok);
+                Ok(())
+            }
+            Ok(Request::Vrfy { .. }) => {
+                self.send(&host.replies.vrfy);
+                Ok(())
+            }
+            Ok(Request::Help { .. }) => {
+                self.send(&host.replies.help);
+                Ok(())
+            }
+            Ok(Request::Quit) => self.quit().await,
+            Ok(Request::StartTls) => self.starttls().await,
+            Ok(
+                Request::Auth { .. }
+                | Request::Expn { .. }
+                | Request::Etrn { .. }
+                | Request::Atrn { .. }
+                | Request::Burl { .. }
+                | Request::Lhlo { .. },
+            ) => self.protocol_error(&host.replies.not_implemented),
+            Err(ParseError::InvalidSenderAddress) => self.protocol_error(&host.replies.bad_sender),
+            Err(ParseError::InvalidRecipientAddress) => {
+                self.protocol_error(&host.replies.bad_recipient)
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                self.protocol_error(&host.replies.syntax_error(enhanced, syntax))
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                self.protocol_error(&host.replies.syntax_error(enhanced, param))
+            }
+            Err(ParseError::UnsupportedParameter { param }) => {
+                self.protocol_error(&host.replies.unsupported_parameter(enhanced, &param))
+            }
+            Err(_) => self.protocol_error(&host.replies.unrecognized),
+        }
+    }
+
+    /// Asks the host's policy for the verdict on `point` and carries it out.
+    async fn decide<P: Point>(&mut self, point: P) -> Step<act::Done<P::Effect>> {
+        let facts = self.protocol.facts();
+        let verdict = self
+            .host
+            .policy
+            .decide(point, &facts, &mut self.policy, self.command_at);
+        self.carry_out(P::STAGE, verdict).await
+    }
+
+    /// Ends the transaction in progress, if any, with its log line.
+    fn end_transaction(&mut self, result: &str) {
+        if let Some(tx) = self.protocol.tx.take() {
+            self.log_transaction(&tx, result);
+        }
+    }
+
+    /// The one log line of a transaction: who sent what to whom, and how it ended.
+    fn log_transaction(&self, tx: &Transaction, result: &str) {
+        let refused: Vec<String> = tx
+            .refused
+            .iter()
+            .map(|(recipient, code)| format!("{recipient} ({code})"))
+            .collect();
+        tracing::info!(
+            host = %self.host.name,
+            conn = self.conn,
+            client = %self.client.ip(),
+            from = %tx.sender,
+            to = %tx.recipients.join(", "),
+            refused = %refused.join(", "),
+            "{result}"
+        );
+    }
+}
+
+/// How the journal names what the client sent.
+fn command_of(parsed: &Result<Request<Cow<'_, str>>, ParseError>) -> Command {
+    match parsed {
+        Ok(Request::Ehlo { host }) => Command::Ehlo {
+            name: host.to_string(),
+        },
+        Ok(Request::Helo { host }) => Command::Helo {
+            name: host.to_string(),
+        },
+        Ok(Request::Mail { from }) => Command::Mail {
+            sender: from.address.to_string(),
+            size: (from.size > 0).then_some(from.size as u64),
+        },
+        Ok(Request::Rcpt { to }) => Command::Rcpt {
+            recipient: to.address.to_string(),
+        },
+        Ok(Request::Data) => Command::Data,
+        Ok(Request::Bdat {
+            chunk_size,
+            is_last,
+        }) => Command::Bdat {
+            size: *chunk_size as u64,
+            last: *is_last,
+        },
+        Ok(Request::Rset) => Command::Rset,
+        Ok(Request::Noop { .. }) => Command::Noop,
+        Ok(Request::Vrfy { .. }) => Command::Vrfy,
+        Ok(Request::Help { .. }) => Command::Help,
+        Ok(Request::Quit) => Command::Quit,
+        Ok(Request::StartTls) => Command::Starttls,
+        _ => Command::Other,
+    }
+}
