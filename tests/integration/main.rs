@@ -1,5 +1,6 @@
 //! The one integration-test binary: everything over real sockets.
 
+mod architecture;
 mod assertions;
 mod behaviours;
 mod cli;
