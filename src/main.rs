@@ -31,6 +31,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
   mxfarm run aol --bind mx1=0.0.0.0:25    same scenario, mx1 on port 25 (in a container)
   mxfarm check my-scenario.toml           report every problem in a scenario
   mxfarm scenarios                        list the embedded scenarios
+  mxfarm reference                        every key of the scenario format
   mxfarm transcript journal.jsonl         one retry story per delivery
   mxfarm transcript journal.jsonl --check expected.txt   golden-file test for CI
   mxfarm report journal.jsonl             findings on the sender's retry behaviour
@@ -95,6 +96,12 @@ Exits with 0 when every file is valid, 1 otherwise.")]
     },
     /// List the scenarios embedded in this binary.
     Scenarios,
+    /// Print the reference of the scenario format: every key, condition, action and
+    /// placeholder, with defaults and examples (Markdown).
+    #[command(after_help = "Examples:
+  mxfarm reference | less
+  mxfarm reference | grep -A3 '^### `greylist'")]
+    Reference,
     /// Show a journal (from `run --journal`) as one retry story per delivery.
     #[command(after_help = "Examples:
   mxfarm transcript journal.jsonl
@@ -230,6 +237,10 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Commands::Reference => {
+            print!("{}", scenario::reference());
+            ExitCode::SUCCESS
+        }
         Commands::Scenarios => {
             for embedded in scenario::embedded() {
                 println!("{:<12} {}", embedded.name, embedded.description());

@@ -459,3 +459,29 @@ fn chance_is_seeded_per_connection_and_roughly_fair() {
     assert_eq!(hits, run());
     assert!((2700..3300).contains(&hits), "{hits}");
 }
+
+/// The loader allows each stage's own action exactly at the stage whose point carries
+/// it as its effect, so that a loaded rule never meets `decide`'s fallback.
+#[test]
+fn the_spec_and_the_points_agree_on_where_stage_effects_go() {
+    use crate::scenario::spec_stages_of;
+    let cases: [(&str, Stage, ActionKind); 3] = [
+        ("hide-starttls", Stage::Ehlo, ActionKind::HideStarttls),
+        (
+            "tls-fault",
+            Stage::Starttls,
+            ActionKind::TlsFault(crate::scenario::TlsFault::Alert),
+        ),
+        ("lose-reply", Stage::EndOfData, ActionKind::LoseReply),
+    ];
+    for (key, stage, kind) in cases {
+        assert_eq!(spec_stages_of(key), vec![stage], "{key}");
+        let carried = match stage {
+            Stage::Ehlo => Ehlo::effect(&kind).is_some(),
+            Stage::Starttls => Starttls::effect(&kind).is_some(),
+            _ => EndOfData::effect(&kind).is_some(),
+        };
+        assert!(carried, "{key}");
+        assert!(Data::effect(&kind).is_none() && Rcpt::effect(&kind).is_none());
+    }
+}

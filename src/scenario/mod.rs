@@ -1,9 +1,10 @@
 //! Scenarios: TOML files that describe a farm, loaded and validated into [`Scenario`].
 //!
-//! The TOML is read into [`raw`] structs as written, then [`validate`] turns them into the
-//! stricter [`model`] types, collecting every problem with its place in the file and a
-//! hint. A scenario that loads is a scenario that runs. The format is documented in
-//! `docs/scenario-format.md`.
+//! The loader walks the TOML parser's spanned tree through the format's vocabulary (the
+//! `spec`, where every table, key, condition, action and placeholder is written once)
+//! into the stricter model types, collecting every problem with its place in the file
+//! and a hint. A scenario that loads is a scenario that runs. The format is documented in
+//! `docs/scenario-format.md`, whose reference section is generated from the spec.
 //!
 //! ```
 //! let scenario = mxfarm::scenario::load_str(
@@ -23,10 +24,11 @@
 //! ```
 
 pub(crate) mod duration;
-pub mod error;
-pub mod model;
-pub mod raw;
-pub mod validate;
+mod error;
+mod load;
+mod model;
+mod read;
+mod spec;
 
 pub use error::{Problem, ScenarioError};
 pub use model::*;
@@ -104,8 +106,8 @@ pub fn load_embedded(name: &str) -> Result<Scenario, ScenarioError> {
     }
     let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
     let list = format!("the embedded scenarios are: {}", names.join(", "));
-    let hint = match validate::closest(wanted, names.iter().copied()) {
-        Some(close) => validate::did_you_mean(close, &list),
+    let hint = match read::closest(wanted, names.iter().copied()) {
+        Some(close) => read::did_you_mean(close, &list),
         None => list,
     };
     Err(ScenarioError::without_source(
@@ -113,6 +115,23 @@ pub fn load_embedded(name: &str) -> Result<Scenario, ScenarioError> {
         format!("there is no embedded scenario named `{name}`"),
         hint,
     ))
+}
+
+/// The reference of the scenario format: every table and key with what it takes, its
+/// default, an example and what it means; every condition and action with the stages it
+/// may be used at; every placeholder. Markdown, as in `docs/scenario-format.md`.
+pub fn reference() -> String {
+    spec::docs::reference()
+}
+
+/// The stages at which the format allows the action `key` (for tests that check that
+/// the engine carries out what the loader allows).
+#[cfg(test)]
+pub(crate) fn spec_stages_of(key: &str) -> Vec<Stage> {
+    spec::then::actions()
+        .iter()
+        .find(|row| row.key == key)
+        .map_or_else(Vec::new, |row| row.stages.to_vec())
 }
 
 /// Reads and validates a scenario file.
@@ -157,22 +176,7 @@ fn load_str_in(
     text: &str,
     dir: Option<&Path>,
 ) -> Result<Scenario, ScenarioError> {
-    let parsed = raw::parse(text);
-    let mut issues: Vec<error::Issue> = parsed.unknown.iter().map(validate::unknown_key).collect();
-    issues.extend(
-        parsed
-            .unreadable
-            .iter()
-            .map(|u| validate::unreadable(u, text)),
-    );
-    if let Some(raw) = &parsed.scenario {
-        match validate::validate_in(raw, text, &parsed.unknown, dir) {
-            Ok(scenario) if issues.is_empty() => return Ok(scenario),
-            Ok(_) => {}
-            Err(more) => issues.extend(more),
-        }
-    }
-    Err(ScenarioError::from_issues(source_name, text, issues))
+    load::load(text, dir).map_err(|issues| ScenarioError::from_issues(source_name, text, issues))
 }
 
 impl Scenario {

@@ -57,7 +57,7 @@ const MAX_CODE_LINES: usize = 600;
 
 /// Files still over the limit, being split; the test fails once one of them is under
 /// it, so that the list only shrinks.
-const STILL_TO_SPLIT: &[&str] = &["scenario/validate.rs", "scenario/raw.rs", "report.rs"];
+const STILL_TO_SPLIT: &[&str] = &["report.rs"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -70,13 +70,14 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The file's code before its test module, if it has one; test files give nothing.
+/// The file's code before its inline test module, if it has one (a `mod tests;` that
+/// names a file of its own cuts nothing off); test files give nothing.
 fn code_of(path: &Path) -> String {
     if path.file_name().is_some_and(|n| n == "tests.rs") {
         return String::new();
     }
     let text = std::fs::read_to_string(path).unwrap();
-    match text.find("#[cfg(test)]\nmod tests") {
+    match text.find("#[cfg(test)]\nmod tests {") {
         Some(at) => text[..at].to_string(),
         None => text,
     }
