@@ -57,7 +57,7 @@ const MAX_CODE_LINES: usize = 600;
 
 /// Files still over the limit, being split; the test fails once one of them is under
 /// it, so that the list only shrinks.
-const STILL_TO_SPLIT: &[&str] = &["scenario/validate.rs", "scenario/raw.rs", "report.rs"];
+const STILL_TO_SPLIT: &[&str] = &["scenario/validate.rs", "scenario/raw.rs"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
