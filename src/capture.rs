@@ -47,7 +47,7 @@ impl Message {
 }
 
 /// The `Message-ID` and `Subject` of a raw message, if it has them.
-pub fn parse_headers(data: &[u8]) -> (Option<String>, Option<String>) {
+pub(crate) fn parse_headers(data: &[u8]) -> (Option<String>, Option<String>) {
     // Only the header block is parsed: a message body can be large and is not needed.
     let end = memchr_header_end(data).unwrap_or(data.len());
     match mail_parser::MessageParser::new().parse_headers(&data[..end]) {
@@ -70,7 +70,7 @@ fn memchr_header_end(data: &[u8]) -> Option<usize> {
 /// message numbers appear in the journal and the capture in order, and the journal holds
 /// a message before its 250 is written.
 #[derive(Debug)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     journal: Arc<Journal>,
     capture: Capture,
     /// The last message number given; under the lock that orders numbering, journal and
@@ -79,7 +79,7 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn new(journal: Arc<Journal>, limits: CaptureLimits) -> Self {
+    pub(crate) fn new(journal: Arc<Journal>, limits: CaptureLimits) -> Self {
         Self {
             journal,
             capture: Capture::new(limits),
@@ -88,7 +88,7 @@ impl Inbox {
     }
 
     /// Numbers an accepted message, journals its event and keeps it; returns its number.
-    pub fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
+    pub(crate) fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
         let mut last_id = self.last_id.lock();
         *last_id += 1;
         let id = *last_id;
@@ -99,14 +99,14 @@ impl Inbox {
     }
 
     /// The messages still kept, oldest first.
-    pub fn messages(&self) -> Vec<Message> {
+    pub(crate) fn messages(&self) -> Vec<Message> {
         self.capture.messages()
     }
 }
 
 /// The bounded store of accepted messages, oldest dropped first.
 #[derive(Debug)]
-pub struct Capture {
+struct Capture {
     limits: CaptureLimits,
     state: Mutex<State>,
 }
@@ -119,7 +119,7 @@ struct State {
 }
 
 impl Capture {
-    pub fn new(limits: CaptureLimits) -> Self {
+    fn new(limits: CaptureLimits) -> Self {
         Self {
             limits,
             state: Mutex::default(),
@@ -128,7 +128,7 @@ impl Capture {
 
     /// Keeps a message, dropping the oldest ones while over the limits. A message larger
     /// than the byte limit on its own is kept without its body.
-    pub fn keep(&self, mut message: Message) {
+    fn keep(&self, mut message: Message) {
         if message.data.len() as u64 > self.limits.max_bytes {
             message.data = Arc::from(Vec::new());
         }
@@ -149,12 +149,13 @@ impl Capture {
     }
 
     /// A copy of every message still kept, oldest first.
-    pub fn messages(&self) -> Vec<Message> {
+    fn messages(&self) -> Vec<Message> {
         self.state.lock().messages.iter().cloned().collect()
     }
 
     /// How many messages were dropped to stay within the limits.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.state.lock().dropped
     }
 }

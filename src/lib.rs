@@ -105,20 +105,26 @@
 //! Against a real-time sender such as Postfix, render transcripts with
 //! [`Granularity::Minutes`](render::Granularity) so that scheduling jitter does not show.
 //!
-//! ## Layout
+//! ## What the crate offers
 //!
-//! - [`scenario`]: TOML as written → validated [`Scenario`], with every problem reported
-//!   at once (file, line, column, hint).
-//! - [`farm`]: [`Farm`] binds a listener per host and owns the shared state.
-//! - [`smtp`]: the accept loop and the session, generic over the stream.
-//! - [`policy`]: the pure decision of which rule answers, and the attempt counters.
-//! - [`journal`]: the typed event log, the one source of truth; [`deliveries`] derives
-//!   per-(sender, recipient) attempts from it; [`capture`] keeps accepted messages.
-//! - [`clock`]: the only place that reads time; [`Farm::advance`] moves it.
-//! - [`transcript`], [`report`] and [`assertions`]: the journal as retry stories,
-//!   findings on them, and expectations; [`render`] the stable text forms; [`tls`] certificates for STARTTLS.
+//! - [`scenario`]: load a scenario ([`Scenario::from_toml`], [`Scenario::from_path`],
+//!   [`Scenario::embedded`]); every problem is reported at once, with file, line, column
+//!   and a hint ([`ScenarioError`]). [`scenario::reference`] lists every key.
+//! - [`farm`]: [`Farm`] starts the hosts, takes connections over TCP or
+//!   [in memory](Farm::connect_in_memory), moves [farm time](Farm::advance), and shuts
+//!   down cleanly.
+//! - [`journal`]: the typed [`Event`]s of everything that happened, read with
+//!   [`Farm::journal`] or followed with a [`Cursor`](journal::Cursor)
+//!   ([`Farm::events_after`]); [`journal::file`] reads and writes journal files.
+//! - The journal's views: [`deliveries`] (every attempt per sender and recipient),
+//!   [`transcript`] (retry stories to snapshot), [`report`] (findings on retry behaviour),
+//!   [`assertions`] ([`Farm::expect_delivery`]), and [`render`] (stable text forms).
+//! - [`capture`]: the messages the farm accepted ([`Farm::messages`]).
 //! - [`testing`]: [`SmtpClient`](testing::SmtpClient), a scripted SMTP client for tests
 //!   that sends exact bytes and reads exact replies, over TCP or in memory.
+//! - [`clock`] (farm time) and [`tls`] (the farm's CA, for senders that verify).
+//!
+//! How the crate is built inside, and who may import whom, is in `ARCHITECTURE.md`.
 
 pub mod assertions;
 pub mod capture;

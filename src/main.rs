@@ -11,10 +11,10 @@ use mxfarm::farm::FarmOptions;
 use std::sync::Arc;
 
 use mxfarm::render::Granularity;
-use mxfarm::scenario::{self, Scenario, ScenarioError, TlsMode, TlsVersions};
+use mxfarm::scenario;
 use mxfarm::tls::{self, FarmCa};
 use mxfarm::transcript::Transcript;
-use mxfarm::{Event, Farm, render};
+use mxfarm::{Event, Farm};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
@@ -263,19 +263,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// A path if it looks like one (or such a file exists), otherwise the name of an
-/// embedded scenario: `aol` plays the built-in one, `./aol.toml` the file.
-fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
-    let path = Path::new(name_or_path);
-    let looks_like_a_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
-        || name_or_path.contains('/')
-        || name_or_path.ends_with(".toml");
-    if path.exists() || looks_like_a_path {
-        return scenario::load_path(path);
-    }
-    scenario::load_embedded(name_or_path)
-}
-
 /// Where the farm's CA comes from and goes to.
 struct TlsFiles {
     ca: Option<PathBuf>,
@@ -288,7 +275,7 @@ async fn run(
     journal: Option<PathBuf>,
     tls: TlsFiles,
 ) -> Result<(), String> {
-    let scenario = load(name_or_path).map_err(|e| e.to_string())?;
+    let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
@@ -330,45 +317,9 @@ async fn run(
     Ok(())
 }
 
+/// The farm's summary, with where this run writes its journal and CA.
 fn summary(farm: &Farm, journal: Option<&Path>, ca_out: Option<&Path>) -> String {
-    let scenario = farm.scenario();
-    let mut out = format!("mxfarm: scenario {:?}", scenario.name);
-    if !scenario.description.is_empty() {
-        out.push_str(&format!(" - {}", scenario.description));
-    }
-    out.push('\n');
-    for domain in &scenario.domains {
-        let mx: Vec<String> = domain
-            .mx
-            .iter()
-            .map(|m| format!("{} {}", m.preference, m.host))
-            .collect();
-        out.push_str(&format!(
-            "  domain {:<22} MX {}\n",
-            domain.name,
-            mx.join(", ")
-        ));
-    }
-    for (bound, host) in farm.hosts().iter().zip(&scenario.hosts) {
-        let tls = match (host.tls.mode, host.tls.versions) {
-            (TlsMode::Off, _) => "no STARTTLS".to_string(),
-            (mode, TlsVersions::Any) => format!("STARTTLS {}", mode.as_str()),
-            (mode, TlsVersions::Only12) => format!("STARTTLS {} (TLS 1.2 only)", mode.as_str()),
-            (mode, TlsVersions::Only13) => format!("STARTTLS {} (TLS 1.3 only)", mode.as_str()),
-        };
-        out.push_str(&format!(
-            "  host {:<6} {:<21} {:<32} {tls}\n",
-            bound.name,
-            bound.addr.to_string(),
-            bound.hostname
-        ));
-        if host.rules.is_empty() {
-            out.push_str("      (no rules: accepts everything)\n");
-        }
-        for rule in host.rules.iter() {
-            out.push_str(&format!("      {}\n", render::rule(rule)));
-        }
-    }
+    let mut out = farm.summary();
     if let Some(path) = journal {
         out.push_str(&format!("  journal -> {}\n", path.display()));
     }
@@ -467,7 +418,7 @@ fn transcript(
 fn check(files: &[PathBuf]) -> ExitCode {
     let mut failed = 0;
     for file in files {
-        match load(&file.to_string_lossy()) {
+        match scenario::load_named(&file.to_string_lossy()) {
             Ok(s) => {
                 let rules: usize = s.hosts.iter().map(|h| h.rules.len()).sum();
                 println!(

@@ -75,7 +75,7 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event) {
 /// one still held, as they are recorded, until the journal is closed. Events dropped from
 /// the journal before the writer got to them leave a gap in the file's sequence numbers,
 /// which the views over the file report; the writer logs how many.
-pub async fn spawn_writer(
+pub(crate) async fn spawn_writer(
     journal: Arc<Journal>,
     path: &Path,
 ) -> Result<tokio::task::JoinHandle<()>, JournalFileError> {

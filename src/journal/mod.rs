@@ -2,21 +2,22 @@
 //!
 //! It is the one source of truth for the logs, the deliveries, transcripts and reports,
 //! and the journal file (DESIGN principle 6). Each [`Event`] carries a farm-wide sequence
-//! number and the farm time at which it happened. The [`Journal`] is bounded; readers go
+//! number and the farm time at which it happened. The journal is bounded; readers go
 //! through it with a [`Cursor`], which never skips an event without saying so, and any
 //! list of events tells by the gaps in its sequence numbers whether events are missing
 //! ([`gaps`]).
 //!
 //! - [`event`]: the event types, which are also the JSON-lines format of the file.
-//! - [`store`]: the bounded journal and its cursors.
-//! - [`file`]: reading and writing the journal file.
+//! - `store`: the bounded journal and its cursors.
+//! - [`file`](mod@file): reading and writing the journal file.
 
 pub mod event;
 pub mod file;
-pub mod store;
+pub(crate) mod store;
 
 pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
-pub use store::{Cursor, Journal, Page, Read};
+pub(crate) use store::Journal;
+pub use store::{Cursor, Read};
 
 use serde::Serialize;
 

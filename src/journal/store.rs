@@ -21,11 +21,11 @@ use super::event::{Event, EventKind};
 use crate::clock::Clock;
 
 /// The fewest events a journal keeps, whatever the scenario asks for.
-pub const MIN_EVENTS: usize = 16;
+pub(crate) const MIN_EVENTS: usize = 16;
 
 /// The bounded event log of one farm.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     clock: Clock,
     state: Mutex<State>,
     /// The sequence number of the newest event, for readers waiting for more; and
@@ -47,7 +47,7 @@ struct State {
 
 /// Events read from a journal after some sequence number.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub(crate) struct Page {
     /// Events after the cursor that were dropped before they could be read.
     pub missed: u64,
     /// The events, in sequence order.
@@ -56,7 +56,7 @@ pub struct Page {
 
 impl Journal {
     /// A journal keeping at most `max_events` events (at least [`MIN_EVENTS`]).
-    pub fn new(clock: Clock, max_events: usize) -> Self {
+    pub(crate) fn new(clock: Clock, max_events: usize) -> Self {
         let (appended, _) = watch::channel((0, false));
         Self {
             clock,
@@ -73,7 +73,7 @@ impl Journal {
     }
 
     /// Appends an event stamped with the current farm time; returns its sequence number.
-    pub fn record(&self, kind: EventKind) -> u64 {
+    pub(crate) fn record(&self, kind: EventKind) -> u64 {
         let mut state = self.state.lock();
         // Read under the lock: a later sequence number never gets an earlier time.
         let at = self.clock.now().max(state.last_at);
@@ -100,13 +100,13 @@ impl Journal {
     }
 
     /// A copy of every event still held, oldest first.
-    pub fn events(&self) -> Vec<Event> {
+    pub(crate) fn events(&self) -> Vec<Event> {
         self.after(0, usize::MAX).events
     }
 
     /// Up to `limit` events with a sequence number above `after`, and how many such events
     /// were dropped before they could be read.
-    pub fn after(&self, after: u64, limit: usize) -> Page {
+    pub(crate) fn after(&self, after: u64, limit: usize) -> Page {
         let state = self.state.lock();
         let mut events = Vec::new();
         if let Some(header) = &state.header
@@ -126,17 +126,18 @@ impl Journal {
     }
 
     /// How many events were dropped because the journal was full.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.state.lock().dropped
     }
 
     /// The sequence number of the newest event (0 before the first).
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.state.lock().next_seq - 1
     }
 
     /// Says that no more events will come: readers waiting at the end return `None`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.appended.send_modify(|(_, closed)| *closed = true);
     }
 }
@@ -162,7 +163,7 @@ pub enum Read {
 
 impl Cursor {
     /// A cursor at the events after sequence number `after` (0: from the first).
-    pub fn new(journal: Arc<Journal>, after: u64) -> Self {
+    pub(crate) fn new(journal: Arc<Journal>, after: u64) -> Self {
         // Subscribed before the first read, so no append falls between the two.
         let changes = journal.appended.subscribe();
         Self {

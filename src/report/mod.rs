@@ -3,7 +3,7 @@
 //!
 //! It is computed from a [`Transcript`] alone (pure, no I/O), so a journal read back from a
 //! file gives the same report as a live farm. [`report`] knows only the transcript;
-//! [`report_journal`] and [`report_farm`] also know every domain's MX hosts (from the
+//! [`report_journal`] and [`report_journal_until`] (what [`Farm::report`](crate::Farm::report) uses) also know every domain's MX hosts (from the
 //! journal's farm-started event) and how long the journal went on, which some checks need.
 //!
 //! # Tries

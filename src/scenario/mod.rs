@@ -134,6 +134,20 @@ pub(crate) fn spec_stages_of(key: &str) -> Vec<Stage> {
         .map_or_else(Vec::new, |row| row.stages.to_vec())
 }
 
+/// A scenario file if `name_or_path` looks like a path (or such a file exists),
+/// otherwise the embedded scenario of that name: `aol` plays the built-in one,
+/// `./aol.toml` the file. What the command line takes.
+pub fn load_named(name_or_path: &str) -> Result<Scenario, ScenarioError> {
+    let path = Path::new(name_or_path);
+    let looks_like_a_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.contains('/')
+        || name_or_path.ends_with(".toml");
+    if path.exists() || looks_like_a_path {
+        return load_path(path);
+    }
+    load_embedded(name_or_path)
+}
+
 /// Reads and validates a scenario file.
 pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();

@@ -7,6 +7,7 @@
 //! - [`rule`]: stages, rules, conditions and actions;
 //! - [`reply`]: SMTP replies as scenarios write them.
 
+mod describe;
 mod reply;
 mod rule;
 
