@@ -185,7 +185,11 @@ impl FarmCa {
 
 /// The TLS acceptor for `host` as its `tls` settings say, or `None` when TLS is off.
 /// `addr` is the address the host is bound to, named in its certificate.
-pub(crate) fn acceptor(host: &Host, addr: IpAddr, ca: &FarmCa) -> Result<Option<TlsAcceptor>, TlsError> {
+pub(crate) fn acceptor(
+    host: &Host,
+    addr: IpAddr,
+    ca: &FarmCa,
+) -> Result<Option<TlsAcceptor>, TlsError> {
     let tls = &host.tls;
     let now = OffsetDateTime::now_utc();
     let current = (now - Span::days(1), now + Span::days(365));
