@@ -9,9 +9,9 @@ use mxfarm::journal::{Command, DomainRecord};
 use mxfarm::render::{self, Granularity};
 use mxfarm::report::report_journal;
 use mxfarm::scenario::{Reply, Stage};
+use mxfarm::testing::SmtpClient;
 use mxfarm::transcript::Transcript;
 use mxfarm::{Event, EventKind, Farm, Scenario};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn client() -> SocketAddr {
     "192.0.2.10:40000".parse().unwrap()
@@ -19,15 +19,13 @@ fn client() -> SocketAddr {
 
 /// One message to `to` on a new in-memory connection.
 async fn send(farm: &Farm, to: &str, n: usize) {
-    let mut stream = farm.connect_in_memory("mx1", client()).unwrap();
-    let script = format!(
-        "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<{to}>\r\nDATA\r\n\
-         Message-ID: <{n}@x.test>\r\n\r\nhi\r\n.\r\nQUIT\r\n"
-    );
-    stream.write_all(script.as_bytes()).await.unwrap();
-    let mut replies = String::new();
-    stream.read_to_string(&mut replies).await.unwrap();
-    assert!(replies.contains("queued as"), "{replies}");
+    let mut c = SmtpClient::over(farm.connect_in_memory("mx1", client()).unwrap());
+    c.greeting().await;
+    c.ehlo("c.test").await;
+    let message = format!("Message-ID: <{n}@x.test>\r\n\r\nhi\r\n");
+    let done = c.transaction("a@x.test", &[to], &message).await;
+    assert!(done.delivered(), "{}", c.conversation());
+    c.quit().await;
 }
 
 /// A farm whose journal is too small for what happened tells a wrong story unless it
@@ -280,16 +278,12 @@ listen = "127.0.0.1:0"
     .unwrap();
     let farm = Farm::start_ephemeral(scenario).await.unwrap();
     for host in ["mx1", "mx2"] {
-        let mut stream = farm.connect_in_memory(host, client()).unwrap();
-        stream
-            .write_all(
-                b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<bob@y.test>\r\nDATA\r\n\
-                  Subject: hi\r\n\r\nhi\r\n.\r\nQUIT\r\n",
-            )
-            .await
-            .unwrap();
-        let mut replies = String::new();
-        stream.read_to_string(&mut replies).await.unwrap();
+        let mut c = SmtpClient::over(farm.connect_in_memory(host, client()).unwrap());
+        c.greeting().await;
+        c.ehlo("c.test").await;
+        c.transaction("a@x.test", &["bob@y.test"], "Subject: hi\r\n\r\nhi\r\n")
+            .await;
+        c.quit().await;
         farm.advance(Duration::from_secs(5));
     }
     let report = farm.report();
