@@ -156,6 +156,9 @@ impl Session {
             self.refuse_too_big();
             return Ok(());
         }
+        // The last chunk is in: end-of-data is decided now, as after DATA it is at the
+        // final dot (and its delays count from now).
+        self.command_at = self.env.clock.now();
         self.end_of_data(body).await
     }
 
@@ -274,7 +277,9 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use crate::journal::EventKind;
+    use std::time::Duration;
+
+    use crate::journal::{Command, EventKind};
     use crate::smtp::session::tests::host;
 
     /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and
@@ -367,5 +372,39 @@ mod tests {
             h.closed_reason(1).as_deref(),
             Some("closed without the reply at end-of-data by host mx1 rule 1 (message kept)")
         );
+    }
+
+    /// An end-of-data rule after BDAT is decided when the last chunk has arrived, as
+    /// after DATA it is decided at the final dot, not when the BDAT line came in.
+    #[tokio::test(start_paused = true)]
+    async fn end_of_data_after_bdat_is_decided_when_the_last_chunk_is_in() {
+        let h = host(
+            "[[host.rule]]\nstage = \"end-of-data\"\nwhen = { time = \">=1h\" }\n\
+             then = { reply = \"554 5.7.1 too late\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.send("BDAT 7 LAST\r\n").await;
+        // Wait until the farm has read the BDAT line, then let two hours pass before the
+        // chunk arrives.
+        loop {
+            let arrived = h.journal().iter().any(|e| {
+                matches!(
+                    &e.kind,
+                    EventKind::Command {
+                        command: Command::Bdat { .. },
+                        ..
+                    }
+                )
+            });
+            if arrived {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        h.env.clock.advance(Duration::from_secs(7200)).unwrap();
+        c.send("hello\r\n").await;
+        c.expect("554 5.7.1 too late").await;
     }
 }
