@@ -43,8 +43,19 @@ impl DeliveryExpectation {
         }
     }
 
-    /// The delivery, or a panic naming the deliveries the journal does have.
+    /// The delivery, or a panic naming the deliveries the journal does have. An
+    /// expectation on a journal with events missing fails: attempts may be missing, so
+    /// no answer about them would be true.
+    #[track_caller]
     fn delivery(&self) -> &DeliveryTranscript {
+        if let Some(missing) = &self.transcript.incomplete {
+            panic!(
+                "cannot check the delivery <{}> -> <{}>: {missing}\n{}",
+                self.sender,
+                self.recipient,
+                self.transcript.render(Granularity::Seconds)
+            );
+        }
         match self.transcript.delivery(&self.sender, &self.recipient) {
             Some(delivery) => delivery,
             None => panic!(

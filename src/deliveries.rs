@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::journal::{ClosedBy, Command, Event, EventKind};
+use crate::journal::{ClosedBy, Command, Event, EventKind, Missing, gaps};
 use crate::scenario::{Reply, Stage};
 
 /// Every attempt for one (sender, recipient) pair.
@@ -112,8 +112,50 @@ struct Conn {
     message_id: Option<String>,
 }
 
+/// The deliveries of a journal, and whether events are missing from it (then attempts
+/// may be missing from the deliveries). Reads as the list itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deliveries {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Missing>,
+    pub list: Vec<Delivery>,
+}
+
+impl std::ops::Deref for Deliveries {
+    type Target = Vec<Delivery>;
+
+    fn deref(&self) -> &Vec<Delivery> {
+        &self.list
+    }
+}
+
+impl IntoIterator for Deliveries {
+    type Item = Delivery;
+    type IntoIter = std::vec::IntoIter<Delivery>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Deliveries {
+    type Item = &'a Delivery;
+    type IntoIter = std::slice::Iter<'a, Delivery>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
 /// Groups the journal's attempts by (sender, recipient), in order of first appearance.
-pub fn deliveries(events: &[Event]) -> Vec<Delivery> {
+pub fn deliveries(events: &[Event]) -> Deliveries {
+    Deliveries {
+        incomplete: gaps(events),
+        list: group(events),
+    }
+}
+
+fn group(events: &[Event]) -> Vec<Delivery> {
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut order: Vec<(String, Option<String>)> = Vec::new();
     let mut by_key: HashMap<(String, Option<String>), Vec<Attempt>> = HashMap::new();

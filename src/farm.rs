@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
-use crate::deliveries::{Delivery, deliveries};
+use crate::deliveries::{Deliveries, deliveries};
 use crate::journal::{Cursor, DomainRecord, Event, EventKind, Journal, Read};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
@@ -349,7 +349,7 @@ impl Farm {
     }
 
     /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
-    pub fn deliveries(&self) -> Vec<Delivery> {
+    pub fn deliveries(&self) -> Deliveries {
         deliveries(&self.journal())
     }
 
@@ -428,7 +428,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Drop for Farm {
+    /// Stops accepting, and ends every journal reader once it has read what is there:
+    /// a cursor or a journal file writer does not wait for a farm that is gone.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.journal.close();
     }
 }

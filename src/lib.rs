@@ -143,7 +143,7 @@ pub mod tls;
 pub mod transcript;
 
 pub use capture::Message;
-pub use deliveries::{Attempt, Delivery, Outcome};
+pub use deliveries::{Attempt, Deliveries, Delivery, Outcome};
 pub use farm::{Farm, FarmError, FarmOptions};
 pub use journal::{Event, EventKind};
 pub use scenario::{Scenario, ScenarioError, Stage};

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::deliveries::{Delivery, Outcome};
+use crate::deliveries::{Deliveries, Outcome};
 use crate::journal::{ClosedBy, Event, EventKind, TlsOutcome};
 
 /// How precisely times are shown. Coarser granularity keeps snapshots stable when the
@@ -81,7 +81,7 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 let _ = writeln!(out, "{:<10} {:<10} {text}", "", "journal");
             }
         }
-        expected = expected.max(event.seq + 1);
+        expected = expected.max(event.seq.saturating_add(1));
         let time = offset(event.at, granularity);
         let (prefix, text) = match &event.kind {
             EventKind::ConnectionOpened { host, conn, client } => (
@@ -174,8 +174,11 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
 }
 
 /// One block per delivery: each attempt with its time, host, connection, stage and reply.
-pub fn deliveries(deliveries: &[Delivery], granularity: Granularity) -> String {
+pub fn deliveries(deliveries: &Deliveries, granularity: Granularity) -> String {
     let mut out = String::new();
+    if let Some(missing) = &deliveries.incomplete {
+        let _ = writeln!(out, "{missing}");
+    }
     let host_width = deliveries
         .iter()
         .flat_map(|d| d.attempts.iter().map(|a| a.host.len()))

@@ -84,6 +84,7 @@ impl Transcript {
     pub fn from_events(events: &[Event]) -> Transcript {
         let preferences = mx_preferences(events);
         let deliveries = deliveries(events)
+            .list
             .into_iter()
             .map(|d| DeliveryTranscript::new(d, &preferences))
             .collect();
@@ -107,7 +108,7 @@ impl Transcript {
     pub fn render(&self, granularity: Granularity) -> String {
         let mut out = String::new();
         if let Some(missing) = &self.incomplete {
-            let _ = writeln!(out, "{}", incomplete_warning(missing));
+            let _ = writeln!(out, "{missing}");
         }
         for delivery in &self.deliveries {
             delivery.render_into(&mut out, granularity);
@@ -119,17 +120,6 @@ impl Transcript {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
-}
-
-/// The first line of a view over a journal with events missing.
-pub fn incomplete_warning(missing: &Missing) -> String {
-    format!(
-        "INCOMPLETE: {} event{} missing from the journal, the first before event {} \
-         (it was full: raise [journal] max-events); these stories may lack attempts",
-        missing.events,
-        if missing.events == 1 { " is" } else { "s are" },
-        missing.before_seq
-    )
 }
 
 /// (domain, host) -> preference, from the journal's farm-started event.

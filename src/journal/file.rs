@@ -47,18 +47,27 @@ pub fn read(path: &Path) -> Result<Vec<Event>, JournalFileError> {
 }
 
 /// Parses the text of a journal file; `path` names it in errors. Blank lines are skipped,
-/// and so are the `writer-lagged` lines that older versions wrote.
+/// and so are the lines that older versions wrote besides events: `writer-lagged`
+/// (which had no sequence number) and `events-dropped`, which took one of its own in a
+/// file that still held every event; the sequence is closed over those, so that a gap
+/// still means missing events.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Event>, JournalFileError> {
     let mut events = Vec::new();
+    let mut markers = 0;
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.contains("\"event\":\"writer-lagged\"") {
             continue;
         }
-        let event = serde_json::from_str(line).map_err(|e| JournalFileError::Line {
+        if line.contains("\"event\":\"events-dropped\"") {
+            markers += 1;
+            continue;
+        }
+        let mut event: Event = serde_json::from_str(line).map_err(|e| JournalFileError::Line {
             path: path.to_path_buf(),
             line: number + 1,
             message: e.to_string(),
         })?;
+        event.seq = event.seq.saturating_sub(markers);
         events.push(event);
     }
     Ok(events)
@@ -131,4 +140,34 @@ async fn flush(
     out.flush().await?;
     lines.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::gaps;
+
+    /// A journal file of an older version, whose in-memory journal overflowed: its
+    /// `events-dropped` markers are skipped and the file still reads as complete.
+    #[test]
+    fn reads_files_with_the_markers_of_older_versions() {
+        let text = r#"{"seq":1,"ms":0,"event":"farm-started","scenario":"t","domains":[]}
+{"seq":2,"ms":0,"event":"connection-opened","host":"mx1","conn":1,"client":"127.0.0.1:1"}
+{"seq":3,"ms":0,"event":"events-dropped","count":1,"total":1}
+{"event":"writer-lagged","missed":0}
+
+{"seq":4,"ms":5,"event":"connection-closed","host":"mx1","conn":1,"by":"client","reason":"QUIT"}
+"#;
+        let events = parse(Path::new("old.jsonl"), text).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(gaps(&events), None);
+        let broken = parse(Path::new("j.jsonl"), "{\"seq\":1}\n").unwrap_err();
+        assert!(
+            broken
+                .to_string()
+                .starts_with("j.jsonl:1: not a journal event"),
+            "{broken}"
+        );
+    }
 }

@@ -31,6 +31,20 @@ pub struct Missing {
     pub before_seq: u64,
 }
 
+impl std::fmt::Display for Missing {
+    /// The first line of a view over a journal with events missing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "INCOMPLETE: {} event{} missing from the journal, the first before event {} \
+             (it was full: raise [journal] max-events); these stories may lack attempts",
+            self.events,
+            if self.events == 1 { " is" } else { "s are" },
+            self.before_seq
+        )
+    }
+}
+
 /// What is missing from `events` (a journal's events in sequence order), judged by the
 /// sequence numbers, which start at 1 and have no gaps in a whole journal.
 pub fn gaps(events: &[Event]) -> Option<Missing> {
@@ -49,7 +63,7 @@ pub fn gaps(events: &[Event]) -> Option<Missing> {
                 }
             }
         }
-        expected = expected.max(event.seq + 1);
+        expected = expected.max(event.seq.saturating_add(1));
     }
     missing
 }

@@ -200,7 +200,7 @@ impl Cursor {
                 if event.seq > expected {
                     self.ready.push_back(Read::Missed(event.seq - expected));
                 }
-                expected = event.seq + 1;
+                expected = event.seq.saturating_add(1);
                 self.ready.push_back(Read::Event(event));
             }
         }

@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{DeliveryReport, Finding, Report, Severity};
-use crate::transcript::{DeliveryOutcome, TranscriptAttempt, incomplete_warning};
+use crate::transcript::{DeliveryOutcome, TranscriptAttempt};
 
 impl Report {
     /// The stable text form: no wall-clock times, durations like `5m02s`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Some(missing) = &self.incomplete {
-            let _ = writeln!(out, "{}", incomplete_warning(missing));
+            let _ = writeln!(out, "{missing}");
         }
         let count = |s: Severity| {
             self.deliveries

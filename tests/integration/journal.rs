@@ -79,3 +79,28 @@ async fn every_answered_250_is_journalled_before_the_client_sees_it() {
     }
     farm.shutdown().await;
 }
+
+/// A reader of the journal reads what the farm recorded, then ends when the farm is gone,
+/// whether it was shut down or dropped.
+#[tokio::test]
+async fn a_journal_reader_ends_with_the_farm() {
+    for shut_down in [true, false] {
+        let farm = crate::support::farm(crate::support::PLAIN).await;
+        let mut from_start = farm.events_after(0);
+        if shut_down {
+            farm.shutdown().await;
+        } else {
+            drop(farm);
+        }
+        let mut read = 0;
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(next) = from_start.next().await {
+                assert!(matches!(next, mxfarm::journal::Read::Event(_)));
+                read += 1;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the reader waited for a farm that is gone");
+        assert_eq!(read, 1, "the farm-started event");
+    }
+}
