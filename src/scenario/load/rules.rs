@@ -110,11 +110,7 @@ fn matches_every(rule: &Table) -> bool {
     let passes_on = rule
         .get(tables::THEN)
         .and_then(|t| t.as_table())
-        .is_some_and(|t| {
-            ["greylist", "rate-limit", "concurrency"]
-                .iter()
-                .any(|k| t.has(k))
-        });
+        .is_some_and(|t| then::passing_on().any(|k| t.has(k)));
     unconditional && !passes_on
 }
 
@@ -186,13 +182,7 @@ fn action(cx: &mut Cx, table: &Table, stage: Option<Stage>, path: &str) -> Optio
     }
     let misspelt = cx.has_unknown(path);
     let context = Then { table, stage, path };
-    let delay = table.get("delay").map(|v| {
-        let key = Key {
-            name: "delay",
-            example: "\"5m\"",
-        };
-        values::duration(cx, key, &v, None)
-    });
+    let delay = then::delay(cx, table);
     // Every value is read, so that each problem in it is reported, before the one action
     // is chosen.
     let mut present: Vec<&str> = Vec::new();
@@ -231,7 +221,7 @@ fn action(cx: &mut Cx, table: &Table, stage: Option<Stage>, path: &str) -> Optio
         }
     }
     match present.len() {
-        0 if table.has("delay") => {
+        0 if table.has(then::DELAY) => {
             return delay.flatten().map(|d| Action {
                 delay: Some(d),
                 kind: ActionKind::Accept,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::field::Table;
 use super::then::{self, Role};
 use super::when;
-use super::{placeholders, stateful, tables};
+use super::{TableId, placeholders, stateful, tables};
 use crate::scenario::model::{Concurrency, Greylist, Placeholder, RateLimit, Stage};
 
 /// The line before the generated section.
@@ -22,27 +22,31 @@ const END: &str = "<!-- end of reference -->";
 pub(crate) fn reference() -> String {
     let mut out = String::new();
     out.push_str("## Reference\n\nEvery key the format has, generated from the loader's own list. A default is what\nleaving the key out means.\n");
-    table(&mut out, tables::root(), "The top level");
-    table(&mut out, tables::capture(), "`[capture]`");
-    table(&mut out, tables::journal(), "`[journal]`");
-    table(&mut out, tables::domain(), "`[[domain]]`");
-    table(&mut out, tables::mx(), "An entry of `mx`");
-    table(&mut out, tables::host(), "`[[host]]`");
-    table(&mut out, tables::tls(), "`tls` (in `[[host]]`)");
-    table(&mut out, tables::extensions(), "`[host.extensions]`");
-    table(&mut out, tables::limits(), "`[host.limits]`");
-    table(&mut out, tables::ruleset(), "`[[ruleset]]`");
-    table(
-        &mut out,
-        tables::rule(),
-        "A rule (`[[host.rule]]`, `[[ruleset.rule]]`)",
-    );
-    conditions(&mut out);
-    actions(&mut out);
-    table(&mut out, stateful::greylist(), "`greylist = { ... }`");
-    table(&mut out, stateful::rate_limit(), "`rate-limit = { ... }`");
-    table(&mut out, stateful::concurrency(), "`concurrency = { ... }`");
-    table(&mut out, stateful::tls_fault(), "`tls-fault = { ... }`");
+    for id in TableId::ALL {
+        let out = &mut out;
+        match id {
+            TableId::Root => table(out, tables::root(), "The top level"),
+            TableId::Capture => table(out, tables::capture(), "`[capture]`"),
+            TableId::Journal => table(out, tables::journal(), "`[journal]`"),
+            TableId::Domain => table(out, tables::domain(), "`[[domain]]`"),
+            TableId::Mx => table(out, tables::mx(), "An entry of `mx`"),
+            TableId::Host => table(out, tables::host(), "`[[host]]`"),
+            TableId::Tls => table(out, tables::tls(), "`tls` (in `[[host]]`)"),
+            TableId::Extensions => table(out, tables::extensions(), "`[host.extensions]`"),
+            TableId::Limits => table(out, tables::limits(), "`[host.limits]`"),
+            TableId::Ruleset => table(out, tables::ruleset(), "`[[ruleset]]`"),
+            TableId::Rule => {
+                let title = "A rule (`[[host.rule]]`, `[[ruleset.rule]]`)";
+                table(out, tables::rule(), title)
+            }
+            TableId::When => conditions(out),
+            TableId::Then => actions(out),
+            TableId::Greylist => table(out, stateful::greylist(), "`greylist = { ... }`"),
+            TableId::RateLimit => table(out, stateful::rate_limit(), "`rate-limit = { ... }`"),
+            TableId::Concurrency => table(out, stateful::concurrency(), "`concurrency = { ... }`"),
+            TableId::TlsFault => table(out, stateful::tls_fault(), "`tls-fault = { ... }`"),
+        }
+    }
     placeholder_list(&mut out);
     defaults_of_replies(&mut out);
     out

@@ -50,6 +50,8 @@ pub(crate) enum TableId {
 }
 
 impl TableId {
+    /// Every table, in the order the reference lists them. A table missing here is
+    /// missing from the reference and from the hints that say where a key belongs.
     pub(crate) const ALL: [TableId; 17] = [
         TableId::Root,
         TableId::Capture,

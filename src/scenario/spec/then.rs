@@ -9,6 +9,11 @@ use crate::scenario::model::{ActionKind, Reply, Stage};
 use crate::scenario::read::tree::{Node, Table as TomlTable};
 use crate::scenario::read::{Cx, Key, values};
 
+/// The keys other rows and the loader refer to.
+pub(crate) const REPLY: &str = "reply";
+pub(crate) const CLOSE: &str = "close";
+pub(crate) const DELAY: &str = "delay";
+
 /// What an action's reader is given besides its own value.
 pub(crate) struct Then<'a, 'w> {
     pub table: &'w TomlTable<'a>,
@@ -39,6 +44,9 @@ pub(crate) struct Row {
     pub takes: &'static str,
     pub doc: &'static str,
     pub role: Role,
+    /// Whether what it lets through passes on to the next rules (greylisting and
+    /// limits), so that a rule after it at the same stage is not hidden by it.
+    pub passes_on: bool,
     /// The stages it may be used at; empty: all.
     pub stages: &'static [Stage],
     /// Why not elsewhere, and what to write instead.
@@ -57,6 +65,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "true",
                 doc: "the stage's usual positive reply",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
@@ -68,18 +77,19 @@ pub(crate) fn actions() -> &'static [Row] {
                 },
             },
             Row {
-                key: "reply",
+                key: REPLY,
                 form: "reply = \"...\"",
                 takes: "a reply",
                 doc: "send this reply: a code, an optional enhanced status and a text (\\n starts another line; a 421 closes)",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
                 read: |cx, key, v, then| {
                     let close = then
                         .table
-                        .get("close")
+                        .get(CLOSE)
                         .is_some_and(|c| c.as_bool() == Some(true));
                     let reply = reply_at_stage(cx, key, v, then.stage, close)?;
                     let close = close || reply.closes_connection();
@@ -87,11 +97,12 @@ pub(crate) fn actions() -> &'static [Row] {
                 },
             },
             Row {
-                key: "close",
+                key: CLOSE,
                 form: "close = true",
                 takes: "true or false",
                 doc: "close without a reply; with `reply`: close after it",
-                role: Role::ActionOrModifierOf("reply"),
+                role: Role::ActionOrModifierOf(REPLY),
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
@@ -103,6 +114,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "a duration",
                 doc: "send nothing; close after this long unless the client gives up first",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
@@ -117,6 +129,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "true",
                 doc: "close at once with a TCP reset, as a host whose service is down",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
@@ -132,6 +145,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "true",
                 doc: "keep the message, then close without the 250: the sender sends it again",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[Stage::EndOfData],
                 stage_why: "it loses the reply to a message",
                 stage_hint: "use stage = \"end-of-data\": it keeps the message and closes before the 250, so the sender sends it again; to close without a reply at another stage, write close = true",
@@ -147,6 +161,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "a table",
                 doc: "greylisting with postgrey's semantics; a triplet that waited long enough passes on to the next rules",
                 role: Role::Action,
+                passes_on: true,
                 stages: &[Stage::Rcpt, Stage::Data, Stage::EndOfData],
                 stage_why: "greylisting keys on the client, the sender and each recipient, all known only from `rcpt` on",
                 stage_hint: "use stage = \"rcpt\" (as postgrey does), or \"data\" or \"end-of-data\" (to defer the whole message, as for the null sender)",
@@ -163,6 +178,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "a table",
                 doc: "at most `limit` per `window` for each client (or sender, recipient...); within it, on to the next rules",
                 role: Role::Action,
+                passes_on: true,
                 stages: &[
                     Stage::Connect,
                     Stage::Mail,
@@ -185,6 +201,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "a table",
                 doc: "at most `limit` connections at once from each client; one more is refused and closed",
                 role: Role::Action,
+                passes_on: true,
                 stages: &[Stage::Connect],
                 stage_why: "it counts connections as they open",
                 stage_hint: "use stage = \"connect\"",
@@ -201,6 +218,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "a name, or { hang = \"...\" }",
                 doc: "answer 220 to STARTTLS, then break the handshake: close-after-ready, alert, close-mid-handshake, garbage, or { hang = \"10m\" }",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[Stage::Starttls],
                 stage_why: "it breaks the TLS handshake that follows STARTTLS",
                 stage_hint: "use stage = \"starttls\"",
@@ -215,6 +233,7 @@ pub(crate) fn actions() -> &'static [Row] {
                 takes: "true",
                 doc: "accept the EHLO, but leave STARTTLS out of this EHLO reply",
                 role: Role::Action,
+                passes_on: false,
                 stages: &[Stage::Ehlo],
                 stage_why: "it leaves STARTTLS out of the EHLO reply",
                 stage_hint: "use stage = \"ehlo\", with a `when` such as chance = 0.5 or connection = \"<=3\" to advertise STARTTLS on some connections only",
@@ -225,11 +244,13 @@ pub(crate) fn actions() -> &'static [Row] {
                 },
             },
             Row {
-                key: "delay",
+                key: DELAY,
                 form: "delay = \"...\"",
                 takes: "a duration",
                 doc: "wait this long (farm time, from when the command arrived) first: a tarpit; alone it means accept after the wait",
+                // Read by `delay()` below, for whichever action it goes with.
                 role: Role::Modifier,
+                passes_on: false,
                 stages: &[],
                 stage_why: "",
                 stage_hint: "",
@@ -238,6 +259,26 @@ pub(crate) fn actions() -> &'static [Row] {
         ]
     });
     &ROWS
+}
+
+/// The `delay` of a `then` table: `None` if not written, `Some(None)` if written wrong
+/// (reported).
+pub(crate) fn delay(cx: &mut Cx, table: &TomlTable) -> Option<Option<std::time::Duration>> {
+    let key = Key {
+        name: DELAY,
+        example: "\"5m\"",
+    };
+    table
+        .get(DELAY)
+        .map(|v| values::duration(cx, key, &v, None))
+}
+
+/// The stateful actions, which pass on what they let through.
+pub(crate) fn passing_on() -> impl Iterator<Item = &'static str> {
+    actions()
+        .iter()
+        .filter(|row| row.passes_on)
+        .map(|row| row.key)
 }
 
 /// "write exactly one action: accept = true, reply = \"...\", ... or hide-starttls = true".
@@ -257,9 +298,7 @@ pub(crate) fn one_action_hint() -> String {
 /// list of actions helps.
 pub(crate) fn conflict_hint(present: &[&str]) -> String {
     let has = |name: &str| present.contains(&name);
-    let table = ["greylist", "rate-limit", "concurrency"]
-        .into_iter()
-        .find(|name| has(name));
+    let table = passing_on().find(|name| has(name));
     match table {
         _ if has("tls-fault") && has("reply") => {
             "`tls-fault` breaks the handshake after the usual 220: remove reply; to refuse STARTTLS instead, keep only reply = \"454 4.7.0 TLS not available due to temporary reason\"".to_string()
