@@ -342,6 +342,7 @@ mod tests {
                     reply: Reply::new(250, None, "Ok"),
                     rule: None,
                     retry_after: None,
+                    retry_after_told: false,
                 },
             );
             push(
@@ -367,6 +368,7 @@ mod tests {
                         reply: Reply::new(250, None, "Ok"),
                         rule: None,
                         retry_after: None,
+                        retry_after_told: false,
                     },
                 );
                 push(
@@ -378,6 +380,7 @@ mod tests {
                         reply: Reply::new(354, None, "Go"),
                         rule: None,
                         retry_after: None,
+                        retry_after_told: false,
                     },
                 );
                 Stage::EndOfData
@@ -395,6 +398,7 @@ mod tests {
                     ),
                     rule: None,
                     retry_after: (code == 451).then_some(Duration::from_secs(300)),
+                    retry_after_told: false,
                 },
             );
         }

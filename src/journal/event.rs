@@ -73,6 +73,10 @@ pub enum EventKind {
             default
         )]
         retry_after: Option<Duration>,
+        /// Whether the reply's text told the client that time: only then is a retry
+        /// before it the sender's mistake.
+        #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+        retry_after_told: bool,
     },
     /// The farm accepted a message: recorded before the client sees the 250.
     MessageAccepted {
@@ -186,10 +190,20 @@ pub enum Command {
     Help,
     Quit,
     Starttls,
-    /// The final dot of DATA content (the content itself is not journalled).
+    /// The end of message content: the final dot after DATA (`line` is `.`), or the
+    /// last BDAT chunk read in full (`line` is empty). The content itself is not
+    /// journalled, but what tells a message from another is: a sender that retries sends
+    /// the same Message-ID and the same content.
     #[serde(rename = "END-OF-DATA")]
     EndOfData {
         size: u64,
+        /// The `Message-ID` header, without angle brackets, if the message has one.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        message_id: Option<String>,
+        /// The first 16 hex digits of the SHA-256 of the content as received (none when
+        /// the message was too big to keep).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        digest: Option<String>,
     },
     /// Anything else: unknown, unsupported or malformed.
     Other,

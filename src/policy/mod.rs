@@ -194,6 +194,7 @@ impl HostPolicy {
                 delay: rule.then.delay,
                 act,
                 retry_after,
+                retry_after_told: false,
             };
             let act = match &rule.then.kind {
                 ActionKind::Accept => Act::Accept(None),
@@ -233,9 +234,14 @@ impl HostPolicy {
                         remaining: Some(remaining),
                         ..values
                     };
+                    let told = tells_remaining(&greylist.reply);
                     let reply = values.fill(&greylist.reply);
                     let close = reply.closes_connection();
-                    return decided(Act::Refuse { reply, close }, Some(remaining));
+                    let verdict = decided(Act::Refuse { reply, close }, Some(remaining));
+                    return Verdict {
+                        retry_after_told: told,
+                        ..verdict
+                    };
                 }
                 ActionKind::RateLimit(limit) => {
                     let Some(value) = counted_value(limit.per, &known) else {
@@ -320,6 +326,11 @@ impl HostPolicy {
         }
         attempts
     }
+}
+
+/// Whether a reply's text tells the client how long to wait (`{remaining}`).
+fn tells_remaining(reply: &crate::scenario::Reply) -> bool {
+    reply.lines.iter().any(|line| line.contains("{remaining"))
 }
 
 /// A deferral that lasts while a first attempt is recent clears when that time is up:

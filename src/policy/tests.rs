@@ -211,6 +211,32 @@ then = { reply = "452 4.2.2 Mailbox full" }
     }
 }
 
+/// A retry hint is "told" only when the reply's text says the time: postgrey's reply
+/// does not, so no sender can be blamed for retrying before its end.
+#[test]
+fn a_greylist_reply_tells_the_time_only_when_its_text_says_it() {
+    for (reply, told) in [
+        ("", false),
+        (", reply = \"451 4.7.1 come back in {remaining}s\"", true),
+        (", reply = \"451 4.7.1 come back at {remaining-hms}\"", true),
+    ] {
+        let (p, _) = policy(&format!(
+            "[[host.rule]]\nstage = \"rcpt\"\nthen = {{ greylist = {{ delay = \"5m\"{reply} }} }}\n"
+        ));
+        let mut conv = p.open(1, CLIENT.parse().unwrap());
+        let verdict = p.decide(
+            Rcpt {
+                recipient: "b@y.test",
+            },
+            &in_tx("a@x.test", &[]),
+            &mut conv,
+            secs(0),
+        );
+        assert_eq!(verdict.retry_after, Some(secs(300)));
+        assert_eq!(verdict.retry_after_told, told, "{reply}");
+    }
+}
+
 /// At `data`, greylisting checks every accepted recipient and defers for the longest
 /// wait among them.
 #[test]

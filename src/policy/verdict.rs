@@ -32,6 +32,9 @@ pub(crate) struct Verdict<E> {
     /// For a deferral that clears after a known time (greylisting, a quota for a while):
     /// how long until a retry can pass, for the journal and the reports on early retries.
     pub retry_after: Option<Duration>,
+    /// Whether the reply tells the client that time (a greylist reply with
+    /// `{remaining}`): only then can a sender be blamed for retrying sooner.
+    pub retry_after_told: bool,
 }
 
 /// What to do, after the delay.
@@ -60,6 +63,7 @@ impl<E> Verdict<E> {
             delay: None,
             act: Act::Accept(None),
             retry_after: None,
+            retry_after_told: false,
         }
     }
 }

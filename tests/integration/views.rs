@@ -130,6 +130,7 @@ fn conversation(rng: &mut Lcg, conn: u64) -> Vec<EventKind> {
             rule: None,
             retry_after: (code / 100 == 4 && rng.next(2) == 0)
                 .then(|| Duration::from_secs(rng.next(7200))),
+            retry_after_told: rng.next(2) == 0,
         }
     };
     let command = |line: String, command: Command| EventKind::Command {
@@ -172,7 +173,14 @@ fn conversation(rng: &mut Lcg, conn: u64) -> Vec<EventKind> {
         }
         events.push(command("DATA".into(), Command::Data));
         events.push(reply(rng, Stage::Data, 354));
-        events.push(command(".".into(), Command::EndOfData { size: 10 }));
+        let message_id = (rng.next(2) == 0).then(|| format!("{}@x.test", rng.next(3)));
+        let digest = (rng.next(4) > 0).then(|| format!("{:016x}", rng.next(4)));
+        let end = Command::EndOfData {
+            size: 10,
+            message_id,
+            digest,
+        };
+        events.push(command(".".into(), end));
         if rng.next(2) == 0 {
             events.push(EventKind::MessageAccepted {
                 host: host.clone(),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::input::{RetryHint, Waited};
 use super::{Closed, Session, Step};
 use crate::policy::{Act, Verdict};
 use crate::scenario::{Reply, Stage};
@@ -22,6 +23,13 @@ pub(super) enum Done<E> {
     Effect { effect: E, rule: Option<Arc<str>> },
 }
 
+/// The close of a client that did not wait for the farm's answer at `stage`.
+pub(super) fn client_left(stage: Stage) -> Closed {
+    Closed::by_client(format!(
+        "the client closed the connection during the delay at {stage}, before the farm answered"
+    ))
+}
+
 impl Session {
     /// Carries out `verdict` on `stage`. A verdict that ends the connection (a close, a
     /// reset, a hang, a reply with a close) comes back as `Err(Closed)`.
@@ -35,9 +43,12 @@ impl Session {
             delay,
             act,
             retry_after,
+            retry_after_told,
         } = verdict;
-        if let Some(delay) = delay {
-            self.pause(delay).await?;
+        if let Some(delay) = delay
+            && self.pause(delay).await? == Waited::ClientLeft
+        {
+            return Err(client_left(stage));
         }
         let by = rule.as_deref().unwrap_or("the farm");
         match act {
@@ -45,7 +56,11 @@ impl Session {
             Act::Effect(effect) => Ok(Done::Effect { effect, rule }),
             Act::Refuse { reply, close } => {
                 let reason = format!("{} reply at {stage} by {by}", reply.code);
-                self.write_reply(Some(stage), &reply, rule.clone(), retry_after);
+                let hint = RetryHint {
+                    after: retry_after,
+                    told: retry_after_told,
+                };
+                self.write_reply(Some(stage), &reply, rule.clone(), hint);
                 if close {
                     return Err(Closed::by_farm(reason));
                 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
-use super::act::Done;
+use super::act::{Done, client_left};
+use super::input::Waited;
 use super::{Closed, Session, Step};
 use crate::capture::{Message, parse_headers};
 use crate::journal::{Command, EventKind};
-use crate::policy;
+use crate::policy::{self, Act};
 use crate::scenario::Stage;
 
 impl Session {
@@ -55,12 +56,8 @@ impl Session {
                 return Ok(());
             }
         }
-        let (body, too_big) = self.receive_data().await?;
-        if too_big {
-            self.refuse_too_big();
-            return Ok(());
-        }
-        self.end_of_data(body).await
+        let content = self.receive_data().await?;
+        self.end_of_data(content).await
     }
 
     fn refuse_too_big(&mut self) {
@@ -72,9 +69,9 @@ impl Session {
         ));
     }
 
-    /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `true` if it
-    /// grew past the size limit (then the rest was read and dropped).
-    async fn receive_data(&mut self) -> Step<(Vec<u8>, bool)> {
+    /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `None` if
+    /// it grew past the size limit (then the rest was read and dropped).
+    async fn receive_data(&mut self) -> Step<Option<Content>> {
         let max_size = self.host.config.limits.max_message_size;
         let timeout = self.host.config.limits.data_timeout;
         let mut receiver = DataReceiver::new();
@@ -98,15 +95,8 @@ impl Session {
                     body = Vec::new();
                 }
                 if done {
-                    // The dot is a command of its own in the journal: tests wait for it,
-                    // and end-of-data delays count from it.
-                    let size = if discard.is_some() {
-                        0
-                    } else {
-                        body.len() as u64
-                    };
-                    self.record_command(b".", Command::EndOfData { size });
-                    return Ok((body, discard.is_some()));
+                    let body = discard.is_none().then_some(body);
+                    return Ok(self.end_of_content(b".", body));
                 }
             }
             self.fill(timeout).await?;
@@ -150,16 +140,10 @@ impl Session {
             self.answer(Stage::Data, &reply, None);
             return Ok(());
         }
-        let too_big = tx.chunks_too_big;
-        let body = tx.chunks.take().unwrap_or_default();
-        if too_big {
-            self.refuse_too_big();
-            return Ok(());
-        }
-        // The last chunk is in: end-of-data is decided now, as after DATA it is at the
-        // final dot (and its delays count from now).
-        self.command_at = self.env.clock.now();
-        self.end_of_data(body).await
+        let chunks = tx.chunks.take().unwrap_or_default();
+        let body = (!tx.chunks_too_big).then_some(chunks);
+        let content = self.end_of_content(b"", body);
+        self.end_of_data(content).await
     }
 
     /// Appends a BDAT chunk of `size` bytes to the transaction, or drops it once the
@@ -208,11 +192,55 @@ impl Session {
         }
     }
 
-    /// The final dot (or last chunk): decide, and keep the message if accepted.
-    async fn end_of_data(&mut self, body: Vec<u8>) -> Step {
+    /// The end of the content: the final dot (`line` is `.`) or the last BDAT chunk (an
+    /// empty `line`). It is a command of its own in the journal, with what tells this
+    /// message from another (its Message-ID and a digest of its content), so that the
+    /// stories can tell a retry from a new message even when no copy was kept; tests wait
+    /// for it, and end-of-data delays count from it. `None` for a message over the size
+    /// limit, whose content was dropped.
+    fn end_of_content(&mut self, line: &[u8], body: Option<Vec<u8>>) -> Option<Content> {
+        let (message_id, subject) = body.as_deref().map_or((None, None), parse_headers);
+        let digest = body.as_deref().map(digest);
+        let size = body.as_ref().map_or(0, |b| b.len() as u64);
+        self.record_command(
+            line,
+            Command::EndOfData {
+                size,
+                message_id: message_id.clone(),
+                digest,
+            },
+        );
+        body.map(|body| Content {
+            body,
+            message_id,
+            subject,
+        })
+    }
+
+    /// The end of the content: decide, and keep the message if accepted (or if the rule
+    /// loses the reply, or the client gave up while the farm delayed its answer: then
+    /// the farm has the message and the client will never know).
+    async fn end_of_data(&mut self, content: Option<Content>) -> Step {
         let host = self.host.clone();
-        let size = body.len() as u64;
-        let (reply, rule, lost) = match self.decide(policy::EndOfData { size }).await? {
+        let Some(content) = content else {
+            self.refuse_too_big();
+            return Ok(());
+        };
+        let size = content.body.len() as u64;
+        let mut verdict = self.verdict(policy::EndOfData { size });
+        let keeps = matches!(verdict.act, Act::Accept(_) | Act::Effect(_));
+        if let Some(delay) = verdict.delay.take()
+            && self.pause(delay).await? == Waited::ClientLeft
+        {
+            if !keeps {
+                return Err(client_left(Stage::EndOfData));
+            }
+            self.keep(content);
+            return Err(Closed::by_client(
+                "the client closed the connection while the farm delayed its answer to the final dot; the message was kept",
+            ));
+        }
+        let (reply, rule, lost) = match self.carry_out(Stage::EndOfData, verdict).await? {
             Done::Accepted { reply, rule } => (reply, rule, None),
             Done::Effect {
                 effect: policy::LoseReply,
@@ -223,15 +251,36 @@ impl Session {
                 return Ok(());
             }
         };
-        let Some(tx) = self.protocol.tx.take() else {
+        let Some(id) = self.keep(content) else {
             return Ok(());
         };
-        let (message_id, subject) = parse_headers(&body);
+        if let Some(rule) = lost {
+            let by = rule.as_deref().unwrap_or("the farm");
+            return Err(Closed::by_farm(format!(
+                "closed without the reply at end-of-data by {by} (message kept)"
+            )));
+        }
+        let enhanced = host.config.extensions.enhanced_status_codes;
+        let reply = reply.unwrap_or_else(|| host.replies.queued(enhanced, id));
+        self.answer(Stage::EndOfData, &reply, rule);
+        Ok(())
+    }
+
+    /// Keeps the message of the transaction in progress: numbered, journalled and kept in
+    /// one step, before any reply is written (every 250 the client sees is in the
+    /// journal). Returns its number; `None` if no transaction is in progress.
+    fn keep(&mut self, content: Content) -> Option<u64> {
+        let tx = self.protocol.tx.take()?;
+        let Content {
+            body,
+            message_id,
+            subject,
+        } = content;
+        let host = self.host.clone();
+        let size = body.len() as u64;
         let at = self.env.clock.now();
         let helo = self.protocol.helo.clone().unwrap_or_default();
         let (conn, client, tls) = (self.conn, self.client, self.protocol.encrypted);
-        // Journalled (and kept) before the reply is written: every 250 the client
-        // sees is in the journal.
         let id = self.env.inbox.accept(|id| {
             let event = EventKind::MessageAccepted {
                 host: host.name.clone(),
@@ -262,17 +311,24 @@ impl Session {
             (event, message)
         });
         self.log_transaction(&tx, &format!("accepted as message {id}"));
-        if let Some(rule) = lost {
-            let by = rule.as_deref().unwrap_or("the farm");
-            return Err(Closed::by_farm(format!(
-                "closed without the reply at end-of-data by {by} (message kept)"
-            )));
-        }
-        let enhanced = host.config.extensions.enhanced_status_codes;
-        let reply = reply.unwrap_or_else(|| host.replies.queued(enhanced, id));
-        self.answer(Stage::EndOfData, &reply, rule);
-        Ok(())
+        Some(id)
     }
+}
+
+/// A message's content and what the journal says of it.
+struct Content {
+    body: Vec<u8>,
+    message_id: Option<String>,
+    subject: Option<String>,
+}
+
+/// The first 16 hex digits of the SHA-256 of a message's content.
+fn digest(body: &[u8]) -> String {
+    let hash = ring::digest::digest(&ring::digest::SHA256, body);
+    hash.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -406,5 +462,96 @@ mod tests {
         h.env.clock.advance(Duration::from_secs(7200)).unwrap();
         c.send("hello\r\n").await;
         c.expect("554 5.7.1 too late").await;
+    }
+
+    /// A client that gives up while the farm delays its answer to the final dot is seen
+    /// to go at that time: journalled then, before anything the client does next. The
+    /// farm keeps a message it was going to accept (the client never learns it arrived);
+    /// one it was going to refuse is not kept.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_gives_up_during_a_delayed_answer_is_seen_to_go() {
+        let h = host(
+            "[[host.rule]]\nstage = \"end-of-data\"\nwhen = { rcpt = \"no@y.test\" }\n\
+             then = { reply = \"451 4.3.0 later\", delay = \"15m\" }\n\
+             [[host.rule]]\nstage = \"end-of-data\"\nthen = { lose-reply = true, delay = \"15m\" }\n",
+        );
+        // (recipient, messages kept so far)
+        for (recipient, kept) in [("r@y.test", 1), ("no@y.test", 1)] {
+            let mut c = h.ready().await;
+            c.command("MAIL FROM:<s@x.test>").await;
+            c.command(&format!("RCPT TO:<{recipient}>")).await;
+            c.command("DATA").await;
+            c.send("Subject: slow\r\n\r\nhi\r\n.\r\n").await;
+            // The sender's own timeout (10 minutes for the final dot, RFC 5321) is up
+            // before the farm's 15.
+            let before = h.env.clock.now();
+            loop {
+                let dot = h.journal().iter().any(|e| {
+                    matches!(
+                        &e.kind,
+                        EventKind::Command {
+                            command: Command::EndOfData { .. },
+                            ..
+                        }
+                    ) && e.at >= before
+                });
+                if dot {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            h.env.clock.advance(Duration::from_secs(600)).unwrap();
+            drop(c);
+            h.finish().await;
+            h.tasks.reopen();
+            let closed = h.journal().into_iter().rev().find_map(|e| match e.kind {
+                EventKind::ConnectionClosed { by, reason, .. } => Some((e.at, by, reason)),
+                _ => None,
+            });
+            let (at, by, reason) = closed.unwrap();
+            assert_eq!(by, crate::journal::ClosedBy::Client, "{reason}");
+            assert!(
+                at - before < Duration::from_secs(660),
+                "seen when it went: {at:?}"
+            );
+            assert_eq!(h.env.inbox.messages().len(), kept, "{recipient}: {reason}");
+        }
+    }
+
+    /// The end of BDAT content is journalled like the final dot, with the message's
+    /// identity, so that a retry is recognised whichever way the content came.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_content_says_which_message_it_was() {
+        let h = host("");
+        let mut c = h.ready().await;
+        let message = "Message-ID: <same@x.test>\r\n\r\nhello\r\n";
+        c.transaction("s@x.test", &["r@y.test"], message).await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        c.send(format!("BDAT {} LAST\r\n{message}", message.len()))
+            .await;
+        c.expect_code(250).await;
+        let ends: Vec<(String, Option<String>, Option<String>)> = h
+            .journal()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Command {
+                    line,
+                    command:
+                        Command::EndOfData {
+                            message_id, digest, ..
+                        },
+                    ..
+                } => Some((line, message_id, digest)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends.len(), 2);
+        assert_eq!(ends[0].0, ".");
+        assert_eq!(ends[1].0, "");
+        assert_eq!(ends[0].1.as_deref(), Some("same@x.test"));
+        assert_eq!(ends[0].1, ends[1].1);
+        assert_eq!(ends[0].2, ends[1].2, "the same content, the same digest");
+        assert_eq!(ends[0].2.as_ref().map(String::len), Some(16));
     }
 }

@@ -9,6 +9,26 @@ use memchr::memchr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Closed, READ_CHUNK, Session, Step};
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waited {
+    /// The time was up.
+    Elapsed,
+    /// The client closed the connection first: nothing more goes to it.
+    ClientLeft,
+}
+
+/// How long until a deferral clears, when the farm knows, and whether its reply said so.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RetryHint {
+    pub after: Option<Duration>,
+    pub told: bool,
+}
+
+/// How much of what a client pipelines during a tarpit is kept; beyond it the session
+/// stops reading until the wait is over (so it may notice a close only then).
+const PIPELINED_DURING_A_WAIT: usize = 64 * 1024;
 use crate::journal::{Command, EventKind, sanitize_line};
 use crate::scenario::{Reply, Stage};
 
@@ -119,17 +139,31 @@ impl Session {
     }
 
     /// A tarpit: replies so far go out, then nothing until `delay` of farm time has passed
-    /// since the command arrived.
-    pub(super) async fn pause(&mut self, delay: Duration) -> Step {
+    /// since the command arrived. Meanwhile the session keeps reading (what the client
+    /// pipelines is kept, up to a bound), so that it notices when the client gives up
+    /// waiting, as senders do when their own timeout is shorter: then the journal says so
+    /// at the time it happened, and the farm answers nothing.
+    pub(super) async fn pause(&mut self, delay: Duration) -> Step<Waited> {
         let deadline = self.command_at + delay;
         self.flush().await?;
-        tokio::select! {
-            _ = self.shutdown.cancelled() => {
-                let host = self.host.clone();
-                self.send(&host.replies.shutting_down);
-                Err(Closed::by_farm("farm shutting down"))
+        loop {
+            let room = self.input.buf.len() - self.input.start < PIPELINED_DURING_A_WAIT;
+            if room {
+                self.input.buf.reserve(READ_CHUNK);
             }
-            _ = self.env.clock.sleep_until(deadline) => Ok(()),
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let host = self.host.clone();
+                    self.send(&host.replies.shutting_down);
+                    return Err(Closed::by_farm("farm shutting down"));
+                }
+                _ = self.env.clock.sleep_until(deadline) => return Ok(Waited::Elapsed),
+                read = self.stream.read_buf(&mut self.input.buf), if room => match read {
+                    Ok(0) | Err(_) => return Ok(Waited::ClientLeft),
+                    Ok(_) => {}
+                },
+            }
         }
     }
 
@@ -167,12 +201,12 @@ impl Session {
     /// Buffers one of the host's own replies that decides no stage (a protocol error, a
     /// timeout, NOOP's 250), and journals it.
     pub(super) fn send(&mut self, reply: &Reply) {
-        self.write_reply(None, reply, None, None);
+        self.write_reply(None, reply, None, RetryHint::default());
     }
 
     /// Buffers the reply that decided `stage`, from `rule` if one produced it.
     pub(super) fn answer(&mut self, stage: Stage, reply: &Reply, rule: Option<Arc<str>>) {
-        self.write_reply(Some(stage), reply, rule, None);
+        self.write_reply(Some(stage), reply, rule, RetryHint::default());
     }
 
     /// Buffers a reply for the client and journals it.
@@ -181,7 +215,7 @@ impl Session {
         stage: Option<Stage>,
         reply: &Reply,
         rule: Option<Arc<str>>,
-        retry_after: Option<Duration>,
+        hint: RetryHint,
     ) {
         tracing::debug!(
             host = %self.host.name,
@@ -197,7 +231,8 @@ impl Session {
             stage,
             reply: reply.clone(),
             rule,
-            retry_after,
+            retry_after: hint.after,
+            retry_after_told: hint.told,
         });
     }
 

@@ -308,12 +308,16 @@ impl Session {
 
     /// Asks the host's policy for the verdict on `point` and carries it out.
     async fn decide<P: Point>(&mut self, point: P) -> Step<act::Done<P::Effect>> {
-        let facts = self.protocol.facts();
-        let verdict = self
-            .host
-            .policy
-            .decide(point, &facts, &mut self.policy, self.command_at);
+        let verdict = self.verdict(point);
         self.carry_out(P::STAGE, verdict).await
+    }
+
+    /// The host's policy's verdict on `point`, decided at the time the command arrived.
+    fn verdict<P: Point>(&mut self, point: P) -> policy::Verdict<P::Effect> {
+        let facts = self.protocol.facts();
+        self.host
+            .policy
+            .decide(point, &facts, &mut self.policy, self.command_at)
     }
 
     /// Ends the transaction in progress, if any, with its log line.
