@@ -1,7 +1,7 @@
 //! The `mxfarm` command: parse the command line, load, start, wait, shut down.
 //! Everything else lives in the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -191,63 +191,107 @@ async fn main() -> ExitCode {
             match run(&scenario, bind, journal, tls).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
-                    eprintln!("{message}");
+                    print_err(&message);
                     ExitCode::FAILURE
                 }
             }
         }
         Commands::Check { files } => check(&files),
-        Commands::Ca { dir } => match FarmCa::generate().and_then(|ca| ca.write(&dir)) {
-            Ok(()) => {
-                println!(
-                    "wrote {} and {}; use it with: mxfarm run --ca {}",
-                    dir.join(tls::CA_CERT_FILE).display(),
-                    dir.join(tls::CA_KEY_FILE).display(),
-                    dir.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Commands::Ca { dir } => ca(&dir),
         Commands::Transcript {
             journal,
             granularity,
             json,
             check,
         } => transcript(&journal, granularity.into(), json, check.as_deref()),
-        Commands::Report { journal, json } => match read_journal(&journal) {
-            Ok(events) => {
-                let report = mxfarm::report::report_journal(&events);
-                if json {
-                    println!("{}", report.to_json());
-                } else {
-                    print!("{}", report.render());
-                }
-                if report.problems().is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                }
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                ExitCode::FAILURE
-            }
-        },
-        Commands::Reference => {
-            print!("{}", scenario::reference());
-            ExitCode::SUCCESS
-        }
+        Commands::Report { journal, json } => report(&journal, json),
+        Commands::Reference => finish(&scenario::reference(), ExitCode::SUCCESS),
         Commands::Scenarios => {
-            for embedded in scenario::embedded() {
-                println!("{:<12} {}", embedded.name, embedded.description());
-            }
-            ExitCode::SUCCESS
+            let list: String = scenario::embedded()
+                .iter()
+                .map(|embedded| format!("{:<12} {}\n", embedded.name, embedded.description()))
+                .collect();
+            finish(&list, ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes `text` to stdout. Every command prints through here rather than with `print!`,
+/// which panics when the reader has gone: a reader that closed the pipe early
+/// (`mxfarm reference | head -1`) has what it wanted, so that is `Ok`, and the command
+/// goes on or ends as it would have. Any other failure (a full disk behind `> file`) is
+/// returned.
+fn print_out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
+}
+
+/// Writes `text` to stdout and ends the command with `code`, or with 1 if stdout could not
+/// be written for another reason than a reader that has gone.
+fn finish(text: &str, code: ExitCode) -> ExitCode {
+    match print_out(text) {
+        Ok(()) => code,
+        Err(error) => stdout_failed(&error),
+    }
+}
+
+fn stdout_failed(error: &std::io::Error) -> ExitCode {
+    print_err(&format!("error: cannot write to stdout: {error}"));
+    ExitCode::FAILURE
+}
+
+/// Writes a line to stderr. Unlike `eprintln!` it never panics: with `2>&1 | head` stderr
+/// is a pipe whose reader may have gone too, and then there is no one left to tell.
+fn print_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn ca(dir: &Path) -> ExitCode {
+    match FarmCa::generate().and_then(|ca| ca.write(dir)) {
+        Ok(()) => finish(
+            &format!(
+                "wrote {} and {}; use it with: mxfarm run --ca {}\n",
+                dir.join(tls::CA_CERT_FILE).display(),
+                dir.join(tls::CA_KEY_FILE).display(),
+                dir.display()
+            ),
+            ExitCode::SUCCESS,
+        ),
+        Err(error) => {
+            print_err(&format!("error: {error}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exits with 0 when no finding is a problem, 2 when some are; a reader that stops
+/// reading early does not change that.
+fn report(journal: &Path, json: bool) -> ExitCode {
+    let events = match read_journal(journal) {
+        Ok(events) => events,
+        Err(message) => {
+            print_err(&message);
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = mxfarm::report::report_journal(&events);
+    let text = if json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.render()
+    };
+    let code = if report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    };
+    finish(&text, code)
 }
 
 fn init_logging(format: LogFormat) {
@@ -256,6 +300,9 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr is a closed pipe) is dropped; saying so
+        // on that same stderr would panic the session that logged it.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -296,10 +343,11 @@ async fn run(
             )
         })?;
     }
-    print!(
-        "{}",
-        summary(&farm, journal.as_deref(), tls.ca_out.as_deref())
-    );
+    // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
+    // written, must not stop a farm whose senders are about to connect.
+    if let Err(error) = print_out(&summary(&farm, journal.as_deref(), tls.ca_out.as_deref())) {
+        tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
+    }
     let writer = match journal {
         Some(path) => Some(
             farm.spawn_journal_file(&path)
@@ -309,7 +357,7 @@ async fn run(
         None => None,
     };
     stop.wait().await;
-    eprintln!("mxfarm: shutting down: open sessions get 421 4.3.2");
+    print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
     farm.shutdown().await;
     if let Some(writer) = writer {
         let _ = writer.await;
@@ -370,48 +418,45 @@ fn transcript(
     let events = match read_journal(journal) {
         Ok(events) => events,
         Err(message) => {
-            eprintln!("{message}");
+            print_err(&message);
             return ExitCode::FAILURE;
         }
     };
     let transcript = Transcript::from_events(&events);
     if json {
-        println!("{}", transcript.to_json());
-        return ExitCode::SUCCESS;
+        return finish(&format!("{}\n", transcript.to_json()), ExitCode::SUCCESS);
     }
     let text = transcript.render(granularity);
     let Some(expected_path) = check else {
-        print!("{text}");
-        return ExitCode::SUCCESS;
+        return finish(&text, ExitCode::SUCCESS);
     };
     let expected = match std::fs::read_to_string(expected_path) {
         Ok(expected) => expected,
         Err(e) => {
-            eprintln!(
+            print_err(&format!(
                 "error: cannot read {}: {e}\n  help: create it with `mxfarm transcript {} > {}`",
                 expected_path.display(),
                 journal.display(),
                 expected_path.display()
-            );
+            ));
             return ExitCode::FAILURE;
         }
     };
     if expected == text {
-        println!("transcript matches {}", expected_path.display());
-        return ExitCode::SUCCESS;
+        let matches = format!("transcript matches {}\n", expected_path.display());
+        return finish(&matches, ExitCode::SUCCESS);
     }
-    let diff = similar::TextDiff::from_lines(&expected, &text);
-    eprint!(
-        "{}",
-        diff.unified_diff()
-            .header(&expected_path.display().to_string(), "this journal")
-    );
-    eprintln!(
+    let diff = similar::TextDiff::from_lines(&expected, &text)
+        .unified_diff()
+        .header(&expected_path.display().to_string(), "this journal")
+        .to_string();
+    print_err(diff.strip_suffix('\n').unwrap_or(&diff));
+    print_err(&format!(
         "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `mxfarm transcript {} > {}`",
         expected_path.display(),
         journal.display(),
         expected_path.display()
-    );
+    ));
     ExitCode::FAILURE
 }
 
@@ -421,23 +466,27 @@ fn check(files: &[PathBuf]) -> ExitCode {
         match scenario::load_named(&file.to_string_lossy()) {
             Ok(s) => {
                 let rules: usize = s.hosts.iter().map(|h| h.rules.len()).sum();
-                println!(
-                    "ok: {}: scenario {:?}, {} host(s), {} domain(s), {} rule(s)",
+                let ok = format!(
+                    "ok: {}: scenario {:?}, {} host(s), {} domain(s), {} rule(s)\n",
                     file.display(),
                     s.name,
                     s.hosts.len(),
                     s.domains.len(),
                     rules
                 );
+                if let Err(error) = print_out(&ok) {
+                    return stdout_failed(&error);
+                }
             }
             Err(error) => {
                 failed += 1;
-                eprintln!("{error}");
+                print_err(&error.to_string());
             }
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} file(s) have problems", files.len());
+        let total = files.len();
+        print_err(&format!("{failed} of {total} file(s) have problems"));
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

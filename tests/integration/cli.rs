@@ -377,3 +377,112 @@ async fn report_lists_findings_and_exits_2_on_a_problem() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report.to_string().contains("early-retry"), "{report}");
 }
+
+/// A stdout whose reader has already gone, as `| head -1` leaves it once head has read its
+/// line and exited: every write to it fails with EPIPE.
+fn closed_stdout() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// Runs `command` with a closed stdout; checks that it did not panic and returns its exit
+/// status.
+fn without_a_reader(command: &mut Command) -> Option<i32> {
+    let out = command
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    out.status.code()
+}
+
+#[tokio::test]
+async fn a_reader_that_goes_early_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    assert_eq!(without_a_reader(mxfarm().arg("reference")), Some(0));
+    assert_eq!(without_a_reader(mxfarm().arg("scenarios")), Some(0));
+    assert_eq!(without_a_reader(mxfarm().args(["check", "aol"])), Some(0));
+    let ca = dir.path().join("farm-ca");
+    assert_eq!(without_a_reader(mxfarm().arg("ca").arg(&ca)), Some(0));
+    let transcript = || {
+        let mut command = mxfarm();
+        command.arg("transcript").arg(&journal);
+        command
+    };
+    assert_eq!(without_a_reader(&mut transcript()), Some(0));
+    assert_eq!(without_a_reader(transcript().arg("--json")), Some(0));
+    assert_eq!(
+        without_a_reader(mxfarm().arg("report").arg(&journal)),
+        Some(0)
+    );
+    // The report's verdict stands, however much of it was read.
+    let early = greylisted_journal_with_waits(dir.path(), &[30, 360, 360]).await;
+    assert_eq!(
+        without_a_reader(mxfarm().arg("report").arg(&early)),
+        Some(2)
+    );
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `mxfarm run | head -1` once head has gone: the summary is lost, and nothing else.
+#[tokio::test]
+async fn run_serves_when_stdout_has_no_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let scenario = dir.path().join("one.toml");
+    std::fs::write(
+        &scenario,
+        format!("name = \"one\"\n[[host]]\nname = \"mx1\"\nlisten = \"{addr}\"\n"),
+    )
+    .unwrap();
+    let mut child = mxfarm()
+        .arg("run")
+        .arg(&scenario)
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
+    let stream = loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            break stream;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "the farm never listened: {exited:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut c = mxfarm::testing::SmtpClient::over(stream);
+    c.greeting().await;
+    c.ehlo("client.test").await;
+    let sent = c
+        .transaction(
+            "me@example.test",
+            &["bob@example.test"],
+            "Subject: x\r\n\r\n",
+        )
+        .await;
+    assert!(sent.delivered(), "{}", c.conversation());
+    c.quit().await;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
