@@ -322,6 +322,9 @@ async fn run(
     journal: Option<PathBuf>,
     tls: TlsFiles,
 ) -> Result<(), String> {
+    if let Some(path) = &journal {
+        journal_is_not_the_scenario(name_or_path, path)?;
+    }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
@@ -335,6 +338,16 @@ async fn run(
     let farm = Farm::start_with(scenario, options)
         .await
         .map_err(|e| format!("error: {e}"))?;
+    // Every file is in place before the summary ends with "Ready.": a script waits for that
+    // line, and must not find a farm that is about to fail.
+    let writer = match &journal {
+        Some(path) => Some(
+            farm.spawn_journal_file(path)
+                .await
+                .map_err(|e| format!("error: {e}"))?,
+        ),
+        None => None,
+    };
     if let Some(path) = &tls.ca_out {
         std::fs::write(path, farm.ca_certificate_pem()).map_err(|e| {
             format!(
@@ -348,14 +361,6 @@ async fn run(
     if let Err(error) = print_out(&summary(&farm, journal.as_deref(), tls.ca_out.as_deref())) {
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
-    let writer = match journal {
-        Some(path) => Some(
-            farm.spawn_journal_file(&path)
-                .await
-                .map_err(|e| format!("error: {e}"))?,
-        ),
-        None => None,
-    };
     stop.wait().await;
     print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
     farm.shutdown().await;
@@ -363,6 +368,31 @@ async fn run(
         let _ = writer.await;
     }
     Ok(())
+}
+
+/// Refuses a journal that would replace the scenario file the farm runs: the journal file
+/// is replaced at start, and the scenario would be lost. The paths are compared
+/// canonicalized, so that `my.toml` and `./dir/../my.toml` (or a symbolic link to it) are
+/// the same file; a journal that does not exist yet is not the scenario.
+fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(), String> {
+    let (Ok(scenario), Ok(journal_file)) = (
+        Path::new(name_or_path).canonicalize(),
+        journal.canonicalize(),
+    ) else {
+        return Ok(());
+    };
+    if scenario != journal_file {
+        return Ok(());
+    }
+    let instead = match journal.with_extension("jsonl") {
+        same if same == journal => PathBuf::from("journal.jsonl"),
+        other => other,
+    };
+    Err(format!(
+        "error: --journal {} is the scenario file this farm runs; the journal would replace it\n  help: write the journal to a file of its own, e.g. --journal {}",
+        journal.display(),
+        instead.display()
+    ))
 }
 
 /// The farm's summary, with where this run writes its journal and CA.

@@ -486,3 +486,98 @@ async fn run_serves_when_stdout_has_no_reader() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Runs `command` to its end, or kills it after the guard: a farm that should have refused
+/// to start but serves instead fails the test rather than hanging it.
+fn run_to_end(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+/// A scenario file of one host on a free port, in `dir`.
+fn one_host_scenario(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("one.toml");
+    std::fs::write(
+        &path,
+        "name = \"one\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A script that waits for "Ready." must not get it from a farm that then fails.
+#[test]
+fn run_fails_before_ready_when_the_journal_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_host_scenario(dir.path());
+    let out = run_to_end(
+        mxfarm()
+            .arg("run")
+            .arg(&scenario)
+            .arg("--journal")
+            .arg(dir.path().join("no-such-dir/journal.jsonl")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write the journal to"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "nothing on stdout"
+    );
+}
+
+#[test]
+fn run_refuses_to_write_its_journal_over_its_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_host_scenario(dir.path());
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&scenario, &link).unwrap();
+    for journal in [
+        scenario.clone(),
+        dir.path().join(".").join("one.toml"),
+        link.clone(),
+    ] {
+        let out = run_to_end(
+            mxfarm()
+                .arg("run")
+                .arg(&scenario)
+                .arg("--journal")
+                .arg(&journal),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {stderr}",
+            journal.display()
+        );
+        assert!(stderr.contains("is the scenario file"), "{stderr}");
+        assert!(
+            stderr.contains("--journal "),
+            "says what to write: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert_eq!(std::fs::read_to_string(&scenario).unwrap(), text);
+    }
+    // From another directory, by a relative path.
+    let out = run_to_end(
+        mxfarm()
+            .current_dir(dir.path())
+            .arg("run")
+            .arg(&link)
+            .args(["--journal", "one.toml"]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&scenario).unwrap(), text);
+}
