@@ -114,7 +114,7 @@ a golden-file test of a sender's retry behaviour, from any language's CI.")]
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
         /// How precisely times are shown; coarser is stabler against a real-time sender.
-        #[arg(long, value_enum, default_value_t = TimeGranularity::Seconds)]
+        #[arg(long, value_enum, default_value_t = DEFAULT_GRANULARITY)]
         granularity: TimeGranularity,
         /// Print the same data as JSON.
         #[arg(long, conflicts_with = "check")]
@@ -139,13 +139,15 @@ Exits with 0 when no finding is a problem, 2 when some are (1 is for errors).")]
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum TimeGranularity {
     Exact,
     Seconds,
     Minutes,
     None,
 }
+
+const DEFAULT_GRANULARITY: TimeGranularity = TimeGranularity::Seconds;
 
 impl From<TimeGranularity> for Granularity {
     fn from(g: TimeGranularity) -> Self {
@@ -203,7 +205,7 @@ async fn main() -> ExitCode {
             granularity,
             json,
             check,
-        } => transcript(&journal, granularity.into(), json, check.as_deref()),
+        } => transcript(&journal, granularity, json, check.as_deref()),
         Commands::Report { journal, json } => report(&journal, json),
         Commands::Reference => finish(&scenario::reference(), ExitCode::SUCCESS),
         Commands::Scenarios => {
@@ -441,7 +443,7 @@ fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
 
 fn transcript(
     journal: &Path,
-    granularity: Granularity,
+    granularity: TimeGranularity,
     json: bool,
     check: Option<&Path>,
 ) -> ExitCode {
@@ -456,7 +458,7 @@ fn transcript(
     if json {
         return finish(&format!("{}\n", transcript.to_json()), ExitCode::SUCCESS);
     }
-    let text = transcript.render(granularity);
+    let text = transcript.render(granularity.into());
     let Some(expected_path) = check else {
         return finish(&text, ExitCode::SUCCESS);
     };
@@ -464,9 +466,9 @@ fn transcript(
         Ok(expected) => expected,
         Err(e) => {
             print_err(&format!(
-                "error: cannot read {}: {e}\n  help: create it with `mxfarm transcript {} > {}`",
+                "error: cannot read {}: {e}\n  help: create it with `{} > {}`",
                 expected_path.display(),
-                journal.display(),
+                transcript_command(journal, granularity),
                 expected_path.display()
             ));
             return ExitCode::FAILURE;
@@ -482,12 +484,26 @@ fn transcript(
         .to_string();
     print_err(diff.strip_suffix('\n').unwrap_or(&diff));
     print_err(&format!(
-        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `mxfarm transcript {} > {}`",
+        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `{} > {}`",
         expected_path.display(),
-        journal.display(),
+        transcript_command(journal, granularity),
         expected_path.display()
     ));
     ExitCode::FAILURE
+}
+
+/// The command that writes the transcript `--check` compares, for the hints that say how
+/// to create or accept EXPECTED: with the granularity of the check, or the file it writes
+/// would never match.
+fn transcript_command(journal: &Path, granularity: TimeGranularity) -> String {
+    let mut command = format!("mxfarm transcript {}", journal.display());
+    if granularity != DEFAULT_GRANULARITY
+        && let Some(value) = granularity.to_possible_value()
+    {
+        command.push_str(" --granularity ");
+        command.push_str(value.get_name());
+    }
+    command
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

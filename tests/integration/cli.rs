@@ -334,7 +334,28 @@ async fn transcript_reads_a_journal_file_and_check_compares_it_with_a_golden_fil
     let stderr = String::from_utf8_lossy(&changed.stderr);
     assert!(stderr.contains("-  delivered after 1 attempt"), "{stderr}");
     assert!(stderr.contains("+  delivered after 2 attempts"), "{stderr}");
-    assert!(stderr.contains("accept it with"), "{stderr}");
+    // The command it suggests writes what this check compares: minutes, not seconds.
+    let accept = format!(
+        "accept it with `mxfarm transcript {} --granularity minutes > {}`",
+        journal.display(),
+        expected.display()
+    );
+    assert!(stderr.contains(&accept), "{stderr}");
+    let missing = dir.path().join("missing.txt");
+    let out = mxfarm()
+        .args(["transcript", "--granularity", "minutes", "--check"])
+        .arg(&missing)
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let create = format!(
+        "create it with `mxfarm transcript {} --granularity minutes > {}`",
+        journal.display(),
+        missing.display()
+    );
+    assert!(stderr.contains(&create), "{stderr}");
 
     let json = mxfarm()
         .args(["transcript", "--json"])
