@@ -109,7 +109,8 @@ Exits with 0 when every file is valid, 1 otherwise.")]
   mxfarm transcript journal.jsonl --granularity minutes --check expected.txt
 
 With --check, exits with 1 and a diff when the transcript differs from EXPECTED:
-a golden-file test of a sender's retry behaviour, from any language's CI.")]
+a golden-file test of a sender's retry behaviour, from any language's CI.
+A journal that holds no events has an empty transcript, and a note on stderr says so.")]
     Transcript {
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
@@ -129,7 +130,8 @@ a golden-file test of a sender's retry behaviour, from any language's CI.")]
   mxfarm report journal.jsonl
   mxfarm report journal.jsonl --json | jq '.overall'
 
-Exits with 0 when no finding is a problem, 2 when some are (1 is for errors).")]
+Exits with 0 when no finding is a problem, 2 when some are, and 1 for errors, among them
+a journal that holds no events.")]
     Report {
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
@@ -272,8 +274,8 @@ fn ca(dir: &Path) -> ExitCode {
     }
 }
 
-/// Exits with 0 when no finding is a problem, 2 when some are; a reader that stops
-/// reading early does not change that.
+/// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
+/// be read or holds no events; a reader that stops reading early does not change that.
 fn report(journal: &Path, json: bool) -> ExitCode {
     let events = match read_journal(journal) {
         Ok(events) => events,
@@ -282,6 +284,12 @@ fn report(journal: &Path, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // "0 deliveries; 0 problems" would pass a CI job whose sender never reached the farm.
+    if events.is_empty() {
+        let nothing = "there is no retry behaviour to check";
+        print_err(&format!("error: {}", empty_journal(journal, nothing)));
+        return ExitCode::FAILURE;
+    }
     let report = mxfarm::report::report_journal(&events);
     let text = if json {
         format!("{}\n", report.to_json())
@@ -441,6 +449,15 @@ fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
     mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))
 }
 
+/// What to say of a journal file without a single event: `nothing` is what this command
+/// then has to show.
+fn empty_journal(path: &Path, nothing: &str) -> String {
+    format!(
+        "the journal {path} holds no events: {nothing}\n  help: run the farm with `mxfarm run --journal {path}` and send it mail; every attempt is written to the file as it happens",
+        path = path.display()
+    )
+}
+
 fn transcript(
     journal: &Path,
     granularity: TimeGranularity,
@@ -454,6 +471,11 @@ fn transcript(
             return ExitCode::FAILURE;
         }
     };
+    // The transcript of no events is empty, and true; the note on stderr says why, and
+    // keeps stdout what a golden file should hold.
+    if events.is_empty() {
+        print_err(&empty_journal(journal, "there are no deliveries to tell"));
+    }
     let transcript = Transcript::from_events(&events);
     if json {
         return finish(&format!("{}\n", transcript.to_json()), ExitCode::SUCCESS);

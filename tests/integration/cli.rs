@@ -602,3 +602,33 @@ fn run_refuses_to_write_its_journal_over_its_scenario() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(&scenario).unwrap(), text);
 }
+
+/// A journal without events (an empty file, blank lines) is said to be empty: the
+/// transcript is empty with a note, and the report does not pass.
+#[test]
+fn an_empty_journal_is_said_to_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")] {
+        let journal = dir.path().join(name);
+        std::fs::write(&journal, text).unwrap();
+        let empty = format!("the journal {} holds no events", journal.display());
+        let out = mxfarm().arg("transcript").arg(&journal).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(&empty), "{stderr}");
+        assert!(stderr.contains("mxfarm run --journal"), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        for json in [false, true] {
+            let mut command = mxfarm();
+            command.arg("report").arg(&journal);
+            if json {
+                command.arg("--json");
+            }
+            let out = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains(&empty), "{stderr}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        }
+    }
+}
