@@ -444,9 +444,18 @@ impl StopSignals {
     }
 }
 
-/// Reads a journal written by `run --journal`, or says what went wrong.
+/// Reads a journal written by `run --journal`, or says what went wrong. A last line that
+/// a farm stopped mid-write left unfinished is skipped with a warning: the events before it
+/// are worth reading.
 fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
-    mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))
+    let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
+    if let Some(line) = parsed.torn {
+        print_err(&format!(
+            "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
+            path.display()
+        ));
+    }
+    Ok(parsed.events)
 }
 
 /// What to say of a journal file without a single event: `nothing` is what this command

@@ -632,3 +632,44 @@ fn an_empty_journal_is_said_to_be_empty() {
         }
     }
 }
+
+/// A farm killed mid-write leaves a last line cut short: the views read the events before
+/// it and warn; a broken line before the last stays an error.
+#[tokio::test]
+async fn a_torn_last_line_is_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    let whole = std::fs::read_to_string(&journal).unwrap();
+    let lines = whole.lines().count();
+    let torn = dir.path().join("torn.jsonl");
+    std::fs::write(
+        &torn,
+        format!("{whole}{{\"seq\":999,\"ms\":12,\"event\":\"rep"),
+    )
+    .unwrap();
+    for command in ["transcript", "report"] {
+        let expected = mxfarm().arg(command).arg(&journal).output().unwrap();
+        let out = mxfarm().arg(command).arg(&torn).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert_eq!(out.stdout, expected.stdout, "{command}: {stderr}");
+        let warning = format!(
+            "the last line ({}) of {} is incomplete",
+            lines + 1,
+            torn.display()
+        );
+        assert!(stderr.contains(&warning), "{command}: {stderr}");
+    }
+    std::fs::write(
+        &torn,
+        format!("{{\"seq\":999,\"ms\":12,\"event\":\"rep\n{whole}"),
+    )
+    .unwrap();
+    let out = mxfarm().arg("transcript").arg(&torn).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("torn.jsonl:1: not a journal event"),
+        "{stderr}"
+    );
+}
