@@ -261,13 +261,16 @@ impl Session {
             };
             (event, message)
         });
-        self.log_transaction(&tx, &format!("accepted as message {id}"));
         if let Some(rule) = lost {
+            // The client will not know that it was accepted; the log line must say so.
             let by = rule.as_deref().unwrap_or("the farm");
+            let result = format!("accepted as message {id}, but the reply was lost by {by}");
+            self.log_transaction(&tx, &result);
             return Err(Closed::by_farm(format!(
                 "closed without the reply at end-of-data by {by} (message kept)"
             )));
         }
+        self.log_transaction(&tx, &format!("accepted as message {id}"));
         let enhanced = host.config.extensions.enhanced_status_codes;
         let reply = reply.unwrap_or_else(|| host.replies.queued(enhanced, id));
         self.answer(Stage::EndOfData, &reply, rule);
@@ -280,7 +283,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::journal::{Command, EventKind};
-    use crate::smtp::session::tests::host;
+    use crate::smtp::session::tests::{Logs, host};
 
     /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and
     /// the message is journalled and kept before the 250 names it.
@@ -359,6 +362,7 @@ mod tests {
     /// `lose-reply` keeps the message, then closes without its 250.
     #[tokio::test(start_paused = true)]
     async fn a_lost_reply_keeps_the_message_and_closes() {
+        let logs = Logs::capture();
         let h = host("[[host.rule]]\nstage = \"end-of-data\"\nthen = { lose-reply = true }\n");
         let mut c = h.ready().await;
         c.command("MAIL FROM:<s@x.test>").await;
@@ -371,6 +375,12 @@ mod tests {
         assert_eq!(
             h.closed_reason(1).as_deref(),
             Some("closed without the reply at end-of-data by host mx1 rule 1 (message kept)")
+        );
+        // The client never learns that message 1 was accepted: the log line says so.
+        let line = logs.line("accepted as message 1");
+        assert!(
+            line.contains("but the reply was lost by host mx1 rule 1"),
+            "{line}"
         );
     }
 

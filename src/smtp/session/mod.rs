@@ -228,7 +228,11 @@ impl Session {
     async fn converse(&mut self) -> Step {
         let host = self.host.clone();
         if self.active.is_none() {
-            self.send(&host.replies.too_many_connections);
+            let reply = &host.replies.too_many_connections;
+            self.send(reply);
+            let greeting = reply.one_line();
+            let full = format!("refused at connect: {greeting} (max-connections reached)");
+            self.log_connection(&full);
             return Err(Closed::by_farm("too many connections"));
         }
         match self.decide(policy::Connect).await? {
@@ -338,6 +342,18 @@ impl Session {
             to = %tx.recipients.join(", "),
             refused = %refused.join(", "),
             "{result}"
+        );
+    }
+
+    /// A log line about the connection rather than a transaction (a refused greeting, a
+    /// reset, a broken TLS handshake), with the same fields as a transaction's line, so
+    /// that one search for a connection finds both.
+    fn log_connection(&self, what: &str) {
+        tracing::info!(
+            host = %self.host.name,
+            conn = self.conn,
+            client = %self.client.ip(),
+            "{what}"
         );
     }
 }
