@@ -320,6 +320,22 @@ impl Session {
         self.carry_out(P::STAGE, verdict).await
     }
 
+    /// Ends the transaction in progress, if any, because the client moved on before its
+    /// message was done (`command`: RSET, QUIT, a new EHLO). That abandons it only if it
+    /// had a recipient to deliver to: after every recipient was refused, moving on is what
+    /// a client should do.
+    fn end_by_client(&mut self, command: &str) {
+        let Some(tx) = &self.protocol.tx else {
+            return;
+        };
+        let result = if tx.rcpt_tried && tx.recipients.is_empty() {
+            format!("ended by {command}: no recipient accepted")
+        } else {
+            format!("abandoned by the client: {command}")
+        };
+        self.end_transaction(&result);
+    }
+
     /// Ends the transaction in progress, if any, with its log line.
     fn end_transaction(&mut self, result: &str) {
         if let Some(tx) = self.protocol.tx.take() {

@@ -108,7 +108,7 @@ impl Session {
         self.protocol.encrypted = true;
         self.protocol.helo = None;
         self.protocol.starttls_offered = false;
-        self.end_transaction("abandoned by the client: STARTTLS");
+        self.end_by_client("STARTTLS");
         Ok(())
     }
 
