@@ -1,7 +1,7 @@
 //! The `mxfarm` command: parse the command line, load, start, wait, shut down.
 //! Everything else lives in the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,12 +109,13 @@ Exits with 0 when every file is valid, 1 otherwise.")]
   mxfarm transcript journal.jsonl --granularity minutes --check expected.txt
 
 With --check, exits with 1 and a diff when the transcript differs from EXPECTED:
-a golden-file test of a sender's retry behaviour, from any language's CI.")]
+a golden-file test of a sender's retry behaviour, from any language's CI.
+A journal that holds no events has an empty transcript, and a note on stderr says so.")]
     Transcript {
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
         /// How precisely times are shown; coarser is stabler against a real-time sender.
-        #[arg(long, value_enum, default_value_t = TimeGranularity::Seconds)]
+        #[arg(long, value_enum, default_value_t = DEFAULT_GRANULARITY)]
         granularity: TimeGranularity,
         /// Print the same data as JSON.
         #[arg(long, conflicts_with = "check")]
@@ -129,7 +130,8 @@ a golden-file test of a sender's retry behaviour, from any language's CI.")]
   mxfarm report journal.jsonl
   mxfarm report journal.jsonl --json | jq '.overall'
 
-Exits with 0 when no finding is a problem, 2 when some are (1 is for errors).")]
+Exits with 0 when no finding is a problem, 2 when some are, and 1 for errors, among them
+a journal that holds no events.")]
     Report {
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
@@ -139,13 +141,15 @@ Exits with 0 when no finding is a problem, 2 when some are (1 is for errors).")]
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum TimeGranularity {
     Exact,
     Seconds,
     Minutes,
     None,
 }
+
+const DEFAULT_GRANULARITY: TimeGranularity = TimeGranularity::Seconds;
 
 impl From<TimeGranularity> for Granularity {
     fn from(g: TimeGranularity) -> Self {
@@ -191,63 +195,113 @@ async fn main() -> ExitCode {
             match run(&scenario, bind, journal, tls).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
-                    eprintln!("{message}");
+                    print_err(&message);
                     ExitCode::FAILURE
                 }
             }
         }
         Commands::Check { files } => check(&files),
-        Commands::Ca { dir } => match FarmCa::generate().and_then(|ca| ca.write(&dir)) {
-            Ok(()) => {
-                println!(
-                    "wrote {} and {}; use it with: mxfarm run --ca {}",
-                    dir.join(tls::CA_CERT_FILE).display(),
-                    dir.join(tls::CA_KEY_FILE).display(),
-                    dir.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Commands::Ca { dir } => ca(&dir),
         Commands::Transcript {
             journal,
             granularity,
             json,
             check,
-        } => transcript(&journal, granularity.into(), json, check.as_deref()),
-        Commands::Report { journal, json } => match read_journal(&journal) {
-            Ok(events) => {
-                let report = mxfarm::report::report_journal(&events);
-                if json {
-                    println!("{}", report.to_json());
-                } else {
-                    print!("{}", report.render());
-                }
-                if report.problems().is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                }
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                ExitCode::FAILURE
-            }
-        },
-        Commands::Reference => {
-            print!("{}", scenario::reference());
-            ExitCode::SUCCESS
-        }
+        } => transcript(&journal, granularity, json, check.as_deref()),
+        Commands::Report { journal, json } => report(&journal, json),
+        Commands::Reference => finish(&scenario::reference(), ExitCode::SUCCESS),
         Commands::Scenarios => {
-            for embedded in scenario::embedded() {
-                println!("{:<12} {}", embedded.name, embedded.description());
-            }
-            ExitCode::SUCCESS
+            let list: String = scenario::embedded()
+                .iter()
+                .map(|embedded| format!("{:<12} {}\n", embedded.name, embedded.description()))
+                .collect();
+            finish(&list, ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes `text` to stdout. Every command prints through here rather than with `print!`,
+/// which panics when the reader has gone: a reader that closed the pipe early
+/// (`mxfarm reference | head -1`) has what it wanted, so that is `Ok`, and the command
+/// goes on or ends as it would have. Any other failure (a full disk behind `> file`) is
+/// returned.
+fn print_out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
+}
+
+/// Writes `text` to stdout and ends the command with `code`, or with 1 if stdout could not
+/// be written for another reason than a reader that has gone.
+fn finish(text: &str, code: ExitCode) -> ExitCode {
+    match print_out(text) {
+        Ok(()) => code,
+        Err(error) => stdout_failed(&error),
+    }
+}
+
+fn stdout_failed(error: &std::io::Error) -> ExitCode {
+    print_err(&format!("error: cannot write to stdout: {error}"));
+    ExitCode::FAILURE
+}
+
+/// Writes a line to stderr. Unlike `eprintln!` it never panics: with `2>&1 | head` stderr
+/// is a pipe whose reader may have gone too, and then there is no one left to tell.
+fn print_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn ca(dir: &Path) -> ExitCode {
+    match FarmCa::generate().and_then(|ca| ca.write(dir)) {
+        Ok(()) => finish(
+            &format!(
+                "wrote {} and {}; use it with: mxfarm run --ca {}\n",
+                dir.join(tls::CA_CERT_FILE).display(),
+                dir.join(tls::CA_KEY_FILE).display(),
+                dir.display()
+            ),
+            ExitCode::SUCCESS,
+        ),
+        Err(error) => {
+            print_err(&format!("error: {error}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
+/// be read or holds no events; a reader that stops reading early does not change that.
+fn report(journal: &Path, json: bool) -> ExitCode {
+    let events = match read_journal(journal) {
+        Ok(events) => events,
+        Err(message) => {
+            print_err(&message);
+            return ExitCode::FAILURE;
+        }
+    };
+    // "0 deliveries; 0 problems" would pass a CI job whose sender never reached the farm.
+    if events.is_empty() {
+        let nothing = "there is no retry behaviour to check";
+        print_err(&format!("error: {}", empty_journal(journal, nothing)));
+        return ExitCode::FAILURE;
+    }
+    let report = mxfarm::report::report_journal(&events);
+    let text = if json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.render()
+    };
+    let code = if report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    };
+    finish(&text, code)
 }
 
 fn init_logging(format: LogFormat) {
@@ -256,6 +310,9 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr is a closed pipe) is dropped; saying so
+        // on that same stderr would panic the session that logged it.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -275,6 +332,9 @@ async fn run(
     journal: Option<PathBuf>,
     tls: TlsFiles,
 ) -> Result<(), String> {
+    if let Some(path) = &journal {
+        journal_is_not_the_scenario(name_or_path, path)?;
+    }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
@@ -288,6 +348,16 @@ async fn run(
     let farm = Farm::start_with(scenario, options)
         .await
         .map_err(|e| format!("error: {e}"))?;
+    // Every file is in place before the summary ends with "Ready.": a script waits for that
+    // line, and must not find a farm that is about to fail.
+    let writer = match &journal {
+        Some(path) => Some(
+            farm.spawn_journal_file(path)
+                .await
+                .map_err(|e| format!("error: {e}"))?,
+        ),
+        None => None,
+    };
     if let Some(path) = &tls.ca_out {
         std::fs::write(path, farm.ca_certificate_pem()).map_err(|e| {
             format!(
@@ -296,25 +366,43 @@ async fn run(
             )
         })?;
     }
-    print!(
-        "{}",
-        summary(&farm, journal.as_deref(), tls.ca_out.as_deref())
-    );
-    let writer = match journal {
-        Some(path) => Some(
-            farm.spawn_journal_file(&path)
-                .await
-                .map_err(|e| format!("error: {e}"))?,
-        ),
-        None => None,
-    };
+    // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
+    // written, must not stop a farm whose senders are about to connect.
+    if let Err(error) = print_out(&summary(&farm, journal.as_deref(), tls.ca_out.as_deref())) {
+        tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
+    }
     stop.wait().await;
-    eprintln!("mxfarm: shutting down: open sessions get 421 4.3.2");
+    print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
     farm.shutdown().await;
     if let Some(writer) = writer {
         let _ = writer.await;
     }
     Ok(())
+}
+
+/// Refuses a journal that would replace the scenario file the farm runs: the journal file
+/// is replaced at start, and the scenario would be lost. The paths are compared
+/// canonicalized, so that `my.toml` and `./dir/../my.toml` (or a symbolic link to it) are
+/// the same file; a journal that does not exist yet is not the scenario.
+fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(), String> {
+    let (Ok(scenario), Ok(journal_file)) = (
+        Path::new(name_or_path).canonicalize(),
+        journal.canonicalize(),
+    ) else {
+        return Ok(());
+    };
+    if scenario != journal_file {
+        return Ok(());
+    }
+    let instead = match journal.with_extension("jsonl") {
+        same if same == journal => PathBuf::from("journal.jsonl"),
+        other => other,
+    };
+    Err(format!(
+        "error: --journal {} is the scenario file this farm runs; the journal would replace it\n  help: write the journal to a file of its own, e.g. --journal {}",
+        journal.display(),
+        instead.display()
+    ))
 }
 
 /// The farm's summary, with where this run writes its journal and CA.
@@ -356,63 +444,97 @@ impl StopSignals {
     }
 }
 
-/// Reads a journal written by `run --journal`, or says what went wrong.
+/// Reads a journal written by `run --journal`, or says what went wrong. A last line that
+/// a farm stopped mid-write left unfinished is skipped with a warning: the events before it
+/// are worth reading.
 fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
-    mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))
+    let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
+    if let Some(line) = parsed.torn {
+        print_err(&format!(
+            "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
+            path.display()
+        ));
+    }
+    Ok(parsed.events)
+}
+
+/// What to say of a journal file without a single event: `nothing` is what this command
+/// then has to show.
+fn empty_journal(path: &Path, nothing: &str) -> String {
+    format!(
+        "the journal {path} holds no events: {nothing}\n  help: run the farm with `mxfarm run --journal {path}` and send it mail; every attempt is written to the file as it happens",
+        path = path.display()
+    )
 }
 
 fn transcript(
     journal: &Path,
-    granularity: Granularity,
+    granularity: TimeGranularity,
     json: bool,
     check: Option<&Path>,
 ) -> ExitCode {
     let events = match read_journal(journal) {
         Ok(events) => events,
         Err(message) => {
-            eprintln!("{message}");
+            print_err(&message);
             return ExitCode::FAILURE;
         }
     };
+    // The transcript of no events is empty, and true; the note on stderr says why, and
+    // keeps stdout what a golden file should hold.
+    if events.is_empty() {
+        print_err(&empty_journal(journal, "there are no deliveries to tell"));
+    }
     let transcript = Transcript::from_events(&events);
     if json {
-        println!("{}", transcript.to_json());
-        return ExitCode::SUCCESS;
+        return finish(&format!("{}\n", transcript.to_json()), ExitCode::SUCCESS);
     }
-    let text = transcript.render(granularity);
+    let text = transcript.render(granularity.into());
     let Some(expected_path) = check else {
-        print!("{text}");
-        return ExitCode::SUCCESS;
+        return finish(&text, ExitCode::SUCCESS);
     };
     let expected = match std::fs::read_to_string(expected_path) {
         Ok(expected) => expected,
         Err(e) => {
-            eprintln!(
-                "error: cannot read {}: {e}\n  help: create it with `mxfarm transcript {} > {}`",
+            print_err(&format!(
+                "error: cannot read {}: {e}\n  help: create it with `{} > {}`",
                 expected_path.display(),
-                journal.display(),
+                transcript_command(journal, granularity),
                 expected_path.display()
-            );
+            ));
             return ExitCode::FAILURE;
         }
     };
     if expected == text {
-        println!("transcript matches {}", expected_path.display());
-        return ExitCode::SUCCESS;
+        let matches = format!("transcript matches {}\n", expected_path.display());
+        return finish(&matches, ExitCode::SUCCESS);
     }
-    let diff = similar::TextDiff::from_lines(&expected, &text);
-    eprint!(
-        "{}",
-        diff.unified_diff()
-            .header(&expected_path.display().to_string(), "this journal")
-    );
-    eprintln!(
-        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `mxfarm transcript {} > {}`",
+    let diff = similar::TextDiff::from_lines(&expected, &text)
+        .unified_diff()
+        .header(&expected_path.display().to_string(), "this journal")
+        .to_string();
+    print_err(diff.strip_suffix('\n').unwrap_or(&diff));
+    print_err(&format!(
+        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `{} > {}`",
         expected_path.display(),
-        journal.display(),
+        transcript_command(journal, granularity),
         expected_path.display()
-    );
+    ));
     ExitCode::FAILURE
+}
+
+/// The command that writes the transcript `--check` compares, for the hints that say how
+/// to create or accept EXPECTED: with the granularity of the check, or the file it writes
+/// would never match.
+fn transcript_command(journal: &Path, granularity: TimeGranularity) -> String {
+    let mut command = format!("mxfarm transcript {}", journal.display());
+    if granularity != DEFAULT_GRANULARITY
+        && let Some(value) = granularity.to_possible_value()
+    {
+        command.push_str(" --granularity ");
+        command.push_str(value.get_name());
+    }
+    command
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
@@ -421,23 +543,27 @@ fn check(files: &[PathBuf]) -> ExitCode {
         match scenario::load_named(&file.to_string_lossy()) {
             Ok(s) => {
                 let rules: usize = s.hosts.iter().map(|h| h.rules.len()).sum();
-                println!(
-                    "ok: {}: scenario {:?}, {} host(s), {} domain(s), {} rule(s)",
+                let ok = format!(
+                    "ok: {}: scenario {:?}, {} host(s), {} domain(s), {} rule(s)\n",
                     file.display(),
                     s.name,
                     s.hosts.len(),
                     s.domains.len(),
                     rules
                 );
+                if let Err(error) = print_out(&ok) {
+                    return stdout_failed(&error);
+                }
             }
             Err(error) => {
                 failed += 1;
-                eprintln!("{error}");
+                print_err(&error.to_string());
             }
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} file(s) have problems", files.len());
+        let total = files.len();
+        print_err(&format!("{failed} of {total} file(s) have problems"));
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -334,7 +334,28 @@ async fn transcript_reads_a_journal_file_and_check_compares_it_with_a_golden_fil
     let stderr = String::from_utf8_lossy(&changed.stderr);
     assert!(stderr.contains("-  delivered after 1 attempt"), "{stderr}");
     assert!(stderr.contains("+  delivered after 2 attempts"), "{stderr}");
-    assert!(stderr.contains("accept it with"), "{stderr}");
+    // The command it suggests writes what this check compares: minutes, not seconds.
+    let accept = format!(
+        "accept it with `mxfarm transcript {} --granularity minutes > {}`",
+        journal.display(),
+        expected.display()
+    );
+    assert!(stderr.contains(&accept), "{stderr}");
+    let missing = dir.path().join("missing.txt");
+    let out = mxfarm()
+        .args(["transcript", "--granularity", "minutes", "--check"])
+        .arg(&missing)
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let create = format!(
+        "create it with `mxfarm transcript {} --granularity minutes > {}`",
+        journal.display(),
+        missing.display()
+    );
+    assert!(stderr.contains(&create), "{stderr}");
 
     let json = mxfarm()
         .args(["transcript", "--json"])
@@ -376,4 +397,279 @@ async fn report_lists_findings_and_exits_2_on_a_problem() {
     assert_eq!(out.status.code(), Some(2));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report.to_string().contains("early-retry"), "{report}");
+}
+
+/// A stdout whose reader has already gone, as `| head -1` leaves it once head has read its
+/// line and exited: every write to it fails with EPIPE.
+fn closed_stdout() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// Runs `command` with a closed stdout; checks that it did not panic and returns its exit
+/// status.
+fn without_a_reader(command: &mut Command) -> Option<i32> {
+    let out = command
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    out.status.code()
+}
+
+#[tokio::test]
+async fn a_reader_that_goes_early_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    assert_eq!(without_a_reader(mxfarm().arg("reference")), Some(0));
+    assert_eq!(without_a_reader(mxfarm().arg("scenarios")), Some(0));
+    assert_eq!(without_a_reader(mxfarm().args(["check", "aol"])), Some(0));
+    let ca = dir.path().join("farm-ca");
+    assert_eq!(without_a_reader(mxfarm().arg("ca").arg(&ca)), Some(0));
+    let transcript = || {
+        let mut command = mxfarm();
+        command.arg("transcript").arg(&journal);
+        command
+    };
+    assert_eq!(without_a_reader(&mut transcript()), Some(0));
+    assert_eq!(without_a_reader(transcript().arg("--json")), Some(0));
+    assert_eq!(
+        without_a_reader(mxfarm().arg("report").arg(&journal)),
+        Some(0)
+    );
+    // The report's verdict stands, however much of it was read.
+    let early = greylisted_journal_with_waits(dir.path(), &[30, 360, 360]).await;
+    assert_eq!(
+        without_a_reader(mxfarm().arg("report").arg(&early)),
+        Some(2)
+    );
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `mxfarm run | head -1` once head has gone: the summary is lost, and nothing else.
+#[tokio::test]
+async fn run_serves_when_stdout_has_no_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let scenario = dir.path().join("one.toml");
+    std::fs::write(
+        &scenario,
+        format!("name = \"one\"\n[[host]]\nname = \"mx1\"\nlisten = \"{addr}\"\n"),
+    )
+    .unwrap();
+    let mut child = mxfarm()
+        .arg("run")
+        .arg(&scenario)
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
+    let stream = loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            break stream;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "the farm never listened: {exited:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut c = mxfarm::testing::SmtpClient::over(stream);
+    c.greeting().await;
+    c.ehlo("client.test").await;
+    let sent = c
+        .transaction(
+            "me@example.test",
+            &["bob@example.test"],
+            "Subject: x\r\n\r\n",
+        )
+        .await;
+    assert!(sent.delivered(), "{}", c.conversation());
+    c.quit().await;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Runs `command` to its end, or kills it after the guard: a farm that should have refused
+/// to start but serves instead fails the test rather than hanging it.
+fn run_to_end(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+/// A scenario file of one host on a free port, in `dir`.
+fn one_host_scenario(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("one.toml");
+    std::fs::write(
+        &path,
+        "name = \"one\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A script that waits for "Ready." must not get it from a farm that then fails.
+#[test]
+fn run_fails_before_ready_when_the_journal_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_host_scenario(dir.path());
+    let out = run_to_end(
+        mxfarm()
+            .arg("run")
+            .arg(&scenario)
+            .arg("--journal")
+            .arg(dir.path().join("no-such-dir/journal.jsonl")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write the journal to"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "nothing on stdout"
+    );
+}
+
+#[test]
+fn run_refuses_to_write_its_journal_over_its_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_host_scenario(dir.path());
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&scenario, &link).unwrap();
+    for journal in [
+        scenario.clone(),
+        dir.path().join(".").join("one.toml"),
+        link.clone(),
+    ] {
+        let out = run_to_end(
+            mxfarm()
+                .arg("run")
+                .arg(&scenario)
+                .arg("--journal")
+                .arg(&journal),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {stderr}",
+            journal.display()
+        );
+        assert!(stderr.contains("is the scenario file"), "{stderr}");
+        assert!(
+            stderr.contains("--journal "),
+            "says what to write: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert_eq!(std::fs::read_to_string(&scenario).unwrap(), text);
+    }
+    // From another directory, by a relative path.
+    let out = run_to_end(
+        mxfarm()
+            .current_dir(dir.path())
+            .arg("run")
+            .arg(&link)
+            .args(["--journal", "one.toml"]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&scenario).unwrap(), text);
+}
+
+/// A journal without events (an empty file, blank lines) is said to be empty: the
+/// transcript is empty with a note, and the report does not pass.
+#[test]
+fn an_empty_journal_is_said_to_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")] {
+        let journal = dir.path().join(name);
+        std::fs::write(&journal, text).unwrap();
+        let empty = format!("the journal {} holds no events", journal.display());
+        let out = mxfarm().arg("transcript").arg(&journal).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(&empty), "{stderr}");
+        assert!(stderr.contains("mxfarm run --journal"), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        for json in [false, true] {
+            let mut command = mxfarm();
+            command.arg("report").arg(&journal);
+            if json {
+                command.arg("--json");
+            }
+            let out = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains(&empty), "{stderr}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        }
+    }
+}
+
+/// A farm killed mid-write leaves a last line cut short: the views read the events before
+/// it and warn; a broken line before the last stays an error.
+#[tokio::test]
+async fn a_torn_last_line_is_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = greylisted_journal(dir.path()).await;
+    let whole = std::fs::read_to_string(&journal).unwrap();
+    let lines = whole.lines().count();
+    let torn = dir.path().join("torn.jsonl");
+    std::fs::write(
+        &torn,
+        format!("{whole}{{\"seq\":999,\"ms\":12,\"event\":\"rep"),
+    )
+    .unwrap();
+    for command in ["transcript", "report"] {
+        let expected = mxfarm().arg(command).arg(&journal).output().unwrap();
+        let out = mxfarm().arg(command).arg(&torn).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert_eq!(out.stdout, expected.stdout, "{command}: {stderr}");
+        let warning = format!(
+            "the last line ({}) of {} is incomplete",
+            lines + 1,
+            torn.display()
+        );
+        assert!(stderr.contains(&warning), "{command}: {stderr}");
+    }
+    std::fs::write(
+        &torn,
+        format!("{{\"seq\":999,\"ms\":12,\"event\":\"rep\n{whole}"),
+    )
+    .unwrap();
+    let out = mxfarm().arg("transcript").arg(&torn).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("torn.jsonl:1: not a journal event"),
+        "{stderr}"
+    );
 }

@@ -56,6 +56,11 @@ impl Session {
             Act::Effect(effect) => Ok(Done::Effect { effect, rule }),
             Act::Refuse { reply, close } => {
                 let reason = format!("{} reply at {stage} by {by}", reply.code);
+                if stage == Stage::Connect {
+                    // Later refusals have their transaction's log line; this one has none.
+                    let greeting = reply.one_line();
+                    self.log_connection(&format!("refused at connect by {by}: {greeting}"));
+                }
                 let hint = RetryHint {
                     after: retry_after,
                     told: retry_after_told,
@@ -73,9 +78,9 @@ impl Session {
                 self.flush().await?;
                 self.stream.reset();
                 self.was_reset = true;
-                Err(Closed::by_farm(format!(
-                    "reset the connection at {stage} by {by}"
-                )))
+                let reason = format!("reset the connection at {stage} by {by}");
+                self.log_connection(&reason);
+                Err(Closed::by_farm(reason))
             }
             Act::Hang(limit) => {
                 self.hang(limit).await?;
@@ -95,7 +100,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use crate::journal::EventKind;
-    use crate::smtp::session::tests::host;
+    use crate::smtp::session::tests::{Logs, host};
 
     /// A tarpit counts from when the command arrived, on the farm's clock; the refusal
     /// that follows is journalled with its rule and retry hint.
@@ -176,5 +181,41 @@ mod tests {
             h.closed_reason(1).as_deref(),
             Some("client gave up while the farm hung")
         );
+    }
+
+    /// A refusing greeting (from a rule, or when the host is full) and a reset are about
+    /// the connection: each has a log line with the connection's fields.
+    #[tokio::test(start_paused = true)]
+    async fn refused_greetings_and_resets_are_logged() {
+        let logs = Logs::capture();
+        for (code, text) in [(554, "5.7.1 No service"), (421, "4.7.0 Go away")] {
+            let h = host(&format!(
+                "[[host.rule]]\nstage = \"connect\"\nthen = {{ reply = \"{code} {text}\" }}\n"
+            ));
+            let mut c = h.connect();
+            c.expect(&format!("{code} {text}")).await;
+            let line = logs.line(&format!("{code} {text}"));
+            assert!(
+                line.contains("refused at connect by host mx1 rule 1"),
+                "{line}"
+            );
+            assert!(line.contains("host=mx1 conn=1 client=192.0.2.1"), "{line}");
+        }
+        let h = host(
+            "[host.limits]\nmax-connections = 1\n\
+             [[host.rule]]\nstage = \"mail\"\nthen = { reset = true }\n",
+        );
+        let mut first = h.ready().await;
+        let mut second = h.connect();
+        second.expect_code(421).await;
+        let full = logs.line("max-connections reached");
+        assert!(full.contains("refused at connect: 421 4.3.2"), "{full}");
+        assert!(full.contains("conn=2"), "{full}");
+        first.send("MAIL FROM:<s@x.test>\r\n").await;
+        first.expect_closed().await;
+        h.finish().await;
+        let reset = logs.line("session: reset the connection");
+        assert!(reset.contains("at mail by host mx1 rule 1"), "{reset}");
+        assert!(reset.contains("conn=1"), "{reset}");
     }
 }

@@ -235,7 +235,7 @@ impl Session {
             if !keeps {
                 return Err(client_left(Stage::EndOfData));
             }
-            self.keep(content);
+            self.keep(content, Some("the client left before the reply"));
             return Err(Closed::by_client(
                 "the client closed the connection while the farm delayed its answer to the final dot; the message was kept",
             ));
@@ -251,11 +251,14 @@ impl Session {
                 return Ok(());
             }
         };
-        let Some(id) = self.keep(content) else {
+        let lost_by = lost.map(|rule| rule.as_deref().unwrap_or("the farm").to_string());
+        let why = lost_by
+            .as_ref()
+            .map(|by| format!("the reply was lost by {by}"));
+        let Some(id) = self.keep(content, why.as_deref()) else {
             return Ok(());
         };
-        if let Some(rule) = lost {
-            let by = rule.as_deref().unwrap_or("the farm");
+        if let Some(by) = lost_by {
             return Err(Closed::by_farm(format!(
                 "closed without the reply at end-of-data by {by} (message kept)"
             )));
@@ -269,7 +272,8 @@ impl Session {
     /// Keeps the message of the transaction in progress: numbered, journalled and kept in
     /// one step, before any reply is written (every 250 the client sees is in the
     /// journal). Returns its number; `None` if no transaction is in progress.
-    fn keep(&mut self, content: Content) -> Option<u64> {
+    /// `why_unanswered` says why the client will not get the 250, when it will not.
+    fn keep(&mut self, content: Content, why_unanswered: Option<&str>) -> Option<u64> {
         let tx = self.protocol.tx.take()?;
         let Content {
             body,
@@ -310,7 +314,12 @@ impl Session {
             };
             (event, message)
         });
-        self.log_transaction(&tx, &format!("accepted as message {id}"));
+        let result = match why_unanswered {
+            // The client will not know that it was accepted; the log line must say so.
+            Some(why) => format!("accepted as message {id}, but {why}"),
+            None => format!("accepted as message {id}"),
+        };
+        self.log_transaction(&tx, &result);
         Some(id)
     }
 }
@@ -336,7 +345,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::journal::{Command, EventKind};
-    use crate::smtp::session::tests::host;
+    use crate::smtp::session::tests::{Logs, host};
 
     /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and
     /// the message is journalled and kept before the 250 names it.
@@ -415,6 +424,7 @@ mod tests {
     /// `lose-reply` keeps the message, then closes without its 250.
     #[tokio::test(start_paused = true)]
     async fn a_lost_reply_keeps_the_message_and_closes() {
+        let logs = Logs::capture();
         let h = host("[[host.rule]]\nstage = \"end-of-data\"\nthen = { lose-reply = true }\n");
         let mut c = h.ready().await;
         c.command("MAIL FROM:<s@x.test>").await;
@@ -427,6 +437,12 @@ mod tests {
         assert_eq!(
             h.closed_reason(1).as_deref(),
             Some("closed without the reply at end-of-data by host mx1 rule 1 (message kept)")
+        );
+        // The client never learns that message 1 was accepted: the log line says so.
+        let line = logs.line("accepted as message 1");
+        assert!(
+            line.contains("but the reply was lost by host mx1 rule 1"),
+            "{line}"
         );
     }
 

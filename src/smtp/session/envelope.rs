@@ -11,7 +11,7 @@ impl Session {
     pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Step {
         let host = self.host.clone();
         // A new EHLO/HELO ends any transaction in progress (RFC 5321 4.1.4).
-        self.end_transaction("abandoned by the client: new EHLO/HELO");
+        self.end_by_client("new EHLO/HELO");
         let previous = self.protocol.helo.replace(name);
         let (rule, hide) = match self.decide(policy::Ehlo).await? {
             Done::Accepted { rule, .. } => (rule, false),
@@ -132,7 +132,7 @@ impl Session {
     pub(super) async fn rset(&mut self) -> Step {
         let host = self.host.clone();
         if let Done::Accepted { reply, rule } = self.decide(policy::Rset).await? {
-            self.end_transaction("abandoned by the client: RSET");
+            self.end_by_client("RSET");
             self.answer(
                 Stage::Rset,
                 reply.as_ref().unwrap_or(&host.replies.rset_ok),
@@ -146,7 +146,7 @@ impl Session {
         let host = self.host.clone();
         match self.decide(policy::Quit).await? {
             Done::Accepted { reply, rule } => {
-                self.end_transaction("abandoned by the client: QUIT");
+                self.end_by_client("QUIT");
                 self.answer(
                     Stage::Quit,
                     reply.as_ref().unwrap_or(&host.replies.bye),
@@ -161,7 +161,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use crate::smtp::session::tests::host;
+    use crate::smtp::session::tests::{Logs, host};
 
     #[tokio::test(start_paused = true)]
     async fn ehlo_lists_the_extensions_and_helo_does_not() {
@@ -252,6 +252,43 @@ mod tests {
         assert!(
             done.delivered(),
             "the EHLO before the refused one still counts"
+        );
+    }
+
+    /// RSET or QUIT after every recipient was refused is what a client should do, and not
+    /// abandoning a transaction; one with an accepted recipient is abandoned.
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_without_an_accepted_recipient_is_not_abandoned() {
+        let logs = Logs::capture();
+        let h = host(
+            "[[host.rule]]\nstage = \"rcpt\"\nwhen = { rcpt = \"no@y.test\" }\n\
+             then = { reply = \"550 5.1.1 No such user\" }\n",
+        );
+        let mut c = h.ready().await;
+        for (sender, recipient, end) in [
+            ("a@x.test", "no@y.test", "RSET"),
+            ("b@x.test", "ok@y.test", "RSET"),
+            ("c@x.test", "no@y.test", "QUIT"),
+        ] {
+            c.command(&format!("MAIL FROM:<{sender}>")).await;
+            c.command(&format!("RCPT TO:<{recipient}>")).await;
+            c.command(end).await;
+        }
+        let refused = logs.line("from=a@x.test");
+        assert!(
+            refused.contains("ended by RSET: no recipient accepted"),
+            "{refused}"
+        );
+        assert!(refused.contains("refused=no@y.test (550)"), "{refused}");
+        let abandoned = logs.line("from=b@x.test");
+        assert!(
+            abandoned.contains("abandoned by the client: RSET"),
+            "{abandoned}"
+        );
+        let quit = logs.line("from=c@x.test");
+        assert!(
+            quit.contains("ended by QUIT: no recipient accepted"),
+            "{quit}"
         );
     }
 }

@@ -228,7 +228,11 @@ impl Session {
     async fn converse(&mut self) -> Step {
         let host = self.host.clone();
         if self.active.is_none() {
-            self.send(&host.replies.too_many_connections);
+            let reply = &host.replies.too_many_connections;
+            self.send(reply);
+            let greeting = reply.one_line();
+            let full = format!("refused at connect: {greeting} (max-connections reached)");
+            self.log_connection(&full);
             return Err(Closed::by_farm("too many connections"));
         }
         match self.decide(policy::Connect).await? {
@@ -320,6 +324,22 @@ impl Session {
             .decide(point, &facts, &mut self.policy, self.command_at)
     }
 
+    /// Ends the transaction in progress, if any, because the client moved on before its
+    /// message was done (`command`: RSET, QUIT, a new EHLO). That abandons it only if it
+    /// had a recipient to deliver to: after every recipient was refused, moving on is what
+    /// a client should do.
+    fn end_by_client(&mut self, command: &str) {
+        let Some(tx) = &self.protocol.tx else {
+            return;
+        };
+        let result = if tx.rcpt_tried && tx.recipients.is_empty() {
+            format!("ended by {command}: no recipient accepted")
+        } else {
+            format!("abandoned by the client: {command}")
+        };
+        self.end_transaction(&result);
+    }
+
     /// Ends the transaction in progress, if any, with its log line.
     fn end_transaction(&mut self, result: &str) {
         if let Some(tx) = self.protocol.tx.take() {
@@ -342,6 +362,18 @@ impl Session {
             to = %tx.recipients.join(", "),
             refused = %refused.join(", "),
             "{result}"
+        );
+    }
+
+    /// A log line about the connection rather than a transaction (a refused greeting, a
+    /// reset, a broken TLS handshake), with the same fields as a transaction's line, so
+    /// that one search for a connection finds both.
+    fn log_connection(&self, what: &str) {
+        tracing::info!(
+            host = %self.host.name,
+            conn = self.conn,
+            client = %self.client.ip(),
+            "{what}"
         );
     }
 }

@@ -69,6 +69,11 @@ impl Session {
             Some(Ok(tls)) => tls,
             Some(Err(error)) => {
                 let (by, error) = handshake_failure(&error);
+                let aborted = match by {
+                    ClosedBy::Client => "the client",
+                    ClosedBy::Farm => "the farm",
+                };
+                self.log_connection(&format!("TLS handshake failed, {aborted} aborted: {error}"));
                 self.record_tls_failure(error.clone(), by);
                 return Err(Closed {
                     by,
@@ -76,6 +81,7 @@ impl Session {
                 });
             }
             None => {
+                self.log_connection("TLS handshake timed out");
                 self.record_tls_failure("timed out".to_string(), ClosedBy::Farm);
                 return Err(Closed::by_farm("TLS handshake timed out"));
             }
@@ -102,7 +108,7 @@ impl Session {
         self.protocol.encrypted = true;
         self.protocol.helo = None;
         self.protocol.starttls_offered = false;
-        self.end_transaction("abandoned by the client: STARTTLS");
+        self.end_by_client("STARTTLS");
         Ok(())
     }
 
@@ -110,7 +116,9 @@ impl Session {
     async fn tls_fault(&mut self, fault: TlsFault, rule: &str) -> Step {
         let failed = |what: &str| Closed::by_farm(format!("{what} after STARTTLS by {rule}"));
         if fault == TlsFault::CloseAfterReady {
-            return Err(failed("closed"));
+            let closed = failed("closed");
+            self.log_connection(&format!("TLS fault: {}", closed.reason));
+            return Err(closed);
         }
         // Every other fault waits for the ClientHello first.
         let timeout = self.host.config.limits.command_timeout;
@@ -140,6 +148,7 @@ impl Session {
             TlsFault::CloseAfterReady => failed("closed"),
         };
         self.discard_input();
+        self.log_connection(&format!("TLS fault: {}", closed.reason));
         self.record_tls_failure(closed.reason.to_string(), ClosedBy::Farm);
         Err(closed)
     }
@@ -180,7 +189,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use crate::journal::{EventKind, TlsOutcome};
-    use crate::smtp::session::tests::host;
+    use crate::smtp::session::tests::{Logs, host};
     use crate::testing::SmtpClient;
 
     #[tokio::test(start_paused = true)]
@@ -250,6 +259,7 @@ mod tests {
     /// A TLS fault answers 220, then breaks the handshake as the rule says.
     #[tokio::test(start_paused = true)]
     async fn a_tls_fault_breaks_the_handshake_after_the_220() {
+        let logs = Logs::capture();
         let h = host(
             "tls = \"valid\"\n[[host.rule]]\nstage = \"starttls\"\nthen = { tls-fault = \"garbage\" }\n",
         );
@@ -271,5 +281,29 @@ mod tests {
             h.closed_reason(1).as_deref(),
             Some("sent garbage instead of a handshake after STARTTLS by host mx1 rule 1")
         );
+        let line = logs.line("TLS fault");
+        assert!(
+            line.contains("sent garbage instead of a handshake after STARTTLS by host mx1 rule 1"),
+            "{line}"
+        );
+        assert!(line.contains("host=mx1 conn=1 client=192.0.2.1"), "{line}");
+    }
+
+    /// A handshake that fails (here, a client that sends no TLS at all) is logged, with
+    /// who gave up and why.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_handshake_is_logged() {
+        let logs = Logs::capture();
+        let h = host("tls = \"valid\"\n");
+        let mut c = h.ready().await;
+        c.send("STARTTLS\r\n").await;
+        c.expect("220 2.0.0 Ready to start TLS").await;
+        let mut stream = c.into_inner();
+        stream.write_all(b"EHLO not-tls.test\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+        h.finish().await;
+        let line = logs.line("TLS handshake failed");
+        assert!(line.contains("host=mx1 conn=1 client=192.0.2.1"), "{line}");
     }
 }

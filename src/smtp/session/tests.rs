@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,5 +97,72 @@ impl Harness {
     pub(crate) async fn finish(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// The log lines (info and above) of this thread's sessions while this lives, as the
+/// farm's text format writes them without colours. A paused-time test runs its sessions
+/// on its own thread, so it sees theirs and no other test's.
+///
+/// One global subscriber writes every test's lines to its own thread's `Logs`, if any:
+/// subscribers set per thread would race with the cache of which log lines anyone
+/// listens to, when tests on other threads log for the first time meanwhile.
+pub(crate) struct Logs {
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+thread_local! {
+    static CAPTURING: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Where the global subscriber writes: the `Logs` of the thread that logs, or nowhere.
+struct ThisThread;
+
+impl std::io::Write for ThisThread {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURING.with(|capturing| {
+            if let Some(written) = capturing.borrow().as_ref() {
+                written.lock().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub(crate) fn capture() -> Self {
+        static SUBSCRIBER: std::sync::Once = std::sync::Once::new();
+        SUBSCRIBER.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(|| ThisThread)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other test sets a global subscriber");
+        });
+        let written = Arc::new(Mutex::new(Vec::new()));
+        CAPTURING.with(|capturing| *capturing.borrow_mut() = Some(written.clone()));
+        Self { written }
+    }
+
+    /// The one line that contains `what`; fails the test, showing every line, if there
+    /// is not exactly one.
+    pub(crate) fn line(&self, what: &str) -> String {
+        let text = String::from_utf8_lossy(&self.written.lock()).into_owned();
+        let found: Vec<&str> = text.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(found.len(), 1, "one line with {what:?} in:\n{text}");
+        found[0].to_string()
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        CAPTURING.with(|capturing| *capturing.borrow_mut() = None);
     }
 }
