@@ -12,18 +12,36 @@
 //! A failed expectation panics with the delivery's transcript, so the test output shows
 //! what the sender actually did.
 
-use crate::deliveries::Outcome;
+use crate::deliveries::{Identity, Outcome};
 use crate::render::Granularity;
 use crate::report::{Check, FindingKind, Report};
+use crate::scenario::Stage;
 use crate::transcript::{DeliveryOutcome, DeliveryTranscript, Transcript};
 
-/// What a test expects of one (sender, recipient) delivery. Expectations that the retry
-/// report checks too are the report's checks, so a test and `mxfarm report` never
-/// disagree.
+/// Which delivery an expectation is about.
+#[derive(Debug, Clone)]
+enum Which {
+    /// The one message from `sender` to `recipient`.
+    Envelope { sender: String, recipient: String },
+    /// The message with this Message-ID, to `recipient`.
+    MessageId { id: String, recipient: String },
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Which::Envelope { sender, recipient } => write!(f, "<{sender}> -> <{recipient}>"),
+            Which::MessageId { id, recipient } => write!(f, "of <{id}> to <{recipient}>"),
+        }
+    }
+}
+
+/// What a test expects of one delivery (one message to one recipient). Expectations
+/// that the retry report checks too are the report's checks, so a test and `mxfarm
+/// report` never disagree.
 #[derive(Debug, Clone)]
 pub struct DeliveryExpectation {
-    sender: String,
-    recipient: String,
+    which: Which,
     transcript: Transcript,
     report: Report,
 }
@@ -35,44 +53,96 @@ impl DeliveryExpectation {
         transcript: Transcript,
         report: Report,
     ) -> Self {
-        Self {
+        let which = Which::Envelope {
             sender: sender.to_string(),
             recipient: recipient.to_string(),
+        };
+        Self {
+            which,
             transcript,
             report,
         }
     }
 
-    /// The delivery, or a panic naming the deliveries the journal does have. An
-    /// expectation on a journal with events missing fails: attempts may be missing, so
-    /// no answer about them would be true.
+    pub(crate) fn of_message(
+        message_id: &str,
+        recipient: &str,
+        transcript: Transcript,
+        report: Report,
+    ) -> Self {
+        let which = Which::MessageId {
+            id: message_id.trim_matches(['<', '>']).to_string(),
+            recipient: recipient.to_string(),
+        };
+        Self {
+            which,
+            transcript,
+            report,
+        }
+    }
+
+    /// The delivery's index in the transcript (and the report), or a panic naming the
+    /// deliveries the journal does have. An expectation on a journal with events missing
+    /// fails: attempts may be missing, so no answer about them would be true; so does one
+    /// by sender and recipient when the sender sent that recipient several messages.
     #[track_caller]
-    fn delivery(&self) -> &DeliveryTranscript {
+    fn index(&self) -> usize {
+        let all = || self.transcript.render(Granularity::Seconds);
         if let Some(missing) = &self.transcript.incomplete {
             panic!(
-                "cannot check the delivery <{}> -> <{}>: {missing}\n{}",
-                self.sender,
-                self.recipient,
-                self.transcript.render(Granularity::Seconds)
+                "cannot check the delivery {}: {missing}\n{}",
+                self.which,
+                all()
             );
         }
-        match self.transcript.delivery(&self.sender, &self.recipient) {
-            Some(delivery) => delivery,
-            None => panic!(
-                "no delivery <{}> -> <{}> in the journal; it has:\n{}",
-                self.sender,
-                self.recipient,
-                self.transcript.render(Granularity::Seconds)
+        let found: Vec<usize> = (0..self.transcript.deliveries.len())
+            .filter(|&i| self.matches(&self.transcript.deliveries[i]))
+            .collect();
+        match found.as_slice() {
+            [i] => *i,
+            [] => panic!(
+                "no delivery {} in the journal; it has:\n{}",
+                self.which,
+                all()
+            ),
+            _ => panic!(
+                "{} messages match the delivery {}; name one by its Message-ID with `expect_delivery_of`:\n{}",
+                found.len(),
+                self.which,
+                all()
             ),
         }
+    }
+
+    fn matches(&self, d: &DeliveryTranscript) -> bool {
+        let to = |recipient: &str| {
+            d.recipient
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(recipient))
+        };
+        match &self.which {
+            Which::Envelope { sender, recipient } => {
+                d.sender.eq_ignore_ascii_case(sender) && to(recipient)
+            }
+            Which::MessageId { id, recipient } => {
+                to(recipient)
+                    && self.transcript.message(d.message).is_some_and(|m| {
+                        matches!(&m.identity, Identity::MessageId { message_id } if message_id == id)
+                    })
+            }
+        }
+    }
+
+    #[track_caller]
+    fn delivery(&self) -> &DeliveryTranscript {
+        &self.transcript.deliveries[self.index()]
     }
 
     #[track_caller]
     fn fail(&self, expected: &str) -> ! {
         panic!(
-            "expected the delivery <{}> -> <{}> {expected}, but:\n{}",
-            self.sender,
-            self.recipient,
+            "expected the delivery {} {expected}, but:\n{}",
+            self.which,
             self.delivery().render(Granularity::Seconds)
         )
     }
@@ -113,14 +183,15 @@ impl DeliveryExpectation {
         self
     }
 
-    /// The farm refused it permanently (5xx) and the sender did not try again.
+    /// The farm refused it permanently (a 5xx to MAIL, RCPT, DATA or the end of data)
+    /// and the sender did not try again.
     #[track_caller]
     pub fn bounced_without_retrying(self) -> Self {
         let delivery = self.delivery();
-        let first_rejection = delivery
-            .attempts
-            .iter()
-            .position(|a| a.outcome == Outcome::Rejected);
+        let first_rejection = delivery.attempts.iter().position(|a| {
+            a.outcome == Outcome::Rejected
+                && !matches!(a.stage, Stage::Connect | Stage::Ehlo | Stage::Starttls)
+        });
         match first_rejection {
             Some(i) if i + 1 == delivery.attempts.len() => self,
             Some(_) => self.fail("not to be retried after a permanent 5xx"),
@@ -133,10 +204,10 @@ impl DeliveryExpectation {
     /// right away is not a retry.
     #[track_caller]
     pub fn had_no_early_retries(self) -> Self {
-        self.delivery();
         let early = self
             .report
-            .delivery(&self.sender, &self.recipient)
+            .deliveries
+            .get(self.index())
             .and_then(|d| d.finding(Check::EarlyRetry))
             .is_some_and(|f| matches!(f.kind, FindingKind::EarlyRetry { early, .. } if early > 0));
         if early {

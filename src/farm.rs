@@ -348,7 +348,8 @@ impl Farm {
         crate::journal::file::spawn_writer(self.journal.clone(), path).await
     }
 
-    /// Each (sender, recipient) pair with its delivery attempts, derived from the journal.
+    /// Each message to each recipient with its delivery attempts, derived from the
+    /// journal, and the contacts tied to no message.
     pub fn deliveries(&self) -> Deliveries {
         deliveries(&self.journal())
     }
@@ -366,12 +367,22 @@ impl Farm {
         crate::report::report_journal_until(&self.journal(), self.now())
     }
 
-    /// Expectations on the delivery of `sender` to `recipient`, checked now; a failed one
-    /// panics with the delivery's transcript.
+    /// Expectations on the delivery of the one message `sender` sent to `recipient`,
+    /// checked now; a failed one panics with the delivery's transcript. When the sender
+    /// sent that recipient several messages, name one with [`Farm::expect_delivery_of`].
     pub fn expect_delivery(&self, sender: &str, recipient: &str) -> DeliveryExpectation {
         let events = self.journal();
         let report = crate::report::report_journal_until(&events, self.now());
         DeliveryExpectation::new(sender, recipient, Transcript::from_events(&events), report)
+    }
+
+    /// Expectations on the delivery to `recipient` of the message whose Message-ID is
+    /// `message_id` (with or without `<>`), checked now.
+    pub fn expect_delivery_of(&self, message_id: &str, recipient: &str) -> DeliveryExpectation {
+        let events = self.journal();
+        let report = crate::report::report_journal_until(&events, self.now());
+        let transcript = Transcript::from_events(&events);
+        DeliveryExpectation::of_message(message_id, recipient, transcript, report)
     }
 
     /// The messages the farm accepted and still keeps, oldest first.

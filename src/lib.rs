@@ -45,11 +45,12 @@
 //!
 //! ## Pinning retry behaviour
 //!
-//! A sender's retry schedule is the transcript: one block per delivery, with offsets
-//! from the first attempt, the host and its MX preference, and the reply. Snapshot it
-//! with `insta`, and state what matters with [`Farm::expect_delivery`]. Under tokio's
-//! paused time, with the sender reaching the farm through [`Farm::connect_in_memory`],
-//! a retry schedule of days runs in milliseconds and gives the same transcript each run:
+//! A sender's retry schedule is the transcript: one block per delivery (one message to
+//! one recipient), with offsets from the first attempt, the host and its MX preference,
+//! and the reply. Snapshot it with `insta`, and state what matters with
+//! [`Farm::expect_delivery`]. Under tokio's paused time, with the sender reaching the
+//! farm through [`Farm::connect_in_memory`], a retry schedule of days runs in
+//! milliseconds and gives the same transcript each run:
 //!
 //! ```
 //! use std::time::Duration;
@@ -86,7 +87,7 @@
 //!     .had_no_early_retries();
 //! // In a test: insta::assert_snapshot!(farm.transcript().render(Granularity::Minutes));
 //! assert_eq!(farm.transcript().render(Granularity::Minutes), "\
-//! delivery <me@sender.test> -> <bob@grey.test>
+//! delivery <me@sender.test> -> <bob@grey.test> (message 1)
 //!   #1  +0m       mx1 (10)  conn 1   RCPT         450 4.2.0 <bob@grey.test>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/grey.test.html
 //!   #2  +10m      mx1 (10)  conn 2   END-OF-DATA  250 2.0.0 Ok: queued as 1
 //!   delivered after 2 attempts in 10m
@@ -116,7 +117,7 @@
 //! - [`journal`]: the typed [`Event`]s of everything that happened, read with
 //!   [`Farm::journal`] or followed with a [`Cursor`](journal::Cursor)
 //!   ([`Farm::events_after`]); [`journal::file`] reads and writes journal files.
-//! - The journal's views: [`deliveries`] (every attempt per sender and recipient),
+//! - The journal's views: [`deliveries`] (every attempt per message and recipient),
 //!   [`transcript`] (retry stories to snapshot), [`report`] (findings on retry behaviour),
 //!   [`assertions`] ([`Farm::expect_delivery`]), and [`render`] (stable text forms).
 //! - [`capture`]: the messages the farm accepted ([`Farm::messages`]).
@@ -143,7 +144,7 @@ pub mod tls;
 pub mod transcript;
 
 pub use capture::Message;
-pub use deliveries::{Attempt, Deliveries, Delivery, Outcome};
+pub use deliveries::{Attempt, Deliveries, Delivery, Identity, MessageInfo, Outcome};
 pub use farm::{Farm, FarmError, FarmOptions};
 pub use journal::{Event, EventKind};
 pub use scenario::{Scenario, ScenarioError, Stage};

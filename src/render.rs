@@ -1,4 +1,5 @@
-//! Stable text renderings of the journal and the deliveries, for people and for snapshots.
+//! Stable text renderings of the journal, and the one way views write times, for people
+//! and for snapshots. Transcripts and reports render themselves with these.
 //!
 //! Only what is stable between runs is shown: farm time at a chosen granularity, host
 //! names, farm connection numbers, client IPs (never ports), commands and replies.
@@ -6,7 +7,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::deliveries::{Deliveries, Outcome};
 use crate::journal::{ClosedBy, Event, EventKind, TlsOutcome};
 
 /// How precisely times are shown. Coarser granularity keeps snapshots stable when the
@@ -24,41 +24,36 @@ pub enum Granularity {
     None,
 }
 
-/// `+1h02m03s` style offsets, at the given granularity.
+/// `+1h02m03s` style offsets, at the given granularity (empty for [`Granularity::None`]).
 pub fn offset(d: Duration, granularity: Granularity) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::from("+");
     match granularity {
-        Granularity::None => return String::new(),
-        Granularity::Exact => {
-            let ms = d.subsec_millis();
-            if h > 0 {
-                let _ = write!(out, "{h}h{m:02}m{s:02}.{ms:03}s");
-            } else if m > 0 {
-                let _ = write!(out, "{m}m{s:02}.{ms:03}s");
-            } else {
-                let _ = write!(out, "{s}.{ms:03}s");
-            }
-        }
-        Granularity::Seconds => {
-            if h > 0 {
-                let _ = write!(out, "{h}h{m:02}m{s:02}s");
-            } else if m > 0 {
-                let _ = write!(out, "{m}m{s:02}s");
-            } else {
-                let _ = write!(out, "{s}s");
-            }
-        }
-        Granularity::Minutes => {
-            if h > 0 {
-                let _ = write!(out, "{h}h{m:02}m");
-            } else {
-                let _ = write!(out, "{m}m");
-            }
-        }
+        Granularity::None => String::new(),
+        g => format!("+{}", span(d, g)),
     }
-    out
+}
+
+/// A length of time, the one way every view writes it: `30s`, `5m02s`, `1h20m00s`,
+/// `2d01h15m00s` at [`Granularity::Seconds`]; `2d01h15m` at minutes; `9.470s` exactly;
+/// `-` for [`Granularity::None`]. Rounded down.
+pub fn span(d: Duration, granularity: Granularity) -> String {
+    let secs = d.as_secs();
+    let (days, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let ms = d.subsec_millis();
+    let (seconds, short) = match granularity {
+        Granularity::None => return "-".to_string(),
+        Granularity::Exact => (format!("{s:02}.{ms:03}s"), format!("{s}.{ms:03}s")),
+        Granularity::Seconds => (format!("{s:02}s"), format!("{s}s")),
+        Granularity::Minutes => (String::new(), "0m".to_string()),
+    };
+    if days > 0 {
+        format!("{days}d{h:02}h{m:02}m{seconds}")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{seconds}")
+    } else if m > 0 {
+        format!("{m}m{seconds}")
+    } else {
+        short
+    }
 }
 
 /// One line per event: `+0s  mx1 #1  < EHLO client.test`.
@@ -173,58 +168,6 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
     out
 }
 
-/// One block per delivery: each attempt with its time, host, connection, stage and reply.
-pub fn deliveries(deliveries: &Deliveries, granularity: Granularity) -> String {
-    let mut out = String::new();
-    if let Some(missing) = &deliveries.incomplete {
-        let _ = writeln!(out, "{missing}");
-    }
-    let host_width = deliveries
-        .iter()
-        .flat_map(|d| d.attempts.iter().map(|a| a.host.len()))
-        .max()
-        .unwrap_or(0)
-        .max(6);
-    for delivery in deliveries {
-        let recipient = delivery
-            .recipient
-            .as_deref()
-            .map_or("(no recipient given)".to_string(), |r| format!("<{r}>"));
-        let _ = writeln!(out, "delivery <{}> -> {recipient}", delivery.sender);
-        for (i, attempt) in delivery.attempts.iter().enumerate() {
-            let what = match (&attempt.reply, &attempt.closed) {
-                (Some(reply), _) => reply.one_line(),
-                (None, Some(closed)) => closed.clone(),
-                (None, None) => "no reply".to_string(),
-            };
-            let time = match granularity {
-                Granularity::None => String::new(),
-                _ => format!("{:<9} ", offset(attempt.at, granularity)),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<4}{time}{:<host_width$} conn {:<3} {:<12} {what}",
-                format!("#{}", i + 1),
-                attempt.host,
-                attempt.conn,
-                attempt.stage.as_str().to_uppercase(),
-            );
-        }
-        let delivered = delivery.times_delivered();
-        let verdict = match delivered {
-            0 => match delivery.attempts.last().map(|a| a.outcome) {
-                Some(Outcome::Rejected) => "rejected".to_string(),
-                Some(Outcome::Abandoned) => "abandoned by the client".to_string(),
-                _ => "not delivered yet".to_string(),
-            },
-            1 => format!("delivered after {} attempt(s)", delivery.attempts.len()),
-            n => format!("delivered {n} times (duplicate)"),
-        };
-        let _ = writeln!(out, "  {verdict}");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +187,30 @@ mod tests {
             "+5m02s"
         );
         assert_eq!(offset(Duration::ZERO, Granularity::Seconds), "+0s");
+        assert_eq!(offset(Duration::ZERO, Granularity::Minutes), "+0m");
+        assert_eq!(offset(d, Granularity::None), "");
+    }
+
+    #[test]
+    fn spans_show_days_and_fractions_the_same_everywhere() {
+        let two_days = Duration::from_secs(2 * 86_400 + 3600 + 15 * 60);
+        assert_eq!(span(two_days, Granularity::Seconds), "2d01h15m00s");
+        assert_eq!(span(two_days, Granularity::Minutes), "2d01h15m");
+        assert_eq!(
+            span(Duration::from_millis(9_470), Granularity::Exact),
+            "9.470s"
+        );
+        assert_eq!(
+            span(Duration::from_millis(470), Granularity::Exact),
+            "0.470s"
+        );
+        assert_eq!(span(Duration::from_secs(9), Granularity::Seconds), "9s");
+        assert_eq!(span(Duration::from_secs(19), Granularity::Seconds), "19s");
+        assert_eq!(span(Duration::ZERO, Granularity::Seconds), "0s");
+        assert_eq!(
+            span(Duration::from_secs(302), Granularity::Seconds),
+            "5m02s"
+        );
+        assert_eq!(span(Duration::from_secs(5), Granularity::None), "-");
     }
 }

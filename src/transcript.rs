@@ -1,46 +1,67 @@
-//! Transcripts: the journal as a sender's retry story, one block per delivery, stable
+//! Transcripts: the journal as a sender's retry stories, one block per delivery (one
+//! message to one recipient), then per client the contacts tied to no message; stable
 //! between runs so that it can be snapshotted or diffed against a golden file.
 //!
 //! Only what is stable is shown: offsets from the delivery's first attempt at a chosen
-//! granularity, host names with their MX preference, per-farm connection numbers, the
-//! stage where each attempt ended and the reply. Never ports, wall-clock dates or the
-//! random Message-IDs of real senders.
+//! granularity, message numbers (never the random Message-IDs of real senders), host names
+//! with their MX preference, per-farm connection numbers, the stage where each attempt
+//! ended and the reply. Never ports or wall-clock dates. Where the journal cannot tell
+//! which message an attempt was for, or whether attempts were one message or several, the
+//! transcript says so.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::deliveries::{Attempt, Delivery, Outcome, deliveries};
-use crate::journal::{Event, EventKind, Missing, gaps};
-use crate::render::{Granularity, offset};
+use crate::deliveries::{
+    Attempt, Delivery, Identity, MessageInfo, Outcome, deliveries, domain_records,
+};
+use crate::journal::{DomainRecord, Event, Missing};
+use crate::render::{Granularity, offset, span};
 use crate::scenario::{Reply, Stage};
 
-/// Every delivery of a journal, with its attempts and outcome.
+/// Every delivery of a journal, with its attempts and outcome, and the contacts tied to
+/// no message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transcript {
     /// Set when events are missing from the journal (dropped from a full one): then the
     /// stories may lack attempts, and the rendering says so first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<Missing>,
+    /// The messages, numbered from 1 in the order of their first attempts.
+    pub messages: Vec<MessageInfo>,
     pub deliveries: Vec<DeliveryTranscript>,
+    /// Per client, contacts that were for no message the journal shows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unattributed: Vec<ClientTranscript>,
 }
 
-/// One (sender, recipient) pair.
+/// One message to one recipient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryTranscript {
+    /// The message's number (from 1).
+    pub message: usize,
     pub sender: String,
-    /// `None` for attempts refused before any recipient was given.
+    /// `None` when no attempt of the message named a recipient.
     pub recipient: Option<String>,
     pub attempts: Vec<TranscriptAttempt>,
     pub outcome: DeliveryOutcome,
 }
 
+/// The contacts of one client tied to no message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientTranscript {
+    pub client: IpAddr,
+    pub attempts: Vec<TranscriptAttempt>,
+}
+
 /// One attempt, as a transcript shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TranscriptAttempt {
-    /// Time since the delivery's first attempt.
+    /// Time from the start of the story's first attempt to the start of this one.
     #[serde(rename = "offset_ms", serialize_with = "crate::millis::serialize")]
     pub offset: Duration,
     pub host: String,
@@ -55,6 +76,9 @@ pub struct TranscriptAttempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed: Option<String>,
     pub outcome: Outcome,
+    /// Other messages this attempt could have been for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_possible: Vec<usize>,
     /// The underlying attempt, with farm times, the client and the Message-ID.
     #[serde(skip)]
     pub attempt: Attempt,
@@ -64,54 +88,137 @@ pub struct TranscriptAttempt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum DeliveryOutcome {
+    /// Accepted once, at attempt number `attempts`.
     Delivered {
         attempts: usize,
+        /// From the start of the first attempt to the end of the one that delivered.
         #[serde(rename = "after_ms", serialize_with = "crate::millis::serialize")]
         after: Duration,
     },
-    /// Accepted more than once: a duplicate.
-    DeliveredTwice { times: usize },
-    /// The last attempt was deferred (or the connection was lost).
+    /// Accepted `times` times: the same message delivered more than once.
+    Duplicated { times: usize },
+    /// The last attempt was deferred (or the connection was lost or refused).
     StillDeferred { attempts: usize },
     /// Refused with a 5xx: the sender should bounce it.
     Bounced { attempts: usize },
     /// The client gave up the transaction on its own.
     Abandoned { attempts: usize },
+    /// The last attempt was still going on when the journal ended.
+    InProgress { attempts: usize },
+}
+
+impl DeliveryOutcome {
+    /// The one wording of an outcome, which the report uses too.
+    pub fn describe(&self, granularity: Granularity) -> String {
+        let attempts = |n: usize| format!("{n} attempt{}", if n == 1 { "" } else { "s" });
+        match self {
+            DeliveryOutcome::Delivered { attempts: n, after } => match granularity {
+                Granularity::None => format!("delivered after {}", attempts(*n)),
+                g => format!("delivered after {} in {}", attempts(*n), span(*after, g)),
+            },
+            DeliveryOutcome::Duplicated { times } => {
+                format!("delivered {times} times: a duplicate")
+            }
+            DeliveryOutcome::StillDeferred { attempts: n } => {
+                format!("still deferred after {}", attempts(*n))
+            }
+            DeliveryOutcome::Bounced { attempts: n } => {
+                format!("bounced: permanent failure at attempt {n}")
+            }
+            DeliveryOutcome::Abandoned { attempts: n } => {
+                format!("abandoned by the sender after {}", attempts(*n))
+            }
+            DeliveryOutcome::InProgress { attempts: n } => {
+                format!("in progress: attempt {n} had not ended when the journal did")
+            }
+        }
+    }
 }
 
 impl Transcript {
     /// The transcript of a journal (a live farm's or one read from a file).
     pub fn from_events(events: &[Event]) -> Transcript {
-        let preferences = mx_preferences(events);
-        let deliveries = deliveries(events)
+        let domains = domain_records(events);
+        let preferences = Preferences::new(&domains);
+        let all = deliveries(events);
+        let delivery_list = all
             .list
-            .into_iter()
+            .iter()
             .map(|d| DeliveryTranscript::new(d, &preferences))
             .collect();
+        let unattributed = all
+            .unattributed
+            .iter()
+            .map(|c| ClientTranscript {
+                client: c.client,
+                attempts: transcribe(&c.attempts, None, &preferences),
+            })
+            .collect();
         Transcript {
-            incomplete: gaps(events),
-            deliveries,
+            incomplete: all.incomplete,
+            messages: all.messages,
+            deliveries: delivery_list,
+            unattributed,
         }
     }
 
-    /// The delivery of `sender` to `recipient`, if the journal has one.
+    /// The first delivery of `sender` to `recipient`, if the journal has one; see
+    /// [`Transcript::deliveries_to`] when the sender sent several messages.
     pub fn delivery(&self, sender: &str, recipient: &str) -> Option<&DeliveryTranscript> {
+        self.deliveries_to(sender, recipient).into_iter().next()
+    }
+
+    /// Every delivery of `sender` to `recipient`: one per message.
+    pub fn deliveries_to(&self, sender: &str, recipient: &str) -> Vec<&DeliveryTranscript> {
+        self.deliveries
+            .iter()
+            .filter(|d| {
+                d.sender.eq_ignore_ascii_case(sender)
+                    && d.recipient
+                        .as_deref()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(recipient))
+            })
+            .collect()
+    }
+
+    /// The delivery to `recipient` of the message with this Message-ID (without `<>`).
+    pub fn delivery_of(&self, message_id: &str, recipient: &str) -> Option<&DeliveryTranscript> {
+        let number = self
+            .messages
+            .iter()
+            .find(|m| {
+                matches!(&m.identity, Identity::MessageId { message_id: id } if id == message_id)
+            })?
+            .number;
         self.deliveries.iter().find(|d| {
-            d.sender.eq_ignore_ascii_case(sender)
+            d.message == number
                 && d.recipient
                     .as_deref()
                     .is_some_and(|r| r.eq_ignore_ascii_case(recipient))
         })
     }
 
-    /// The stable text form, one block per delivery.
+    /// The message with this number (from 1).
+    pub fn message(&self, number: usize) -> Option<&MessageInfo> {
+        number.checked_sub(1).and_then(|i| self.messages.get(i))
+    }
+
+    /// The stable text form: one block per delivery, then the contacts tied to no message.
     pub fn render(&self, granularity: Granularity) -> String {
         let mut out = String::new();
         if let Some(missing) = &self.incomplete {
             let _ = writeln!(out, "{missing}");
         }
         for delivery in &self.deliveries {
-            delivery.render_into(&mut out, granularity);
+            delivery.render_into(&mut out, self.message(delivery.message), granularity);
+        }
+        for client in &self.unattributed {
+            let _ = writeln!(
+                out,
+                "contacts from {} for no message the journal shows",
+                client.client
+            );
+            render_attempts(&mut out, &client.attempts, granularity);
         }
         out
     }
@@ -122,70 +229,77 @@ impl Transcript {
     }
 }
 
-/// (domain, host) -> preference, from the journal's farm-started event.
-fn mx_preferences(events: &[Event]) -> HashMap<(String, String), u16> {
-    let mut preferences = HashMap::new();
-    for event in events {
-        if let EventKind::FarmStarted { domains, .. } = &event.kind {
-            for domain in domains {
-                for (host, preference) in &domain.mx {
-                    preferences.insert((domain.name.clone(), host.clone()), *preference);
-                }
+/// Which preference each host has in each domain.
+struct Preferences {
+    /// (domain, host) -> preference
+    by_domain: HashMap<(String, String), u16>,
+    /// host -> its preference in the first domain that has it
+    by_host: HashMap<String, u16>,
+}
+
+impl Preferences {
+    fn new(domains: &[DomainRecord]) -> Preferences {
+        let mut by_domain = HashMap::new();
+        let mut by_host = HashMap::new();
+        for domain in domains {
+            for (host, preference) in &domain.mx {
+                by_domain.insert(
+                    (domain.name.to_ascii_lowercase(), host.clone()),
+                    *preference,
+                );
+                by_host.entry(host.clone()).or_insert(*preference);
             }
         }
+        Preferences { by_domain, by_host }
     }
-    preferences
+
+    fn of(&self, domain: Option<&str>, host: &str) -> Option<u16> {
+        match domain {
+            Some(d) => self
+                .by_domain
+                .get(&(d.to_string(), host.to_string()))
+                .copied(),
+            None => self.by_host.get(host).copied(),
+        }
+    }
+}
+
+fn transcribe(
+    attempts: &[Attempt],
+    domain: Option<&str>,
+    preferences: &Preferences,
+) -> Vec<TranscriptAttempt> {
+    let first = attempts.first().map_or(Duration::ZERO, |a| a.started);
+    attempts
+        .iter()
+        .map(|a| TranscriptAttempt {
+            offset: a.started.saturating_sub(first),
+            host: a.host.clone(),
+            preference: preferences.of(domain, &a.host),
+            conn: a.conn,
+            stage: a.stage,
+            reply: a.reply.clone(),
+            closed: a.closed.clone(),
+            outcome: a.outcome,
+            also_possible: a.also_possible.clone(),
+            attempt: a.clone(),
+        })
+        .collect()
 }
 
 impl DeliveryTranscript {
-    fn new(delivery: Delivery, preferences: &HashMap<(String, String), u16>) -> Self {
+    fn new(delivery: &Delivery, preferences: &Preferences) -> Self {
         let domain = delivery
             .recipient
             .as_deref()
             .and_then(|r| r.rsplit_once('@'))
             .map(|(_, d)| d.to_ascii_lowercase());
-        let first = delivery.attempts.first().map_or(Duration::ZERO, |a| a.at);
-        let attempts: Vec<TranscriptAttempt> = delivery
-            .attempts
-            .iter()
-            .map(|a| TranscriptAttempt {
-                offset: a.at.saturating_sub(first),
-                host: a.host.clone(),
-                preference: domain
-                    .as_ref()
-                    .and_then(|d| preferences.get(&(d.clone(), a.host.clone())).copied()),
-                conn: a.conn,
-                stage: a.stage,
-                reply: a.reply.clone(),
-                closed: a.closed.clone(),
-                outcome: a.outcome,
-                attempt: a.clone(),
-            })
-            .collect();
-        let n = attempts.len();
-        let delivered: Vec<&TranscriptAttempt> = attempts
-            .iter()
-            .filter(|a| a.outcome == Outcome::Delivered)
-            .collect();
-        let outcome = match (delivered.len(), attempts.last().map(|a| a.outcome)) {
-            (0, Some(Outcome::Rejected)) => DeliveryOutcome::Bounced { attempts: n },
-            (0, Some(Outcome::Abandoned)) => DeliveryOutcome::Abandoned { attempts: n },
-            (0, _) => DeliveryOutcome::StillDeferred { attempts: n },
-            (1, _) => {
-                let at = attempts
-                    .iter()
-                    .position(|a| a.outcome == Outcome::Delivered)
-                    .unwrap_or(0);
-                DeliveryOutcome::Delivered {
-                    attempts: at + 1,
-                    after: attempts[at].offset,
-                }
-            }
-            (times, _) => DeliveryOutcome::DeliveredTwice { times },
-        };
+        let attempts = transcribe(&delivery.attempts, domain.as_deref(), preferences);
+        let outcome = outcome_of(&attempts);
         DeliveryTranscript {
-            sender: delivery.sender,
-            recipient: delivery.recipient,
+            message: delivery.message,
+            sender: delivery.sender.clone(),
+            recipient: delivery.recipient.clone(),
             attempts,
             outcome,
         }
@@ -195,69 +309,106 @@ impl DeliveryTranscript {
     pub fn delivered(&self) -> bool {
         matches!(
             self.outcome,
-            DeliveryOutcome::Delivered { .. } | DeliveryOutcome::DeliveredTwice { .. }
+            DeliveryOutcome::Delivered { .. } | DeliveryOutcome::Duplicated { .. }
         )
     }
 
     /// This delivery alone, as text.
     pub fn render(&self, granularity: Granularity) -> String {
         let mut out = String::new();
-        self.render_into(&mut out, granularity);
+        self.render_into(&mut out, None, granularity);
         out
     }
 
-    fn render_into(&self, out: &mut String, granularity: Granularity) {
+    fn render_into(
+        &self,
+        out: &mut String,
+        message: Option<&MessageInfo>,
+        granularity: Granularity,
+    ) {
         let recipient = self
             .recipient
             .as_deref()
             .map_or("(no recipient given)".to_string(), |r| format!("<{r}>"));
-        let _ = writeln!(out, "delivery <{}> -> {recipient}", self.sender);
-        let host_width = self
-            .attempts
-            .iter()
-            .map(|a| host_label(a).len())
-            .max()
-            .unwrap_or(0);
-        for (i, attempt) in self.attempts.iter().enumerate() {
-            let time = match granularity {
-                Granularity::None => String::new(),
-                _ => format!("{:<9} ", offset(attempt.offset, granularity)),
-            };
-            let what = match (&attempt.reply, &attempt.closed) {
-                (Some(reply), _) => reply.one_line(),
-                (None, Some(closed)) => closed.clone(),
-                (None, None) => "no reply".to_string(),
-            };
+        let others = message.map_or(0, |m| m.recipients.len().saturating_sub(1));
+        let with = match others {
+            0 => String::new(),
+            1 => ", with 1 other recipient".to_string(),
+            n => format!(", with {n} other recipients"),
+        };
+        let _ = writeln!(
+            out,
+            "delivery <{}> -> {recipient} (message {}{with})",
+            self.sender, self.message
+        );
+        // Only when the grouping by envelope took more than one attempt together.
+        if self.attempts.len() > 1 && message.is_some_and(|m| m.identity == Identity::Envelope) {
             let _ = writeln!(
                 out,
-                "  {:<4}{time}{:<host_width$}  conn {:<3} {:<12} {what}",
-                format!("#{}", i + 1),
-                host_label(attempt),
-                attempt.conn,
-                attempt.stage.as_str().to_uppercase(),
+                "  its content was never sent, so these attempts are told apart from other messages by envelope and size only: they may be several messages"
             );
         }
-        let verdict = match &self.outcome {
-            DeliveryOutcome::Delivered { attempts, after } => format!(
-                "delivered after {attempts} attempt{} in {}",
-                if *attempts == 1 { "" } else { "s" },
-                span(*after, granularity)
-            ),
-            DeliveryOutcome::DeliveredTwice { times } => {
-                format!("delivered {times} times: duplicate")
-            }
-            DeliveryOutcome::StillDeferred { attempts } => format!(
-                "still deferred after {attempts} attempt{}",
-                if *attempts == 1 { "" } else { "s" }
-            ),
-            DeliveryOutcome::Bounced { attempts } => {
-                format!("bounced: permanent failure at attempt {attempts}")
-            }
-            DeliveryOutcome::Abandoned { attempts } => {
-                format!("abandoned by the sender after {attempts} attempt(s)")
-            }
+        render_attempts(out, &self.attempts, granularity);
+        let _ = writeln!(out, "  {}", self.outcome.describe(granularity));
+    }
+}
+
+/// How a delivery's attempts ended it.
+fn outcome_of(attempts: &[TranscriptAttempt]) -> DeliveryOutcome {
+    let n = attempts.len();
+    let delivered: Vec<usize> = (0..n)
+        .filter(|&i| attempts[i].outcome == Outcome::Delivered)
+        .collect();
+    match (delivered.as_slice(), attempts.last().map(|a| a.outcome)) {
+        ([], Some(Outcome::Rejected)) => DeliveryOutcome::Bounced { attempts: n },
+        ([], Some(Outcome::Abandoned)) => DeliveryOutcome::Abandoned { attempts: n },
+        ([], Some(Outcome::Open)) => DeliveryOutcome::InProgress { attempts: n },
+        ([], _) => DeliveryOutcome::StillDeferred { attempts: n },
+        ([i], _) => DeliveryOutcome::Delivered {
+            attempts: i + 1,
+            after: attempts[*i]
+                .attempt
+                .at
+                .saturating_sub(attempts[0].attempt.started),
+        },
+        (many, _) => DeliveryOutcome::Duplicated { times: many.len() },
+    }
+}
+
+fn render_attempts(out: &mut String, attempts: &[TranscriptAttempt], granularity: Granularity) {
+    let host_width = attempts
+        .iter()
+        .map(|a| host_label(a).len())
+        .max()
+        .unwrap_or(0);
+    for (i, attempt) in attempts.iter().enumerate() {
+        let time = match granularity {
+            Granularity::None => String::new(),
+            _ => format!("{:<9} ", offset(attempt.offset, granularity)),
         };
-        let _ = writeln!(out, "  {verdict}");
+        let mut what = match (&attempt.reply, &attempt.closed) {
+            (Some(reply), _) => reply.one_line(),
+            (None, Some(closed)) => closed.clone(),
+            (None, None) => "no reply".to_string(),
+        };
+        if attempt.reply.is_none()
+            && attempt.outcome == Outcome::Delivered
+            && !what.contains("kept")
+        {
+            what.push_str(" (the farm kept the message)");
+        }
+        if !attempt.also_possible.is_empty() {
+            let list: Vec<String> = attempt.also_possible.iter().map(usize::to_string).collect();
+            let _ = write!(what, "  [or message {}]", list.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  {:<4}{time}{:<host_width$}  conn {:<3} {:<12} {what}",
+            format!("#{}", i + 1),
+            host_label(attempt),
+            attempt.conn,
+            attempt.stage.as_str().to_uppercase(),
+        );
     }
 }
 
@@ -266,171 +417,5 @@ fn host_label(attempt: &TranscriptAttempt) -> String {
     match attempt.preference {
         Some(p) => format!("{} ({p})", attempt.host),
         None => attempt.host.clone(),
-    }
-}
-
-/// A duration at the transcript's granularity, without the leading `+`.
-fn span(d: Duration, granularity: Granularity) -> String {
-    match granularity {
-        Granularity::None => "-".to_string(),
-        g => offset(d, g).trim_start_matches('+').to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::journal::{Command, DomainRecord};
-    use std::sync::Arc;
-
-    fn event(seq: u64, secs: u64, kind: EventKind) -> Event {
-        Event {
-            seq,
-            at: Duration::from_secs(secs),
-            kind,
-        }
-    }
-
-    /// A journal of two connections: a 451 at RCPT, then delivery 5 minutes later on
-    /// another MX.
-    fn greylisted_then_delivered() -> Vec<Event> {
-        let host = |h: &str| -> Arc<str> { Arc::from(h) };
-        let mut events = vec![event(
-            1,
-            0,
-            EventKind::FarmStarted {
-                scenario: "t".into(),
-                domains: vec![DomainRecord {
-                    name: "aol.test".into(),
-                    mx: vec![("mx1".into(), 10), ("mx2".into(), 20)],
-                }],
-            },
-        )];
-        let mut seq = 2;
-        let mut push = |secs: u64, kind: EventKind| {
-            events.push(event(seq, secs, kind));
-            seq += 1;
-        };
-        for (conn, name, secs, code) in [(1, "mx1", 0, 451), (2, "mx2", 300, 250)] {
-            let h = host(name);
-            push(
-                secs,
-                EventKind::ConnectionOpened {
-                    host: h.clone(),
-                    conn,
-                    client: "192.0.2.1:1000".parse().unwrap(),
-                },
-            );
-            push(
-                secs,
-                EventKind::Command {
-                    host: h.clone(),
-                    conn,
-                    line: "MAIL FROM:<a@x.test>".into(),
-                    command: Command::Mail {
-                        sender: "a@x.test".into(),
-                        size: None,
-                    },
-                },
-            );
-            push(
-                secs,
-                EventKind::Reply {
-                    host: h.clone(),
-                    conn,
-                    stage: Some(Stage::Mail),
-                    reply: Reply::new(250, None, "Ok"),
-                    rule: None,
-                    retry_after: None,
-                    retry_after_told: false,
-                },
-            );
-            push(
-                secs,
-                EventKind::Command {
-                    host: h.clone(),
-                    conn,
-                    line: "RCPT TO:<bob@aol.test>".into(),
-                    command: Command::Rcpt {
-                        recipient: "bob@aol.test".into(),
-                    },
-                },
-            );
-            let stage = if code == 451 {
-                Stage::Rcpt
-            } else {
-                push(
-                    secs,
-                    EventKind::Reply {
-                        host: h.clone(),
-                        conn,
-                        stage: Some(Stage::Rcpt),
-                        reply: Reply::new(250, None, "Ok"),
-                        rule: None,
-                        retry_after: None,
-                        retry_after_told: false,
-                    },
-                );
-                push(
-                    secs,
-                    EventKind::Reply {
-                        host: h.clone(),
-                        conn,
-                        stage: Some(Stage::Data),
-                        reply: Reply::new(354, None, "Go"),
-                        rule: None,
-                        retry_after: None,
-                        retry_after_told: false,
-                    },
-                );
-                Stage::EndOfData
-            };
-            push(
-                secs,
-                EventKind::Reply {
-                    host: h.clone(),
-                    conn,
-                    stage: Some(stage),
-                    reply: Reply::new(
-                        code,
-                        None,
-                        if code == 451 { "Greylisted" } else { "queued" },
-                    ),
-                    rule: None,
-                    retry_after: (code == 451).then_some(Duration::from_secs(300)),
-                    retry_after_told: false,
-                },
-            );
-        }
-        events
-    }
-
-    #[test]
-    fn shows_offsets_preferences_and_the_outcome() {
-        let transcript = Transcript::from_events(&greylisted_then_delivered());
-        assert_eq!(
-            transcript.render(Granularity::Seconds),
-            "delivery <a@x.test> -> <bob@aol.test>\n  \
-             #1  +0s       mx1 (10)  conn 1   RCPT         451 Greylisted\n  \
-             #2  +5m00s    mx2 (20)  conn 2   END-OF-DATA  250 queued\n  \
-             delivered after 2 attempts in 5m00s\n"
-        );
-        let json: serde_json::Value = serde_json::from_str(&transcript.to_json()).unwrap();
-        assert_eq!(json["deliveries"][0]["attempts"][1]["offset_ms"], 300_000);
-        assert_eq!(json["deliveries"][0]["outcome"]["result"], "delivered");
-    }
-
-    #[test]
-    fn a_journal_survives_json_lines_unchanged() {
-        let events = greylisted_then_delivered();
-        let lines: Vec<String> = events
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap())
-            .collect();
-        let back: Vec<Event> = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(back, events);
     }
 }

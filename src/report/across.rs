@@ -1,21 +1,25 @@
 //! The evaluation of one delivery, with what it needs beyond its own attempts: every
-//! domain's MX hosts, the end of what was observed (give-up), and the other deliveries'
-//! attempts on the same connection (recipient-retry and duplicate, which tell a
-//! per-recipient retry from a resent message by what the other recipients got).
+//! domain's MX hosts, the end of what was observed (give-up), what the client did in its
+//! other stories (mx-failover, mx-preference, the rhythm of its tries), and the message's
+//! other deliveries (recipient-retry and duplicate, which tell a per-recipient retry from
+//! a resent message by what the other recipients of the same message got).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::checks::{
-    backoff, early_retry, hammering, mx_failover, mx_preference, mx_spread, retry_after_5xx,
-    retry_interval,
+    backoff, early_retry, hammering, mx_preference, mx_spread, retry_after_5xx, retry_interval,
 };
+use super::client::Clients;
+use super::failover::mx_failover;
 use super::render::{duration, plural, what};
 use super::tries::{interval_stats, tries};
 use super::{
-    Context, DeliveryReport, DuplicateCause, Finding, FindingKind, RFC_GIVE_UP, SILENCE, Severity,
+    ClientReport, Context, DEFAULT_WINDOW, DeliveryReport, DuplicateCause, Finding, FindingKind,
+    RFC_GIVE_UP, SILENCE, Severity,
 };
-use crate::deliveries::Outcome;
+use crate::deliveries::{Identity, Outcome};
+use crate::scenario::Stage;
 use crate::transcript::{DeliveryOutcome, DeliveryTranscript, Transcript, TranscriptAttempt};
 
 pub(super) struct Env<'a> {
@@ -23,8 +27,9 @@ pub(super) struct Env<'a> {
     /// domain -> MX hosts with preferences.
     mx: HashMap<String, Vec<(String, u16)>>,
     until: Duration,
-    /// conn -> every (delivery, attempt) that ended on it.
-    by_conn: HashMap<u64, Vec<(usize, usize)>>,
+    clients: Clients,
+    /// (conn, start) of a transaction -> every (delivery, attempt) it made.
+    by_tx: HashMap<(u64, Duration), Vec<(usize, usize)>>,
 }
 
 impl<'a> Env<'a> {
@@ -33,12 +38,15 @@ impl<'a> Env<'a> {
         for domain in &context.domains {
             mx.insert(domain.name.to_ascii_lowercase(), domain.mx.clone());
         }
-        let mut by_conn: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+        let mut by_tx: HashMap<(u64, Duration), Vec<(usize, usize)>> = HashMap::new();
         let mut until = context.observed_until.unwrap_or_default();
         for (d, delivery) in transcript.deliveries.iter().enumerate() {
             let domain = delivery.recipient.as_deref().and_then(domain_of);
             for (i, a) in delivery.attempts.iter().enumerate() {
-                by_conn.entry(a.conn).or_default().push((d, i));
+                by_tx
+                    .entry((a.conn, a.attempt.started))
+                    .or_default()
+                    .push((d, i));
                 if context.observed_until.is_none() {
                     until = until.max(a.attempt.at);
                 }
@@ -50,72 +58,109 @@ impl<'a> Env<'a> {
                 }
             }
         }
+        for client in &transcript.unattributed {
+            for a in &client.attempts {
+                if context.observed_until.is_none() {
+                    until = until.max(a.attempt.at);
+                }
+            }
+        }
         Env {
             transcript,
             mx,
             until,
-            by_conn,
+            clients: Clients::new(transcript),
+            by_tx,
         }
+    }
+
+    /// The MX hosts of the domain a host serves (the first, if several).
+    fn mx_of_host(&self, host: &str) -> &[(String, u16)] {
+        let mut domains: Vec<(&String, &Vec<(String, u16)>)> = self
+            .mx
+            .iter()
+            .filter(|(_, hosts)| hosts.iter().any(|(h, _)| h == host))
+            .collect();
+        domains.sort_by_key(|(name, _)| *name);
+        domains.first().map_or(&[], |(_, hosts)| hosts.as_slice())
     }
 
     pub(super) fn delivery(&self, d: usize) -> DeliveryReport {
         let delivery = &self.transcript.deliveries[d];
+        let a = &delivery.attempts;
         let mut report = DeliveryReport {
+            message: delivery.message,
             sender: delivery.sender.clone(),
             recipient: delivery.recipient.clone(),
             outcome: delivery.outcome.clone(),
-            attempts: delivery.attempts.len(),
+            attempts: a.len(),
             findings: Vec::new(),
             intervals: None,
         };
-        let Some(recipient) = &delivery.recipient else {
+        let Some(first) = a.first() else {
             return report;
         };
-        let a = &delivery.attempts;
-        let mx: &[(String, u16)] = domain_of(recipient)
-            .and_then(|domain| self.mx.get(&domain))
-            .map_or(&[], Vec::as_slice);
-        let tries = tries(a);
-        let starts: Vec<Duration> = tries.iter().map(|t| a[t[0]].attempt.at).collect();
+        let mx: &[(String, u16)] = match delivery.recipient.as_deref().and_then(domain_of) {
+            Some(domain) => self.mx.get(&domain).map_or(&[], Vec::as_slice),
+            None => self.mx_of_host(&first.host),
+        };
+        let client = self.clients.of(first.attempt.client);
+        let window = client.map_or(DEFAULT_WINDOW, |c| c.window);
+        let tries = tries(a, window);
+        let starts: Vec<Duration> = tries.iter().map(|t| a[t[0]].attempt.started).collect();
         // Saturating: a journal from elsewhere may have times that go backwards.
         let intervals: Vec<Duration> = starts
             .windows(2)
             .map(|w| w[1].saturating_sub(w[0]))
             .collect();
         report.intervals = interval_stats(&starts, &intervals);
+        let envelope_only = self
+            .transcript
+            .message(delivery.message)
+            .is_some_and(|m| m.identity == Identity::Envelope);
         let findings = [
             early_retry(a, &tries),
-            mx_failover(a, mx),
-            mx_preference(a, &tries, mx),
+            mx_failover(a, &|_| mx, &self.clients),
+            mx_preference(a, &tries, mx, client),
             mx_spread(a, mx),
-            retry_after_5xx(a),
+            retry_after_5xx(a, envelope_only),
             self.recipient_retry(d),
             backoff(&tries, &intervals),
-            hammering(&tries, &starts),
+            hammering(&tries, &starts, &intervals),
             retry_interval(&tries, &intervals),
             self.give_up(delivery, &tries, &intervals),
             self.duplicate(d),
         ];
-        report.findings = findings.into_iter().flatten().collect();
+        report.findings = findings
+            .into_iter()
+            .flatten()
+            .map(|f| uncertain(f, a))
+            .collect();
         report
     }
 
-    /// Other attempts of the same sender on connection `conn`, with a recipient.
-    fn on_conn(&self, d: usize, conn: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let sender = &self.transcript.deliveries[d].sender;
-        self.by_conn
-            .get(&conn)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(move |&(d2, _)| {
-                let other = &self.transcript.deliveries[d2];
-                d2 != d && other.sender == *sender && other.recipient.is_some()
-            })
+    pub(super) fn client(&self, c: usize) -> ClientReport {
+        let section = &self.transcript.unattributed[c];
+        let a = &section.attempts;
+        let findings = [mx_failover(a, &|x| self.mx_of_host(&x.host), &self.clients)];
+        ClientReport {
+            client: section.client,
+            attempts: a.len(),
+            findings: findings.into_iter().flatten().collect(),
+        }
     }
 
-    fn attempt(&self, d: usize, i: usize) -> &TranscriptAttempt {
-        &self.transcript.deliveries[d].attempts[i]
+    /// The other deliveries of the same message that transaction `(conn, start)` made
+    /// attempts for, with their attempt there.
+    fn same_tx(&self, d: usize, a: &TranscriptAttempt) -> Vec<(usize, &TranscriptAttempt)> {
+        let message = self.transcript.deliveries[d].message;
+        self.by_tx
+            .get(&(a.conn, a.attempt.started))
+            .into_iter()
+            .flatten()
+            .filter(|&&(d2, _)| d2 != d && self.transcript.deliveries[d2].message == message)
+            .map(|&(d2, i2)| (d2, &self.transcript.deliveries[d2].attempts[i2]))
+            .collect()
     }
 
     fn recipient(&self, d: usize) -> &str {
@@ -125,58 +170,42 @@ impl<'a> Env<'a> {
             .unwrap_or("")
     }
 
-    /// Recipients accepted on connection `first` that delivery `d2` carried again on
-    /// connection `again` (with the same Message-ID, when both are known).
-    fn resent_on(&self, d: usize, first: u64, again: u64) -> Vec<usize> {
-        let mut resent = Vec::new();
-        for (d2, i2) in self.on_conn(d, first) {
-            let accepted = self.attempt(d2, i2);
-            if accepted.outcome != Outcome::Delivered {
-                continue;
-            }
-            let carried = self.transcript.deliveries[d2]
-                .attempts
-                .iter()
-                .skip(i2 + 1)
-                .any(|b| {
-                    b.conn == again
-                        && match (&accepted.attempt.message_id, &b.attempt.message_id) {
-                            (Some(x), Some(y)) => x == y,
-                            _ => true,
-                        }
-                });
-            if carried && !resent.contains(&d2) {
-                resent.push(d2);
-            }
-        }
-        resent
-    }
-
     fn recipient_retry(&self, d: usize) -> Option<Finding> {
         let a = &self.transcript.deliveries[d].attempts;
         let mut checked = 0;
-        let mut bad: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut good: Option<(usize, Vec<usize>)> = None;
+        let mut bad: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut good: Option<(usize, Vec<String>)> = None;
         for i in 0..a.len().saturating_sub(1) {
             let x = &a[i];
-            let per_recipient = x.stage == crate::scenario::Stage::Rcpt
+            let per_recipient = x.stage == Stage::Rcpt
                 && x.outcome == Outcome::Deferred
                 && x.reply.as_ref().is_some_and(|r| r.code != 421);
             if !per_recipient {
                 continue;
             }
-            let accepted: Vec<usize> = self
-                .on_conn(d, x.conn)
-                .filter(|&(d2, i2)| self.attempt(d2, i2).outcome == Outcome::Delivered)
-                .map(|(d2, _)| d2)
+            let delivered: Vec<String> = self
+                .same_tx(d, x)
+                .into_iter()
+                .filter(|(_, other)| other.outcome == Outcome::Delivered)
+                .map(|(d2, _)| self.recipient(d2).to_string())
                 .collect();
-            if accepted.is_empty() {
+            if delivered.is_empty() {
                 continue;
             }
             checked += 1;
-            let resent = self.resent_on(d, x.conn, a[i + 1].conn);
+            let resent: Vec<String> = delivered
+                .iter()
+                .filter(|r| {
+                    a[i + 1]
+                        .attempt
+                        .carried
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(r))
+                })
+                .cloned()
+                .collect();
             if resent.is_empty() {
-                good.get_or_insert((i, accepted));
+                good.get_or_insert((i, delivered));
             } else {
                 bad.push((i, resent));
             }
@@ -184,19 +213,19 @@ impl<'a> Env<'a> {
         if checked == 0 {
             return None;
         }
-        let names = |ds: &[usize]| {
-            ds.iter()
-                .map(|&d2| format!("<{}>", self.recipient(d2)))
+        let names = |rs: &[String]| {
+            rs.iter()
+                .map(|r| format!("<{r}>"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         if let Some((i, resent)) = bad.first() {
             let attempts: Vec<usize> = bad.iter().flat_map(|(i, _)| [*i, i + 1]).collect();
-            let mut all: Vec<usize> = bad.iter().flat_map(|(_, r)| r.clone()).collect();
+            let mut all: Vec<String> = bad.iter().flat_map(|(_, r)| r.clone()).collect();
             all.sort_unstable();
             all.dedup();
             let text = format!(
-                "after the {} for this recipient at #{}, #{} resent the whole message: {} accepted on #{}'s connection got it again{}",
+                "after the {} for this recipient at #{}, #{} resent the whole message: {} of the same message, already delivered in #{}'s transaction, got it again{}",
                 what(&a[*i]),
                 i + 1,
                 i + 2,
@@ -210,20 +239,17 @@ impl<'a> Env<'a> {
             );
             let kind = FindingKind::RecipientRetry {
                 whole_message: true,
-                resent_to: all
-                    .iter()
-                    .map(|&d2| self.recipient(d2).to_string())
-                    .collect(),
+                resent_to: all,
             };
             return Some(Finding::new(kind, Severity::Problem, &attempts, text));
         }
-        let (i, accepted) = good?;
+        let (i, delivered) = good?;
         let text = format!(
-            "after the {} at #{}, #{} carried only the deferred recipients; {} accepted on #{}'s connection not sent again",
+            "after the {} at #{}, #{} carried only the deferred recipients; {}, delivered in #{}'s transaction, not sent again",
             what(&a[i]),
             i + 1,
             i + 2,
-            names(&accepted),
+            names(&delivered),
             i + 1,
         );
         let kind = FindingKind::RecipientRetry {
@@ -249,7 +275,7 @@ impl<'a> Env<'a> {
         if silence < SILENCE.max(longest) {
             return None;
         }
-        let retried_for = last.attempt.at.saturating_sub(first.attempt.at);
+        let retried_for = last.attempt.at.saturating_sub(first.attempt.started);
         let kind = FindingKind::GiveUp {
             tries: tries.len(),
             retried_for,
@@ -283,89 +309,120 @@ impl<'a> Env<'a> {
     }
 
     fn duplicate(&self, d: usize) -> Option<Finding> {
-        let a = &self.transcript.deliveries[d].attempts;
-        let delivered: Vec<usize> = (0..a.len())
+        let delivery = &self.transcript.deliveries[d];
+        let a = &delivery.attempts;
+        let copies: Vec<usize> = (0..a.len())
             .filter(|&i| a[i].outcome == Outcome::Delivered)
             .collect();
-        if delivered.is_empty() {
-            return None;
-        }
-        let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
-        for &i in &delivered {
-            let id = a[i].attempt.message_id.as_deref();
-            match groups.iter_mut().find(|(g, _)| *g == id) {
-                Some((_, list)) => list.push(i),
-                None => groups.push((id, vec![i])),
-            }
-        }
-        let Some((id, list)) = groups.iter().find(|(_, list)| list.len() > 1) else {
-            let text = if groups.len() == 1 {
-                format!("accepted once (#{})", delivered[0] + 1)
-            } else {
-                format!("{} different messages, each accepted once", delivered.len())
-            };
+        let &first = copies.first()?;
+        let message = self.transcript.message(delivery.message);
+        let message_id = match message.map(|m| &m.identity) {
+            Some(Identity::MessageId { message_id }) => Some(message_id.clone()),
+            _ => None,
+        };
+        if copies.len() == 1 {
             let kind = FindingKind::Duplicate {
                 times: 1,
-                message_id: groups[0].0.map(str::to_string),
-                cause: DuplicateCause::Resent,
+                message_id,
+                cause: DuplicateCause::None,
             };
-            return Some(Finding::new(kind, Severity::Ok, &delivered, text));
-        };
-        let (first, second) = (list[0], list[1]);
-        let cause = match id {
-            None => DuplicateCause::Unknown,
-            Some(_) if a[first].reply.is_none() => DuplicateCause::LostReply,
-            Some(_) => {
-                let whole = self.on_conn(d, a[first].conn).any(|(d2, i2)| {
-                    let x = self.attempt(d2, i2);
-                    x.outcome == Outcome::Deferred
-                        && x.stage == crate::scenario::Stage::Rcpt
-                        && self.transcript.deliveries[d2]
-                            .attempts
-                            .iter()
-                            .any(|b| b.conn == a[second].conn)
+            let text = format!("accepted once (#{})", first + 1);
+            return Some(Finding::new(kind, Severity::Ok, &[first], text));
+        }
+        let times = copies.len();
+        let named = message_id
+            .as_ref()
+            .map_or("the same content".to_string(), |id| format!("<{id}>"));
+        // The first copy sent after the sender got a 250 for an earlier one.
+        let after_250 = copies.iter().enumerate().skip(1).find_map(|(k, &j)| {
+            copies[..k]
+                .iter()
+                .find(|&&p| a[p].reply.is_some())
+                .map(|&p| (p, j))
+        });
+        let (severity, cause, text, shown) = match after_250 {
+            _ if message_id.is_none() => (
+                Severity::Info,
+                DuplicateCause::Unknown,
+                format!(
+                    "{named} accepted {times} times: without a Message-ID, identical content may be copies or new messages"
+                ),
+                copies.clone(),
+            ),
+            Some((p, j)) => {
+                let whole = self.same_tx(d, &a[p]).iter().any(|(_, other)| {
+                    other.outcome == Outcome::Deferred && other.stage == Stage::Rcpt
                 });
-                if whole {
-                    DuplicateCause::WholeMessageResent
+                let (cause, why) = if whole {
+                    (
+                        DuplicateCause::WholeMessageResent,
+                        format!(
+                            "#{} resent the whole message after another recipient's 4xx in #{}'s transaction, which the sender had got a 250 for",
+                            j + 1,
+                            p + 1
+                        ),
+                    )
                 } else {
-                    DuplicateCause::Resent
-                }
+                    (
+                        DuplicateCause::Resent,
+                        format!(
+                            "#{} was sent after the sender got the 250 for #{}",
+                            j + 1,
+                            p + 1
+                        ),
+                    )
+                };
+                (
+                    Severity::Problem,
+                    cause,
+                    format!("{named} accepted {times} times: {why}"),
+                    vec![p, j],
+                )
             }
-        };
-        let times = list.len();
-        let id_text = id.map_or("without a Message-ID".to_string(), |id| format!("<{id}>"));
-        let (severity, why) = match cause {
-            DuplicateCause::LostReply => (
+            None => (
                 Severity::Info,
+                DuplicateCause::LostReply,
                 format!(
-                    "the farm kept #{} but lost its reply, so resending was right (RFC 1047)",
-                    first + 1
+                    "{named} accepted {times} times: the farm kept {} but the sender never got the 250, so resending was right (RFC 1047)",
+                    copies[..times - 1]
+                        .iter()
+                        .map(|p| format!("#{}", p + 1))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
-            ),
-            DuplicateCause::WholeMessageResent => (
-                Severity::Problem,
-                format!(
-                    "the whole message was resent after another recipient's 4xx on #{}'s connection",
-                    first + 1
-                ),
-            ),
-            DuplicateCause::Resent => (
-                Severity::Problem,
-                format!("resent after #{} was accepted", first + 1),
-            ),
-            DuplicateCause::Unknown => (
-                Severity::Info,
-                "no Message-ID to tell copies from new messages".to_string(),
+                copies.clone(),
             ),
         };
-        let text = format!("{id_text} accepted {times} times: {why}");
         let kind = FindingKind::Duplicate {
             times,
-            message_id: id.map(str::to_string),
+            message_id,
             cause,
         };
-        Some(Finding::new(kind, severity, list, text))
+        Some(Finding::new(kind, severity, &shown, text))
     }
+}
+
+/// A `Problem` that rests on an attempt the journal tied to this message only as the
+/// nearest fit is not certain: it becomes `Info`, saying so. mx-failover is exempt, since
+/// it judges the client, whatever message the contact was for.
+fn uncertain(mut finding: Finding, a: &[TranscriptAttempt]) -> Finding {
+    if finding.severity != Severity::Problem || finding.kind.check() == super::Check::MxFailover {
+        return finding;
+    }
+    let guessed: Vec<String> = finding
+        .attempts
+        .iter()
+        .filter(|&&n| a.get(n - 1).is_some_and(|x| !x.also_possible.is_empty()))
+        .map(|n| format!("#{n}"))
+        .collect();
+    if !guessed.is_empty() {
+        finding.severity = Severity::Info;
+        finding.text.push_str(&format!(
+            "; but {} may have been for another message, so this is not certain",
+            guessed.join(", ")
+        ));
+    }
+    finding
 }
 
 fn domain_of(address: &str) -> Option<String> {

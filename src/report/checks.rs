@@ -1,16 +1,17 @@
-//! The checks that need nothing but one delivery's attempts, its tries and its domain's
-//! MX hosts: one function each, giving at most one finding. The module docs of [`super`]
-//! say what each checks and with which severity.
+//! The checks that need nothing but one delivery's attempts, its tries, its domain's MX
+//! hosts and what its client knew of them: one function each, giving at most one
+//! finding. The module docs of [`super`] say what each checks and with which severity.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::client::Client;
 use super::render::{duration, host_label, plural, what};
 use super::tries::{busiest_hour, firsts, related};
-use super::{
-    Finding, FindingKind, HAMMERING_PER_HOUR, RFC_RETRY_INTERVAL, SHORT_DEFERRAL, Severity,
-};
+use super::{Finding, FindingKind, GROWTH, HAMMERING_PER_HOUR, RFC_RETRY_INTERVAL, Severity};
 use crate::deliveries::Outcome;
+use crate::render::{Granularity, span};
+use crate::scenario::Stage;
 use crate::transcript::TranscriptAttempt;
 
 pub(super) fn early_retry(a: &[TranscriptAttempt], tries: &[Vec<usize>]) -> Option<Finding> {
@@ -21,9 +22,9 @@ pub(super) fn early_retry(a: &[TranscriptAttempt], tries: &[Vec<usize>]) -> Opti
         }
     }
     let mut checked = 0;
-    // (earlier, retry, waited, asked)
-    let mut early: Vec<(usize, usize, Duration, Duration)> = Vec::new();
-    let mut closest: Option<(usize, usize, Duration, Duration)> = None;
+    // (earlier, retry, waited, asked, told)
+    let mut early: Vec<(usize, usize, Duration, Duration, bool)> = Vec::new();
+    let mut closest: Option<(usize, usize, Duration, Duration, bool)> = None;
     for j in 0..a.len() {
         let Some(i) = (0..j)
             .rev()
@@ -32,41 +33,43 @@ pub(super) fn early_retry(a: &[TranscriptAttempt], tries: &[Vec<usize>]) -> Opti
         else {
             continue;
         };
-        let Some(asked) = a[i]
-            .attempt
-            .retry_after
-            .filter(|_| a[i].outcome == Outcome::Deferred)
-        else {
+        let x = &a[i].attempt;
+        let (Some(asked), Some(clears_at)) = (x.retry_after, x.clears_at) else {
             continue;
         };
+        if a[i].outcome != Outcome::Deferred {
+            continue;
+        }
         checked += 1;
-        let waited = a[j].attempt.at.saturating_sub(a[i].attempt.at);
-        if waited < asked && a[j].outcome == Outcome::Deferred {
-            early.push((i, j, waited, asked));
+        let retry = &a[j].attempt;
+        let waited = retry.started.saturating_sub(x.at);
+        let found = (i, j, waited, asked, x.retry_after_told);
+        if retry.started < clears_at && a[j].outcome == Outcome::Deferred {
+            early.push(found);
         } else if closest
-            .is_none_or(|(_, _, w, k)| waited.saturating_sub(asked) < w.saturating_sub(k))
+            .is_none_or(|(_, _, w, k, _)| waited.saturating_sub(asked) < w.saturating_sub(k))
         {
-            closest = Some((i, j, waited, asked));
+            closest = Some(found);
         }
     }
     if checked == 0 {
         return None;
     }
-    if let Some(&(i, j, waited, asked)) = early.first() {
-        let short = early.iter().any(|e| e.3 <= SHORT_DEFERRAL);
+    if let Some(&(i, j, waited, asked, _)) = early.first() {
+        let told = early.iter().any(|e| e.4);
         let attempts: Vec<usize> = early.iter().flat_map(|e| [e.0, e.1]).collect();
         let text = format!(
-            "{} came before the known end of a deferral and {} deferred again (wasted); the first: #{} {} after #{}, which asked for {}{}",
+            "{} came before the known end of a deferral and {} deferred again (wasted); the first: #{} {} after #{}, which {}{}",
             plural(early.len(), "retry", "retries"),
             if early.len() == 1 { "was" } else { "were" },
             j + 1,
-            duration(waited),
+            fine(waited),
             i + 1,
-            duration(asked),
-            if short {
+            asked_for(asked, early[0].4),
+            if told {
                 ""
             } else {
-                "; a wait that long is not one a sender can know"
+                "; its reply did not say when, so the sender could not know"
             },
         );
         let kind = FindingKind::EarlyRetry {
@@ -74,90 +77,57 @@ pub(super) fn early_retry(a: &[TranscriptAttempt], tries: &[Vec<usize>]) -> Opti
             checked,
             waited,
             asked,
+            told,
         };
-        let severity = if short {
+        let severity = if told {
             Severity::Problem
         } else {
             Severity::Info
         };
         return Some(Finding::new(kind, severity, &attempts, text));
     }
-    let (i, j, waited, asked) = closest?;
+    let (i, j, waited, asked, told) = closest?;
     let text = format!(
-        "every retry waited out the known end of the deferral before it ({} checked); the closest: #{} {} after #{}, which asked for {}",
+        "every retry waited out the known end of the deferral before it ({} checked); the closest: #{} {} after #{}, which {}",
         checked,
         j + 1,
-        duration(waited),
+        fine(waited),
         i + 1,
-        duration(asked),
+        asked_for(asked, told),
     );
     let kind = FindingKind::EarlyRetry {
         early: 0,
         checked,
         waited,
         asked,
+        told,
     };
     Some(Finding::new(kind, Severity::Ok, &[i, j], text))
 }
 
-pub(super) fn mx_failover(a: &[TranscriptAttempt], mx: &[(String, u16)]) -> Option<Finding> {
-    if mx.len() < 2 {
-        return None;
+/// What a deferral asked for: said in its text, or only known to the farm.
+fn asked_for(asked: Duration, told: bool) -> String {
+    if told {
+        format!("asked for {}", fine(asked))
+    } else {
+        format!("would have cleared after {}", fine(asked))
     }
-    let mut failures = Vec::new();
-    let mut same = Vec::new();
-    for i in 0..a.len().saturating_sub(1) {
-        let failed =
-            a[i].outcome == Outcome::Deferred && a[i].reply.as_ref().is_none_or(|r| r.code == 421);
-        if !failed {
-            continue;
-        }
-        failures.push(i);
-        if a[i + 1].host == a[i].host {
-            same.push(i);
-        }
+}
+
+/// Under a minute to the millisecond, so that 9.470s and 9.980s do not both read 9s.
+fn fine(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        span(d, Granularity::Exact)
+    } else {
+        duration(d)
     }
-    let &first = failures.first()?;
-    let kind = FindingKind::MxFailover {
-        failures: failures.len(),
-        same_host: same.len(),
-    };
-    if let Some(&i) = same.first() {
-        let others: Vec<String> = mx
-            .iter()
-            .filter(|(h, _)| *h != a[i].host)
-            .map(|(h, p)| host_label(h, Some(*p)))
-            .collect();
-        let text = format!(
-            "after the {} at #{} on {}, the next attempt #{} went to {} again although the domain has other MX hosts ({}); {} of {}",
-            what(&a[i]),
-            i + 1,
-            a[i].host,
-            i + 2,
-            a[i].host,
-            others.join(", "),
-            same.len(),
-            plural(failures.len(), "time", "times"),
-        );
-        let attempts: Vec<usize> = same.iter().flat_map(|&i| [i, i + 1]).collect();
-        return Some(Finding::new(kind, Severity::Problem, &attempts, text));
-    }
-    let text = format!(
-        "moved to another MX after each 421 or lost connection ({}); e.g. after the {} at #{} on {}, #{} went to {}",
-        plural(failures.len(), "time", "times"),
-        what(&a[first]),
-        first + 1,
-        a[first].host,
-        first + 2,
-        a[first + 1].host,
-    );
-    Some(Finding::new(kind, Severity::Ok, &[first, first + 1], text))
 }
 
 pub(super) fn mx_preference(
     a: &[TranscriptAttempt],
     tries: &[Vec<usize>],
     mx: &[(String, u16)],
+    client: Option<&Client>,
 ) -> Option<Finding> {
     let levels: BTreeSet<u16> = mx.iter().map(|(_, p)| *p).collect();
     if levels.len() < 2 {
@@ -165,15 +135,24 @@ pub(super) fn mx_preference(
     }
     let preference = |host: &str| mx.iter().find(|(h, _)| h == host).map(|(_, p)| *p);
     let mut out_of_order: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut passed_over = false;
     for members in tries {
         let mut tried: Vec<&str> = Vec::new();
         for &j in members {
             if let Some(p) = preference(&a[j].host) {
-                let skipped: Vec<String> = mx
+                let untried: Vec<&(String, u16)> = mx
                     .iter()
                     .filter(|(h, q)| *q < p && !tried.contains(&h.as_str()))
+                    .collect();
+                // A host the client just found refusing is rightly avoided.
+                let skipped: Vec<String> = untried
+                    .iter()
+                    .filter(|(h, _)| {
+                        !client.is_some_and(|c| c.last_failed(h, a[j].attempt.started))
+                    })
                     .map(|(h, q)| host_label(h, Some(*q)))
                     .collect();
+                passed_over |= untried.len() > skipped.len();
                 if !skipped.is_empty() {
                     out_of_order.push((j, skipped));
                 }
@@ -186,7 +165,7 @@ pub(super) fn mx_preference(
     };
     if let Some((j, skipped)) = out_of_order.first() {
         let text = format!(
-            "#{} went to {} while {} had not been tried in that try{} (a connection refused at TCP or at the greeting is not part of a delivery)",
+            "#{} went to {} while {} had not been tried in that try and had not refused this client before{}",
             j + 1,
             host_label(&a[*j].host, preference(&a[*j].host)),
             skipped.join(", "),
@@ -199,11 +178,13 @@ pub(super) fn mx_preference(
         let attempts: Vec<usize> = out_of_order.iter().map(|(j, _)| *j).collect();
         return Some(Finding::new(kind, Severity::Info, &attempts, text));
     }
-    let lowest = *levels.first()?;
-    let text =
-        format!("every try went to the MX hosts in preference order, from preference {lowest} up");
     // A try that went to more than one host shows the order best.
-    let shown = tries.iter().find(|t| t.len() > 1).unwrap_or(&tries[0]);
+    let shown = tries.iter().find(|t| t.len() > 1).or(tries.first())?;
+    let text = if passed_over {
+        "every try went to the MX hosts in preference order, passing over only hosts that had just refused this client".to_string()
+    } else {
+        "every try went to the MX hosts in preference order".to_string()
+    };
     Some(Finding::new(kind, Severity::Ok, shown, text))
 }
 
@@ -255,8 +236,15 @@ pub(super) fn mx_spread(a: &[TranscriptAttempt], mx: &[(String, u16)]) -> Option
     }
 }
 
-pub(super) fn retry_after_5xx(a: &[TranscriptAttempt]) -> Option<Finding> {
-    let i = a.iter().position(|x| x.outcome == Outcome::Rejected)?;
+pub(super) fn retry_after_5xx(a: &[TranscriptAttempt], envelope_only: bool) -> Option<Finding> {
+    // A 5xx greeting or EHLO rules out that host, not the message.
+    let i = a.iter().position(|x| {
+        x.outcome == Outcome::Rejected
+            && matches!(
+                x.stage,
+                Stage::Mail | Stage::Rcpt | Stage::Data | Stage::EndOfData
+            )
+    })?;
     let code = a[i].reply.as_ref().map_or(0, |r| r.code);
     let retries = a.len() - i - 1;
     let kind = FindingKind::RetryAfter5xx { code, retries };
@@ -264,13 +252,22 @@ pub(super) fn retry_after_5xx(a: &[TranscriptAttempt]) -> Option<Finding> {
         let text = format!("no retry after the permanent {} at #{}", what(&a[i]), i + 1);
         return Some(Finding::new(kind, Severity::Ok, &[i], text));
     }
+    let attempts: Vec<usize> = (i..a.len()).collect();
+    if envelope_only {
+        let text = format!(
+            "{} with the same envelope and size followed the permanent {} at #{}; the content was never sent, so they may be new messages rather than retries",
+            plural(retries, "attempt", "attempts"),
+            what(&a[i]),
+            i + 1,
+        );
+        return Some(Finding::new(kind, Severity::Info, &attempts, text));
+    }
     let text = format!(
         "tried {} more after the permanent {} at #{}; a 5xx must not be retried",
         plural(retries, "time", "times"),
         what(&a[i]),
         i + 1,
     );
-    let attempts: Vec<usize> = (i..a.len()).collect();
     Some(Finding::new(kind, Severity::Problem, &attempts, text))
 }
 
@@ -306,23 +303,46 @@ pub(super) fn backoff(tries: &[Vec<usize>], intervals: &[Duration]) -> Option<Fi
     }
 }
 
-pub(super) fn hammering(tries: &[Vec<usize>], starts: &[Duration]) -> Option<Finding> {
+pub(super) fn hammering(
+    tries: &[Vec<usize>],
+    starts: &[Duration],
+    intervals: &[Duration],
+) -> Option<Finding> {
     if tries.len() < 2 {
         return None;
     }
     let (from, max_per_hour) = busiest_hour(starts);
-    let kind = FindingKind::Hammering { max_per_hour };
+    let first = intervals.first().copied().unwrap_or_default();
+    let growing = intervals
+        .iter()
+        .any(|d| d.as_secs_f64() >= first.as_secs_f64() * GROWTH && *d > first);
+    let kind = FindingKind::Hammering {
+        max_per_hour,
+        growing,
+    };
     if max_per_hour > HAMMERING_PER_HOUR {
-        let attempts: Vec<usize> = tries[from..from + max_per_hour]
+        let attempts: Vec<usize> = tries
             .iter()
-            .flatten()
-            .copied()
+            .zip(starts)
+            .filter(|(_, s)| **s >= starts[from] && **s < starts[from] + Duration::from_secs(3600))
+            .flat_map(|(t, _)| t.iter().copied())
             .collect();
+        let (severity, why) = if growing {
+            (
+                Severity::Info,
+                "though the intervals grow (a short backoff, as test setups use)",
+            )
+        } else {
+            (
+                Severity::Problem,
+                "and the intervals never grow: this hammers the MX",
+            )
+        };
         let text = format!(
-            "{max_per_hour} tries within one hour from #{}; more than {HAMMERING_PER_HOUR} an hour (under 5 minutes apart) hammers the MX",
+            "{max_per_hour} tries within one hour from #{}, more than {HAMMERING_PER_HOUR} (under 5 minutes apart), {why}",
             tries[from][0] + 1,
         );
-        return Some(Finding::new(kind, Severity::Problem, &attempts, text));
+        return Some(Finding::new(kind, severity, &attempts, text));
     }
     let text = format!(
         "at most {} in any hour",

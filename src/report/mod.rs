@@ -1,18 +1,39 @@
 //! The retry-behaviour report: what a mail engineer checks in a sender's retries, per
-//! delivery and overall, each finding with the attempts that show it.
+//! delivery (one message to one recipient), per client for contacts tied to no message,
+//! and overall; each finding with the attempts that show it.
 //!
 //! It is computed from a [`Transcript`] alone (pure, no I/O), so a journal read back from a
 //! file gives the same report as a live farm. [`report`] knows only the transcript;
-//! [`report_journal`] and [`report_journal_until`] (what [`Farm::report`](crate::Farm::report) uses) also know every domain's MX hosts (from the
-//! journal's farm-started event) and how long the journal went on, which some checks need.
+//! [`report_journal`] and [`report_journal_until`] (what [`Farm::report`](crate::Farm::report)
+//! uses) also know every domain's MX hosts (from the journal's farm-started event) and how
+//! long the journal went on, which some checks need.
+//!
+//! A check judges only what the sender could know and should fix: a `Problem` is
+//! something a mail engineer would change in the sender. Where the evidence rests on an
+//! attempt the journal could not tie to one message for certain (the transcript shows
+//! `[or message N]`), a `Problem` becomes `Info` and says so.
 //!
 //! # Tries
 //!
 //! A sender works in *tries*: in one go it walks the MX hosts until one takes the message,
-//! then waits before the next try. An attempt belongs to the try before it when it follows
-//! a deferred attempt within [`TRY_GAP`] and goes to a host not yet used in that try;
-//! otherwise it starts a new try. Moving on to the next MX is therefore never counted as a
-//! retry: intervals, backoff, hammering and early retries are about tries.
+//! then waits before the next try. Tries follow the sender's own rhythm, learnt per client
+//! from all its stories, so that senders retrying after seconds (CI) and after hours
+//! (production) are both read right:
+//!
+//! - Attempts on the same connection are one try (a second transaction right after a
+//!   per-recipient 4xx is not a retry).
+//! - An attempt starts a new try when it goes back to a host the try already used, or when
+//!   the attempt before it delivered or bounced the message: such a start is a certain
+//!   retry.
+//! - Otherwise it joins the try when it starts within the client's *move-on window* of
+//!   the previous attempt's end: a quarter of the client's quickest certain retry, and at
+//!   least [`MIN_WINDOW`] (a sender moves to its next MX far quicker than it retries).
+//!   A client with no certain retry: the gaps between its attempts sorted by length, cut
+//!   at the first that is [`RHYTHM_JUMP`] times the one before; without such a jump,
+//!   [`DEFAULT_WINDOW`].
+//!
+//! Intervals are measured between the starts of tries, and a retry's wait from the end of
+//! the attempt it retries.
 //!
 //! # The checks
 //!
@@ -20,51 +41,61 @@
 //! sender is wrong), `Info` (worth knowing, often normal) or `Ok` (the check applied and
 //! passed). A check that does not apply gives no finding.
 //!
-//! - **early-retry**: an attempt in a later try, deferred again, before the known end of
-//!   an earlier deferral on the same host or with the same code and enhanced status (the
-//!   farm journals that end for greylisting and `first-attempt-within` quotas). Compared
-//!   are the farm times at which the attempts ended. `Problem` when the deferral asked for
-//!   at most [`SHORT_DEFERRAL`] (greylisting: a sender is expected to wait that out),
-//!   `Info` when every wasted retry was against a longer one (a quota whose end the sender
-//!   cannot know).
-//! - **mx-failover**: after a 421 or a lost connection, the next attempt should go to
-//!   another MX when the domain has more than one. `Problem` when it went to the same host.
+//! - **early-retry**: an attempt in a later try, deferred again, that started before the
+//!   known end of an earlier deferral on the same host or with the same code and enhanced
+//!   status (the farm journals that end for greylisting and `first-attempt-within`
+//!   quotas). `Problem` only when the deferral's text told the sender how long to wait
+//!   (a greylisting reply with `{remaining}`); otherwise `Info`: the sender could not know
+//!   when it would clear. Times under a minute are given to the millisecond.
+//! - **mx-failover**: after a connection-level failure (a 421, a refused or failed
+//!   contact before MAIL, a connection lost before the end of data) on one MX host of a
+//!   domain with several, the client should try another of the domain's hosts. `Ok` when
+//!   it contacted another within its move-on window (for any message: parallel deliveries
+//!   count); `Problem` when its next contact for the domain went to the same host again.
+//!   Not judged when every other host's last contact from that client failed too (the
+//!   sender is right to avoid them) or when nothing followed.
 //! - **mx-preference**: within a try, an attempt on a host while a host of lower
-//!   preference was not tried in that try. `Info`, not `Problem`: a connection refused at
-//!   TCP or at the greeting never reaches a delivery, so the lower host may have been tried.
+//!   preference was not tried in that try, and that host's last contact from the client
+//!   had not failed. `Info`: MTAs cache hosts they found down.
 //! - **mx-spread**: when the lowest preference has several hosts and the delivery took more
 //!   than one attempt, did the sender use more than one of them (RFC 5321 §5.1)? `Info` if
 //!   not.
-//! - **retry-after-5xx**: any attempt after one refused with a 5xx. `Problem`.
+//! - **retry-after-5xx**: an attempt after one refused with a 5xx to MAIL, RCPT, DATA or
+//!   the end of data (a 5xx greeting or EHLO only rules out that host). `Problem`; `Info`
+//!   for a message whose content was never sent, which a new message with the same
+//!   envelope cannot be told apart from.
 //! - **recipient-retry**: after a per-recipient 4xx at RCPT (not a 421) in a transaction
-//!   where other recipients were accepted, the retry should carry only the deferred
-//!   recipients. `Problem` when it carried an already accepted recipient again (with the
-//!   same Message-ID, when known): the whole message was resent.
+//!   that delivered the message to other recipients, the retry should carry only the
+//!   deferred recipients. `Problem` when it carried one already delivered again.
 //! - **backoff**: with at least three tries, the interval between tries should grow.
 //!   `Info` when the last interval is not longer than the first.
-//! - **hammering**: more than [`HAMMERING_PER_HOUR`] tries within any hour, i.e. on
-//!   average under 5 minutes apart. `Problem`.
+//! - **hammering**: more than [`HAMMERING_PER_HOUR`] tries within one hour (on average
+//!   under 5 minutes apart). `Problem` when the intervals never grew to [`GROWTH`] times
+//!   the first (the sender keeps hammering); `Info` when they did (a short backoff, as CI
+//!   configurations use).
 //! - **retry-interval**: RFC 5321 §4.5.4.1 suggests at least 30 minutes between tries.
 //!   Real MTAs retry sooner, so a shorter interval is `Info`.
 //! - **give-up**: a delivery still deferred, followed by silence until the end of what
-//!   was observed: at least an hour, and at least the longest interval between its tries. The journal cannot tell whether the sender gave up or waits longer, so
-//!   the finding says so. `Problem` when it never retried at all (one try, a temporary
-//!   failure treated as permanent); `Info` when it stopped within 4 days (RFC 5321
-//!   §4.5.4.1 suggests 4-5 days); `Ok` when it kept trying at least that long.
-//! - **duplicate**: the same Message-ID accepted more than once for a recipient. `Problem`,
-//!   with the cause: the whole message resent after a per-recipient 4xx, or resent after
-//!   it was accepted; `Info` when the farm lost the reply to the first acceptance (then a
-//!   resend is right, RFC 1047). Accepted twice without a Message-ID is `Info`.
+//!   was observed: at least [`SILENCE`], and at least the longest interval between its
+//!   tries. The journal cannot tell whether the sender gave up or waits longer, so the
+//!   finding says so. `Problem` when it never retried at all (a 4xx treated as
+//!   permanent); `Info` when it stopped within 4 days (RFC 5321 §4.5.4.1 suggests 4-5
+//!   days); `Ok` when it kept trying at least that long.
+//! - **duplicate**: the same message accepted more than once for a recipient. `Problem`
+//!   for a copy sent after the sender received a 250 for an earlier one (with the cause
+//!   when the whole message was resent after another recipient's 4xx); `Info` when every
+//!   earlier copy's reply was lost (the farm kept it but the sender never heard: a resend
+//!   is right, RFC 1047), or when the copies have no Message-ID and only their identical
+//!   content ties them together.
 //!
-//! Attempts refused before any recipient was given (a 421 at MAIL, say) form a delivery
-//! without a recipient; the journal does not say which recipients they were for, so such a
-//! delivery is listed but not analysed.
-//!
-//! The overall findings give, per check, the worst severity and the deliveries that have
-//! it.
+//! Contacts tied to no message (refused while the client had nothing in flight) are
+//! judged per client by mx-failover. The overall findings give, per check, the worst
+//! severity and the deliveries and clients that have it.
 
 mod across;
 mod checks;
+mod client;
+mod failover;
 mod overall;
 mod render;
 mod tries;
@@ -72,21 +103,27 @@ mod tries;
 pub use render::duration;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::journal::{DomainRecord, Event, EventKind, Missing};
+use crate::deliveries::domain_records;
+use crate::journal::{DomainRecord, Event, Missing};
 use crate::transcript::{DeliveryOutcome, Transcript};
 use across::Env;
 use overall::overall;
 
-/// Attempts that follow a deferred one within this time, on another host, are the same try.
-pub const TRY_GAP: Duration = Duration::from_secs(60);
+/// The least move-on window: a sender's move to its next MX within this is one try.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The move-on window of a client whose stories show no rhythm.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
+/// How much longer a gap must be than the one before it to part moves from retries.
+pub const RHYTHM_JUMP: u32 = 4;
 /// More tries than this within one hour hammer the MX.
 pub const HAMMERING_PER_HOUR: usize = 12;
-/// A deferral that clears within this time is one a sender is expected to wait out.
-pub const SHORT_DEFERRAL: Duration = Duration::from_secs(3600);
+/// Intervals that grow to this many times the first are a backoff.
+pub const GROWTH: f64 = 1.5;
 /// RFC 5321 §4.5.4.1: "the retry interval SHOULD be at least 30 minutes".
 pub const RFC_RETRY_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// RFC 5321 §4.5.4.1: "the give-up time generally needs to be at least 4-5 days".
@@ -94,7 +131,7 @@ pub const RFC_GIVE_UP: Duration = Duration::from_secs(4 * 86_400);
 /// The least silence after a deferred delivery's last attempt before it counts as over.
 pub const SILENCE: Duration = Duration::from_secs(3600);
 
-/// The report: per delivery, then overall.
+/// The report: per delivery, per client for contacts tied to no message, then overall.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Set when events are missing from the journal: findings may then be wrong, and the
@@ -102,15 +139,20 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<Missing>,
     pub deliveries: Vec<DeliveryReport>,
-    /// Per check, the worst severity across deliveries and which deliveries have it.
+    /// Per client, the findings on its contacts tied to no message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientReport>,
+    /// Per check, the worst severity and which deliveries and clients have it.
     pub overall: Vec<Finding>,
 }
 
-/// The findings of one (sender, recipient) delivery.
+/// The findings of one delivery: one message to one recipient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryReport {
+    /// The message's number, as in the transcript.
+    pub message: usize,
     pub sender: String,
-    /// `None` for attempts refused before any recipient was given (not analysed).
+    /// `None` when no attempt of the message named a recipient.
     pub recipient: Option<String>,
     pub outcome: DeliveryOutcome,
     /// How many attempts the delivery has.
@@ -120,6 +162,14 @@ pub struct DeliveryReport {
     /// Intervals between tries, when there were at least two.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intervals: Option<IntervalStats>,
+}
+
+/// The findings on one client's contacts tied to no message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientReport {
+    pub client: IpAddr,
+    pub attempts: usize,
+    pub findings: Vec<Finding>,
 }
 
 /// Intervals between the starts of tries (see the module docs for what a try is).
@@ -147,6 +197,9 @@ pub struct Finding {
     /// For overall findings: the 1-based numbers of the deliveries concerned.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<usize>,
+    /// For overall findings: the clients whose contacts tied to no message are concerned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<IpAddr>,
     pub text: String,
 }
 
@@ -239,11 +292,14 @@ pub enum FindingKind {
         /// What the deferral before it asked for.
         #[serde(rename = "asked_ms", serialize_with = "crate::millis::serialize")]
         asked: Duration,
+        /// Whether that deferral's text told the sender how long to wait.
+        told: bool,
     },
-    /// After a 421 or a lost connection: did the next attempt go to another MX?
+    /// After a connection-level failure: did the client go to another MX?
     MxFailover {
+        /// Failures judged.
         failures: usize,
-        /// How many times the next attempt went to the same host.
+        /// How many times the client's next contact went to the same host again.
         same_host: usize,
     },
     /// Attempts on a host while a lower-preference host was not tried in that try.
@@ -252,7 +308,7 @@ pub enum FindingKind {
     MxSpread { used: usize, equal: usize },
     /// Attempts made after a permanent refusal.
     RetryAfter5xx { code: u16, retries: usize },
-    /// After a per-recipient 4xx: did the retry resend to recipients already accepted?
+    /// After a per-recipient 4xx: did the retry resend to recipients already delivered?
     RecipientRetry {
         whole_message: bool,
         resent_to: Vec<String>,
@@ -265,8 +321,8 @@ pub enum FindingKind {
         last: Duration,
         growing: bool,
     },
-    /// The most tries within one hour.
-    Hammering { max_per_hour: usize },
+    /// The most tries within one hour, and whether the intervals grew.
+    Hammering { max_per_hour: usize, growing: bool },
     /// The shortest interval between tries, against RFC 5321's 30 minutes.
     RetryInterval {
         #[serde(rename = "shortest_ms", serialize_with = "crate::millis::serialize")]
@@ -275,25 +331,26 @@ pub enum FindingKind {
     /// A delivery still deferred when the journal went quiet.
     GiveUp {
         tries: usize,
-        /// From the first attempt to the last.
+        /// From the start of the first attempt to the end of the last.
         #[serde(rename = "retried_for_ms", serialize_with = "crate::millis::serialize")]
         retried_for: Duration,
-        /// From the last attempt to the end of what was observed.
+        /// From the end of the last attempt to the end of what was observed.
         #[serde(rename = "silence_ms", serialize_with = "crate::millis::serialize")]
         silence: Duration,
     },
-    /// The same message accepted more than once.
+    /// The same message accepted more than once for one recipient.
     Duplicate {
+        /// How many copies were accepted.
         times: usize,
         message_id: Option<String>,
         cause: DuplicateCause,
     },
-    /// Overall: the worst severity of a check and in how many deliveries.
+    /// Overall: the worst severity of a check and where.
     Summary {
         of: Check,
-        /// Deliveries with the worst severity.
+        /// Deliveries and clients with the worst severity.
         deliveries: usize,
-        /// Deliveries where the check applied.
+        /// Deliveries and clients where the check applied.
         applied: usize,
     },
 }
@@ -318,17 +375,19 @@ impl FindingKind {
     }
 }
 
-/// Why a message was accepted twice.
+/// Why a message was accepted more than once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DuplicateCause {
-    /// The farm kept the message but closed before its 250: resending is right.
+    /// Accepted once: no duplicate.
+    None,
+    /// Every earlier copy was kept without a reply the sender got: resending is right.
     LostReply,
     /// Resent to every recipient after a per-recipient 4xx for another one.
     WholeMessageResent,
-    /// Resent after it was accepted, for no reason the journal shows.
+    /// Resent after a 250 the sender received.
     Resent,
-    /// Accepted more than once without a Message-ID to tell copies from new messages.
+    /// Identical content without a Message-ID: perhaps copies, perhaps new messages.
     Unknown,
 }
 
@@ -345,16 +404,8 @@ pub struct Context {
 impl Context {
     /// The MX hosts from the journal's farm-started event; observed until its last event.
     pub fn from_journal(events: &[Event]) -> Context {
-        let domains = events
-            .iter()
-            .rev()
-            .find_map(|e| match &e.kind {
-                EventKind::FarmStarted { domains, .. } => Some(domains.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         Context {
-            domains,
+            domains: domain_records(events),
             observed_until: events.last().map(|e| e.at),
         }
     }
@@ -390,32 +441,46 @@ pub fn report_with(transcript: &Transcript, context: &Context) -> Report {
     let deliveries: Vec<DeliveryReport> = (0..transcript.deliveries.len())
         .map(|d| env.delivery(d))
         .collect();
-    let overall = overall(&deliveries);
+    let clients: Vec<ClientReport> = (0..transcript.unattributed.len())
+        .map(|c| env.client(c))
+        .collect();
+    let overall = overall(&deliveries, &clients);
     Report {
         incomplete: transcript.incomplete,
         deliveries,
+        clients,
         overall,
     }
 }
 
 impl Report {
-    /// Every per-delivery finding of severity `Problem`.
+    /// Every finding of severity `Problem`, per delivery and per client.
     pub fn problems(&self) -> Vec<&Finding> {
         self.deliveries
             .iter()
             .flat_map(|d| &d.findings)
+            .chain(self.clients.iter().flat_map(|c| &c.findings))
             .filter(|f| f.severity == Severity::Problem)
             .collect()
     }
 
-    /// The findings of the delivery of `sender` to `recipient`, if there is one.
+    /// The findings of the first delivery of `sender` to `recipient`, if there is one
+    /// (one per message: see [`Report::deliveries_to`]).
     pub fn delivery(&self, sender: &str, recipient: &str) -> Option<&DeliveryReport> {
-        self.deliveries.iter().find(|d| {
-            d.sender.eq_ignore_ascii_case(sender)
-                && d.recipient
-                    .as_deref()
-                    .is_some_and(|r| r.eq_ignore_ascii_case(recipient))
-        })
+        self.deliveries_to(sender, recipient).into_iter().next()
+    }
+
+    /// The findings of every delivery of `sender` to `recipient`, one per message.
+    pub fn deliveries_to(&self, sender: &str, recipient: &str) -> Vec<&DeliveryReport> {
+        self.deliveries
+            .iter()
+            .filter(|d| {
+                d.sender.eq_ignore_ascii_case(sender)
+                    && d.recipient
+                        .as_deref()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(recipient))
+            })
+            .collect()
     }
 
     /// The JSON form.
@@ -431,6 +496,13 @@ impl DeliveryReport {
     }
 }
 
+impl ClientReport {
+    /// The finding of one check, if it applied.
+    pub fn finding(&self, check: Check) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.kind.check() == check)
+    }
+}
+
 impl Finding {
     fn new(kind: FindingKind, severity: Severity, attempts: &[usize], text: String) -> Finding {
         let attempts: BTreeSet<usize> = attempts.iter().map(|i| i + 1).collect();
@@ -439,6 +511,7 @@ impl Finding {
             severity,
             attempts: attempts.into_iter().collect(),
             deliveries: Vec::new(),
+            clients: Vec::new(),
             text,
         }
     }

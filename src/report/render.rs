@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{DeliveryReport, Finding, Report, Severity};
-use crate::transcript::{DeliveryOutcome, TranscriptAttempt};
+use crate::deliveries::Outcome;
+use crate::render::{Granularity, span};
+use crate::scenario::Stage;
+use crate::transcript::TranscriptAttempt;
 
 impl Report {
     /// The stable text form: no wall-clock times, durations like `5m02s`.
@@ -15,13 +18,17 @@ impl Report {
         if let Some(missing) = &self.incomplete {
             let _ = writeln!(out, "{missing}");
         }
-        let count = |s: Severity| {
+        if self.deliveries.is_empty() && self.clients.is_empty() {
+            out.push_str("retry report: no contacts in the journal, so nothing to judge\n");
+            return out;
+        }
+        let findings = || {
             self.deliveries
                 .iter()
                 .flat_map(|d| &d.findings)
-                .filter(|f| f.severity == s)
-                .count()
+                .chain(self.clients.iter().flat_map(|c| &c.findings))
         };
+        let count = |s: Severity| findings().filter(|f| f.severity == s).count();
         let _ = writeln!(
             out,
             "retry report: {}; {}, {} to note",
@@ -32,6 +39,18 @@ impl Report {
         for (i, delivery) in self.deliveries.iter().enumerate() {
             out.push('\n');
             delivery.render_into(&mut out, i + 1);
+        }
+        for client in &self.clients {
+            out.push('\n');
+            let _ = writeln!(
+                out,
+                "contacts from {} for no message the journal shows: {}",
+                client.client,
+                plural(client.attempts, "contact", "contacts")
+            );
+            for finding in &client.findings {
+                finding.render_into(&mut out);
+            }
         }
         if !self.overall.is_empty() {
             out.push_str("\noverall\n");
@@ -49,16 +68,12 @@ impl DeliveryReport {
             .recipient
             .as_deref()
             .map_or("(no recipient given)".to_string(), |r| format!("<{r}>"));
-        let _ = writeln!(out, "delivery {number} <{}> -> {recipient}", self.sender);
-        let _ = writeln!(out, "  {}", verdict(&self.outcome));
-        if self.recipient.is_none() {
-            let _ = writeln!(
-                out,
-                "  {} before any recipient was given; not analysed, since the journal does not say which recipients they were for",
-                plural(self.attempts, "attempt", "attempts"),
-            );
-            return;
-        }
+        let _ = writeln!(
+            out,
+            "delivery {number} <{}> -> {recipient} (message {})",
+            self.sender, self.message
+        );
+        let _ = writeln!(out, "  {}", self.outcome.describe(Granularity::Seconds));
         match &self.intervals {
             Some(i) => {
                 let _ = writeln!(
@@ -133,45 +148,14 @@ pub(super) fn numbers(attempts: &[usize]) -> String {
     parts.join(", ")
 }
 
-/// `30s`, `5m02s`, `1h20m00s`, `4d02h00m`: whole seconds, no leading `+`.
+/// `30s`, `5m02s`, `1h20m00s`, `4d02h00m00s`: whole seconds, no leading `+`; the same
+/// form as the transcript's ([`crate::render::span`]).
 pub fn duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (days, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if days > 0 {
-        format!("{days}d{h:02}h{m:02}m")
-    } else if h > 0 {
-        format!("{h}h{m:02}m{s:02}s")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
+    span(d, Granularity::Seconds)
 }
 
 pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn verdict(outcome: &DeliveryOutcome) -> String {
-    match outcome {
-        DeliveryOutcome::Delivered { attempts, after } => format!(
-            "delivered after {} in {}",
-            plural(*attempts, "attempt", "attempts"),
-            duration(*after)
-        ),
-        DeliveryOutcome::DeliveredTwice { times } => format!("delivered {times} times"),
-        DeliveryOutcome::StillDeferred { attempts } => format!(
-            "still deferred after {}",
-            plural(*attempts, "attempt", "attempts")
-        ),
-        DeliveryOutcome::Bounced { attempts } => {
-            format!("bounced: permanent failure at attempt {attempts}")
-        }
-        DeliveryOutcome::Abandoned { attempts } => format!(
-            "abandoned by the sender after {}",
-            plural(*attempts, "attempt", "attempts")
-        ),
-    }
 }
 
 /// What the reply or the lost connection that ended an attempt was, in a few words.
@@ -181,6 +165,9 @@ pub(super) fn what(a: &TranscriptAttempt) -> String {
             Some(status) => format!("{} {status}", r.code),
             None => r.code.to_string(),
         },
+        None if a.outcome == Outcome::Unreached && a.stage == Stage::Starttls => {
+            "failed TLS handshake".to_string()
+        }
         None => "lost connection".to_string(),
     }
 }

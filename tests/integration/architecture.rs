@@ -20,18 +20,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["capture", "clock", "journal", "policy", "scenario"],
     ),
     ("deliveries", &["journal", "millis", "scenario"]),
-    ("render", &["deliveries", "journal", "scenario"]),
+    ("render", &["journal"]),
     (
         "transcript",
         &["deliveries", "journal", "millis", "render", "scenario"],
     ),
     (
         "report",
-        &["deliveries", "journal", "millis", "scenario", "transcript"],
+        &[
+            "deliveries",
+            "journal",
+            "millis",
+            "render",
+            "scenario",
+            "transcript",
+        ],
     ),
     (
         "assertions",
-        &["deliveries", "render", "report", "transcript"],
+        &["deliveries", "render", "report", "scenario", "transcript"],
     ),
     (
         "farm",

@@ -242,7 +242,8 @@ fn run_with_a_missing_ca_says_how_to_make_one() {
 }
 
 /// A journal file as `mxfarm run --journal` writes it, of one greylisted delivery that
-/// gets through on its second attempt.
+/// gets through on its second attempt (the greylisting says how long to wait, so that
+/// a sender coming back sooner is blamed).
 async fn greylisted_journal(dir: &std::path::Path) -> std::path::PathBuf {
     greylisted_journal_with_waits(dir, &[360, 360]).await
 }
@@ -262,7 +263,7 @@ name = "mx1"
 listen = "127.0.0.1:0"
 [[host.rule]]
 stage = "rcpt"
-then = { greylist = {} }
+then = { greylist = { reply = "450 4.2.0 <{recipient}>: Greylisted for {remaining} seconds" } }
 "#,
     )
     .unwrap();

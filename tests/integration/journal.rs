@@ -41,7 +41,7 @@ async fn journal_of_a_short_conversation() {
     );
     insta::assert_snapshot!(
         "short_conversation_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::None)
+        farm.transcript().render(Granularity::None)
     );
     // The same events as JSON lines, with times and client ports taken out.
     let json: Vec<String> = journal

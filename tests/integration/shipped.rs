@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mxfarm::render::{self, Granularity};
+use mxfarm::render::Granularity;
 use mxfarm::testing::{GUARD, Reply, SmtpClient};
 use mxfarm::{Farm, Scenario};
 use tokio::net::TcpSocket;
@@ -125,7 +125,7 @@ async fn aol_greylists_on_mx1_defers_new_ips_on_mx2_and_full_mailboxes_for_six_h
     assert_eq!(deliver(&farm, "mx3", "full-bob@aol.test").await, DELIVERED);
     insta::assert_snapshot!(
         "aol_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }
@@ -163,7 +163,7 @@ async fn yahoo_closes_after_three_messages_and_defers_an_ip_over_five_an_hour() 
     assert_eq!(deliver(&farm, "mta7", "erin@yahoo.test").await, DELIVERED);
     insta::assert_snapshot!(
         "yahoo_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }
@@ -234,7 +234,7 @@ async fn gmail_refuses_no_ptr_over_quota_too_fast_and_an_unusual_rate_pool_wide(
     );
     insta::assert_snapshot!(
         "gmail_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }
@@ -289,7 +289,7 @@ async fn outlook_limits_connections_recipients_per_message_and_recipients_per_ho
     assert_eq!(deliver(&farm, "mx2", "a11@outlook.test").await, DELIVERED);
     insta::assert_snapshot!(
         "outlook_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }
@@ -345,7 +345,7 @@ async fn greylist_plays_postgrey_on_a_primary_and_a_backup_sharing_one_state() {
     );
     insta::assert_snapshot!(
         "greylist_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }
@@ -437,7 +437,7 @@ async fn lossy_drops_loses_delays_and_hangs_and_a_correct_sender_retries() {
     );
     insta::assert_snapshot!(
         "lossy_deliveries",
-        render::deliveries(&farm.deliveries(), Granularity::Minutes)
+        farm.transcript().render(Granularity::Minutes)
     );
     farm.shutdown().await;
 }

@@ -75,7 +75,11 @@ listen = "127.0.0.1:0"
     );
     let deliveries = farm.deliveries();
     assert!(deliveries.incomplete.is_some());
-    assert!(render::deliveries(&deliveries, Granularity::Seconds).starts_with("INCOMPLETE: "));
+    assert!(
+        farm.transcript()
+            .render(Granularity::Seconds)
+            .starts_with("INCOMPLETE: ")
+    );
     // An expectation cannot be answered truly on part of the attempts: it fails, saying so.
     let expectation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         farm.expect_delivery("a@x.test", "bob@y.test")

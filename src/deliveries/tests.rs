@@ -1,0 +1,512 @@
+//! A journal written by hand, event by event, as a farm would record a sender's
+//! contacts; and the stories read from such journals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::journal::{ClosedBy, Command, DomainRecord, Event, EventKind};
+use crate::scenario::{Reply, Stage};
+
+/// Writes a journal: each call adds the events the farm would record, at the current
+/// farm time ([`Script::at`] moves it).
+pub(crate) struct Script {
+    pub events: Vec<Event>,
+    now: Duration,
+    next_conn: u64,
+    hosts: std::collections::HashMap<u64, (Arc<str>, String)>,
+}
+
+impl Script {
+    /// A journal whose farm plays `domains`: (domain, [(host, preference)]).
+    pub fn new(domains: &[(&str, &[(&str, u16)])]) -> Script {
+        let mut s = Script {
+            events: Vec::new(),
+            now: Duration::ZERO,
+            next_conn: 1,
+            hosts: Default::default(),
+        };
+        let domains = domains
+            .iter()
+            .map(|(name, mx)| DomainRecord {
+                name: name.to_string(),
+                mx: mx.iter().map(|(h, p)| (h.to_string(), *p)).collect(),
+            })
+            .collect();
+        s.push(EventKind::FarmStarted {
+            scenario: "script".into(),
+            domains,
+        });
+        s
+    }
+
+    fn push(&mut self, kind: EventKind) {
+        let seq = self.events.len() as u64 + 1;
+        self.events.push(Event {
+            seq,
+            at: self.now,
+            kind,
+        });
+    }
+
+    /// Moves farm time to `secs` (fractions allowed).
+    pub fn at(&mut self, secs: f64) -> &mut Self {
+        self.now = Duration::from_secs_f64(secs);
+        self
+    }
+
+    fn host(&self, conn: u64) -> Arc<str> {
+        self.hosts[&conn].0.clone()
+    }
+
+    /// A connection from `client` (an IP) to `host`; the greeting is not sent yet.
+    pub fn connect(&mut self, host: &str, client: &str) -> u64 {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let h: Arc<str> = Arc::from(host);
+        self.hosts.insert(conn, (h.clone(), client.to_string()));
+        self.push(EventKind::ConnectionOpened {
+            host: h,
+            conn,
+            client: format!("{client}:40000").parse().expect("an IP"),
+        });
+        conn
+    }
+
+    /// A reply; `retry` is (seconds until it clears, whether the text says so).
+    pub fn reply(&mut self, conn: u64, stage: Stage, reply: &str, retry: Option<(f64, bool)>) {
+        let reply = Reply::parse(reply).expect("a reply");
+        let host = self.host(conn);
+        self.push(EventKind::Reply {
+            host,
+            conn,
+            stage: Some(stage),
+            reply,
+            rule: None,
+            retry_after: retry.map(|(s, _)| Duration::from_secs_f64(s)),
+            retry_after_told: retry.is_some_and(|(_, told)| told),
+        });
+    }
+
+    pub fn command(&mut self, conn: u64, command: Command) {
+        let host = self.host(conn);
+        self.push(EventKind::Command {
+            host,
+            conn,
+            line: String::new(),
+            command,
+        });
+    }
+
+    /// Connects, greets with 220 and answers EHLO: a connection ready for MAIL.
+    pub fn open(&mut self, host: &str, client: &str) -> u64 {
+        let conn = self.connect(host, client);
+        self.reply(conn, Stage::Connect, "220 ready", None);
+        self.command(conn, Command::Ehlo { name: "c".into() });
+        self.reply(conn, Stage::Ehlo, "250 hi", None);
+        conn
+    }
+
+    pub fn mail(&mut self, conn: u64, sender: &str, size: Option<u64>, reply: &str) {
+        self.command(
+            conn,
+            Command::Mail {
+                sender: sender.into(),
+                size,
+            },
+        );
+        self.reply(conn, Stage::Mail, reply, None);
+    }
+
+    pub fn rcpt(&mut self, conn: u64, recipient: &str, reply: &str, retry: Option<(f64, bool)>) {
+        self.command(
+            conn,
+            Command::Rcpt {
+                recipient: recipient.into(),
+            },
+        );
+        self.reply(conn, Stage::Rcpt, reply, retry);
+    }
+
+    /// DATA, 354, and the content with this Message-ID.
+    pub fn content(&mut self, conn: u64, message_id: Option<&str>) {
+        self.command(conn, Command::Data);
+        self.reply(conn, Stage::Data, "354 go", None);
+        self.command(
+            conn,
+            Command::EndOfData {
+                size: 100,
+                message_id: message_id.map(str::to_string),
+                digest: Some(format!("{:016x}", message_id.map_or(0, |m| m.len()))),
+            },
+        );
+    }
+
+    /// The farm keeps the message (message number `id`) and answers `reply`, or answers
+    /// nothing if `reply` is `None` (a lost reply: the caller closes).
+    pub fn kept(&mut self, conn: u64, id: u64, reply: Option<&str>) {
+        let host = self.host(conn);
+        self.push(EventKind::MessageAccepted {
+            host,
+            conn,
+            id,
+            sender: String::new(),
+            recipients: Vec::new(),
+            size: 100,
+            message_id: None,
+            subject: None,
+            tls: false,
+        });
+        if let Some(reply) = reply {
+            self.reply(conn, Stage::EndOfData, reply, None);
+        }
+    }
+
+    pub fn close(&mut self, conn: u64, by: ClosedBy, reason: &str) {
+        let host = self.host(conn);
+        self.push(EventKind::ConnectionClosed {
+            host,
+            conn,
+            by,
+            reason: reason.into(),
+        });
+    }
+
+    /// QUIT, 221, closed by the client.
+    pub fn quit(&mut self, conn: u64) {
+        self.command(conn, Command::Quit);
+        self.reply(conn, Stage::Quit, "221 bye", None);
+        self.close(conn, ClosedBy::Client, "QUIT");
+    }
+
+    /// One whole transaction on a new connection: MAIL, each RCPT with its reply, then
+    /// the content and its reply if a recipient was accepted, then QUIT.
+    pub fn send(
+        &mut self,
+        host: &str,
+        client: &str,
+        sender: &str,
+        rcpts: &[(&str, &str)],
+        message_id: &str,
+        end: &str,
+    ) -> u64 {
+        let conn = self.open(host, client);
+        self.transaction(conn, sender, rcpts, message_id, end);
+        self.quit(conn);
+        conn
+    }
+
+    /// One transaction on an open connection, as [`Script::send`].
+    pub fn transaction(
+        &mut self,
+        conn: u64,
+        sender: &str,
+        rcpts: &[(&str, &str)],
+        message_id: &str,
+        end: &str,
+    ) {
+        self.mail(conn, sender, Some(100 + message_id.len() as u64), "250 ok");
+        let mut accepted = false;
+        for (r, reply) in rcpts {
+            let retry = reply.starts_with("45").then_some((300.0, false));
+            self.rcpt(conn, r, reply, retry);
+            accepted |= reply.starts_with('2');
+        }
+        if accepted {
+            self.content(conn, Some(message_id));
+            if end.starts_with('2') {
+                let id = self.events.len() as u64;
+                self.kept(conn, id, Some(end));
+            } else {
+                self.reply(conn, Stage::EndOfData, end, None);
+            }
+        } else {
+            self.command(conn, Command::Rset);
+            self.reply(conn, Stage::Rset, "250 ok", None);
+        }
+    }
+
+    /// A contact the farm refuses at the greeting.
+    pub fn refused(&mut self, host: &str, client: &str, greeting: &str) -> u64 {
+        let conn = self.connect(host, client);
+        self.reply(conn, Stage::Connect, greeting, None);
+        self.close(conn, ClosedBy::Farm, "421 at connect");
+        conn
+    }
+}
+
+const AOL: (&str, &[(&str, u16)]) = ("aol.test", &[("mx1", 10), ("mx2", 20)]);
+const C: &str = "192.0.2.1";
+
+fn attempts_of(d: &Deliveries, recipient: &str) -> Vec<Vec<(u64, Outcome)>> {
+    d.list
+        .iter()
+        .filter(|x| x.recipient.as_deref() == Some(recipient))
+        .map(|x| x.attempts.iter().map(|a| (a.conn, a.outcome)).collect())
+        .collect()
+}
+
+#[test]
+fn two_messages_to_one_recipient_are_two_deliveries() {
+    let mut s = Script::new(&[AOL]);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("gone@aol.test", "550 5.1.1 no")],
+        "1@x",
+        "",
+    );
+    s.at(60.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "2@x",
+        "250 ok",
+    );
+    s.at(61.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "3@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 3);
+    assert_eq!(
+        attempts_of(&d, "bob@aol.test"),
+        vec![vec![(2, Outcome::Delivered)], vec![(3, Outcome::Delivered)]]
+    );
+}
+
+#[test]
+fn a_greylisted_attempt_belongs_to_the_message_later_sent_with_the_same_size() {
+    let mut s = Script::new(&[AOL]);
+    // Two messages of different sizes, both greylisted, then both delivered.
+    for id in ["short@x", "much-longer@x"] {
+        let conn = s.open("mx1", C);
+        s.mail(conn, "a@x.test", Some(100 + id.len() as u64), "250 ok");
+        s.rcpt(
+            conn,
+            "bob@aol.test",
+            "451 4.7.1 later",
+            Some((300.0, false)),
+        );
+        s.quit(conn);
+    }
+    s.at(400.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "much-longer@x",
+        "250 ok",
+    );
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "short@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 2);
+    assert_eq!(
+        attempts_of(&d, "bob@aol.test"),
+        vec![
+            vec![(1, Outcome::Deferred), (4, Outcome::Delivered)],
+            vec![(2, Outcome::Deferred), (3, Outcome::Delivered)],
+        ]
+    );
+    assert!(
+        d.list
+            .iter()
+            .flat_map(|x| &x.attempts)
+            .all(|a| a.also_possible.is_empty())
+    );
+}
+
+#[test]
+fn a_refused_greeting_is_an_attempt_of_the_message_in_flight() {
+    let mut s = Script::new(&[AOL]);
+    s.refused("mx1", C, "421 4.7.0 not now");
+    s.send(
+        "mx2",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(
+        attempts_of(&d, "bob@aol.test"),
+        vec![vec![(1, Outcome::Unreached), (2, Outcome::Delivered)]]
+    );
+    assert!(d.unattributed.is_empty());
+}
+
+#[test]
+fn a_refusal_with_no_message_in_flight_is_the_clients_own() {
+    let mut s = Script::new(&[AOL]);
+    s.send(
+        "mx2",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    s.at(10.0);
+    s.refused("mx1", C, "421 4.7.0 not now");
+    // A client that connects and quits without offering anything.
+    let probe = s.open("mx1", "192.0.2.9");
+    s.quit(probe);
+    let d = deliveries(&s.events);
+    assert_eq!(d.unattributed.len(), 2);
+    assert_eq!(d.unattributed[0].attempts[0].outcome, Outcome::Unreached);
+    assert_eq!(d.unattributed[1].attempts[0].outcome, Outcome::Abandoned);
+}
+
+#[test]
+fn a_mail_refusal_goes_to_each_recipient_still_to_deliver() {
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.mail(conn, "a@x.test", Some(106), "421 4.7.0 slow down");
+    s.close(conn, ClosedBy::Farm, "421 at mail");
+    s.at(300.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok"), ("carol@aol.test", "250 ok")],
+        "1234@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 1);
+    for r in ["bob@aol.test", "carol@aol.test"] {
+        assert_eq!(
+            attempts_of(&d, r),
+            vec![vec![(1, Outcome::Deferred), (2, Outcome::Delivered)]]
+        );
+    }
+}
+
+#[test]
+fn two_messages_alike_in_everything_are_said_to_be_alternatives() {
+    let mut s = Script::new(&[AOL]);
+    for _ in 0..2 {
+        let conn = s.open("mx1", C);
+        s.mail(conn, "a@x.test", Some(103), "250 ok");
+        s.rcpt(conn, "bob@aol.test", "451 later", Some((300.0, false)));
+        s.quit(conn);
+    }
+    s.at(400.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "2@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 2);
+    let guessed: Vec<&Attempt> = d
+        .list
+        .iter()
+        .flat_map(|x| &x.attempts)
+        .filter(|a| !a.also_possible.is_empty())
+        .collect();
+    assert_eq!(guessed.len(), 2);
+}
+
+#[test]
+fn attempts_that_never_sent_content_are_one_message_by_envelope() {
+    let mut s = Script::new(&[AOL]);
+    for t in [0.0, 60.0] {
+        s.at(t);
+        let conn = s.open("mx1", C);
+        s.mail(conn, "a@x.test", Some(104), "250 ok");
+        s.rcpt(conn, "gone@aol.test", "550 5.1.1 no such user", None);
+        s.quit(conn);
+    }
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 1);
+    assert_eq!(d.messages[0].identity, Identity::Envelope);
+    assert_eq!(d.list[0].attempts.len(), 2);
+}
+
+#[test]
+fn a_lost_reply_is_delivered_and_the_closing_says_who_left() {
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.mail(conn, "a@x.test", None, "250 ok");
+    s.rcpt(conn, "bob@aol.test", "250 ok", None);
+    s.content(conn, Some("1@x"));
+    s.kept(conn, 1, None);
+    s.close(conn, ClosedBy::Client, "left during the delay");
+    let d = deliveries(&s.events);
+    let a = &d.list[0].attempts[0];
+    assert_eq!(a.outcome, Outcome::Delivered);
+    assert_eq!(a.stage, Stage::EndOfData);
+    assert!(a.reply.is_none());
+    assert_eq!(a.kept, Some(1));
+    assert!(
+        a.closed
+            .as_deref()
+            .is_some_and(|c| c.starts_with("closed by client"))
+    );
+}
+
+#[test]
+fn a_failed_handshake_is_an_unreached_attempt() {
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.command(conn, Command::Starttls);
+    s.reply(conn, Stage::Starttls, "220 go ahead", None);
+    let host = s.host(conn);
+    s.push(EventKind::TlsHandshake {
+        host,
+        conn,
+        outcome: crate::journal::TlsOutcome::Failed {
+            error: "bad certificate".into(),
+            aborted_by: ClosedBy::Client,
+        },
+    });
+    s.close(conn, ClosedBy::Client, "TLS failed");
+    s.at(1.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    let a = &d.list[0].attempts;
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].outcome, Outcome::Unreached);
+    assert_eq!(a[0].stage, Stage::Starttls);
+    assert!(
+        a[0].closed
+            .as_deref()
+            .is_some_and(|c| c.contains("bad certificate"))
+    );
+}

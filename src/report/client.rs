@@ -1,0 +1,158 @@
+//! What a client did across all its stories: every contact it made, in time order, and
+//! its rhythm. Checks about hosts (did the sender move on to another MX, did it skip a
+//! host it had just found refusing) need this, because a sender's knowledge of a host
+//! comes from every message it sent there, not only from the delivery being judged.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::tries::window;
+use crate::deliveries::Outcome;
+use crate::scenario::Stage;
+use crate::transcript::{Transcript, TranscriptAttempt};
+
+/// One contact of a client: a transaction or a contact before MAIL.
+#[derive(Debug, Clone)]
+pub(super) struct Contact {
+    pub started: Duration,
+    pub ended: Duration,
+    pub host: String,
+    pub conn: u64,
+    /// It ended in a connection-level failure.
+    pub failed: bool,
+}
+
+/// One client's contacts and move-on window.
+#[derive(Debug, Clone)]
+pub(super) struct Client {
+    contacts: Vec<Contact>,
+    pub window: Duration,
+}
+
+/// Every client of a transcript.
+pub(super) struct Clients {
+    by_ip: HashMap<IpAddr, Client>,
+}
+
+/// Whether an attempt ended in a connection-level failure: a 421, a contact refused or
+/// failed before MAIL, or a connection lost without a reply (a lost reply after the end
+/// of data included: the sender saw a lost connection).
+pub(super) fn failed(a: &TranscriptAttempt) -> bool {
+    match a.outcome {
+        Outcome::Unreached => true,
+        Outcome::Deferred => a.reply.as_ref().is_none_or(|r| r.code == 421),
+        Outcome::Delivered => a.reply.is_none(),
+        Outcome::Rejected | Outcome::Abandoned | Outcome::Open => false,
+    }
+}
+
+/// Whether a failure is one after which the sender should move on to another MX: any
+/// but one after the content was sent (then RFC 5321 leaves the choice to the sender).
+pub(super) fn calls_for_failover(a: &TranscriptAttempt) -> bool {
+    failed(a) && a.stage != Stage::EndOfData
+}
+
+impl Clients {
+    pub(super) fn new(transcript: &Transcript) -> Clients {
+        let mut stories: HashMap<IpAddr, Vec<&[TranscriptAttempt]>> = HashMap::new();
+        let mut contacts: HashMap<IpAddr, HashMap<(u64, Duration), Contact>> = HashMap::new();
+        let all = transcript
+            .deliveries
+            .iter()
+            .map(|d| d.attempts.as_slice())
+            .chain(
+                transcript
+                    .unattributed
+                    .iter()
+                    .map(|c| c.attempts.as_slice()),
+            );
+        for attempts in all {
+            let Some(first) = attempts.first() else {
+                continue;
+            };
+            stories
+                .entry(first.attempt.client)
+                .or_default()
+                .push(attempts);
+            for a in attempts {
+                // A transaction is in the story of each of its recipients: once here.
+                let entry = contacts
+                    .entry(a.attempt.client)
+                    .or_default()
+                    .entry((a.conn, a.attempt.started))
+                    .or_insert_with(|| Contact {
+                        started: a.attempt.started,
+                        ended: a.attempt.at,
+                        host: a.host.clone(),
+                        conn: a.conn,
+                        failed: false,
+                    });
+                entry.ended = entry.ended.max(a.attempt.at);
+                entry.failed |= failed(a);
+            }
+        }
+        let by_ip = contacts
+            .into_iter()
+            .map(|(ip, list)| {
+                let mut list: Vec<Contact> = list.into_values().collect();
+                list.sort_by_key(|c| (c.started, c.conn));
+                let window = window(stories.get(&ip).map_or(&[][..], Vec::as_slice));
+                (
+                    ip,
+                    Client {
+                        contacts: list,
+                        window,
+                    },
+                )
+            })
+            .collect();
+        Clients { by_ip }
+    }
+
+    pub(super) fn of(&self, ip: IpAddr) -> Option<&Client> {
+        self.by_ip.get(&ip)
+    }
+}
+
+impl Client {
+    /// Whether the client's last contact with `host` that ended before `before` failed:
+    /// then a sender is right to avoid that host for a while.
+    pub(super) fn last_failed(&self, host: &str, before: Duration) -> bool {
+        self.contacts
+            .iter()
+            .filter(|c| c.host == host && c.ended <= before)
+            .max_by_key(|c| (c.ended, c.conn))
+            .is_some_and(|c| c.failed)
+    }
+
+    /// A contact with one of `hosts` made after connection `conn` (which started at
+    /// `from`) and starting by `until`. Connections are numbered in the order they
+    /// opened, which tells apart contacts that started at the same farm time.
+    pub(super) fn contact_within(
+        &self,
+        hosts: &[&str],
+        conn: u64,
+        from: Duration,
+        until: Duration,
+    ) -> Option<&Contact> {
+        self.contacts.iter().find(|c| {
+            (c.started, c.conn) > (from, conn)
+                && c.started <= until
+                && hosts.contains(&c.host.as_str())
+        })
+    }
+
+    /// The first contact with one of `hosts` that started after `after`, other than
+    /// connection `not`.
+    pub(super) fn next_contact(
+        &self,
+        hosts: &[&str],
+        after: Duration,
+        not: u64,
+    ) -> Option<&Contact> {
+        self.contacts
+            .iter()
+            .find(|c| c.started > after && c.conn != not && hosts.contains(&c.host.as_str()))
+    }
+}
