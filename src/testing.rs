@@ -317,6 +317,12 @@ impl SmtpClient {
         self.reply().await
     }
 
+    /// Sends `line` and a CRLF and returns the reply, or `None` if the connection closed
+    /// before it (then nothing panics): for senders that go on after the farm hangs up.
+    pub async fn try_command(&mut self, line: &str) -> Option<Reply> {
+        self.exchange(format!("{line}\r\n")).await
+    }
+
     /// The next reply, which must be exactly `expected`, as [`Reply::text`] writes it.
     pub async fn expect(&mut self, expected: &str) -> Reply {
         let Some(reply) = self.try_reply().await else {

@@ -102,6 +102,9 @@ pub struct Attempt {
     pub at: Duration,
     pub host: String,
     pub conn: u64,
+    /// The transaction's number on its connection, from 1; 0 for a contact that ended
+    /// before any MAIL. With `conn`, it names the contact.
+    pub transaction: u32,
     /// The client's address.
     pub client: IpAddr,
     /// The stage at which the attempt ended.
@@ -312,18 +315,28 @@ fn stories(g: &Grouped, number: usize, contacts: &[Contact]) -> Vec<Delivery> {
     for (offer, also) in &g.offers {
         let contact = &contacts[offer.contact];
         let at = start_of(contacts, *offer);
+        // The recipients still to deliver then; all of them if none was (a sender that
+        // comes back after every recipient was delivered or refused: its story shows it).
         let pending = || -> Vec<Option<String>> {
-            recipients
+            let left: Vec<Option<String>> = recipients
                 .iter()
                 .filter(|r| {
                     r.as_deref()
                         .is_none_or(|r| !g.finished_before(contacts, r, at))
                 })
                 .cloned()
-                .collect()
+                .collect();
+            if left.is_empty() {
+                recipients.clone()
+            } else {
+                left
+            }
         };
         let attempts = match offer.tx {
-            Some(t) => tx_attempts(contact, &contact.transactions[t], &pending()),
+            Some(t) => {
+                let number = u32::try_from(t + 1).unwrap_or(u32::MAX);
+                tx_attempts(contact, number, &contact.transactions[t], &pending())
+            }
             None => {
                 let a = contact_attempt(contact);
                 pending().into_iter().map(|r| (r, a.clone())).collect()

@@ -90,6 +90,7 @@ fn not_answered(end: Outcome) -> Outcome {
 /// before any RCPT).
 pub(super) fn tx_attempts(
     contact: &Contact,
+    number: u32,
     tx: &Transaction,
     pending: &[Option<String>],
 ) -> Vec<(Option<String>, Attempt)> {
@@ -98,6 +99,7 @@ pub(super) fn tx_attempts(
     let message_id = tx.content.as_ref().and_then(|c| c.message_id.clone());
     let base = Attempt {
         started: tx.started,
+        transaction: number,
         at: tx.ended,
         host: contact.host.clone(),
         conn: contact.conn,
@@ -166,6 +168,7 @@ pub(super) fn contact_attempt(contact: &Contact) -> Attempt {
     };
     Attempt {
         started: contact.opened,
+        transaction: 0,
         at: contact.ended,
         host: contact.host.clone(),
         conn: contact.conn,

@@ -28,8 +28,8 @@ pub(super) struct Env<'a> {
     mx: HashMap<String, Vec<(String, u16)>>,
     until: Duration,
     clients: Clients,
-    /// (conn, start) of a transaction -> every (delivery, attempt) it made.
-    by_tx: HashMap<(u64, Duration), Vec<(usize, usize)>>,
+    /// (conn, transaction) -> every (delivery, attempt) it made.
+    by_tx: HashMap<(u64, u32), Vec<(usize, usize)>>,
 }
 
 impl<'a> Env<'a> {
@@ -38,13 +38,13 @@ impl<'a> Env<'a> {
         for domain in &context.domains {
             mx.insert(domain.name.to_ascii_lowercase(), domain.mx.clone());
         }
-        let mut by_tx: HashMap<(u64, Duration), Vec<(usize, usize)>> = HashMap::new();
+        let mut by_tx: HashMap<(u64, u32), Vec<(usize, usize)>> = HashMap::new();
         let mut until = context.observed_until.unwrap_or_default();
         for (d, delivery) in transcript.deliveries.iter().enumerate() {
             let domain = delivery.recipient.as_deref().and_then(domain_of);
             for (i, a) in delivery.attempts.iter().enumerate() {
                 by_tx
-                    .entry((a.conn, a.attempt.started))
+                    .entry((a.conn, a.attempt.transaction))
                     .or_default()
                     .push((d, i));
                 if context.observed_until.is_none() {
@@ -150,12 +150,12 @@ impl<'a> Env<'a> {
         }
     }
 
-    /// The other deliveries of the same message that transaction `(conn, start)` made
+    /// The other deliveries of the same message that transaction `(conn, number)` made
     /// attempts for, with their attempt there.
     fn same_tx(&self, d: usize, a: &TranscriptAttempt) -> Vec<(usize, &TranscriptAttempt)> {
         let message = self.transcript.deliveries[d].message;
         self.by_tx
-            .get(&(a.conn, a.attempt.started))
+            .get(&(a.conn, a.attempt.transaction))
             .into_iter()
             .flatten()
             .filter(|&&(d2, _)| d2 != d && self.transcript.deliveries[d2].message == message)

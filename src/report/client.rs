@@ -56,7 +56,7 @@ pub(super) fn calls_for_failover(a: &TranscriptAttempt) -> bool {
 impl Clients {
     pub(super) fn new(transcript: &Transcript) -> Clients {
         let mut stories: HashMap<IpAddr, Vec<&[TranscriptAttempt]>> = HashMap::new();
-        let mut contacts: HashMap<IpAddr, HashMap<(u64, Duration), Contact>> = HashMap::new();
+        let mut contacts: HashMap<IpAddr, HashMap<(u64, u32), Contact>> = HashMap::new();
         let all = transcript
             .deliveries
             .iter()
@@ -80,7 +80,7 @@ impl Clients {
                 let entry = contacts
                     .entry(a.attempt.client)
                     .or_default()
-                    .entry((a.conn, a.attempt.started))
+                    .entry((a.conn, a.attempt.transaction))
                     .or_insert_with(|| Contact {
                         started: a.attempt.started,
                         ended: a.attempt.at,

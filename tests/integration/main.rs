@@ -7,6 +7,7 @@ mod cli;
 mod in_memory;
 mod journal;
 mod library_client;
+mod property;
 mod protocol;
 mod retry_report;
 mod rules;
