@@ -131,7 +131,7 @@ A journal that holds no events has an empty transcript, and a note on stderr say
   mxfarm report journal.jsonl --json | jq '.overall'
 
 Exits with 0 when no finding is a problem, 2 when some are, and 1 for errors, among them
-a journal that holds no events.")]
+a journal that holds no events or no connection (no sender reached the farm).")]
     Report {
         /// A journal written by `mxfarm run --journal FILE`.
         journal: PathBuf,
@@ -275,7 +275,8 @@ fn ca(dir: &Path) -> ExitCode {
 }
 
 /// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
-/// be read or holds no events; a reader that stops reading early does not change that.
+/// be read, holds no events or no connection; a reader that stops reading early does not
+/// change that.
 fn report(journal: &Path, json: bool) -> ExitCode {
     let events = match read_journal(journal) {
         Ok(events) => events,
@@ -288,6 +289,11 @@ fn report(journal: &Path, json: bool) -> ExitCode {
     if events.is_empty() {
         let nothing = "there is no retry behaviour to check";
         print_err(&format!("error: {}", empty_journal(journal, nothing)));
+        return ExitCode::FAILURE;
+    }
+    if !has_contacts(&events) {
+        let nothing = "there is no retry behaviour to check";
+        print_err(&format!("error: {}", no_contacts(journal, nothing)));
         return ExitCode::FAILURE;
     }
     let report = mxfarm::report::report_journal(&events);
@@ -467,6 +473,21 @@ fn empty_journal(path: &Path, nothing: &str) -> String {
     )
 }
 
+/// Whether any sender connected: a journal of only `farm-started` is a farm nobody reached.
+fn has_contacts(events: &[mxfarm::Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e.kind, mxfarm::EventKind::ConnectionOpened { .. }))
+}
+
+/// What to say of a journal in which the farm ran but no sender connected.
+fn no_contacts(path: &Path, nothing: &str) -> String {
+    format!(
+        "the journal {} records no connection: the farm ran, but no sender reached it, so {nothing}\n  help: point the sender at the addresses in the farm's startup summary (its MX lookups, or a transport map / smarthost), then send mail again",
+        path.display()
+    )
+}
+
 fn transcript(
     journal: &Path,
     granularity: TimeGranularity,
@@ -484,6 +505,8 @@ fn transcript(
     // keeps stdout what a golden file should hold.
     if events.is_empty() {
         print_err(&empty_journal(journal, "there are no deliveries to tell"));
+    } else if !has_contacts(&events) {
+        print_err(&no_contacts(journal, "there are no deliveries to tell"));
     }
     let transcript = Transcript::from_events(&events);
     if json {

@@ -634,6 +634,34 @@ fn an_empty_journal_is_said_to_be_empty() {
     }
 }
 
+/// A journal of a farm nobody reached (only its farm-started event) does not pass a CI
+/// job either: the report fails, saying what to check.
+#[tokio::test]
+async fn a_journal_without_connections_does_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let farm = mxfarm::Farm::start_ephemeral(mxfarm::Scenario::embedded("aol").unwrap())
+        .await
+        .unwrap();
+    let journal = dir.path().join("quiet.jsonl");
+    let lines: Vec<String> = farm
+        .journal()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "only farm-started");
+    std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+    farm.shutdown().await;
+    let out = mxfarm().arg("report").arg(&journal).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("records no connection"), "{stderr}");
+    assert!(stderr.contains("startup summary"), "{stderr}");
+    let out = mxfarm().arg("transcript").arg(&journal).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("records no connection"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
 /// A farm killed mid-write leaves a last line cut short: the views read the events before
 /// it and warn; a broken line before the last stays an error.
 #[tokio::test]
