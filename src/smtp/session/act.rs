@@ -183,6 +183,25 @@ mod tests {
         );
     }
 
+    /// A client that pipelines QUIT and half-closes (Exim does, with BDAT) still reads:
+    /// the hang runs its course, and the farm, not the client, ends it.
+    #[tokio::test(start_paused = true)]
+    async fn a_half_close_after_quit_does_not_end_a_hang() {
+        let h = host("[[host.rule]]\nstage = \"mail\"\nthen = { hang = \"10m\" }\n");
+        let mut stream = h.connect_raw();
+        stream
+            .write_all(b"EHLO me\r\nMAIL FROM:<s@x.test>\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        h.finish().await;
+        assert!(h.env.clock.now() >= Duration::from_secs(600));
+        let reason = h.closed_reason(1).unwrap_or_default();
+        assert!(!reason.contains("client gave up"), "{reason}");
+    }
+
     /// A refusing greeting (from a rule, or when the host is full) and a reset are about
     /// the connection: each has a log line with the connection's fields.
     #[tokio::test(start_paused = true)]

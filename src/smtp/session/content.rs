@@ -534,6 +534,29 @@ mod tests {
         }
     }
 
+    /// A client that sends everything at once, QUIT included, and half-closes (as Exim
+    /// does with BDAT) is still there: after the farm's delay it gets the 250 and the 221.
+    #[tokio::test(start_paused = true)]
+    async fn a_half_closed_client_still_gets_its_delayed_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let h = host("[[host.rule]]\nstage = \"end-of-data\"\nthen = { delay = \"2m\" }\n");
+        let mut stream = h.connect_raw();
+        let message = "Subject: x\r\n\r\nhi\r\n";
+        let all = format!(
+            "EHLO me\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nBDAT {} LAST\r\n{message}QUIT\r\n",
+            message.len()
+        );
+        stream.write_all(all.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut replies = String::new();
+        stream.read_to_string(&mut replies).await.unwrap();
+        assert!(replies.contains("250 2.0.0 Ok: queued as 1"), "{replies}");
+        assert!(replies.contains("221 "), "{replies}");
+        assert!(h.env.clock.now() >= Duration::from_secs(120));
+        h.finish().await;
+        assert_eq!(h.env.inbox.messages().len(), 1);
+    }
+
     /// The end of BDAT content is journalled like the final dot, with the message's
     /// identity, so that a retry is recognised whichever way the content came.
     #[tokio::test(start_paused = true)]

@@ -26,6 +26,16 @@ pub(super) struct RetryHint {
     pub told: bool,
 }
 
+/// Whether `pending` input holds a QUIT line: a client that pipelined QUIT and then
+/// half-closed its side has sent all it will, but waits for the replies.
+fn quit_pipelined(pending: &[u8]) -> bool {
+    pending.split(|&b| b == b'\n').any(|line| {
+        line.strip_suffix(b"\r")
+            .unwrap_or(line)
+            .eq_ignore_ascii_case(b"QUIT")
+    })
+}
+
 /// How much of what a client pipelines during a tarpit is kept; beyond it the session
 /// stops reading until the wait is over (so it may notice a close only then).
 const PIPELINED_DURING_A_WAIT: usize = 64 * 1024;
@@ -146,8 +156,12 @@ impl Session {
     pub(super) async fn pause(&mut self, delay: Duration) -> Step<Waited> {
         let deadline = self.command_at + delay;
         self.flush().await?;
+        // Set once the client has sent all it will (a half-close after a pipelined QUIT):
+        // it still reads, so the wait runs its course.
+        let mut done_sending = false;
         loop {
-            let room = self.input.buf.len() - self.input.start < PIPELINED_DURING_A_WAIT;
+            let room =
+                !done_sending && self.input.buf.len() - self.input.start < PIPELINED_DURING_A_WAIT;
             if room {
                 self.input.buf.reserve(READ_CHUNK);
             }
@@ -160,6 +174,9 @@ impl Session {
                 }
                 _ = self.env.clock.sleep_until(deadline) => return Ok(Waited::Elapsed),
                 read = self.stream.read_buf(&mut self.input.buf), if room => match read {
+                    Ok(0) if quit_pipelined(&self.input.buf[self.input.start..]) => {
+                        done_sending = true;
+                    }
                     Ok(0) | Err(_) => return Ok(Waited::ClientLeft),
                     Ok(_) => {}
                 },
@@ -169,16 +186,23 @@ impl Session {
 
     /// Says nothing until the client gives up, `limit` passes, or the farm shuts down;
     /// whatever the client sends meanwhile is read and dropped.
+    ///
+    /// A client that half-closes after a pipelined QUIT (as Exim does) has not given up:
+    /// it still reads, so the hang runs its course.
     pub(super) async fn hang(&mut self, limit: Duration) -> Step {
         let deadline = self.command_at + limit;
         self.flush().await?;
+        let mut quit_seen = false;
+        let mut done_sending = false;
         loop {
+            quit_seen |= quit_pipelined(&self.input.buf[self.input.start..]);
             self.discard_input();
             self.input.buf.reserve(READ_CHUNK);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = self.env.clock.sleep_until(deadline) => return Ok(()),
-                read = self.stream.read_buf(&mut self.input.buf) => match read {
+                read = self.stream.read_buf(&mut self.input.buf), if !done_sending => match read {
+                    Ok(0) if quit_seen => done_sending = true,
                     Ok(0) | Err(_) => return Err(Closed::by_client("client gave up while the farm hung")),
                     Ok(_) => {}
                 },
