@@ -9,6 +9,7 @@ mod journal;
 mod library_client;
 mod property;
 mod protocol;
+mod readme;
 mod retry_report;
 mod rules;
 mod scenario_errors;
