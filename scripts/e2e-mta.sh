@@ -1,0 +1,434 @@
+#!/usr/bin/env bash
+# End-to-end with real mail servers as the senders: Debian's Postfix 3.7, then Debian's
+# Exim 4.96 (exim4-daemon-light), unmodified, each delivering to three farms that play
+# tests/e2e/{aol,greylist,lossy}-fast.toml (the shipped scenarios with seconds for hours).
+# Each MTA's own log is then checked against the farms' journals by
+# scripts/e2e-mta-check.py: what the MTA sent was accepted once, a bounced address was
+# refused with a 5xx and never offered again, and every attempt the MTA logged for a
+# recipient is one RCPT in the journal.
+#
+# It installs and purges packages (the two MTAs conflict as Debian packages), so it runs
+# only as root on a machine meant for it: with CI=true, or MXFARM_E2E_MTA=1 to run it by
+# hand. MXFARM_E2E_KEEP=1 keeps its work directory. MXFARM_E2E_JUDGE_REPORT=1 also fails
+# on PROBLEM findings of `mxfarm report` (off for now, see judge_report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+readonly FIXTURES=tests/e2e
+readonly SCENARIOS=(aol-fast greylist-fast lossy-fast)
+readonly QUEUE_WAIT=150 # seconds; longer than the MTAs' 2-minute queue lifetime below
+readonly MTA_TIMEOUT=5s # the MTAs' wait for the reply to the final dot: lossy-fast is silent for 12s
+
+if [ "$(id -u)" != 0 ]; then echo "e2e-mta: needs root (it installs Postfix and Exim)"; exit 2; fi
+if [ "${CI:-}" != true ] && [ "${MXFARM_E2E_MTA:-}" != 1 ]; then
+  echo "e2e-mta: installs and purges Postfix and Exim; run it with CI=true or MXFARM_E2E_MTA=1"
+  exit 2
+fi
+
+failures=0
+passes=0
+pass() { echo "ok   $*"; passes=$((passes + 1)); }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+step() { printf '\n=== %s ===\n' "$*"; }
+
+# The work directory is under /var: Postfix writes its maillog_file only under
+# maillog_file_prefixes, /var by default. Exim's delivery processes run as Debian-exim
+# and must reach their log directory inside it.
+work=$(mktemp -d /var/tmp/mxfarm-e2e-mta.XXXXXX)
+chmod 755 "$work"
+bin="${CARGO_TARGET_DIR:-target}/debug/mxfarm"
+declare -A farm_pid=()
+created_policy_rc=
+installed_mta=
+
+# ------------------------------------------------------------------ packages
+
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -y -qq "$@" >>"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log"; return 1; }; }
+
+# dpkg starts a package's daemon after installing it. With policy-rc.d answering 101,
+# invoke-rc.d (and deb-systemd-invoke) start nothing: this script starts what it uses.
+block_daemon_starts() {
+  [ -e /usr/sbin/policy-rc.d ] && return
+  printf '#!/bin/sh\n# scripts/e2e-mta.sh: packages start no daemon\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  created_policy_rc=1
+}
+
+purge_mtas() {
+  local packages
+  mapfile -t packages < <(dpkg-query -W -f '${Package} ${Status}\n' postfix 'exim4*' 2>/dev/null \
+    | awk '/ (installed|config-files)$/ {print $1}')
+  [ "${#packages[@]}" = 0 ] || apt_get purge "${packages[@]}"
+  rm -rf /etc/exim4 /var/spool/exim4 /var/log/exim4 /etc/postfix /var/spool/postfix /var/lib/postfix
+  installed_mta=
+}
+
+install_postfix() {
+  # "No configuration": the package writes no main.cf; configure_postfix writes one.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt_get install --no-install-recommends postfix
+  installed_mta=postfix
+}
+
+install_exim() {
+  # "no configuration at this time": no Debian-generated config; configure_exim writes one.
+  echo "exim4-config exim4/dc_eximconfig_configtype select no configuration at this time" | debconf-set-selections
+  apt_get install --no-install-recommends exim4-daemon-light
+  installed_mta=exim
+}
+
+# ------------------------------------------------------------------ the farms
+
+# The ports of a fixture's hosts, in the order of its [[host]] tables (its MX order).
+ports_of() { grep -o '^listen = "127\.0\.0\.1:[0-9]*"' "$FIXTURES/$1.toml" | grep -o '[0-9]*"$' | tr -d '"' | tr '\n' ' '; }
+
+start_farms() {
+  local run=$1 name
+  for name in "${SCENARIOS[@]}"; do
+    "$bin" run "$FIXTURES/$name.toml" --journal "$run/$name.jsonl" >"$run/$name.out" 2>"$run/$name.err" &
+    farm_pid[$name]=$!
+  done
+  for name in "${SCENARIOS[@]}"; do
+    for _ in $(seq 100); do
+      grep -q '^Ready\.' "$run/$name.out" 2>/dev/null && break
+      kill -0 "${farm_pid[$name]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    if grep -q '^Ready\.' "$run/$name.out"; then
+      pass "farm $name ready"
+    else
+      fail "farm $name did not start"; cat "$run/$name.out" "$run/$name.err"; return 1
+    fi
+  done
+}
+
+# A farm's journal is complete once every connection in it is closed. A lost reply
+# (late-*) keeps the farm busy for seconds after the MTA gave up and retried.
+wait_farms_idle() {
+  local run=$1 name opened closed
+  for name in "${SCENARIOS[@]}"; do
+    for _ in $(seq 300); do
+      opened=$(grep -c '"event":"connection-opened"' "$run/$name.jsonl" || true)
+      closed=$(grep -c '"event":"connection-closed"' "$run/$name.jsonl" || true)
+      [ "$opened" = "$closed" ] && break
+      sleep 0.1
+    done
+    [ "$opened" = "$closed" ] || fail "farm $name: $((opened - closed)) connection(s) still open after 30s"
+  done
+}
+
+stop_farms() {
+  local name status
+  for name in "${!farm_pid[@]}"; do
+    kill -TERM "${farm_pid[$name]}" 2>/dev/null || true
+    status=0
+    wait "${farm_pid[$name]}" || status=$?
+    if [ "$status" = 0 ]; then pass "farm $name stopped cleanly on SIGTERM"; else fail "farm $name exit status $status"; fi
+    unset "farm_pid[$name]"
+  done
+}
+
+# ------------------------------------------------------------------ Postfix
+
+configure_postfix() {
+  local run=$1 aol grey lossy
+  read -r -a aol <<<"$(ports_of aol-fast)"
+  read -r -a grey <<<"$(ports_of greylist-fast)"
+  read -r -a lossy <<<"$(ports_of lossy-fast)"
+  cat >/etc/postfix/main.cf <<EOF
+# Written by mxfarm's scripts/e2e-mta.sh: Postfix as a sender to the farm, nothing more.
+compatibility_level = 3.6
+# The EHLO name and the domain of Postfix's own mail (bounces), in .test.
+myhostname = sender.mxfarm-e2e.test
+myorigin = \$myhostname
+# Nothing is delivered here, and there is no relay host: every address goes out by
+# transport_maps, which stands in for the farm's missing DNS.
+mydestination =
+relayhost =
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+transport_maps = texthash:/etc/postfix/transport
+# No syslog needed (Postfix 3.4+): postlogd writes this file.
+maillog_file = $run/postfix.log
+# The farm offers STARTTLS with a CA of its own: encrypt, don't verify. Log level 1
+# names the port of each TLS session, the only place Postfix logs the port of a host
+# that was not the last one it tried.
+smtp_tls_security_level = may
+smtp_tls_loglevel = 1
+# The wait for the reply to the final dot (default 600s): shorter than lossy-fast's
+# 12-second silences, so that Postfix's own timeout fires first.
+smtp_data_done_timeout = $MTA_TIMEOUT
+# Retries in seconds, as the fixtures play minutes and hours in seconds. The default
+# minimal backoff (300s) equals postgrey's 5 minutes; here both are 5s.
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 10s
+# Give up (and bounce) after 2 minutes, so that the suite ends whatever the farm does.
+maximal_queue_lifetime = 2m
+bounce_queue_lifetime = 2m
+EOF
+  # A list of next hops in one entry (Postfix 3.5+) is tried in order within one delivery,
+  # as MX hosts are: Postfix's own failover runs. A 4xx from any host but the last keeps
+  # the recipient for the next one. (smtp_fallback_relay would do it too, but it is one
+  # list for every destination.) Bounces to our senders are discarded.
+  cat >/etc/postfix/transport <<EOF
+aol.test       smtp:[127.0.0.1]:${aol[0]}, [127.0.0.1]:${aol[1]}, [127.0.0.1]:${aol[2]}
+greylist.test  smtp:[127.0.0.1]:${grey[0]}, [127.0.0.1]:${grey[1]}
+lossy.test     smtp:[127.0.0.1]:${lossy[0]}
+sender.test    discard:
+EOF
+  # Debian's master.cf chroots the daemons into /var/spool/postfix, which only Debian's
+  # init script fills with what they need; `postfix start` here runs them unchrooted.
+  postconf -F '*/*/chroot = n'
+  # No SMTP server: mail comes in by sendmail only, and nothing listens on port 25.
+  postconf -MX smtp/inet
+  postfix check
+}
+
+start_postfix() { postfix start >"$work/postfix-start.log" 2>&1 || { cat "$work/postfix-start.log"; return 1; }; }
+stop_postfix() { postfix stop >/dev/null 2>&1 || true; }
+postfix_send() { local from=$1; shift; /usr/sbin/sendmail -i -f "$from" -- "$@"; }
+postfix_queue_empty() { postqueue -p 2>/dev/null | grep -q '^Mail queue is empty'; }
+postfix_show_queue() { postqueue -p || true; }
+
+# ------------------------------------------------------------------ Exim
+
+configure_exim() {
+  local run=$1 aol grey lossy
+  read -r -a aol <<<"$(ports_of aol-fast)"
+  read -r -a grey <<<"$(ports_of greylist-fast)"
+  read -r -a lossy <<<"$(ports_of lossy-fast)"
+  mkdir -p "$run/exim"
+  chown Debian-exim:Debian-exim "$run/exim" # deliveries run as Debian-exim and log too
+  # Debian's exim4 reads /etc/exim4/exim4.conf, when it exists, before its generated file.
+  cat >/etc/exim4/exim4.conf <<EOF
+# Written by mxfarm's scripts/e2e-mta.sh: Exim as a sender to the farm, nothing more.
+primary_hostname = sender.mxfarm-e2e.test
+qualify_domain = mxfarm-e2e.test
+log_file_path = $run/exim/%slog
+# The port of each host (H=... [ip]:port), times to the millisecond, and the recipients
+# of each message on its arrival line.
+log_selector = +outgoing_port +millisec +received_recipients
+# Exim warns at every start if this is unset.
+keep_environment =
+# No SMTP server here (no -bd), so nothing to advertise STARTTLS for.
+tls_advertise_hosts =
+
+begin routers
+
+# Bounces to our senders are discarded.
+discard_bounces:
+  driver = redirect
+  domains = sender.test
+  data = :blackhole:
+
+# The farm has no DNS yet: each domain's MX hosts, in order, with their ports
+# (host::port, the colon doubled in a colon-separated list). Exim tries them in this
+# order (hosts_randomize is off). self = send: the hosts are on 127.0.0.1, one of this
+# machine's own addresses, and by default Exim freezes such a message ("remote host
+# address is the local host").
+farm:
+  driver = manualroute
+  route_list = aol.test "127.0.0.1::${aol[0]} : 127.0.0.1::${aol[1]} : 127.0.0.1::${aol[2]}" ; \\
+               greylist.test "127.0.0.1::${grey[0]} : 127.0.0.1::${grey[1]}" ; \\
+               lossy.test "127.0.0.1::${lossy[0]}"
+  self = send
+  transport = farm_smtp
+
+begin transports
+
+farm_smtp:
+  driver = smtp
+  # The wait for the reply to the final dot (default 10m): shorter than lossy-fast's
+  # 12-second silences, so that Exim's own timeout fires first.
+  final_timeout = $MTA_TIMEOUT
+
+begin retry
+
+# Every 5 seconds for 2 minutes, then bounce: the fixtures play hours in seconds.
+*  *  F,2m,5s
+EOF
+  exim -bV >/dev/null
+}
+
+# A daemon that only runs the queue, every 5 seconds (no -bd: it listens on no port).
+start_exim() { exim -q5s -oP "$work/exim.pid"; }
+stop_exim() { [ -s "$work/exim.pid" ] && kill -TERM "$(cat "$work/exim.pid")" 2>/dev/null; rm -f "$work/exim.pid"; }
+# -odi: the first delivery attempt runs before exim returns.
+exim_send() { local from=$1; shift; exim -odi -i -f "$from" -- "$@"; }
+exim_queue_empty() { [ "$(exim -bpc 2>/dev/null)" = 0 ]; }
+exim_show_queue() { exim -bp || true; }
+
+# ------------------------------------------------------------------ the messages
+
+# send_message MTA RUN SCENARIO TAG SENDER RECIPIENT...: one message with a Message-ID
+# of its own, recorded in the manifest that e2e-mta-check.py reads.
+send_message() {
+  local mta=$1 run=$2 scenario=$3 tag=$4 from=$5 mid
+  shift 5
+  mid="$tag.$mta@e2e.mxfarm.test"
+  printf '%s\t%s\t%s\t%s\n' "$scenario" "$mid" "$from" "$(IFS=,; echo "$*")" >>"$run/manifest.tsv"
+  printf 'From: <%s>\nTo: %s\nSubject: e2e %s\nMessage-ID: <%s>\nDate: %s\n\nA test message from scripts/e2e-mta.sh.\n' \
+    "$from" "$(IFS=,; echo "$*")" "$tag" "$mid" "$(date -R)" | "${mta}_send" "$from" "$@"
+}
+
+# Each message has an envelope sender of its own (letters only: the greylist folds
+# digits), so that the journal's MAIL FROM names the message, except the two to carol@,
+# which share one, as a sender's mail to one correspondent does.
+send_messages() {
+  local mta=$1 run=$2
+  send_message "$mta" "$run" aol-fast alice alice@sender.test alice@aol.test
+  send_message "$mta" "$run" aol-fast bob bob@sender.test bob@aol.test
+  send_message "$mta" "$run" aol-fast full full@sender.test full-ann@aol.test   # 452 for 20s
+  send_message "$mta" "$run" aol-fast gone gone@sender.test gone@aol.test       # 550: bounced
+  send_message "$mta" "$run" aol-fast carol-first pair@sender.test carol@aol.test
+  send_message "$mta" "$run" aol-fast two two@sender.test dave@aol.test full-eve@aol.test
+  send_message "$mta" "$run" greylist-fast grey-alice greyalice@sender.test alice@greylist.test
+  send_message "$mta" "$run" greylist-fast grey-two greytwo@sender.test bob@greylist.test carol@greylist.test
+  send_message "$mta" "$run" lossy-fast lost lost@sender.test lost-ann@lossy.test # reply lost
+  send_message "$mta" "$run" lossy-fast drop drop@sender.test drop-bob@lossy.test # closed at RCPT
+  send_message "$mta" "$run" lossy-fast late late@sender.test late-cat@lossy.test # 12s, reply lost
+  send_message "$mta" "$run" lossy-fast hang hang@sender.test hang-dan@lossy.test # 12s, not kept
+  send_message "$mta" "$run" lossy-fast plain plain@sender.test ed@lossy.test
+  # The second message to carol@ comes once mx1's greylisting of (pair@, carol@) is over.
+  sleep 8
+  send_message "$mta" "$run" aol-fast carol-second pair@sender.test carol@aol.test
+}
+
+wait_queue_empty() {
+  local mta=$1 started=$SECONDS
+  while ! "${mta}_queue_empty"; do
+    if [ $((SECONDS - started)) -ge "$QUEUE_WAIT" ]; then
+      fail "$mta: queue not empty after ${QUEUE_WAIT}s"; "${mta}_show_queue"; return 1
+    fi
+    sleep 1
+  done
+  pass "$mta: queue empty after $((SECONDS - started))s"
+}
+
+# ------------------------------------------------------------------ the checks
+
+# Counts e2e-mta-check.py's ok/FAIL lines as this script's own.
+run_checks() {
+  local mta=$1 run=$2 log=$3 line
+  local journals=() name
+  for name in "${SCENARIOS[@]}"; do journals+=("$run/$name.jsonl"); done
+  python3 scripts/e2e-mta-check.py "$mta" "$log" "$run/manifest.tsv" "${journals[@]}" >"$run/checks.txt" 2>&1 \
+    || fail "$mta: e2e-mta-check.py failed"
+  while IFS= read -r line; do
+    case $line in
+      "ok   "*) pass "${line#ok   }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+      "--- "*) break ;;
+      *) echo "$line" ;;
+    esac
+  done <"$run/checks.txt"
+}
+
+# 4. The views read each journal without error; their output is for a human to read.
+show_views() {
+  local mta=$1 run=$2 name status
+  for name in "${SCENARIOS[@]}"; do
+    step "$mta: mxfarm transcript of $name"
+    if "$bin" transcript "$run/$name.jsonl" >"$run/$name.transcript" 2>&1; then
+      cat "$run/$name.transcript"; pass "$mta: mxfarm transcript reads the $name journal"
+    else
+      cat "$run/$name.transcript"; fail "$mta: mxfarm transcript of $name"
+    fi
+    step "$mta: mxfarm report of $name"
+    status=0
+    "$bin" report "$run/$name.jsonl" >"$run/$name.report" 2>&1 || status=$?
+    cat "$run/$name.report"
+    # Exit 2 means "a finding is a problem": the report ran. 1 is an error.
+    if [ "$status" != 1 ] && grep -q '^retry report:' "$run/$name.report"; then
+      pass "$mta: mxfarm report reads the $name journal (exit $status)"
+    else
+      fail "$mta: mxfarm report of $name (exit $status)"
+    fi
+    # TODO: call judge_report unconditionally once the report's rework (another branch)
+    # has landed; until then its findings are printed, not judged.
+    if [ "${MXFARM_E2E_JUDGE_REPORT:-}" = 1 ]; then judge_report "$mta" "$name" "$run/$name.report"; fi
+  done
+}
+
+# A correctly configured MTA should get no PROBLEM finding.
+judge_report() {
+  local mta=$1 name=$2 report=$3
+  if grep -q 'PROBLEM' "$report"; then
+    fail "$mta: mxfarm report finds problems in $name:"; grep -B3 'PROBLEM' "$report" | sed 's/^/    /'
+  else
+    pass "$mta: mxfarm report finds no problem in $name"
+  fi
+}
+
+# ------------------------------------------------------------------ one MTA
+
+test_mta() {
+  local mta=$1 started=$SECONDS run="$work/$1" log
+  mkdir -p "$run"
+  step "$mta: install"
+  "install_$mta"
+  case $mta in
+    postfix) log="$run/postfix.log"; pass "installed postfix $(dpkg-query -W -f '${Version}' postfix)" ;;
+    exim) log="$run/exim/mainlog"; pass "installed exim4-daemon-light $(dpkg-query -W -f '${Version}' exim4-daemon-light)" ;;
+  esac
+  step "$mta: farms, configuration, messages"
+  start_farms "$run"
+  "configure_$mta" "$run"
+  "start_$mta"
+  send_messages "$mta" "$run"
+  wait_queue_empty "$mta" || true
+  wait_farms_idle "$run"
+  "stop_$mta"
+  stop_farms
+  step "$mta: its log against the journals"
+  run_checks "$mta" "$run" "$log"
+  show_views "$mta" "$run"
+  step "$mta: its log lines, message by message"
+  sed -n '/^--- /,$p' "$run/checks.txt" | tail -n +2
+  step "$mta: purge"
+  purge_mtas
+  pass "$mta: tested and purged in $((SECONDS - started))s"
+}
+
+cleanup() {
+  local status=$?
+  set +e
+  [ -n "${farm_pid[*]}" ] && stop_farms >/dev/null
+  case $installed_mta in
+    postfix) stop_postfix ;;
+    exim) stop_exim ;;
+  esac
+  [ -n "$installed_mta" ] && purge_mtas
+  [ -n "$created_policy_rc" ] && rm -f /usr/sbin/policy-rc.d
+  if [ "${MXFARM_E2E_KEEP:-}" = 1 ]; then echo "e2e-mta: kept $work"; else rm -rf "$work"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+
+main() {
+  local started=$SECONDS
+  step "prepare"
+  apt_get update
+  command -v python3 >/dev/null || apt_get install --no-install-recommends python3
+  cargo build --quiet
+  local fixtures=() name
+  for name in "${SCENARIOS[@]}"; do fixtures+=("$FIXTURES/$name.toml"); done
+  if "$bin" check "${fixtures[@]}" >"$work/check.out" 2>&1; then
+    pass "mxfarm check tests/e2e/*-fast.toml"
+  else
+    fail "mxfarm check tests/e2e/*-fast.toml"; cat "$work/check.out"; exit 1
+  fi
+  block_daemon_starts
+  purge_mtas # a clean start: the two conflict, and a leftover queue would skew the counts
+  test_mta postfix
+  test_mta exim
+  echo
+  echo "e2e-mta: ran in $((SECONDS - started))s"
+  echo "e2e-mta: $passes passed, $failures failed"
+  [ "$failures" -eq 0 ]
+}
+
+main "$@"
