@@ -69,6 +69,9 @@ pub struct TranscriptAttempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preference: Option<u16>,
     pub conn: u64,
+    /// The transaction's number on the connection, from 1; 0 for a contact that ended
+    /// before any MAIL.
+    pub transaction: u32,
     pub stage: Stage,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<Reply>,
@@ -76,6 +79,9 @@ pub struct TranscriptAttempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed: Option<String>,
     pub outcome: Outcome,
+    /// Every recipient the transaction named (none when it ended before RCPT).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<String>,
     /// Other messages this attempt could have been for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub also_possible: Vec<usize>,
@@ -277,10 +283,12 @@ fn transcribe(
             host: a.host.clone(),
             preference: preferences.of(domain, &a.host),
             conn: a.conn,
+            transaction: a.transaction,
             stage: a.stage,
             reply: a.reply.clone(),
             closed: a.closed.clone(),
             outcome: a.outcome,
+            carried: a.carried.clone(),
             also_possible: a.also_possible.clone(),
             attempt: a.clone(),
         })

@@ -276,7 +276,8 @@ pub(super) fn backoff(tries: &[Vec<usize>], intervals: &[Duration]) -> Option<Fi
         return None;
     }
     let (first, last) = (intervals[0], intervals[intervals.len() - 1]);
-    let growing = last > first;
+    // Jitter of a few milliseconds is not a backoff.
+    let growing = last.as_secs_f64() >= first.as_secs_f64() * GROWTH && last > first;
     let kind = FindingKind::Backoff {
         first,
         last,

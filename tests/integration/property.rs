@@ -229,16 +229,14 @@ fn journal_contacts(events: &[Event]) -> BTreeSet<(u64, u32)> {
             EventKind::ConnectionOpened { conn, .. } => {
                 mails.entry(*conn).or_insert(0);
             }
+            // A MAIL inside a transaction is refused and starts nothing.
             EventKind::Command {
                 conn,
                 command: Command::Mail { .. },
                 ..
-            } => {
-                // A MAIL inside a transaction is refused and starts nothing.
-                if !open_tx.get(conn).copied().unwrap_or(false) {
-                    *mails.entry(*conn).or_insert(0) += 1;
-                    open_tx.insert(*conn, true);
-                }
+            } if !open_tx.get(conn).copied().unwrap_or(false) => {
+                *mails.entry(*conn).or_insert(0) += 1;
+                open_tx.insert(*conn, true);
             }
             EventKind::Reply {
                 conn, stage, reply, ..
