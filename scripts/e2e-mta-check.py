@@ -6,6 +6,11 @@
 MANIFEST has one injected message a line, tab-separated: the scenario (a journal named
 <scenario>.jsonl), the Message-ID, the envelope sender and the recipients (comma-separated).
 
+Next to each JOURNAL (x.jsonl) it reads x.transcript.json, `mxfarm transcript --json` of
+it, and checks the stories against the MTA's log too: one delivery per message and
+recipient, the outcome the MTA logged, and as many attempts (reaching RCPT, and refused
+before it) as the MTA made.
+
 Prints one `ok   ...` or `FAIL ...` line per check (scripts/e2e-mta.sh counts them), then,
 for each message, the MTA's log lines about it. Exits with 1 only if it cannot run.
 
@@ -48,6 +53,9 @@ class Message:
     queue_id: str | None = None
     attempts: list = field(default_factory=list)
     lines: list = field(default_factory=list)
+    # recipient -> contacts that failed before any RCPT (a 421 to MAIL, a refused
+    # greeting) while the MTA was delivering to it
+    before_rcpt: dict = field(default_factory=lambda: defaultdict(int))
 
     def attempts_for(self, recipient):
         return [a for a in self.attempts if a.recipient == recipient]
@@ -184,13 +192,28 @@ def postfix_attempt(message, items):
         # After a 421 to MAIL FROM, Postfix (which pipelined the RCPTs with it) logs
         # "lost connection ... while sending RCPT TO": the farm never read those RCPTs,
         # since it closes after its 421.
-        if stage == "before" or (stage == "rcpt" and after_mail):
+        if stage == "rcpt" and after_mail:
+            continue
+        if stage == "before":
+            # A host that refused before RCPT: a contact for every recipient it was for.
+            if failed_before_rcpt(text):
+                for rcpt in turns:
+                    message.before_rcpt[rcpt] += 1
             continue
         # A 4xx (or a lost connection) from a host that was not the last one.
         rcpt = named_recipient(text, pending)
         if rcpt is None and turns:
             rcpt, turn = turns[turn % len(turns)], turn + 1
         postfix_try(message, rcpt or UNKNOWN, stage, text, None, raw)
+
+
+def failed_before_rcpt(text):
+    """Whether an MTA's log text is a host's refusal before RCPT: a reply to MAIL FROM,
+    a greeting or EHLO refusal, or a connection lost before the transaction."""
+    return re.search(
+        r"in reply to MAIL FROM|refused to talk to me|while receiving the initial server greeting|in reply to (EHLO|HELO)|after pipelined end of data|after MAIL FROM",
+        text,
+    ) is not None
 
 
 def postfix_try(message, rcpt, stage, why, final, raw):
@@ -271,8 +294,12 @@ class ExiDelivery:
         # failure (same port) is not another attempt.
         for port, why, line in self.host_failures:
             if port != host["port"]:
+                if exim_reached(why) == "before":
+                    message.before_rcpt[rcpt] += 1
                 exim_attempt(message, rcpt, why, None, line)
         final = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}[flag]
+        if final != "sent" and exim_reached(exim_why(rest)) == "before":
+            message.before_rcpt[rcpt] += 1
         if final == "sent":
             message.attempts.append(Attempt(rcpt, True, 2, final, raw))
         else:
@@ -509,6 +536,79 @@ def check_scenario(checks, scenario, messages, journal_path):
                 )
 
 
+def check_transcript(checks, scenario, messages, transcript_path):
+    """The transcript (`mxfarm transcript --json`) against the MTA's log: per message and
+    recipient, a delivery of that Message-ID, the outcome the MTA logged, as many attempts
+    that reached RCPT as the MTA logged, and as many contacts refused before RCPT."""
+    try:
+        with open(transcript_path) as f:
+            transcript = json.load(f)
+    except (OSError, ValueError) as e:
+        checks.fail(f"{scenario}: cannot read the transcript {transcript_path}: {e}")
+        return
+    number = {
+        m["message_id"]: m["number"]
+        for m in transcript.get("messages", [])
+        if m.get("identified_by") == "message-id"
+    }
+    for message in messages:
+        label = f"{scenario} <{message.message_id}>"
+        n = number.get(message.message_id)
+        if n is None:
+            # A message whose every recipient was refused at RCPT never sent its content:
+            # the transcript knows it by its envelope (each has a sender of its own here).
+            by_envelope = [
+                m["number"]
+                for m in transcript.get("messages", [])
+                if m.get("identified_by") == "envelope" and m["sender"] == message.sender
+            ]
+            n = by_envelope[0] if len(by_envelope) == 1 else None
+        if n is None:
+            checks.fail(f"{label}: no message with this Message-ID (or only this envelope) in the transcript")
+            continue
+        for recipient in message.recipients:
+            what = f"{label} -> {recipient}: the transcript"
+            found = [
+                d
+                for d in transcript["deliveries"]
+                if d["message"] == n and (d.get("recipient") or "").lower() == recipient.lower()
+            ]
+            if len(found) != 1:
+                checks.fail(f"{what} has {len(found)} deliveries for it (message {n}), 1 expected")
+                continue
+            delivery = found[0]
+            attempts = delivery["attempts"]
+            result = delivery["outcome"]["result"]
+            logged = message.outcome(recipient)
+            wanted = {"sent": {"delivered"}, "bounced": {"bounced"}}.get(logged, {"still-deferred"})
+            if logged == "sent" and kept_when_reply_lost(recipient):
+                wanted = {"duplicated", "delivered"}
+            checks.check(
+                result in wanted,
+                f"{what} says {result}, the {checks.mta} log {logged or 'unfinished'}",
+            )
+            reached_rcpt = [a for a in attempts if "carried" in a]
+            before = [a for a in attempts if "carried" not in a]
+            logged_rcpt = len(message.attempts_for(recipient))
+            logged_before = message.before_rcpt.get(recipient, 0)
+            checks.check(
+                len(reached_rcpt) == logged_rcpt and len(before) == logged_before,
+                f"{what} has {len(reached_rcpt)} attempt(s) that reached RCPT and {len(before)} refused before it; "
+                f"the {checks.mta} log {logged_rcpt} and {logged_before}",
+                *[
+                    f"#{i + 1} {a['host']} conn {a['conn']} {a['stage']}: "
+                    + (f"{a['reply']['code']}" if a.get("reply") else a.get("closed", ""))
+                    for i, a in enumerate(attempts)
+                ],
+            )
+            guessed = [a for a in attempts if a.get("also_possible")]
+            checks.check(
+                not guessed,
+                f"{what} ties every attempt to this message for certain",
+                *[f"conn {a['conn']} could be message {a['also_possible']}" for a in guessed],
+            )
+
+
 def main(argv):
     if len(argv) < 5 or argv[1] not in ("postfix", "exim"):
         print(__doc__, file=sys.stderr)
@@ -526,7 +626,9 @@ def main(argv):
     checks = Checks(mta)
     for journal in journals:
         scenario = re.sub(r"\.jsonl$", "", journal.rsplit("/", 1)[-1])
-        check_scenario(checks, scenario, [m for m in messages if m.scenario == scenario], journal)
+        mine = [m for m in messages if m.scenario == scenario]
+        check_scenario(checks, scenario, mine, journal)
+        check_transcript(checks, scenario, mine, re.sub(r"\.jsonl$", ".transcript.json", journal))
 
     print(f"\n--- {mta}: its log lines, message by message")
     for message in messages:

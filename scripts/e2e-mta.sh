@@ -9,8 +9,10 @@
 #
 # It installs and purges packages (the two MTAs conflict as Debian packages), so it runs
 # only as root on a machine meant for it: with CI=true, or MXFARM_E2E_MTA=1 to run it by
-# hand. MXFARM_E2E_KEEP=1 keeps its work directory. MXFARM_E2E_JUDGE_REPORT=1 also fails
-# on PROBLEM findings of `mxfarm report` (off for now, see judge_report).
+# hand. MXFARM_E2E_KEEP=1 keeps its work directory. The transcripts are checked against
+# the MTAs' logs too (the same attempts per message, the same outcome), and the report
+# must find no PROBLEM in a correctly configured MTA; then scripts/e2e-bad-sender.py, a
+# sender that retries a 550 and never tries another MX, must get exactly those PROBLEMs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -314,7 +316,11 @@ wait_queue_empty() {
 run_checks() {
   local mta=$1 run=$2 log=$3 line
   local journals=() name
-  for name in "${SCENARIOS[@]}"; do journals+=("$run/$name.jsonl"); done
+  for name in "${SCENARIOS[@]}"; do
+    journals+=("$run/$name.jsonl")
+    "$bin" transcript --json "$run/$name.jsonl" >"$run/$name.transcript.json" 2>"$run/$name.transcript.err" \
+      || fail "$mta: mxfarm transcript --json of $name"
+  done
   python3 scripts/e2e-mta-check.py "$mta" "$log" "$run/manifest.tsv" "${journals[@]}" >"$run/checks.txt" 2>&1 \
     || fail "$mta: e2e-mta-check.py failed"
   while IFS= read -r line; do
@@ -347,9 +353,7 @@ show_views() {
     else
       fail "$mta: mxfarm report of $name (exit $status)"
     fi
-    # TODO: call judge_report unconditionally once the report's rework (another branch)
-    # has landed; until then its findings are printed, not judged.
-    if [ "${MXFARM_E2E_JUDGE_REPORT:-}" = 1 ]; then judge_report "$mta" "$name" "$run/$name.report"; fi
+    judge_report "$mta" "$name" "$run/$name.report"
   done
 }
 
@@ -393,6 +397,48 @@ test_mta() {
   pass "$mta: tested and purged in $((SECONDS - started))s"
 }
 
+# ------------------------------------------------------------------ a wrong sender
+
+# scripts/e2e-bad-sender.py retries a 550 and never tries a second MX after a 421: the
+# report must say exactly that, and exit with 2.
+test_bad_sender() {
+  local run="$work/bad" status=0 ports
+  mkdir -p "$run"
+  step "a sender that retries wrong"
+  read -r -a ports <<<"$(ports_of aol-fast)"
+  "$bin" run "$FIXTURES/aol-fast.toml" --journal "$run/aol-fast.jsonl" >"$run/farm.out" 2>"$run/farm.err" &
+  farm_pid[bad]=$!
+  for _ in $(seq 100); do grep -q '^Ready\.' "$run/farm.out" 2>/dev/null && break; sleep 0.1; done
+  if python3 scripts/e2e-bad-sender.py "${ports[1]}" "${ports[2]}"; then
+    pass "bad sender: the farm answered as the scenario says"
+  else
+    fail "bad sender: the farm did not answer as expected"
+  fi
+  kill "${farm_pid[bad]}" 2>/dev/null; wait "${farm_pid[bad]}" 2>/dev/null || true
+  unset 'farm_pid[bad]'
+  "$bin" transcript "$run/aol-fast.jsonl" >"$run/transcript" 2>&1 || fail "bad sender: mxfarm transcript"
+  cat "$run/transcript"
+  "$bin" report "$run/aol-fast.jsonl" >"$run/report" 2>&1 || status=$?
+  cat "$run/report"
+  if [ "$status" = 2 ]; then pass "bad sender: mxfarm report exits with 2"; else fail "bad sender: mxfarm report exits with $status, 2 expected"; fi
+  local expect
+  for expect in \
+    'delivery [0-9]* <bad550@sender.test> -> <gone@aol.test>' \
+    'PROBLEM retry-after-5xx tried 1 time more after the permanent 550' \
+    'PROBLEM duplicate .*<bad-550@bad.test> accepted 2 times' \
+    'PROBLEM mx-failover .*went to mx2 again'; do
+    if grep -q -- "$expect" "$run/report"; then pass "bad sender: the report says /$expect/"; else fail "bad sender: the report lacks /$expect/"; fi
+  done
+  # One PROBLEM per mistake: the 550 retried, the copy resent after its 250, no failover.
+  local problems
+  problems=$(sed -n '1,/^overall$/p' "$run/report" | grep -c '^  PROBLEM' || true)
+  if [ "$problems" = 3 ]; then
+    pass "bad sender: 3 problems, one per mistake"
+  else
+    fail "bad sender: $problems problems, 3 expected (one per mistake)"
+  fi
+}
+
 cleanup() {
   local status=$?
   set +e
@@ -425,6 +471,7 @@ main() {
   purge_mtas # a clean start: the two conflict, and a leftover queue would skew the counts
   test_mta postfix
   test_mta exim
+  test_bad_sender
   echo
   echo "e2e-mta: ran in $((SECONDS - started))s"
   echo "e2e-mta: $passes passed, $failures failed"
