@@ -26,6 +26,8 @@ pub(super) struct Contact {
     pub before_mail: BeforeMail,
     /// Whether the connection is still open at the end of the journal.
     pub open: bool,
+    /// The sequence number of its first event.
+    pub first_seq: u64,
 }
 
 /// What ended a contact that carried no transaction.
@@ -64,6 +66,10 @@ pub(super) struct Transaction {
     /// The farm's message number, when it kept the message.
     pub kept: Option<u64>,
     pub end: TxEnd,
+    /// The sequence numbers of its first event (the connection's opening for the first
+    /// transaction on a connection, else its MAIL) and of its last: what happened at once
+    /// on other connections falls between them, even at the same farm time.
+    pub seqs: (u64, u64),
 }
 
 /// A recipient as the transaction's RCPT gave it.
@@ -130,6 +136,8 @@ struct Open {
     tx: Option<Transaction>,
     /// The transaction is past a positive reply to DATA (or a first chunk).
     in_content: bool,
+    /// The sequence number of the event being read.
+    seq: u64,
 }
 
 /// Every contact of the journal, in the order the connections opened.
@@ -151,12 +159,15 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
                 transactions: Vec::new(),
                 before_mail: BeforeMail::default(),
                 open: true,
+                first_seq: event.seq,
             },
             awaiting: Awaiting::Greeting,
             tx: None,
             in_content: false,
+            seq: event.seq,
         });
         o.contact.ended = event.at;
+        o.seq = event.seq;
         match &event.kind {
             EventKind::ConnectionOpened { client, .. } => {
                 o.contact.client = client.ip();
@@ -204,6 +215,7 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
     for mut o in still {
         if let Some(mut tx) = o.tx.take() {
             tx.ended = o.contact.ended;
+            tx.seqs.1 = o.seq;
             o.contact.transactions.push(tx);
         }
         done.push(o.contact);
@@ -223,10 +235,10 @@ impl Open {
             Command::Starttls => Awaiting::Starttls,
             Command::Mail { sender, size } => {
                 if self.tx.is_none() {
-                    let started = if self.contact.transactions.is_empty() {
-                        self.contact.opened
+                    let (started, first_seq) = if self.contact.transactions.is_empty() {
+                        (self.contact.opened, self.contact.first_seq)
                     } else {
-                        at
+                        (at, self.seq)
                     };
                     self.tx = Some(Transaction {
                         started,
@@ -239,6 +251,7 @@ impl Open {
                         content: None,
                         kept: None,
                         end: TxEnd::Open,
+                        seqs: (first_seq, self.seq),
                     });
                     self.in_content = false;
                     Awaiting::Mail
@@ -380,6 +393,7 @@ impl Open {
         if let Some(mut tx) = self.tx.take() {
             tx.end = end;
             tx.ended = at;
+            tx.seqs.1 = self.seq;
             self.contact.transactions.push(tx);
         }
         self.in_content = false;

@@ -12,6 +12,12 @@
 //! without one, and for contacts the client ended without offering a message, they go to
 //! the client's own section.
 //!
+//! A sender offers a message to a recipient on one connection at a time: a transaction is
+//! never tied to a message that another connection was offering one of its recipients at
+//! the same moment (their spans overlap in the journal's order, which tells apart what
+//! happened at once even at the same farm time), such as two messages greylisted in
+//! parallel.
+//!
 //! Where several messages fit, the nearest in time is taken and the others are kept as
 //! alternatives, so that the stories can say so instead of guessing silently.
 
@@ -133,13 +139,27 @@ pub(super) fn attribute(
                 })
                 && serves(&host_domains, &m.recipients)
         };
-        let candidates: Vec<usize> = (0..named)
+        let fits: Vec<usize> = (0..named)
             .filter(|&m| {
                 alike(&messages[m])
                     && messages[m].unfinished(contacts, tx.started, &tx_addresses(tx))
             })
             .collect();
-        if let Some((m, also)) = nearest(&messages, contacts, &candidates, tx.started, tx.ended) {
+        let busy = |m: usize| messages[m].offered_at_once(contacts, offer);
+        let candidates: Vec<usize> = fits
+            .iter()
+            .copied()
+            .filter(|&m| busy(m).is_none())
+            .collect();
+        // Ruled out only by an offer that was itself a guess: still a possibility.
+        let guessed: Vec<usize> = fits
+            .iter()
+            .copied()
+            .filter(|&m| busy(m) == Some(false))
+            .collect();
+        if let Some((m, mut also)) = nearest(&messages, contacts, &candidates, tx.started, tx.ended)
+        {
+            also.extend(guessed);
             messages[m].add_as(contacts, offer, also);
             continue;
         }
@@ -147,7 +167,9 @@ pub(super) fn attribute(
         // (a retry after a 5xx must show as one).
         let envelope = (named..messages.len()).rev().find(|&m| {
             let m = &messages[m];
-            alike(m) && (tx.recipients.is_empty() || !m.recipients.is_empty())
+            alike(m)
+                && (tx.recipients.is_empty() || !m.recipients.is_empty())
+                && m.offered_at_once(contacts, offer).is_none()
         });
         match envelope {
             Some(m) => messages[m].add(contacts, offer),
@@ -238,6 +260,29 @@ impl Grouped {
             }
         }
         self.offers.push((offer, also));
+    }
+
+    /// Whether another connection was offering this message to one of the recipients of
+    /// transaction `offer` while it went on: `Some(true)` when that offer is certainly
+    /// this message's, `Some(false)` when it was tied to it as the nearest fit only.
+    fn offered_at_once(&self, contacts: &[Contact], offer: OfferRef) -> Option<bool> {
+        let tx = tx_of(contacts, offer);
+        let at_once = self.offers.iter().filter(|(o, _)| {
+            let Some(t) = o.tx.filter(|_| o.contact != offer.contact) else {
+                return false;
+            };
+            let other = &contacts[o.contact].transactions[t];
+            other.seqs.0 <= tx.seqs.1
+                && tx.seqs.0 <= other.seqs.1
+                && other.recipients.iter().any(|r| {
+                    tx.recipients
+                        .iter()
+                        .any(|x| x.address.eq_ignore_ascii_case(&r.address))
+                })
+        });
+        at_once
+            .map(|(_, also)| also.is_empty())
+            .reduce(|a, b| a || b)
     }
 
     /// Whether, at farm time `at`, one of `recipients` (any recipient, if empty) was not

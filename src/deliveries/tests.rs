@@ -436,6 +436,57 @@ fn two_messages_alike_in_everything_are_said_to_be_alternatives() {
     assert_eq!(guessed.len(), 2);
 }
 
+/// Two connections open at once, their events interleaved, each offering bob a message.
+fn at_once(s: &mut Script, rcpt_reply: &str, retry: Option<(f64, bool)>) -> (u64, u64) {
+    let (one, two) = (s.open("mx1", C), s.open("mx1", C));
+    for conn in [one, two] {
+        s.mail(conn, "a@x.test", None, "250 ok");
+    }
+    for conn in [two, one] {
+        s.rcpt(conn, "bob@aol.test", rcpt_reply, retry);
+    }
+    for conn in [one, two] {
+        s.quit(conn);
+    }
+    (one, two)
+}
+
+#[test]
+fn a_sender_offers_a_message_on_one_connection_at_a_time() {
+    // Two messages greylisted in parallel, at the same farm time, then both delivered:
+    // each message has one of the two deferrals (which one, nothing tells).
+    let mut s = Script::new(&[AOL]);
+    let (one, two) = at_once(&mut s, "451 greylisted", Some((300.0, true)));
+    s.at(400.0);
+    for id in ["1@x", "2@x"] {
+        s.send(
+            "mx1",
+            C,
+            "a@x.test",
+            &[("bob@aol.test", "250 ok")],
+            id,
+            "250 ok",
+        );
+    }
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 2);
+    let firsts: Vec<u64> = d.list.iter().map(|x| x.attempts[0].conn).collect();
+    assert_eq!(firsts, vec![one, two]);
+    for x in &d.list {
+        assert_eq!(x.attempts.len(), 2);
+        // The second was tied by the first's guess: a guess as well.
+        assert_eq!(x.attempts[0].also_possible.len(), 1);
+    }
+
+    // Refused for good at once, and never sent: two messages by envelope, not one
+    // retried after its 5xx.
+    let mut s = Script::new(&[AOL]);
+    at_once(&mut s, "550 5.1.1 no such user", None);
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 2);
+    assert!(d.list.iter().all(|x| x.attempts.len() == 1));
+}
+
 #[test]
 fn attempts_that_never_sent_content_are_one_message_by_envelope() {
     let mut s = Script::new(&[AOL]);
