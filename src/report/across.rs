@@ -114,16 +114,19 @@ impl<'a> Env<'a> {
             .map(|w| w[1].saturating_sub(w[0]))
             .collect();
         report.intervals = interval_stats(&starts, &intervals);
-        let envelope_only = self
-            .transcript
-            .message(delivery.message)
-            .is_some_and(|m| m.identity == Identity::Envelope);
+        // Attempts that never sent content are one message by envelope only. A retry
+        // after a 5xx then cannot be told from a new message (the same SIZE= does not
+        // say: a sender's probes are all alike); and without SIZE= no PROBLEM is certain.
+        let message = self.transcript.message(delivery.message);
+        let by_envelope = message.is_some_and(|m| m.identity == Identity::Envelope);
+        let envelope_only =
+            by_envelope && message.is_some_and(|m| m.declared_size.is_none()) && a.len() > 1;
         let findings = [
             early_retry(a, &tries),
             mx_failover(a, &|_| mx, &self.clients),
             mx_preference(a, &tries, mx, client),
             mx_spread(a, mx),
-            retry_after_5xx(a, envelope_only),
+            retry_after_5xx(a, by_envelope),
             self.recipient_retry(d),
             backoff(&tries, &intervals),
             hammering(&tries, &starts, &intervals),
@@ -135,6 +138,7 @@ impl<'a> Env<'a> {
             .into_iter()
             .flatten()
             .map(|f| uncertain(f, a))
+            .map(|f| if envelope_only { one_envelope(f) } else { f })
             .collect();
         report
     }
@@ -422,6 +426,20 @@ fn uncertain(mut finding: Finding, a: &[TranscriptAttempt]) -> Finding {
             guessed.join(", ")
         ));
     }
+    finding
+}
+
+/// A `Problem` on a delivery whose attempts are told apart from other messages by
+/// envelope only (no content, no `SIZE=`) is not certain either: they may be several
+/// messages, each tried once. mx-failover judges the client and stays.
+fn one_envelope(mut finding: Finding) -> Finding {
+    if finding.severity != Severity::Problem || finding.kind.check() == super::Check::MxFailover {
+        return finding;
+    }
+    finding.severity = Severity::Info;
+    finding.text.push_str(
+        "; but no content was ever sent and no SIZE= declared, so these attempts may be several messages with one envelope",
+    );
     finding
 }
 

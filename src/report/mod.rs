@@ -11,7 +11,10 @@
 //! A check judges only what the sender could know and should fix: a `Problem` is
 //! something a mail engineer would change in the sender. Where the evidence rests on an
 //! attempt the journal could not tie to one message for certain (the transcript shows
-//! `[or message N]`), a `Problem` becomes `Info` and says so.
+//! `[or message N]`), or on a delivery whose content was never sent and whose sender
+//! declared no `SIZE=` (its attempts may be several messages with one envelope), a
+//! `Problem` becomes `Info` and says so; mx-failover, which judges the client whatever
+//! message a contact was for, stays.
 //!
 //! # Tries
 //!
@@ -63,7 +66,8 @@
 //! - **retry-after-5xx**: an attempt after one refused with a 5xx to MAIL, RCPT, DATA or
 //!   the end of data (a 5xx greeting or EHLO only rules out that host). `Problem`; `Info`
 //!   for a message whose content was never sent, which a new message with the same
-//!   envelope cannot be told apart from.
+//!   envelope (and the same size: a sender's probes are all alike) cannot be told apart
+//!   from.
 //! - **recipient-retry**: after a per-recipient 4xx at RCPT (not a 421) in a transaction
 //!   that delivered the message to other recipients, the retry should carry only the
 //!   deferred recipients. `Problem` when it carried one already delivered again.

@@ -1129,11 +1129,13 @@ async fn the_same_backoff_in_hours() {
     farm.shutdown().await;
 }
 
-/// Every 30 s without growing, 30 tries, then silence: hammering.
+/// Every 30 s without growing, 30 tries, then silence: hammering. The sender declares
+/// `SIZE=`, as Postfix and Exim do, so its attempts are one message although the content
+/// never got through.
 #[tokio::test(start_paused = true)]
 async fn a_sender_retrying_every_30_seconds_hammers() {
     let farm = inline("backoff", BACKOFF).await;
-    let sender = Sender::new(&farm);
+    let sender = Sender::declaring_size(&farm);
     let made = sender
         .walking(
             "never@farm.test",
@@ -1151,6 +1153,33 @@ async fn a_sender_retrying_every_30_seconds_hammers() {
     assert_eq!(severity(never, Check::Hammering), Some(Severity::Problem));
     assert_eq!(severity(never, Check::Backoff), Some(Severity::Info));
     assert_eq!(severity(never, Check::GiveUp), Some(Severity::Info));
+    farm.shutdown().await;
+}
+
+/// The same without `SIZE=`: thirty content-less attempts with one envelope may be thirty
+/// messages tried once each, so the hammering is information, not a problem.
+#[tokio::test(start_paused = true)]
+async fn the_same_without_size_may_be_many_messages() {
+    let farm = inline("backoff", BACKOFF).await;
+    let sender = Sender::new(&farm);
+    sender
+        .walking(
+            "never@farm.test",
+            "hammer.1@example.test",
+            &[30 * SECOND; 29],
+        )
+        .await;
+    tokio::time::sleep(2 * HOUR).await;
+    let report = farm.report();
+    let never = only(&report, "never@farm.test");
+    let hammering = never.finding(Check::Hammering).expect("hammering applies");
+    assert_eq!(hammering.severity, Severity::Info, "{}", report.render());
+    assert!(
+        hammering.text.contains("no SIZE= declared"),
+        "{}",
+        hammering.text
+    );
+    assert!(report.problems().is_empty(), "{}", report.render());
     farm.shutdown().await;
 }
 
