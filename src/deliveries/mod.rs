@@ -84,8 +84,9 @@ pub enum Identity {
     MessageId { message_id: String },
     /// No Message-ID: a digest of its content (the same bytes on every retry).
     Content { digest: String },
-    /// Its content was never sent: attempts with the same envelope sender, recipients,
-    /// declared size and client are taken to be one message, which they need not be.
+    /// Its content was never sent: attempts with the same envelope sender, recipients in
+    /// common, declared size and client network are taken to be one message, which they
+    /// need not be.
     Envelope,
 }
 
@@ -142,7 +143,8 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<u64>,
     /// Other messages (numbers) this attempt could have been for: nothing it carried
-    /// told them apart, and it was tied to the nearest in time.
+    /// told them apart, and it was tied to the nearest in time. At most the eight next
+    /// nearest are named.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub also_possible: Vec<usize>,
 }
@@ -275,6 +277,22 @@ pub fn deliveries(events: &[Event]) -> Deliveries {
     }
 }
 
+/// A client's network, as greylisting reckons it: its /24 (IPv4) or /64 (IPv6). Big
+/// senders retry from another address of their pool, so the stories and the checks
+/// treat one network as one sender.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+    }
+}
+
 /// The MX hosts of each domain, from the journal's farm-started event.
 pub(crate) fn domain_records(events: &[Event]) -> Vec<DomainRecord> {
     events
@@ -322,7 +340,7 @@ fn stories(g: &Grouped, number: usize, contacts: &[Contact]) -> Vec<Delivery> {
                 .iter()
                 .filter(|r| {
                     r.as_deref()
-                        .is_none_or(|r| !g.finished_before(contacts, r, at))
+                        .is_none_or(|r| g.finished_at(r).is_none_or(|t| t >= at))
                 })
                 .cloned()
                 .collect();
@@ -334,8 +352,15 @@ fn stories(g: &Grouped, number: usize, contacts: &[Contact]) -> Vec<Delivery> {
         };
         let attempts = match offer.tx {
             Some(t) => {
+                let tx = &contact.transactions[t];
                 let number = u32::try_from(t + 1).unwrap_or(u32::MAX);
-                tx_attempts(contact, number, &contact.transactions[t], &pending())
+                // Only a transaction that named no recipient stands for those pending.
+                let pending = if tx.recipients.is_empty() {
+                    pending()
+                } else {
+                    Vec::new()
+                };
+                tx_attempts(contact, number, tx, &pending)
             }
             None => {
                 let a = contact_attempt(contact);

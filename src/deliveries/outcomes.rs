@@ -119,8 +119,15 @@ pub(super) fn tx_attempts(
     if tx.recipients.is_empty() {
         return pending.iter().map(|r| (r.clone(), base.clone())).collect();
     }
+    // A recipient named twice in one transaction is one attempt: its first RCPT.
+    let mut seen: Vec<&str> = Vec::new();
     tx.recipients
         .iter()
+        .filter(|r| {
+            let again = seen.iter().any(|s| s.eq_ignore_ascii_case(&r.address));
+            seen.push(&r.address);
+            !again
+        })
         .map(|r| {
             let mut a = base.clone();
             match &r.reply {

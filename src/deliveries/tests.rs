@@ -226,6 +226,19 @@ impl Script {
         }
     }
 
+    /// The TLS handshake after a 220 to STARTTLS fails (the caller closes).
+    pub fn tls_failed(&mut self, conn: u64) {
+        let host = self.host(conn);
+        self.push(EventKind::TlsHandshake {
+            host,
+            conn,
+            outcome: crate::journal::TlsOutcome::Failed {
+                error: "bad certificate".into(),
+                aborted_by: ClosedBy::Client,
+            },
+        });
+    }
+
     /// A contact the farm refuses at the greeting.
     pub fn refused(&mut self, host: &str, client: &str, greeting: &str) -> u64 {
         let conn = self.connect(host, client);
@@ -560,4 +573,112 @@ fn a_failed_handshake_is_an_unreached_attempt() {
             .as_deref()
             .is_some_and(|c| c.contains("bad certificate"))
     );
+}
+
+#[test]
+fn a_mail_refusal_then_a_bounce_on_the_next_mx_is_one_message() {
+    // mx1 answers MAIL with 421; the sender moves to mx2, which refuses gone@ for good.
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.mail(conn, "a@x.test", Some(103), "421 4.7.0 busy");
+    s.close(conn, ClosedBy::Farm, "421 at mail");
+    s.send(
+        "mx2",
+        C,
+        "a@x.test",
+        &[("gone@aol.test", "550 5.1.1 no")],
+        "1@x",
+        "",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 1, "{:?}", d.messages);
+    assert_eq!(
+        attempts_of(&d, "gone@aol.test"),
+        vec![vec![(1, Outcome::Deferred), (2, Outcome::Rejected)]]
+    );
+}
+
+#[test]
+fn a_first_attempt_may_name_more_recipients_than_its_retries() {
+    // gone@ refused and bob greylisted in one transaction (no content); bob alone is
+    // retried later and delivered: one message.
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.mail(conn, "a@x.test", Some(103), "250 ok");
+    s.rcpt(conn, "gone@aol.test", "550 5.1.1 no", None);
+    s.rcpt(
+        conn,
+        "bob@aol.test",
+        "451 4.7.1 later",
+        Some((300.0, false)),
+    );
+    s.quit(conn);
+    s.at(400.0);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(d.messages.len(), 1, "{:?}", d.messages);
+    assert_eq!(
+        attempts_of(&d, "bob@aol.test"),
+        vec![vec![(1, Outcome::Deferred), (2, Outcome::Delivered)]]
+    );
+    assert_eq!(
+        attempts_of(&d, "gone@aol.test"),
+        vec![vec![(1, Outcome::Rejected)]]
+    );
+}
+
+#[test]
+fn a_recipient_named_twice_in_one_transaction_is_one_attempt() {
+    let mut s = Script::new(&[AOL]);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok"), ("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    assert_eq!(
+        attempts_of(&d, "bob@aol.test"),
+        vec![vec![(1, Outcome::Delivered)]]
+    );
+}
+
+#[test]
+fn a_refused_contact_names_only_messages_in_flight() {
+    // A refused greeting, the failover that delivers message 1, then three messages
+    // begun long after: they were not in flight.
+    let mut s = Script::new(&[AOL]);
+    s.refused("mx1", C, "421 4.7.0 not now");
+    s.send(
+        "mx2",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    for (t, id) in [(600.0, "2@x"), (1200.0, "3@x"), (1800.0, "4@x")] {
+        s.at(t);
+        s.send(
+            "mx2",
+            C,
+            "a@x.test",
+            &[("bob@aol.test", "250 ok")],
+            id,
+            "250 ok",
+        );
+    }
+    let d = deliveries(&s.events);
+    let first = &d.list[0].attempts[0];
+    assert_eq!((first.conn, first.outcome), (1, Outcome::Unreached));
+    assert!(first.also_possible.is_empty(), "{:?}", first.also_possible);
 }
