@@ -116,11 +116,12 @@ impl<'a> Env<'a> {
         report.intervals = interval_stats(&starts, &intervals);
         // Attempts that never sent content are one message by envelope only. A retry
         // after a 5xx then cannot be told from a new message (the same SIZE= does not
-        // say: a sender's probes are all alike); and without SIZE= no PROBLEM is certain.
+        // say: a sender's probes are all alike).
         let message = self.transcript.message(delivery.message);
         let by_envelope = message.is_some_and(|m| m.identity == Identity::Envelope);
-        let envelope_only =
-            by_envelope && message.is_some_and(|m| m.declared_size.is_none()) && a.len() > 1;
+        // Several content-less attempts under one envelope may be several messages: even
+        // an equal SIZE= does not tell (test messages are all alike).
+        let envelope_only = by_envelope && a.len() > 1;
         let findings = [
             early_retry(a, &tries),
             mx_failover(a, &|_| mx, &self.clients),
@@ -328,7 +329,7 @@ impl<'a> Env<'a> {
             let kind = FindingKind::Duplicate {
                 times: 1,
                 message_id,
-                cause: DuplicateCause::None,
+                cause: DuplicateCause::Once,
             };
             let text = format!("accepted once (#{})", first + 1);
             return Some(Finding::new(kind, Severity::Ok, &[first], text));
@@ -430,15 +431,15 @@ fn uncertain(mut finding: Finding, a: &[TranscriptAttempt]) -> Finding {
 }
 
 /// A `Problem` on a delivery whose attempts are told apart from other messages by
-/// envelope only (no content, no `SIZE=`) is not certain either: they may be several
-/// messages, each tried once. mx-failover judges the client and stays.
+/// envelope only (no content) is not certain either: they may be several messages, each
+/// tried once. mx-failover judges the client and stays.
 fn one_envelope(mut finding: Finding) -> Finding {
     if finding.severity != Severity::Problem || finding.kind.check() == super::Check::MxFailover {
         return finding;
     }
     finding.severity = Severity::Info;
     finding.text.push_str(
-        "; but no content was ever sent and no SIZE= declared, so these attempts may be several messages with one envelope",
+        "; but no content was ever sent, so these attempts may be several messages with one envelope",
     );
     finding
 }

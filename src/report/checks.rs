@@ -276,8 +276,7 @@ pub(super) fn backoff(tries: &[Vec<usize>], intervals: &[Duration]) -> Option<Fi
         return None;
     }
     let (first, last) = (intervals[0], intervals[intervals.len() - 1]);
-    // Jitter of a few milliseconds is not a backoff.
-    let growing = last.as_secs_f64() >= first.as_secs_f64() * GROWTH && last > first;
+    let growing = grows(intervals);
     let kind = FindingKind::Backoff {
         first,
         last,
@@ -304,6 +303,20 @@ pub(super) fn backoff(tries: &[Vec<usize>], intervals: &[Duration]) -> Option<Fi
     }
 }
 
+/// Whether the intervals between tries back off: the last is at least [`GROWTH`] times
+/// the first (jitter of a few milliseconds, or one longer gap among equal ones, is not a
+/// backoff). backoff and hammering both use it, so they never disagree.
+fn grows(intervals: &[Duration]) -> bool {
+    match (intervals.first(), intervals.last()) {
+        (Some(first), Some(last)) => {
+            intervals.len() >= 2
+                && last > first
+                && last.as_secs_f64() >= first.as_secs_f64() * GROWTH
+        }
+        _ => false,
+    }
+}
+
 pub(super) fn hammering(
     tries: &[Vec<usize>],
     starts: &[Duration],
@@ -313,10 +326,7 @@ pub(super) fn hammering(
         return None;
     }
     let (from, max_per_hour) = busiest_hour(starts);
-    let first = intervals.first().copied().unwrap_or_default();
-    let growing = intervals
-        .iter()
-        .any(|d| d.as_secs_f64() >= first.as_secs_f64() * GROWTH && *d > first);
+    let growing = grows(intervals);
     let kind = FindingKind::Hammering {
         max_per_hour,
         growing,

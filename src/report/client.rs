@@ -1,5 +1,6 @@
 //! What a client did across all its stories: every contact it made, in time order, and
-//! its rhythm. Checks about hosts (did the sender move on to another MX, did it skip a
+//! its rhythm. A client is a network (/24 or /64, [`network_of`]), as in the stories:
+//! what one address of a sender's pool learnt of a host, the pool knows. Checks about hosts (did the sender move on to another MX, did it skip a
 //! host it had just found refusing) need this, because a sender's knowledge of a host
 //! comes from every message it sent there, not only from the delivery being judged.
 
@@ -8,13 +9,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::tries::window;
-use crate::deliveries::Outcome;
+use crate::deliveries::{Outcome, network_of};
 use crate::scenario::Stage;
 use crate::transcript::{Transcript, TranscriptAttempt};
 
 /// One contact of a client: a transaction or a contact before MAIL.
 #[derive(Debug, Clone)]
-pub(super) struct Contact {
+pub(super) struct ClientContact {
     pub started: Duration,
     pub ended: Duration,
     pub host: String,
@@ -26,7 +27,7 @@ pub(super) struct Contact {
 /// One client's contacts and move-on window.
 #[derive(Debug, Clone)]
 pub(super) struct Client {
-    contacts: Vec<Contact>,
+    contacts: Vec<ClientContact>,
     pub window: Duration,
 }
 
@@ -49,14 +50,22 @@ pub(super) fn failed(a: &TranscriptAttempt) -> bool {
 
 /// Whether a failure is one after which the sender should move on to another MX: any
 /// but one after the content was sent (then RFC 5321 leaves the choice to the sender).
+/// (After a failed TLS handshake, trying the same host again at once in clear is right
+/// too: the check allows that.)
 pub(super) fn calls_for_failover(a: &TranscriptAttempt) -> bool {
     failed(a) && a.stage != Stage::EndOfData
+}
+
+/// Whether an attempt failed its TLS handshake: the next contact with the same host, in
+/// clear, is the same try.
+pub(super) fn tls_failed(a: &TranscriptAttempt) -> bool {
+    a.outcome == Outcome::Unreached && a.stage == Stage::Starttls
 }
 
 impl Clients {
     pub(super) fn new(transcript: &Transcript) -> Clients {
         let mut stories: HashMap<IpAddr, Vec<&[TranscriptAttempt]>> = HashMap::new();
-        let mut contacts: HashMap<IpAddr, HashMap<(u64, u32), Contact>> = HashMap::new();
+        let mut contacts: HashMap<IpAddr, HashMap<(u64, u32), ClientContact>> = HashMap::new();
         let all = transcript
             .deliveries
             .iter()
@@ -72,16 +81,16 @@ impl Clients {
                 continue;
             };
             stories
-                .entry(first.attempt.client)
+                .entry(network_of(first.attempt.client))
                 .or_default()
                 .push(attempts);
             for a in attempts {
                 // A transaction is in the story of each of its recipients: once here.
                 let entry = contacts
-                    .entry(a.attempt.client)
+                    .entry(network_of(a.attempt.client))
                     .or_default()
                     .entry((a.conn, a.attempt.transaction))
-                    .or_insert_with(|| Contact {
+                    .or_insert_with(|| ClientContact {
                         started: a.attempt.started,
                         ended: a.attempt.at,
                         host: a.host.clone(),
@@ -95,7 +104,7 @@ impl Clients {
         let by_ip = contacts
             .into_iter()
             .map(|(ip, list)| {
-                let mut list: Vec<Contact> = list.into_values().collect();
+                let mut list: Vec<ClientContact> = list.into_values().collect();
                 list.sort_by_key(|c| (c.started, c.conn));
                 let window = window(stories.get(&ip).map_or(&[][..], Vec::as_slice));
                 (
@@ -110,8 +119,9 @@ impl Clients {
         Clients { by_ip }
     }
 
+    /// The client (network) that `ip` belongs to.
     pub(super) fn of(&self, ip: IpAddr) -> Option<&Client> {
-        self.by_ip.get(&ip)
+        self.by_ip.get(&network_of(ip))
     }
 }
 
@@ -119,10 +129,13 @@ impl Client {
     /// Whether the client's last contact with `host` that ended before `before` failed:
     /// then a sender is right to avoid that host for a while.
     pub(super) fn last_failed(&self, host: &str, before: Duration) -> bool {
-        self.contacts
+        // Contacts are sorted by start; one that ended by `before` started by then too.
+        // The latest started of them is taken as the last (contacts seldom overlap).
+        let upto = self.contacts.partition_point(|c| c.started <= before);
+        self.contacts[..upto]
             .iter()
-            .filter(|c| c.host == host && c.ended <= before)
-            .max_by_key(|c| (c.ended, c.conn))
+            .rev()
+            .find(|c| c.host == host && c.ended <= before)
             .is_some_and(|c| c.failed)
     }
 
@@ -135,12 +148,44 @@ impl Client {
         conn: u64,
         from: Duration,
         until: Duration,
-    ) -> Option<&Contact> {
-        self.contacts.iter().find(|c| {
-            (c.started, c.conn) > (from, conn)
-                && c.started <= until
-                && hosts.contains(&c.host.as_str())
-        })
+    ) -> Option<&ClientContact> {
+        let at = self
+            .contacts
+            .partition_point(|c| (c.started, c.conn) <= (from, conn));
+        self.contacts[at..]
+            .iter()
+            .take_while(|c| c.started <= until)
+            .find(|c| hosts.contains(&c.host.as_str()))
+    }
+
+    /// A contact with one of `others` earlier in the same try as connection `conn`
+    /// (started at `started`): walking back through the client's contacts with `hosts`
+    /// (the domain's) while each ended within `window` of the next one's start.
+    pub(super) fn earlier_in_try(
+        &self,
+        hosts: &[&str],
+        others: &[&str],
+        conn: u64,
+        started: Duration,
+        window: Duration,
+    ) -> Option<&ClientContact> {
+        let at = self
+            .contacts
+            .partition_point(|c| (c.started, c.conn) < (started, conn));
+        let mut edge = started;
+        for c in self.contacts[..at].iter().rev() {
+            if !hosts.contains(&c.host.as_str()) {
+                continue;
+            }
+            if edge.saturating_sub(c.ended) > window {
+                return None;
+            }
+            if others.contains(&c.host.as_str()) {
+                return Some(c);
+            }
+            edge = c.started;
+        }
+        None
     }
 
     /// The first contact with one of `hosts` that started after `after`, other than
@@ -150,9 +195,10 @@ impl Client {
         hosts: &[&str],
         after: Duration,
         not: u64,
-    ) -> Option<&Contact> {
-        self.contacts
+    ) -> Option<&ClientContact> {
+        let at = self.contacts.partition_point(|c| c.started <= after);
+        self.contacts[at..]
             .iter()
-            .find(|c| c.started > after && c.conn != not && hosts.contains(&c.host.as_str()))
+            .find(|c| c.conn != not && hosts.contains(&c.host.as_str()))
     }
 }

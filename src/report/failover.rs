@@ -2,7 +2,9 @@
 //! another? Judged on everything the client did, since parallel deliveries of one sender
 //! share what it knows of the hosts (the module docs of [`super`] give the rule).
 
-use super::client::{Clients, calls_for_failover};
+use std::time::Duration;
+
+use super::client::{Clients, calls_for_failover, tls_failed};
 use super::render::{duration, host_label, plural, what};
 use super::{Finding, FindingKind, Severity};
 use crate::transcript::TranscriptAttempt;
@@ -11,9 +13,10 @@ use crate::transcript::TranscriptAttempt;
 struct Judged {
     failure: usize,
     /// `Some((conn, after))` when the next contact went to the same host again.
-    stayed: Option<(u64, std::time::Duration)>,
-    /// Where it went instead, when it moved on.
-    moved_to: Option<String>,
+    stayed: Option<(u64, Duration)>,
+    /// Where it went instead, when it moved on, and whether only after waiting longer
+    /// than its move-on window (in a later try).
+    moved_to: Option<(String, Option<Duration>)>,
 }
 
 /// The finding on the failures among `a`, with `mx_of` giving the MX hosts of the
@@ -45,16 +48,31 @@ pub(super) fn mx_failover<'m>(
             continue;
         }
         let other_hosts: Vec<&str> = others.iter().map(|(h, _)| h.as_str()).collect();
+        let all: Vec<&str> = mx.iter().map(|(h, _)| h.as_str()).collect();
         let until = x.attempt.at + client.window;
-        if let Some(c) = client.contact_within(&other_hosts, x.conn, x.attempt.started, until) {
+        // After a failed TLS handshake, the same host at once, in clear (Exim's
+        // tls_tempfail_tryclear, Postfix at `may`), is right.
+        if tls_failed(x)
+            && client
+                .contact_within(&[x.host.as_str()], x.conn, x.attempt.started, until)
+                .is_some()
+        {
+            continue;
+        }
+        // Another host tried next, or already in this try (the failing host was its last).
+        let moved = client
+            .contact_within(&other_hosts, x.conn, x.attempt.started, until)
+            .or_else(|| {
+                client.earlier_in_try(&all, &other_hosts, x.conn, x.attempt.started, client.window)
+            });
+        if let Some(c) = moved {
             judged.push(Judged {
                 failure: i,
                 stayed: None,
-                moved_to: Some(c.host.clone()),
+                moved_to: Some((c.host.clone(), None)),
             });
             continue;
         }
-        let all: Vec<&str> = mx.iter().map(|(h, _)| h.as_str()).collect();
         let Some(next) = client.next_contact(&all, x.attempt.at, x.conn) else {
             // Nothing followed: give-up judges that.
             continue;
@@ -72,10 +90,11 @@ pub(super) fn mx_failover<'m>(
                 moved_to: None,
             });
         } else {
+            let waited = next.started.saturating_sub(x.attempt.at);
             judged.push(Judged {
                 failure: i,
                 stayed: None,
-                moved_to: Some(next.host.clone()),
+                moved_to: Some((next.host.clone(), Some(waited))),
             });
         }
     }
@@ -102,13 +121,31 @@ pub(super) fn mx_failover<'m>(
         let attempts: Vec<usize> = stays.iter().map(|j| j.failure).collect();
         return Some(Finding::new(kind, Severity::Problem, &attempts, text));
     }
+    // Moving on only in a later try is not wrong, but not what RFC 5321 §5.1 asks.
+    let late = judged.iter().find_map(|j| match &j.moved_to {
+        Some((host, Some(waited))) => Some((j.failure, host, *waited)),
+        _ => None,
+    });
+    if let Some((i, host, waited)) = late {
+        let text = format!(
+            "after the {} at #{} on {}, the client tried another MX ({host}) only {} later, in a later try; RFC 5321 §5.1 has a sender try the next MX at once",
+            what(&a[i]),
+            i + 1,
+            a[i].host,
+            duration(waited),
+        );
+        return Some(Finding::new(kind, Severity::Info, &[i], text));
+    }
     let text = format!(
         "moved to another MX after each connection-level failure ({}); e.g. after the {} at #{} on {}, it went to {}",
         plural(judged.len(), "time", "times"),
         what(&a[first.failure]),
         first.failure + 1,
         a[first.failure].host,
-        first.moved_to.as_deref().unwrap_or("another host"),
+        first
+            .moved_to
+            .as_ref()
+            .map_or("another host", |(host, _)| host.as_str()),
     );
     Some(Finding::new(kind, Severity::Ok, &[first.failure], text))
 }

@@ -11,8 +11,8 @@
 //! A check judges only what the sender could know and should fix: a `Problem` is
 //! something a mail engineer would change in the sender. Where the evidence rests on an
 //! attempt the journal could not tie to one message for certain (the transcript shows
-//! `[or message N]`), or on a delivery whose content was never sent and whose sender
-//! declared no `SIZE=` (its attempts may be several messages with one envelope), a
+//! `[or message N]`), or on several attempts of a delivery whose content was never sent
+//! (they may be several messages with one envelope, even with equal `SIZE=`), a
 //! `Problem` becomes `Info` and says so; mx-failover, which judges the client whatever
 //! message a contact was for, stays.
 //!
@@ -23,8 +23,10 @@
 //! from all its stories, so that senders retrying after seconds (CI) and after hours
 //! (production) are both read right:
 //!
-//! - Attempts on the same connection are one try (a second transaction right after a
-//!   per-recipient 4xx is not a retry).
+//! - Attempts on the same connection within the move-on window are one try (a second
+//!   transaction right after a per-recipient 4xx is not a retry; one after a long wait on
+//!   a kept-open connection is), and so is a contact in clear right after a failed TLS
+//!   handshake with the same host.
 //! - An attempt starts a new try when it goes back to a host the try already used, or when
 //!   the attempt before it delivered or bounced the message: such a start is a certain
 //!   retry.
@@ -54,9 +56,12 @@
 //!   contact before MAIL, a connection lost before the end of data) on one MX host of a
 //!   domain with several, the client should try another of the domain's hosts. `Ok` when
 //!   it contacted another within its move-on window (for any message: parallel deliveries
-//!   count); `Problem` when its next contact for the domain went to the same host again.
-//!   Not judged when every other host's last contact from that client failed too (the
-//!   sender is right to avoid them) or when nothing followed.
+//!   count); `Info` when it did only in a later try; `Problem` when its next contact for
+//!   the domain went to the same host again. Not judged when every other host's last
+//!   contact from that client failed too (the sender is right to avoid them), when
+//!   nothing followed, after a failure after the content was sent, or after a failed TLS
+//!   handshake that the client followed at once with the same host (in clear, which is
+//!   right). A client is a network (/24, /64).
 //! - **mx-preference**: within a try, an attempt on a host while a host of lower
 //!   preference was not tried in that try, and that host's last contact from the client
 //!   had not failed. `Info`: MTAs cache hosts they found down.
@@ -72,10 +77,10 @@
 //!   that delivered the message to other recipients, the retry should carry only the
 //!   deferred recipients. `Problem` when it carried one already delivered again.
 //! - **backoff**: with at least three tries, the interval between tries should grow.
-//!   `Info` when the last interval is not longer than the first.
+//!   `Info` when the last interval is not [`GROWTH`] times the first.
 //! - **hammering**: more than [`HAMMERING_PER_HOUR`] tries within one hour (on average
-//!   under 5 minutes apart). `Problem` when the intervals never grew to [`GROWTH`] times
-//!   the first (the sender keeps hammering); `Info` when they did (a short backoff, as CI
+//!   under 5 minutes apart). `Problem` when the last interval is not [`GROWTH`] times the
+//!   first (the sender keeps hammering); `Info` when it is (a short backoff, as CI
 //!   configurations use).
 //! - **retry-interval**: RFC 5321 §4.5.4.1 suggests at least 30 minutes between tries.
 //!   Real MTAs retry sooner, so a shorter interval is `Info`.
@@ -352,8 +357,10 @@ pub enum FindingKind {
     /// Overall: the worst severity of a check and where.
     Summary {
         of: Check,
-        /// Deliveries and clients with the worst severity.
+        /// Deliveries with the worst severity (as many as [`Finding::deliveries`] lists).
         deliveries: usize,
+        /// Clients whose own contacts have it (as many as [`Finding::clients`] lists).
+        clients: usize,
         /// Deliveries and clients where the check applied.
         applied: usize,
     },
@@ -384,7 +391,7 @@ impl FindingKind {
 #[serde(rename_all = "kebab-case")]
 pub enum DuplicateCause {
     /// Accepted once: no duplicate.
-    None,
+    Once,
     /// Every earlier copy was kept without a reply the sender got: resending is right.
     LostReply,
     /// Resent to every recipient after a per-recipient 4xx for another one.

@@ -92,7 +92,8 @@ pub(super) fn overall(deliveries: &[DeliveryReport], clients: &[ClientReport]) -
         out.push(Finding {
             kind: FindingKind::Summary {
                 of: check,
-                deliveries: places.len(),
+                deliveries: which.len(),
+                clients: which_clients.len(),
                 applied: found.len(),
             },
             severity: worst,

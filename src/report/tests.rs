@@ -322,7 +322,16 @@ fn hammering_with_a_growing_backoff_is_information() {
         let mut gap = 10.0;
         for _ in 0..20 {
             s.at(t);
-            greylisted(&mut s, "solo", "b@one.test", 103, 1e6, false);
+            // The content is sent each time (and refused at its end), so every attempt
+            // is certainly the same message.
+            s.send(
+                "solo",
+                C,
+                S,
+                &[("b@one.test", "250 ok")],
+                "1@x",
+                "451 4.3.0 later",
+            );
             t += gap;
             if growing {
                 gap *= 1.2;
@@ -380,6 +389,82 @@ fn a_whole_message_resent_names_only_that_messages_recipients() {
             ..
         })
     ));
+}
+
+#[test]
+fn many_content_less_attempts_under_one_envelope_blame_no_one() {
+    // Thirty greylisted attempts, 30 s apart, that never sent content: perhaps thirty
+    // messages tried once each, so the hammering is information, saying why.
+    let mut s = Script::new(&[ONE]);
+    for i in 0..30 {
+        s.at(f64::from(i) * 30.0);
+        greylisted(&mut s, "solo", "b@one.test", 103, 1e6, false);
+    }
+    let r = report_of(&s, 900.0);
+    let f = finding(&r, 0, Check::Hammering).unwrap();
+    assert_eq!(f.severity, Severity::Info, "{}", r.render());
+    assert!(f.text.contains("may be several messages"), "{}", f.text);
+}
+
+#[test]
+fn a_retry_in_clear_after_a_failed_handshake_is_the_same_try_and_no_failover_is_due() {
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.command(conn, crate::journal::Command::Starttls);
+    s.reply(conn, Stage::Starttls, "220 go ahead", None);
+    s.tls_failed(conn);
+    s.close(conn, ClosedBy::Client, "TLS failed");
+    s.send("mx1", C, S, &[("bob@aol.test", "250 ok")], "1@x", "250 ok");
+    let r = report_of(&s, 1.0);
+    assert!(r.problems().is_empty(), "{}", r.render());
+    assert!(
+        r.deliveries[0].intervals.is_none(),
+        "one try: {}",
+        r.render()
+    );
+}
+
+#[test]
+fn a_kept_open_connection_retried_every_20_seconds_is_many_tries() {
+    let mut s = Script::new(&[ONE]);
+    let conn = s.open("solo", C);
+    for i in 0..40 {
+        s.at(f64::from(i) * 20.0);
+        s.transaction(
+            conn,
+            S,
+            &[("b@one.test", "250 ok")],
+            "1@x",
+            "451 4.3.0 later",
+        );
+    }
+    s.quit(conn);
+    let r = report_of(&s, 800.0);
+    let d = &r.deliveries[0];
+    assert_eq!(
+        d.intervals.as_ref().map(|i| i.tries),
+        Some(40),
+        "{}",
+        r.render()
+    );
+    assert_eq!(
+        d.finding(Check::Hammering).map(|f| f.severity),
+        Some(Severity::Problem),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
+fn moving_to_another_mx_only_in_a_later_try_is_information() {
+    let mut s = Script::new(&[AOL]);
+    s.refused("mx1", C, "421 4.7.0 busy");
+    s.at(600.0);
+    s.send("mx2", C, S, &[("bob@aol.test", "250 ok")], "1@x", "250 ok");
+    let r = report_of(&s, 601.0);
+    let f = finding(&r, 0, Check::MxFailover).unwrap();
+    assert_eq!(f.severity, Severity::Info, "{}", r.render());
+    assert!(f.text.contains("only 10m00s later"), "{}", f.text);
 }
 
 #[test]

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use super::client::tls_failed;
 use super::{DEFAULT_WINDOW, IntervalStats, MIN_WINDOW, RHYTHM_JUMP};
 use crate::deliveries::Outcome;
 use crate::transcript::TranscriptAttempt;
 
 /// Groups attempts into tries (0-based attempt indices): an attempt joins the try before
-/// it when it is on the same connection, or when it follows within `window` and the try
-/// has not used its host yet and did not end the delivery.
+/// it when it follows within `window`, and either is on the same connection or goes to
+/// a host the try has not used (but for a retry in clear after a failed TLS handshake)
+/// after an attempt that did not end the delivery.
 pub(super) fn tries(a: &[TranscriptAttempt], window: Duration) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     for (i, x) in a.iter().enumerate() {
@@ -18,7 +20,7 @@ pub(super) fn tries(a: &[TranscriptAttempt], window: Duration) -> Vec<Vec<usize>
             None => false,
             Some(current) => {
                 let prev = &a[i - 1];
-                prev.conn == x.conn || (!forced(a, current, i) && gap(prev, x) <= window)
+                gap(prev, x) <= window && (prev.conn == x.conn || !forced(a, current, i))
             }
         };
         match out.last_mut() {
@@ -34,7 +36,9 @@ pub(super) fn tries(a: &[TranscriptAttempt], window: Duration) -> Vec<Vec<usize>
 fn forced(a: &[TranscriptAttempt], current: &[usize], i: usize) -> bool {
     let prev = &a[i - 1];
     matches!(prev.outcome, Outcome::Delivered | Outcome::Rejected)
-        || current.iter().any(|&j| a[j].host == a[i].host)
+        || current
+            .iter()
+            .any(|&j| a[j].host == a[i].host && !(j == i - 1 && tls_failed(prev)))
 }
 
 /// From the end of one attempt to the start of the next.
@@ -44,7 +48,8 @@ fn gap(prev: &TranscriptAttempt, next: &TranscriptAttempt) -> Duration {
 
 /// How long a sender may take to move on to its next MX host within one try, learnt from
 /// all of one client's stories: a quarter of its quickest certain retry (a new connection
-/// to a host the try already used), at least [`MIN_WINDOW`]; without such retries, the
+/// to a host the try already used, or an attempt after one that delivered or bounced),
+/// at least [`MIN_WINDOW`]; without such retries, the
 /// lower side of the first jump of [`RHYTHM_JUMP`] times between gaps sorted by length;
 /// without one, [`DEFAULT_WINDOW`].
 pub(super) fn window(stories: &[&[TranscriptAttempt]]) -> Duration {
