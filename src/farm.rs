@@ -16,7 +16,9 @@ use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Deliveries, deliveries};
-use crate::journal::{Cursor, DomainRecord, Event, EventKind, Journal, Read};
+use crate::journal::{
+    Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
+};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
 use crate::smtp::{Env, HostRuntime, serve, start_session};
@@ -32,6 +34,8 @@ pub struct FarmOptions {
     pub bind: HashMap<String, SocketAddr>,
     /// The CA that signs the hosts' certificates; a new one is made when `None`.
     pub ca: Option<Arc<FarmCa>>,
+    /// The journal file, if the farm writes one.
+    pub journal_file: Option<JournalFileOptions>,
 }
 
 impl FarmOptions {
@@ -47,6 +51,15 @@ impl FarmOptions {
     /// so that senders which already trust it accept them.
     pub fn ca(mut self, ca: Arc<FarmCa>) -> Self {
         self.ca = Some(ca);
+        self
+    }
+
+    /// Write every journal event to a file as JSON lines, as it happens: the file is
+    /// created (or replaced) at the start, holds every event in order whatever
+    /// `[journal] max-events` keeps in memory, and has each accepted message's line
+    /// before the client gets its 250.
+    pub fn journal_file(mut self, file: JournalFileOptions) -> Self {
+        self.journal_file = Some(file);
         self
     }
 
@@ -73,6 +86,17 @@ pub enum FarmError {
     UnknownHost { host: String, known: String },
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "cannot write the journal to {path}: {source}\n  help: check that the directory exists, is writable and has room"
+    )]
+    JournalFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write the journal: {0}\n  help: check that the file system has room and that no file size limit applies"
+    )]
+    JournalUnwritable(crate::journal::Unwritable),
 }
 
 /// A host as it is bound.
@@ -128,9 +152,6 @@ impl Farm {
             None => Arc::new(FarmCa::generate()?),
         };
         let clock = Clock::new();
-        let journal = Arc::new(Journal::new(clock.clone(), scenario.journal.max_events));
-        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
         let policy = PolicyState::for_scenario(&scenario);
         let shutdown = CancellationToken::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.
@@ -150,7 +171,23 @@ impl Farm {
                 })?;
             listeners.push((host.clone(), listener));
         }
-        journal.record(EventKind::FarmStarted {
+        // The file only once every listener is bound: a farm that cannot start must not
+        // have replaced the journal of the run before.
+        let sink = match options.journal_file {
+            Some(file) => {
+                let path = file.path.clone();
+                Some(Sink::start(file).map_err(|source| FarmError::JournalFile { path, source })?)
+            }
+            None => None,
+        };
+        let journal = Arc::new(Journal::with_sink(
+            clock.clone(),
+            scenario.journal.max_events,
+            sink,
+        ));
+        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
+        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
+        let started = journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
             domains: scenario
                 .domains
@@ -165,6 +202,12 @@ impl Farm {
                 })
                 .collect(),
         });
+        // A journal file that cannot take its first line will take no message: say so
+        // now, rather than answer every sender 451.
+        if let Err(unwritable) = journal.written(started).await {
+            journal.close();
+            return Err(FarmError::JournalUnwritable(unwritable));
+        }
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
@@ -338,14 +381,11 @@ impl Farm {
         }
     }
 
-    /// Writes every journal event to `path` (replaced) as JSON lines, from the first event
-    /// still held, then as they happen, until [`Farm::shutdown`]; await the handle after
-    /// the shutdown for the file to be complete.
-    pub async fn spawn_journal_file(
-        &self,
-        path: &std::path::Path,
-    ) -> Result<tokio::task::JoinHandle<()>, crate::journal::file::JournalFileError> {
-        crate::journal::file::spawn_writer(self.journal.clone(), path).await
+    /// Why the journal file cannot be written, once a write to it failed: from then on
+    /// the farm answers every message 451 4.3.0. `None` while it is fine (or there is
+    /// no file).
+    pub fn journal_file_failure(&self) -> Option<String> {
+        self.journal.file_failure().map(|why| why.to_string())
     }
 
     /// Each message to each recipient with its delivery attempts, derived from the
@@ -416,12 +456,14 @@ impl Farm {
         &self.clock
     }
 
-    /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended.
+    /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended,
+    /// and until the journal file has every event.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         self.journal.close();
+        self.journal.file_finished().await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mxfarm::farm::FarmOptions;
+use mxfarm::journal::JournalFileOptions;
 use std::sync::Arc;
 
 use mxfarm::render::Granularity;
@@ -61,8 +62,11 @@ enum Commands {
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
         /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced).
+        /// A message's 250 waits until its line is written to FILE.
         #[arg(long, value_name = "FILE")]
         journal: Option<PathBuf>,
+        #[command(flatten)]
+        journal_file: JournalFileArgs,
         /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -112,8 +116,10 @@ With --check, exits with 1 and a diff when the transcript differs from EXPECTED:
 a golden-file test of a sender's retry behaviour, from any language's CI.
 A journal that holds no events has an empty transcript, and a note on stderr says so.")]
     Transcript {
-        /// A journal written by `mxfarm run --journal FILE`.
-        journal: PathBuf,
+        /// A journal written by `mxfarm run --journal FILE`; after a rotation, the older
+        /// file first (FILE.1 FILE).
+        #[arg(required = true, value_name = "JOURNAL")]
+        journal: Vec<PathBuf>,
         /// How precisely times are shown; coarser is stabler against a real-time sender.
         #[arg(long, value_enum, default_value_t = DEFAULT_GRANULARITY)]
         granularity: TimeGranularity,
@@ -133,8 +139,10 @@ A journal that holds no events has an empty transcript, and a note on stderr say
 Exits with 0 when no finding is a problem, 2 when some are, and 1 for errors, among them
 a journal that holds no events or no connection (no sender reached the farm).")]
     Report {
-        /// A journal written by `mxfarm run --journal FILE`.
-        journal: PathBuf,
+        /// A journal written by `mxfarm run --journal FILE`; after a rotation, the older
+        /// file first (FILE.1 FILE).
+        #[arg(required = true, value_name = "JOURNAL")]
+        journal: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -186,12 +194,15 @@ async fn main() -> ExitCode {
             scenario,
             bind,
             journal,
+            journal_file,
             log_format,
             ca,
             ca_out,
         } => {
             init_logging(log_format);
+            ignore_file_size_signal();
             let tls = TlsFiles { ca, ca_out };
+            let journal = journal.map(|path| journal_file.options(path));
             match run(&scenario, bind, journal, tls).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -277,8 +288,9 @@ fn ca(dir: &Path) -> ExitCode {
 /// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
 /// be read, holds no events or no connection; a reader that stops reading early does not
 /// change that.
-fn report(journal: &Path, json: bool) -> ExitCode {
-    let events = match read_journal(journal) {
+fn report(journals: &[PathBuf], json: bool) -> ExitCode {
+    let journal = newest(journals);
+    let events = match read_journal(journals) {
         Ok(events) => events,
         Err(message) => {
             print_err(&message);
@@ -327,6 +339,55 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Where the farm's CA comes from and goes to.
+/// How the journal file is written: `--journal-fsync`, `--journal-max-bytes`.
+#[derive(clap::Args)]
+struct JournalFileArgs {
+    /// With --journal: fsync the file before each 250, so acknowledged messages survive a
+    /// power loss too (a 250 costs a disk flush; batches share one).
+    #[arg(long, requires = "journal")]
+    journal_fsync: bool,
+    /// With --journal: when FILE would grow past SIZE (e.g. 512MiB), it becomes FILE.1
+    /// (replacing an older one) and a new FILE begins; read both with `mxfarm report
+    /// FILE.1 FILE`.
+    #[arg(long, value_name = "SIZE", requires = "journal", value_parser = parse_size)]
+    journal_max_bytes: Option<u64>,
+}
+
+impl JournalFileArgs {
+    fn options(&self, path: PathBuf) -> JournalFileOptions {
+        JournalFileOptions {
+            path,
+            fsync: self.journal_fsync,
+            max_bytes: self.journal_max_bytes,
+        }
+    }
+}
+
+/// Parses `512MiB`, `10MB` or a number of bytes; at least 4KiB, so a file holds more than
+/// its first line.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size = text
+        .parse::<bytesize::ByteSize>()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 512MiB, 10MB or 100000"))?
+        .as_u64();
+    if size < 4096 {
+        return Err(format!(
+            "`{text}` is too small for a journal file: give at least 4KiB"
+        ));
+    }
+    Ok(size)
+}
+
+/// A file size limit (`ulimit -f`) makes a write fail instead of killing the farm: the
+/// journal then says it cannot be written and messages get 451, as on a full disk.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread
+    // of ours could depend on it, has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 struct TlsFiles {
     ca: Option<PathBuf>,
     ca_out: Option<PathBuf>,
@@ -335,17 +396,20 @@ struct TlsFiles {
 async fn run(
     name_or_path: &str,
     bind: Vec<(String, SocketAddr)>,
-    journal: Option<PathBuf>,
+    journal: Option<JournalFileOptions>,
     tls: TlsFiles,
 ) -> Result<(), String> {
-    if let Some(path) = &journal {
-        journal_is_not_the_scenario(name_or_path, path)?;
+    if let Some(file) = &journal {
+        journal_is_not_the_scenario(name_or_path, &file.path)?;
     }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
         options = options.bind(&host, addr);
+    }
+    if let Some(file) = &journal {
+        options = options.journal_file(file.clone());
     }
     if let Some(dir) = &tls.ca {
         let ca = FarmCa::load(dir).map_err(|e| format!("error: {e}"))?;
@@ -356,14 +420,6 @@ async fn run(
         .map_err(|e| format!("error: {e}"))?;
     // Every file is in place before the summary ends with "Ready.": a script waits for that
     // line, and must not find a farm that is about to fail.
-    let writer = match &journal {
-        Some(path) => Some(
-            farm.spawn_journal_file(path)
-                .await
-                .map_err(|e| format!("error: {e}"))?,
-        ),
-        None => None,
-    };
     if let Some(path) = &tls.ca_out {
         std::fs::write(path, farm.ca_certificate_pem()).map_err(|e| {
             format!(
@@ -374,15 +430,12 @@ async fn run(
     }
     // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
     // written, must not stop a farm whose senders are about to connect.
-    if let Err(error) = print_out(&summary(&farm, journal.as_deref(), tls.ca_out.as_deref())) {
+    if let Err(error) = print_out(&summary(&farm, journal.as_ref(), tls.ca_out.as_deref())) {
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
     stop.wait().await;
     print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
     farm.shutdown().await;
-    if let Some(writer) = writer {
-        let _ = writer.await;
-    }
     Ok(())
 }
 
@@ -412,10 +465,22 @@ fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(),
 }
 
 /// The farm's summary, with where this run writes its journal and CA.
-fn summary(farm: &Farm, journal: Option<&Path>, ca_out: Option<&Path>) -> String {
+fn summary(farm: &Farm, journal: Option<&JournalFileOptions>, ca_out: Option<&Path>) -> String {
     let mut out = farm.summary();
-    if let Some(path) = journal {
-        out.push_str(&format!("  journal -> {}\n", path.display()));
+    if let Some(file) = journal {
+        out.push_str(&format!("  journal -> {}", file.path.display()));
+        if file.fsync {
+            out.push_str(", fsync before every 250");
+        }
+        if let Some(max) = file.max_bytes {
+            let rotated = file.rotated_path();
+            out.push_str(&format!(
+                ", rotated into {} at {}",
+                rotated.display(),
+                bytesize::ByteSize::b(max).display().iec()
+            ));
+        }
+        out.push('\n');
     }
     if let Some(path) = ca_out {
         out.push_str(&format!("  CA certificate -> {}\n", path.display()));
@@ -453,15 +518,26 @@ impl StopSignals {
 /// Reads a journal written by `run --journal`, or says what went wrong. A last line that
 /// a farm stopped mid-write left unfinished is skipped with a warning: the events before it
 /// are worth reading.
-fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
-    let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
-    if let Some(line) = parsed.torn {
-        print_err(&format!(
-            "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
-            path.display()
-        ));
+fn read_journal(paths: &[PathBuf]) -> Result<Vec<Event>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
+        if let Some(line) = parsed.torn {
+            print_err(&format!(
+                "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
+                path.display()
+            ));
+        }
+        files.push(parsed.events);
     }
-    Ok(parsed.events)
+    Ok(mxfarm::journal::file::merge(files))
+}
+
+/// The journal named last: the newest file, which messages about "the journal" name.
+fn newest(journals: &[PathBuf]) -> &Path {
+    journals
+        .last()
+        .map_or(Path::new("journal.jsonl"), PathBuf::as_path)
 }
 
 /// What to say of a journal file without a single event: `nothing` is what this command
@@ -475,9 +551,10 @@ fn empty_journal(path: &Path, nothing: &str) -> String {
 
 /// Whether any sender connected: a journal of only `farm-started` is a farm nobody reached.
 fn has_contacts(events: &[mxfarm::Event]) -> bool {
+    // Any event of a connection: in a rotated file, the opening may be in an older one.
     events
         .iter()
-        .any(|e| matches!(e.kind, mxfarm::EventKind::ConnectionOpened { .. }))
+        .any(|e| !matches!(e.kind, mxfarm::EventKind::FarmStarted { .. }))
 }
 
 /// What to say of a journal in which the farm ran but no sender connected.
@@ -489,12 +566,13 @@ fn no_contacts(path: &Path, nothing: &str) -> String {
 }
 
 fn transcript(
-    journal: &Path,
+    journals: &[PathBuf],
     granularity: TimeGranularity,
     json: bool,
     check: Option<&Path>,
 ) -> ExitCode {
-    let events = match read_journal(journal) {
+    let journal = newest(journals);
+    let events = match read_journal(journals) {
         Ok(events) => events,
         Err(message) => {
             print_err(&message);
@@ -522,7 +600,7 @@ fn transcript(
             print_err(&format!(
                 "error: cannot read {}: {e}\n  help: create it with `{} > {}`",
                 expected_path.display(),
-                transcript_command(journal, granularity),
+                transcript_command(journals, granularity),
                 expected_path.display()
             ));
             return ExitCode::FAILURE;
@@ -540,7 +618,7 @@ fn transcript(
     print_err(&format!(
         "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `{} > {}`",
         expected_path.display(),
-        transcript_command(journal, granularity),
+        transcript_command(journals, granularity),
         expected_path.display()
     ));
     ExitCode::FAILURE
@@ -549,8 +627,11 @@ fn transcript(
 /// The command that writes the transcript `--check` compares, for the hints that say how
 /// to create or accept EXPECTED: with the granularity of the check, or the file it writes
 /// would never match.
-fn transcript_command(journal: &Path, granularity: TimeGranularity) -> String {
-    let mut command = format!("mxfarm transcript {}", journal.display());
+fn transcript_command(journals: &[PathBuf], granularity: TimeGranularity) -> String {
+    let mut command = String::from("mxfarm transcript");
+    for journal in journals {
+        command.push_str(&format!(" {}", journal.display()));
+    }
     if granularity != DEFAULT_GRANULARITY
         && let Some(value) = granularity.to_possible_value()
     {

@@ -43,6 +43,7 @@ pub(crate) struct Replies {
     pub bad_sender: Reply,
     pub bad_recipient: Reply,
     pub data_after_bdat: Reply,
+    pub journal_unwritable: Reply,
 }
 
 impl Replies {
@@ -103,6 +104,13 @@ impl Replies {
             bad_sender: r(501, "5.1.7", "Bad sender address syntax"),
             bad_recipient: r(501, "5.1.3", "Bad recipient address syntax"),
             data_after_bdat: r(503, "5.5.1", "Error: DATA not allowed after BDAT"),
+            // Postfix's words when its queue file cannot be written: the sender keeps the
+            // message and tries again, as it should when a receiver cannot record it.
+            journal_unwritable: r(
+                451,
+                "4.3.0",
+                "Error: queue file write error (the farm cannot write its journal)",
+            ),
         }
     }
 

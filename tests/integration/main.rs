@@ -6,6 +6,7 @@ mod behaviours;
 mod cli;
 mod in_memory;
 mod journal;
+mod journal_file;
 mod library_client;
 mod property;
 mod protocol;

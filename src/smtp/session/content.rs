@@ -235,7 +235,8 @@ impl Session {
             if !keeps {
                 return Err(client_left(Stage::EndOfData));
             }
-            self.keep(content, Some("the client left before the reply"));
+            self.keep(content, Some("the client left before the reply"))
+                .await;
             return Err(Closed::by_client(
                 "the client closed the connection while the farm delayed its answer to the final dot; the message was kept",
             ));
@@ -255,8 +256,13 @@ impl Session {
         let why = lost_by
             .as_ref()
             .map(|by| format!("the reply was lost by {by}"));
-        let Some(id) = self.keep(content, why.as_deref()) else {
-            return Ok(());
+        let id = match self.keep(content, why.as_deref()).await {
+            Kept::Message(id) => id,
+            Kept::NoTransaction => return Ok(()),
+            Kept::Unwritable => {
+                self.answer(Stage::EndOfData, &host.replies.journal_unwritable, None);
+                return Ok(());
+            }
         };
         if let Some(by) = lost_by {
             return Err(Closed::by_farm(format!(
@@ -270,11 +276,19 @@ impl Session {
     }
 
     /// Keeps the message of the transaction in progress: numbered, journalled and kept in
-    /// one step, before any reply is written (every 250 the client sees is in the
-    /// journal). Returns its number; `None` if no transaction is in progress.
-    /// `why_unanswered` says why the client will not get the 250, when it will not.
-    fn keep(&mut self, content: Content, why_unanswered: Option<&str>) -> Option<u64> {
-        let tx = self.protocol.tx.take()?;
+    /// one step; and, when the client is to get a 250, waits until the message's line is
+    /// in the journal file (every 250 the client sees is in the journal, in memory and in
+    /// the file). `why_unanswered` says why the client will not get the 250, when it will
+    /// not.
+    async fn keep(&mut self, content: Content, why_unanswered: Option<&str>) -> Kept {
+        let Some(tx) = self.protocol.tx.take() else {
+            return Kept::NoTransaction;
+        };
+        if why_unanswered.is_none() && self.env.journal.file_failure().is_some() {
+            // Already known: take nothing the journal cannot record.
+            self.log_transaction(&tx, "not accepted: the journal file cannot be written");
+            return Kept::Unwritable;
+        }
         let Content {
             body,
             message_id,
@@ -285,7 +299,7 @@ impl Session {
         let at = self.env.clock.now();
         let helo = self.protocol.helo.clone().unwrap_or_default();
         let (conn, client, tls) = (self.conn, self.client, self.protocol.encrypted);
-        let id = self.env.inbox.accept(|id| {
+        let (id, seq) = self.env.inbox.accept(|id| {
             let event = EventKind::MessageAccepted {
                 host: host.name.clone(),
                 conn,
@@ -314,14 +328,32 @@ impl Session {
             };
             (event, message)
         });
+        if why_unanswered.is_none()
+            && let Err(unwritable) = self.env.journal.written(seq).await
+        {
+            self.env.inbox.withdraw(id);
+            tracing::debug!(id, %unwritable, "message given back");
+            self.log_transaction(&tx, "not accepted: the journal file cannot be written");
+            return Kept::Unwritable;
+        }
         let result = match why_unanswered {
             // The client will not know that it was accepted; the log line must say so.
             Some(why) => format!("accepted as message {id}, but {why}"),
             None => format!("accepted as message {id}"),
         };
         self.log_transaction(&tx, &result);
-        Some(id)
+        Kept::Message(id)
     }
+}
+
+/// What became of the message at the end of data.
+enum Kept {
+    /// Kept, with this number; in the journal file, if it is to be acknowledged.
+    Message(u64),
+    /// No transaction was in progress.
+    NoTransaction,
+    /// Not kept: the journal file cannot be written, so the client must not get a 250.
+    Unwritable,
 }
 
 /// A message's content and what the journal says of it.

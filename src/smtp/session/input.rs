@@ -88,6 +88,7 @@ impl Session {
         // reacts to a reply by advancing the clock always moves this deadline too.
         let deadline = self.env.clock.now() + timeout;
         self.flush().await?;
+        self.env.journal.keep_up_with_file().await;
         if self.input.start > 0 {
             self.input.buf.drain(..self.input.start);
             self.input.start = 0;
