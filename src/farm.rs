@@ -58,6 +58,10 @@ impl FarmOptions {
     /// created (or replaced) at the start, holds every event in order whatever
     /// `[journal] max-events` keeps in memory, and has each accepted message's line
     /// before the client gets its 250.
+    ///
+    /// The file is written by a thread of its own, which tokio's paused time does not
+    /// see: under `start_paused`, a session waiting for its line lets the clock jump.
+    /// Use a journal file with real time (and real sockets), as `mxfarm run` does.
     pub fn journal_file(mut self, file: JournalFileOptions) -> Self {
         self.journal_file = Some(file);
         self

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mxfarm::farm::FarmOptions;
 use mxfarm::journal::{EventKind, JournalFileOptions};
@@ -138,9 +140,14 @@ fn start_farm(command: &mut Command) -> Child {
     );
 }
 
-/// One client sending messages until `stop` says so or the farm goes away; returns the
-/// numbers of the messages it saw answered 250.
-async fn send_until_gone(addr: SocketAddr, client: usize, stop: usize) -> Vec<u64> {
+/// One client sending messages until the farm goes away (or `stop` messages); returns
+/// the numbers of the messages it saw answered 250, counting each in `acks` as it comes.
+async fn send_until_gone(
+    addr: SocketAddr,
+    client: usize,
+    stop: usize,
+    acks: Arc<AtomicUsize>,
+) -> Vec<u64> {
     let mut ids = Vec::new();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
         return ids;
@@ -155,7 +162,10 @@ async fn send_until_gone(addr: SocketAddr, client: usize, stop: usize) -> Vec<u6
             .transaction("s@example.test", &[&to], "Subject: x\r\n\r\nhi\r\n")
             .await;
         match sent.end_of_data {
-            Some(reply) if reply.code == 250 => ids.extend(queued_id(&reply.text())),
+            Some(reply) if reply.code == 250 => {
+                ids.extend(queued_id(&reply.text()));
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
             _ => break,
         }
     }
@@ -176,14 +186,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
             .arg("--journal")
             .arg(&journal),
     );
-    let clients: Vec<_> = (0..8)
-        .map(|c| tokio::spawn(send_until_gone(addr, c, 10_000)))
+    let acks = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..32)
+        .map(|c| tokio::spawn(send_until_gone(addr, c, 10_000, acks.clone())))
         .collect();
-    // Kill once the farm has accepted a few hundred messages, judged by the file.
+    // Killed in the middle of the load, judged by what the clients saw (not by the
+    // file, which would wait for the writer).
     let deadline = std::time::Instant::now() + GUARD;
-    while accepted_in(&journal).len() < 300 && std::time::Instant::now() < deadline {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    while acks.load(Ordering::Relaxed) < 1000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -204,19 +215,106 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     );
 }
 
+/// The same through `mxfarm run --journal`, with eight clients at once and a journal that
+/// keeps 16 events in memory: the file has each message when its 250 is read, and at the
+/// end every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_journal_has_every_250_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, addr) = one_host(dir.path());
+    let scenario = dir.path().join("tiny.toml");
+    std::fs::write(
+        &scenario,
+        TINY_JOURNAL.replace("127.0.0.1:0", &addr.to_string()),
+    )
+    .unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let child = start_farm(
+        mxfarm()
+            .arg("run")
+            .arg(&scenario)
+            .arg("--journal")
+            .arg(&journal),
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let mut late = Vec::new();
+                let mut ids = Vec::new();
+                let mut client = SmtpClient::connect(addr).await;
+                client.greeting().await;
+                client.ehlo("client.test").await;
+                for m in 0..25 {
+                    let to = format!("c{c}m{m}@aol.test");
+                    let sent = client
+                        .transaction("s@example.test", &[&to], "Subject: x\r\n\r\nhi\r\n")
+                        .await;
+                    let reply = sent.end_of_data.map(|r| r.text()).unwrap_or_default();
+                    let id = queued_id(&reply).expect("a 250 with a message number");
+                    if !accepted_in(&journal).contains(&id) {
+                        late.push(id);
+                    }
+                    ids.push(id);
+                }
+                client.quit().await;
+                (ids, late)
+            })
+        })
+        .collect();
+    let mut acknowledged = BTreeSet::new();
+    let mut late = Vec::new();
+    for client in clients {
+        let (ids, l) = client.await.unwrap();
+        acknowledged.extend(ids);
+        late.extend(l);
+    }
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        late.is_empty(),
+        "answered 250 before the file had them: {late:?}"
+    );
+    let parsed = mxfarm::journal::file::read(&journal).unwrap();
+    assert_eq!(
+        mxfarm::journal::gaps(&parsed.events),
+        None,
+        "no event missing"
+    );
+    assert!(acknowledged.is_subset(&accepted_in(&journal)));
+}
+
 /// `/dev/full` takes no line: the farm says so and does not start, rather than answer
 /// every message 451 (or, as before, 250 with nothing written).
 #[test]
 fn a_journal_on_a_full_device_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (scenario, _) = one_host(dir.path());
-    let out = mxfarm()
+    let mut child = mxfarm()
         .arg("run")
         .arg(&scenario)
         .args(["--journal", "/dev/full"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A farm that serves instead fails the test rather than hanging it.
+    let deadline = std::time::Instant::now() + GUARD;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write the journal"), "{stderr}");
