@@ -3,7 +3,7 @@
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
 
 use super::act::Done;
-use super::{Closed, Session, Step, Transaction};
+use super::{Closed, REFUSED_NAMED, Session, Step, Transaction};
 use crate::policy;
 use crate::scenario::Stage;
 
@@ -105,9 +105,19 @@ impl Session {
             return self.protocol_error(&host.replies.need_mail);
         };
         tx.rcpt_tried = true;
-        if tx.recipients.len() >= host.config.limits.max_recipients {
+        // Every RCPT decided counts, refused or accepted: otherwise a client could send
+        // refused recipients for ever, each one kept and each one a decision of the
+        // policy. Past the limit the answer is 452 without a decision (RFC 5321
+        // 4.5.3.1.10: the client tries those again in another transaction), as Postfix
+        // answers past smtpd_recipient_limit; past as many again (Postfix's
+        // smtpd_recipient_overshoot_limit) each one also counts as a protocol error, so
+        // that max-errors ends a client that never stops.
+        let max = host.config.limits.max_recipients;
+        if tx.recipients.len() + tx.refused_count >= max {
+            tx.overshoot += 1;
+            let counted = tx.overshoot > max;
             self.answer(Stage::Rcpt, &host.replies.too_many_recipients, None);
-            return Ok(());
+            return if counted { self.count_error() } else { Ok(()) };
         }
         let point = policy::Rcpt {
             recipient: &recipient,
@@ -122,7 +132,10 @@ impl Session {
             }
             Done::Refused(reply) => {
                 if let Some(tx) = self.protocol.tx.as_mut() {
-                    tx.refused.push((recipient, reply.code));
+                    tx.refused_count += 1;
+                    if tx.refused.len() < REFUSED_NAMED {
+                        tx.refused.push((recipient, reply.code));
+                    }
                 }
             }
         }
@@ -217,6 +230,62 @@ mod tests {
         c.expect("503 5.5.1 Error: need MAIL command").await;
         c.expect("221 2.0.0 Bye").await;
         c.expect_closed().await;
+    }
+
+    /// Refused recipients count against `max-recipients` too: past it a RCPT gets 452
+    /// without a decision, and a client that carries on as many times again has each
+    /// further RCPT counted as a protocol error, so it is closed in the end.
+    #[tokio::test(start_paused = true)]
+    async fn refused_recipients_count_against_the_limit_until_the_client_is_closed() {
+        let h = host(
+            "[host.limits]\nmax-recipients = 2\nmax-errors = 2\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"550 5.1.1 No such user\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        for n in 0..2 {
+            c.send(format!("RCPT TO:<u{n}@y.test>\r\n")).await;
+            c.expect("550 5.1.1 No such user").await;
+        }
+        // Past the limit: 452, as many times again without counting as errors...
+        for n in 2..4 {
+            c.send(format!("RCPT TO:<u{n}@y.test>\r\n")).await;
+            c.expect("452 4.5.3 Error: too many recipients").await;
+        }
+        // ...then each one is an error, and max-errors ends the connection.
+        c.send("RCPT TO:<u4@y.test>\r\nRCPT TO:<u5@y.test>\r\n")
+            .await;
+        c.expect("452 4.5.3 Error: too many recipients").await;
+        c.expect("452 4.5.3 Error: too many recipients").await;
+        c.expect("421 4.7.0 mx1.farm.test Error: too many errors")
+            .await;
+        c.expect_closed().await;
+    }
+
+    /// What a transaction remembers of its refused recipients is bounded, and its log
+    /// line says how many more were refused than it names.
+    #[tokio::test(start_paused = true)]
+    async fn the_log_line_names_a_bounded_number_of_refused_recipients() {
+        let logs = Logs::capture();
+        let h = host(
+            "[host.limits]\nmax-recipients = 1000\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"550 5.1.1 No such user\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<many@x.test>").await;
+        let mut batch = String::new();
+        for n in 0..250 {
+            batch.push_str(&format!("RCPT TO:<u{n}@y.test>\r\n"));
+        }
+        c.send(batch).await;
+        for _ in 0..250 {
+            c.expect_code(550).await;
+        }
+        c.command("RSET").await;
+        let line = logs.line("from=many@x.test");
+        assert!(line.contains("u99@y.test (550)"), "{line}");
+        assert!(!line.contains("u100@y.test"), "{line}");
+        assert!(line.contains("and 150 more"), "{line}");
     }
 
     /// After a refusing greeting, only QUIT is served.

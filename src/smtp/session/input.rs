@@ -213,6 +213,12 @@ impl Session {
     /// Sends a protocol error and ends the connection after too many of them.
     pub(super) fn protocol_error(&mut self, reply: &Reply) -> Step {
         self.send(reply);
+        self.count_error()
+    }
+
+    /// Counts a protocol error whose reply was sent, and ends the connection after too
+    /// many of them.
+    pub(super) fn count_error(&mut self) -> Step {
         self.protocol.errors += 1;
         if self.protocol.errors >= self.host.config.limits.max_errors {
             let host = self.host.clone();

@@ -72,8 +72,14 @@ struct Transaction {
     recipients: Vec<String>,
     /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
     rcpt_tried: bool,
-    /// Recipients refused so far, with the reply code, for the transaction's log line.
+    /// The first recipients refused (at most [`REFUSED_NAMED`]), with the reply code, for
+    /// the transaction's log line: a client may send any number of refused RCPTs, and the
+    /// line must stay bounded.
     refused: Vec<(String, u16)>,
+    /// Every recipient refused so far, named in `refused` or not.
+    refused_count: usize,
+    /// RCPTs answered `452 4.5.3` because the transaction already had `max-recipients`.
+    overshoot: usize,
     /// BDAT content received so far, once the first chunk was accepted.
     chunks: Option<Vec<u8>>,
     chunks_too_big: bool,
@@ -146,6 +152,9 @@ pub(super) struct Session {
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// How many refused recipients a transaction's log line names; it counts the rest.
+const REFUSED_NAMED: usize = 100;
 
 impl Session {
     pub(super) fn new(
@@ -349,11 +358,15 @@ impl Session {
 
     /// The one log line of a transaction: who sent what to whom, and how it ended.
     fn log_transaction(&self, tx: &Transaction, result: &str) {
-        let refused: Vec<String> = tx
+        let mut refused: Vec<String> = tx
             .refused
             .iter()
             .map(|(recipient, code)| format!("{recipient} ({code})"))
             .collect();
+        let unnamed = tx.refused_count.saturating_sub(tx.refused.len());
+        if unnamed > 0 {
+            refused.push(format!("and {unnamed} more"));
+        }
         tracing::info!(
             host = %self.host.name,
             conn = self.conn,
