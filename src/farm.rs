@@ -130,7 +130,12 @@ impl Farm {
         let clock = Clock::new();
         let journal = Arc::new(Journal::new(clock.clone(), scenario.journal.max_events));
         let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
+        let env = Env::new(
+            clock.clone(),
+            journal.clone(),
+            inbox.clone(),
+            scenario.limits.max_buffered_data,
+        );
         let policy = PolicyState::for_scenario(&scenario);
         let shutdown = CancellationToken::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.

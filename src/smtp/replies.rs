@@ -39,6 +39,7 @@ pub(crate) struct Replies {
     pub no_valid_recipients: Reply,
     pub too_many_recipients: Reply,
     pub message_too_big: Reply,
+    pub insufficient_storage: Reply,
     pub size_exceeds_limit: Reply,
     pub bad_sender: Reply,
     pub bad_recipient: Reply,
@@ -95,6 +96,9 @@ impl Replies {
             no_valid_recipients: r(554, "5.5.1", "Error: no valid recipients"),
             too_many_recipients: r(452, "4.5.3", "Error: too many recipients"),
             message_too_big: r(552, "5.3.4", "Error: message file too big"),
+            // RFC 5321's 452 "insufficient system storage", with RFC 3463's "mail system
+            // full": the farm's budget of content in flight is spent for now.
+            insufficient_storage: r(452, "4.3.1", "Error: insufficient system storage"),
             size_exceeds_limit: r(
                 552,
                 "5.3.4",

@@ -54,6 +54,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(s.seed, 0);
     assert_eq!(s.capture, CaptureLimits::default());
     assert_eq!(s.journal, JournalLimits::default());
+    assert_eq!(s.limits.max_buffered_data, 256 * 1024 * 1024);
     assert_eq!(s.domains[0].name, "aol.test");
     assert_eq!(s.domains[0].mx[0].preference, 10);
     let mx1 = s.host("MX1").unwrap();
@@ -77,6 +78,8 @@ fn every_value_is_read() {
         max-bytes = "1MB"
         [journal]
         max-events = 10
+        [limits]
+        max-buffered-data = "100MiB"
         [[host]]
         name = "mx1"
         listen = "[::1]:2525"
@@ -101,6 +104,7 @@ fn every_value_is_read() {
     assert_eq!(s.capture.max_messages, 0);
     assert_eq!(s.capture.max_bytes, 1_000_000);
     assert_eq!(s.journal.max_events, 10);
+    assert_eq!(s.limits.max_buffered_data, 100 * 1024 * 1024);
     let h = &s.hosts[0];
     assert_eq!(h.listen, "[::1]:2525".parse().unwrap());
     assert_eq!(h.greeting, "ESMTP hi");

@@ -27,6 +27,7 @@ pub struct Scenario {
     pub seed: u64,
     pub capture: CaptureLimits,
     pub journal: JournalLimits,
+    pub limits: FarmLimits,
     pub domains: Vec<Domain>,
     pub hosts: Vec<Host>,
     /// PTR names of client addresses, for `ptr` conditions (and later the DNS server).
@@ -66,6 +67,23 @@ impl Default for JournalLimits {
     fn default() -> Self {
         Self {
             max_events: 100_000,
+        }
+    }
+}
+
+/// Bounds on what all the sessions of a farm hold together, whichever host they are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FarmLimits {
+    /// Message content that sessions hold while it arrives (DATA and BDAT), in bytes,
+    /// over all sessions: each host's `max-message-size` bounds one message, and this
+    /// bounds the sum, since many clients at once could otherwise each hold one.
+    pub max_buffered_data: u64,
+}
+
+impl Default for FarmLimits {
+    fn default() -> Self {
+        Self {
+            max_buffered_data: 256 * 1024 * 1024,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use super::{Field, Table, TableId};
 use crate::scenario::model::{
-    CaptureLimits, Domain, Extensions, Host, JournalLimits, Limits, MxRecord, Scenario,
+    CaptureLimits, Domain, Extensions, FarmLimits, Host, JournalLimits, Limits, MxRecord, Scenario,
 };
 use crate::scenario::read::{Cx, Key, tree::Node, values};
 
@@ -18,6 +18,7 @@ pub(crate) const STAGE_NAMES: &str =
 // Keys the loader reads itself, named once here.
 pub(crate) const CAPTURE: &str = "capture";
 pub(crate) const JOURNAL: &str = "journal";
+pub(crate) const LIMITS: &str = "limits";
 pub(crate) const DOMAIN: &str = "domain";
 pub(crate) const HOST: &str = "host";
 pub(crate) const RULESET: &str = "ruleset";
@@ -64,6 +65,8 @@ pub(crate) fn root() -> &'static Table<Scenario> {
                     .doc("what the farm keeps of accepted mail"),
                 Field::table(JOURNAL, journal, |s: &mut Scenario| &mut s.journal)
                     .doc("how many events the farm keeps"),
+                Field::table(LIMITS, farm_limits, |s: &mut Scenario| &mut s.limits)
+                    .doc("bounds on what all the hosts hold together"),
                 Field::custom(DOMAIN, "[[domain]]", "a list of tables")
                     .doc("the simulated domains and their MX records"),
                 Field::custom(HOST, "[[host]]", "a list of tables")
@@ -119,6 +122,25 @@ pub(crate) fn journal() -> &'static Table<JournalLimits> {
                     |j: &mut JournalLimits| &mut j.max_events,
                 )
                 .doc("events kept at most (at least 16 are)"),
+            ],
+        )
+    });
+    &TABLE
+}
+
+pub(crate) fn farm_limits() -> &'static Table<FarmLimits> {
+    static TABLE: LazyLock<Table<FarmLimits>> = LazyLock::new(|| {
+        Table::new(
+            TableId::FarmLimits,
+            "Bounds on what all the sessions of the farm hold together, whichever host they are on.",
+            vec![
+                Field::size(
+                    "max-buffered-data",
+                    "\"256MiB\"",
+                    Some("no message could be received"),
+                    |l: &mut FarmLimits| &mut l.max_buffered_data,
+                )
+                .doc("message content held by all sessions while it arrives; a DATA or BDAT that would go past it gets 452 4.3.1"),
             ],
         )
     });
@@ -208,7 +230,7 @@ pub(crate) fn host() -> &'static Table<Host> {
                     .doc("STARTTLS and the certificate presented (default: off, not offered)"),
                 Field::table("extensions", extensions, |h: &mut Host| &mut h.extensions)
                     .doc("the EHLO extensions it advertises"),
-                Field::table("limits", limits, |h: &mut Host| &mut h.limits)
+                Field::table(LIMITS, limits, |h: &mut Host| &mut h.limits)
                     .doc("bounds on what it accepts"),
                 Field::custom(RULE, "[[host.rule]]", "a list of tables")
                     .doc("its own rules, tried in order before its rule sets'"),

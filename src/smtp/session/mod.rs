@@ -81,8 +81,7 @@ struct Transaction {
     /// RCPTs answered `452 4.5.3` because the transaction already had `max-recipients`.
     overshoot: usize,
     /// BDAT content received so far, once the first chunk was accepted.
-    chunks: Option<Vec<u8>>,
-    chunks_too_big: bool,
+    chunks: Option<content::Incoming>,
 }
 
 /// Where the conversation stands, as SMTP sees it.
@@ -341,8 +340,16 @@ impl Session {
         let Some(tx) = &self.protocol.tx else {
             return;
         };
+        let no_room = tx
+            .chunks
+            .as_ref()
+            .is_some_and(|c| c.unfit == Some(content::Unfit::NoRoom));
         let result = if tx.rcpt_tried && tx.recipients.is_empty() {
             format!("ended by {command}: no recipient accepted")
+        } else if no_room {
+            // A BDAT chunk got 452: the transaction failed, and the client moves on.
+            let reply = self.host.replies.insufficient_storage.one_line();
+            format!("refused at data: {reply}, then ended by {command}")
         } else {
             format!("abandoned by the client: {command}")
         };
