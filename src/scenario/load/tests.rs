@@ -62,6 +62,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(mx1.greeting, "ESMTP mxfarm");
     assert_eq!(mx1.extensions, Extensions::default());
     assert_eq!(mx1.limits, Limits::default());
+    assert_eq!(mx1.parsing, Parsing::Strict);
     assert!(mx1.rules.is_empty());
     assert_eq!(s.host("mx2").unwrap().hostname, "mx2.aol.test");
 }
@@ -84,6 +85,7 @@ fn every_value_is_read() {
         name = "mx1"
         listen = "[::1]:2525"
         greeting = "ESMTP hi"
+        parsing = "lenient"
         [host.extensions]
         pipelining = false
         8bitmime = false
@@ -106,6 +108,7 @@ fn every_value_is_read() {
     assert_eq!(s.journal.max_events, 10);
     assert_eq!(s.limits.max_buffered_data, 100 * 1024 * 1024);
     let h = &s.hosts[0];
+    assert_eq!(h.parsing, Parsing::Lenient);
     assert_eq!(h.listen, "[::1]:2525".parse().unwrap());
     assert_eq!(h.greeting, "ESMTP hi");
     assert!(!h.extensions.pipelining && !h.extensions.eight_bit_mime);

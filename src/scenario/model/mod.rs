@@ -121,6 +121,8 @@ pub struct Host {
     pub greeting: String,
     pub extensions: Extensions,
     pub limits: Limits,
+    /// How strictly it reads what clients send.
+    pub parsing: Parsing,
     /// STARTTLS: whether it is offered, and with which certificate.
     pub tls: TlsSettings,
     /// The host's own rules followed by those of its rule sets, in the order they are tried.
@@ -138,10 +140,26 @@ impl Default for Host {
             greeting: "ESMTP mxfarm".to_string(),
             extensions: Extensions::default(),
             limits: Limits::default(),
+            parsing: Parsing::default(),
             tls: TlsSettings::default(),
             rules: Arc::from(Vec::new()),
         }
     }
+}
+
+/// How strictly a host reads what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parsing {
+    /// As big providers have since the 2023 SMTP smuggling reports: a bare LF (one
+    /// without its CR) ends the connection in a command and refuses the message in
+    /// content; MAIL and RCPT take only the parameters of extensions the EHLO reply
+    /// advertised; STARTTLS takes no argument.
+    #[default]
+    Strict,
+    /// As older servers: a bare LF ends a command line and stays in content as sent
+    /// (only CRLF.CRLF ends DATA, even so); parameters are taken whether advertised or
+    /// not; arguments of STARTTLS are ignored.
+    Lenient,
 }
 
 /// The ESMTP extensions a host advertises in its EHLO reply.

@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use super::{Field, Table, TableId};
 use crate::scenario::model::{
-    CaptureLimits, Domain, Extensions, FarmLimits, Host, JournalLimits, Limits, MxRecord, Scenario,
+    CaptureLimits, Domain, Extensions, FarmLimits, Host, JournalLimits, Limits, MxRecord, Parsing,
+    Scenario,
 };
 use crate::scenario::read::{Cx, Key, tree::Node, values};
 
@@ -201,6 +202,10 @@ pub(crate) fn mx() -> &'static Table<MxRecord> {
     &TABLE
 }
 
+const PARSINGS: [(&str, Parsing); 2] = [("strict", Parsing::Strict), ("lenient", Parsing::Lenient)];
+const PARSING_ALIASES: &[(&str, &str)] = &[("strictly", "strict"), ("loose", "lenient")];
+const PARSING_EXPLAINED: &str = "`parsing` is strict (bare LF, parameters not advertised and STARTTLS arguments are refused, as big providers do) or lenient (all three are taken, as older servers do)";
+
 pub(crate) fn host() -> &'static Table<Host> {
     static TABLE: LazyLock<Table<Host>> = LazyLock::new(|| {
         let show_addr = |a: &SocketAddr| format!("\"{a}\"");
@@ -232,6 +237,8 @@ pub(crate) fn host() -> &'static Table<Host> {
                     .doc("the EHLO extensions it advertises"),
                 Field::table(LIMITS, limits, |h: &mut Host| &mut h.limits)
                     .doc("bounds on what it accepts"),
+                Field::choice("parsing", "\"lenient\"", &PARSINGS, PARSING_ALIASES, PARSING_EXPLAINED, |h: &mut Host| &mut h.parsing)
+                    .doc("strict: a bare LF is refused (521 5.5.2 and close in a command, 550 5.5.2 for a message), as are MAIL and RCPT parameters not advertised (555 5.5.4) and STARTTLS with an argument (501 5.5.4); lenient: all three are taken"),
                 Field::custom(RULE, "[[host.rule]]", "a list of tables")
                     .doc("its own rules, tried in order before its rule sets'"),
             ],

@@ -13,7 +13,7 @@ use super::{Closed, Session, Step};
 use crate::capture::{Message, parse_headers};
 use crate::journal::{Command, EventKind};
 use crate::policy::{self, Act};
-use crate::scenario::Stage;
+use crate::scenario::{Parsing, Stage};
 
 impl Session {
     /// Checks that a transaction can take message content now; answers and returns false
@@ -61,13 +61,14 @@ impl Session {
         self.end_of_data(content).await
     }
 
-    /// Refuses content that no rule gets to decide: too big, or no room in the farm (see
-    /// [`Unfit`]).
+    /// Refuses content that no rule gets to decide: too big, no room in the farm, or a
+    /// bare LF (see [`Unfit`]).
     fn refuse_unfit(&mut self, unfit: Unfit) {
         let host = self.host.clone();
         let reply = match unfit {
             Unfit::TooBig => &host.replies.message_too_big,
             Unfit::NoRoom => &host.replies.insufficient_storage,
+            Unfit::BareLf => &host.replies.bare_lf_in_content,
         };
         self.answer(Stage::EndOfData, reply, None);
         self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
@@ -228,6 +229,9 @@ impl Session {
             },
         );
         match (body, unfit) {
+            (Some(body), _) if self.host.config.parsing == Parsing::Strict && bare_lf(&body) => {
+                Err(Unfit::BareLf)
+            }
             (Some(body), _) => Ok(Content {
                 body,
                 held,
@@ -369,6 +373,17 @@ pub(super) enum Unfit {
     /// Past the farm's `max-buffered-data`, with the content of other sessions:
     /// 452 4.3.1, at the end of DATA or to the BDAT chunk.
     NoRoom,
+    /// A bare LF in the content, on a strict host: 550 5.5.2 at the end, as Postfix
+    /// refuses it with smtpd_forbid_bare_newline = reject (DATA and BDAT alike: the farm
+    /// does not offer BINARYMIME, so content is text, in lines ending in CRLF). The
+    /// farm still reads to CRLF.CRLF, never to `<LF>.<LF>`, so what a smuggler hides
+    /// behind one stays in the refused message.
+    BareLf,
+}
+
+/// Whether `body` holds an LF without its CR. The body starts right after a CRLF.
+fn bare_lf(body: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', body).any(|at| at == 0 || body[at - 1] != b'\r')
 }
 
 /// Content as it arrives, and what it holds of the farm's budget; once unfit, its bytes

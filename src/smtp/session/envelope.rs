@@ -1,11 +1,11 @@
 //! The envelope commands: EHLO/HELO, MAIL, RCPT, RSET and QUIT.
 
-use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+use memchr::memchr;
 
 use super::act::Done;
 use super::{Closed, REFUSED_NAMED, Session, Step, Transaction};
 use crate::policy;
-use crate::scenario::Stage;
+use crate::scenario::{Extensions, Parsing, Stage};
 
 impl Session {
     pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Step {
@@ -35,24 +35,19 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn mail(&mut self, sender: String, size: Option<u64>, flags: u64) -> Step {
+    /// MAIL from `sender`; `line` is the command as sent, whose parameters a strict host
+    /// checks against its EHLO reply.
+    pub(super) async fn mail(&mut self, line: &[u8], sender: String, size: Option<u64>) -> Step {
         let host = self.host.clone();
         let config = &host.config;
-        let enhanced = config.extensions.enhanced_status_codes;
         if self.protocol.helo.is_none() {
             return self.protocol_error(&host.replies.need_helo);
         }
         if self.protocol.tx.is_some() {
             return self.protocol_error(&host.replies.nested_mail);
         }
-        if flags & MAIL_SMTPUTF8 != 0 && !config.extensions.smtputf8 {
-            return self.protocol_error(&host.replies.unsupported_parameter(enhanced, "SMTPUTF8"));
-        }
-        if flags & MAIL_BODY_8BITMIME != 0 && !config.extensions.eight_bit_mime {
-            let reply = host
-                .replies
-                .unsupported_parameter(enhanced, "BODY=8BITMIME");
-            return self.protocol_error(&reply);
+        if !self.parameters_advertised(line, true)? {
+            return Ok(());
         }
         if size.is_some_and(|s| s > config.limits.max_message_size) {
             self.answer(Stage::Mail, &host.replies.size_exceeds_limit, None);
@@ -99,10 +94,36 @@ impl Session {
         self.log_transaction(&refused, result);
     }
 
-    pub(super) async fn rcpt(&mut self, recipient: String) -> Step {
+    /// Whether MAIL's (`mail`) or RCPT's parameters in `line` are all of extensions the
+    /// host advertised; answers 555 5.5.4 when they are not. RFC 5321 4.1.1.11 and
+    /// RFC 1869 6: parameters belong to the extensions of the EHLO reply, and a server
+    /// answers 555 to one it does not implement, as Postfix does ("555 5.5.4 Unsupported
+    /// option: RET=HDRS"). Only a lenient host takes them all (and ignores them).
+    fn parameters_advertised(&mut self, line: &[u8], mail: bool) -> Step<bool> {
         let host = self.host.clone();
-        let Some(tx) = self.protocol.tx.as_mut() else {
+        let config = &host.config;
+        if config.parsing == Parsing::Lenient {
+            return Ok(true);
+        }
+        let Some(param) = unadvertised_parameter(line, mail, &config.extensions) else {
+            return Ok(true);
+        };
+        let enhanced = config.extensions.enhanced_status_codes;
+        let reply = host.replies.unsupported_parameter(enhanced, &param);
+        self.protocol_error(&reply).map(|()| false)
+    }
+
+    /// RCPT to `recipient`; `line` is the command as sent.
+    pub(super) async fn rcpt(&mut self, line: &[u8], recipient: String) -> Step {
+        let host = self.host.clone();
+        if self.protocol.tx.is_none() {
             return self.protocol_error(&host.replies.need_mail);
+        }
+        if !self.parameters_advertised(line, false)? {
+            return Ok(());
+        }
+        let Some(tx) = self.protocol.tx.as_mut() else {
+            return Ok(());
         };
         tx.rcpt_tried = true;
         // Every RCPT decided counts, refused or accepted: otherwise a client could send
@@ -170,6 +191,59 @@ impl Session {
             Done::Refused(_) => Ok(()),
         }
     }
+}
+
+/// The first parameter of a MAIL (`mail`) or RCPT line that is not of an extension the
+/// host advertises, as written (`RET=HDRS`, `BODY=BINARYMIME`). The farm implements no
+/// parameter of RCPT, and of MAIL only SIZE (RFC 1870), BODY=7BIT or 8BITMIME
+/// (RFC 6152) and SMTPUTF8 (RFC 6531), each when the host advertises its extension; DSN
+/// (RET, ENVID, NOTIFY, ORCPT), AUTH, BINARYMIME and the rest it never advertises.
+fn unadvertised_parameter(line: &[u8], mail: bool, ext: &Extensions) -> Option<String> {
+    let advertised = |param: &[u8]| {
+        let (key, value) = match memchr(b'=', param) {
+            Some(at) => (&param[..at], Some(&param[at + 1..])),
+            None => (param, None),
+        };
+        let is = |name: &str| key.eq_ignore_ascii_case(name.as_bytes());
+        let body =
+            |v: &[u8]| v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME");
+        mail && match value {
+            None => is("SMTPUTF8") && ext.smtputf8,
+            Some(v) => (is("SIZE") && ext.size) || (is("BODY") && body(v) && ext.eight_bit_mime),
+        }
+    };
+    after_path(line)
+        .split(u8::is_ascii_whitespace)
+        .filter(|param| !param.is_empty())
+        .find(|param| !advertised(param))
+        .map(|param| String::from_utf8_lossy(param).into_owned())
+}
+
+/// What follows the path of a MAIL or RCPT line (`<...>`, whose quoted local part may
+/// hold a `>`): its parameters.
+fn after_path(line: &[u8]) -> &[u8] {
+    let Some(open) = memchr(b'<', line) else {
+        return &[];
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, &b) in line.iter().enumerate().skip(open + 1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return &line[at + 1..],
+            _ => {}
+        }
+    }
+    &[]
+}
+
+/// Whether a MAIL parameter named `name` (as the parser names one it could not read)
+/// is of an extension the host advertises: then its fault is its syntax (501), else that
+/// it was used at all (555).
+pub(super) fn advertised_parameter(name: &str, ext: &Extensions) -> bool {
+    (name.eq_ignore_ascii_case("SIZE") && ext.size)
+        || (name.eq_ignore_ascii_case("BODY") && ext.eight_bit_mime)
 }
 
 #[cfg(test)]

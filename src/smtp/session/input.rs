@@ -63,7 +63,7 @@ impl Session {
                     self.protocol_error(&host.replies.line_too_long)?;
                     continue;
                 }
-                return Ok(());
+                return self.refuse_bare_lf(line);
             }
             if !self.input.discarding_line && pending.len() > max + 2 {
                 // No newline within the limit: answer now, then drop the rest of the line

@@ -37,7 +37,7 @@ use super::host::{ActiveGuard, HostRuntime};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
-use crate::scenario::Stage;
+use crate::scenario::{Parsing, Stage};
 
 /// Why a conversation ended; carried up with `?` from wherever it ended.
 #[derive(Debug)]
@@ -265,14 +265,15 @@ impl Session {
             return self.protocol_error(&host.replies.no_service);
         }
         let enhanced = host.config.extensions.enhanced_status_codes;
+        let strict = host.config.parsing == Parsing::Strict;
         match parsed {
             Ok(Request::Ehlo { host: name }) => self.ehlo(name.into_owned(), true).await,
             Ok(Request::Helo { host: name }) => self.ehlo(name.into_owned(), false).await,
             Ok(Request::Mail { from }) => {
                 let size = (from.size > 0).then_some(from.size as u64);
-                self.mail(from.address.into_owned(), size, from.flags).await
+                self.mail(line, from.address.into_owned(), size).await
             }
-            Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned()).await,
+            Ok(Request::Rcpt { to }) => self.rcpt(line, to.address.into_owned()).await,
             Ok(Request::Data) => self.data().await,
             Ok(Request::Bdat {
                 chunk_size,
@@ -292,6 +293,12 @@ impl Session {
                 Ok(())
             }
             Ok(Request::Quit) => self.quit().await,
+            // RFC 3207 4: STARTTLS takes no parameters; Postfix answers as below.
+            Ok(Request::StartTls)
+                if strict && !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") =>
+            {
+                self.protocol_error(&host.replies.starttls_syntax)
+            }
             Ok(Request::StartTls) => self.starttls().await,
             Ok(
                 Request::Auth { .. }
@@ -308,6 +315,11 @@ impl Session {
             Err(ParseError::SyntaxError { syntax }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, syntax))
             }
+            Err(ParseError::InvalidParameter { param })
+                if strict && !envelope::advertised_parameter(param, &host.config.extensions) =>
+            {
+                self.protocol_error(&host.replies.unsupported_parameter(enhanced, param))
+            }
             Err(ParseError::InvalidParameter { param }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, param))
             }
@@ -316,6 +328,22 @@ impl Session {
             }
             Err(_) => self.protocol_error(&host.replies.unrecognized),
         }
+    }
+
+    /// Ends the connection if `line` ends in a bare LF (no CR before it) and the host
+    /// is strict, as Postfix does with smtpd_forbid_bare_newline = reject: since the
+    /// 2023 SMTP smuggling reports, a server that reads LF as CRLF lets one message hide
+    /// another behind `<LF>.<LF>`, and big providers refuse such input. A lenient host
+    /// reads the line as if it ended in CRLF.
+    fn refuse_bare_lf(&mut self, line: &[u8]) -> Step {
+        let bare = !line.ends_with(b"\r\n");
+        if !bare || self.host.config.parsing == Parsing::Lenient {
+            return Ok(());
+        }
+        let host = self.host.clone();
+        self.record_command(line, Command::Other);
+        self.send(&host.replies.bare_lf_in_command);
+        Err(Closed::by_farm("bare LF in a command"))
     }
 
     /// Asks the host's policy for the verdict on `point` and carries it out.
