@@ -312,7 +312,7 @@ pub(crate) fn limits() -> &'static Table<Limits> {
                     "no message could have a recipient",
                     |l: &mut Limits| &mut l.max_recipients,
                 )
-                .doc("recipients per transaction; one more gets 452 4.5.3"),
+                .doc("RCPTs per transaction, accepted or refused; one more gets 452 4.5.3, and past as many again each is also a protocol error"),
                 Field::size(
                     "max-message-size",
                     "\"35MiB\"",
