@@ -190,7 +190,12 @@ impl Farm {
             sink,
         ));
         let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
+        let env = Env::new(
+            clock.clone(),
+            journal.clone(),
+            inbox.clone(),
+            scenario.limits.max_buffered_data,
+        );
         let started = journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
             domains: scenario
@@ -264,7 +269,7 @@ impl Farm {
     /// What the farm plays, as the command line shows it at the start: the scenario, each
     /// domain's MX records, and each host with its address, hostname, STARTTLS and rules.
     pub fn summary(&self) -> String {
-        use crate::scenario::{TlsMode, TlsVersions};
+        use crate::scenario::{Parsing, TlsMode, TlsVersions};
         use std::fmt::Write as _;
         let scenario = &self.scenario;
         let mut out = format!("mxfarm: scenario {:?}", scenario.name);
@@ -288,9 +293,14 @@ impl Farm {
                 (_, TlsVersions::Only12) => format!("STARTTLS {mode} (TLS 1.2 only)"),
                 (_, TlsVersions::Only13) => format!("STARTTLS {mode} (TLS 1.3 only)"),
             };
+            // Strict is what a user expects of an MX today; a lenient host says so.
+            let parsing = match host.parsing {
+                Parsing::Strict => "",
+                Parsing::Lenient => ", lenient parsing",
+            };
             let _ = writeln!(
                 out,
-                "  host {:<6} {:<21} {:<32} {tls}",
+                "  host {:<6} {:<21} {:<32} {tls}{parsing}",
                 bound.name,
                 bound.addr.to_string(),
                 bound.hostname

@@ -14,8 +14,9 @@ use crate::capture::Inbox;
 use crate::clock::Clock;
 use crate::journal::Journal;
 
-/// The farm's clock, journal and inbox, and its connection numbering: all a session needs
-/// of the farm. The farm keeps handles to the same journal and inbox to read them.
+/// The farm's clock, journal and inbox, its connection numbering and the budget of
+/// message content in flight: all a session needs of the farm. The farm keeps handles to
+/// the same journal and inbox to read them.
 #[derive(Debug, Clone)]
 pub(crate) struct Env {
     pub(super) clock: Clock,
@@ -23,16 +24,105 @@ pub(crate) struct Env {
     pub(super) inbox: Arc<Inbox>,
     /// The last connection number given, farm-wide.
     connections: Arc<AtomicU64>,
+    pub(super) buffered: Arc<DataBudget>,
 }
 
 impl Env {
-    pub(crate) fn new(clock: Clock, journal: Arc<Journal>, inbox: Arc<Inbox>) -> Self {
+    /// `max_buffered_data`: the scenario's `[limits] max-buffered-data`.
+    pub(crate) fn new(
+        clock: Clock,
+        journal: Arc<Journal>,
+        inbox: Arc<Inbox>,
+        max_buffered_data: u64,
+    ) -> Self {
         Self {
             clock,
             journal,
             inbox,
             connections: Arc::default(),
+            buffered: Arc::new(DataBudget::new(max_buffered_data)),
         }
+    }
+}
+
+/// The bytes of message content that all sessions of a farm hold while it arrives, and
+/// their bound. Each host's `max-message-size` bounds one message, but not how many
+/// arrive at once: without this, many clients each sending a large message would hold
+/// the farm's memory among them. A session takes its bytes as they arrive and gives them
+/// back when the message is kept (the inbox has its own bound) or dropped.
+#[derive(Debug)]
+pub(crate) struct DataBudget {
+    max: u64,
+    used: AtomicU64,
+}
+
+impl DataBudget {
+    fn new(max: u64) -> Self {
+        Self {
+            max,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// The bytes all sessions hold now.
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` more bytes, or nothing if that would go past the bound.
+    fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// What one message in flight holds of the farm's [`DataBudget`]; given back when it is
+/// dropped.
+#[derive(Debug)]
+pub(super) struct Held {
+    budget: Arc<DataBudget>,
+    bytes: u64,
+}
+
+impl Held {
+    pub(super) fn nothing_of(budget: &Arc<DataBudget>) -> Self {
+        Self {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Holds `total` bytes in all (more than before); false, holding nothing, if the
+    /// farm has no room for them: then the caller drops what it buffered.
+    pub(super) fn grow_to(&mut self, total: u64) -> bool {
+        let more = total.saturating_sub(self.bytes);
+        if self.budget.try_take(more) {
+            self.bytes += more;
+            true
+        } else {
+            self.release();
+            false
+        }
+    }
+
+    /// Gives back everything held.
+    pub(super) fn release(&mut self) {
+        self.budget.give_back(self.bytes);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

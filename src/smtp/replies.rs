@@ -13,6 +13,7 @@ pub(crate) struct Replies {
     pub ready_to_start_tls: Reply,
     pub tls_already_active: Reply,
     pub tls_not_available: Reply,
+    pub starttls_syntax: Reply,
     pub pipelined_after_starttls: Reply,
     pub transaction_in_progress: Reply,
     pub helo: Reply,
@@ -30,6 +31,8 @@ pub(crate) struct Replies {
     pub too_many_errors: Reply,
     pub no_service: Reply,
     pub line_too_long: Reply,
+    pub bare_lf_in_command: Reply,
+    pub bare_lf_in_content: Reply,
     pub unrecognized: Reply,
     pub not_implemented: Reply,
     pub need_helo: Reply,
@@ -39,6 +42,7 @@ pub(crate) struct Replies {
     pub no_valid_recipients: Reply,
     pub too_many_recipients: Reply,
     pub message_too_big: Reply,
+    pub insufficient_storage: Reply,
     pub size_exceeds_limit: Reply,
     pub bad_sender: Reply,
     pub bad_recipient: Reply,
@@ -62,6 +66,7 @@ impl Replies {
             ready_to_start_tls: r(220, "2.0.0", "Ready to start TLS"),
             tls_already_active: r(554, "5.5.1", "Error: TLS already active"),
             tls_not_available: r(454, "4.7.0", "TLS not available due to temporary reason"),
+            starttls_syntax: r(501, "5.5.4", "Syntax: STARTTLS"),
             transaction_in_progress: r(503, "5.5.1", "Error: MAIL transaction in progress"),
             pipelined_after_starttls: r(
                 554,
@@ -87,6 +92,20 @@ impl Replies {
             too_many_errors: r(421, "4.7.0", &format!("{hostname} Error: too many errors")),
             no_service: r(503, "5.5.1", "Error: no service here, only QUIT"),
             line_too_long: r(500, "5.5.2", "Error: line too long"),
+            // Postfix's words with smtpd_forbid_bare_newline = reject. In a command the
+            // farm closes, so the code is 521 (RFC 7504: no mail here, closing), as
+            // Postfix's smtpd_forbid_bare_newline_reject_code = 521 would answer; in
+            // content the message is refused and the session goes on, hence 550.
+            bare_lf_in_command: r(
+                521,
+                "5.5.2",
+                &format!("{hostname} Error: bare <LF> received"),
+            ),
+            bare_lf_in_content: r(
+                550,
+                "5.5.2",
+                &format!("{hostname} Error: bare <LF> received"),
+            ),
             unrecognized: r(500, "5.5.1", "Error: command not recognized"),
             not_implemented: r(502, "5.5.1", "Error: command not implemented"),
             need_helo: r(503, "5.5.1", "Error: send HELO/EHLO first"),
@@ -96,6 +115,9 @@ impl Replies {
             no_valid_recipients: r(554, "5.5.1", "Error: no valid recipients"),
             too_many_recipients: r(452, "4.5.3", "Error: too many recipients"),
             message_too_big: r(552, "5.3.4", "Error: message file too big"),
+            // RFC 5321's 452 "insufficient system storage", with RFC 3463's "mail system
+            // full": the farm's budget of content in flight is spent for now.
+            insufficient_storage: r(452, "4.3.1", "Error: insufficient system storage"),
             size_exceeds_limit: r(
                 552,
                 "5.3.4",

@@ -17,6 +17,7 @@ mod scenario_errors;
 mod scenario_fixtures;
 mod shipped;
 mod stories;
+mod strict;
 mod support;
 mod tls;
 mod views;

@@ -63,7 +63,7 @@ impl Session {
                     self.protocol_error(&host.replies.line_too_long)?;
                     continue;
                 }
-                return Ok(());
+                return self.refuse_bare_lf(line);
             }
             if !self.input.discarding_line && pending.len() > max + 2 {
                 // No newline within the limit: answer now, then drop the rest of the line
@@ -214,6 +214,12 @@ impl Session {
     /// Sends a protocol error and ends the connection after too many of them.
     pub(super) fn protocol_error(&mut self, reply: &Reply) -> Step {
         self.send(reply);
+        self.count_error()
+    }
+
+    /// Counts a protocol error whose reply was sent, and ends the connection after too
+    /// many of them.
+    pub(super) fn count_error(&mut self) -> Step {
         self.protocol.errors += 1;
         if self.protocol.errors >= self.host.config.limits.max_errors {
             let host = self.host.clone();

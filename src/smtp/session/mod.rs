@@ -37,7 +37,7 @@ use super::host::{ActiveGuard, HostRuntime};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
-use crate::scenario::Stage;
+use crate::scenario::{Parsing, Stage};
 
 /// Why a conversation ended; carried up with `?` from wherever it ended.
 #[derive(Debug)]
@@ -72,11 +72,16 @@ struct Transaction {
     recipients: Vec<String>,
     /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
     rcpt_tried: bool,
-    /// Recipients refused so far, with the reply code, for the transaction's log line.
+    /// The first recipients refused (at most [`REFUSED_NAMED`]), with the reply code, for
+    /// the transaction's log line: a client may send any number of refused RCPTs, and the
+    /// line must stay bounded.
     refused: Vec<(String, u16)>,
+    /// Every recipient refused so far, named in `refused` or not.
+    refused_count: usize,
+    /// RCPTs answered `452 4.5.3` because the transaction already had `max-recipients`.
+    overshoot: usize,
     /// BDAT content received so far, once the first chunk was accepted.
-    chunks: Option<Vec<u8>>,
-    chunks_too_big: bool,
+    chunks: Option<content::Incoming>,
 }
 
 /// Where the conversation stands, as SMTP sees it.
@@ -146,6 +151,9 @@ pub(super) struct Session {
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// How many refused recipients a transaction's log line names; it counts the rest.
+const REFUSED_NAMED: usize = 100;
 
 impl Session {
     pub(super) fn new(
@@ -257,14 +265,15 @@ impl Session {
             return self.protocol_error(&host.replies.no_service);
         }
         let enhanced = host.config.extensions.enhanced_status_codes;
+        let strict = host.config.parsing == Parsing::Strict;
         match parsed {
             Ok(Request::Ehlo { host: name }) => self.ehlo(name.into_owned(), true).await,
             Ok(Request::Helo { host: name }) => self.ehlo(name.into_owned(), false).await,
             Ok(Request::Mail { from }) => {
                 let size = (from.size > 0).then_some(from.size as u64);
-                self.mail(from.address.into_owned(), size, from.flags).await
+                self.mail(line, from.address.into_owned(), size).await
             }
-            Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned()).await,
+            Ok(Request::Rcpt { to }) => self.rcpt(line, to.address.into_owned()).await,
             Ok(Request::Data) => self.data().await,
             Ok(Request::Bdat {
                 chunk_size,
@@ -284,6 +293,12 @@ impl Session {
                 Ok(())
             }
             Ok(Request::Quit) => self.quit().await,
+            // RFC 3207 4: STARTTLS takes no parameters; Postfix answers as below.
+            Ok(Request::StartTls)
+                if strict && !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") =>
+            {
+                self.protocol_error(&host.replies.starttls_syntax)
+            }
             Ok(Request::StartTls) => self.starttls().await,
             Ok(
                 Request::Auth { .. }
@@ -300,6 +315,11 @@ impl Session {
             Err(ParseError::SyntaxError { syntax }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, syntax))
             }
+            Err(ParseError::InvalidParameter { param })
+                if strict && !envelope::advertised_parameter(param, &host.config.extensions) =>
+            {
+                self.protocol_error(&host.replies.unsupported_parameter(enhanced, param))
+            }
             Err(ParseError::InvalidParameter { param }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, param))
             }
@@ -308,6 +328,22 @@ impl Session {
             }
             Err(_) => self.protocol_error(&host.replies.unrecognized),
         }
+    }
+
+    /// Ends the connection if `line` ends in a bare LF (no CR before it) and the host
+    /// is strict, as Postfix does with smtpd_forbid_bare_newline = reject: since the
+    /// 2023 SMTP smuggling reports, a server that reads LF as CRLF lets one message hide
+    /// another behind `<LF>.<LF>`, and big providers refuse such input. A lenient host
+    /// reads the line as if it ended in CRLF.
+    fn refuse_bare_lf(&mut self, line: &[u8]) -> Step {
+        let bare = !line.ends_with(b"\r\n");
+        if !bare || self.host.config.parsing == Parsing::Lenient {
+            return Ok(());
+        }
+        let host = self.host.clone();
+        self.record_command(line, Command::Other);
+        self.send(&host.replies.bare_lf_in_command);
+        Err(Closed::by_farm("bare LF in a command"))
     }
 
     /// Asks the host's policy for the verdict on `point` and carries it out.
@@ -332,8 +368,16 @@ impl Session {
         let Some(tx) = &self.protocol.tx else {
             return;
         };
+        let no_room = tx
+            .chunks
+            .as_ref()
+            .is_some_and(|c| c.unfit == Some(content::Unfit::NoRoom));
         let result = if tx.rcpt_tried && tx.recipients.is_empty() {
             format!("ended by {command}: no recipient accepted")
+        } else if no_room {
+            // A BDAT chunk got 452: the transaction failed, and the client moves on.
+            let reply = self.host.replies.insufficient_storage.one_line();
+            format!("refused at data: {reply}, then ended by {command}")
         } else {
             format!("abandoned by the client: {command}")
         };
@@ -349,11 +393,15 @@ impl Session {
 
     /// The one log line of a transaction: who sent what to whom, and how it ended.
     fn log_transaction(&self, tx: &Transaction, result: &str) {
-        let refused: Vec<String> = tx
+        let mut refused: Vec<String> = tx
             .refused
             .iter()
             .map(|(recipient, code)| format!("{recipient} ({code})"))
             .collect();
+        let unnamed = tx.refused_count.saturating_sub(tx.refused.len());
+        if unnamed > 0 {
+            refused.push(format!("and {unnamed} more"));
+        }
         tracing::info!(
             host = %self.host.name,
             conn = self.conn,

@@ -43,7 +43,7 @@ pub(crate) fn host(extra: &str) -> Harness {
     let acceptor = tls::acceptor(&config, [127, 0, 0, 1].into(), &ca).unwrap();
     let policy = PolicyState::for_scenario(&scenario);
     Harness {
-        env: Env::new(clock, journal, inbox),
+        env: Env::new(clock, journal, inbox, scenario.limits.max_buffered_data),
         host: HostRuntime::new(config, acceptor, policy),
         ca,
         shutdown: CancellationToken::new(),
