@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::host::{ActiveGuard, HostRuntime};
+use super::host::{HostRuntime, Slot};
 use super::session::Session;
 use super::transport::Transport;
 use crate::capture::Inbox;
@@ -37,9 +37,9 @@ impl Env {
 }
 
 /// Starts the session of a new connection to `host` from `client` on `tasks`: numbers it
-/// farm-wide and takes one of the host's connection slots (without a free slot the
-/// session only says 421 and closes). TCP accepts and in-memory connections both start
-/// here, so they are the same session.
+/// farm-wide and takes one of the host's connection slots and one of the client address's
+/// (without both the session only says 421 and closes). TCP accepts and in-memory
+/// connections both start here, so they are the same session.
 pub(crate) fn start_session(
     env: &Env,
     host: &Arc<HostRuntime>,
@@ -49,7 +49,10 @@ pub(crate) fn start_session(
     tasks: &TaskTracker,
 ) {
     let conn = env.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let slot = ActiveGuard::try_acquire(host);
+    // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
+    // tables, the journal and the count per client all want the plain IPv4 address.
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+    let slot = Slot::take(host, client.ip());
     let session = Session::new(
         Box::new(stream),
         host.clone(),

@@ -15,6 +15,7 @@ mod rules;
 mod scenario_errors;
 mod scenario_fixtures;
 mod shipped;
+mod slow_clients;
 mod stories;
 mod support;
 mod tls;

@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::AsyncWriteExt;
+
 use tokio_util::sync::CancellationToken;
 
 use super::env::Env;
-use super::host::{ActiveGuard, HostRuntime};
+use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
@@ -139,9 +140,9 @@ pub(super) struct Session {
     command_at: Duration,
     /// Set when the connection was reset: then it is dropped without a shutdown.
     was_reset: bool,
-    /// The host connection slot; `None` when the host was full, and then the session
-    /// only says so and closes.
-    active: Option<ActiveGuard>,
+    /// The host connection slot, or the limit the connection met; then the session only
+    /// says so and closes.
+    slot: Option<Slot>,
 }
 
 /// How much the session asks the kernel for at a time.
@@ -155,11 +156,8 @@ impl Session {
         shutdown: CancellationToken,
         conn: u64,
         client: SocketAddr,
-        active: Option<ActiveGuard>,
+        slot: Slot,
     ) -> Self {
-        // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
-        // tables and the journal all want the plain IPv4 address.
-        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let policy = host.policy.open(conn, client.ip());
         Self {
             stream,
@@ -186,7 +184,7 @@ impl Session {
             output: Vec::with_capacity(1024),
             command_at: Duration::ZERO,
             was_reset: false,
-            active,
+            slot: Some(slot),
         }
     }
 
@@ -209,7 +207,7 @@ impl Session {
         // Give back the connection slots and journal the end before the client can see
         // it: a sender that reconnects as soon as it reads the 221 must find its slot
         // free, and a test that saw EOF must find the close in the journal.
-        self.active = None;
+        self.slot = None;
         self.policy.release();
         self.record(EventKind::ConnectionClosed {
             host: self.host.name.clone(),
@@ -227,13 +225,24 @@ impl Session {
 
     async fn converse(&mut self) -> Step {
         let host = self.host.clone();
-        if self.active.is_none() {
-            let reply = &host.replies.too_many_connections;
-            self.send(reply);
+        let (reply, limit, reason) = match self.slot {
+            Some(Slot::Held { .. }) | None => (None, "", ""),
+            Some(Slot::HostFull) => (
+                Some(host.replies.too_many_connections.clone()),
+                "max-connections",
+                "too many connections",
+            ),
+            Some(Slot::ClientFull) => (
+                Some(host.replies.too_many_from_client(self.client.ip())),
+                "max-connections-per-client",
+                "too many connections from this client",
+            ),
+        };
+        if let Some(reply) = reply {
+            self.send(&reply);
             let greeting = reply.one_line();
-            let full = format!("refused at connect: {greeting} (max-connections reached)");
-            self.log_connection(&full);
-            return Err(Closed::by_farm("too many connections"));
+            self.log_connection(&format!("refused at connect: {greeting} ({limit} reached)"));
+            return Err(Closed::by_farm(reason));
         }
         match self.decide(policy::Connect).await? {
             act::Done::Accepted { reply, rule } => {
