@@ -129,7 +129,7 @@ impl Session {
         }
         let woke = tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => Woke::Shutdown,
+            () = self.shutdown.begun() => Woke::Shutdown,
             read = self.stream.read_buf(&mut self.input.buf) => Woke::Read(read),
             _ = self.env.clock.sleep_until(deadline) => Woke::Timeout,
         };
@@ -162,7 +162,9 @@ impl Session {
         self.flush_until(deadline).await
     }
 
-    /// Writes buffered replies by `deadline`.
+    /// Writes buffered replies by `deadline`. A client that does not read them is not
+    /// told of a shutdown (it would not read that either): it is cut off when the
+    /// shutdown's grace period is over.
     async fn flush_until(&mut self, deadline: Duration) -> Step {
         if self.output.is_empty() {
             return Ok(());
@@ -170,6 +172,7 @@ impl Session {
         enum Wrote {
             Done(std::io::Result<()>),
             Timeout,
+            Aborted,
         }
         let (stream, output) = (&mut self.stream, &self.output);
         // The stream's flush is inside the bound too: TLS keeps records that only it
@@ -182,12 +185,16 @@ impl Session {
             biased;
             written = write => Wrote::Done(written),
             () = self.env.clock.sleep_until(deadline) => Wrote::Timeout,
+            () = self.shutdown.aborted() => Wrote::Aborted,
         };
         self.output.clear();
         match wrote {
             Wrote::Done(Ok(())) => Ok(()),
             Wrote::Done(Err(e)) => Err(Closed::by_client(format!("write failed: {e}"))),
             Wrote::Timeout => Err(Closed::by_farm("client stopped reading replies")),
+            Wrote::Aborted => Err(Closed::by_farm(
+                "farm shut down: the client was not reading its replies when the grace period ended",
+            )),
         }
     }
 
@@ -210,7 +217,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
+                () = self.shutdown.begun() => {
                     let host = self.host.clone();
                     self.send(&host.replies.shutting_down);
                     return Err(Closed::by_farm("farm shutting down"));
@@ -227,8 +234,9 @@ impl Session {
         }
     }
 
-    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down;
-    /// whatever the client sends meanwhile is read and dropped.
+    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down
+    /// (then the connection ends, still without a word); whatever the client sends
+    /// meanwhile is read and dropped.
     ///
     /// A client that half-closes after a pipelined QUIT (as Exim does) has not given up:
     /// it still reads, so the hang runs its course.
@@ -242,7 +250,9 @@ impl Session {
             self.discard_input();
             self.input.buf.reserve(READ_CHUNK);
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                () = self.shutdown.begun() => {
+                    return Err(Closed::by_farm("farm shutting down during a hang"));
+                }
                 _ = self.env.clock.sleep_until(deadline) => return Ok(()),
                 read = self.stream.read_buf(&mut self.input.buf), if !done_sending => match read {
                     Ok(0) if quit_seen => done_sending = true,
@@ -438,7 +448,7 @@ mod tests {
     async fn shutdown_tells_a_waiting_session_421() {
         let h = host("");
         let mut c = h.ready().await;
-        h.shutdown.cancel();
+        h.shutdown.begin();
         c.expect("421 4.3.2 mx1.farm.test Service shutting down")
             .await;
         c.expect_closed().await;

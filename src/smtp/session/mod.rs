@@ -31,9 +31,7 @@ use std::time::Duration;
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::AsyncWriteExt;
 
-use tokio_util::sync::CancellationToken;
-
-use super::env::Env;
+use super::env::{Env, Shutdown};
 use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
@@ -127,7 +125,7 @@ pub(super) struct Session {
     stream: Box<dyn Transport>,
     host: Arc<HostRuntime>,
     env: Env,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     conn: u64,
     client: SocketAddr,
     /// The policy's state of this connection, handed to every decision.
@@ -148,12 +146,15 @@ pub(super) struct Session {
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Why a session ended that was still busy when the shutdown's grace period was over.
+const AT_SHUTDOWN: &str = "farm shut down: the session was still busy when the grace period ended";
+
 impl Session {
     pub(super) fn new(
         stream: Box<dyn Transport>,
         host: Arc<HostRuntime>,
         env: Env,
-        shutdown: CancellationToken,
+        shutdown: Shutdown,
         conn: u64,
         client: SocketAddr,
         slot: Slot,
@@ -199,9 +200,16 @@ impl Session {
             conn: self.conn,
             client: self.client,
         });
-        let closed = match self.converse().await {
-            Ok(()) => Closed::by_client("conversation ended"),
-            Err(closed) => closed,
+        let shutdown = self.shutdown.clone();
+        // Wherever the conversation stands when the shutdown's grace period is over (its
+        // own waits end it sooner, with a better reason), it ends, and is journalled.
+        let closed = tokio::select! {
+            biased;
+            conversed = self.converse() => match conversed {
+                Ok(()) => Closed::by_client("conversation ended"),
+                Err(closed) => closed,
+            },
+            () = shutdown.aborted() => Closed::by_farm(AT_SHUTDOWN),
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
         // Give back the connection slots and journal the end before the client can see
@@ -217,9 +225,20 @@ impl Session {
         });
         // Replies still buffered (a 421, a 221) go out before the close; after a reset
         // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
-        if !self.was_reset {
-            let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
+        // A client that does not read gets the command timeout, or the rest of the
+        // shutdown's grace period, and no more.
+        if !self.was_reset && !shutdown.is_aborted() {
+            let deadline = self.env.clock.now() + self.host.config.limits.command_timeout;
+            let clock = self.env.clock.clone();
+            let goodbye = async {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+            };
+            tokio::select! {
+                () = goodbye => {}
+                () = clock.sleep_until(deadline) => {}
+                () = shutdown.aborted() => {}
+            }
         }
     }
 

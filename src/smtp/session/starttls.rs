@@ -58,17 +58,21 @@ impl Session {
         self.handshake(acceptor).await
     }
 
-    /// The handshake, bounded as a whole by the command timeout.
+    /// The handshake, bounded as a whole by the command timeout. A shutdown lets it run
+    /// its grace period (a client whose handshake completes is then told 421 over TLS,
+    /// which a sender takes better than a broken handshake); past it, the handshake ends.
     async fn handshake(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> Step {
         let plain = std::mem::replace(&mut self.stream, Box::new(Unplugged));
         let deadline = self.deadline_in(Limit::Command);
         enum Shook<T> {
             Done(T),
             Timeout,
+            Aborted,
         }
         let accepted = tokio::select! {
             accepted = acceptor.accept(plain) => Shook::Done(accepted),
             () = self.env.clock.sleep_until(deadline) => Shook::Timeout,
+            () = self.shutdown.aborted() => Shook::Aborted,
         };
         let tls = match accepted {
             Shook::Done(Ok(tls)) => tls,
@@ -89,6 +93,14 @@ impl Session {
                 self.log_connection("TLS handshake timed out");
                 self.record_tls_failure("timed out".to_string(), ClosedBy::Farm);
                 return Err(Closed::by_farm("TLS handshake timed out"));
+            }
+            Shook::Aborted => {
+                let ended = "the farm shut down during the handshake";
+                self.log_connection(&format!("TLS handshake ended: {ended}"));
+                self.record_tls_failure(ended.to_string(), ClosedBy::Farm);
+                return Err(Closed::by_farm(
+                    "farm shut down: the TLS handshake was still under way when the grace period ended",
+                ));
             }
         };
         let (_, connection) = tls.get_ref();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capture::Inbox;
@@ -16,7 +15,7 @@ use crate::clock::Clock;
 use crate::journal::{Event, EventKind, Journal};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, start_session};
+use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
 use crate::testing::SmtpClient;
 use crate::tls::{self, FarmCa};
 
@@ -25,7 +24,7 @@ pub(crate) struct Harness {
     pub env: Env,
     pub host: Arc<HostRuntime>,
     pub ca: FarmCa,
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     pub tasks: TaskTracker,
 }
 
@@ -47,7 +46,7 @@ pub(crate) fn host(extra: &str) -> Harness {
         env: Env::new(clock, journal, inbox),
         host: HostRuntime::new(config, acceptor, policy),
         ca,
-        shutdown: CancellationToken::new(),
+        shutdown: Shutdown::new(),
         tasks: TaskTracker::new(),
     }
 }
