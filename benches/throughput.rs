@@ -167,8 +167,9 @@ fn scenario_toml(p: &Params) -> String {
          name = \"mx1\"\n\
          listen = \"127.0.0.1:2525\"\n\n\
          [host.limits]\n\
-         max-connections = {}\n\
-         max-message-size = {}\n\
+         max-connections = {0}\n\
+         max-connections-per-client = {0}\n\
+         max-message-size = {1}\n\
          max-errors = 1\n\
          command-timeout = \"60s\"\n\
          data-timeout = \"60s\"\n",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assertions::DeliveryExpectation;
@@ -21,7 +20,7 @@ use crate::journal::{
 };
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, serve, start_session};
+use crate::smtp::{Env, HostRuntime, Shutdown, serve, start_session};
 use crate::tls::{self, FarmCa};
 use crate::transcript::Transcript;
 
@@ -120,7 +119,7 @@ pub struct Farm {
     journal: Arc<Journal>,
     inbox: Arc<Inbox>,
     clock: Clock,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     ca: Arc<FarmCa>,
     scenario: Arc<Scenario>,
     hosts: Vec<BoundHost>,
@@ -157,7 +156,7 @@ impl Farm {
         };
         let clock = Clock::new();
         let policy = PolicyState::for_scenario(&scenario);
-        let shutdown = CancellationToken::new();
+        let shutdown = Shutdown::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.
         let mut listeners = Vec::new();
         for host in &scenario.hosts {
@@ -470,12 +469,38 @@ impl Farm {
         &self.clock
     }
 
-    /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended,
-    /// and until the journal file has every event.
+    /// How long [`Farm::shutdown`] gives sessions that cannot be told `421` to end.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// Stops accepting, tells every open session `421 4.3.2`, and waits until all ended
+    /// (and the journal file has every event), ending those still busy after [`Farm::SHUTDOWN_GRACE`]: see
+    /// [`Farm::shutdown_within`].
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.shutdown_within(Self::SHUTDOWN_GRACE).await;
+    }
+
+    /// Stops accepting, tells every session that waits for the client (for a command, in
+    /// a tarpit) `421 4.3.2` and closes it, and waits until every session has ended.
+    ///
+    /// A session that cannot be told, because its client does not read its replies or is
+    /// in the middle of a TLS handshake, has `grace` to finish; then it is ended where it
+    /// stands, and the journal says so (closed by the farm, with the reason). So a stuck
+    /// client holds the farm's exit for `grace`, not for its command timeout (minutes).
+    ///
+    /// The grace is farm time: under tokio's paused time with in-memory connections (see
+    /// [`Farm::connect_in_memory`]) it passes at once when nothing else can run, so tests
+    /// of a shutdown do not wait. A zero grace ends every session at once, even before
+    /// its 421 is written.
+    pub async fn shutdown_within(self, grace: Duration) {
+        self.shutdown.begin();
         self.tasks.close();
-        self.tasks.wait().await;
+        tokio::select! {
+            () = self.tasks.wait() => {}
+            () = self.clock.sleep(grace) => {
+                self.shutdown.abort();
+                self.tasks.wait().await;
+            }
+        }
         self.journal.close();
         self.journal.file_finished().await;
     }
@@ -498,7 +523,7 @@ impl Drop for Farm {
     /// Stops accepting, and ends every journal reader once it has read what is there:
     /// a cursor or a journal file writer does not wait for a farm that is gone.
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.shutdown.begin();
         self.journal.close();
     }
 }

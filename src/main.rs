@@ -53,7 +53,8 @@ enum Commands {
   mxfarm run ./my.toml --bind mx1=127.0.0.1:2600 --bind mx2=127.0.0.1:2601
   RUST_LOG=debug mxfarm run --log-format json
   mxfarm run --ca-out /tmp/mxfarm-ca.pem
-  mxfarm run --ca ./farm-ca")]
+  mxfarm run --ca ./farm-ca
+  mxfarm run --shutdown-grace 1s")]
     Run {
         /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
@@ -77,6 +78,10 @@ enum Commands {
         /// Write the CA certificate of this run to FILE (PEM), for a sender's trust store.
         #[arg(long, value_name = "FILE")]
         ca_out: Option<PathBuf>,
+        /// At Ctrl-C or SIGTERM, how long a session that cannot be told 421 (its client
+        /// does not read, or is mid-TLS-handshake) has to end before the farm ends it.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+        shutdown_grace: std::time::Duration,
     },
     /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
     #[command(after_help = "Examples:
@@ -186,6 +191,11 @@ fn parse_bind(value: &str) -> Result<(String, SocketAddr), String> {
     Ok((host.to_string(), addr))
 }
 
+fn parse_grace(value: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 5s, 500ms or 1m"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -198,12 +208,13 @@ async fn main() -> ExitCode {
             log_format,
             ca,
             ca_out,
+            shutdown_grace,
         } => {
             init_logging(log_format);
             ignore_file_size_signal();
             let tls = TlsFiles { ca, ca_out };
             let journal = journal.map(|path| journal_file.options(path));
-            match run(&scenario, bind, journal, tls).await {
+            match run(&scenario, bind, journal, tls, shutdown_grace).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     print_err(&message);
@@ -398,6 +409,7 @@ async fn run(
     bind: Vec<(String, SocketAddr)>,
     journal: Option<JournalFileOptions>,
     tls: TlsFiles,
+    shutdown_grace: std::time::Duration,
 ) -> Result<(), String> {
     if let Some(file) = &journal {
         journal_is_not_the_scenario(name_or_path, &file.path)?;
@@ -434,8 +446,11 @@ async fn run(
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
     stop.wait().await;
-    print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
-    farm.shutdown().await;
+    print_err(&format!(
+        "mxfarm: shutting down: open sessions get 421 4.3.2; those still busy in {} are ended",
+        humantime::format_duration(shutdown_grace)
+    ));
+    farm.shutdown_within(shutdown_grace).await;
     Ok(())
 }
 

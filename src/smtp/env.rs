@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::host::{ActiveGuard, HostRuntime};
+use super::host::{HostRuntime, Slot};
 use super::session::Session;
 use super::transport::Transport;
 use crate::capture::Inbox;
@@ -126,20 +126,68 @@ impl Drop for Held {
     }
 }
 
+/// How a farm's shutdown reaches its listeners and sessions, in two steps.
+///
+/// First [`begin`](Self::begin): listeners stop accepting, and every session that waits
+/// (for a command, in a tarpit, in a hang) says `421 4.3.2` and closes. A session that
+/// cannot be told (a client that does not read its replies, a TLS handshake under way)
+/// gets a grace period to finish what it is doing; then [`abort`](Self::abort) ends it
+/// wherever it is, and its journal says so. Without the second step one stuck client would
+/// hold the farm's exit for up to its command timeout.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shutdown {
+    begun: CancellationToken,
+    aborted: CancellationToken,
+}
+
+impl Shutdown {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stop accepting; every waiting session says 421 and closes.
+    pub(crate) fn begin(&self) {
+        self.begun.cancel();
+    }
+
+    /// End every session still running, at once.
+    pub(crate) fn abort(&self) {
+        self.begin();
+        self.aborted.cancel();
+    }
+
+    /// Resolves once the shutdown has begun.
+    pub(super) async fn begun(&self) {
+        self.begun.cancelled().await;
+    }
+
+    /// Resolves once the grace period is over.
+    pub(super) async fn aborted(&self) {
+        self.aborted.cancelled().await;
+    }
+
+    pub(super) fn is_aborted(&self) -> bool {
+        self.aborted.is_cancelled()
+    }
+}
+
 /// Starts the session of a new connection to `host` from `client` on `tasks`: numbers it
-/// farm-wide and takes one of the host's connection slots (without a free slot the
-/// session only says 421 and closes). TCP accepts and in-memory connections both start
-/// here, so they are the same session.
+/// farm-wide and takes one of the host's connection slots and one of the client address's
+/// (without both the session only says 421 and closes). TCP accepts and in-memory
+/// connections both start here, so they are the same session.
 pub(crate) fn start_session(
     env: &Env,
     host: &Arc<HostRuntime>,
     stream: impl Transport,
     client: SocketAddr,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
     tasks: &TaskTracker,
 ) {
     let conn = env.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let slot = ActiveGuard::try_acquire(host);
+    // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
+    // tables, the journal and the count per client all want the plain IPv4 address.
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+    let slot = Slot::take(host, client.ip());
     let session = Session::new(
         Box::new(stream),
         host.clone(),

@@ -7,6 +7,8 @@ use crate::scenario::{Host, Reply};
 /// Every built-in reply of one host.
 #[derive(Debug, Clone)]
 pub(crate) struct Replies {
+    hostname: String,
+    enhanced: bool,
     pub greeting: Reply,
     pub ehlo: Reply,
     pub ehlo_with_starttls: Reply,
@@ -60,6 +62,8 @@ impl Replies {
             Reply::new(code, enhanced.then_some(status), text)
         };
         Self {
+            hostname: hostname.clone(),
+            enhanced,
             greeting: Reply::new(220, None, format!("{hostname} {}", host.greeting)),
             ehlo: ehlo_reply(host, false),
             ehlo_with_starttls: ehlo_reply(host, true),
@@ -134,6 +138,19 @@ impl Replies {
                 "Error: queue file write error (the farm cannot write its journal)",
             ),
         }
+    }
+
+    /// The greeting of a connection over the host's `max-connections-per-client`, worded
+    /// as Postfix words it (`smtpd_client_connection_count_limit`), since senders know it.
+    pub fn too_many_from_client(&self, client: std::net::IpAddr) -> Reply {
+        Reply::new(
+            421,
+            self.enhanced.then_some("4.7.0"),
+            format!(
+                "{} Error: too many connections from {client}",
+                self.hostname
+            ),
+        )
     }
 
     /// A reply for a parameter the client used but the host did not advertise.

@@ -16,6 +16,7 @@ mod rules;
 mod scenario_errors;
 mod scenario_fixtures;
 mod shipped;
+mod slow_clients;
 mod stories;
 mod strict;
 mod support;

@@ -91,6 +91,7 @@ fn every_value_is_read() {
         8bitmime = false
         [host.limits]
         max-connections = 2
+        max-connections-per-client = 1
         max-recipients = 3
         max-line-length = 512
         max-errors = 1
@@ -115,6 +116,7 @@ fn every_value_is_read() {
     assert!(h.extensions.size && h.extensions.chunking);
     let l = h.limits;
     assert_eq!((l.max_connections, l.max_recipients), (2, 3));
+    assert_eq!(l.max_connections_per_client, 1);
     assert_eq!((l.max_line_length, l.max_errors), (512, 1));
     assert_eq!(l.command_timeout, Duration::from_secs(60));
     assert_eq!(l.data_timeout, Duration::from_secs(120));

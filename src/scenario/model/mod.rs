@@ -260,11 +260,20 @@ pub enum TlsVersions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections at once from one client address (Postfix's
+    /// `smtpd_client_connection_count_limit`), so that one sender, or slow clients from one
+    /// address, cannot take every slot of the host.
+    pub max_connections_per_client: usize,
     pub max_recipients: usize,
     pub max_message_size: u64,
     pub max_line_length: usize,
     pub max_errors: usize,
+    /// How long one command may take as a whole: from just before the reply that precedes
+    /// it goes out to the end of its line, however many reads that takes (not per read, so
+    /// that a client trickling a byte at a time cannot keep it open).
     pub command_timeout: Duration,
+    /// How long one message's content may take as a whole: DATA from just before the 354
+    /// goes out to the final dot; each BDAT chunk from its command line to its last byte.
     pub data_timeout: Duration,
 }
 
@@ -272,6 +281,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 100,
+            max_connections_per_client: 50,
             max_recipients: 100,
             max_message_size: 35 * 1024 * 1024,
             max_line_length: 1000,

@@ -307,6 +307,16 @@ pub(crate) fn limits() -> &'static Table<Limits> {
                 )
                 .doc("connections at once; one more gets 421 4.3.2"),
                 Field::count(
+                    "max-connections-per-client",
+                    "50",
+                    "no client could ever connect",
+                    |l: &mut Limits| &mut l.max_connections_per_client,
+                )
+                .doc(
+                    "connections at once from one client address; one more gets 421 4.7.0 \
+                     (Postfix's smtpd_client_connection_count_limit)",
+                ),
+                Field::count(
                     "max-recipients",
                     "100",
                     "no message could have a recipient",
@@ -340,14 +350,20 @@ pub(crate) fn limits() -> &'static Table<Limits> {
                     Some("every client would time out at once"),
                     |l: &mut Limits| &mut l.command_timeout,
                 )
-                .doc("how long to wait for a command; then 421 4.4.2"),
+                .doc(
+                    "how long a whole command may take, from the reply before it to the end of \
+                     its line (not per read); then 421 4.4.2",
+                ),
                 Field::duration(
                     "data-timeout",
                     "\"10m\"",
                     Some("every client would time out at once"),
                     |l: &mut Limits| &mut l.data_timeout,
                 )
-                .doc("how long to wait for message content; then 421 4.4.2"),
+                .doc(
+                    "how long a whole message's content may take: DATA from the 354 to the \
+                     final dot, a BDAT chunk from its command to its last byte; then 421 4.4.2",
+                ),
             ],
         )
     });

@@ -8,7 +8,7 @@ use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
 use super::super::env::{DataBudget, Held};
 use super::act::{Done, client_left};
-use super::input::Waited;
+use super::input::{Limit, Waited};
 use super::{Closed, Session, Step};
 use crate::capture::{Message, parse_headers};
 use crate::journal::{Command, EventKind};
@@ -76,9 +76,14 @@ impl Session {
 
     /// Receives DATA content up to the final dot, dot-unstuffed. Content past the size
     /// limit or the farm's budget is read to the final dot and dropped as it comes.
+    ///
+    /// The whole content must arrive within the data timeout of the 354, not each read:
+    /// a minimum rate (Postfix's `smtpd_min_data_rate`) would still let a client hold the
+    /// connection for hours at just above it, and for ever past the size limit, whose
+    /// content is read and dropped up to the final dot.
     async fn receive_data(&mut self) -> Step<Result<Content, Unfit>> {
         let max_size = self.host.config.limits.max_message_size;
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut receiver = DataReceiver::new();
         let mut incoming = Incoming::new(&self.env.buffered);
         // The receiver recognises the final dot and dot-stuffing only after a CRLF; the
@@ -102,7 +107,8 @@ impl Session {
                     return Ok(self.end_of_content(b".", incoming));
                 }
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
@@ -164,10 +170,11 @@ impl Session {
     }
 
     /// Appends a BDAT chunk of `size` bytes to the transaction, or drops it once the
-    /// message is over the size limit or the farm's budget.
+    /// message is over the size limit or the farm's budget. The whole chunk must arrive
+    /// within the data timeout, as DATA's content must.
     async fn read_chunk(&mut self, size: u64) -> Step {
         let max_size = self.host.config.limits.max_message_size;
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut left = size;
         loop {
             let pending = &self.input.buf[self.input.start..];
@@ -185,13 +192,14 @@ impl Session {
             if left == 0 {
                 return Ok(());
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
-    /// Reads and drops a BDAT chunk of `size` bytes.
+    /// Reads and drops a BDAT chunk of `size` bytes, within the data timeout.
     async fn skip_chunk(&mut self, size: u64) -> Step {
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut left = size;
         loop {
             let pending = self.input.buf.len() - self.input.start;
@@ -201,7 +209,8 @@ impl Session {
             if left == 0 {
                 return Ok(());
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
@@ -648,6 +657,36 @@ mod tests {
         c.send("BDAT 3 LAST\r\nabcNOOP\r\n").await;
         c.expect("554 5.7.1 Not this one").await;
         c.expect("250 2.0.0 Ok").await;
+    }
+
+    /// A slowloris in the content: DATA, or a BDAT chunk, trickled one byte per 2 s
+    /// under a 10 s data timeout is cut off after 10 s, not kept open by each byte.
+    #[tokio::test(start_paused = true)]
+    async fn trickled_content_is_cut_off_at_the_data_timeout() {
+        let h = host("[host.limits]\ndata-timeout = \"10s\"\n");
+        let envelope = "EHLO a.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\n";
+        let slowly =
+            b"Subject: slow\r\n\r\none byte every two seconds, for as long as it takes\r\n";
+        for (conn, start) in [(1, "DATA\r\n"), (2, "BDAT 1000 LAST\r\n")] {
+            let at_once = format!("{envelope}{start}");
+            let seen = h
+                .trickle(at_once.as_bytes(), slowly, Duration::from_secs(2))
+                .await;
+            assert!(
+                seen.replies
+                    .ends_with("421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"),
+                "{start}: {seen:?}"
+            );
+            assert!(seen.sent <= 5, "{start}: cut off after 10 s: {seen:?}");
+            h.finish().await;
+            h.tasks.reopen();
+            assert_eq!(
+                h.closed_reason(conn).as_deref(),
+                Some("timeout waiting for the client"),
+                "{start}"
+            );
+        }
+        assert!(h.env.inbox.messages().is_empty());
     }
 
     /// `lose-reply` keeps the message, then closes without its 250.

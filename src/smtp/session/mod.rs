@@ -30,10 +30,9 @@ use std::time::Duration;
 
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
-use super::env::Env;
-use super::host::{ActiveGuard, HostRuntime};
+use super::env::{Env, Shutdown};
+use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
@@ -131,7 +130,7 @@ pub(super) struct Session {
     stream: Box<dyn Transport>,
     host: Arc<HostRuntime>,
     env: Env,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     conn: u64,
     client: SocketAddr,
     /// The policy's state of this connection, handed to every decision.
@@ -144,9 +143,9 @@ pub(super) struct Session {
     command_at: Duration,
     /// Set when the connection was reset: then it is dropped without a shutdown.
     was_reset: bool,
-    /// The host connection slot; `None` when the host was full, and then the session
-    /// only says so and closes.
-    active: Option<ActiveGuard>,
+    /// The host connection slot, or the limit the connection met; then the session only
+    /// says so and closes.
+    slot: Option<Slot>,
 }
 
 /// How much the session asks the kernel for at a time.
@@ -154,20 +153,19 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// How many refused recipients a transaction's log line names; it counts the rest.
 const REFUSED_NAMED: usize = 100;
+/// Why a session ended that was still busy when the shutdown's grace period was over.
+const AT_SHUTDOWN: &str = "farm shut down: the session was still busy when the grace period ended";
 
 impl Session {
     pub(super) fn new(
         stream: Box<dyn Transport>,
         host: Arc<HostRuntime>,
         env: Env,
-        shutdown: CancellationToken,
+        shutdown: Shutdown,
         conn: u64,
         client: SocketAddr,
-        active: Option<ActiveGuard>,
+        slot: Slot,
     ) -> Self {
-        // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
-        // tables and the journal all want the plain IPv4 address.
-        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let policy = host.policy.open(conn, client.ip());
         Self {
             stream,
@@ -194,7 +192,7 @@ impl Session {
             output: Vec::with_capacity(1024),
             command_at: Duration::ZERO,
             was_reset: false,
-            active,
+            slot: Some(slot),
         }
     }
 
@@ -209,15 +207,22 @@ impl Session {
             conn: self.conn,
             client: self.client,
         });
-        let closed = match self.converse().await {
-            Ok(()) => Closed::by_client("conversation ended"),
-            Err(closed) => closed,
+        let shutdown = self.shutdown.clone();
+        // Wherever the conversation stands when the shutdown's grace period is over (its
+        // own waits end it sooner, with a better reason), it ends, and is journalled.
+        let closed = tokio::select! {
+            biased;
+            conversed = self.converse() => match conversed {
+                Ok(()) => Closed::by_client("conversation ended"),
+                Err(closed) => closed,
+            },
+            () = shutdown.aborted() => Closed::by_farm(AT_SHUTDOWN),
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
         // Give back the connection slots and journal the end before the client can see
         // it: a sender that reconnects as soon as it reads the 221 must find its slot
         // free, and a test that saw EOF must find the close in the journal.
-        self.active = None;
+        self.slot = None;
         self.policy.release();
         self.record(EventKind::ConnectionClosed {
             host: self.host.name.clone(),
@@ -227,21 +232,43 @@ impl Session {
         });
         // Replies still buffered (a 421, a 221) go out before the close; after a reset
         // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
-        if !self.was_reset {
-            let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
+        // A client that does not read gets the command timeout, or the rest of the
+        // shutdown's grace period, and no more.
+        if !self.was_reset && !shutdown.is_aborted() {
+            let deadline = self.env.clock.now() + self.host.config.limits.command_timeout;
+            let clock = self.env.clock.clone();
+            let goodbye = async {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+            };
+            tokio::select! {
+                () = goodbye => {}
+                () = clock.sleep_until(deadline) => {}
+                () = shutdown.aborted() => {}
+            }
         }
     }
 
     async fn converse(&mut self) -> Step {
         let host = self.host.clone();
-        if self.active.is_none() {
-            let reply = &host.replies.too_many_connections;
-            self.send(reply);
+        let (reply, limit, reason) = match self.slot {
+            Some(Slot::Held { .. }) | None => (None, "", ""),
+            Some(Slot::HostFull) => (
+                Some(host.replies.too_many_connections.clone()),
+                "max-connections",
+                "too many connections",
+            ),
+            Some(Slot::ClientFull) => (
+                Some(host.replies.too_many_from_client(self.client.ip())),
+                "max-connections-per-client",
+                "too many connections from this client",
+            ),
+        };
+        if let Some(reply) = reply {
+            self.send(&reply);
             let greeting = reply.one_line();
-            let full = format!("refused at connect: {greeting} (max-connections reached)");
-            self.log_connection(&full);
-            return Err(Closed::by_farm("too many connections"));
+            self.log_connection(&format!("refused at connect: {greeting} ({limit} reached)"));
+            return Err(Closed::by_farm(reason));
         }
         match self.decide(policy::Connect).await? {
             act::Done::Accepted { reply, rule } => {
