@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -108,6 +109,9 @@ pub(crate) struct Sink {
     pending: Mutex<Pending>,
     wake: Condvar,
     written: watch::Sender<Written>,
+    /// Bytes pending, readable without the lock: every session looks at it before each
+    /// read from its client.
+    backlog: AtomicUsize,
 }
 
 impl Sink {
@@ -119,6 +123,7 @@ impl Sink {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             written: watch::channel(Written::default()).0,
+            backlog: AtomicUsize::new(0),
         });
         let writer = FileWriter {
             options,
@@ -146,6 +151,7 @@ impl Sink {
             pending.header = Some(Arc::from(&pending.bytes[start..]));
         }
         pending.last_seq = event.seq;
+        self.backlog.store(pending.bytes.len(), Ordering::Relaxed);
         drop(pending);
         if was_empty {
             self.wake.notify_one();
@@ -154,7 +160,7 @@ impl Sink {
 
     /// Bytes recorded but not yet written: how far the disk is behind.
     pub(crate) fn backlog(&self) -> usize {
-        self.pending.lock().bytes.len()
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// Why the file cannot be written, once a write failed.
@@ -225,6 +231,7 @@ impl Sink {
         let mut pending = self.pending.lock();
         loop {
             if !pending.bytes.is_empty() {
+                self.backlog.store(0, Ordering::Relaxed);
                 return Some(Batch {
                     lines: std::mem::take(&mut pending.bytes),
                     last_seq: pending.last_seq,
