@@ -84,6 +84,43 @@ fn problems_carry_line_column_message_and_hint() {
     assert!(typo.hint.contains("did you mean `reply`?"), "{}", typo.hint);
 }
 
+/// A file with 40,000 problems (20,000 hosts, each with a misspelt key and a name taken
+/// already): each is placed and shown on its own line, and the hint names the line of the
+/// first host. Placing each problem used to scan the file from its start, and comparing
+/// listen addresses went host by host: such a file took minutes (timings are in the
+/// report of issue 10, not here).
+#[test]
+fn forty_thousand_problems_are_each_placed_and_shown() {
+    let hosts = 20_000;
+    let mut text = String::from("name = \"big\"\n");
+    for _ in 0..hosts {
+        text.push_str("[[host]]\nname = \"mx\"\nlisten = \"127.0.0.1:0\"\nrelpy = 1\n");
+    }
+    let error = scenario::load_str("big.toml", &text).unwrap_err();
+    let problems = error.problems();
+    assert_eq!(problems.len(), 2 * hosts - 1);
+    for i in 0..hosts {
+        let first_line = 2 + 4 * i;
+        let typo = &problems[2 * i];
+        assert_eq!((typo.line, typo.column), (first_line + 3, 1), "{typo:?}");
+        assert!(typo.message.contains("`relpy`"), "{typo:?}");
+        if i > 0 {
+            let twice = &problems[2 * i - 1];
+            assert_eq!((twice.line, twice.column), (first_line + 1, 8), "{twice:?}");
+            assert!(twice.hint.contains("on line 3"), "{twice:?}");
+        }
+    }
+    let shown = error.to_string();
+    let last = 1 + 4 * hosts;
+    assert!(
+        shown.contains(&format!("--> big.toml:{last}:1\n")),
+        "{}",
+        &shown[shown.len() - 600..]
+    );
+    assert!(shown.contains(&format!("\n{last} | relpy = 1\n")));
+    assert!(shown.ends_with("error: big.toml has 39999 problems"));
+}
+
 #[test]
 fn every_embedded_scenario_loads() {
     assert!(!scenario::embedded().is_empty());
