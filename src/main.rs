@@ -78,10 +78,25 @@ enum Commands {
     #[command(after_help = "Examples:
   mxfarm ca ./farm-ca
   cp ./farm-ca/ca.pem /usr/local/share/ca-certificates/mxfarm.crt && update-ca-certificates
-  mxfarm run --ca ./farm-ca")]
+  mxfarm run --ca ./farm-ca
+  mxfarm ca ./farm-ca --force --scenario my.toml   a new CA that also signs for my.toml's names
+
+The CA may sign only for names under .test, .localhost, .example and .invalid, for
+loopback, private, link-local and documentation addresses, and for the domains and
+hostnames of each --scenario: its X.509 name constraints (critical) say so, so a machine
+that trusts it cannot be fooled for a real name even by someone who has its key. The key
+is written readable by you alone (0600). The CA is valid for a year.")]
     Ca {
-        /// Where to write ca.pem and ca-key.pem (created if missing).
+        /// Where to write ca.pem and ca-key.pem (created, for you alone, if missing).
         dir: PathBuf,
+        /// Replace a CA that DIR holds already (senders that trust it then stop trusting
+        /// the farm until they trust the new ca.pem).
+        #[arg(long)]
+        force: bool,
+        /// Let the CA sign also for the domains and hostnames of this scenario (a file or
+        /// an embedded scenario's name; repeatable).
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Vec<String>,
     },
     /// Check scenario files (or embedded scenarios by name) and report every problem with
     /// its line and column.
@@ -201,7 +216,11 @@ async fn main() -> ExitCode {
             }
         }
         Commands::Check { files } => check(&files),
-        Commands::Ca { dir } => ca(&dir),
+        Commands::Ca {
+            dir,
+            force,
+            scenario,
+        } => ca(&dir, force, &scenario),
         Commands::Transcript {
             journal,
             granularity,
@@ -256,22 +275,38 @@ fn print_err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-fn ca(dir: &Path) -> ExitCode {
-    match FarmCa::generate().and_then(|ca| ca.write(dir)) {
-        Ok(()) => finish(
-            &format!(
-                "wrote {} and {}; use it with: mxfarm run --ca {}\n",
-                dir.join(tls::CA_CERT_FILE).display(),
-                dir.join(tls::CA_KEY_FILE).display(),
-                dir.display()
-            ),
-            ExitCode::SUCCESS,
-        ),
-        Err(error) => {
-            print_err(&format!("error: {error}"));
+fn ca(dir: &Path, force: bool, scenarios: &[String]) -> ExitCode {
+    match write_ca(dir, force, scenarios) {
+        Ok(written) => finish(&written, ExitCode::SUCCESS),
+        Err(message) => {
+            print_err(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes a CA for the reserved names and those of `scenarios`, and writes it into `dir`;
+/// says what it wrote, what the CA may sign for, and how to use it.
+fn write_ca(dir: &Path, force: bool, scenarios: &[String]) -> Result<String, String> {
+    let mut scope = tls::CaScope::default();
+    for name in scenarios {
+        scope.add_scenario(&scenario::load_named(name).map_err(|e| e.to_string())?);
+    }
+    let existing = match force {
+        true => tls::Existing::Replace,
+        false => tls::Existing::Keep,
+    };
+    FarmCa::generate_in(&scope)
+        .and_then(|ca| ca.write(dir, existing))
+        .map_err(|error| format!("error: {error}"))?;
+    Ok(format!(
+        "wrote {} and {} (readable by you alone), valid for {} days\n  it signs only for {}\n  use it with: mxfarm run --ca {}\n",
+        dir.join(tls::CA_CERT_FILE).display(),
+        dir.join(tls::CA_KEY_FILE).display(),
+        tls::CA_VALIDITY_DAYS,
+        scope.describe(),
+        dir.display()
+    ))
 }
 
 /// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot

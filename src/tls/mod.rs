@@ -5,21 +5,28 @@
 //! hostname and listen address, good or broken as the host's `tls` mode says. Validity
 //! dates are wall-clock dates, since that is what a client checks them against; farm time
 //! (and `Farm::advance`) does not move them.
+//!
+//! - [`ca`](FarmCa): the CA, made, written and loaded;
+//! - [`scope`](CaScope): what it may sign for, as its X.509 name constraints;
+//! - this file: each host's certificate and TLS configuration.
+
+mod ca;
+mod scope;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration as Span, OffsetDateTime};
 use tokio_rustls::TlsAcceptor;
 
+pub use ca::{CA_VALIDITY_DAYS, Existing, FarmCa};
+pub use scope::{CaScope, RESERVED_DOMAINS, RESERVED_NETWORKS};
+
+use crate::scenario::files;
 use crate::scenario::{Host, TlsMode, TlsVersions};
 
 /// Why TLS material could not be made or loaded.
@@ -46,6 +53,33 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{} holds a CA already ({} exists), and it was left as it is: senders that trust it would stop trusting the farm\n  help: use it with `mxfarm run --ca {}`, or replace it with `mxfarm ca --force {}` (then trust the new ca.pem wherever the old one was trusted)",
+        dir.display(), found.display(), dir.display(), dir.display()
+    )]
+    CaExists { dir: PathBuf, found: PathBuf },
+    #[error(
+        "{}/ca-key.pem is not the key of {}/ca.pem\n  help: give the two files that one `mxfarm ca DIR` wrote, or make a new pair with `mxfarm ca --force {}`",
+        dir.display(), dir.display(), dir.display()
+    )]
+    Mismatch { dir: PathBuf },
+    #[error(
+        "the CA in {} is not valid now (it is valid from {from} until {until})\n  help: make a new one with `mxfarm ca --force {}`, and trust its ca.pem in place of the old one",
+        dir.display(), dir.display()
+    )]
+    CaNotValid {
+        dir: PathBuf,
+        from: String,
+        until: String,
+    },
+    #[error(
+        "host {host}: the farm's CA may not sign for {name}: its name constraints permit only {scope}\n  help: give the host a hostname under .test, or make a CA for this scenario with `mxfarm ca --force DIR --scenario FILE` and run with `--ca DIR`"
+    )]
+    OutOfScope {
+        host: String,
+        name: String,
+        scope: String,
+    },
     #[error("host {host}: the TLS configuration is not usable: {source}")]
     Config { host: String, source: rustls::Error },
 }
@@ -54,137 +88,9 @@ pub enum TlsError {
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 
-/// The farm's certificate authority: senders that trust it trust every `valid` host.
-pub struct FarmCa {
-    cert_pem: String,
-    key_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl std::fmt::Debug for FarmCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FarmCa").finish_non_exhaustive()
-    }
-}
-
-impl FarmCa {
-    /// A new CA, valid from a day ago for ten years.
-    pub fn generate() -> Result<Self, TlsError> {
-        Self::generate_named("mxfarm test CA")
-    }
-
-    fn generate_named(name: &str) -> Result<Self, TlsError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        dn.push(DnType::OrganizationName, "mxfarm");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Span::days(1);
-        params.not_after = now + Span::days(3650);
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// Loads the CA that `mxfarm ca DIR` wrote.
-    pub fn load(dir: &Path) -> Result<Self, TlsError> {
-        let help = "write one with `mxfarm ca DIR` first";
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| TlsError::Read { path, source, help })
-        };
-        let cert_pem = read(CA_CERT_FILE)?;
-        let key_pem = read(CA_KEY_FILE)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|_| TlsError::Pem {
-            path: dir.join(CA_KEY_FILE),
-            what: "private key",
-            help,
-        })?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|_| TlsError::Pem {
-            path: dir.join(CA_CERT_FILE),
-            what: "CA certificate",
-            help,
-        })?;
-        Ok(Self {
-            cert_pem,
-            key_pem,
-            issuer,
-        })
-    }
-
-    /// Writes the CA certificate and key into `dir` (created if missing).
-    pub fn write(&self, dir: &Path) -> Result<(), TlsError> {
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|source| TlsError::Write { path, source })
-        };
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        write(CA_CERT_FILE, &self.cert_pem)?;
-        write(CA_KEY_FILE, &self.key_pem)
-    }
-
-    /// The CA certificate as PEM, for a client's trust store.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// The CA certificate as DER.
-    pub fn cert_der(&self) -> CertificateDer<'static> {
-        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
-            .unwrap_or_else(|_| CertificateDer::from(Vec::new()))
-    }
-
-    /// A certificate for `names` (DNS names and IP addresses), signed by this CA.
-    fn issue(
-        &self,
-        names: &[String],
-        validity: (OffsetDateTime, OffsetDateTime),
-        self_signed: bool,
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = names
-            .iter()
-            .map(|name| match name.parse::<IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => name.clone().try_into().map(SanType::DnsName),
-            })
-            .collect::<Result<_, _>>()?;
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
-        params.distinguished_name = dn;
-        params.not_before = validity.0;
-        params.not_after = validity.1;
-        let key = KeyPair::generate()?;
-        let cert = if self_signed {
-            params.self_signed(&key)?
-        } else {
-            params.signed_by(&key, &self.issuer)?
-        };
-        let key = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|_| TlsError::Generate(rcgen::Error::CouldNotParseKeyPair))?;
-        Ok((vec![cert.der().clone()], key))
-    }
-}
-
 /// The TLS acceptor for `host` as its `tls` settings say, or `None` when TLS is off.
-/// `addr` is the address the host is bound to, named in its certificate.
+/// `addr` is the address the host is bound to, named in its certificate when the CA may
+/// sign for it.
 pub(crate) fn acceptor(
     host: &Host,
     addr: IpAddr,
@@ -193,24 +99,33 @@ pub(crate) fn acceptor(
     let tls = &host.tls;
     let now = OffsetDateTime::now_utc();
     let current = (now - Span::days(1), now + Span::days(365));
-    let names = vec![host.hostname.clone(), addr.to_string()];
+    let signed = |name: &str| names(host, name, addr, ca.scope());
     let (chain, key) = match (tls.mode, &tls.files) {
         (TlsMode::Off, _) => return Ok(None),
         (TlsMode::Valid, Some(files)) => load_pair(&files.cert, &files.key)?,
-        (TlsMode::Valid, None) => ca.issue(&names, current, false)?,
-        (TlsMode::SelfSigned, _) => ca.issue(&names, current, true)?,
-        (TlsMode::Expired, _) => {
-            ca.issue(&names, (now - Span::days(400), now - Span::days(35)), false)?
+        (TlsMode::Valid, None) => ca.issue(&signed(&host.hostname)?, current, false)?,
+        (TlsMode::SelfSigned, _) => {
+            ca.issue(&names(host, &host.hostname, addr, None)?, current, true)?
         }
-        (TlsMode::NotYetValid, _) => {
-            ca.issue(&names, (now + Span::days(30), now + Span::days(400)), false)?
-        }
+        (TlsMode::Expired, _) => ca.issue(
+            &signed(&host.hostname)?,
+            (now - Span::days(400), now - Span::days(35)),
+            false,
+        )?,
+        (TlsMode::NotYetValid, _) => ca.issue(
+            &signed(&host.hostname)?,
+            (now + Span::days(30), now + Span::days(400)),
+            false,
+        )?,
         (TlsMode::WrongHostname, _) => {
-            let wrong = vec![format!("not-{}", host.hostname)];
+            // For the other name alone: a client that checks the address must fail too.
+            let mut wrong = signed(&scope::wrong_name(&host.hostname))?;
+            wrong.truncate(1);
             ca.issue(&wrong, current, false)?
         }
         (TlsMode::UnknownCa, _) => {
-            FarmCa::generate_named("an unknown CA")?.issue(&names, current, false)?
+            let names = names(host, &host.hostname, addr, None)?;
+            FarmCa::generate_named("an unknown CA", None)?.issue(&names, current, false)?
         }
     };
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.versions {
@@ -232,18 +147,52 @@ pub(crate) fn acceptor(
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
+/// The names of a certificate for `name` and `addr` from a CA of `scope`: a name it may
+/// not sign for is an error now, rather than a certificate that every client refuses; an
+/// address it may not sign for (a public one, or 0.0.0.0 for every address) is left out,
+/// and clients verify the name.
+fn names(
+    host: &Host,
+    name: &str,
+    addr: IpAddr,
+    scope: Option<&CaScope>,
+) -> Result<Vec<String>, TlsError> {
+    if let Some(scope) = scope
+        && !scope.permits_name(name)
+    {
+        return Err(TlsError::OutOfScope {
+            host: host.name.clone(),
+            name: name.to_string(),
+            scope: scope.describe(),
+        });
+    }
+    let named = !addr.is_unspecified() && scope.is_none_or(|s| s.permits_address(addr));
+    Ok(if named {
+        vec![name.to_string(), addr.to_string()]
+    } else {
+        vec![name.to_string()]
+    })
+}
+
+/// A host's own certificate chain and key, from regular PEM files of at most 1 MiB.
 fn load_pair(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let help = "give a PEM file with the certificate chain and one with its private key";
+    let read = |path: &Path| {
+        files::read_regular(path, files::MAX_PEM_BYTES).map_err(|e| TlsError::Read {
+            path: path.to_path_buf(),
+            source: e.into(),
+            help,
+        })
+    };
     let unreadable = |path: &Path| TlsError::Pem {
         path: path.to_path_buf(),
         what: "PEM data",
         help,
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|_| unreadable(cert))?
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|_| unreadable(cert))?;
     if chain.is_empty() {
@@ -253,7 +202,7 @@ fn load_pair(
             help,
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|_| TlsError::Pem {
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|_| TlsError::Pem {
         path: key.to_path_buf(),
         what: "private key",
         help,
@@ -265,26 +214,56 @@ fn load_pair(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_written_ca_loads_back_and_still_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = FarmCa::generate().unwrap();
-        ca.write(dir.path()).unwrap();
-        let loaded = FarmCa::load(dir.path()).unwrap();
-        assert_eq!(loaded.cert_pem(), ca.cert_pem());
-        let names = vec!["mx1.test".to_string(), "127.0.0.1".to_string()];
-        let now = OffsetDateTime::now_utc();
-        let (chain, _) = loaded
-            .issue(&names, (now, now + Span::days(1)), false)
-            .unwrap();
-        assert_eq!(chain.len(), 1);
+    fn host(hostname: &str) -> Host {
+        Host {
+            name: "mx1".into(),
+            hostname: hostname.into(),
+            ..Host::default()
+        }
     }
 
     #[test]
-    fn loading_a_missing_ca_says_how_to_make_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let error = FarmCa::load(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("ca.pem"), "{error}");
-        assert!(error.contains("mxfarm ca DIR"), "{error}");
+    fn a_certificate_names_the_address_only_when_the_ca_may_sign_for_it() {
+        let scope = CaScope::default();
+        let names = |ip: &str| {
+            names(
+                &host("mx1.test"),
+                "mx1.test",
+                ip.parse().unwrap(),
+                Some(&scope),
+            )
+        };
+        assert_eq!(names("127.0.0.1").unwrap(), ["mx1.test", "127.0.0.1"]);
+        assert_eq!(names("192.168.1.20").unwrap(), ["mx1.test", "192.168.1.20"]);
+        assert_eq!(names("0.0.0.0").unwrap(), ["mx1.test"], "every address");
+        assert_eq!(names("::").unwrap(), ["mx1.test"]);
+        assert_eq!(names("8.8.8.8").unwrap(), ["mx1.test"], "a public one");
+        // A CA without constraints (an older mxfarm's) signs for any address.
+        let any = super::names(
+            &host("mx1.test"),
+            "mx1.test",
+            "8.8.8.8".parse().unwrap(),
+            None,
+        );
+        assert_eq!(any.unwrap(), ["mx1.test", "8.8.8.8"]);
+    }
+
+    #[test]
+    fn a_hostname_outside_the_scope_is_an_error_that_says_what_to_do() {
+        let ca = FarmCa::generate().unwrap();
+        let mut host = host("mx1.corp.com");
+        host.tls.mode = TlsMode::Valid;
+        let Err(error) = acceptor(&host, "127.0.0.1".parse().unwrap(), &ca) else {
+            panic!("a certificate for a name outside the scope");
+        };
+        assert_eq!(
+            error.to_string(),
+            "host mx1: the farm's CA may not sign for mx1.corp.com: its name constraints permit only names under .test, .localhost, .example and .invalid, and loopback, private, link-local and documentation addresses\n  help: give the host a hostname under .test, or make a CA for this scenario with `mxfarm ca --force DIR --scenario FILE` and run with `--ca DIR`"
+        );
+        // The CA nobody trusts, and a self-signed certificate, are not the farm CA's.
+        for mode in [TlsMode::UnknownCa, TlsMode::SelfSigned] {
+            host.tls.mode = mode;
+            assert!(acceptor(&host, "127.0.0.1".parse().unwrap(), &ca).is_ok());
+        }
     }
 }

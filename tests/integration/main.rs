@@ -4,6 +4,7 @@ mod architecture;
 mod assertions;
 mod behaviours;
 mod cli;
+mod farm_ca;
 mod in_memory;
 mod journal;
 mod library_client;
