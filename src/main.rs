@@ -60,9 +60,13 @@ enum Commands {
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
-        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced).
+        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced
+        /// if it is a journal; never the scenario, a certificate or key, or the CA).
         #[arg(long, value_name = "FILE")]
         journal: Option<PathBuf>,
+        /// Replace the --journal FILE even if it holds something other than a journal.
+        #[arg(long, requires = "journal")]
+        journal_overwrite: bool,
         /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -201,12 +205,17 @@ async fn main() -> ExitCode {
             scenario,
             bind,
             journal,
+            journal_overwrite,
             log_format,
             ca,
             ca_out,
         } => {
             init_logging(log_format);
             let tls = TlsFiles { ca, ca_out };
+            let journal = journal.map(|path| JournalFile {
+                path,
+                overwrite: journal_overwrite,
+            });
             match run(&scenario, bind, journal, tls).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -367,16 +376,23 @@ struct TlsFiles {
     ca_out: Option<PathBuf>,
 }
 
+/// Where the journal goes, and whether a file there that is not a journal may be replaced.
+struct JournalFile {
+    path: PathBuf,
+    overwrite: bool,
+}
+
 async fn run(
     name_or_path: &str,
     bind: Vec<(String, SocketAddr)>,
-    journal: Option<PathBuf>,
+    journal_file: Option<JournalFile>,
     tls: TlsFiles,
 ) -> Result<(), String> {
-    if let Some(path) = &journal {
-        journal_is_not_the_scenario(name_or_path, path)?;
-    }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
+    if let Some(file) = &journal_file {
+        journal_target_is_safe(file, name_or_path, &scenario, &tls)?;
+    }
+    let journal = journal_file.map(|file| file.path);
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
@@ -421,29 +437,41 @@ async fn run(
     Ok(())
 }
 
-/// Refuses a journal that would replace the scenario file the farm runs: the journal file
-/// is replaced at start, and the scenario would be lost. The paths are compared
-/// canonicalized, so that `my.toml` and `./dir/../my.toml` (or a symbolic link to it) are
-/// the same file; a journal that does not exist yet is not the scenario.
-fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(), String> {
-    let (Ok(scenario), Ok(journal_file)) = (
-        Path::new(name_or_path).canonicalize(),
-        journal.canonicalize(),
-    ) else {
-        return Ok(());
+/// Refuses a journal that would replace a file the farm runs from (the scenario, a host's
+/// certificate or key, the CA, the --ca-out file), or an existing file that is not a
+/// journal unless --journal-overwrite says so: the journal file is replaced at start.
+fn journal_target_is_safe(
+    file: &JournalFile,
+    name_or_path: &str,
+    scenario: &scenario::Scenario,
+    tls: &TlsFiles,
+) -> Result<(), String> {
+    use mxfarm::journal::target::{self, Protected};
+    let protect = |path: &Path, what: String| Protected {
+        path: path.to_path_buf(),
+        what,
     };
-    if scenario != journal_file {
-        return Ok(());
+    let mut protected = target::files_of(scenario);
+    // An embedded scenario has no file; a file of that name in the way would be played.
+    if Path::new(name_or_path).exists() {
+        let what = "the scenario file this farm runs".to_string();
+        protected.push(protect(Path::new(name_or_path), what));
     }
-    let instead = match journal.with_extension("jsonl") {
-        same if same == journal => PathBuf::from("journal.jsonl"),
-        other => other,
-    };
-    Err(format!(
-        "error: --journal {} is the scenario file this farm runs; the journal would replace it\n  help: write the journal to a file of its own, e.g. --journal {}",
-        journal.display(),
-        instead.display()
-    ))
+    if let Some(dir) = &tls.ca {
+        let (cert, key) = (dir.join(tls::CA_CERT_FILE), dir.join(tls::CA_KEY_FILE));
+        protected.push(protect(
+            &cert,
+            "the certificate of the farm's CA".to_string(),
+        ));
+        protected.push(protect(
+            &key,
+            "the private key of the farm's CA".to_string(),
+        ));
+    }
+    if let Some(path) = &tls.ca_out {
+        protected.push(protect(path, "the file --ca-out writes".to_string()));
+    }
+    target::check(&file.path, &protected, file.overwrite).map_err(|e| format!("error: {e}"))
 }
 
 /// The farm's summary, with where this run writes its journal and CA.

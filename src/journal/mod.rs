@@ -10,10 +10,12 @@
 //! - [`event`]: the event types, which are also the JSON-lines format of the file.
 //! - `store`: the bounded journal and its cursors.
 //! - [`file`](mod@file): reading and writing the journal file.
+//! - [`target`]: whether a journal file may be written at a path.
 
 pub mod event;
 pub mod file;
 pub(crate) mod store;
+pub mod target;
 
 pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
 pub(crate) use store::Journal;

@@ -7,6 +7,7 @@ mod cli;
 mod farm_ca;
 mod in_memory;
 mod journal;
+mod journal_target;
 mod library_client;
 mod property;
 mod protocol;
