@@ -150,7 +150,7 @@ pub fn load_named(name_or_path: &str) -> Result<Scenario, ScenarioError> {
 }
 
 /// Reads and validates a scenario file: a regular file of at most
-/// 16 MiB, so that a named pipe or a device given by mistake is an error, not a hang.
+/// 4 MiB, so that a named pipe or a device given by mistake is an error, not a hang.
 pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     let text = files::read_regular(path, files::MAX_SCENARIO_BYTES).and_then(|bytes| {

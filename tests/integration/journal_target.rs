@@ -119,25 +119,22 @@ fn the_files_the_farm_runs_from_are_never_the_journal() {
     );
     let link = dir.path().join("link.pem");
     std::os::unix::fs::symlink(dir.path().join("key.pem"), &link).unwrap();
-    for (journal, what) in [
+    let cases = [
         (dir.path().join("chain.pem"), "the certificate of host mx1"),
         (link, "the private key of host mx1"),
         (farm.clone(), "the scenario file this farm runs"),
-    ] {
-        let out = refused(
-            mxfarm()
-                .arg("run")
-                .arg(&farm)
-                .arg("--journal")
-                .arg(&journal)
-                .arg("--journal-overwrite"),
-        );
-        let said = stderr(&out);
-        assert!(said.contains(&format!("is {what}")), "{said}");
-        assert!(
-            said.contains("write the journal to a file of its own"),
-            "{said}"
-        );
+    ];
+    for overwrite in [&[][..], &["--journal-overwrite"]] {
+        for (journal, what) in &cases {
+            let mut command = mxfarm();
+            command.arg("run").arg(&farm).arg("--journal").arg(journal);
+            let said = stderr(&refused(command.args(overwrite)));
+            assert!(said.contains(&format!("is {what}")), "{said}");
+            assert!(
+                said.contains("write the journal to a file of its own"),
+                "{said}"
+            );
+        }
     }
     assert_eq!(
         std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),

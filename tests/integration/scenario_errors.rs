@@ -229,19 +229,19 @@ fn a_scenario_that_is_a_named_pipe_or_a_device_is_an_error_not_a_hang() {
     }
 }
 
-/// A scenario larger than 16 MiB is refused before it is parsed.
+/// A scenario larger than 4 MiB is refused before it is parsed.
 #[test]
 fn a_scenario_larger_than_the_limit_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.toml");
     let file = std::fs::File::create(&path).unwrap();
-    file.set_len(16 * 1024 * 1024 + 1).unwrap();
+    file.set_len(4 * 1024 * 1024 + 1).unwrap();
     let error = scenario::load_path(&path).unwrap_err();
     let problem = &error.problems()[0];
     assert!(
         problem
             .message
-            .ends_with("huge.toml: it is larger than 16 MiB"),
+            .ends_with("huge.toml: it is larger than 4 MiB"),
         "{error}"
     );
     assert!(
