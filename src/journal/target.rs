@@ -50,21 +50,39 @@ pub struct Protected {
     pub what: String,
 }
 
-/// The files of `scenario`'s hosts' own certificates and keys.
-pub fn files_of(scenario: &Scenario) -> Vec<Protected> {
+/// The files a farm run reads or writes besides its journal: the scenario file (`None`
+/// for an embedded scenario), its hosts' own certificates and keys, the CA's certificate
+/// and key (`ca`: the files of `--ca DIR`, the certificate first), and the file
+/// `--ca-out` writes.
+pub fn run_files(
+    scenario_file: Option<&Path>,
+    scenario: &Scenario,
+    ca: &[PathBuf],
+    ca_out: Option<&Path>,
+) -> Vec<Protected> {
+    let protect = |path: &Path, what: String| Protected {
+        path: path.to_path_buf(),
+        what,
+    };
     let mut files = Vec::new();
+    if let Some(path) = scenario_file {
+        files.push(protect(path, "the scenario file this farm runs".into()));
+    }
     for host in &scenario.hosts {
         if let Some(own) = &host.tls.files {
             let name = &host.name;
-            files.push(Protected {
-                path: own.cert.clone(),
-                what: format!("the certificate of host {name}"),
-            });
-            files.push(Protected {
-                path: own.key.clone(),
-                what: format!("the private key of host {name}"),
-            });
+            files.push(protect(
+                &own.cert,
+                format!("the certificate of host {name}"),
+            ));
+            files.push(protect(&own.key, format!("the private key of host {name}")));
         }
+    }
+    for (path, what) in ca.iter().zip(["certificate", "private key"]) {
+        files.push(protect(path, format!("the {what} of the farm's CA")));
+    }
+    if let Some(path) = ca_out {
+        files.push(protect(path, "the file --ca-out writes".into()));
     }
     files
 }

@@ -54,6 +54,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(s.seed, 0);
     assert_eq!(s.capture, CaptureLimits::default());
     assert_eq!(s.journal, JournalLimits::default());
+    assert_eq!(s.limits.max_buffered_data, 256 * 1024 * 1024);
     assert_eq!(s.domains[0].name, "aol.test");
     assert_eq!(s.domains[0].mx[0].preference, 10);
     let mx1 = s.host("MX1").unwrap();
@@ -61,6 +62,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(mx1.greeting, "ESMTP mxfarm");
     assert_eq!(mx1.extensions, Extensions::default());
     assert_eq!(mx1.limits, Limits::default());
+    assert_eq!(mx1.parsing, Parsing::Strict);
     assert!(mx1.rules.is_empty());
     assert_eq!(s.host("mx2").unwrap().hostname, "mx2.aol.test");
 }
@@ -77,15 +79,19 @@ fn every_value_is_read() {
         max-bytes = "1MB"
         [journal]
         max-events = 10
+        [limits]
+        max-buffered-data = "100MiB"
         [[host]]
         name = "mx1"
         listen = "[::1]:2525"
         greeting = "ESMTP hi"
+        parsing = "lenient"
         [host.extensions]
         pipelining = false
         8bitmime = false
         [host.limits]
         max-connections = 2
+        max-connections-per-client = 1
         max-recipients = 3
         max-line-length = 512
         max-errors = 1
@@ -101,13 +107,16 @@ fn every_value_is_read() {
     assert_eq!(s.capture.max_messages, 0);
     assert_eq!(s.capture.max_bytes, 1_000_000);
     assert_eq!(s.journal.max_events, 10);
+    assert_eq!(s.limits.max_buffered_data, 100 * 1024 * 1024);
     let h = &s.hosts[0];
+    assert_eq!(h.parsing, Parsing::Lenient);
     assert_eq!(h.listen, "[::1]:2525".parse().unwrap());
     assert_eq!(h.greeting, "ESMTP hi");
     assert!(!h.extensions.pipelining && !h.extensions.eight_bit_mime);
     assert!(h.extensions.size && h.extensions.chunking);
     let l = h.limits;
     assert_eq!((l.max_connections, l.max_recipients), (2, 3));
+    assert_eq!(l.max_connections_per_client, 1);
     assert_eq!((l.max_line_length, l.max_errors), (512, 1));
     assert_eq!(l.command_timeout, Duration::from_secs(60));
     assert_eq!(l.data_timeout, Duration::from_secs(120));
