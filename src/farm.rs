@@ -152,7 +152,7 @@ impl Farm {
         // millisecond, and `ca_certificate_pem` always has something to return.
         let ca = match options.ca {
             Some(ca) => ca,
-            None => Arc::new(FarmCa::generate()?),
+            None => Arc::new(FarmCa::generate_in(&tls::CaScope::for_scenario(&scenario))?),
         };
         let clock = Clock::new();
         let policy = PolicyState::for_scenario(&scenario);

@@ -62,7 +62,8 @@ enum Commands {
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
-        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced).
+        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced
+        /// if it is a journal; never the scenario, a certificate or key, or the CA).
         /// A message's 250 waits until its line is written to FILE.
         #[arg(long, value_name = "FILE")]
         journal: Option<PathBuf>,
@@ -87,10 +88,23 @@ enum Commands {
     #[command(after_help = "Examples:
   mxfarm ca ./farm-ca
   cp ./farm-ca/ca.pem /usr/local/share/ca-certificates/mxfarm.crt && update-ca-certificates
-  mxfarm run --ca ./farm-ca")]
+  mxfarm run --ca ./farm-ca
+  mxfarm ca ./farm-ca --force --scenario my.toml   a new CA that also signs for my.toml's names
+
+The CA signs only for .test, .localhost, .example, .invalid, loopback and private
+addresses, and each --scenario's names (critical X.509 name constraints): trusting it
+cannot be abused for a real name. Its key is written 0600. It is valid for a year.")]
     Ca {
-        /// Where to write ca.pem and ca-key.pem (created if missing).
+        /// Where to write ca.pem and ca-key.pem (created, for you alone, if missing).
         dir: PathBuf,
+        /// Replace a CA that DIR holds already (senders that trust it then stop trusting
+        /// the farm until they trust the new ca.pem).
+        #[arg(long)]
+        force: bool,
+        /// Let the CA sign also for the domains and hostnames of this scenario (a file or
+        /// an embedded scenario's name; repeatable).
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Vec<String>,
     },
     /// Check scenario files (or embedded scenarios by name) and report every problem with
     /// its line and column.
@@ -213,7 +227,10 @@ async fn main() -> ExitCode {
             init_logging(log_format);
             ignore_file_size_signal();
             let tls = TlsFiles { ca, ca_out };
-            let journal = journal.map(|path| journal_file.options(path));
+            let journal = journal.map(|path| JournalTarget {
+                options: journal_file.options(path),
+                overwrite: journal_file.journal_overwrite,
+            });
             match run(&scenario, bind, journal, tls, shutdown_grace).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -223,7 +240,11 @@ async fn main() -> ExitCode {
             }
         }
         Commands::Check { files } => check(&files),
-        Commands::Ca { dir } => ca(&dir),
+        Commands::Ca {
+            dir,
+            force,
+            scenario,
+        } => ca(&dir, force, &scenario),
         Commands::Transcript {
             journal,
             granularity,
@@ -278,22 +299,35 @@ fn print_err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-fn ca(dir: &Path) -> ExitCode {
-    match FarmCa::generate().and_then(|ca| ca.write(dir)) {
-        Ok(()) => finish(
-            &format!(
-                "wrote {} and {}; use it with: mxfarm run --ca {}\n",
-                dir.join(tls::CA_CERT_FILE).display(),
-                dir.join(tls::CA_KEY_FILE).display(),
-                dir.display()
-            ),
-            ExitCode::SUCCESS,
-        ),
-        Err(error) => {
-            print_err(&format!("error: {error}"));
+fn ca(dir: &Path, force: bool, scenarios: &[String]) -> ExitCode {
+    match write_ca(dir, force, scenarios) {
+        Ok(written) => finish(&written, ExitCode::SUCCESS),
+        Err(message) => {
+            print_err(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes a CA for the reserved names and those of `scenarios`, and writes it into `dir`;
+/// says what it wrote, what the CA may sign for, and how to use it.
+fn write_ca(dir: &Path, force: bool, scenarios: &[String]) -> Result<String, String> {
+    let mut scope = tls::CaScope::default();
+    for name in scenarios {
+        scope.add_scenario(&scenario::load_named(name).map_err(|e| e.to_string())?);
+    }
+    let existing = [tls::Existing::Keep, tls::Existing::Replace][usize::from(force)];
+    FarmCa::generate_in(&scope)
+        .and_then(|ca| ca.write(dir, existing))
+        .map_err(|error| format!("error: {error}"))?;
+    Ok(format!(
+        "wrote {} and {} (readable by you alone), valid for {} days\n  it signs only for {}\n  use it with: mxfarm run --ca {}\n",
+        dir.join(tls::CA_CERT_FILE).display(),
+        dir.join(tls::CA_KEY_FILE).display(),
+        tls::CA_VALIDITY_DAYS,
+        scope.describe(),
+        dir.display()
+    ))
 }
 
 /// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
@@ -362,6 +396,9 @@ struct JournalFileArgs {
     /// FILE.1 FILE`.
     #[arg(long, value_name = "SIZE", requires = "journal", value_parser = parse_size)]
     journal_max_bytes: Option<u64>,
+    /// With --journal: replace FILE even if it holds something other than a journal.
+    #[arg(long, requires = "journal")]
+    journal_overwrite: bool,
 }
 
 impl JournalFileArgs {
@@ -404,17 +441,24 @@ struct TlsFiles {
     ca_out: Option<PathBuf>,
 }
 
+/// Where the journal goes, and whether a file there that is not a journal may be replaced.
+struct JournalTarget {
+    options: JournalFileOptions,
+    overwrite: bool,
+}
+
 async fn run(
     name_or_path: &str,
     bind: Vec<(String, SocketAddr)>,
-    journal: Option<JournalFileOptions>,
+    journal: Option<JournalTarget>,
     tls: TlsFiles,
     shutdown_grace: std::time::Duration,
 ) -> Result<(), String> {
-    if let Some(file) = &journal {
-        journal_is_not_the_scenario(name_or_path, &file.path)?;
-    }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
+    if let Some(target) = &journal {
+        journal_target_is_safe(target, name_or_path, &scenario, &tls)?;
+    }
+    let journal = journal.map(|target| target.options);
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
@@ -454,29 +498,24 @@ async fn run(
     Ok(())
 }
 
-/// Refuses a journal that would replace the scenario file the farm runs: the journal file
-/// is replaced at start, and the scenario would be lost. The paths are compared
-/// canonicalized, so that `my.toml` and `./dir/../my.toml` (or a symbolic link to it) are
-/// the same file; a journal that does not exist yet is not the scenario.
-fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(), String> {
-    let (Ok(scenario), Ok(journal_file)) = (
-        Path::new(name_or_path).canonicalize(),
-        journal.canonicalize(),
-    ) else {
-        return Ok(());
-    };
-    if scenario != journal_file {
-        return Ok(());
-    }
-    let instead = match journal.with_extension("jsonl") {
-        same if same == journal => PathBuf::from("journal.jsonl"),
-        other => other,
-    };
-    Err(format!(
-        "error: --journal {} is the scenario file this farm runs; the journal would replace it\n  help: write the journal to a file of its own, e.g. --journal {}",
-        journal.display(),
-        instead.display()
-    ))
+/// Refuses a journal that would replace a file the farm runs from (the scenario, a host's
+/// certificate or key, the CA, the --ca-out file), or an existing file that is not a
+/// journal unless --journal-overwrite says so: the journal file is replaced at start.
+fn journal_target_is_safe(
+    target: &JournalTarget,
+    name_or_path: &str,
+    scenario: &scenario::Scenario,
+    tls: &TlsFiles,
+) -> Result<(), String> {
+    use mxfarm::journal::target as journal_target;
+    // An embedded scenario has no file; a file of that name in the way would be played.
+    let file = Some(Path::new(name_or_path)).filter(|path| path.exists());
+    let ca: Vec<PathBuf> = (tls.ca.iter())
+        .flat_map(|dir| [dir.join(tls::CA_CERT_FILE), dir.join(tls::CA_KEY_FILE)])
+        .collect();
+    let protected = journal_target::run_files(file, scenario, &ca, tls.ca_out.as_deref());
+    journal_target::check(&target.options.path, &protected, target.overwrite)
+        .map_err(|e| format!("error: {e}"))
 }
 
 /// The farm's summary, with where this run writes its journal and CA.

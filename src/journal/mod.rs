@@ -11,11 +11,13 @@
 //! - `store`: the bounded journal and its cursors.
 //! - [`file`](mod@file): reading the journal file, and its line format.
 //! - `sink`: writing the journal file, every event in order, before the 250s.
+//! - [`target`]: whether a journal file may be written at a path.
 
 pub mod event;
 pub mod file;
 pub(crate) mod sink;
 pub(crate) mod store;
+pub mod target;
 
 pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
 pub(crate) use sink::Sink;
