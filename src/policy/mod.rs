@@ -10,6 +10,7 @@
 //! the scenario's seed and the connection number.
 
 pub(crate) mod attempts;
+mod bounded;
 pub(crate) mod concurrency;
 mod conditions;
 pub(crate) mod greylist;
