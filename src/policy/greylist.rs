@@ -169,7 +169,12 @@ impl GreylistStore {
 
 /// What identifies a triplet within one store: the client network and the sender and
 /// recipient as compared.
-fn triplet(config: &Greylist, client: IpAddr, sender: &str, recipient: &str) -> (IpNet, String, String) {
+fn triplet(
+    config: &Greylist,
+    client: IpAddr,
+    sender: &str,
+    recipient: &str,
+) -> (IpNet, String, String) {
     let net = client_network(client, config.ipv4_prefix, config.ipv6_prefix);
     let sender = if config.normalize_sender {
         normalize_sender(sender)
@@ -277,9 +282,8 @@ mod tests {
         let g = postgrey();
         let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        let check = |at: u64, client: IpAddr| {
-            store.check(&g, client, "a@x.test", "r@y.test", secs(at))
-        };
+        let check =
+            |at: u64, client: IpAddr| store.check(&g, client, "a@x.test", "r@y.test", secs(at));
         // (farm time, client, expected)
         let steps: [(u64, IpAddr, GreyVerdict); 5] = [
             (

@@ -22,6 +22,10 @@ use crate::scenario::RateLimit;
 enum Times {
     None,
     One(Stamp),
+    #[allow(
+        clippy::box_collection,
+        reason = "the box keeps every key's entry small; only keys with several times pay for it"
+    )]
     Many(Box<VecDeque<Stamp>>),
 }
 
@@ -118,7 +122,10 @@ impl RateStore {
         // A key idle for a whole window has nothing left in it (in fixed windows, its
         // window is over).
         for _ in 0..super::bounded::EXPIRE_PER_CALL {
-            match table.keys.pop_oldest_if(|c| c.last.age(now) >= limit.window) {
+            match table
+                .keys
+                .pop_oldest_if(|c| c.last.age(now) >= limit.window)
+            {
                 Some(gone) => table.held -= gone.window.weight(),
                 None => break,
             }
@@ -145,8 +152,8 @@ impl RateStore {
             }
             Window::Fixed { index, count } => {
                 let window_nanos = limit.window.as_nanos().max(1);
-                let current = u64::try_from(u128::from(now.nanos()) / window_nanos)
-                    .unwrap_or(u64::MAX);
+                let current =
+                    u64::try_from(u128::from(now.nanos()) / window_nanos).unwrap_or(u64::MAX);
                 if *index != current {
                     *index = current;
                     *count = 0;

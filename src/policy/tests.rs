@@ -616,7 +616,11 @@ fn expired_triplets_leave_a_few_per_decision_as_farm_time_passes() {
     for i in 2..calls {
         offer(&p, CLIENT, &format!("fresh{i}@y.test"), clock.now());
     }
-    assert_eq!(store.len(), 100 + calls, "the 200 expired ones are gone, no more");
+    assert_eq!(
+        store.len(),
+        100 + calls,
+        "the 200 expired ones are gone, no more"
+    );
     // Two days on, everything seen so far is expired.
     clock.advance(hours(48)).unwrap();
     let late = (100 + calls).div_ceil(step) + 1;
@@ -685,7 +689,11 @@ fn idle_rate_keys_leave_a_few_per_decision_once_their_window_is_over() {
     for i in 1..late {
         offer(&p, CLIENT, &format!("late{i}@y.test"), secs(600));
     }
-    assert_eq!(rate_store(&p, 0).held(), (late, late), "only the late keys are left");
+    assert_eq!(
+        rate_store(&p, 0).held(),
+        (late, late),
+        "only the late keys are left"
+    );
 }
 
 /// Hosts that share a rule's state share its store; per-host state is a store per host;
@@ -706,7 +714,8 @@ fn stores_are_per_rule_and_shared_only_by_the_hosts_that_share_the_state() {
         .iter()
         .map(|h| HostPolicy::new(h, state.clone()))
         .collect();
-    let (RuleStore::Greylist(g1), RuleStore::Greylist(g2)) = (&hosts[0].stores[0], &hosts[1].stores[0])
+    let (RuleStore::Greylist(g1), RuleStore::Greylist(g2)) =
+        (&hosts[0].stores[0], &hosts[1].stores[0])
     else {
         panic!("{:?}", hosts[0].stores)
     };
