@@ -443,6 +443,7 @@ fn greylist_defaults_are_postgrey_s() {
                 ipv4_prefix: 24,
                 ipv6_prefix: 64,
                 normalize_sender: true,
+                max_entries: 1_000_000,
                 reply: Reply::parse(
                     "450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html"
                 )
@@ -457,7 +458,7 @@ fn every_greylist_value_is_read() {
     let (_, then) = loaded(
         "end-of-data",
         "{ mail = \"<>\" }",
-        "{ greylist = { delay = \"30m\", retry-window = \"1d\", expiry = \"5d\", whitelist-after = 0, state = \"host\", ipv4-prefix = 32, ipv6-prefix = 128, normalize-sender = false, reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms} ({remaining}s)\" }, delay = \"2s\" }",
+        "{ greylist = { delay = \"30m\", retry-window = \"1d\", expiry = \"5d\", whitelist-after = 0, state = \"host\", ipv4-prefix = 32, ipv6-prefix = 128, normalize-sender = false, max-entries = 5000, reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms} ({remaining}s)\" }, delay = \"2s\" }",
     );
     assert_eq!(then.delay, Some(secs(2)));
     let ActionKind::Greylist(g) = then.kind else {
@@ -474,6 +475,7 @@ fn every_greylist_value_is_read() {
             ipv4_prefix: 32,
             ipv6_prefix: 128,
             normalize_sender: false,
+            max_entries: 5000,
             reply: Reply::new(
                 451,
                 Some("4.7.1"),
@@ -509,12 +511,13 @@ fn rate_limit_defaults_and_values() {
             scope: StateScope::Shared,
             reply: Reply::new(451, Some("4.7.1"), "Rate limit exceeded, try again later"),
             close: false,
+            max_entries: 1_000_000,
         }))
     );
     let (_, then) = loaded(
         "rcpt",
         "{ rcpt = \"@yahoo.test\" }",
-        "{ rate-limit = { per = \"recipient\", limit = 1, window = \"10m\", kind = \"fixed\", state = \"host\", reply = \"450 User is receiving mail too quickly\", close = true } }",
+        "{ rate-limit = { per = \"recipient\", limit = 1, window = \"10m\", kind = \"fixed\", state = \"host\", reply = \"450 User is receiving mail too quickly\", close = true, max-entries = 300 } }",
     );
     assert_eq!(
         then.kind,
@@ -526,6 +529,7 @@ fn rate_limit_defaults_and_values() {
             scope: StateScope::Host,
             reply: Reply::new(450, None, "User is receiving mail too quickly"),
             close: true,
+            max_entries: 300,
         }))
     );
     for (stage, per, key) in [
