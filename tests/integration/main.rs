@@ -4,6 +4,7 @@ mod architecture;
 mod assertions;
 mod behaviours;
 mod cli;
+mod fuzz_regressions;
 mod in_memory;
 mod journal;
 mod library_client;
