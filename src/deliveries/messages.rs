@@ -386,7 +386,9 @@ impl Grouped {
     /// this message's, `Some(false)` when it was tied to it as the nearest fit only.
     fn offered_at_once(&self, contacts: &[Contact], offer: OfferRef) -> Option<bool> {
         let tx = tx_of(contacts, offer);
-        let (from, to) = tx.seqs;
+        // A journal file pieced together by hand may number a transaction's events
+        // backwards; its span is then the same numbers in order, so `begin <= end` below.
+        let (from, to) = (tx.seqs.0.min(tx.seqs.1), tx.seqs.0.max(tx.seqs.1));
         let spans = &self.index.spans;
         // Spans that start by `to` and, being no longer than the longest, may reach `from`.
         let end = spans.partition_point(|x| x.0 <= to);

@@ -5,6 +5,7 @@ mod assertions;
 mod behaviours;
 mod cli;
 mod farm_ca;
+mod fuzz_regressions;
 mod in_memory;
 mod journal;
 mod journal_file;
