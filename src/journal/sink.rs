@@ -213,6 +213,7 @@ impl Sink {
                 let mut pending = self.pending.lock();
                 pending.failed = true;
                 pending.bytes = Vec::new();
+                self.backlog.store(0, Ordering::Relaxed);
                 drop(pending);
                 self.written.send_modify(|w| {
                     w.failed = Some(Arc::from(format!("{path}: {error}")));
