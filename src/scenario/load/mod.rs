@@ -112,3 +112,5 @@ fn unreadable(error: &toml::de::Error, text: &str) -> Issue {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
