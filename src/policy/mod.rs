@@ -24,6 +24,8 @@ pub(crate) mod rate;
 mod verdict;
 
 #[cfg(test)]
+mod state_tests;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use points::{Connect, Data, Ehlo, EndOfData, Mail, Point, Quit, Rcpt, Rset, Starttls};
