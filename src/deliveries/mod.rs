@@ -15,6 +15,8 @@ mod messages;
 mod outcomes;
 
 #[cfg(test)]
+mod script;
+#[cfg(test)]
 pub(crate) mod tests;
 
 use std::collections::HashMap;
