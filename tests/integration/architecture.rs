@@ -74,9 +74,13 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The file's code before its inline test module, if it has one (a `mod tests;` that
-/// names a file of its own cuts nothing off); test files give nothing.
+/// names a file of its own cuts nothing off); test files (`tests.rs`, `*_tests.rs`) give
+/// nothing.
 fn code_of(path: &Path) -> String {
-    if path.file_name().is_some_and(|n| n == "tests.rs") {
+    if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with("tests.rs"))
+    {
         return String::new();
     }
     let text = std::fs::read_to_string(path).unwrap();

@@ -108,21 +108,23 @@
 
 use std::fmt::{self, Write as _};
 use std::future::Future;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+mod replies;
+mod text;
+
+pub use replies::{Reply, Transaction};
+use text::{dot_stuffed, is_closed, parse_line, printable, sent_lines};
+
 /// The guard [`SmtpClient::connect`] puts on every read and write.
 pub const GUARD: Duration = Duration::from_secs(20);
 
 /// How many lines of the conversation a panic message shows.
 const SHOWN_LINES: usize = 40;
-
-/// Longer lines are shortened in the conversation log.
-const LINE_WIDTH: usize = 200;
 
 /// Any stream the client can talk over: TCP, an in-memory duplex, TLS over either.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -141,80 +143,6 @@ pub struct SmtpClient {
     io: BufReader<Box<dyn Stream>>,
     guard: Option<Duration>,
     log: Vec<String>,
-}
-
-/// One whole reply as the farm wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The reply code, `250` in `250 2.1.0 Ok`.
-    pub code: u16,
-    /// The text of each line after the code and its `-` or space, without the CRLF:
-    /// `["mx1.test", "PIPELINING"]` for `250-mx1.test` and `250 PIPELINING`.
-    pub lines: Vec<String>,
-    /// The lines as written, without their CRLFs.
-    written: Vec<String>,
-}
-
-impl Reply {
-    /// The reply as written, its lines joined with `\n`, without CRLFs:
-    /// `"250-mx1.test\n250 PIPELINING"`.
-    pub fn text(&self) -> String {
-        self.written.join("\n")
-    }
-
-    /// Whether the code is 2xx or 3xx.
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text())
-    }
-}
-
-/// What became of one [`SmtpClient::transaction`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transaction {
-    /// The reply to MAIL; `None` if the connection closed first.
-    pub mail: Option<Reply>,
-    /// One entry per recipient, in order: the reply to its RCPT, or `None` if it got none
-    /// (the transaction stopped before it, or the connection closed).
-    pub rcpt: Vec<Option<Reply>>,
-    /// The reply to DATA; `None` if DATA was not sent (MAIL or every recipient was
-    /// refused, or a RCPT got a 421) or got no reply.
-    pub data: Option<Reply>,
-    /// The reply to the final dot; `None` if the message was not sent or got no reply.
-    pub end_of_data: Option<Reply>,
-    /// Whether a command went unanswered because the connection ended.
-    lost: bool,
-}
-
-impl Transaction {
-    /// Whether the final dot got a 250: the farm took the message.
-    pub fn delivered(&self) -> bool {
-        self.end_of_data.as_ref().is_some_and(|r| r.code == 250)
-    }
-
-    /// Whether the connection ended during the transaction: a command got no reply, or a
-    /// reply was a 421.
-    pub fn closed(&self) -> bool {
-        self.lost || self.replies().any(|r| r.code == 421)
-    }
-
-    /// The first negative (4xx or 5xx) reply: to MAIL, a RCPT, DATA or the final dot.
-    pub fn refusal(&self) -> Option<&Reply> {
-        self.replies().find(|r| !r.is_positive())
-    }
-
-    fn replies(&self) -> impl Iterator<Item = &Reply> {
-        self.mail
-            .iter()
-            .chain(self.rcpt.iter().flatten())
-            .chain(self.data.iter())
-            .chain(self.end_of_data.iter())
-    }
 }
 
 /// One line read from the farm.
@@ -592,114 +520,6 @@ async fn within<F: Future>(guard: Option<Duration>, f: F) -> Option<F::Output> {
         Some(guard) => tokio::time::timeout(guard, f).await.ok(),
         None => Some(f.await),
     }
-}
-
-/// The code of a reply line, and whether it is the reply's last line.
-fn parse_line(line: &[u8]) -> Result<(u16, bool), &'static str> {
-    let digits = line.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
-    let Some(digits) = digits else {
-        return Err("a reply line must start with three digits");
-    };
-    let code = digits
-        .iter()
-        .fold(0u16, |code, d| code * 10 + u16::from(d - b'0'));
-    match line.get(3) {
-        None | Some(b' ') => Ok((code, true)),
-        Some(b'-') => Ok((code, false)),
-        Some(_) => Err("a reply code must be followed by a space, a hyphen or the line end"),
-    }
-}
-
-/// `message` as DATA content: a dot doubled at the start of each line, a CRLF added if
-/// the message does not end with one, then the final dot.
-fn dot_stuffed(message: &str) -> String {
-    let mut out = String::with_capacity(message.len() + 8);
-    for (i, line) in message.split("\r\n").enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
-        }
-        if line.starts_with('.') {
-            out.push('.');
-        }
-        out.push_str(line);
-    }
-    if !message.is_empty() && !message.ends_with("\r\n") {
-        out.push_str("\r\n");
-    }
-    out.push_str(".\r\n");
-    out
-}
-
-/// The conversation lines for bytes sent: one per CRLF-ended line, and the rest.
-fn sent_lines(bytes: &[u8]) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match rest.windows(2).position(|w| w == b"\r\n") {
-            Some(end) => {
-                lines.push(format!("C: {}", printable(&rest[..end])));
-                rest = &rest[end + 2..];
-            }
-            None => {
-                lines.push(format!("C: {} (no line end)", printable(rest)));
-                rest = &[];
-            }
-        }
-    }
-    lines
-}
-
-/// `bytes` for the conversation log: control characters and invalid UTF-8 escaped, long
-/// lines shortened.
-fn printable(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let mut shown = 0;
-    let mut shortened = false;
-    'chunks: for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if shown == LINE_WIDTH {
-                shortened = true;
-                break 'chunks;
-            }
-            match c {
-                '\r' => out.push_str("\\r"),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                c if c.is_ascii_control() => {
-                    let _ = write!(out, "\\x{:02x}", u32::from(c));
-                }
-                c if c.is_control() => {
-                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-                }
-                c => out.push(c),
-            }
-            shown += 1;
-        }
-        for b in chunk.invalid() {
-            if shown == LINE_WIDTH {
-                shortened = true;
-                break 'chunks;
-            }
-            let _ = write!(out, "\\x{b:02x}");
-            shown += 1;
-        }
-    }
-    if shortened {
-        let _ = write!(out, "… ({} bytes)", bytes.len());
-    }
-    out
-}
-
-/// Whether a read or write error means the peer closed or reset the connection.
-fn is_closed(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
-            | ErrorKind::UnexpectedEof
-            | ErrorKind::NotConnected
-    )
 }
 
 #[cfg(test)]
