@@ -447,7 +447,10 @@ async def pipelined(port, source, c, acked, problems, batch=20, messages=None, u
         return
     sent = 0
     try:
-        await reply(reader)
+        code, line = await reply(reader)
+        if code != 220:
+            problems.append(f"greeting: {line.decode(errors='replace') or 'EOF'}")
+            return
         writer.write(b"EHLO pipe%d.soak.test\r\n" % c)
         await reply(reader)
         while (messages is None or sent < messages) and (until is None or time.monotonic() < until):
@@ -520,7 +523,7 @@ async def sigkill(binary, work, size, results):
     under that load; every `queued as N` a client saw must be in the journal file."""
     clients, seconds = size("sigkill_clients"), size("sigkill_seconds")
     journal = os.path.join(work, "sigkill.jsonl")
-    farm = Farm(binary, work, "sigkill", scenario("sigkill", extra=SMALL_JOURNAL), journal).start()
+    farm = Farm(binary, work, "sigkill", scenario("sigkill", f"max-connections = {clients + 100}", SMALL_JOURNAL), journal).start()
     acked, problems = [], []
     until = time.monotonic() + seconds + 10  # a bound, should the kill not end them
 
