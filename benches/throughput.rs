@@ -18,11 +18,13 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mxfarm::journal::{ClosedBy, EventKind};
+use mxfarm::farm::FarmOptions;
+use mxfarm::journal::{ClosedBy, EventKind, JournalFileOptions};
 use mxfarm::{Event, Farm, Scenario};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,6 +53,10 @@ struct Params {
     message_size: usize,
     /// The host's max-connections.
     max_connections: usize,
+    /// Write the journal to this file (`MXFARM_BENCH_JOURNAL_FILE`), as `--journal` does.
+    journal_file: Option<PathBuf>,
+    /// fsync it before every 250 (`MXFARM_BENCH_JOURNAL_FSYNC=1`).
+    journal_fsync: bool,
 }
 
 impl Params {
@@ -79,6 +85,8 @@ impl Params {
             keep_all: env_usize("MXFARM_BENCH_KEEP_ALL", 0)? != 0,
             message_size: env_usize("MXFARM_BENCH_MESSAGE_SIZE", 2048)?,
             max_connections: env_usize("MXFARM_BENCH_MAX_CONNECTIONS", clients * 4 + 100)?,
+            journal_file: std::env::var_os("MXFARM_BENCH_JOURNAL_FILE").map(PathBuf::from),
+            journal_fsync: env_usize("MXFARM_BENCH_JOURNAL_FSYNC", 0)? != 0,
         };
         // Each with the least and the most it may be: the most keeps the bench within what
         // one machine's loopback and memory allow.
@@ -159,8 +167,9 @@ fn scenario_toml(p: &Params) -> String {
          name = \"mx1\"\n\
          listen = \"127.0.0.1:2525\"\n\n\
          [host.limits]\n\
-         max-connections = {}\n\
-         max-message-size = {}\n\
+         max-connections = {0}\n\
+         max-connections-per-client = {0}\n\
+         max-message-size = {1}\n\
          max-errors = 1\n\
          command-timeout = \"60s\"\n\
          data-timeout = \"60s\"\n",
@@ -846,8 +855,24 @@ fn run(p: &Params) -> BenchResult {
     let farm_rt = runtime(p.farm_threads, "farm")?;
     let client_rt = runtime(p.client_threads, "client")?;
     let scenario = scenario(p)?;
+    let mut options = FarmOptions::ephemeral();
+    if let Some(path) = &p.journal_file {
+        println!(
+            "journal file: {}{}",
+            path.display(),
+            if p.journal_fsync {
+                ", fsync before every 250"
+            } else {
+                ""
+            }
+        );
+        options = options.journal_file(JournalFileOptions {
+            fsync: p.journal_fsync,
+            ..JournalFileOptions::new(path)
+        });
+    }
     let farm = farm_rt
-        .block_on(Farm::start_ephemeral(scenario))
+        .block_on(Farm::start_with(scenario, options))
         .map_err(|e| format!("farm: {e}"))?;
     let addr = farm.addr("mx1");
     if !addr.ip().is_loopback() {

@@ -87,15 +87,22 @@ impl Inbox {
         }
     }
 
-    /// Numbers an accepted message, journals its event and keeps it; returns its number.
-    pub(crate) fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> u64 {
+    /// Numbers an accepted message, journals its event and keeps it; returns its number
+    /// and the sequence number of its event (what a 250 waits for to be in the file).
+    pub(crate) fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> (u64, u64) {
         let mut last_id = self.last_id.lock();
         *last_id += 1;
         let id = *last_id;
         let (event, message) = make(id);
-        self.journal.record(event);
+        let seq = self.journal.record(event);
         self.capture.keep(message);
-        id
+        (id, seq)
+    }
+
+    /// Gives message `id` back: its journal line could not be written, so the client is
+    /// told 451 and will send it again; the farm must not show it as received.
+    pub(crate) fn withdraw(&self, id: u64) {
+        self.capture.remove(id);
     }
 
     /// The messages still kept, oldest first.
@@ -145,6 +152,16 @@ impl Capture {
                 }
                 None => break,
             }
+        }
+    }
+
+    /// Forgets message `id`, if it is still kept.
+    fn remove(&self, id: u64) {
+        let mut state = self.state.lock();
+        if let Some(at) = state.messages.iter().rposition(|m| m.id == id)
+            && let Some(message) = state.messages.remove(at)
+        {
+            state.bytes -= message.data.len() as u64;
         }
     }
 

@@ -9,17 +9,18 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Deliveries, deliveries};
-use crate::journal::{Cursor, DomainRecord, Event, EventKind, Journal, Read};
+use crate::journal::{
+    Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
+};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, serve, start_session};
+use crate::smtp::{Env, HostRuntime, Shutdown, serve, start_session};
 use crate::tls::{self, FarmCa};
 use crate::transcript::Transcript;
 
@@ -32,6 +33,8 @@ pub struct FarmOptions {
     pub bind: HashMap<String, SocketAddr>,
     /// The CA that signs the hosts' certificates; a new one is made when `None`.
     pub ca: Option<Arc<FarmCa>>,
+    /// The journal file, if the farm writes one.
+    pub journal_file: Option<JournalFileOptions>,
 }
 
 impl FarmOptions {
@@ -47,6 +50,19 @@ impl FarmOptions {
     /// so that senders which already trust it accept them.
     pub fn ca(mut self, ca: Arc<FarmCa>) -> Self {
         self.ca = Some(ca);
+        self
+    }
+
+    /// Write every journal event to a file as JSON lines, as it happens: the file is
+    /// created (or replaced) at the start, holds every event in order whatever
+    /// `[journal] max-events` keeps in memory, and has each accepted message's line
+    /// before the client gets its 250.
+    ///
+    /// The file is written by a thread of its own, which tokio's paused time does not
+    /// see: under `start_paused`, a session waiting for its line lets the clock jump.
+    /// Use a journal file with real time (and real sockets), as `mxfarm run` does.
+    pub fn journal_file(mut self, file: JournalFileOptions) -> Self {
+        self.journal_file = Some(file);
         self
     }
 
@@ -73,6 +89,17 @@ pub enum FarmError {
     UnknownHost { host: String, known: String },
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "cannot write the journal to {path}: {source}\n  help: check that the directory exists, is writable and has room"
+    )]
+    JournalFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write the journal: {0}\n  help: check that the file system has room and that no file size limit applies"
+    )]
+    JournalUnwritable(crate::journal::Unwritable),
 }
 
 /// A host as it is bound.
@@ -92,7 +119,7 @@ pub struct Farm {
     journal: Arc<Journal>,
     inbox: Arc<Inbox>,
     clock: Clock,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     ca: Arc<FarmCa>,
     scenario: Arc<Scenario>,
     hosts: Vec<BoundHost>,
@@ -125,14 +152,11 @@ impl Farm {
         // millisecond, and `ca_certificate_pem` always has something to return.
         let ca = match options.ca {
             Some(ca) => ca,
-            None => Arc::new(FarmCa::generate()?),
+            None => Arc::new(FarmCa::generate_in(&tls::CaScope::for_scenario(&scenario))?),
         };
         let clock = Clock::new();
-        let journal = Arc::new(Journal::new(clock.clone(), scenario.journal.max_events));
-        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let env = Env::new(clock.clone(), journal.clone(), inbox.clone());
         let policy = PolicyState::for_scenario(&scenario);
-        let shutdown = CancellationToken::new();
+        let shutdown = Shutdown::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.
         let mut listeners = Vec::new();
         for host in &scenario.hosts {
@@ -150,7 +174,28 @@ impl Farm {
                 })?;
             listeners.push((host.clone(), listener));
         }
-        journal.record(EventKind::FarmStarted {
+        // The file only once every listener is bound: a farm that cannot start must not
+        // have replaced the journal of the run before.
+        let sink = match options.journal_file {
+            Some(file) => {
+                let path = file.path.clone();
+                Some(Sink::start(file).map_err(|source| FarmError::JournalFile { path, source })?)
+            }
+            None => None,
+        };
+        let journal = Arc::new(Journal::with_sink(
+            clock.clone(),
+            scenario.journal.max_events,
+            sink,
+        ));
+        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
+        let env = Env::new(
+            clock.clone(),
+            journal.clone(),
+            inbox.clone(),
+            scenario.limits.max_buffered_data,
+        );
+        let started = journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
             domains: scenario
                 .domains
@@ -165,6 +210,12 @@ impl Farm {
                 })
                 .collect(),
         });
+        // A journal file that cannot take its first line will take no message: say so
+        // now, rather than answer every sender 451.
+        if let Err(unwritable) = journal.written(started).await {
+            journal.close();
+            return Err(FarmError::JournalUnwritable(unwritable));
+        }
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
@@ -217,7 +268,7 @@ impl Farm {
     /// What the farm plays, as the command line shows it at the start: the scenario, each
     /// domain's MX records, and each host with its address, hostname, STARTTLS and rules.
     pub fn summary(&self) -> String {
-        use crate::scenario::{TlsMode, TlsVersions};
+        use crate::scenario::{Parsing, TlsMode, TlsVersions};
         use std::fmt::Write as _;
         let scenario = &self.scenario;
         let mut out = format!("mxfarm: scenario {:?}", scenario.name);
@@ -241,9 +292,14 @@ impl Farm {
                 (_, TlsVersions::Only12) => format!("STARTTLS {mode} (TLS 1.2 only)"),
                 (_, TlsVersions::Only13) => format!("STARTTLS {mode} (TLS 1.3 only)"),
             };
+            // Strict is what a user expects of an MX today; a lenient host says so.
+            let parsing = match host.parsing {
+                Parsing::Strict => "",
+                Parsing::Lenient => ", lenient parsing",
+            };
             let _ = writeln!(
                 out,
-                "  host {:<6} {:<21} {:<32} {tls}",
+                "  host {:<6} {:<21} {:<32} {tls}{parsing}",
                 bound.name,
                 bound.addr.to_string(),
                 bound.hostname
@@ -338,14 +394,11 @@ impl Farm {
         }
     }
 
-    /// Writes every journal event to `path` (replaced) as JSON lines, from the first event
-    /// still held, then as they happen, until [`Farm::shutdown`]; await the handle after
-    /// the shutdown for the file to be complete.
-    pub async fn spawn_journal_file(
-        &self,
-        path: &std::path::Path,
-    ) -> Result<tokio::task::JoinHandle<()>, crate::journal::file::JournalFileError> {
-        crate::journal::file::spawn_writer(self.journal.clone(), path).await
+    /// Why the journal file cannot be written, once a write to it failed: from then on
+    /// the farm answers every message 451 4.3.0. `None` while it is fine (or there is
+    /// no file).
+    pub fn journal_file_failure(&self) -> Option<String> {
+        self.journal.file_failure().map(|why| why.to_string())
     }
 
     /// Each message to each recipient with its delivery attempts, derived from the
@@ -416,12 +469,40 @@ impl Farm {
         &self.clock
     }
 
-    /// Stops accepting, tells every open session `421 4.3.2` and waits until all ended.
+    /// How long [`Farm::shutdown`] gives sessions that cannot be told `421` to end.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// Stops accepting, tells every open session `421 4.3.2`, and waits until all ended
+    /// (and the journal file has every event), ending those still busy after [`Farm::SHUTDOWN_GRACE`]: see
+    /// [`Farm::shutdown_within`].
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.shutdown_within(Self::SHUTDOWN_GRACE).await;
+    }
+
+    /// Stops accepting, tells every session that waits for the client (for a command, in
+    /// a tarpit) `421 4.3.2` and closes it, and waits until every session has ended.
+    ///
+    /// A session that cannot be told, because its client does not read its replies or is
+    /// in the middle of a TLS handshake, has `grace` to finish; then it is ended where it
+    /// stands, and the journal says so (closed by the farm, with the reason). So a stuck
+    /// client holds the farm's exit for `grace`, not for its command timeout (minutes).
+    ///
+    /// The grace is farm time: under tokio's paused time with in-memory connections (see
+    /// [`Farm::connect_in_memory`]) it passes at once when nothing else can run, so tests
+    /// of a shutdown do not wait. A zero grace ends every session at once, even before
+    /// its 421 is written.
+    pub async fn shutdown_within(self, grace: Duration) {
+        self.shutdown.begin();
         self.tasks.close();
-        self.tasks.wait().await;
+        tokio::select! {
+            () = self.tasks.wait() => {}
+            () = self.clock.sleep(grace) => {
+                self.shutdown.abort();
+                self.tasks.wait().await;
+            }
+        }
         self.journal.close();
+        self.journal.file_finished().await;
     }
 }
 
@@ -442,7 +523,7 @@ impl Drop for Farm {
     /// Stops accepting, and ends every journal reader once it has read what is there:
     /// a cursor or a journal file writer does not wait for a farm that is gone.
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.shutdown.begin();
         self.journal.close();
     }
 }

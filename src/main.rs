@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mxfarm::farm::FarmOptions;
+use mxfarm::journal::JournalFileOptions;
 use std::sync::Arc;
 
 use mxfarm::render::Granularity;
@@ -52,7 +53,8 @@ enum Commands {
   mxfarm run ./my.toml --bind mx1=127.0.0.1:2600 --bind mx2=127.0.0.1:2601
   RUST_LOG=debug mxfarm run --log-format json
   mxfarm run --ca-out /tmp/mxfarm-ca.pem
-  mxfarm run --ca ./farm-ca")]
+  mxfarm run --ca ./farm-ca
+  mxfarm run --shutdown-grace 1s")]
     Run {
         /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
@@ -60,9 +62,13 @@ enum Commands {
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
-        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced).
+        /// Write every journal event to FILE as JSON lines, as it happens (FILE is replaced
+        /// if it is a journal; never the scenario, a certificate or key, or the CA).
+        /// A message's 250 waits until its line is written to FILE.
         #[arg(long, value_name = "FILE")]
         journal: Option<PathBuf>,
+        #[command(flatten)]
+        journal_file: JournalFileArgs,
         /// How log lines are written (filter them with RUST_LOG, e.g. RUST_LOG=debug).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -73,15 +79,32 @@ enum Commands {
         /// Write the CA certificate of this run to FILE (PEM), for a sender's trust store.
         #[arg(long, value_name = "FILE")]
         ca_out: Option<PathBuf>,
+        /// At Ctrl-C or SIGTERM, how long a session that cannot be told 421 (its client
+        /// does not read, or is mid-TLS-handshake) has to end before the farm ends it.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+        shutdown_grace: std::time::Duration,
     },
     /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
     #[command(after_help = "Examples:
   mxfarm ca ./farm-ca
   cp ./farm-ca/ca.pem /usr/local/share/ca-certificates/mxfarm.crt && update-ca-certificates
-  mxfarm run --ca ./farm-ca")]
+  mxfarm run --ca ./farm-ca
+  mxfarm ca ./farm-ca --force --scenario my.toml   a new CA that also signs for my.toml's names
+
+The CA signs only for .test, .localhost, .example, .invalid, loopback and private
+addresses, and each --scenario's names (critical X.509 name constraints): trusting it
+cannot be abused for a real name. Its key is written 0600. It is valid for a year.")]
     Ca {
-        /// Where to write ca.pem and ca-key.pem (created if missing).
+        /// Where to write ca.pem and ca-key.pem (created, for you alone, if missing).
         dir: PathBuf,
+        /// Replace a CA that DIR holds already (senders that trust it then stop trusting
+        /// the farm until they trust the new ca.pem).
+        #[arg(long)]
+        force: bool,
+        /// Let the CA sign also for the domains and hostnames of this scenario (a file or
+        /// an embedded scenario's name; repeatable).
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Vec<String>,
     },
     /// Check scenario files (or embedded scenarios by name) and report every problem with
     /// its line and column.
@@ -112,8 +135,10 @@ With --check, exits with 1 and a diff when the transcript differs from EXPECTED:
 a golden-file test of a sender's retry behaviour, from any language's CI.
 A journal that holds no events has an empty transcript, and a note on stderr says so.")]
     Transcript {
-        /// A journal written by `mxfarm run --journal FILE`.
-        journal: PathBuf,
+        /// A journal written by `mxfarm run --journal FILE`; after a rotation, the older
+        /// file first (FILE.1 FILE).
+        #[arg(required = true, value_name = "JOURNAL")]
+        journal: Vec<PathBuf>,
         /// How precisely times are shown; coarser is stabler against a real-time sender.
         #[arg(long, value_enum, default_value_t = DEFAULT_GRANULARITY)]
         granularity: TimeGranularity,
@@ -133,8 +158,10 @@ A journal that holds no events has an empty transcript, and a note on stderr say
 Exits with 0 when no finding is a problem, 2 when some are, and 1 for errors, among them
 a journal that holds no events or no connection (no sender reached the farm).")]
     Report {
-        /// A journal written by `mxfarm run --journal FILE`.
-        journal: PathBuf,
+        /// A journal written by `mxfarm run --journal FILE`; after a rotation, the older
+        /// file first (FILE.1 FILE).
+        #[arg(required = true, value_name = "JOURNAL")]
+        journal: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -178,6 +205,11 @@ fn parse_bind(value: &str) -> Result<(String, SocketAddr), String> {
     Ok((host.to_string(), addr))
 }
 
+fn parse_grace(value: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 5s, 500ms or 1m"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -186,13 +218,20 @@ async fn main() -> ExitCode {
             scenario,
             bind,
             journal,
+            journal_file,
             log_format,
             ca,
             ca_out,
+            shutdown_grace,
         } => {
             init_logging(log_format);
+            ignore_file_size_signal();
             let tls = TlsFiles { ca, ca_out };
-            match run(&scenario, bind, journal, tls).await {
+            let journal = journal.map(|path| JournalTarget {
+                options: journal_file.options(path),
+                overwrite: journal_file.journal_overwrite,
+            });
+            match run(&scenario, bind, journal, tls, shutdown_grace).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     print_err(&message);
@@ -201,7 +240,11 @@ async fn main() -> ExitCode {
             }
         }
         Commands::Check { files } => check(&files),
-        Commands::Ca { dir } => ca(&dir),
+        Commands::Ca {
+            dir,
+            force,
+            scenario,
+        } => ca(&dir, force, &scenario),
         Commands::Transcript {
             journal,
             granularity,
@@ -256,29 +299,43 @@ fn print_err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-fn ca(dir: &Path) -> ExitCode {
-    match FarmCa::generate().and_then(|ca| ca.write(dir)) {
-        Ok(()) => finish(
-            &format!(
-                "wrote {} and {}; use it with: mxfarm run --ca {}\n",
-                dir.join(tls::CA_CERT_FILE).display(),
-                dir.join(tls::CA_KEY_FILE).display(),
-                dir.display()
-            ),
-            ExitCode::SUCCESS,
-        ),
-        Err(error) => {
-            print_err(&format!("error: {error}"));
+fn ca(dir: &Path, force: bool, scenarios: &[String]) -> ExitCode {
+    match write_ca(dir, force, scenarios) {
+        Ok(written) => finish(&written, ExitCode::SUCCESS),
+        Err(message) => {
+            print_err(&message);
             ExitCode::FAILURE
         }
     }
 }
 
+/// Makes a CA for the reserved names and those of `scenarios`, and writes it into `dir`;
+/// says what it wrote, what the CA may sign for, and how to use it.
+fn write_ca(dir: &Path, force: bool, scenarios: &[String]) -> Result<String, String> {
+    let mut scope = tls::CaScope::default();
+    for name in scenarios {
+        scope.add_scenario(&scenario::load_named(name).map_err(|e| e.to_string())?);
+    }
+    let existing = [tls::Existing::Keep, tls::Existing::Replace][usize::from(force)];
+    FarmCa::generate_in(&scope)
+        .and_then(|ca| ca.write(dir, existing))
+        .map_err(|error| format!("error: {error}"))?;
+    Ok(format!(
+        "wrote {} and {} (readable by you alone), valid for {} days\n  it signs only for {}\n  use it with: mxfarm run --ca {}\n",
+        dir.join(tls::CA_CERT_FILE).display(),
+        dir.join(tls::CA_KEY_FILE).display(),
+        tls::CA_VALIDITY_DAYS,
+        scope.describe(),
+        dir.display()
+    ))
+}
+
 /// Exits with 0 when no finding is a problem, 2 when some are, 1 when the journal cannot
 /// be read, holds no events or no connection; a reader that stops reading early does not
 /// change that.
-fn report(journal: &Path, json: bool) -> ExitCode {
-    let events = match read_journal(journal) {
+fn report(journals: &[PathBuf], json: bool) -> ExitCode {
+    let journal = newest(journals);
+    let events = match read_journal(journals) {
         Ok(events) => events,
         Err(message) => {
             print_err(&message);
@@ -327,25 +384,88 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Where the farm's CA comes from and goes to.
+/// How the journal file is written: `--journal-fsync`, `--journal-max-bytes`.
+#[derive(clap::Args)]
+struct JournalFileArgs {
+    /// With --journal: fsync the file before each 250, so acknowledged messages survive a
+    /// power loss too (a 250 costs a disk flush; batches share one).
+    #[arg(long, requires = "journal")]
+    journal_fsync: bool,
+    /// With --journal: when FILE would grow past SIZE (e.g. 512MiB), it becomes FILE.1
+    /// (replacing an older one) and a new FILE begins; read both with `mxfarm report
+    /// FILE.1 FILE`.
+    #[arg(long, value_name = "SIZE", requires = "journal", value_parser = parse_size)]
+    journal_max_bytes: Option<u64>,
+    /// With --journal: replace FILE even if it holds something other than a journal.
+    #[arg(long, requires = "journal")]
+    journal_overwrite: bool,
+}
+
+impl JournalFileArgs {
+    fn options(&self, path: PathBuf) -> JournalFileOptions {
+        JournalFileOptions {
+            path,
+            fsync: self.journal_fsync,
+            max_bytes: self.journal_max_bytes,
+        }
+    }
+}
+
+/// Parses `512MiB`, `10MB` or a number of bytes; at least 4KiB, so a file holds more than
+/// its first line.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size = text
+        .parse::<bytesize::ByteSize>()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 512MiB, 10MB or 100000"))?
+        .as_u64();
+    if size < 4096 {
+        return Err(format!(
+            "`{text}` is too small for a journal file: give at least 4KiB"
+        ));
+    }
+    Ok(size)
+}
+
+/// A file size limit (`ulimit -f`) makes a write fail instead of killing the farm: the
+/// journal then says it cannot be written and messages get 451, as on a full disk.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread
+    // of ours could depend on it, has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 struct TlsFiles {
     ca: Option<PathBuf>,
     ca_out: Option<PathBuf>,
 }
 
+/// Where the journal goes, and whether a file there that is not a journal may be replaced.
+struct JournalTarget {
+    options: JournalFileOptions,
+    overwrite: bool,
+}
+
 async fn run(
     name_or_path: &str,
     bind: Vec<(String, SocketAddr)>,
-    journal: Option<PathBuf>,
+    journal: Option<JournalTarget>,
     tls: TlsFiles,
+    shutdown_grace: std::time::Duration,
 ) -> Result<(), String> {
-    if let Some(path) = &journal {
-        journal_is_not_the_scenario(name_or_path, path)?;
-    }
     let scenario = scenario::load_named(name_or_path).map_err(|e| e.to_string())?;
+    if let Some(target) = &journal {
+        journal_target_is_safe(target, name_or_path, &scenario, &tls)?;
+    }
+    let journal = journal.map(|target| target.options);
     let stop = StopSignals::install()?;
     let mut options = FarmOptions::default();
     for (host, addr) in bind {
         options = options.bind(&host, addr);
+    }
+    if let Some(file) = &journal {
+        options = options.journal_file(file.clone());
     }
     if let Some(dir) = &tls.ca {
         let ca = FarmCa::load(dir).map_err(|e| format!("error: {e}"))?;
@@ -356,14 +476,6 @@ async fn run(
         .map_err(|e| format!("error: {e}"))?;
     // Every file is in place before the summary ends with "Ready.": a script waits for that
     // line, and must not find a farm that is about to fail.
-    let writer = match &journal {
-        Some(path) => Some(
-            farm.spawn_journal_file(path)
-                .await
-                .map_err(|e| format!("error: {e}"))?,
-        ),
-        None => None,
-    };
     if let Some(path) = &tls.ca_out {
         std::fs::write(path, farm.ca_certificate_pem()).map_err(|e| {
             format!(
@@ -374,48 +486,55 @@ async fn run(
     }
     // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
     // written, must not stop a farm whose senders are about to connect.
-    if let Err(error) = print_out(&summary(&farm, journal.as_deref(), tls.ca_out.as_deref())) {
+    if let Err(error) = print_out(&summary(&farm, journal.as_ref(), tls.ca_out.as_deref())) {
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
     stop.wait().await;
-    print_err("mxfarm: shutting down: open sessions get 421 4.3.2");
-    farm.shutdown().await;
-    if let Some(writer) = writer {
-        let _ = writer.await;
-    }
+    print_err(&format!(
+        "mxfarm: shutting down: open sessions get 421 4.3.2; those still busy in {} are ended",
+        humantime::format_duration(shutdown_grace)
+    ));
+    farm.shutdown_within(shutdown_grace).await;
     Ok(())
 }
 
-/// Refuses a journal that would replace the scenario file the farm runs: the journal file
-/// is replaced at start, and the scenario would be lost. The paths are compared
-/// canonicalized, so that `my.toml` and `./dir/../my.toml` (or a symbolic link to it) are
-/// the same file; a journal that does not exist yet is not the scenario.
-fn journal_is_not_the_scenario(name_or_path: &str, journal: &Path) -> Result<(), String> {
-    let (Ok(scenario), Ok(journal_file)) = (
-        Path::new(name_or_path).canonicalize(),
-        journal.canonicalize(),
-    ) else {
-        return Ok(());
-    };
-    if scenario != journal_file {
-        return Ok(());
-    }
-    let instead = match journal.with_extension("jsonl") {
-        same if same == journal => PathBuf::from("journal.jsonl"),
-        other => other,
-    };
-    Err(format!(
-        "error: --journal {} is the scenario file this farm runs; the journal would replace it\n  help: write the journal to a file of its own, e.g. --journal {}",
-        journal.display(),
-        instead.display()
-    ))
+/// Refuses a journal that would replace a file the farm runs from (the scenario, a host's
+/// certificate or key, the CA, the --ca-out file), or an existing file that is not a
+/// journal unless --journal-overwrite says so: the journal file is replaced at start.
+fn journal_target_is_safe(
+    target: &JournalTarget,
+    name_or_path: &str,
+    scenario: &scenario::Scenario,
+    tls: &TlsFiles,
+) -> Result<(), String> {
+    use mxfarm::journal::target as journal_target;
+    // An embedded scenario has no file; a file of that name in the way would be played.
+    let file = Some(Path::new(name_or_path)).filter(|path| path.exists());
+    let ca: Vec<PathBuf> = (tls.ca.iter())
+        .flat_map(|dir| [dir.join(tls::CA_CERT_FILE), dir.join(tls::CA_KEY_FILE)])
+        .collect();
+    let protected = journal_target::run_files(file, scenario, &ca, tls.ca_out.as_deref());
+    journal_target::check(&target.options.path, &protected, target.overwrite)
+        .map_err(|e| format!("error: {e}"))
 }
 
 /// The farm's summary, with where this run writes its journal and CA.
-fn summary(farm: &Farm, journal: Option<&Path>, ca_out: Option<&Path>) -> String {
+fn summary(farm: &Farm, journal: Option<&JournalFileOptions>, ca_out: Option<&Path>) -> String {
     let mut out = farm.summary();
-    if let Some(path) = journal {
-        out.push_str(&format!("  journal -> {}\n", path.display()));
+    if let Some(file) = journal {
+        out.push_str(&format!("  journal -> {}", file.path.display()));
+        if file.fsync {
+            out.push_str(", fsync before every 250");
+        }
+        if let Some(max) = file.max_bytes {
+            let rotated = file.rotated_path();
+            out.push_str(&format!(
+                ", rotated into {} at {}",
+                rotated.display(),
+                bytesize::ByteSize::b(max).display().iec()
+            ));
+        }
+        out.push('\n');
     }
     if let Some(path) = ca_out {
         out.push_str(&format!("  CA certificate -> {}\n", path.display()));
@@ -453,15 +572,26 @@ impl StopSignals {
 /// Reads a journal written by `run --journal`, or says what went wrong. A last line that
 /// a farm stopped mid-write left unfinished is skipped with a warning: the events before it
 /// are worth reading.
-fn read_journal(path: &Path) -> Result<Vec<Event>, String> {
-    let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
-    if let Some(line) = parsed.torn {
-        print_err(&format!(
-            "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
-            path.display()
-        ));
+fn read_journal(paths: &[PathBuf]) -> Result<Vec<Event>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
+        if let Some(line) = parsed.torn {
+            print_err(&format!(
+                "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
+                path.display()
+            ));
+        }
+        files.push(parsed.events);
     }
-    Ok(parsed.events)
+    Ok(mxfarm::journal::file::merge(files))
+}
+
+/// The journal named last: the newest file, which messages about "the journal" name.
+fn newest(journals: &[PathBuf]) -> &Path {
+    journals
+        .last()
+        .map_or(Path::new("journal.jsonl"), PathBuf::as_path)
 }
 
 /// What to say of a journal file without a single event: `nothing` is what this command
@@ -475,9 +605,10 @@ fn empty_journal(path: &Path, nothing: &str) -> String {
 
 /// Whether any sender connected: a journal of only `farm-started` is a farm nobody reached.
 fn has_contacts(events: &[mxfarm::Event]) -> bool {
+    // Any event of a connection: in a rotated file, the opening may be in an older one.
     events
         .iter()
-        .any(|e| matches!(e.kind, mxfarm::EventKind::ConnectionOpened { .. }))
+        .any(|e| !matches!(e.kind, mxfarm::EventKind::FarmStarted { .. }))
 }
 
 /// What to say of a journal in which the farm ran but no sender connected.
@@ -489,12 +620,13 @@ fn no_contacts(path: &Path, nothing: &str) -> String {
 }
 
 fn transcript(
-    journal: &Path,
+    journals: &[PathBuf],
     granularity: TimeGranularity,
     json: bool,
     check: Option<&Path>,
 ) -> ExitCode {
-    let events = match read_journal(journal) {
+    let journal = newest(journals);
+    let events = match read_journal(journals) {
         Ok(events) => events,
         Err(message) => {
             print_err(&message);
@@ -522,7 +654,7 @@ fn transcript(
             print_err(&format!(
                 "error: cannot read {}: {e}\n  help: create it with `{} > {}`",
                 expected_path.display(),
-                transcript_command(journal, granularity),
+                transcript_command(journals, granularity),
                 expected_path.display()
             ));
             return ExitCode::FAILURE;
@@ -540,7 +672,7 @@ fn transcript(
     print_err(&format!(
         "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `{} > {}`",
         expected_path.display(),
-        transcript_command(journal, granularity),
+        transcript_command(journals, granularity),
         expected_path.display()
     ));
     ExitCode::FAILURE
@@ -549,8 +681,11 @@ fn transcript(
 /// The command that writes the transcript `--check` compares, for the hints that say how
 /// to create or accept EXPECTED: with the granularity of the check, or the file it writes
 /// would never match.
-fn transcript_command(journal: &Path, granularity: TimeGranularity) -> String {
-    let mut command = format!("mxfarm transcript {}", journal.display());
+fn transcript_command(journals: &[PathBuf], granularity: TimeGranularity) -> String {
+    let mut command = String::from("mxfarm transcript");
+    for journal in journals {
+        command.push_str(&format!(" {}", journal.display()));
+    }
     if granularity != DEFAULT_GRANULARITY
         && let Some(value) = granularity.to_possible_value()
     {

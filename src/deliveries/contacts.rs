@@ -368,6 +368,11 @@ impl Open {
                 }
             }
             (_, Some(Stage::EndOfData)) => {
+                if !positive && let Some(tx) = &mut self.tx {
+                    // Kept, then given back: its journal line could not be written, and
+                    // the client was told to try again.
+                    tx.kept = None;
+                }
                 let reply = reply.clone();
                 self.end_tx(
                     TxEnd::Reply {

@@ -538,6 +538,33 @@ fn a_lost_reply_is_delivered_and_the_closing_says_who_left() {
     );
 }
 
+/// A message kept, then given back with 451 because its journal line could not be
+/// written, was not delivered: the sender retries, and the retry is no duplicate.
+#[test]
+fn a_message_given_back_with_451_is_deferred_not_delivered() {
+    let mut s = Script::new(&[AOL]);
+    let conn = s.open("mx1", C);
+    s.mail(conn, "a@x.test", None, "250 ok");
+    s.rcpt(conn, "bob@aol.test", "250 ok", None);
+    s.content(conn, Some("1@x"));
+    s.kept(conn, 1, Some("451 4.3.0 Error: queue file write error"));
+    s.quit(conn);
+    s.send(
+        "mx1",
+        C,
+        "a@x.test",
+        &[("bob@aol.test", "250 ok")],
+        "1@x",
+        "250 ok",
+    );
+    let d = deliveries(&s.events);
+    let attempts = &d.list[0].attempts;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].kept, None);
+    assert_ne!(attempts[0].outcome, Outcome::Delivered);
+    assert_eq!(attempts[1].outcome, Outcome::Delivered);
+}
+
 #[test]
 fn a_failed_handshake_is_an_unreached_attempt() {
     let mut s = Script::new(&[AOL]);

@@ -4,12 +4,8 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use tokio::io::AsyncWriteExt;
 
 use super::event::Event;
-use super::store::{Cursor, Journal, Read};
 
 /// Why a journal file could not be read or written, phrased for the command line.
 #[derive(Debug, thiserror::Error)]
@@ -113,73 +109,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, JournalFileError> {
     Ok(Parsed { events, torn: None })
 }
 
+/// The events of several journal files of one run (a file and the one it was rotated
+/// into, in any order), as one journal: in sequence order, each event once (every file
+/// begins with the same `farm-started` event).
+pub fn merge(files: Vec<Vec<Event>>) -> Vec<Event> {
+    if files.len() == 1 {
+        return files.into_iter().flatten().collect();
+    }
+    let mut events: Vec<Event> = files.into_iter().flatten().collect();
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    events
+}
+
 /// Appends `event` to `out` as one JSON line.
 pub fn write_line(out: &mut Vec<u8>, event: &Event) {
     if serde_json::to_writer(&mut *out, event).is_ok() {
         out.push(b'\n');
     }
-}
-
-/// Creates (or replaces) `path` and writes every event of `journal` to it, from the first
-/// one still held, as they are recorded, until the journal is closed. Events dropped from
-/// the journal before the writer got to them leave a gap in the file's sequence numbers,
-/// which the views over the file report; the writer logs how many.
-pub(crate) async fn spawn_writer(
-    journal: Arc<Journal>,
-    path: &Path,
-) -> Result<tokio::task::JoinHandle<()>, JournalFileError> {
-    // A new file per run: sequence numbers start at 1 again, so appending would mix runs.
-    let file = tokio::fs::File::create(path)
-        .await
-        .map_err(|source| JournalFileError::Create {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let path = path.to_path_buf();
-    let mut cursor = Cursor::new(journal, 0);
-    Ok(tokio::spawn(async move {
-        let mut out = tokio::io::BufWriter::new(file);
-        let mut lines = Vec::new();
-        loop {
-            // Take what is there without waiting; write it in one go before waiting.
-            let next = match cursor.try_next() {
-                Some(next) => Some(next),
-                None => {
-                    if let Err(e) = flush(&mut out, &mut lines).await {
-                        tracing::error!(path = %path.display(), error = %e, "journal file write failed");
-                        return;
-                    }
-                    cursor.next().await
-                }
-            };
-            match next {
-                Some(Read::Event(event)) => write_line(&mut lines, &event),
-                Some(Read::Missed(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "the journal file fell behind; events were dropped before they were written"
-                    );
-                }
-                None => break,
-            }
-        }
-        if let Err(e) = flush(&mut out, &mut lines).await {
-            tracing::error!(path = %path.display(), error = %e, "journal file write failed");
-        }
-    }))
-}
-
-async fn flush(
-    out: &mut tokio::io::BufWriter<tokio::fs::File>,
-    lines: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    out.write_all(lines).await?;
-    out.flush().await?;
-    lines.clear();
-    Ok(())
 }
 
 #[cfg(test)]

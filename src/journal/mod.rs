@@ -9,13 +9,19 @@
 //!
 //! - [`event`]: the event types, which are also the JSON-lines format of the file.
 //! - `store`: the bounded journal and its cursors.
-//! - [`file`](mod@file): reading and writing the journal file.
+//! - [`file`](mod@file): reading the journal file, and its line format.
+//! - `sink`: writing the journal file, every event in order, before the 250s.
+//! - [`target`]: whether a journal file may be written at a path.
 
 pub mod event;
 pub mod file;
+pub(crate) mod sink;
 pub(crate) mod store;
+pub mod target;
 
 pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
+pub(crate) use sink::Sink;
+pub use sink::{JournalFileOptions, Unwritable};
 pub(crate) use store::Journal;
 pub use store::{Cursor, Read};
 
@@ -37,7 +43,9 @@ impl std::fmt::Display for Missing {
         write!(
             f,
             "INCOMPLETE: {} event{} missing from the journal, the first before event {} \
-             (it was full: raise [journal] max-events); these stories may lack attempts",
+             (the farm's journal was full: raise [journal] max-events; or, for a file \
+             rotated by --journal-max-bytes, read the older file too: FILE.1 FILE); \
+             these stories may lack attempts",
             self.events,
             if self.events == 1 { " is" } else { "s are" },
             self.before_seq

@@ -18,10 +18,15 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::event::{Event, EventKind};
+use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
 
 /// The fewest events a journal keeps, whatever the scenario asks for.
 pub(crate) const MIN_EVENTS: usize = 16;
+
+/// How far (in bytes of JSON lines) the journal file may fall behind before sessions
+/// wait for it; a batch of this size is one write.
+pub(crate) const MAX_FILE_BACKLOG: usize = 8 * 1024 * 1024;
 
 /// The bounded event log of one farm.
 #[derive(Debug)]
@@ -31,6 +36,9 @@ pub(crate) struct Journal {
     /// The sequence number of the newest event, for readers waiting for more; and
     /// whether the journal is closed (no more events will come).
     appended: watch::Sender<(u64, bool)>,
+    /// The journal file, when the farm writes one: it gets every event, in order, as it
+    /// is recorded, whatever the bound above drops.
+    sink: Option<Arc<Sink>>,
 }
 
 #[derive(Debug)]
@@ -56,7 +64,13 @@ pub(crate) struct Page {
 
 impl Journal {
     /// A journal keeping at most `max_events` events (at least [`MIN_EVENTS`]).
+    #[cfg(test)]
     pub(crate) fn new(clock: Clock, max_events: usize) -> Self {
+        Self::with_sink(clock, max_events, None)
+    }
+
+    /// A journal that also writes every event to `sink`'s file.
+    pub(crate) fn with_sink(clock: Clock, max_events: usize, sink: Option<Arc<Sink>>) -> Self {
         let (appended, _) = watch::channel((0, false));
         Self {
             clock,
@@ -69,6 +83,7 @@ impl Journal {
                 dropped: 0,
             }),
             appended,
+            sink,
         }
     }
 
@@ -81,7 +96,12 @@ impl Journal {
         let seq = state.next_seq;
         state.next_seq += 1;
         let event = Event { seq, at, kind };
-        if state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. }) {
+        let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
+        if let Some(sink) = &self.sink {
+            // Under the lock: the file's lines are in sequence order.
+            sink.push(&event, header);
+        }
+        if header {
             state.header = Some(event);
         } else {
             let held = state.events.len() + usize::from(state.header.is_some());
@@ -136,9 +156,46 @@ impl Journal {
         self.state.lock().next_seq - 1
     }
 
-    /// Says that no more events will come: readers waiting at the end return `None`.
+    /// Says that no more events will come: readers waiting at the end return `None`,
+    /// and the file writer writes what is left, then ends.
     pub(crate) fn close(&self) {
         self.appended.send_modify(|(_, closed)| *closed = true);
+        if let Some(sink) = &self.sink {
+            sink.close();
+        }
+    }
+
+    /// Waits until the event `seq` is in the journal file (at once without a file), or
+    /// says why it will never be: what a 250 after the final dot waits for.
+    pub(crate) async fn written(&self, seq: u64) -> Result<(), Unwritable> {
+        match &self.sink {
+            Some(sink) => sink.written(seq).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Why the journal file cannot be written, once a write to it failed.
+    pub(crate) fn file_failure(&self) -> Option<Arc<str>> {
+        self.sink.as_ref().and_then(|sink| sink.failure())
+    }
+
+    /// Waits, when the journal file is more than [`MAX_FILE_BACKLOG`] behind, until it
+    /// has caught up with what is recorded now: sessions call it before reading more of
+    /// their client, so a disk slower than the clients slows the clients down instead of
+    /// growing the farm's memory.
+    pub(crate) async fn keep_up_with_file(&self) {
+        if let Some(sink) = &self.sink
+            && sink.backlog() > MAX_FILE_BACKLOG
+        {
+            let _ = sink.written(self.last_seq()).await;
+        }
+    }
+
+    /// Waits until the journal file has everything recorded before [`Journal::close`].
+    pub(crate) async fn file_finished(&self) {
+        if let Some(sink) = &self.sink {
+            sink.finished().await;
+        }
     }
 }
 

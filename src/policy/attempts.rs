@@ -3,40 +3,35 @@
 //! across hosts, as a sender sees it when it retries on another MX.
 //!
 //! Only the keys that some rule uses are counted, and each key's table is bounded, so an
-//! address-spraying client cannot grow the farm's memory without limit.
+//! address-spraying client cannot grow the farm's memory without limit: when a table is
+//! full, the key counted longest ago is forgotten (it counts from 1 again), one at a time,
+//! so no count ever walks the table (see `bounded`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::Seen;
+use super::bounded::{Bounded, Keys};
 
 use crate::scenario::{AttemptKey, Condition, Scenario};
 
-/// Entries per key kind before the oldest half is forgotten.
+/// Entries per key kind; when full, the one counted longest ago is forgotten.
 const MAX_ENTRIES: usize = 200_000;
 
 /// The farm's attempt counters.
 #[derive(Debug, Default)]
 pub struct AttemptCounters {
     counted: [bool; 4],
-    tables: [Mutex<Table>; 4],
-}
-
-#[derive(Debug, Default)]
-struct Table {
-    counts: HashMap<String, Entry>,
-    /// Increments so far; an entry's `touched` says when it was last counted.
-    tick: u64,
+    keys: Keys,
+    tables: [Mutex<Bounded<Entry>>; 4],
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     n: u32,
     first: Duration,
-    touched: u64,
 }
 
 fn index(key: AttemptKey) -> usize {
@@ -71,23 +66,16 @@ impl AttemptCounters {
 
     /// Counts one more attempt for `value` at farm time `now`; returns its number (1 for
     /// the first) and when the first was. Zero if no rule counts this key.
-    pub fn bump(&self, key: AttemptKey, value: &str, now: Duration) -> Seen {
+    fn bump(&self, key: AttemptKey, value: &impl std::hash::Hash, now: Duration) -> Seen {
         if !self.counts(key) {
             return Seen::default();
         }
+        // Each kind has its own table, so the same value counted as two kinds is two keys.
+        let hashed = self.keys.of(value);
         let mut table = self.tables[index(key)].lock();
-        table.tick += 1;
-        let tick = table.tick;
-        if table.counts.len() >= MAX_ENTRIES && !table.counts.contains_key(value) {
-            table.forget_oldest_half();
-        }
-        let entry = table.counts.entry(value.to_string()).or_insert(Entry {
-            n: 0,
-            first: now,
-            touched: tick,
-        });
+        table.make_room(&hashed, MAX_ENTRIES);
+        let entry = table.touch(hashed, || Entry { n: 0, first: now });
         entry.n = entry.n.saturating_add(1);
-        entry.touched = tick;
         Seen {
             n: entry.n,
             first: entry.first,
@@ -96,10 +84,7 @@ impl AttemptCounters {
 
     /// Counts a connection from `client`.
     pub fn connection(&self, client: IpAddr, now: Duration) -> Seen {
-        if !self.counts(AttemptKey::Client) {
-            return Seen::default();
-        }
-        self.bump(AttemptKey::Client, &client.to_string(), now)
+        self.bump(AttemptKey::Client, &client, now)
     }
 
     /// Counts an offer of `recipient` from `sender` by `client`: returns what the
@@ -111,10 +96,13 @@ impl AttemptCounters {
         recipient: &str,
         now: Duration,
     ) -> (Seen, Seen) {
-        let recipient_key = recipient.to_ascii_lowercase();
-        let by_recipient = self.bump(AttemptKey::Recipient, &recipient_key, now);
+        if !self.counts(AttemptKey::Recipient) && !self.counts(AttemptKey::Triplet) {
+            return (Seen::default(), Seen::default());
+        }
+        let recipient = recipient.to_ascii_lowercase();
+        let by_recipient = self.bump(AttemptKey::Recipient, &recipient, now);
         let by_triplet = if self.counts(AttemptKey::Triplet) {
-            let triplet = format!("{client}/{}/{recipient_key}", sender.to_ascii_lowercase());
+            let triplet = (client, sender.to_ascii_lowercase(), &recipient);
             self.bump(AttemptKey::Triplet, &triplet, now)
         } else {
             Seen::default()
@@ -129,15 +117,11 @@ impl AttemptCounters {
         }
         self.bump(AttemptKey::Sender, &sender.to_ascii_lowercase(), now)
     }
-}
 
-impl Table {
-    fn forget_oldest_half(&mut self) {
-        let mut ticks: Vec<u64> = self.counts.values().map(|e| e.touched).collect();
-        let mid = ticks.len() / 2;
-        let (_, cutoff, _) = ticks.select_nth_unstable(mid);
-        let cutoff = *cutoff;
-        self.counts.retain(|_, e| e.touched > cutoff);
+    /// Keys counted now for `key`.
+    #[cfg(test)]
+    pub fn len(&self, key: AttemptKey) -> usize {
+        self.tables[index(key)].lock().len()
     }
 }
 
@@ -178,19 +162,17 @@ mod tests {
     }
 
     #[test]
-    fn forgets_the_least_recently_used_half_when_full() {
-        let mut table = Table::default();
-        for i in 0..10u64 {
-            let entry = Entry {
-                n: 1,
-                first: Duration::ZERO,
-                touched: i,
-            };
-            table.counts.insert(i.to_string(), entry);
+    fn forgets_the_key_counted_longest_ago_when_full() {
+        let c = counting(&[AttemptKey::Sender]);
+        let t = Duration::ZERO;
+        for i in 0..MAX_ENTRIES {
+            c.sender(&format!("s{i}@x.test"), t);
         }
-        table.forget_oldest_half();
-        assert_eq!(table.counts.len(), 4);
-        assert!(table.counts.contains_key("9"));
-        assert!(!table.counts.contains_key("0"));
+        // Counting s0 again makes s1 the one counted longest ago.
+        assert_eq!(c.sender("s0@x.test", t).n, 2);
+        assert_eq!(c.sender("new@x.test", t).n, 1);
+        assert_eq!(c.len(AttemptKey::Sender), MAX_ENTRIES);
+        assert_eq!(c.sender("s0@x.test", t).n, 3, "s0 is kept");
+        assert_eq!(c.sender("s1@x.test", t).n, 1, "s1 was forgotten");
     }
 }

@@ -1,11 +1,16 @@
 //! Concurrency limits: how many connections each client key holds open at once.
+//!
+//! One store per limit and host (each MX host counts its own connections), so a host
+//! never waits on another's. A key is kept only while a connection holds a slot for it,
+//! so a store holds at most as many keys as the host has connections open, which
+//! `max-connections` bounds: it needs no cap of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-/// Open connections per state key; a slot is given back when its guard is dropped.
+/// Open connections per client key; a slot is given back when its guard is dropped.
 #[derive(Debug, Default)]
 pub struct ConcurrencyStore {
     open: Mutex<HashMap<String, u32>>,

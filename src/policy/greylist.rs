@@ -6,17 +6,14 @@
 //! been seen for `expiry`. A client IP that passed `whitelist_after` times (at most one pass
 //! per hour counts) skips greylisting altogether.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use parking_lot::Mutex;
 
+use super::bounded::{Bounded, Keys, Stamp};
 use crate::scenario::{Greylist, StateScope};
-
-/// Entries kept per store before expired ones are swept.
-const SWEEP_AT: usize = 100_000;
 
 /// The greylisting verdict for one triplet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,26 +24,33 @@ pub enum GreyVerdict {
     Defer { remaining: Duration },
 }
 
+/// One triplet: 24 bytes, plus its key and its place in the order (see `bounded`).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    first_seen: Duration,
-    last_seen: Duration,
+    first_seen: Stamp,
+    last_seen: Stamp,
     passed: bool,
 }
 
+/// One client's passes, for the whitelist.
 #[derive(Debug, Clone, Copy)]
 struct Whitelist {
     passes: u32,
-    last_counted: Duration,
-    last_seen: Duration,
+    last_counted: Stamp,
+    last_seen: Stamp,
 }
 
-/// All greylisting state of a farm: one table per (rule, scope) so that two greylist rules
-/// never see each other's triplets.
-#[derive(Debug, Default)]
+/// The state of one greylist: one rule's, and one host's if its state is per host, so
+/// that two greylist rules never see each other's triplets and a host that has no
+/// greylist rule never touches any. Its triplets and its whitelisted clients are each
+/// kept to `max-entries`; when a table is full, the entry seen longest ago is forgotten
+/// (a triplet forgotten so is greylisted again at its next attempt, as a new one).
+#[derive(Debug)]
 pub struct GreylistStore {
-    triplets: Mutex<HashMap<String, Entry>>,
-    clients: Mutex<HashMap<String, Whitelist>>,
+    max_entries: usize,
+    keys: Keys,
+    triplets: Mutex<Bounded<Entry>>,
+    clients: Mutex<Bounded<Whitelist>>,
 }
 
 /// What identifies one greylist's state: the rule, and the host if the state is per host.
@@ -58,46 +62,63 @@ pub fn state_key(rule_id: &str, scope: StateScope, host: &str) -> String {
 }
 
 impl GreylistStore {
+    /// An empty store for a greylist configured as `config`.
+    pub fn new(config: &Greylist) -> Self {
+        Self {
+            max_entries: config.max_entries,
+            keys: Keys::default(),
+            triplets: Mutex::default(),
+            clients: Mutex::default(),
+        }
+    }
+
     /// Checks (and records) one triplet at farm time `now`.
     pub fn check(
         &self,
         config: &Greylist,
-        state: &str,
         client: IpAddr,
         sender: &str,
         recipient: &str,
         now: Duration,
     ) -> GreyVerdict {
-        let client_key = format!("{state}/{client}");
-        if let Some(n) = config.whitelist_after
-            && self
-                .clients
-                .lock()
+        let now = Stamp::at(now);
+        let client_key = self.keys.of(&client);
+        if let Some(n) = config.whitelist_after {
+            let mut clients = self.clients.lock();
+            clients.expire(|w| w.last_seen.age(now) > config.expiry);
+            let listed = clients
                 .get(&client_key)
-                .is_some_and(|w| w.passes >= n && now.saturating_sub(w.last_seen) <= config.expiry)
-        {
-            self.count_pass(config, &client_key, now);
-            return GreyVerdict::Pass;
+                .is_some_and(|w| w.passes >= n && w.last_seen.age(now) <= config.expiry);
+            if listed {
+                self.count_pass(&mut clients, client_key, now);
+                return GreyVerdict::Pass;
+            }
         }
-        let key = triplet_key(config, state, client, sender, recipient);
+        // The key is made before the lock is taken: normalising and hashing the triplet
+        // is most of the work.
+        let key = self.keys.of(&triplet(config, client, sender, recipient));
         let verdict = {
             let mut triplets = self.triplets.lock();
-            if triplets.len() >= SWEEP_AT {
-                triplets.retain(|_, e| now.saturating_sub(e.last_seen) <= config.expiry);
-            }
+            // A triplet not seen for `expiry` is forgotten, and so is one that never
+            // passed and whose retry window is over: its next attempt starts over anyway.
+            triplets.expire(|e| {
+                e.last_seen.age(now) > config.expiry
+                    || (!e.passed && e.first_seen.age(now) > config.retry_window)
+            });
+            triplets.make_room(&key, self.max_entries);
             let fresh = Entry {
                 first_seen: now,
                 last_seen: now,
                 passed: false,
             };
-            let entry = triplets.entry(key).or_insert(fresh);
-            let expired = now.saturating_sub(entry.last_seen) > config.expiry;
-            let waited = now.saturating_sub(entry.first_seen);
+            let entry = triplets.touch(key, || fresh);
+            let expired = entry.last_seen.age(now) > config.expiry;
+            let waited = entry.first_seen.age(now);
             if expired || (!entry.passed && waited > config.retry_window) {
                 *entry = fresh;
             }
             entry.last_seen = now;
-            let waited = now.saturating_sub(entry.first_seen);
+            let waited = entry.first_seen.age(now);
             if entry.passed || waited >= config.delay {
                 entry.passed = true;
                 GreyVerdict::Pass
@@ -107,49 +128,60 @@ impl GreylistStore {
                 }
             }
         };
-        if verdict == GreyVerdict::Pass {
-            self.count_pass(config, &client_key, now);
+        if verdict == GreyVerdict::Pass && config.whitelist_after.is_some() {
+            self.count_pass(&mut self.clients.lock(), client_key, now);
         }
         verdict
     }
 
-    fn count_pass(&self, config: &Greylist, client_key: &str, now: Duration) {
-        if config.whitelist_after.is_none() {
-            return;
-        }
-        let mut clients = self.clients.lock();
-        if clients.len() >= SWEEP_AT {
-            clients.retain(|_, w| now.saturating_sub(w.last_seen) <= config.expiry);
-        }
-        let entry = clients.entry(client_key.to_string()).or_insert(Whitelist {
+    fn count_pass(
+        &self,
+        clients: &mut Bounded<Whitelist>,
+        client_key: super::bounded::Key,
+        now: Stamp,
+    ) {
+        clients.make_room(&client_key, self.max_entries);
+        let entry = clients.touch(client_key, || Whitelist {
             passes: 0,
-            last_counted: Duration::ZERO,
+            last_counted: Stamp::default(),
             last_seen: now,
         });
         entry.last_seen = now;
         // postgrey counts at most one successful delivery per hour towards the whitelist.
-        if entry.passes == 0 || now.saturating_sub(entry.last_counted) >= Duration::from_secs(3600)
-        {
+        if entry.passes == 0 || entry.last_counted.age(now) >= Duration::from_secs(3600) {
             entry.passes = entry.passes.saturating_add(1);
             entry.last_counted = now;
         }
     }
+
+    /// Triplets kept now, expired ones not yet forgotten included.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.triplets.lock().len()
+    }
+
+    /// Whitelist entries (clients) kept now.
+    #[cfg(test)]
+    pub fn clients(&self) -> usize {
+        self.clients.lock().len()
+    }
 }
 
-fn triplet_key(
+/// What identifies a triplet within one store: the client network and the sender and
+/// recipient as compared.
+fn triplet(
     config: &Greylist,
-    state: &str,
     client: IpAddr,
     sender: &str,
     recipient: &str,
-) -> String {
+) -> (IpNet, String, String) {
     let net = client_network(client, config.ipv4_prefix, config.ipv6_prefix);
     let sender = if config.normalize_sender {
         normalize_sender(sender)
     } else {
         sender.to_ascii_lowercase()
     };
-    format!("{state}/{net}/{sender}/{}", recipient.to_ascii_lowercase())
+    (net, sender, recipient.to_ascii_lowercase())
 }
 
 /// The client's network at the given prefix lengths (32 and 128 keep the exact address).
@@ -208,6 +240,7 @@ mod tests {
             ipv4_prefix: 24,
             ipv6_prefix: 64,
             normalize_sender: true,
+            max_entries: 1_000_000,
             reply: Reply::new(450, Some("4.2.0"), "Greylisted"),
         }
     }
@@ -246,12 +279,11 @@ mod tests {
 
     #[test]
     fn follows_the_postgrey_timeline() {
-        let store = GreylistStore::default();
         let g = postgrey();
+        let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        let check = |at: u64, client: IpAddr| {
-            store.check(&g, "s", client, "a@x.test", "r@y.test", secs(at))
-        };
+        let check =
+            |at: u64, client: IpAddr| store.check(&g, client, "a@x.test", "r@y.test", secs(at));
         // (farm time, client, expected)
         let steps: [(u64, IpAddr, GreyVerdict); 5] = [
             (
@@ -288,10 +320,10 @@ mod tests {
 
     #[test]
     fn a_retry_after_the_window_starts_over_and_old_entries_expire() {
-        let store = GreylistStore::default();
         let g = postgrey();
+        let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        let check = |at: u64| store.check(&g, "s", ip, "a@x.test", "r@y.test", secs(at));
+        let check = |at: u64| store.check(&g, ip, "a@x.test", "r@y.test", secs(at));
         assert!(matches!(check(0), GreyVerdict::Defer { .. }));
         let late = 2 * 86400 + 1;
         assert_eq!(
@@ -308,79 +340,83 @@ mod tests {
 
     #[test]
     fn whitelists_a_client_after_five_passes_at_most_one_per_hour() {
-        let store = GreylistStore::default();
         let g = postgrey();
+        let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let mut t = 0;
         for i in 0..5 {
             let rcpt = format!("r{i}@y.test");
-            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t));
-            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t + 300));
+            store.check(&g, ip, "a@x.test", &rcpt, secs(t));
+            store.check(&g, ip, "a@x.test", &rcpt, secs(t + 300));
             // A second pass within the hour does not count.
-            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(t + 600));
+            store.check(&g, ip, "a@x.test", &rcpt, secs(t + 600));
             t += 3600;
         }
-        let fresh = store.check(&g, "s", ip, "new@x.test", "new@y.test", secs(t));
+        let fresh = store.check(&g, ip, "new@x.test", "new@y.test", secs(t));
         assert_eq!(fresh, GreyVerdict::Pass);
         // The whitelist is per IP, not per network.
         let neighbour: IpAddr = "192.0.2.11".parse().unwrap();
-        let other = store.check(&g, "s", neighbour, "new2@x.test", "new@y.test", secs(t));
+        let other = store.check(&g, neighbour, "new2@x.test", "new@y.test", secs(t));
         assert!(matches!(other, GreyVerdict::Defer { .. }));
     }
 
     #[test]
     fn four_passes_are_not_enough_and_zero_disables() {
-        let store = GreylistStore::default();
         let mut g = postgrey();
+        let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         for i in 0..4u64 {
             let rcpt = format!("r{i}@y.test");
-            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(i * 3600));
-            store.check(&g, "s", ip, "a@x.test", &rcpt, secs(i * 3600 + 300));
+            store.check(&g, ip, "a@x.test", &rcpt, secs(i * 3600));
+            store.check(&g, ip, "a@x.test", &rcpt, secs(i * 3600 + 300));
         }
-        let fifth = store.check(&g, "s", ip, "a@x.test", "z@y.test", secs(5 * 3600));
+        let fifth = store.check(&g, ip, "a@x.test", "z@y.test", secs(5 * 3600));
         assert!(matches!(fifth, GreyVerdict::Defer { .. }));
         g.whitelist_after = None;
-        let off = GreylistStore::default();
+        let off = GreylistStore::new(&g);
         assert!(matches!(
-            off.check(&g, "s", ip, "a@x.test", "r@y.test", secs(0)),
+            off.check(&g, ip, "a@x.test", "r@y.test", secs(0)),
             GreyVerdict::Defer { .. }
         ));
     }
 
+    /// A triplet that never passed is dead once its retry window is over (its next
+    /// attempt would start over), so it leaves then, long before the expiry.
     #[test]
-    fn separate_states_do_not_share_triplets() {
-        let store = GreylistStore::default();
+    fn triplets_that_never_passed_leave_after_the_retry_window() {
         let g = postgrey();
+        let store = GreylistStore::new(&g);
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        store.check(
-            &g,
-            &state_key("rule 1", StateScope::Host, "mx1"),
-            ip,
-            "a@x.test",
-            "r@y.test",
-            secs(0),
+        for i in 0..20 {
+            store.check(&g, ip, "a@x.test", &format!("r{i}@y.test"), secs(0));
+        }
+        store.check(&g, ip, "a@x.test", "new@y.test", secs(2 * 86400));
+        assert_eq!(store.len(), 21, "within the window");
+        store.check(&g, ip, "a@x.test", "new2@y.test", secs(2 * 86400 + 1));
+        let step = super::super::bounded::EXPIRE_PER_CALL;
+        assert_eq!(store.len(), 22 - step);
+    }
+
+    #[test]
+    fn a_full_store_forgets_the_triplet_seen_longest_ago() {
+        let mut g = postgrey();
+        g.max_entries = 3;
+        let store = GreylistStore::new(&g);
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        for (i, at) in [(0, 0), (1, 10), (2, 20), (0, 30), (3, 40)] {
+            store.check(&g, ip, "a@x.test", &format!("r{i}@y.test"), secs(at));
+        }
+        assert_eq!(store.len(), 3);
+        // r1 was seen longest ago (r0 came back at 30): it starts over, r0 does not.
+        assert_eq!(
+            store.check(&g, ip, "a@x.test", "r1@y.test", secs(400)),
+            GreyVerdict::Defer {
+                remaining: secs(300)
+            }
         );
-        let on_mx2 = store.check(
-            &g,
-            &state_key("rule 1", StateScope::Host, "mx2"),
-            ip,
-            "a@x.test",
-            "r@y.test",
-            secs(600),
+        assert_eq!(
+            store.check(&g, ip, "a@x.test", "r0@y.test", secs(400)),
+            GreyVerdict::Pass
         );
-        assert!(
-            matches!(on_mx2, GreyVerdict::Defer { .. }),
-            "mx2 never saw it"
-        );
-        let on_mx1 = store.check(
-            &g,
-            &state_key("rule 1", StateScope::Host, "mx1"),
-            ip,
-            "a@x.test",
-            "r@y.test",
-            secs(600),
-        );
-        assert_eq!(on_mx1, GreyVerdict::Pass);
     }
 }

@@ -5,11 +5,16 @@
 //!
 //! Policy owns the state that rules keep: the attempt counters ([`attempts`]), greylisting
 //! ([`greylist`]), rate limits ([`rate`]) and connection slots ([`concurrency`]), all
-//! updated here as commands are decided, never by the session. Time and chance are inputs:
+//! updated here as commands are decided, never by the session. Each stateful rule has a
+//! store of its own (shared by the hosts that share its state), found once when the host
+//! is set up: a decision never looks a store up, a host without such rules never touches
+//! one, and every store is bounded and forgets in time order ([`bounded`]), so its lock
+//! is held for microseconds. Time and chance are inputs:
 //! `now` comes from the caller, randomness from the connection's generator, seeded from
 //! the scenario's seed and the connection number.
 
 pub(crate) mod attempts;
+mod bounded;
 pub(crate) mod concurrency;
 mod conditions;
 pub(crate) mod greylist;
@@ -24,16 +29,17 @@ mod tests;
 pub(crate) use points::{Connect, Data, Ehlo, EndOfData, Mail, Point, Quit, Rcpt, Rset, Starttls};
 pub(crate) use verdict::{Act, HideStarttls, LoseReply, Verdict};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use crate::scenario::{ActionKind, Condition, Host, RateKey, Rule, Scenario, Stage, StateScope};
+use crate::scenario::{ActionKind, Condition, Host, RateKey, Rule, Scenario, Stage};
 use attempts::AttemptCounters;
 use concurrency::{ConcurrencySlot, ConcurrencyStore};
 use conditions::{Attempts, Known};
@@ -53,9 +59,10 @@ pub(crate) struct Seen {
 #[derive(Debug)]
 pub(crate) struct PolicyState {
     attempts: AttemptCounters,
-    greylist: GreylistStore,
-    rates: RateStore,
-    concurrency: Arc<ConcurrencyStore>,
+    /// The stores of greylist and rate-limit rules by state key, for hosts to find theirs
+    /// as they are set up (never while deciding).
+    greylists: Mutex<HashMap<String, Arc<GreylistStore>>>,
+    rates: Mutex<HashMap<String, Arc<RateStore>>>,
     seed: u64,
     /// The scenario's PTR names of client addresses.
     reverse_dns: BTreeMap<IpAddr, String>,
@@ -66,21 +73,31 @@ impl PolicyState {
     pub(crate) fn for_scenario(scenario: &Scenario) -> Arc<Self> {
         Arc::new(Self {
             attempts: AttemptCounters::for_scenario(scenario),
-            greylist: GreylistStore::default(),
-            rates: RateStore::default(),
-            concurrency: Arc::default(),
+            greylists: Mutex::default(),
+            rates: Mutex::default(),
             seed: scenario.seed,
             reverse_dns: scenario.reverse_dns.clone(),
         })
     }
 }
 
+/// The store a rule keeps its state in.
+#[derive(Debug)]
+enum RuleStore {
+    /// A rule without state.
+    None,
+    Greylist(Arc<GreylistStore>),
+    Rate(Arc<RateStore>),
+    Concurrency(Arc<ConcurrencyStore>),
+}
+
 /// One host's rules over the farm's policy state: what decides every reply of the host.
 #[derive(Debug)]
 pub(crate) struct HostPolicy {
-    host: Arc<str>,
     hostname: String,
     rules: Arc<[Rule]>,
+    /// The store of each rule, in the order of `rules`.
+    stores: Vec<RuleStore>,
     state: Arc<PolicyState>,
     /// Connections this host has had, for `connection` conditions.
     connections: AtomicU64,
@@ -126,10 +143,35 @@ pub(crate) struct Facts<'a> {
 
 impl HostPolicy {
     pub(crate) fn new(host: &Host, state: Arc<PolicyState>) -> Self {
+        let stores = host
+            .rules
+            .iter()
+            .map(|rule| match &rule.then.kind {
+                ActionKind::Greylist(greylist) => {
+                    let key = greylist::state_key(&rule.origin, greylist.scope, &host.name);
+                    let mut stores = state.greylists.lock();
+                    let store = stores
+                        .entry(key)
+                        .or_insert_with(|| Arc::new(GreylistStore::new(greylist)));
+                    RuleStore::Greylist(store.clone())
+                }
+                ActionKind::RateLimit(limit) => {
+                    let key = greylist::state_key(&rule.origin, limit.scope, &host.name);
+                    let mut stores = state.rates.lock();
+                    let store = stores
+                        .entry(key)
+                        .or_insert_with(|| Arc::new(RateStore::new(limit)));
+                    RuleStore::Rate(store.clone())
+                }
+                // Connections are counted per host: each MX host has its own limit.
+                ActionKind::Concurrency(_) => RuleStore::Concurrency(Arc::default()),
+                _ => RuleStore::None,
+            })
+            .collect();
         Self {
-            host: Arc::from(host.name.as_str()),
             hostname: host.hostname.clone(),
             rules: host.rules.clone(),
+            stores,
             state,
             connections: AtomicU64::new(0),
         }
@@ -185,7 +227,8 @@ impl HostPolicy {
             hostname: &self.hostname,
             remaining: None,
         };
-        for rule in self.rules.iter().filter(|r| r.stage == P::STAGE) {
+        let rules = self.rules.iter().zip(&self.stores);
+        for (rule, store) in rules.filter(|(r, _)| r.stage == P::STAGE) {
             if !conditions::all_hold(rule, &known, &mut conv.rng) {
                 continue;
             }
@@ -196,9 +239,9 @@ impl HostPolicy {
                 retry_after,
                 retry_after_told: false,
             };
-            let act = match &rule.then.kind {
-                ActionKind::Accept => Act::Accept(None),
-                ActionKind::Reply { reply, close } => {
+            let act = match (&rule.then.kind, store) {
+                (ActionKind::Accept, _) => Act::Accept(None),
+                (ActionKind::Reply { reply, close }, _) => {
                     let reply = values.fill(reply);
                     let close = *close || reply.closes_connection();
                     let act = if reply.code < 400 && !close {
@@ -208,11 +251,10 @@ impl HostPolicy {
                     };
                     return decided(act, quota_clears(rule, &known));
                 }
-                ActionKind::Close => Act::Close,
-                ActionKind::Hang(limit) => Act::Hang(*limit),
-                ActionKind::Reset => Act::Reset,
-                ActionKind::Greylist(greylist) => {
-                    let state = greylist::state_key(&rule.origin, greylist.scope, &self.host);
+                (ActionKind::Close, _) => Act::Close,
+                (ActionKind::Hang(limit), _) => Act::Hang(*limit),
+                (ActionKind::Reset, _) => Act::Reset,
+                (ActionKind::Greylist(greylist), RuleStore::Greylist(store)) => {
                     let recipients: Vec<&str> = match known.recipient {
                         Some(recipient) => vec![recipient],
                         None => known.accepted.iter().map(String::as_str).collect(),
@@ -221,9 +263,7 @@ impl HostPolicy {
                     let longest = recipients
                         .into_iter()
                         .filter_map(|recipient| {
-                            let store = &self.state.greylist;
-                            match store.check(greylist, &state, conv.client, sender, recipient, now)
-                            {
+                            match store.check(greylist, conv.client, sender, recipient, now) {
                                 GreyVerdict::Pass => None,
                                 GreyVerdict::Defer { remaining } => Some(remaining),
                             }
@@ -243,25 +283,22 @@ impl HostPolicy {
                         ..verdict
                     };
                 }
-                ActionKind::RateLimit(limit) => {
+                (ActionKind::RateLimit(limit), RuleStore::Rate(store)) => {
                     let Some(value) = counted_value(limit.per, &known) else {
                         continue;
                     };
-                    let key = scoped_key(&rule.origin, limit.scope, &self.host, &value);
-                    if self.state.rates.admit(limit, &key, now) {
+                    if store.admit(limit, &value, now) {
                         continue;
                     }
                     let reply = values.fill(&limit.reply);
                     let close = limit.close || reply.closes_connection();
                     Act::Refuse { reply, close }
                 }
-                ActionKind::Concurrency(limit) => {
+                (ActionKind::Concurrency(limit), RuleStore::Concurrency(store)) => {
                     let Some(value) = counted_value(limit.per, &known) else {
                         continue;
                     };
-                    // Connections are counted per host: each MX host has its own limit.
-                    let key = scoped_key(&rule.origin, StateScope::Host, &self.host, &value);
-                    match self.state.concurrency.enter(key, limit.limit) {
+                    match store.enter(value, limit.limit) {
                         Some(slot) => {
                             conv.slots.push(slot);
                             continue;
@@ -272,7 +309,13 @@ impl HostPolicy {
                         },
                     }
                 }
-                ActionKind::LoseReply | ActionKind::TlsFault(_) | ActionKind::HideStarttls => {
+                // `new` gives every stateful rule its store; were one without, closing is
+                // the least wrong thing to do.
+                (
+                    ActionKind::Greylist(_) | ActionKind::RateLimit(_) | ActionKind::Concurrency(_),
+                    _,
+                ) => Act::Close,
+                (ActionKind::LoseReply | ActionKind::TlsFault(_) | ActionKind::HideStarttls, _) => {
                     match P::effect(&rule.then.kind) {
                         Some(effect) => Act::Effect(effect),
                         // The loader allows these actions only at their own stage; were
@@ -352,13 +395,5 @@ fn counted_value(per: RateKey, known: &Known<'_>) -> Option<String> {
         RateKey::ClientNet => Some(greylist::client_network(known.client, 24, 64).to_string()),
         RateKey::Sender => known.sender.map(str::to_ascii_lowercase),
         RateKey::Recipient => known.recipient.map(str::to_ascii_lowercase),
-    }
-}
-
-/// A state key for one rule, shared by all hosts or kept per host.
-fn scoped_key(rule_id: &str, scope: StateScope, host: &str, value: &str) -> String {
-    match scope {
-        StateScope::Shared => format!("{rule_id}/{value}"),
-        StateScope::Host => format!("{rule_id}@{host}/{value}"),
     }
 }

@@ -1,77 +1,188 @@
 //! Rate limits: at most `limit` events per `window` for each key, in sliding windows (the
 //! last `window` of farm time) or fixed ones (aligned to farm time 0).
+//!
+//! One store per limit (and per host if its state is per host). What it remembers is
+//! bounded by the limit's `max-entries`: in a sliding window an entry is the time of one
+//! event still in the window (a key holds at most `limit`), in fixed windows it is one key.
+//! When full, the key used longest ago is forgotten: it counts from zero at its next event.
+//! Keys idle for a whole window hold nothing that matters and leave a few at a time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::bounded::{Bounded, Keys, Stamp};
 use crate::scenario::RateLimit;
 
-/// Keys kept before idle ones are swept.
-const SWEEP_AT: usize = 100_000;
+/// The times of the admitted events of one key in the last window, oldest first. None or
+/// one time is kept without a heap allocation, as most keys of a flood have just one, and
+/// more behind a box, which keeps every entry small (16 bytes here).
+#[derive(Debug)]
+enum Times {
+    None,
+    One(Stamp),
+    #[allow(
+        clippy::box_collection,
+        reason = "the box keeps every key's entry small; only keys with several times pay for it"
+    )]
+    Many(Box<VecDeque<Stamp>>),
+}
+
+impl Times {
+    fn len(&self) -> usize {
+        match self {
+            Times::None => 0,
+            Times::One(_) => 1,
+            Times::Many(times) => times.len(),
+        }
+    }
+
+    /// Forgets the times at least `window` before `now`.
+    fn forget_before(&mut self, now: Stamp, window: Duration) {
+        match self {
+            Times::One(t) if t.age(now) >= window => *self = Times::None,
+            Times::None | Times::One(_) => {}
+            Times::Many(times) => {
+                while times.front().is_some_and(|t| t.age(now) >= window) {
+                    times.pop_front();
+                }
+                if times.is_empty() {
+                    *self = Times::None;
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, now: Stamp) {
+        match self {
+            Times::None => *self = Times::One(now),
+            Times::One(first) => *self = Times::Many(Box::new(VecDeque::from([*first, now]))),
+            Times::Many(times) => times.push_back(now),
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Window {
-    /// Times of the events in the last window, oldest first; at most `limit` kept.
-    Sliding(VecDeque<Duration>),
+    /// The times of the events in the last window; at most `limit` kept.
+    Sliding(Times),
     /// The fixed window's index and its count.
     Fixed { index: u64, count: u32 },
 }
 
-/// All rate-limit state of a farm, keyed by the limit's state key and the counted value.
+impl Window {
+    /// How many of the store's entries this takes.
+    fn weight(&self) -> usize {
+        match self {
+            Window::Sliding(times) => times.len(),
+            Window::Fixed { .. } => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Counted {
+    window: Window,
+    last: Stamp,
+}
+
 #[derive(Debug, Default)]
+struct Table {
+    keys: Bounded<Counted>,
+    /// Entries held: the sum of the keys' weights.
+    held: usize,
+}
+
+/// The state of one rate limit.
+#[derive(Debug)]
 pub struct RateStore {
-    windows: Mutex<HashMap<String, (Window, Duration)>>,
+    max_entries: usize,
+    keys: Keys,
+    table: Mutex<Table>,
 }
 
 impl RateStore {
+    /// An empty store for `limit`.
+    pub fn new(limit: &RateLimit) -> Self {
+        Self {
+            max_entries: limit.max_entries,
+            keys: Keys::default(),
+            table: Mutex::default(),
+        }
+    }
+
     /// Counts one event for `key` at farm time `now`; false if it is over the limit
     /// (an event over the limit is not counted, as a refused event did not happen).
     pub fn admit(&self, limit: &RateLimit, key: &str, now: Duration) -> bool {
-        let mut windows = self.windows.lock();
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (_, last)| now.saturating_sub(*last) <= limit.window);
+        let key = self.keys.of(&key);
+        let now = Stamp::at(now);
+        let mut guard = self.table.lock();
+        let table = &mut *guard;
+        // A key idle for a whole window has nothing left in it (in fixed windows, its
+        // window is over).
+        for _ in 0..super::bounded::EXPIRE_PER_CALL {
+            match table
+                .keys
+                .pop_oldest_if(|c| c.last.age(now) >= limit.window)
+            {
+                Some(gone) => table.held -= gone.window.weight(),
+                None => break,
+            }
         }
-        let fresh = || {
-            if limit.sliding {
-                Window::Sliding(VecDeque::new())
+        let fresh = || Counted {
+            window: if limit.sliding {
+                Window::Sliding(Times::None)
             } else {
                 Window::Fixed { index: 0, count: 0 }
-            }
+            },
+            last: now,
         };
-        let (window, last) = windows
-            .entry(key.to_string())
-            .or_insert_with(|| (fresh(), now));
-        *last = now;
-        match window {
+        let before = table.keys.get(&key).map_or(0, |c| c.window.weight());
+        let counted = table.keys.touch(key, fresh);
+        counted.last = now;
+        let admitted = match &mut counted.window {
             Window::Sliding(times) => {
-                while times
-                    .front()
-                    .is_some_and(|t| now.saturating_sub(*t) >= limit.window)
-                {
-                    times.pop_front();
+                times.forget_before(now, limit.window);
+                let room = u64::try_from(times.len()).unwrap_or(u64::MAX) < u64::from(limit.limit);
+                if room {
+                    times.push(now);
                 }
-                if times.len() as u64 >= u64::from(limit.limit) {
-                    return false;
-                }
-                times.push_back(now);
-                true
+                room
             }
             Window::Fixed { index, count } => {
                 let window_nanos = limit.window.as_nanos().max(1);
-                let current = u64::try_from(now.as_nanos() / window_nanos).unwrap_or(u64::MAX);
+                let current =
+                    u64::try_from(u128::from(now.nanos()) / window_nanos).unwrap_or(u64::MAX);
                 if *index != current {
                     *index = current;
                     *count = 0;
                 }
-                if *count >= limit.limit {
-                    return false;
+                let room = *count < limit.limit;
+                if room {
+                    *count += 1;
                 }
-                *count += 1;
-                true
+                room
+            }
+        };
+        let after = counted.window.weight();
+        table.held = table.held + after - before;
+        // Over the cap: forget the keys used longest ago. The key just counted is the
+        // most recent, and alone it fits (the loader keeps `limit` within `max-entries`).
+        while table.held > self.max_entries && table.keys.len() > 1 {
+            match table.keys.pop_oldest() {
+                Some(gone) => table.held -= gone.window.weight(),
+                None => break,
             }
         }
+        admitted
+    }
+
+    /// Entries held now (see the module's documentation), and keys.
+    #[cfg(test)]
+    pub fn held(&self) -> (usize, usize) {
+        let table = self.table.lock();
+        (table.held, table.keys.len())
     }
 }
 
@@ -89,6 +200,7 @@ mod tests {
             scope: StateScope::Shared,
             reply: Reply::new(421, Some("4.7.0"), "slow down"),
             close: false,
+            max_entries: 1_000_000,
         }
     }
 
@@ -122,8 +234,8 @@ mod tests {
             ),
         ];
         for (sliding, steps) in cases {
-            let store = RateStore::default();
             let l = limit(2, 60, sliding);
+            let store = RateStore::new(&l);
             for (at, expected) in steps {
                 let got = store.admit(&l, "k", Duration::from_secs(*at));
                 assert_eq!(got, *expected, "sliding={sliding} at {at}s");
@@ -133,8 +245,8 @@ mod tests {
 
     #[test]
     fn keys_are_counted_apart() {
-        let store = RateStore::default();
         let l = limit(1, 60, true);
+        let store = RateStore::new(&l);
         assert!(store.admit(&l, "a", Duration::ZERO));
         assert!(store.admit(&l, "b", Duration::ZERO));
         assert!(!store.admit(&l, "a", Duration::ZERO));

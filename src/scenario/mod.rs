@@ -25,6 +25,7 @@
 
 pub(crate) mod duration;
 mod error;
+pub(crate) mod files;
 mod load;
 mod model;
 mod read;
@@ -148,34 +149,50 @@ pub fn load_named(name_or_path: &str) -> Result<Scenario, ScenarioError> {
     load_embedded(name_or_path)
 }
 
-/// Reads and validates a scenario file.
+/// Reads and validates a scenario file: a regular file of at most
+/// 4 MiB, so that a named pipe or a device given by mistake is an error, not a hang.
 pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str_in(&file, &text, path.parent()),
-        Err(error) => {
-            let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
-            let hint = match error.kind() {
-                std::io::ErrorKind::NotFound => format!(
-                    "check the path; to play a scenario shipped with mxfarm, give its name instead ({})",
-                    names.join(", ")
-                ),
-                std::io::ErrorKind::InvalidData => {
-                    "a scenario file must be UTF-8 text; save it as UTF-8".to_string()
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "make the file readable by this user".to_string()
-                }
-                std::io::ErrorKind::IsADirectory => "give the path of a .toml file".to_string(),
-                _ => "check that the path names a readable scenario file".to_string(),
-            };
-            Err(ScenarioError::without_source(
-                &file,
-                format!("cannot read scenario file {file}: {error}"),
-                hint,
+    let text = files::read_regular(path, files::MAX_SCENARIO_BYTES).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| {
+            files::ReadError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
             ))
-        }
+        })
+    });
+    match text {
+        Ok(text) => load_str_in(&file, &text, path.parent()),
+        Err(error) => Err(unreadable_scenario(&file, &error)),
     }
+}
+
+/// What to say of a scenario file that could not be read.
+fn unreadable_scenario(file: &str, error: &files::ReadError) -> ScenarioError {
+    let names: Vec<&str> = EMBEDDED.iter().map(|e| e.name).collect();
+    let hint = match error {
+        files::ReadError::Io(error) => match error.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "check the path; to play a scenario shipped with mxfarm, give its name instead ({})",
+                names.join(", ")
+            ),
+            std::io::ErrorKind::InvalidData => {
+                "a scenario file must be UTF-8 text; save it as UTF-8".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "make the file readable by this user".to_string()
+            }
+            std::io::ErrorKind::IsADirectory => "give the path of a .toml file".to_string(),
+            _ => "check that the path names a readable scenario file".to_string(),
+        },
+        files::ReadError::NotRegular(_) => "give the path of a .toml file; to play a scenario another program writes, save it to a file first".to_string(),
+        files::ReadError::TooBig(_) => "check that the path names a scenario file (a scenario is TOML text of a few KiB); split a generated one into several farms".to_string(),
+    };
+    ScenarioError::without_source(
+        file,
+        format!("cannot read scenario file {file}: {error}"),
+        hint,
+    )
 }
 
 /// Parses and validates scenario text; `source_name` names it in error messages.

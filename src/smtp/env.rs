@@ -7,15 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::host::{ActiveGuard, HostRuntime};
+use super::host::{HostRuntime, Slot};
 use super::session::Session;
 use super::transport::Transport;
 use crate::capture::Inbox;
 use crate::clock::Clock;
 use crate::journal::Journal;
 
-/// The farm's clock, journal and inbox, and its connection numbering: all a session needs
-/// of the farm. The farm keeps handles to the same journal and inbox to read them.
+/// The farm's clock, journal and inbox, its connection numbering and the budget of
+/// message content in flight: all a session needs of the farm. The farm keeps handles to
+/// the same journal and inbox to read them.
 #[derive(Debug, Clone)]
 pub(crate) struct Env {
     pub(super) clock: Clock,
@@ -23,33 +24,170 @@ pub(crate) struct Env {
     pub(super) inbox: Arc<Inbox>,
     /// The last connection number given, farm-wide.
     connections: Arc<AtomicU64>,
+    pub(super) buffered: Arc<DataBudget>,
 }
 
 impl Env {
-    pub(crate) fn new(clock: Clock, journal: Arc<Journal>, inbox: Arc<Inbox>) -> Self {
+    /// `max_buffered_data`: the scenario's `[limits] max-buffered-data`.
+    pub(crate) fn new(
+        clock: Clock,
+        journal: Arc<Journal>,
+        inbox: Arc<Inbox>,
+        max_buffered_data: u64,
+    ) -> Self {
         Self {
             clock,
             journal,
             inbox,
             connections: Arc::default(),
+            buffered: Arc::new(DataBudget::new(max_buffered_data)),
         }
     }
 }
 
+/// The bytes of message content that all sessions of a farm hold while it arrives, and
+/// their bound. Each host's `max-message-size` bounds one message, but not how many
+/// arrive at once: without this, many clients each sending a large message would hold
+/// the farm's memory among them. A session takes its bytes as they arrive and gives them
+/// back when the message is kept (the inbox has its own bound) or dropped.
+#[derive(Debug)]
+pub(crate) struct DataBudget {
+    max: u64,
+    used: AtomicU64,
+}
+
+impl DataBudget {
+    fn new(max: u64) -> Self {
+        Self {
+            max,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// The bytes all sessions hold now.
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` more bytes, or nothing if that would go past the bound.
+    fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// What one message in flight holds of the farm's [`DataBudget`]; given back when it is
+/// dropped.
+#[derive(Debug)]
+pub(super) struct Held {
+    budget: Arc<DataBudget>,
+    bytes: u64,
+}
+
+impl Held {
+    pub(super) fn nothing_of(budget: &Arc<DataBudget>) -> Self {
+        Self {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Holds `total` bytes in all (more than before); false, holding nothing, if the
+    /// farm has no room for them: then the caller drops what it buffered.
+    pub(super) fn grow_to(&mut self, total: u64) -> bool {
+        let more = total.saturating_sub(self.bytes);
+        if self.budget.try_take(more) {
+            self.bytes += more;
+            true
+        } else {
+            self.release();
+            false
+        }
+    }
+
+    /// Gives back everything held.
+    pub(super) fn release(&mut self) {
+        self.budget.give_back(self.bytes);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// How a farm's shutdown reaches its listeners and sessions, in two steps.
+///
+/// First [`begin`](Self::begin): listeners stop accepting, and every session that waits
+/// (for a command, in a tarpit, in a hang) says `421 4.3.2` and closes. A session that
+/// cannot be told (a client that does not read its replies, a TLS handshake under way)
+/// gets a grace period to finish what it is doing; then [`abort`](Self::abort) ends it
+/// wherever it is, and its journal says so. Without the second step one stuck client would
+/// hold the farm's exit for up to its command timeout.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shutdown {
+    begun: CancellationToken,
+    aborted: CancellationToken,
+}
+
+impl Shutdown {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stop accepting; every waiting session says 421 and closes.
+    pub(crate) fn begin(&self) {
+        self.begun.cancel();
+    }
+
+    /// End every session still running, at once.
+    pub(crate) fn abort(&self) {
+        self.begin();
+        self.aborted.cancel();
+    }
+
+    /// Resolves once the shutdown has begun.
+    pub(super) async fn begun(&self) {
+        self.begun.cancelled().await;
+    }
+
+    /// Resolves once the grace period is over.
+    pub(super) async fn aborted(&self) {
+        self.aborted.cancelled().await;
+    }
+
+    pub(super) fn is_aborted(&self) -> bool {
+        self.aborted.is_cancelled()
+    }
+}
+
 /// Starts the session of a new connection to `host` from `client` on `tasks`: numbers it
-/// farm-wide and takes one of the host's connection slots (without a free slot the
-/// session only says 421 and closes). TCP accepts and in-memory connections both start
-/// here, so they are the same session.
+/// farm-wide and takes one of the host's connection slots and one of the client address's
+/// (without both the session only says 421 and closes). TCP accepts and in-memory
+/// connections both start here, so they are the same session.
 pub(crate) fn start_session(
     env: &Env,
     host: &Arc<HostRuntime>,
     stream: impl Transport,
     client: SocketAddr,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
     tasks: &TaskTracker,
 ) {
     let conn = env.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let slot = ActiveGuard::try_acquire(host);
+    // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
+    // tables, the journal and the count per client all want the plain IPv4 address.
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+    let slot = Slot::take(host, client.ip());
     let session = Session::new(
         Box::new(stream),
         host.clone(),

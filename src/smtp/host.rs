@@ -1,8 +1,12 @@
 //! A host as the engine runs it: its validated configuration, its built-in replies, its
-//! TLS acceptor, its policy, and the count of connections it is serving now.
+//! TLS acceptor, its policy, and the connections it is serving now, in all and from each
+//! client address.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use super::replies::Replies;
 use crate::policy::{HostPolicy, PolicyState};
@@ -16,7 +20,17 @@ pub(crate) struct HostRuntime {
     /// The TLS acceptor when the host offers STARTTLS.
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(super) policy: HostPolicy,
-    active: AtomicUsize,
+    serving: Mutex<Serving>,
+}
+
+/// The connections a host serves now. Both counts change together under one lock, taken
+/// only when a connection starts or ends and held for a map lookup: the lock is this
+/// host's, so no other host's sessions ever wait on it.
+#[derive(Debug, Default)]
+struct Serving {
+    total: usize,
+    /// Only addresses with a connection open: at most `max-connections` entries.
+    per_client: HashMap<IpAddr, usize>,
 }
 
 impl std::fmt::Debug for HostRuntime {
@@ -39,8 +53,45 @@ impl HostRuntime {
             replies: Replies::for_host(&config),
             policy: HostPolicy::new(&config, policy),
             config,
-            active: AtomicUsize::new(0),
+            serving: Mutex::default(),
         })
+    }
+}
+
+/// What a new connection got: one of the host's connection slots, or the limit it met
+/// (then the session only says so and closes).
+#[derive(Debug)]
+pub(super) enum Slot {
+    /// Held until the guard drops, when the session ends.
+    Held { _guard: ActiveGuard },
+    /// The host already serves `max-connections`.
+    HostFull,
+    /// The host already serves `max-connections-per-client` from this address.
+    ClientFull,
+}
+
+impl Slot {
+    /// Takes a slot for a connection from `client`, if both limits allow it. The client's
+    /// limit is checked first, so that a client that floods the host is told it is the
+    /// one over its limit.
+    pub(super) fn take(host: &Arc<HostRuntime>, client: IpAddr) -> Self {
+        let limits = &host.config.limits;
+        let mut serving = host.serving.lock();
+        let from_client = serving.per_client.get(&client).copied().unwrap_or(0);
+        if from_client >= limits.max_connections_per_client {
+            return Slot::ClientFull;
+        }
+        if serving.total >= limits.max_connections {
+            return Slot::HostFull;
+        }
+        serving.total += 1;
+        *serving.per_client.entry(client).or_insert(0) += 1;
+        Slot::Held {
+            _guard: ActiveGuard {
+                host: host.clone(),
+                client,
+            },
+        }
     }
 }
 
@@ -48,23 +99,18 @@ impl HostRuntime {
 #[derive(Debug)]
 pub(super) struct ActiveGuard {
     host: Arc<HostRuntime>,
-}
-
-impl ActiveGuard {
-    /// Takes a slot, or `None` if the host already serves `max_connections`.
-    pub(super) fn try_acquire(host: &Arc<HostRuntime>) -> Option<Self> {
-        let max = host.config.limits.max_connections;
-        host.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self { host: host.clone() })
-    }
+    client: IpAddr,
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.host.active.fetch_sub(1, Ordering::AcqRel);
+        let mut serving = self.host.serving.lock();
+        serving.total = serving.total.saturating_sub(1);
+        if let Some(n) = serving.per_client.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                serving.per_client.remove(&self.client);
+            }
+        }
     }
 }

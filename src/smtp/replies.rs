@@ -7,12 +7,15 @@ use crate::scenario::{Host, Reply};
 /// Every built-in reply of one host.
 #[derive(Debug, Clone)]
 pub(crate) struct Replies {
+    hostname: String,
+    enhanced: bool,
     pub greeting: Reply,
     pub ehlo: Reply,
     pub ehlo_with_starttls: Reply,
     pub ready_to_start_tls: Reply,
     pub tls_already_active: Reply,
     pub tls_not_available: Reply,
+    pub starttls_syntax: Reply,
     pub pipelined_after_starttls: Reply,
     pub transaction_in_progress: Reply,
     pub helo: Reply,
@@ -30,6 +33,8 @@ pub(crate) struct Replies {
     pub too_many_errors: Reply,
     pub no_service: Reply,
     pub line_too_long: Reply,
+    pub bare_lf_in_command: Reply,
+    pub bare_lf_in_content: Reply,
     pub unrecognized: Reply,
     pub not_implemented: Reply,
     pub need_helo: Reply,
@@ -39,10 +44,12 @@ pub(crate) struct Replies {
     pub no_valid_recipients: Reply,
     pub too_many_recipients: Reply,
     pub message_too_big: Reply,
+    pub insufficient_storage: Reply,
     pub size_exceeds_limit: Reply,
     pub bad_sender: Reply,
     pub bad_recipient: Reply,
     pub data_after_bdat: Reply,
+    pub journal_unwritable: Reply,
 }
 
 impl Replies {
@@ -55,12 +62,15 @@ impl Replies {
             Reply::new(code, enhanced.then_some(status), text)
         };
         Self {
+            hostname: hostname.clone(),
+            enhanced,
             greeting: Reply::new(220, None, format!("{hostname} {}", host.greeting)),
             ehlo: ehlo_reply(host, false),
             ehlo_with_starttls: ehlo_reply(host, true),
             ready_to_start_tls: r(220, "2.0.0", "Ready to start TLS"),
             tls_already_active: r(554, "5.5.1", "Error: TLS already active"),
             tls_not_available: r(454, "4.7.0", "TLS not available due to temporary reason"),
+            starttls_syntax: r(501, "5.5.4", "Syntax: STARTTLS"),
             transaction_in_progress: r(503, "5.5.1", "Error: MAIL transaction in progress"),
             pipelined_after_starttls: r(
                 554,
@@ -86,6 +96,20 @@ impl Replies {
             too_many_errors: r(421, "4.7.0", &format!("{hostname} Error: too many errors")),
             no_service: r(503, "5.5.1", "Error: no service here, only QUIT"),
             line_too_long: r(500, "5.5.2", "Error: line too long"),
+            // Postfix's words with smtpd_forbid_bare_newline = reject. In a command the
+            // farm closes, so the code is 521 (RFC 7504: no mail here, closing), as
+            // Postfix's smtpd_forbid_bare_newline_reject_code = 521 would answer; in
+            // content the message is refused and the session goes on, hence 550.
+            bare_lf_in_command: r(
+                521,
+                "5.5.2",
+                &format!("{hostname} Error: bare <LF> received"),
+            ),
+            bare_lf_in_content: r(
+                550,
+                "5.5.2",
+                &format!("{hostname} Error: bare <LF> received"),
+            ),
             unrecognized: r(500, "5.5.1", "Error: command not recognized"),
             not_implemented: r(502, "5.5.1", "Error: command not implemented"),
             need_helo: r(503, "5.5.1", "Error: send HELO/EHLO first"),
@@ -95,6 +119,9 @@ impl Replies {
             no_valid_recipients: r(554, "5.5.1", "Error: no valid recipients"),
             too_many_recipients: r(452, "4.5.3", "Error: too many recipients"),
             message_too_big: r(552, "5.3.4", "Error: message file too big"),
+            // RFC 5321's 452 "insufficient system storage", with RFC 3463's "mail system
+            // full": the farm's budget of content in flight is spent for now.
+            insufficient_storage: r(452, "4.3.1", "Error: insufficient system storage"),
             size_exceeds_limit: r(
                 552,
                 "5.3.4",
@@ -103,7 +130,27 @@ impl Replies {
             bad_sender: r(501, "5.1.7", "Bad sender address syntax"),
             bad_recipient: r(501, "5.1.3", "Bad recipient address syntax"),
             data_after_bdat: r(503, "5.5.1", "Error: DATA not allowed after BDAT"),
+            // Postfix's words when its queue file cannot be written: the sender keeps the
+            // message and tries again, as it should when a receiver cannot record it.
+            journal_unwritable: r(
+                451,
+                "4.3.0",
+                "Error: queue file write error (the farm cannot write its journal)",
+            ),
         }
+    }
+
+    /// The greeting of a connection over the host's `max-connections-per-client`, worded
+    /// as Postfix words it (`smtpd_client_connection_count_limit`), since senders know it.
+    pub fn too_many_from_client(&self, client: std::net::IpAddr) -> Reply {
+        Reply::new(
+            421,
+            self.enhanced.then_some("4.7.0"),
+            format!(
+                "{} Error: too many connections from {client}",
+                self.hostname
+            ),
+        )
     }
 
     /// A reply for a parameter the client used but the host did not advertise.

@@ -5,23 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::env::{Env, start_session};
+use super::env::{Env, Shutdown, start_session};
 use super::host::HostRuntime;
 
-/// Accepts connections until `shutdown` is cancelled.
+/// Accepts connections until the shutdown begins.
 pub(crate) async fn serve(
     listener: TcpListener,
     host: Arc<HostRuntime>,
     env: Env,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     sessions: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.begun() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, client) = match accepted {

@@ -160,6 +160,50 @@ async fn a_client_that_passed_five_times_is_whitelisted() {
     farm.shutdown().await;
 }
 
+/// A greylist holds at most `max-entries` triplets: a flood of other senders' triplets
+/// makes it forget the one seen longest ago, and that sender's retry is greylisted again
+/// as a new triplet, while the most recent triplets are kept and pass.
+#[tokio::test]
+async fn a_triplet_forgotten_to_a_flood_is_greylisted_again() {
+    let farm = farm(
+        r#"
+name = "small-greylist"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "rcpt"
+then = { greylist = { max-entries = 5, reply = "451 4.7.1 Greylisted, try again in {remaining} seconds" } }
+"#,
+    )
+    .await;
+    let first = "451 4.7.1 Greylisted, try again in 300 seconds";
+    assert_eq!(
+        offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
+        first
+    );
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("flood.example.test").await;
+    c.command("MAIL FROM:<flood@sender.test>").await;
+    for i in 0..5 {
+        let flood = c.command(&format!("RCPT TO:<r{i}@grey.test>")).await;
+        assert_eq!(flood.text(), first, "r{i}");
+    }
+    c.quit().await;
+    farm.advance(5 * MINUTE);
+    assert_eq!(
+        offer(&farm, "mx1", "a@sender.test", "bob@grey.test").await,
+        first,
+        "forgotten: a new triplet again"
+    );
+    assert_eq!(
+        offer(&farm, "mx1", "flood@sender.test", "r4@grey.test").await,
+        "250 2.1.5 Ok",
+        "the most recent triplets are kept"
+    );
+    farm.shutdown().await;
+}
+
 #[tokio::test]
 async fn greylisting_at_end_of_data_catches_the_null_sender() {
     let farm = farm(

@@ -702,3 +702,78 @@ async fn a_torn_last_line_is_skipped_with_a_warning() {
         "{stderr}"
     );
 }
+
+/// SIGTERM ends `mxfarm run` within its `--shutdown-grace` although a client is stuck in
+/// the TLS handshake, whose command timeout (an hour here) would otherwise hold the exit;
+/// the journal file says how that session ended.
+#[tokio::test]
+async fn sigterm_ends_the_farm_promptly_with_a_client_stuck_in_the_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let scenario = dir.path().join("stuck.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"stuck\"\n[[host]]\nname = \"mx1\"\nlisten = \"{addr}\"\ntls = \"valid\"\n\
+             [host.limits]\ncommand-timeout = \"1h\"\n"
+        ),
+    )
+    .unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let mut child = mxfarm()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--journal")
+        .arg(&journal)
+        .args(["--shutdown-grace", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("Ready.") {
+            break;
+        }
+    }
+    let mut c = greeted(addr).await;
+    c.ehlo("client.test").await;
+    c.send("STARTTLS\r\n").await;
+    c.expect("220 2.0.0 Ready to start TLS").await;
+    let mut stream = c.into_inner();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"\x16\x03\x01\x00\xa5\x01")
+        .await
+        .unwrap();
+
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    // Real time, bounded, only to see the process go.
+    let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "the farm did not end within {:?} of SIGTERM: {exited:?}\n{stderr}",
+        mxfarm::testing::GUARD
+    );
+    let written = std::fs::read_to_string(&journal).unwrap();
+    let closed = written
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "connection-closed")
+        .unwrap_or_else(|| panic!("no connection-closed in\n{written}"));
+    assert_eq!(
+        closed["reason"],
+        "farm shut down: the TLS handshake was still under way when the grace period ended",
+        "{written}"
+    );
+    drop(stream);
+}

@@ -247,12 +247,12 @@ async fn takes_a_message_in_bdat_chunks() {
     c.command("RCPT TO:<b@y.test>").await;
     c.send("BDAT 15\r\nSubject: hi\r\n\r\n").await;
     c.expect("250 2.0.0 15 octets received").await;
-    c.send("BDAT 6 LAST\r\n.body\n").await;
+    c.send("BDAT 7 LAST\r\n.body\r\n").await;
     c.expect("250 2.0.0 Ok: queued as 1").await;
     c.send("DATA\r\n").await;
     c.expect("503 5.5.1 Error: need MAIL command").await;
     let message = &farm.messages()[0];
-    assert_eq!(message.text(), "Subject: hi\r\n\r\n.body\n");
+    assert_eq!(message.text(), "Subject: hi\r\n\r\n.body\r\n");
     assert_eq!(message.subject.as_deref(), Some("hi"));
     farm.shutdown().await;
 }

@@ -84,6 +84,174 @@ fn problems_carry_line_column_message_and_hint() {
     assert!(typo.hint.contains("did you mean `reply`?"), "{}", typo.hint);
 }
 
+/// A file with 40,000 problems (20,000 hosts, each with a misspelt key and a name taken
+/// already): each is placed and shown on its own line, and the hint names the line of the
+/// first host. Placing each problem used to scan the file from its start, and comparing
+/// listen addresses went host by host: such a file took minutes (timings are in the
+/// report of issue 10, not here).
+#[test]
+fn forty_thousand_problems_are_each_placed_and_shown() {
+    let hosts = 20_000;
+    let mut text = String::from("name = \"big\"\n");
+    for _ in 0..hosts {
+        text.push_str("[[host]]\nname = \"mx\"\nlisten = \"127.0.0.1:0\"\nrelpy = 1\n");
+    }
+    let error = scenario::load_str("big.toml", &text).unwrap_err();
+    let problems = error.problems();
+    assert_eq!(problems.len(), 2 * hosts - 1);
+    for i in 0..hosts {
+        let first_line = 2 + 4 * i;
+        let typo = &problems[2 * i];
+        assert_eq!((typo.line, typo.column), (first_line + 3, 1), "{typo:?}");
+        assert!(typo.message.contains("`relpy`"), "{typo:?}");
+        if i > 0 {
+            let twice = &problems[2 * i - 1];
+            assert_eq!((twice.line, twice.column), (first_line + 1, 8), "{twice:?}");
+            assert!(twice.hint.contains("on line 3"), "{twice:?}");
+        }
+    }
+    let shown = error.to_string();
+    let last = 1 + 4 * hosts;
+    assert!(
+        shown.contains(&format!("--> big.toml:{last}:1\n")),
+        "{}",
+        &shown[shown.len() - 600..]
+    );
+    assert!(shown.contains(&format!("\n{last} | relpy = 1\n")));
+    assert!(shown.ends_with("error: big.toml has 39999 problems"));
+}
+
+/// Runs `load` on a thread of its own and gives what it returned, or fails the test when
+/// it has not returned within the guard: what it reads may be a pipe that never ends,
+/// and a hang must fail the test, not stall the run.
+fn within_guard<T: Send + 'static>(load: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(load());
+    });
+    result
+        .recv_timeout(mxfarm::testing::GUARD)
+        .expect("loading did not return: it waits on what it reads")
+}
+
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// A scenario in `dir` whose host presents the files `cert` and `key` of that directory.
+fn with_own_certificate(dir: &Path, cert: &str, key: &str) -> std::path::PathBuf {
+    let path = dir.join("farm.toml");
+    let text = format!(
+        "name = \"t\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `cert` or `key` that is a named pipe is reported at its key, like any other file that
+/// is not a PEM file; reading it would wait for a writer for ever.
+#[test]
+fn a_certificate_or_key_that_is_a_named_pipe_is_a_problem_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("chain.pem"));
+    mkfifo(&dir.path().join("key.pem"));
+    let path = with_own_certificate(dir.path(), "chain.pem", "key.pem");
+    let error = within_guard(move || scenario::load_path(&path).unwrap_err());
+    let problems = error.problems();
+    assert_eq!(problems.len(), 2, "{error}");
+    let looked = dir.path().join("chain.pem");
+    assert_eq!(
+        problems[0].message,
+        format!(
+            "`chain.pem` is a named pipe (FIFO), not a certificate chain file (looked for {})",
+            looked.display()
+        )
+    );
+    assert_eq!(
+        problems[0].hint,
+        "give the path of a regular PEM file, like cert = \"certs/chain.pem\""
+    );
+    assert_eq!((problems[0].line, problems[0].column), (5, 16));
+    assert!(
+        problems[1]
+            .message
+            .starts_with("`key.pem` is a named pipe (FIFO), not a private key file"),
+        "{error}"
+    );
+    assert_eq!((problems[1].line, problems[1].column), (5, 35));
+}
+
+/// A PEM file is read up to 1 MiB: more is not a certificate, and reading on could
+/// exhaust memory.
+#[test]
+fn a_certificate_larger_than_a_pem_file_can_be_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = std::fs::File::create(dir.path().join("chain.pem")).unwrap();
+    big.set_len(1024 * 1024 + 1).unwrap();
+    let path = with_own_certificate(dir.path(), "chain.pem", "/no/such/key.pem");
+    let error = scenario::load_path(&path).unwrap_err();
+    let problem = &error.problems()[0];
+    assert!(
+        problem
+            .message
+            .starts_with("`chain.pem` is larger than 1 MiB, too big for a certificate chain file"),
+        "{error}"
+    );
+    assert_eq!(
+        problem.hint,
+        "give the path of a regular PEM file, like cert = \"certs/chain.pem\""
+    );
+}
+
+/// The scenario file itself is read the same way: a named pipe or a device is an error
+/// that says what to give instead, not a hang or a read without end.
+#[test]
+fn a_scenario_that_is_a_named_pipe_or_a_device_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("farm.toml");
+    mkfifo(&fifo);
+    for (path, what) in [
+        (fifo, "a named pipe (FIFO)"),
+        (Path::new("/dev/zero").to_path_buf(), "a character device"),
+    ] {
+        let shown = path.display().to_string();
+        let error = within_guard(move || scenario::load_path(&path).unwrap_err());
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "error: cannot read scenario file {shown}: it is {what}, not a regular file\n  = help: give the path of a .toml file; to play a scenario another program writes, save it to a file first"
+            )
+        );
+    }
+}
+
+/// A scenario larger than 4 MiB is refused before it is parsed.
+#[test]
+fn a_scenario_larger_than_the_limit_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(4 * 1024 * 1024 + 1).unwrap();
+    let error = scenario::load_path(&path).unwrap_err();
+    let problem = &error.problems()[0];
+    assert!(
+        problem
+            .message
+            .ends_with("huge.toml: it is larger than 4 MiB"),
+        "{error}"
+    );
+    assert!(
+        problem
+            .hint
+            .contains("a scenario is TOML text of a few KiB"),
+        "{error}"
+    );
+}
+
 #[test]
 fn every_embedded_scenario_loads() {
     assert!(!scenario::embedded().is_empty());

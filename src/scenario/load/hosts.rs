@@ -14,7 +14,9 @@ use crate::scenario::spec::{self, tables};
 
 pub(super) fn hosts(cx: &mut Cx, list: &[Table], rulesets: &Rulesets) -> Vec<Host> {
     let mut names: HashMap<String, Span> = HashMap::new();
-    let mut listens: Vec<(SocketAddr, Span, String)> = Vec::new();
+    // By port, since only the same port can clash: a file of thousands of hosts on
+    // port 0 (a free port each) is not compared host by host.
+    let mut listens: HashMap<u16, Vec<(SocketAddr, Span, String)>> = HashMap::new();
     let mut hosts = Vec::new();
     for (i, table) in list.iter().enumerate() {
         let path = format!("host.{i}");
@@ -41,7 +43,8 @@ pub(super) fn hosts(cx: &mut Cx, list: &[Table], rulesets: &Rulesets) -> Vec<Hos
                 .is_some_and(|s| s.trim().parse::<SocketAddr>().is_ok())
         {
             let (addr, span) = (host.listen, v.span());
-            let taken = listens.iter().find(|(a, _, _)| clash(*a, addr)).cloned();
+            let same_port = listens.entry(addr.port()).or_default();
+            let taken = same_port.iter().find(|(a, _, _)| clash(*a, addr)).cloned();
             if let Some((other, first, other_label)) = taken {
                 let line = cx.line(&first);
                 let message = if other == addr {
@@ -57,7 +60,9 @@ pub(super) fn hosts(cx: &mut Cx, list: &[Table], rulesets: &Rulesets) -> Vec<Hos
                     ),
                 );
             }
-            listens.push((addr, span, label.clone()));
+            if addr.port() != 0 {
+                same_port.push((addr, span, label.clone()));
+            }
         }
         if !table.has(tables::HOSTNAME) {
             host.hostname = format!("{}.mxfarm.test", host.name.to_ascii_lowercase());

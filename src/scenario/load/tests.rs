@@ -54,6 +54,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(s.seed, 0);
     assert_eq!(s.capture, CaptureLimits::default());
     assert_eq!(s.journal, JournalLimits::default());
+    assert_eq!(s.limits.max_buffered_data, 256 * 1024 * 1024);
     assert_eq!(s.domains[0].name, "aol.test");
     assert_eq!(s.domains[0].mx[0].preference, 10);
     let mx1 = s.host("MX1").unwrap();
@@ -61,6 +62,7 @@ fn defaults_and_lowercasing() {
     assert_eq!(mx1.greeting, "ESMTP mxfarm");
     assert_eq!(mx1.extensions, Extensions::default());
     assert_eq!(mx1.limits, Limits::default());
+    assert_eq!(mx1.parsing, Parsing::Strict);
     assert!(mx1.rules.is_empty());
     assert_eq!(s.host("mx2").unwrap().hostname, "mx2.aol.test");
 }
@@ -77,15 +79,19 @@ fn every_value_is_read() {
         max-bytes = "1MB"
         [journal]
         max-events = 10
+        [limits]
+        max-buffered-data = "100MiB"
         [[host]]
         name = "mx1"
         listen = "[::1]:2525"
         greeting = "ESMTP hi"
+        parsing = "lenient"
         [host.extensions]
         pipelining = false
         8bitmime = false
         [host.limits]
         max-connections = 2
+        max-connections-per-client = 1
         max-recipients = 3
         max-line-length = 512
         max-errors = 1
@@ -101,13 +107,16 @@ fn every_value_is_read() {
     assert_eq!(s.capture.max_messages, 0);
     assert_eq!(s.capture.max_bytes, 1_000_000);
     assert_eq!(s.journal.max_events, 10);
+    assert_eq!(s.limits.max_buffered_data, 100 * 1024 * 1024);
     let h = &s.hosts[0];
+    assert_eq!(h.parsing, Parsing::Lenient);
     assert_eq!(h.listen, "[::1]:2525".parse().unwrap());
     assert_eq!(h.greeting, "ESMTP hi");
     assert!(!h.extensions.pipelining && !h.extensions.eight_bit_mime);
     assert!(h.extensions.size && h.extensions.chunking);
     let l = h.limits;
     assert_eq!((l.max_connections, l.max_recipients), (2, 3));
+    assert_eq!(l.max_connections_per_client, 1);
     assert_eq!((l.max_line_length, l.max_errors), (512, 1));
     assert_eq!(l.command_timeout, Duration::from_secs(60));
     assert_eq!(l.data_timeout, Duration::from_secs(120));
@@ -434,6 +443,7 @@ fn greylist_defaults_are_postgrey_s() {
                 ipv4_prefix: 24,
                 ipv6_prefix: 64,
                 normalize_sender: true,
+                max_entries: 1_000_000,
                 reply: Reply::parse(
                     "450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html"
                 )
@@ -448,7 +458,7 @@ fn every_greylist_value_is_read() {
     let (_, then) = loaded(
         "end-of-data",
         "{ mail = \"<>\" }",
-        "{ greylist = { delay = \"30m\", retry-window = \"1d\", expiry = \"5d\", whitelist-after = 0, state = \"host\", ipv4-prefix = 32, ipv6-prefix = 128, normalize-sender = false, reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms} ({remaining}s)\" }, delay = \"2s\" }",
+        "{ greylist = { delay = \"30m\", retry-window = \"1d\", expiry = \"5d\", whitelist-after = 0, state = \"host\", ipv4-prefix = 32, ipv6-prefix = 128, normalize-sender = false, max-entries = 5000, reply = \"451 4.7.1 Greylisting in action, please come back in {remaining-hms} ({remaining}s)\" }, delay = \"2s\" }",
     );
     assert_eq!(then.delay, Some(secs(2)));
     let ActionKind::Greylist(g) = then.kind else {
@@ -465,6 +475,7 @@ fn every_greylist_value_is_read() {
             ipv4_prefix: 32,
             ipv6_prefix: 128,
             normalize_sender: false,
+            max_entries: 5000,
             reply: Reply::new(
                 451,
                 Some("4.7.1"),
@@ -500,12 +511,13 @@ fn rate_limit_defaults_and_values() {
             scope: StateScope::Shared,
             reply: Reply::new(451, Some("4.7.1"), "Rate limit exceeded, try again later"),
             close: false,
+            max_entries: 1_000_000,
         }))
     );
     let (_, then) = loaded(
         "rcpt",
         "{ rcpt = \"@yahoo.test\" }",
-        "{ rate-limit = { per = \"recipient\", limit = 1, window = \"10m\", kind = \"fixed\", state = \"host\", reply = \"450 User is receiving mail too quickly\", close = true } }",
+        "{ rate-limit = { per = \"recipient\", limit = 1, window = \"10m\", kind = \"fixed\", state = \"host\", reply = \"450 User is receiving mail too quickly\", close = true, max-entries = 300 } }",
     );
     assert_eq!(
         then.kind,
@@ -517,6 +529,7 @@ fn rate_limit_defaults_and_values() {
             scope: StateScope::Host,
             reply: Reply::new(450, None, "User is receiving mail too quickly"),
             close: true,
+            max_entries: 300,
         }))
     );
     for (stage, per, key) in [

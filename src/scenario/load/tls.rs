@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::scenario::files::{self, ReadError};
 use crate::scenario::model::{TlsFiles, TlsMode, TlsSettings, TlsVersions};
 use crate::scenario::read::tree::{Node, Table};
 use crate::scenario::read::{Cx, Key, values};
@@ -277,22 +278,16 @@ fn file(cx: &mut Cx, key: &'static str, v: &Node) -> Option<PathBuf> {
         format!(" (looked for {})", path.display())
     };
     let relative = "a relative path is relative to the directory of the scenario file (of the current directory for a scenario given as text)";
-    let bytes = match std::fs::read(&path) {
+    let bytes = match files::read_regular(&path, files::MAX_PEM_BYTES) {
         Ok(bytes) => bytes,
-        Err(e) => {
-            let (message, hint) = match e.kind() {
-                std::io::ErrorKind::NotFound => (
-                    format!("the {what} file `{written}` does not exist{looked}"),
-                    format!("check the path; {relative}"),
-                ),
-                std::io::ErrorKind::IsADirectory => (
-                    format!("`{written}` is a directory, not a {what} file{looked}"),
-                    format!("give the path of a PEM file, like {key} = {example}"),
-                ),
-                _ => (
-                    format!("cannot read the {what} file `{written}`{looked}: {e}"),
-                    "make the file readable by this user".to_string(),
-                ),
+        Err(error) => {
+            let (message, hint) = unreadable(&error, what, written, &looked);
+            let hint = match hint {
+                Unreadable::Path => format!("check the path; {relative}"),
+                Unreadable::PemFile => {
+                    format!("give the path of a regular PEM file, like {key} = {example}")
+                }
+                Unreadable::Permissions => "make the file readable by this user".to_string(),
             };
             cx.issue(v.span(), message, hint);
             return None;
@@ -325,4 +320,43 @@ fn file(cx: &mut Cx, key: &'static str, v: &Node) -> Option<PathBuf> {
         return None;
     }
     Some(path)
+}
+
+/// What to tell the author of a `cert` or `key` file that was not read.
+enum Unreadable {
+    /// It does not exist where it was looked for.
+    Path,
+    /// It is not a PEM file: a directory, a pipe, a device, or far too big.
+    PemFile,
+    /// It could not be read.
+    Permissions,
+}
+
+/// The problem with a `cert` or `key` file that was not read, and what kind of hint fits.
+fn unreadable(error: &ReadError, what: &str, written: &str, looked: &str) -> (String, Unreadable) {
+    match error {
+        ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            format!("the {what} file `{written}` does not exist{looked}"),
+            Unreadable::Path,
+        ),
+        ReadError::Io(e) if e.kind() == std::io::ErrorKind::IsADirectory => (
+            format!("`{written}` is a directory, not a {what} file{looked}"),
+            Unreadable::PemFile,
+        ),
+        ReadError::Io(e) => (
+            format!("cannot read the {what} file `{written}`{looked}: {e}"),
+            Unreadable::Permissions,
+        ),
+        ReadError::NotRegular(kind) => (
+            format!("`{written}` is {kind}, not a {what} file{looked}"),
+            Unreadable::PemFile,
+        ),
+        ReadError::TooBig(limit) => (
+            format!(
+                "`{written}` is larger than {}, too big for a {what} file{looked}",
+                files::size(*limit)
+            ),
+            Unreadable::PemFile,
+        ),
+    }
 }

@@ -27,6 +27,7 @@ pub struct Scenario {
     pub seed: u64,
     pub capture: CaptureLimits,
     pub journal: JournalLimits,
+    pub limits: FarmLimits,
     pub domains: Vec<Domain>,
     pub hosts: Vec<Host>,
     /// PTR names of client addresses, for `ptr` conditions (and later the DNS server).
@@ -70,6 +71,23 @@ impl Default for JournalLimits {
     }
 }
 
+/// Bounds on what all the sessions of a farm hold together, whichever host they are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FarmLimits {
+    /// Message content that sessions hold while it arrives (DATA and BDAT), in bytes,
+    /// over all sessions: each host's `max-message-size` bounds one message, and this
+    /// bounds the sum, since many clients at once could otherwise each hold one.
+    pub max_buffered_data: u64,
+}
+
+impl Default for FarmLimits {
+    fn default() -> Self {
+        Self {
+            max_buffered_data: 256 * 1024 * 1024,
+        }
+    }
+}
+
 /// A simulated mail domain and its MX records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Domain {
@@ -103,6 +121,8 @@ pub struct Host {
     pub greeting: String,
     pub extensions: Extensions,
     pub limits: Limits,
+    /// How strictly it reads what clients send.
+    pub parsing: Parsing,
     /// STARTTLS: whether it is offered, and with which certificate.
     pub tls: TlsSettings,
     /// The host's own rules followed by those of its rule sets, in the order they are tried.
@@ -120,10 +140,26 @@ impl Default for Host {
             greeting: "ESMTP mxfarm".to_string(),
             extensions: Extensions::default(),
             limits: Limits::default(),
+            parsing: Parsing::default(),
             tls: TlsSettings::default(),
             rules: Arc::from(Vec::new()),
         }
     }
+}
+
+/// How strictly a host reads what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parsing {
+    /// As big providers have since the 2023 SMTP smuggling reports: a bare LF (one
+    /// without its CR) ends the connection in a command and refuses the message in
+    /// content; MAIL and RCPT take only the parameters of extensions the EHLO reply
+    /// advertised; STARTTLS takes no argument.
+    #[default]
+    Strict,
+    /// As older servers: a bare LF ends a command line and stays in content as sent
+    /// (only CRLF.CRLF ends DATA, even so); parameters are taken whether advertised or
+    /// not; arguments of STARTTLS are ignored.
+    Lenient,
 }
 
 /// The ESMTP extensions a host advertises in its EHLO reply.
@@ -224,11 +260,20 @@ pub enum TlsVersions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections at once from one client address (Postfix's
+    /// `smtpd_client_connection_count_limit`), so that one sender, or slow clients from one
+    /// address, cannot take every slot of the host.
+    pub max_connections_per_client: usize,
     pub max_recipients: usize,
     pub max_message_size: u64,
     pub max_line_length: usize,
     pub max_errors: usize,
+    /// How long one command may take as a whole: from just before the reply that precedes
+    /// it goes out to the end of its line, however many reads that takes (not per read, so
+    /// that a client trickling a byte at a time cannot keep it open).
     pub command_timeout: Duration,
+    /// How long one message's content may take as a whole: DATA from just before the 354
+    /// goes out to the final dot; each BDAT chunk from its command line to its last byte.
     pub data_timeout: Duration,
 }
 
@@ -236,6 +281,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 100,
+            max_connections_per_client: 50,
             max_recipients: 100,
             max_message_size: 35 * 1024 * 1024,
             max_line_length: 1000,

@@ -319,6 +319,9 @@ pub struct Greylist {
     pub ipv6_prefix: u8,
     /// Strip `+extension`, BATV `prvs=` tags and digit runs (VERP) from the sender.
     pub normalize_sender: bool,
+    /// Triplets kept at most, and as many whitelisted clients; when full, the one seen
+    /// longest ago is forgotten, and is greylisted again at its next attempt (1,000,000).
+    pub max_entries: usize,
     /// The deferral; its text may hold `{remaining}` (seconds left) and the other reply
     /// placeholders.
     pub reply: Reply,
@@ -336,6 +339,7 @@ impl Default for Greylist {
             ipv4_prefix: 24,
             ipv6_prefix: 64,
             normalize_sender: true,
+            max_entries: 1_000_000,
             reply: Reply::new(
                 450,
                 Some("4.2.0"),
@@ -369,6 +373,10 @@ pub struct RateLimit {
     pub reply: Reply,
     /// Close after the reply (a 421 always closes).
     pub close: bool,
+    /// What the limit remembers at most: event times in a sliding window (at most
+    /// `limit` per key), keys in fixed windows. When full, the key used longest ago is
+    /// forgotten, and counts from zero again (1,000,000).
+    pub max_entries: usize,
 }
 
 impl Default for RateLimit {
@@ -383,6 +391,7 @@ impl Default for RateLimit {
             scope: StateScope::Shared,
             reply: Reply::new(451, Some("4.7.1"), "Rate limit exceeded, try again later"),
             close: false,
+            max_entries: 1_000_000,
         }
     }
 }

@@ -6,9 +6,10 @@ pub(crate) mod ranges;
 pub(crate) mod tree;
 pub(crate) mod values;
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use super::error::Issue;
+use super::error::{Issue, Lines};
 use tree::Span;
 
 /// Where a scenario is being read, and every problem found so far.
@@ -17,9 +18,12 @@ pub(crate) struct Cx<'t> {
     /// The directory of the scenario file, for relative paths (`None`: the current one).
     pub dir: Option<&'t Path>,
     issues: Vec<Issue>,
-    /// The unknown keys reported, as (path of their table, key): a misspelt required key
-    /// is then not reported missing as well.
-    unknown: Vec<(String, String)>,
+    /// The unknown keys reported, by the path of their table: a misspelt required key is
+    /// then not reported missing as well. (A map: a file of thousands of tables, each with
+    /// an unknown key, would otherwise be searched whole for every table.)
+    unknown: HashMap<String, Vec<String>>,
+    /// Where the text's lines start, for hints that name another line.
+    lines: Lines,
 }
 
 /// A key as problems name it: its name, and an example value for hints.
@@ -36,7 +40,8 @@ impl<'t> Cx<'t> {
             text,
             dir,
             issues: Vec::new(),
-            unknown: Vec::new(),
+            unknown: HashMap::new(),
+            lines: Lines::new(text),
         }
     }
 
@@ -65,7 +70,10 @@ impl<'t> Cx<'t> {
 
     /// Notes an unknown key in the table at `path` (its problem is reported apart).
     pub(crate) fn note_unknown(&mut self, path: &str, key: &str) {
-        self.unknown.push((path.to_string(), key.to_string()));
+        self.unknown
+            .entry(path.to_string())
+            .or_default()
+            .push(key.to_string());
     }
 
     /// Reports that the table at `path` lacks `key`, unless an unknown key there is a
@@ -73,8 +81,8 @@ impl<'t> Cx<'t> {
     pub(crate) fn missing(&mut self, path: &str, key: &str, span: Span, message: &str, hint: &str) {
         let misspelt = self
             .unknown
-            .iter()
-            .any(|(table, unknown)| table == path && closest(unknown, [key]).is_some());
+            .get(path)
+            .is_some_and(|keys| keys.iter().any(|unknown| closest(unknown, [key]).is_some()));
         if !misspelt {
             self.issue(span, message, hint);
         }
@@ -82,17 +90,12 @@ impl<'t> Cx<'t> {
 
     /// Whether the table at `path` has an unknown key.
     pub(crate) fn has_unknown(&self, path: &str) -> bool {
-        self.unknown.iter().any(|(table, _)| table == path)
+        self.unknown.contains_key(path)
     }
 
     /// The 1-based line of a place in the text, for hints that point at another line.
     pub(crate) fn line(&self, span: &Span) -> usize {
-        let end = span.start.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+        self.lines.number(span.start)
     }
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn reference() -> String {
             TableId::Root => table(out, tables::root(), "The top level"),
             TableId::Capture => table(out, tables::capture(), "`[capture]`"),
             TableId::Journal => table(out, tables::journal(), "`[journal]`"),
+            TableId::FarmLimits => table(out, tables::farm_limits(), "`[limits]`"),
             TableId::Domain => table(out, tables::domain(), "`[[domain]]`"),
             TableId::Mx => table(out, tables::mx(), "An entry of `mx`"),
             TableId::Host => table(out, tables::host(), "`[[host]]`"),

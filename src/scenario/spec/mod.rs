@@ -33,6 +33,7 @@ pub(crate) enum TableId {
     Root,
     Capture,
     Journal,
+    FarmLimits,
     Domain,
     Mx,
     Host,
@@ -52,10 +53,11 @@ pub(crate) enum TableId {
 impl TableId {
     /// Every table, in the order the reference lists them. A table missing here is
     /// missing from the reference and from the hints that say where a key belongs.
-    pub(crate) const ALL: [TableId; 17] = [
+    pub(crate) const ALL: [TableId; 18] = [
         TableId::Root,
         TableId::Capture,
         TableId::Journal,
+        TableId::FarmLimits,
         TableId::Domain,
         TableId::Mx,
         TableId::Host,
@@ -78,6 +80,7 @@ impl TableId {
             TableId::Root => "the top level",
             TableId::Capture => "[capture]",
             TableId::Journal => "[journal]",
+            TableId::FarmLimits => "[limits]",
             TableId::Domain => "[[domain]]",
             TableId::Mx => "an mx entry",
             TableId::Host => "[[host]]",
@@ -101,6 +104,7 @@ impl TableId {
             TableId::Root => "a scenario",
             TableId::Capture => "a table: [capture]",
             TableId::Journal => "a table: [journal]",
+            TableId::FarmLimits => "a table: [limits]",
             TableId::Domain => "a table: [[domain]] with name and mx",
             TableId::Mx => "an MX record: { host = \"mx1\", preference = 10 }",
             TableId::Host => "a table: [[host]] with name and listen",
@@ -130,6 +134,7 @@ impl TableId {
             TableId::Root => tables::root().names(),
             TableId::Capture => tables::capture().names(),
             TableId::Journal => tables::journal().names(),
+            TableId::FarmLimits => tables::farm_limits().names(),
             TableId::Domain => tables::domain().names(),
             TableId::Mx => tables::mx().names(),
             TableId::Host => tables::host().names(),

@@ -62,6 +62,8 @@ pub(crate) fn greylist() -> &'static Table<Greylist> {
                     .doc("the same for IPv6"),
                 Field::flag("normalize-sender", |g: &mut Greylist| &mut g.normalize_sender)
                     .doc("strip +extensions, BATV tags and digit runs from the sender, as postgrey does"),
+                Field::count("max-entries", "1000000", "a greylist that keeps no triplet could never let a retry through", |g: &mut Greylist| &mut g.max_entries)
+                    .doc("triplets kept at most (and as many whitelisted clients); when full, the one seen longest ago is forgotten and is greylisted again at its next attempt"),
                 Field::new("reply", "\"451 4.7.1 Try again later\"", "a 4xx reply", reply, |r: &Reply| format!("{:?}", r.one_line()), |g: &mut Greylist| &mut g.reply)
                     .doc("the deferral; {remaining} and {remaining-hms} say how long is left"),
             ],
@@ -170,6 +172,8 @@ pub(crate) fn rate_limit() -> &'static Table<RateLimit> {
                     .doc("the refusal of what is over the limit"),
                 Field::flag("close", |r: &mut RateLimit| &mut r.close)
                     .doc("close after the refusal (a 421 always closes)"),
+                Field::count("max-entries", "1000000", "a limit that remembers nothing could not count", |r: &mut RateLimit| &mut r.max_entries)
+                    .doc("what the limit remembers at most: event times in a sliding window, keys in fixed ones; when full, the key used longest ago is forgotten and counts from zero again"),
             ],
         )
     });
@@ -183,6 +187,23 @@ pub(super) fn read_rate_limit(cx: &mut Cx, table: &TomlTable, then: &Then) -> Op
         Some(v) => rate_key(cx, &v, then.stage, false),
     };
     limit.per = per?;
+    // A sliding window remembers the time of each event in it, up to `limit` for a key:
+    // a key must fit, or the limit could not be kept.
+    if ok && limit.sliding && usize::try_from(limit.limit).is_ok_and(|n| n > limit.max_entries) {
+        let span = table
+            .get("max-entries")
+            .or(table.get("limit"))
+            .map_or(table.span(), |v| v.span());
+        cx.issue(
+            span,
+            format!(
+                "`limit` ({}) is more than `max-entries` ({}): a sliding window remembers the time of each event in it, so one key would not fit",
+                limit.limit, limit.max_entries
+            ),
+            "raise max-entries to at least the limit, or count in fixed windows with kind = \"fixed\" (one entry per key)",
+        );
+        return None;
+    }
     ok.then_some(limit)
 }
 

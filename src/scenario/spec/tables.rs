@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use super::{Field, Table, TableId};
 use crate::scenario::model::{
-    CaptureLimits, Domain, Extensions, Host, JournalLimits, Limits, MxRecord, Scenario,
+    CaptureLimits, Domain, Extensions, FarmLimits, Host, JournalLimits, Limits, MxRecord, Parsing,
+    Scenario,
 };
 use crate::scenario::read::{Cx, Key, tree::Node, values};
 
@@ -18,6 +19,7 @@ pub(crate) const STAGE_NAMES: &str =
 // Keys the loader reads itself, named once here.
 pub(crate) const CAPTURE: &str = "capture";
 pub(crate) const JOURNAL: &str = "journal";
+pub(crate) const LIMITS: &str = "limits";
 pub(crate) const DOMAIN: &str = "domain";
 pub(crate) const HOST: &str = "host";
 pub(crate) const RULESET: &str = "ruleset";
@@ -64,6 +66,8 @@ pub(crate) fn root() -> &'static Table<Scenario> {
                     .doc("what the farm keeps of accepted mail"),
                 Field::table(JOURNAL, journal, |s: &mut Scenario| &mut s.journal)
                     .doc("how many events the farm keeps"),
+                Field::table(LIMITS, farm_limits, |s: &mut Scenario| &mut s.limits)
+                    .doc("bounds on what all the hosts hold together"),
                 Field::custom(DOMAIN, "[[domain]]", "a list of tables")
                     .doc("the simulated domains and their MX records"),
                 Field::custom(HOST, "[[host]]", "a list of tables")
@@ -125,6 +129,25 @@ pub(crate) fn journal() -> &'static Table<JournalLimits> {
     &TABLE
 }
 
+pub(crate) fn farm_limits() -> &'static Table<FarmLimits> {
+    static TABLE: LazyLock<Table<FarmLimits>> = LazyLock::new(|| {
+        Table::new(
+            TableId::FarmLimits,
+            "Bounds on what all the sessions of the farm hold together, whichever host they are on.",
+            vec![
+                Field::size(
+                    "max-buffered-data",
+                    "\"256MiB\"",
+                    Some("no message could be received"),
+                    |l: &mut FarmLimits| &mut l.max_buffered_data,
+                )
+                .doc("message content held by all sessions while it arrives; a DATA or BDAT that would go past it gets 452 4.3.1"),
+            ],
+        )
+    });
+    &TABLE
+}
+
 pub(crate) fn domain() -> &'static Table<Domain> {
     static TABLE: LazyLock<Table<Domain>> = LazyLock::new(|| {
         Table::new(
@@ -179,6 +202,10 @@ pub(crate) fn mx() -> &'static Table<MxRecord> {
     &TABLE
 }
 
+const PARSINGS: [(&str, Parsing); 2] = [("strict", Parsing::Strict), ("lenient", Parsing::Lenient)];
+const PARSING_ALIASES: &[(&str, &str)] = &[("strictly", "strict"), ("loose", "lenient")];
+const PARSING_EXPLAINED: &str = "`parsing` is strict (bare LF, parameters not advertised and STARTTLS arguments are refused, as big providers do) or lenient (all three are taken, as older servers do)";
+
 pub(crate) fn host() -> &'static Table<Host> {
     static TABLE: LazyLock<Table<Host>> = LazyLock::new(|| {
         let show_addr = |a: &SocketAddr| format!("\"{a}\"");
@@ -208,8 +235,10 @@ pub(crate) fn host() -> &'static Table<Host> {
                     .doc("STARTTLS and the certificate presented (default: off, not offered)"),
                 Field::table("extensions", extensions, |h: &mut Host| &mut h.extensions)
                     .doc("the EHLO extensions it advertises"),
-                Field::table("limits", limits, |h: &mut Host| &mut h.limits)
+                Field::table(LIMITS, limits, |h: &mut Host| &mut h.limits)
                     .doc("bounds on what it accepts"),
+                Field::choice("parsing", "\"lenient\"", &PARSINGS, PARSING_ALIASES, PARSING_EXPLAINED, |h: &mut Host| &mut h.parsing)
+                    .doc("strict: a bare LF is refused (521 5.5.2 and close in a command, 550 5.5.2 for a message), as are MAIL and RCPT parameters not advertised (555 5.5.4) and STARTTLS with an argument (501 5.5.4); lenient: all three are taken"),
                 Field::custom(RULE, "[[host.rule]]", "a list of tables")
                     .doc("its own rules, tried in order before its rule sets'"),
             ],
@@ -278,12 +307,22 @@ pub(crate) fn limits() -> &'static Table<Limits> {
                 )
                 .doc("connections at once; one more gets 421 4.3.2"),
                 Field::count(
+                    "max-connections-per-client",
+                    "50",
+                    "no client could ever connect",
+                    |l: &mut Limits| &mut l.max_connections_per_client,
+                )
+                .doc(
+                    "connections at once from one client address; one more gets 421 4.7.0 \
+                     (Postfix's smtpd_client_connection_count_limit)",
+                ),
+                Field::count(
                     "max-recipients",
                     "100",
                     "no message could have a recipient",
                     |l: &mut Limits| &mut l.max_recipients,
                 )
-                .doc("recipients per transaction; one more gets 452 4.5.3"),
+                .doc("RCPTs per transaction, accepted or refused; one more gets 452 4.5.3, and past as many again each is also a protocol error"),
                 Field::size(
                     "max-message-size",
                     "\"35MiB\"",
@@ -311,14 +350,20 @@ pub(crate) fn limits() -> &'static Table<Limits> {
                     Some("every client would time out at once"),
                     |l: &mut Limits| &mut l.command_timeout,
                 )
-                .doc("how long to wait for a command; then 421 4.4.2"),
+                .doc(
+                    "how long a whole command may take, from the reply before it to the end of \
+                     its line (not per read); then 421 4.4.2",
+                ),
                 Field::duration(
                     "data-timeout",
                     "\"10m\"",
                     Some("every client would time out at once"),
                     |l: &mut Limits| &mut l.data_timeout,
                 )
-                .doc("how long to wait for message content; then 421 4.4.2"),
+                .doc(
+                    "how long a whole message's content may take: DATA from the 354 to the \
+                     final dot, a BDAT chunk from its command to its last byte; then 421 4.4.2",
+                ),
             ],
         )
     });

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
+use super::super::env::{DataBudget, Held};
 use super::act::{Done, client_left};
-use super::input::Waited;
+use super::input::{Limit, Waited};
 use super::{Closed, Session, Step};
 use crate::capture::{Message, parse_headers};
 use crate::journal::{Command, EventKind};
 use crate::policy::{self, Act};
-use crate::scenario::Stage;
+use crate::scenario::{Parsing, Stage};
 
 impl Session {
     /// Checks that a transaction can take message content now; answers and returns false
@@ -60,26 +61,35 @@ impl Session {
         self.end_of_data(content).await
     }
 
-    fn refuse_too_big(&mut self) {
+    /// Refuses content that no rule gets to decide: too big, no room in the farm, or a
+    /// bare LF (see [`Unfit`]).
+    fn refuse_unfit(&mut self, unfit: Unfit) {
         let host = self.host.clone();
-        self.answer(Stage::EndOfData, &host.replies.message_too_big, None);
-        self.end_transaction(&format!(
-            "refused at end-of-data: {}",
-            host.replies.message_too_big.one_line()
-        ));
+        let reply = match unfit {
+            Unfit::TooBig => &host.replies.message_too_big,
+            Unfit::NoRoom => &host.replies.insufficient_storage,
+            Unfit::BareLf => &host.replies.bare_lf_in_content,
+        };
+        self.answer(Stage::EndOfData, reply, None);
+        self.end_transaction(&format!("refused at end-of-data: {}", reply.one_line()));
     }
 
-    /// Receives DATA content up to the final dot; returns it dot-unstuffed, or `None` if
-    /// it grew past the size limit (then the rest was read and dropped).
-    async fn receive_data(&mut self) -> Step<Option<Content>> {
+    /// Receives DATA content up to the final dot, dot-unstuffed. Content past the size
+    /// limit or the farm's budget is read to the final dot and dropped as it comes.
+    ///
+    /// The whole content must arrive within the data timeout of the 354, not each read:
+    /// a minimum rate (Postfix's `smtpd_min_data_rate`) would still let a client hold the
+    /// connection for hours at just above it, and for ever past the size limit, whose
+    /// content is read and dropped up to the final dot.
+    async fn receive_data(&mut self) -> Step<Result<Content, Unfit>> {
         let max_size = self.host.config.limits.max_message_size;
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut receiver = DataReceiver::new();
-        let mut body = Vec::new();
+        let mut incoming = Incoming::new(&self.env.buffered);
         // The receiver recognises the final dot and dot-stuffing only after a CRLF; the
         // content starts right after the CRLF of the DATA line, so prime it with one.
-        receiver.ingest(&mut b"\r\n".iter(), &mut body);
-        body.clear();
+        receiver.ingest(&mut b"\r\n".iter(), &mut incoming.body);
+        incoming.body.clear();
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
             let pending = &self.input.buf[self.input.start..];
@@ -87,19 +97,18 @@ impl Session {
                 let mut bytes = pending.iter();
                 let done = match discard.as_mut() {
                     Some(dummy) => dummy.ingest(&mut bytes),
-                    None => receiver.ingest(&mut bytes, &mut body),
+                    None => receiver.ingest(&mut bytes, &mut incoming.body),
                 };
                 self.input.start += pending.len() - bytes.as_slice().len();
-                if discard.is_none() && body.len() as u64 > max_size {
+                if discard.is_none() && !incoming.fits(max_size) {
                     discard = Some(DummyDataReceiver::new_data(&receiver));
-                    body = Vec::new();
                 }
                 if done {
-                    let body = discard.is_none().then_some(body);
-                    return Ok(self.end_of_content(b".", body));
+                    return Ok(self.end_of_content(b".", incoming));
                 }
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
@@ -120,8 +129,9 @@ impl Session {
         if starting {
             match self.decide(policy::Data).await? {
                 Done::Accepted { .. } => {
+                    let incoming = Incoming::new(&self.env.buffered);
                     if let Some(tx) = self.protocol.tx.as_mut() {
-                        tx.chunks = Some(Vec::new());
+                        tx.chunks = Some(incoming);
                     }
                 }
                 Done::Refused(reply) => {
@@ -134,51 +144,62 @@ impl Session {
         let Some(tx) = self.protocol.tx.as_mut() else {
             return Ok(());
         };
+        let no_room = tx
+            .chunks
+            .as_ref()
+            .is_some_and(|c| c.unfit == Some(Unfit::NoRoom));
         if !last {
-            let enhanced = host.config.extensions.enhanced_status_codes;
-            let reply = host.replies.chunk_received(enhanced, size);
+            // RFC 3030: after a 4xx to a chunk the transaction has failed; the client
+            // sends no more chunks, and those already pipelined get the same answer.
+            let reply = if no_room {
+                host.replies.insufficient_storage.clone()
+            } else {
+                let enhanced = host.config.extensions.enhanced_status_codes;
+                host.replies.chunk_received(enhanced, size)
+            };
             self.answer(Stage::Data, &reply, None);
             return Ok(());
         }
-        let chunks = tx.chunks.take().unwrap_or_default();
-        let body = (!tx.chunks_too_big).then_some(chunks);
-        let content = self.end_of_content(b"", body);
+        // Set when the first chunk was accepted, so always there.
+        let incoming = tx
+            .chunks
+            .take()
+            .unwrap_or_else(|| Incoming::new(&self.env.buffered));
+        let content = self.end_of_content(b"", incoming);
         self.end_of_data(content).await
     }
 
     /// Appends a BDAT chunk of `size` bytes to the transaction, or drops it once the
-    /// message is over the size limit.
+    /// message is over the size limit or the farm's budget. The whole chunk must arrive
+    /// within the data timeout, as DATA's content must.
     async fn read_chunk(&mut self, size: u64) -> Step {
         let max_size = self.host.config.limits.max_message_size;
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut left = size;
         loop {
             let pending = &self.input.buf[self.input.start..];
             let take = pending
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            if let Some(tx) = self.protocol.tx.as_mut() {
-                let chunks = tx.chunks.get_or_insert_with(Vec::new);
-                if !tx.chunks_too_big {
-                    chunks.extend_from_slice(&pending[..take]);
-                    if chunks.len() as u64 > max_size {
-                        tx.chunks_too_big = true;
-                        *chunks = Vec::new();
-                    }
-                }
+            if let Some(incoming) = self.protocol.tx.as_mut().and_then(|tx| tx.chunks.as_mut())
+                && incoming.unfit.is_none()
+            {
+                incoming.body.extend_from_slice(&pending[..take]);
+                incoming.fits(max_size);
             }
             self.input.start += take;
             left -= take as u64;
             if left == 0 {
                 return Ok(());
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
-    /// Reads and drops a BDAT chunk of `size` bytes.
+    /// Reads and drops a BDAT chunk of `size` bytes, within the data timeout.
     async fn skip_chunk(&mut self, size: u64) -> Step {
-        let timeout = self.host.config.limits.data_timeout;
+        let mut deadline = None;
         let mut left = size;
         loop {
             let pending = self.input.buf.len() - self.input.start;
@@ -188,7 +209,8 @@ impl Session {
             if left == 0 {
                 return Ok(());
             }
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Data));
+            self.fill_until(until).await?;
         }
     }
 
@@ -196,9 +218,14 @@ impl Session {
     /// empty `line`). It is a command of its own in the journal, with what tells this
     /// message from another (its Message-ID and a digest of its content), so that the
     /// stories can tell a retry from a new message even when no copy was kept; tests wait
-    /// for it, and end-of-data delays count from it. `None` for a message over the size
-    /// limit, whose content was dropped.
-    fn end_of_content(&mut self, line: &[u8], body: Option<Vec<u8>>) -> Option<Content> {
+    /// for it, and end-of-data delays count from it. Content that was dropped as it came
+    /// is journalled with size 0 and no identity.
+    fn end_of_content(&mut self, line: &[u8], incoming: Incoming) -> Result<Content, Unfit> {
+        let Incoming { body, held, unfit } = incoming;
+        let body = match unfit {
+            None => Some(body),
+            Some(_) => None,
+        };
         let (message_id, subject) = body.as_deref().map_or((None, None), parse_headers);
         let digest = body.as_deref().map(digest);
         let size = body.as_ref().map_or(0, |b| b.len() as u64);
@@ -210,21 +237,31 @@ impl Session {
                 digest,
             },
         );
-        body.map(|body| Content {
-            body,
-            message_id,
-            subject,
-        })
+        match (body, unfit) {
+            (Some(body), _) if self.host.config.parsing == Parsing::Strict && bare_lf(&body) => {
+                Err(Unfit::BareLf)
+            }
+            (Some(body), _) => Ok(Content {
+                body,
+                held,
+                message_id,
+                subject,
+            }),
+            (None, unfit) => Err(unfit.unwrap_or(Unfit::TooBig)),
+        }
     }
 
     /// The end of the content: decide, and keep the message if accepted (or if the rule
     /// loses the reply, or the client gave up while the farm delayed its answer: then
     /// the farm has the message and the client will never know).
-    async fn end_of_data(&mut self, content: Option<Content>) -> Step {
+    async fn end_of_data(&mut self, content: Result<Content, Unfit>) -> Step {
         let host = self.host.clone();
-        let Some(content) = content else {
-            self.refuse_too_big();
-            return Ok(());
+        let content = match content {
+            Ok(content) => content,
+            Err(unfit) => {
+                self.refuse_unfit(unfit);
+                return Ok(());
+            }
         };
         let size = content.body.len() as u64;
         let mut verdict = self.verdict(policy::EndOfData { size });
@@ -235,7 +272,8 @@ impl Session {
             if !keeps {
                 return Err(client_left(Stage::EndOfData));
             }
-            self.keep(content, Some("the client left before the reply"));
+            self.keep(content, Some("the client left before the reply"))
+                .await;
             return Err(Closed::by_client(
                 "the client closed the connection while the farm delayed its answer to the final dot; the message was kept",
             ));
@@ -255,8 +293,13 @@ impl Session {
         let why = lost_by
             .as_ref()
             .map(|by| format!("the reply was lost by {by}"));
-        let Some(id) = self.keep(content, why.as_deref()) else {
-            return Ok(());
+        let id = match self.keep(content, why.as_deref()).await {
+            Kept::Message(id) => id,
+            Kept::NoTransaction => return Ok(()),
+            Kept::Unwritable => {
+                self.answer(Stage::EndOfData, &host.replies.journal_unwritable, None);
+                return Ok(());
+            }
         };
         if let Some(by) = lost_by {
             return Err(Closed::by_farm(format!(
@@ -270,13 +313,22 @@ impl Session {
     }
 
     /// Keeps the message of the transaction in progress: numbered, journalled and kept in
-    /// one step, before any reply is written (every 250 the client sees is in the
-    /// journal). Returns its number; `None` if no transaction is in progress.
-    /// `why_unanswered` says why the client will not get the 250, when it will not.
-    fn keep(&mut self, content: Content, why_unanswered: Option<&str>) -> Option<u64> {
-        let tx = self.protocol.tx.take()?;
+    /// one step; and, when the client is to get a 250, waits until the message's line is
+    /// in the journal file (every 250 the client sees is in the journal, in memory and in
+    /// the file). `why_unanswered` says why the client will not get the 250, when it will
+    /// not.
+    async fn keep(&mut self, content: Content, why_unanswered: Option<&str>) -> Kept {
+        let Some(tx) = self.protocol.tx.take() else {
+            return Kept::NoTransaction;
+        };
+        if why_unanswered.is_none() && self.env.journal.file_failure().is_some() {
+            // Already known: take nothing the journal cannot record.
+            self.log_transaction(&tx, "not accepted: the journal file cannot be written");
+            return Kept::Unwritable;
+        }
         let Content {
             body,
+            held,
             message_id,
             subject,
         } = content;
@@ -285,7 +337,7 @@ impl Session {
         let at = self.env.clock.now();
         let helo = self.protocol.helo.clone().unwrap_or_default();
         let (conn, client, tls) = (self.conn, self.client, self.protocol.encrypted);
-        let id = self.env.inbox.accept(|id| {
+        let (id, seq) = self.env.inbox.accept(|id| {
             let event = EventKind::MessageAccepted {
                 host: host.name.clone(),
                 conn,
@@ -314,21 +366,104 @@ impl Session {
             };
             (event, message)
         });
+        // Kept in the inbox (which has its own bound), the message no longer counts
+        // against the farm's budget of content in flight.
+        drop(held);
+        if why_unanswered.is_none()
+            && let Err(unwritable) = self.env.journal.written(seq).await
+        {
+            self.env.inbox.withdraw(id);
+            tracing::debug!(id, %unwritable, "message given back");
+            self.log_transaction(&tx, "not accepted: the journal file cannot be written");
+            return Kept::Unwritable;
+        }
         let result = match why_unanswered {
             // The client will not know that it was accepted; the log line must say so.
             Some(why) => format!("accepted as message {id}, but {why}"),
             None => format!("accepted as message {id}"),
         };
         self.log_transaction(&tx, &result);
-        Some(id)
+        Kept::Message(id)
     }
+}
+
+/// What became of the message at the end of data.
+enum Kept {
+    /// Kept, with this number; in the journal file, if it is to be acknowledged.
+    Message(u64),
+    /// No transaction was in progress.
+    NoTransaction,
+    /// Not kept: the journal file cannot be written, so the client must not get a 250.
+    Unwritable,
 }
 
 /// A message's content and what the journal says of it.
 struct Content {
     body: Vec<u8>,
+    /// The body's share of the farm's budget, until the message is kept or dropped.
+    held: Held,
     message_id: Option<String>,
     subject: Option<String>,
+}
+
+/// Why content is refused before any rule decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unfit {
+    /// Past the host's `max-message-size`: 552 5.3.4 at the end.
+    TooBig,
+    /// Past the farm's `max-buffered-data`, with the content of other sessions:
+    /// 452 4.3.1, at the end of DATA or to the BDAT chunk.
+    NoRoom,
+    /// A bare LF in the content, on a strict host: 550 5.5.2 at the end, as Postfix
+    /// refuses it with smtpd_forbid_bare_newline = reject (DATA and BDAT alike: the farm
+    /// does not offer BINARYMIME, so content is text, in lines ending in CRLF). The
+    /// farm still reads to CRLF.CRLF, never to `<LF>.<LF>`, so what a smuggler hides
+    /// behind one stays in the refused message.
+    BareLf,
+}
+
+/// Whether `body` holds an LF without its CR. The body starts right after a CRLF.
+fn bare_lf(body: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', body).any(|at| at == 0 || body[at - 1] != b'\r')
+}
+
+/// Content as it arrives, and what it holds of the farm's budget; once unfit, its bytes
+/// are dropped (and the budget given back) and the rest of it is read and dropped too.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    body: Vec<u8>,
+    held: Held,
+    pub(super) unfit: Option<Unfit>,
+}
+
+impl Incoming {
+    fn new(budget: &Arc<DataBudget>) -> Self {
+        Self {
+            body: Vec::new(),
+            held: Held::nothing_of(budget),
+            unfit: None,
+        }
+    }
+
+    /// After the body grew: whether it still fits the size limit and the farm's budget.
+    /// When it does not, the body is dropped and the budget given back.
+    fn fits(&mut self, max_size: u64) -> bool {
+        if self.unfit.is_some() {
+            return false;
+        }
+        let size = self.body.len() as u64;
+        let unfit = if size > max_size {
+            Unfit::TooBig
+        } else if !self.held.grow_to(size) {
+            Unfit::NoRoom
+        } else {
+            return true;
+        };
+        self.body = Vec::new();
+        self.held.release();
+        self.unfit = Some(unfit);
+        false
+    }
 }
 
 /// The first 16 hex digits of the SHA-256 of a message's content.
@@ -345,7 +480,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::journal::{Command, EventKind};
-    use crate::smtp::session::tests::{Logs, host};
+    use crate::smtp::session::tests::{Harness, Logs, host};
 
     /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and
     /// the message is journalled and kept before the 250 names it.
@@ -393,6 +528,109 @@ mod tests {
         assert!(h.env.inbox.messages().is_empty());
     }
 
+    /// Waits until the farm holds at least `bytes` of content in flight.
+    async fn holding(h: &Harness, bytes: u64) {
+        while h.env.buffered.in_use() < bytes {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The farm bounds the content all its sessions hold at once: a DATA that would go
+    /// past it gets 452 4.3.1 after its final dot, without holding what it sent, and the
+    /// session goes on in step; the budget comes back when the other message is kept.
+    #[tokio::test(start_paused = true)]
+    async fn data_past_the_farms_budget_gets_452_and_the_session_goes_on() {
+        let h = host("[limits]\nmax-buffered-data = \"10KiB\"\n");
+        let mut first = h.ready().await;
+        first.command("MAIL FROM:<a@x.test>").await;
+        first.command("RCPT TO:<r@y.test>").await;
+        first.command("DATA").await;
+        first
+            .send(format!("Subject: big\r\n\r\n{}\r\n", "a".repeat(8000)))
+            .await;
+        holding(&h, 8000).await;
+        let mut second = h.ready().await;
+        second.command("MAIL FROM:<b@x.test>").await;
+        second.command("RCPT TO:<r@y.test>").await;
+        second.command("DATA").await;
+        second
+            .send(format!(
+                "Subject: b\r\n\r\n{}\r\n.\r\nNOOP\r\n",
+                "b".repeat(4000)
+            ))
+            .await;
+        second
+            .expect("452 4.3.1 Error: insufficient system storage")
+            .await;
+        second.expect("250 2.0.0 Ok").await;
+        assert!(
+            h.env.buffered.in_use() < 8100,
+            "only the first message is held"
+        );
+        first.send(".\r\n").await;
+        first.expect("250 2.0.0 Ok: queued as 1").await;
+        assert_eq!(h.env.buffered.in_use(), 0);
+        let again = second
+            .transaction("b@x.test", &["r@y.test"], "Subject: again\r\n\r\nhi\r\n")
+            .await;
+        assert!(again.delivered());
+    }
+
+    /// A BDAT chunk that would go past the farm's budget gets 452 4.3.1, and so do the
+    /// chunks pipelined after it (RFC 3030: the transaction has failed); the client's
+    /// RSET ends it and the session goes on.
+    #[tokio::test(start_paused = true)]
+    async fn a_bdat_chunk_past_the_farms_budget_gets_452() {
+        let logs = Logs::capture();
+        let h = host("[limits]\nmax-buffered-data = \"10KiB\"\n");
+        let mut first = h.ready().await;
+        first.command("MAIL FROM:<a@x.test>").await;
+        first.command("RCPT TO:<r@y.test>").await;
+        first
+            .send(format!("BDAT 8000\r\n{}", "a".repeat(8000)))
+            .await;
+        first.expect("250 2.0.0 8000 octets received").await;
+        let mut second = h.ready().await;
+        second.command("MAIL FROM:<b@x.test>").await;
+        second.command("RCPT TO:<r@y.test>").await;
+        second
+            .send(format!(
+                "BDAT 4000\r\n{}BDAT 5 LAST\r\nhello",
+                "b".repeat(4000)
+            ))
+            .await;
+        second
+            .expect("452 4.3.1 Error: insufficient system storage")
+            .await;
+        second
+            .expect("452 4.3.1 Error: insufficient system storage")
+            .await;
+        second.command("RSET").await;
+        // A client that RSETs after the 452, as RFC 3030 says, ends a refused transaction.
+        second.command("MAIL FROM:<c@x.test>").await;
+        second.command("RCPT TO:<r@y.test>").await;
+        second
+            .send(format!("BDAT 4000\r\n{}", "c".repeat(4000)))
+            .await;
+        second
+            .expect("452 4.3.1 Error: insufficient system storage")
+            .await;
+        second.command("RSET").await;
+        assert!(
+            h.env.buffered.in_use() <= 8000,
+            "only the first message is held"
+        );
+        first.send("BDAT 2 LAST\r\nhi").await;
+        first.expect("250 2.0.0 Ok: queued as 1").await;
+        assert_eq!(h.env.buffered.in_use(), 0);
+        let line = logs.line("from=b@x.test");
+        assert!(line.contains("refused at end-of-data: 452 4.3.1"), "{line}");
+        let line = logs.line("from=c@x.test");
+        let expected =
+            "refused at data: 452 4.3.1 Error: insufficient system storage, then ended by RSET";
+        assert!(line.contains(expected), "{line}");
+    }
+
     /// BDAT chunks make one message; DATA cannot follow them; a refused BDAT's chunk is
     /// read and dropped.
     #[tokio::test(start_paused = true)]
@@ -419,6 +657,36 @@ mod tests {
         c.send("BDAT 3 LAST\r\nabcNOOP\r\n").await;
         c.expect("554 5.7.1 Not this one").await;
         c.expect("250 2.0.0 Ok").await;
+    }
+
+    /// A slowloris in the content: DATA, or a BDAT chunk, trickled one byte per 2 s
+    /// under a 10 s data timeout is cut off after 10 s, not kept open by each byte.
+    #[tokio::test(start_paused = true)]
+    async fn trickled_content_is_cut_off_at_the_data_timeout() {
+        let h = host("[host.limits]\ndata-timeout = \"10s\"\n");
+        let envelope = "EHLO a.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\n";
+        let slowly =
+            b"Subject: slow\r\n\r\none byte every two seconds, for as long as it takes\r\n";
+        for (conn, start) in [(1, "DATA\r\n"), (2, "BDAT 1000 LAST\r\n")] {
+            let at_once = format!("{envelope}{start}");
+            let seen = h
+                .trickle(at_once.as_bytes(), slowly, Duration::from_secs(2))
+                .await;
+            assert!(
+                seen.replies
+                    .ends_with("421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"),
+                "{start}: {seen:?}"
+            );
+            assert!(seen.sent <= 5, "{start}: cut off after 10 s: {seen:?}");
+            h.finish().await;
+            h.tasks.reopen();
+            assert_eq!(
+                h.closed_reason(conn).as_deref(),
+                Some("timeout waiting for the client"),
+                "{start}"
+            );
+        }
+        assert!(h.env.inbox.messages().is_empty());
     }
 
     /// `lose-reply` keeps the message, then closes without its 250.

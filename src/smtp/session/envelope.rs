@@ -1,11 +1,11 @@
 //! The envelope commands: EHLO/HELO, MAIL, RCPT, RSET and QUIT.
 
-use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+use memchr::memchr;
 
 use super::act::Done;
-use super::{Closed, Session, Step, Transaction};
+use super::{Closed, REFUSED_NAMED, Session, Step, Transaction};
 use crate::policy;
-use crate::scenario::Stage;
+use crate::scenario::{Extensions, Parsing, Stage};
 
 impl Session {
     pub(super) async fn ehlo(&mut self, name: String, extended: bool) -> Step {
@@ -35,24 +35,19 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn mail(&mut self, sender: String, size: Option<u64>, flags: u64) -> Step {
+    /// MAIL from `sender`; `line` is the command as sent, whose parameters a strict host
+    /// checks against its EHLO reply.
+    pub(super) async fn mail(&mut self, line: &[u8], sender: String, size: Option<u64>) -> Step {
         let host = self.host.clone();
         let config = &host.config;
-        let enhanced = config.extensions.enhanced_status_codes;
         if self.protocol.helo.is_none() {
             return self.protocol_error(&host.replies.need_helo);
         }
         if self.protocol.tx.is_some() {
             return self.protocol_error(&host.replies.nested_mail);
         }
-        if flags & MAIL_SMTPUTF8 != 0 && !config.extensions.smtputf8 {
-            return self.protocol_error(&host.replies.unsupported_parameter(enhanced, "SMTPUTF8"));
-        }
-        if flags & MAIL_BODY_8BITMIME != 0 && !config.extensions.eight_bit_mime {
-            let reply = host
-                .replies
-                .unsupported_parameter(enhanced, "BODY=8BITMIME");
-            return self.protocol_error(&reply);
+        if !self.parameters_advertised(line, true)? {
+            return Ok(());
         }
         if size.is_some_and(|s| s > config.limits.max_message_size) {
             self.answer(Stage::Mail, &host.replies.size_exceeds_limit, None);
@@ -99,15 +94,51 @@ impl Session {
         self.log_transaction(&refused, result);
     }
 
-    pub(super) async fn rcpt(&mut self, recipient: String) -> Step {
+    /// Whether MAIL's (`mail`) or RCPT's parameters in `line` are all of extensions the
+    /// host advertised; answers 555 5.5.4 when they are not. RFC 5321 4.1.1.11 and
+    /// RFC 1869 6: parameters belong to the extensions of the EHLO reply, and a server
+    /// answers 555 to one it does not implement, as Postfix does ("555 5.5.4 Unsupported
+    /// option: RET=HDRS"). Only a lenient host takes them all (and ignores them).
+    fn parameters_advertised(&mut self, line: &[u8], mail: bool) -> Step<bool> {
         let host = self.host.clone();
-        let Some(tx) = self.protocol.tx.as_mut() else {
+        let config = &host.config;
+        if config.parsing == Parsing::Lenient {
+            return Ok(true);
+        }
+        let Some(param) = unadvertised_parameter(line, mail, &config.extensions) else {
+            return Ok(true);
+        };
+        let enhanced = config.extensions.enhanced_status_codes;
+        let reply = host.replies.unsupported_parameter(enhanced, &param);
+        self.protocol_error(&reply).map(|()| false)
+    }
+
+    /// RCPT to `recipient`; `line` is the command as sent.
+    pub(super) async fn rcpt(&mut self, line: &[u8], recipient: String) -> Step {
+        let host = self.host.clone();
+        if self.protocol.tx.is_none() {
             return self.protocol_error(&host.replies.need_mail);
+        }
+        if !self.parameters_advertised(line, false)? {
+            return Ok(());
+        }
+        let Some(tx) = self.protocol.tx.as_mut() else {
+            return Ok(());
         };
         tx.rcpt_tried = true;
-        if tx.recipients.len() >= host.config.limits.max_recipients {
+        // Every RCPT decided counts, refused or accepted: otherwise a client could send
+        // refused recipients for ever, each one kept and each one a decision of the
+        // policy. Past the limit the answer is 452 without a decision (RFC 5321
+        // 4.5.3.1.10: the client tries those again in another transaction), as Postfix
+        // answers past smtpd_recipient_limit; past as many again (Postfix's
+        // smtpd_recipient_overshoot_limit) each one also counts as a protocol error, so
+        // that max-errors ends a client that never stops.
+        let max = host.config.limits.max_recipients;
+        if tx.recipients.len() + tx.refused_count >= max {
+            tx.overshoot += 1;
+            let counted = tx.overshoot > max;
             self.answer(Stage::Rcpt, &host.replies.too_many_recipients, None);
-            return Ok(());
+            return if counted { self.count_error() } else { Ok(()) };
         }
         let point = policy::Rcpt {
             recipient: &recipient,
@@ -122,7 +153,10 @@ impl Session {
             }
             Done::Refused(reply) => {
                 if let Some(tx) = self.protocol.tx.as_mut() {
-                    tx.refused.push((recipient, reply.code));
+                    tx.refused_count += 1;
+                    if tx.refused.len() < REFUSED_NAMED {
+                        tx.refused.push((recipient, reply.code));
+                    }
                 }
             }
         }
@@ -157,6 +191,59 @@ impl Session {
             Done::Refused(_) => Ok(()),
         }
     }
+}
+
+/// The first parameter of a MAIL (`mail`) or RCPT line that is not of an extension the
+/// host advertises, as written (`RET=HDRS`, `BODY=BINARYMIME`). The farm implements no
+/// parameter of RCPT, and of MAIL only SIZE (RFC 1870), BODY=7BIT or 8BITMIME
+/// (RFC 6152) and SMTPUTF8 (RFC 6531), each when the host advertises its extension; DSN
+/// (RET, ENVID, NOTIFY, ORCPT), AUTH, BINARYMIME and the rest it never advertises.
+fn unadvertised_parameter(line: &[u8], mail: bool, ext: &Extensions) -> Option<String> {
+    let advertised = |param: &[u8]| {
+        let (key, value) = match memchr(b'=', param) {
+            Some(at) => (&param[..at], Some(&param[at + 1..])),
+            None => (param, None),
+        };
+        let is = |name: &str| key.eq_ignore_ascii_case(name.as_bytes());
+        let body =
+            |v: &[u8]| v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME");
+        mail && match value {
+            None => is("SMTPUTF8") && ext.smtputf8,
+            Some(v) => (is("SIZE") && ext.size) || (is("BODY") && body(v) && ext.eight_bit_mime),
+        }
+    };
+    after_path(line)
+        .split(u8::is_ascii_whitespace)
+        .filter(|param| !param.is_empty())
+        .find(|param| !advertised(param))
+        .map(|param| String::from_utf8_lossy(param).into_owned())
+}
+
+/// What follows the path of a MAIL or RCPT line (`<...>`, whose quoted local part may
+/// hold a `>`): its parameters.
+fn after_path(line: &[u8]) -> &[u8] {
+    let Some(open) = memchr(b'<', line) else {
+        return &[];
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, &b) in line.iter().enumerate().skip(open + 1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return &line[at + 1..],
+            _ => {}
+        }
+    }
+    &[]
+}
+
+/// Whether a MAIL parameter named `name` (as the parser names one it could not read)
+/// is of an extension the host advertises: then its fault is its syntax (501), else that
+/// it was used at all (555).
+pub(super) fn advertised_parameter(name: &str, ext: &Extensions) -> bool {
+    (name.eq_ignore_ascii_case("SIZE") && ext.size)
+        || (name.eq_ignore_ascii_case("BODY") && ext.eight_bit_mime)
 }
 
 #[cfg(test)]
@@ -217,6 +304,62 @@ mod tests {
         c.expect("503 5.5.1 Error: need MAIL command").await;
         c.expect("221 2.0.0 Bye").await;
         c.expect_closed().await;
+    }
+
+    /// Refused recipients count against `max-recipients` too: past it a RCPT gets 452
+    /// without a decision, and a client that carries on as many times again has each
+    /// further RCPT counted as a protocol error, so it is closed in the end.
+    #[tokio::test(start_paused = true)]
+    async fn refused_recipients_count_against_the_limit_until_the_client_is_closed() {
+        let h = host(
+            "[host.limits]\nmax-recipients = 2\nmax-errors = 2\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"550 5.1.1 No such user\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        for n in 0..2 {
+            c.send(format!("RCPT TO:<u{n}@y.test>\r\n")).await;
+            c.expect("550 5.1.1 No such user").await;
+        }
+        // Past the limit: 452, as many times again without counting as errors...
+        for n in 2..4 {
+            c.send(format!("RCPT TO:<u{n}@y.test>\r\n")).await;
+            c.expect("452 4.5.3 Error: too many recipients").await;
+        }
+        // ...then each one is an error, and max-errors ends the connection.
+        c.send("RCPT TO:<u4@y.test>\r\nRCPT TO:<u5@y.test>\r\n")
+            .await;
+        c.expect("452 4.5.3 Error: too many recipients").await;
+        c.expect("452 4.5.3 Error: too many recipients").await;
+        c.expect("421 4.7.0 mx1.farm.test Error: too many errors")
+            .await;
+        c.expect_closed().await;
+    }
+
+    /// What a transaction remembers of its refused recipients is bounded, and its log
+    /// line says how many more were refused than it names.
+    #[tokio::test(start_paused = true)]
+    async fn the_log_line_names_a_bounded_number_of_refused_recipients() {
+        let logs = Logs::capture();
+        let h = host(
+            "[host.limits]\nmax-recipients = 1000\n\
+             [[host.rule]]\nstage = \"rcpt\"\nthen = { reply = \"550 5.1.1 No such user\" }\n",
+        );
+        let mut c = h.ready().await;
+        c.command("MAIL FROM:<many@x.test>").await;
+        let mut batch = String::new();
+        for n in 0..250 {
+            batch.push_str(&format!("RCPT TO:<u{n}@y.test>\r\n"));
+        }
+        c.send(batch).await;
+        for _ in 0..250 {
+            c.expect_code(550).await;
+        }
+        c.command("RSET").await;
+        let line = logs.line("from=many@x.test");
+        assert!(line.contains("u99@y.test (550)"), "{line}");
+        assert!(!line.contains("u100@y.test"), "{line}");
+        assert!(line.contains("and 150 more"), "{line}");
     }
 
     /// After a refusing greeting, only QUIT is served.

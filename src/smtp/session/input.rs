@@ -1,6 +1,12 @@
 //! Framing and waiting: command lines out of the input, replies into the output, and
 //! every wait of a session (for input, a tarpit, a hang), each bounded by the farm's clock
 //! and cut short by shutdown.
+//!
+//! A timeout bounds a whole command, not one read: the deadline of a command line is
+//! fixed when the session first waits for it (just before the reply that precedes it
+//! goes out) and holds until its newline, however many reads the line takes. Per read, as
+//! `smtpd_timeout` is in Postfix without `smtpd_per_request_deadline`, a client that sends
+//! a byte every few seconds would keep a command open for ever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +15,15 @@ use memchr::memchr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Closed, READ_CHUNK, Session, Step};
+
+/// Which of the host's timeouts bounds a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Limit {
+    /// `command-timeout`: a command line, a TLS handshake, a write of replies.
+    Command,
+    /// `data-timeout`: a message's content.
+    Data,
+}
 
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +61,8 @@ impl Session {
     /// Reads the next complete command line into `line`, answering over-long lines.
     pub(super) async fn next_line(&mut self, line: &mut Vec<u8>) -> Step {
         let max = self.host.config.limits.max_line_length;
+        // The command timeout counts once per line, from the first wait for it.
+        let mut deadline = None;
         loop {
             let pending = &self.input.buf[self.input.start..];
             if let Some(end) = memchr(b'\n', pending) {
@@ -55,15 +72,17 @@ impl Session {
                 self.input.start += end + 1;
                 if self.input.discarding_line {
                     self.input.discarding_line = false;
+                    deadline = None;
                     continue;
                 }
                 if too_long {
                     let host = self.host.clone();
                     self.record_command(line, Command::Other);
                     self.protocol_error(&host.replies.line_too_long)?;
+                    deadline = None;
                     continue;
                 }
-                return Ok(());
+                return self.refuse_bare_lf(line);
             }
             if !self.input.discarding_line && pending.len() > max + 2 {
                 // No newline within the limit: answer now, then drop the rest of the line
@@ -77,17 +96,28 @@ impl Session {
             if self.input.discarding_line {
                 self.input.start = self.input.buf.len();
             }
-            let timeout = self.host.config.limits.command_timeout;
-            self.fill(timeout).await?;
+            let until = *deadline.get_or_insert_with(|| self.deadline_in(Limit::Command));
+            self.fill_until(until).await?;
         }
     }
 
-    /// Flushes pending replies, then waits for more input, the timeout, or shutdown.
-    pub(super) async fn fill(&mut self, timeout: Duration) -> Step {
-        // The deadline is fixed before the replies go out, so a client (or a test) that
-        // reacts to a reply by advancing the clock always moves this deadline too.
-        let deadline = self.env.clock.now() + timeout;
-        self.flush().await?;
+    /// The deadline `limit` from now. Taken before the replies that precede the wait go
+    /// out, so that a client (or a test) that reacts to a reply by advancing the clock
+    /// always moves this deadline too.
+    pub(super) fn deadline_in(&self, limit: Limit) -> Duration {
+        let limits = &self.host.config.limits;
+        let timeout = match limit {
+            Limit::Command => limits.command_timeout,
+            Limit::Data => limits.data_timeout,
+        };
+        self.env.clock.now() + timeout
+    }
+
+    /// Flushes pending replies, then waits for more input until `deadline` (then 421 and
+    /// a close) or the shutdown (421 too).
+    pub(super) async fn fill_until(&mut self, deadline: Duration) -> Step {
+        self.flush_until(deadline).await?;
+        self.env.journal.keep_up_with_file().await;
         if self.input.start > 0 {
             self.input.buf.drain(..self.input.start);
             self.input.start = 0;
@@ -100,7 +130,7 @@ impl Session {
         }
         let woke = tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => Woke::Shutdown,
+            () = self.shutdown.begun() => Woke::Shutdown,
             read = self.stream.read_buf(&mut self.input.buf) => Woke::Read(read),
             _ = self.env.clock.sleep_until(deadline) => Woke::Timeout,
         };
@@ -129,22 +159,43 @@ impl Session {
     /// Writes buffered replies; a client that stops reading is cut off after the
     /// command timeout rather than holding the session forever.
     pub(super) async fn flush(&mut self) -> Step {
+        let deadline = self.deadline_in(Limit::Command);
+        self.flush_until(deadline).await
+    }
+
+    /// Writes buffered replies by `deadline`. A client that does not read them is not
+    /// told of a shutdown (it would not read that either): it is cut off when the
+    /// shutdown's grace period is over.
+    async fn flush_until(&mut self, deadline: Duration) -> Step {
         if self.output.is_empty() {
             return Ok(());
         }
-        let timeout = self.host.config.limits.command_timeout;
-        let result = tokio::select! {
-            written = self.stream.write_all(&self.output) => Some(written),
-            _ = self.env.clock.sleep(timeout) => None,
+        enum Wrote {
+            Done(std::io::Result<()>),
+            Timeout,
+            Aborted,
+        }
+        let (stream, output) = (&mut self.stream, &self.output);
+        // The stream's flush is inside the bound too: TLS keeps records that only it
+        // writes out.
+        let write = async move {
+            stream.write_all(output).await?;
+            stream.flush().await
+        };
+        let wrote = tokio::select! {
+            biased;
+            written = write => Wrote::Done(written),
+            () = self.env.clock.sleep_until(deadline) => Wrote::Timeout,
+            () = self.shutdown.aborted() => Wrote::Aborted,
         };
         self.output.clear();
-        match result {
-            Some(Ok(())) => match self.stream.flush().await {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Closed::by_client(format!("write failed: {e}"))),
-            },
-            Some(Err(e)) => Err(Closed::by_client(format!("write failed: {e}"))),
-            None => Err(Closed::by_farm("client stopped reading replies")),
+        match wrote {
+            Wrote::Done(Ok(())) => Ok(()),
+            Wrote::Done(Err(e)) => Err(Closed::by_client(format!("write failed: {e}"))),
+            Wrote::Timeout => Err(Closed::by_farm("client stopped reading replies")),
+            Wrote::Aborted => Err(Closed::by_farm(
+                "farm shut down: the client was not reading its replies when the grace period ended",
+            )),
         }
     }
 
@@ -167,7 +218,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
+                () = self.shutdown.begun() => {
                     let host = self.host.clone();
                     self.send(&host.replies.shutting_down);
                     return Err(Closed::by_farm("farm shutting down"));
@@ -184,8 +235,9 @@ impl Session {
         }
     }
 
-    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down;
-    /// whatever the client sends meanwhile is read and dropped.
+    /// Says nothing until the client gives up, `limit` passes, or the farm shuts down
+    /// (then the connection ends, still without a word); whatever the client sends
+    /// meanwhile is read and dropped.
     ///
     /// A client that half-closes after a pipelined QUIT (as Exim does) has not given up:
     /// it still reads, so the hang runs its course.
@@ -199,7 +251,9 @@ impl Session {
             self.discard_input();
             self.input.buf.reserve(READ_CHUNK);
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                () = self.shutdown.begun() => {
+                    return Err(Closed::by_farm("farm shutting down during a hang"));
+                }
                 _ = self.env.clock.sleep_until(deadline) => return Ok(()),
                 read = self.stream.read_buf(&mut self.input.buf), if !done_sending => match read {
                     Ok(0) if quit_seen => done_sending = true,
@@ -213,6 +267,12 @@ impl Session {
     /// Sends a protocol error and ends the connection after too many of them.
     pub(super) fn protocol_error(&mut self, reply: &Reply) -> Step {
         self.send(reply);
+        self.count_error()
+    }
+
+    /// Counts a protocol error whose reply was sent, and ends the connection after too
+    /// many of them.
+    pub(super) fn count_error(&mut self) -> Step {
         self.protocol.errors += 1;
         if self.protocol.errors >= self.host.config.limits.max_errors {
             let host = self.host.clone();
@@ -343,6 +403,41 @@ mod tests {
         );
     }
 
+    /// A slowloris: a command trickled one byte per 2 s under a 5 s command timeout is
+    /// cut off 5 s after the greeting, however many bytes keep arriving; per read, each
+    /// byte would restart the timer and the command would stay open for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_command_is_cut_off_at_the_command_timeout() {
+        let h = host("[host.limits]\ncommand-timeout = \"5s\"\n");
+        let slowly = b"EHLO one-byte-every-two-seconds.test, never a newline in sight";
+        let seen = h.trickle(b"", slowly, Duration::from_secs(2)).await;
+        assert!(
+            seen.replies
+                .ends_with("421 4.4.2 mx1.farm.test Error: timeout exceeded\r\n"),
+            "{seen:?}"
+        );
+        assert!(seen.sent <= 2, "cut off after 5 s, not per byte: {seen:?}");
+        assert!(seen.lasted < Duration::from_secs(6), "{seen:?}");
+        h.finish().await;
+        assert_eq!(
+            h.closed_reason(1).as_deref(),
+            Some("timeout waiting for the client")
+        );
+    }
+
+    /// The timeout is per command, not per session: commands that each take most of it,
+    /// and together much more, are all answered.
+    #[tokio::test(start_paused = true)]
+    async fn each_command_has_its_own_timeout() {
+        let h = host("[host.limits]\ncommand-timeout = \"5s\"\n");
+        let slowly = b"NOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n";
+        let seen = h.trickle(b"", slowly, Duration::from_millis(600)).await;
+        assert_eq!(seen.sent, slowly.len(), "{seen:?}");
+        assert_eq!(seen.replies.matches("250 2.0.0 Ok").count(), 3, "{seen:?}");
+        assert!(seen.replies.ends_with("221 2.0.0 Bye\r\n"), "{seen:?}");
+        assert!(seen.lasted > Duration::from_secs(10), "{seen:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn too_many_errors_end_the_connection() {
         let h = host("[host.limits]\nmax-errors = 2\n");
@@ -360,7 +455,7 @@ mod tests {
     async fn shutdown_tells_a_waiting_session_421() {
         let h = host("");
         let mut c = h.ready().await;
-        h.shutdown.cancel();
+        h.shutdown.begin();
         c.expect("421 4.3.2 mx1.farm.test Service shutting down")
             .await;
         c.expect_closed().await;

@@ -30,14 +30,13 @@ use std::time::Duration;
 
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
-use super::env::Env;
-use super::host::{ActiveGuard, HostRuntime};
+use super::env::{Env, Shutdown};
+use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
-use crate::scenario::Stage;
+use crate::scenario::{Parsing, Stage};
 
 /// Why a conversation ended; carried up with `?` from wherever it ended.
 #[derive(Debug)]
@@ -72,11 +71,16 @@ struct Transaction {
     recipients: Vec<String>,
     /// Whether any RCPT was tried, to tell "need RCPT" from "no valid recipients".
     rcpt_tried: bool,
-    /// Recipients refused so far, with the reply code, for the transaction's log line.
+    /// The first recipients refused (at most [`REFUSED_NAMED`]), with the reply code, for
+    /// the transaction's log line: a client may send any number of refused RCPTs, and the
+    /// line must stay bounded.
     refused: Vec<(String, u16)>,
+    /// Every recipient refused so far, named in `refused` or not.
+    refused_count: usize,
+    /// RCPTs answered `452 4.5.3` because the transaction already had `max-recipients`.
+    overshoot: usize,
     /// BDAT content received so far, once the first chunk was accepted.
-    chunks: Option<Vec<u8>>,
-    chunks_too_big: bool,
+    chunks: Option<content::Incoming>,
 }
 
 /// Where the conversation stands, as SMTP sees it.
@@ -126,7 +130,7 @@ pub(super) struct Session {
     stream: Box<dyn Transport>,
     host: Arc<HostRuntime>,
     env: Env,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     conn: u64,
     client: SocketAddr,
     /// The policy's state of this connection, handed to every decision.
@@ -139,27 +143,29 @@ pub(super) struct Session {
     command_at: Duration,
     /// Set when the connection was reset: then it is dropped without a shutdown.
     was_reset: bool,
-    /// The host connection slot; `None` when the host was full, and then the session
-    /// only says so and closes.
-    active: Option<ActiveGuard>,
+    /// The host connection slot, or the limit the connection met; then the session only
+    /// says so and closes.
+    slot: Option<Slot>,
 }
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// How many refused recipients a transaction's log line names; it counts the rest.
+const REFUSED_NAMED: usize = 100;
+/// Why a session ended that was still busy when the shutdown's grace period was over.
+const AT_SHUTDOWN: &str = "farm shut down: the session was still busy when the grace period ended";
 
 impl Session {
     pub(super) fn new(
         stream: Box<dyn Transport>,
         host: Arc<HostRuntime>,
         env: Env,
-        shutdown: CancellationToken,
+        shutdown: Shutdown,
         conn: u64,
         client: SocketAddr,
-        active: Option<ActiveGuard>,
+        slot: Slot,
     ) -> Self {
-        // A host listening on [::] sees IPv4 clients as ::ffff:a.b.c.d; conditions, PTR
-        // tables and the journal all want the plain IPv4 address.
-        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let policy = host.policy.open(conn, client.ip());
         Self {
             stream,
@@ -186,7 +192,7 @@ impl Session {
             output: Vec::with_capacity(1024),
             command_at: Duration::ZERO,
             was_reset: false,
-            active,
+            slot: Some(slot),
         }
     }
 
@@ -201,15 +207,22 @@ impl Session {
             conn: self.conn,
             client: self.client,
         });
-        let closed = match self.converse().await {
-            Ok(()) => Closed::by_client("conversation ended"),
-            Err(closed) => closed,
+        let shutdown = self.shutdown.clone();
+        // Wherever the conversation stands when the shutdown's grace period is over (its
+        // own waits end it sooner, with a better reason), it ends, and is journalled.
+        let closed = tokio::select! {
+            biased;
+            conversed = self.converse() => match conversed {
+                Ok(()) => Closed::by_client("conversation ended"),
+                Err(closed) => closed,
+            },
+            () = shutdown.aborted() => Closed::by_farm(AT_SHUTDOWN),
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
         // Give back the connection slots and journal the end before the client can see
         // it: a sender that reconnects as soon as it reads the 221 must find its slot
         // free, and a test that saw EOF must find the close in the journal.
-        self.active = None;
+        self.slot = None;
         self.policy.release();
         self.record(EventKind::ConnectionClosed {
             host: self.host.name.clone(),
@@ -219,21 +232,43 @@ impl Session {
         });
         // Replies still buffered (a 421, a 221) go out before the close; after a reset
         // nothing may go out, not even the FIN of a shutdown, so that the client sees RST.
-        if !self.was_reset {
-            let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
+        // A client that does not read gets the command timeout, or the rest of the
+        // shutdown's grace period, and no more.
+        if !self.was_reset && !shutdown.is_aborted() {
+            let deadline = self.env.clock.now() + self.host.config.limits.command_timeout;
+            let clock = self.env.clock.clone();
+            let goodbye = async {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+            };
+            tokio::select! {
+                () = goodbye => {}
+                () = clock.sleep_until(deadline) => {}
+                () = shutdown.aborted() => {}
+            }
         }
     }
 
     async fn converse(&mut self) -> Step {
         let host = self.host.clone();
-        if self.active.is_none() {
-            let reply = &host.replies.too_many_connections;
-            self.send(reply);
+        let (reply, limit, reason) = match self.slot {
+            Some(Slot::Held { .. }) | None => (None, "", ""),
+            Some(Slot::HostFull) => (
+                Some(host.replies.too_many_connections.clone()),
+                "max-connections",
+                "too many connections",
+            ),
+            Some(Slot::ClientFull) => (
+                Some(host.replies.too_many_from_client(self.client.ip())),
+                "max-connections-per-client",
+                "too many connections from this client",
+            ),
+        };
+        if let Some(reply) = reply {
+            self.send(&reply);
             let greeting = reply.one_line();
-            let full = format!("refused at connect: {greeting} (max-connections reached)");
-            self.log_connection(&full);
-            return Err(Closed::by_farm("too many connections"));
+            self.log_connection(&format!("refused at connect: {greeting} ({limit} reached)"));
+            return Err(Closed::by_farm(reason));
         }
         match self.decide(policy::Connect).await? {
             act::Done::Accepted { reply, rule } => {
@@ -257,14 +292,15 @@ impl Session {
             return self.protocol_error(&host.replies.no_service);
         }
         let enhanced = host.config.extensions.enhanced_status_codes;
+        let strict = host.config.parsing == Parsing::Strict;
         match parsed {
             Ok(Request::Ehlo { host: name }) => self.ehlo(name.into_owned(), true).await,
             Ok(Request::Helo { host: name }) => self.ehlo(name.into_owned(), false).await,
             Ok(Request::Mail { from }) => {
                 let size = (from.size > 0).then_some(from.size as u64);
-                self.mail(from.address.into_owned(), size, from.flags).await
+                self.mail(line, from.address.into_owned(), size).await
             }
-            Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned()).await,
+            Ok(Request::Rcpt { to }) => self.rcpt(line, to.address.into_owned()).await,
             Ok(Request::Data) => self.data().await,
             Ok(Request::Bdat {
                 chunk_size,
@@ -284,6 +320,12 @@ impl Session {
                 Ok(())
             }
             Ok(Request::Quit) => self.quit().await,
+            // RFC 3207 4: STARTTLS takes no parameters; Postfix answers as below.
+            Ok(Request::StartTls)
+                if strict && !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") =>
+            {
+                self.protocol_error(&host.replies.starttls_syntax)
+            }
             Ok(Request::StartTls) => self.starttls().await,
             Ok(
                 Request::Auth { .. }
@@ -300,6 +342,11 @@ impl Session {
             Err(ParseError::SyntaxError { syntax }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, syntax))
             }
+            Err(ParseError::InvalidParameter { param })
+                if strict && !envelope::advertised_parameter(param, &host.config.extensions) =>
+            {
+                self.protocol_error(&host.replies.unsupported_parameter(enhanced, param))
+            }
             Err(ParseError::InvalidParameter { param }) => {
                 self.protocol_error(&host.replies.syntax_error(enhanced, param))
             }
@@ -308,6 +355,22 @@ impl Session {
             }
             Err(_) => self.protocol_error(&host.replies.unrecognized),
         }
+    }
+
+    /// Ends the connection if `line` ends in a bare LF (no CR before it) and the host
+    /// is strict, as Postfix does with smtpd_forbid_bare_newline = reject: since the
+    /// 2023 SMTP smuggling reports, a server that reads LF as CRLF lets one message hide
+    /// another behind `<LF>.<LF>`, and big providers refuse such input. A lenient host
+    /// reads the line as if it ended in CRLF.
+    fn refuse_bare_lf(&mut self, line: &[u8]) -> Step {
+        let bare = !line.ends_with(b"\r\n");
+        if !bare || self.host.config.parsing == Parsing::Lenient {
+            return Ok(());
+        }
+        let host = self.host.clone();
+        self.record_command(line, Command::Other);
+        self.send(&host.replies.bare_lf_in_command);
+        Err(Closed::by_farm("bare LF in a command"))
     }
 
     /// Asks the host's policy for the verdict on `point` and carries it out.
@@ -332,8 +395,16 @@ impl Session {
         let Some(tx) = &self.protocol.tx else {
             return;
         };
+        let no_room = tx
+            .chunks
+            .as_ref()
+            .is_some_and(|c| c.unfit == Some(content::Unfit::NoRoom));
         let result = if tx.rcpt_tried && tx.recipients.is_empty() {
             format!("ended by {command}: no recipient accepted")
+        } else if no_room {
+            // A BDAT chunk got 452: the transaction failed, and the client moves on.
+            let reply = self.host.replies.insufficient_storage.one_line();
+            format!("refused at data: {reply}, then ended by {command}")
         } else {
             format!("abandoned by the client: {command}")
         };
@@ -349,11 +420,15 @@ impl Session {
 
     /// The one log line of a transaction: who sent what to whom, and how it ended.
     fn log_transaction(&self, tx: &Transaction, result: &str) {
-        let refused: Vec<String> = tx
+        let mut refused: Vec<String> = tx
             .refused
             .iter()
             .map(|(recipient, code)| format!("{recipient} ({code})"))
             .collect();
+        let unnamed = tx.refused_count.saturating_sub(tx.refused.len());
+        if unnamed > 0 {
+            refused.push(format!("and {unnamed} more"));
+        }
         tracing::info!(
             host = %self.host.name,
             conn = self.conn,

@@ -4,6 +4,7 @@
 use tokio::io::AsyncWriteExt;
 
 use super::act::Done;
+use super::input::Limit;
 use super::{Closed, Session, Step};
 use crate::journal::{ClosedBy, EventKind, TlsOutcome};
 use crate::policy;
@@ -57,17 +58,25 @@ impl Session {
         self.handshake(acceptor).await
     }
 
+    /// The handshake, bounded as a whole by the command timeout. A shutdown lets it run
+    /// its grace period (a client whose handshake completes is then told 421 over TLS,
+    /// which a sender takes better than a broken handshake); past it, the handshake ends.
     async fn handshake(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> Step {
         let plain = std::mem::replace(&mut self.stream, Box::new(Unplugged));
-        let timeout = self.host.config.limits.command_timeout;
-        let deadline = self.env.clock.now() + timeout;
+        let deadline = self.deadline_in(Limit::Command);
+        enum Shook<T> {
+            Done(T),
+            Timeout,
+            Aborted,
+        }
         let accepted = tokio::select! {
-            accepted = acceptor.accept(plain) => Some(accepted),
-            _ = self.env.clock.sleep_until(deadline) => None,
+            accepted = acceptor.accept(plain) => Shook::Done(accepted),
+            () = self.env.clock.sleep_until(deadline) => Shook::Timeout,
+            () = self.shutdown.aborted() => Shook::Aborted,
         };
         let tls = match accepted {
-            Some(Ok(tls)) => tls,
-            Some(Err(error)) => {
+            Shook::Done(Ok(tls)) => tls,
+            Shook::Done(Err(error)) => {
                 let (by, error) = handshake_failure(&error);
                 let aborted = match by {
                     ClosedBy::Client => "the client",
@@ -80,10 +89,18 @@ impl Session {
                     reason: format!("TLS handshake failed: {error}").into(),
                 });
             }
-            None => {
+            Shook::Timeout => {
                 self.log_connection("TLS handshake timed out");
                 self.record_tls_failure("timed out".to_string(), ClosedBy::Farm);
                 return Err(Closed::by_farm("TLS handshake timed out"));
+            }
+            Shook::Aborted => {
+                let ended = "the farm shut down during the handshake";
+                self.log_connection(&format!("TLS handshake ended: {ended}"));
+                self.record_tls_failure(ended.to_string(), ClosedBy::Farm);
+                return Err(Closed::by_farm(
+                    "farm shut down: the TLS handshake was still under way when the grace period ended",
+                ));
             }
         };
         let (_, connection) = tls.get_ref();
@@ -121,9 +138,9 @@ impl Session {
             return Err(closed);
         }
         // Every other fault waits for the ClientHello first.
-        let timeout = self.host.config.limits.command_timeout;
+        let deadline = self.deadline_in(Limit::Command);
         self.discard_input();
-        self.fill(timeout).await?;
+        self.fill_until(deadline).await?;
         let closed = match fault {
             TlsFault::Alert => {
                 // A TLS 1.2 record: alert, fatal (2), handshake_failure (40).

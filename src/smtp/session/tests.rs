@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capture::Inbox;
@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::journal::{Event, EventKind, Journal};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, start_session};
+use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
 use crate::testing::SmtpClient;
 use crate::tls::{self, FarmCa};
 
@@ -24,7 +24,7 @@ pub(crate) struct Harness {
     pub env: Env,
     pub host: Arc<HostRuntime>,
     pub ca: FarmCa,
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     pub tasks: TaskTracker,
 }
 
@@ -43,10 +43,10 @@ pub(crate) fn host(extra: &str) -> Harness {
     let acceptor = tls::acceptor(&config, [127, 0, 0, 1].into(), &ca).unwrap();
     let policy = PolicyState::for_scenario(&scenario);
     Harness {
-        env: Env::new(clock, journal, inbox),
+        env: Env::new(clock, journal, inbox, scenario.limits.max_buffered_data),
         host: HostRuntime::new(config, acceptor, policy),
         ca,
-        shutdown: CancellationToken::new(),
+        shutdown: Shutdown::new(),
         tasks: TaskTracker::new(),
     }
 }
@@ -58,8 +58,12 @@ impl Harness {
     }
 
     pub(crate) fn connect_raw(&self) -> tokio::io::DuplexStream {
+        self.connect_raw_from("192.0.2.1:4000".parse().unwrap())
+    }
+
+    /// A new session as if from `client`.
+    pub(crate) fn connect_raw_from(&self, client: SocketAddr) -> tokio::io::DuplexStream {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         start_session(
             &self.env,
             &self.host,
@@ -93,11 +97,55 @@ impl Harness {
         })
     }
 
+    /// A client that sends `at_once`, then `slowly` one byte per `every` of farm time (a
+    /// slowloris), reading all the farm says meanwhile, until the farm closes the
+    /// connection; after the last byte it just waits.
+    pub(crate) async fn trickle(&self, at_once: &[u8], slowly: &[u8], every: Duration) -> Trickled {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = self.env.clock.now();
+        let (mut read, mut write) = tokio::io::split(self.connect_raw());
+        let clock = self.env.clock.clone();
+        let writer = async move {
+            let mut sent = 0;
+            if write.write_all(at_once).await.is_err() {
+                return 0;
+            }
+            for &byte in slowly {
+                clock.sleep(every).await;
+                if write.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        };
+        let mut replies = Vec::new();
+        let reader = async {
+            read.read_to_end(&mut replies).await.unwrap();
+            self.env.clock.now()
+        };
+        let (sent, closed_at) = tokio::join!(writer, reader);
+        Trickled {
+            replies: String::from_utf8_lossy(&replies).into_owned(),
+            sent,
+            lasted: closed_at - started,
+        }
+    }
+
     /// Waits until every session has ended.
     pub(crate) async fn finish(&self) {
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// What a trickling client saw: the replies, how many of its slow bytes went out before
+/// the farm closed the connection, and how long (farm time) the connection lasted.
+#[derive(Debug)]
+pub(crate) struct Trickled {
+    pub replies: String,
+    pub sent: usize,
+    pub lasted: Duration,
 }
 
 /// The log lines (info and above) of this thread's sessions while this lives, as the
