@@ -269,11 +269,16 @@ async def slowloris(binary, work, size, results):
     ).start()
     slots, seconds = size("slowloris_slots"), size("slowloris_seconds")
     stats = {"greeted": 0, "refused": 0, "cut": {"command": [], "data": []}, "uncut": 0, "errors": 0}
+    # How long a slow connection may last from its first slow byte: its timeout, the
+    # byte interval (the farm sees the byte late) and some slack for a busy machine.
+    bounds = {"command": command_timeout + interval + 1.5, "data": data_timeout + interval + 1.5}
+    # The attack goes on (slow clients reconnect, the normal client sends) until then;
+    # a connection opened before it is followed until it is cut off or outlives its bound.
     stop_at = time.monotonic() + seconds
 
     async def slot(i):
         phase = "data" if i % 2 else "command"
-        while time.monotonic() < stop_at - interval:
+        while time.monotonic() < stop_at:
             try:
                 reader, writer = await connect(farm.port)
                 code, _ = await reply(reader, 10)
@@ -301,7 +306,7 @@ async def slowloris(binary, work, size, results):
                 started = time.monotonic()  # from the first slow byte
                 cut = False
                 for byte in payload:
-                    if time.monotonic() >= stop_at:
+                    if time.monotonic() - started > bounds[phase] + interval:
                         break
                     writer.write(bytes([byte]))
                     await writer.drain()
@@ -327,7 +332,7 @@ async def slowloris(binary, work, size, results):
     async def normal_client():
         await asyncio.sleep(1.0)
         n = 0
-        while time.monotonic() < stop_at - interval:
+        while time.monotonic() < stop_at:
             n += 1
             normal["tries"] += 1
             try:
@@ -344,13 +349,13 @@ async def slowloris(binary, work, size, results):
     cut_cmd, cut_data = stats["cut"]["command"], stats["cut"]["data"]
     longest_cmd = max(cut_cmd, default=0)
     longest_data = max(cut_data, default=0)
-    bound_cmd, bound_data = command_timeout + interval + 1.5, data_timeout + interval + 1.5
+    bound_cmd, bound_data = bounds["command"], bounds["data"]
     ok = stats["uncut"] == 0 and longest_cmd <= bound_cmd and longest_data <= bound_data and stats["greeted"] > 0
     results.check(
         ok,
         "slowloris: slow clients cut off",
         f"{stats['greeted']} greeted, {stats['refused']} refused at the greeting, "
-        f"{stats['uncut']} never cut off in {seconds}s; longest hold in a command "
+        f"{stats['uncut']} not cut off within their bound; longest hold in a command "
         f"{longest_cmd:.1f}s (bound {bound_cmd:.1f}s), in DATA {longest_data:.1f}s (bound {bound_data:.1f}s)",
     )
     results.check(
