@@ -60,8 +60,13 @@ dict() {
   esac
 }
 
+targets=$(cargo +nightly fuzz list)
+if [ -n "$only" ] && ! grep -qx "$only" <<<"$targets"; then
+  echo "no fuzz target named $only; the targets are:" $targets >&2
+  exit 2
+fi
 failed=()
-for target in $(cargo +nightly fuzz list); do
+for target in $targets; do
   [ -n "$only" ] && [ "$target" != "$only" ] && continue
   mkdir -p "corpus/$target"
   echo "=== fuzz $target for ${seconds}s"
@@ -79,9 +84,6 @@ for target in $(cargo +nightly fuzz list); do
     echo "     replay it: (cd fuzz && cargo +nightly fuzz run ${build[*]} $target artifacts/$target/<file>)"
   fi
 done
-[ -n "$only" ] && [ ${#failed[@]} -eq 0 ] && ! cargo +nightly fuzz list | grep -qx "$only" &&
-  { echo "no fuzz target named $only" >&2; exit 2; }
-
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: ${#failed[@]} target(s) crashed: ${failed[*]}"
   exit 1

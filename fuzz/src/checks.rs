@@ -54,6 +54,9 @@ pub fn farm_journal(events: &[Event], replies: &[Vec<u8>], builtin_queued_replie
         open.is_empty(),
         "connections never journalled as closed: {open:?}"
     );
+    for (i, bytes) in replies.iter().enumerate() {
+        replies_are_smtp(i, bytes);
+    }
     if builtin_queued_replies {
         for (i, bytes) in replies.iter().enumerate() {
             for id in queued_ids(bytes) {
@@ -66,6 +69,53 @@ pub fn farm_journal(events: &[Event], replies: &[Vec<u8>], builtin_queued_replie
     }
     file_round_trip(events);
     views(events);
+}
+
+/// Whatever the client sent, what the farm sends in clear is SMTP replies (RFC 5321
+/// 4.2): lines of at most 512 octets with their CRLF, each a code and a space or a
+/// hyphen, every line of a multi-line reply with the same code, the last one with a
+/// space. After the 220 to STARTTLS come TLS records, which are not checked.
+pub fn replies_are_smtp(conn: usize, bytes: &[u8]) {
+    let mut code: Option<&[u8]> = None;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            panic!("connection {conn}: a reply line without its CRLF: {rest:?}");
+        };
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        let shown = String::from_utf8_lossy(line);
+        assert!(
+            line.len() + 2 <= 512,
+            "connection {conn}: a reply line of {} octets",
+            line.len() + 2
+        );
+        let well_formed = line.len() >= 4
+            && (b'2'..=b'5').contains(&line[0])
+            && line[1..3].iter().all(u8::is_ascii_digit)
+            && matches!(line[3], b' ' | b'-')
+            && !line.contains(&b'\r')
+            && !line.contains(&b'\n');
+        assert!(
+            well_formed,
+            "connection {conn}: not a reply line: {shown:?}"
+        );
+        if let Some(code) = code {
+            assert_eq!(
+                code,
+                &line[..3],
+                "connection {conn}: a multi-line reply changed its code: {shown:?}"
+            );
+        }
+        code = (line[3] == b'-').then(|| &line[..3]);
+        if code.is_none() && line.starts_with(b"220 ") && shown.contains("TLS") {
+            return;
+        }
+    }
+    assert!(
+        code.is_none(),
+        "connection {conn}: a multi-line reply without its last line"
+    );
 }
 
 /// The ids of the `250 ... queued as N` replies in what a client received.
@@ -123,4 +173,34 @@ pub fn views(events: &[Event]) {
     let _ = report.render();
     let _ = report.to_json();
     let _ = report.problems();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_and_what_follows_starttls() {
+        replies_are_smtp(0, b"220 mx ESMTP\r\n250-mx\r\n250 PIPELINING\r\n");
+        replies_are_smtp(0, b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x03 binary");
+        assert_eq!(queued_ids(b"250 2.0.0 Ok: queued as 17\r\n"), [17]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a reply line")]
+    fn a_line_without_a_code_is_not_a_reply() {
+        replies_are_smtp(0, b"220 mx\r\nhello\r\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "changed its code")]
+    fn a_multi_line_reply_keeps_its_code() {
+        replies_are_smtp(0, b"250-mx\r\n251 ok\r\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "without its CRLF")]
+    fn a_reply_ends_with_crlf() {
+        replies_are_smtp(0, b"250 ok\n");
+    }
 }
