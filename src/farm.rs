@@ -15,6 +15,7 @@ use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Deliveries, deliveries};
+use crate::dns::DnsService;
 use crate::journal::{
     Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
 };
@@ -35,6 +36,8 @@ pub struct FarmOptions {
     pub ca: Option<Arc<FarmCa>>,
     /// The journal file, if the farm writes one.
     pub journal_file: Option<JournalFileOptions>,
+    /// Where the farm's DNS server answers (UDP and TCP), if it runs one.
+    pub dns: Option<SocketAddr>,
 }
 
 impl FarmOptions {
@@ -63,6 +66,13 @@ impl FarmOptions {
     /// Use a journal file with real time (and real sockets), as `mxfarm run` does.
     pub fn journal_file(mut self, file: JournalFileOptions) -> Self {
         self.journal_file = Some(file);
+        self
+    }
+
+    /// Run the farm's DNS server on `addr` (UDP and TCP; port 0 picks a free port, the
+    /// same for both), answering for the scenario's zones: see [`Farm::dns_addr`].
+    pub fn dns(mut self, addr: SocketAddr) -> Self {
+        self.dns = Some(addr);
         self
     }
 
@@ -100,6 +110,13 @@ pub enum FarmError {
         "cannot write the journal: {0}\n  help: check that the file system has room and that no file size limit applies"
     )]
     JournalUnwritable(crate::journal::Unwritable),
+    #[error(
+        "the DNS server cannot listen on {addr}: {source}\n  help: port 53 needs root (or CAP_NET_BIND_SERVICE), and a local resolver (systemd-resolved on 127.0.0.53) may hold it; pick another address with --dns 127.0.0.1:5353"
+    )]
+    DnsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A host as it is bound.
@@ -124,6 +141,7 @@ pub struct Farm {
     scenario: Arc<Scenario>,
     hosts: Vec<BoundHost>,
     tasks: TaskTracker,
+    dns: Option<DnsService>,
 }
 
 impl Farm {
@@ -174,6 +192,10 @@ impl Farm {
                 })?;
             listeners.push((host.clone(), listener));
         }
+        let bound: HashMap<String, SocketAddr> = listeners
+            .iter()
+            .map(|(host, (_, addr))| (host.name.clone(), *addr))
+            .collect();
         // The file only once every listener is bound: a farm that cannot start must not
         // have replaced the journal of the run before.
         let sink = match options.journal_file {
@@ -216,6 +238,20 @@ impl Farm {
             journal.close();
             return Err(FarmError::JournalUnwritable(unwritable));
         }
+        let dns = match options.dns {
+            Some(addr) => Some(
+                DnsService::start(
+                    addr,
+                    &scenario,
+                    |host| bound.get(host).map(|a| a.ip()),
+                    clock.clone(),
+                    journal.clone(),
+                )
+                .await
+                .map_err(|source| FarmError::DnsBind { addr, source })?,
+            ),
+            None => None,
+        };
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {
@@ -246,7 +282,13 @@ impl Farm {
             scenario: Arc::new(scenario),
             hosts,
             tasks,
+            dns,
         })
+    }
+
+    /// Where the farm's DNS server answers, if it runs one ([`FarmOptions::dns`]).
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(DnsService::addr)
     }
 
     /// The CA that signed the hosts' certificates, as PEM: what a sender must trust for
@@ -308,6 +350,12 @@ impl Farm {
                 out.push_str("      (no rules: accepts everything)\n");
             }
             for rule in host.rules.iter() {
+                let _ = writeln!(out, "      {rule}");
+            }
+        }
+        if let Some(dns) = &self.dns {
+            out.push_str(&dns.summary());
+            for rule in &scenario.dns.rules {
                 let _ = writeln!(out, "      {rule}");
             }
         }
@@ -493,6 +541,9 @@ impl Farm {
     /// its 421 is written.
     pub async fn shutdown_within(self, grace: Duration) {
         self.shutdown.begin();
+        if let Some(dns) = &self.dns {
+            dns.shutdown().await;
+        }
         self.tasks.close();
         tokio::select! {
             () = self.tasks.wait() => {}

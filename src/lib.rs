@@ -131,6 +131,7 @@ pub mod assertions;
 pub mod capture;
 pub mod clock;
 pub mod deliveries;
+pub mod dns;
 pub mod farm;
 pub mod journal;
 mod millis;

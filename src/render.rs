@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::journal::{ClosedBy, Event, EventKind, TlsOutcome};
+use crate::journal::{ClosedBy, DnsReply, DnsTransport, Event, EventKind, TlsOutcome};
 
 /// How precisely times are shown. Coarser granularity keeps snapshots stable when the
 /// sender runs in real time.
@@ -58,6 +58,45 @@ pub fn span(d: Duration, granularity: Granularity) -> String {
 
 /// One line per event: `+0s  mx1 #1  < EHLO client.test`.
 ///
+/// A DNS query in one line: `* 127.0.0.1 asked aol.test MX (udp): SERVFAIL [dns rule 1]`.
+pub fn dns_query(kind: &EventKind) -> String {
+    let EventKind::DnsQuery {
+        client,
+        transport,
+        name,
+        qtype,
+        answer,
+        records,
+        rule,
+        delay,
+    } = kind
+    else {
+        return String::new();
+    };
+    let via = match transport {
+        DnsTransport::Udp => "udp",
+        DnsTransport::Tcp => "tcp",
+    };
+    let mut text = format!("* {} asked {name} {qtype} ({via}): ", client.ip());
+    if *answer == DnsReply::Records && !records.is_empty() {
+        text.push_str(&records.join(", "));
+    } else {
+        text.push_str(answer.as_str());
+    }
+    if let Some(delay) = delay {
+        let exact = if delay.subsec_millis() == 0 {
+            Granularity::Seconds
+        } else {
+            Granularity::Exact
+        };
+        let _ = write!(text, " after {}", span(*delay, exact));
+    }
+    if let Some(rule) = rule {
+        let _ = write!(text, "   [{rule}]");
+    }
+    text
+}
+
 /// `<` marks what the client sent, `>` what the farm answered, `*` everything else.
 pub fn journal(events: &[Event], granularity: Granularity) -> String {
     let mut out = String::new();
@@ -158,6 +197,7 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 "farm".to_string(),
                 format!("* started, playing scenario {scenario:?}"),
             ),
+            EventKind::DnsQuery { .. } => ("dns".to_string(), dns_query(&event.kind)),
         };
         if granularity == Granularity::None {
             let _ = writeln!(out, "{prefix:<10} {text}");

@@ -207,7 +207,7 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
                 o.close(*by, reason, event.at);
                 done.push(o.contact);
             }
-            EventKind::FarmStarted { .. } => {}
+            EventKind::FarmStarted { .. } | EventKind::DnsQuery { .. } => {}
         }
     }
     let mut still: Vec<Open> = open.into_values().collect();

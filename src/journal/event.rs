@@ -108,6 +108,81 @@ pub enum EventKind {
         #[serde(flatten)]
         outcome: TlsOutcome,
     },
+    /// The farm's DNS answered a query (or, for `answer = "drop"`, decided not to):
+    /// recorded when the answer went out, so a slow answer has the time it arrived.
+    DnsQuery {
+        /// Who asked: a sender's resolver, or the farm itself (its sessions' `ptr`,
+        /// `fcrdns`, `helo-dns` and `spf` checks).
+        client: SocketAddr,
+        transport: DnsTransport,
+        /// Lower case, without the final dot.
+        name: String,
+        /// `MX`, `A`, `TXT`... or the type's number for one without a name.
+        #[serde(rename = "type")]
+        qtype: String,
+        /// What the asker got.
+        answer: DnsReply,
+        /// The answer's records as zone-file data (`MX 1 mx1.aol.test.`), at most a few.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        records: Vec<String>,
+        /// The `[[dns.rule]]` that decided (`dns rule 1`), if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<Arc<str>>,
+        /// How long the answer was held back by a rule's `delay`.
+        #[serde(
+            rename = "delay_ms",
+            skip_serializing_if = "Option::is_none",
+            with = "crate::millis::optional",
+            default
+        )]
+        delay: Option<Duration>,
+    },
+}
+
+/// How a DNS query came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsTransport {
+    Udp,
+    Tcp,
+}
+
+/// What a DNS query got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsReply {
+    /// NOERROR with records.
+    Records,
+    /// NOERROR without records of that type (NODATA).
+    Nodata,
+    Nxdomain,
+    Servfail,
+    Refused,
+    /// A request the server could not read, or not a query (FORMERR, NOTIMP).
+    Formerr,
+    /// Over UDP, an empty answer with the TC bit set.
+    Truncated,
+    /// No answer at all.
+    Dropped,
+    /// Not answered yet: a rule holds the answer back for its `delay` (journalled when
+    /// the query arrives; the answer follows as an event of its own).
+    Held,
+}
+
+impl DnsReply {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsReply::Records => "records",
+            DnsReply::Nodata => "no records (NODATA)",
+            DnsReply::Nxdomain => "NXDOMAIN",
+            DnsReply::Servfail => "SERVFAIL",
+            DnsReply::Refused => "REFUSED",
+            DnsReply::Formerr => "FORMERR",
+            DnsReply::Truncated => "truncated (TC)",
+            DnsReply::Dropped => "no answer",
+            DnsReply::Held => "held back",
+        }
+    }
 }
 
 /// How a TLS handshake ended.
@@ -139,7 +214,7 @@ impl EventKind {
             | EventKind::MessageAccepted { host, conn, .. }
             | EventKind::ConnectionClosed { host, conn, .. }
             | EventKind::TlsHandshake { host, conn, .. } => Some((host, *conn)),
-            EventKind::FarmStarted { .. } => None,
+            EventKind::FarmStarted { .. } | EventKind::DnsQuery { .. } => None,
         }
     }
 }

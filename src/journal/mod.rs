@@ -19,7 +19,10 @@ pub(crate) mod sink;
 pub(crate) mod store;
 pub mod target;
 
-pub use event::{ClosedBy, Command, DomainRecord, Event, EventKind, TlsOutcome, sanitize_line};
+pub use event::{
+    ClosedBy, Command, DnsReply, DnsTransport, DomainRecord, Event, EventKind, TlsOutcome,
+    sanitize_line,
+};
 pub(crate) use sink::Sink;
 pub use sink::{JournalFileOptions, Unwritable};
 pub(crate) use store::Journal;

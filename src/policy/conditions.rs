@@ -127,6 +127,6 @@ pub(crate) fn is_fqdn(name: &str) -> bool {
 }
 
 /// A uniform draw in [0, 1) with 53 bits of precision.
-fn unit_draw(rng: &mut impl Rng) -> f64 {
+pub(super) fn unit_draw(rng: &mut impl Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }

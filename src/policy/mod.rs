@@ -17,6 +17,7 @@ pub(crate) mod attempts;
 mod bounded;
 pub(crate) mod concurrency;
 mod conditions;
+pub(crate) mod dns;
 pub(crate) mod greylist;
 mod placeholders;
 mod points;

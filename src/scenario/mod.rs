@@ -33,6 +33,7 @@ mod spec;
 
 pub use error::{Problem, ScenarioError};
 pub use model::*;
+pub use read::records::reverse_name;
 
 use std::path::Path;
 

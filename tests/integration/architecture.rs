@@ -15,9 +15,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("policy", &["scenario"]),
     ("capture", &["journal", "millis", "scenario"]),
     ("tls", &["scenario"]),
+    ("dns", &["clock", "journal", "policy", "scenario"]),
     (
         "smtp",
-        &["capture", "clock", "journal", "policy", "scenario"],
+        &["capture", "clock", "dns", "journal", "policy", "scenario"],
     ),
     ("deliveries", &["journal", "millis", "scenario"]),
     ("render", &["journal"]),
@@ -47,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "capture",
             "clock",
             "deliveries",
+            "dns",
             "journal",
             "policy",
             "report",
@@ -160,6 +162,13 @@ fn modules_import_only_what_the_architecture_allows_and_no_file_is_too_big() {
         if lines > MAX_CODE_LINES {
             problems.push(format!(
                 "{} has {lines} lines of code (more than {MAX_CODE_LINES}): split it",
+                path.display()
+            ));
+        }
+        // hickory renames its types between minor versions: they stay in one module.
+        if module != "dns" && code.contains("hickory_") {
+            problems.push(format!(
+                "{} uses hickory outside src/dns/: keep every hickory type in the dns module",
                 path.display()
             ));
         }

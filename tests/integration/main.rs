@@ -4,6 +4,7 @@ mod architecture;
 mod assertions;
 mod behaviours;
 mod cli;
+mod dns;
 mod farm_ca;
 mod fuzz_regressions;
 mod in_memory;

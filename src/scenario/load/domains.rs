@@ -31,8 +31,21 @@ pub(super) fn domains(cx: &mut Cx, list: &[Table], host_names: &[String]) -> Vec
                 seen.insert(domain.name.clone(), v.span());
             }
         }
-        if let Some(v) = table.get(tables::MX) {
-            domain.mx = mx_records(cx, &v, &path, host_names);
+        match table.get(tables::MX) {
+            Some(v) if domain.null_mx => cx.issue(
+                v.span(),
+                format!("`{}` has both `mx` and `null-mx = true`", domain.name),
+                "a null MX (RFC 7505) says the domain takes no mail: remove `mx`, or `null-mx`",
+            ),
+            Some(v) => domain.mx = mx_records(cx, &v, &path, host_names),
+            None if !domain.null_mx => cx.missing(
+                &path,
+                tables::MX,
+                table.span(),
+                "this [[domain]] has no `mx`",
+                "list the hosts that receive its mail, like mx = [{ host = \"mx1\", preference = 10 }], or write null-mx = true for a domain that takes no mail",
+            ),
+            None => {}
         }
         domains.push(domain);
     }

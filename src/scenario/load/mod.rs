@@ -7,8 +7,10 @@
 //! - [`hosts`]: `[[host]]`, its rule sets and listen addresses;
 //! - [`tls`]: a host's `tls`;
 //! - [`rules`]: rules: the stage, then the conditions and the action it allows;
-//! - [`domains`]: `[[domain]]` and `[reverse-dns]`.
+//! - [`domains`]: `[[domain]]` and `[reverse-dns]`;
+//! - [`dns`]: `[dns]`, its record lines and its fault rules.
 
+mod dns;
 mod domains;
 mod hosts;
 mod rules;
@@ -63,6 +65,9 @@ pub(crate) fn load(text: &str, dir: Option<&Path>) -> Result<Scenario, Vec<Issue
     }
     if let Some(v) = root.get(tables::REVERSE_DNS) {
         scenario.reverse_dns = domains::reverse_dns(&mut cx, &v);
+    }
+    if let Some(v) = root.get(spec::dns::DNS) {
+        scenario.dns = dns::dns_settings(&mut cx, &v);
     }
     let issues = cx.into_issues();
     if issues.is_empty() {

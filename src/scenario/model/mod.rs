@@ -8,9 +8,11 @@
 //! - [`reply`]: SMTP replies as scenarios write them.
 
 mod describe;
+mod dns;
 mod reply;
 mod rule;
 
+pub use dns::*;
 pub use reply::*;
 pub use rule::*;
 
@@ -30,8 +32,11 @@ pub struct Scenario {
     pub limits: FarmLimits,
     pub domains: Vec<Domain>,
     pub hosts: Vec<Host>,
-    /// PTR names of client addresses, for `ptr` conditions (and later the DNS server).
+    /// PTR names of client addresses: records of the farm's DNS, which `ptr` and
+    /// `fcrdns` conditions look up.
     pub reverse_dns: std::collections::BTreeMap<std::net::IpAddr, String>,
+    /// The farm's DNS: extra records, names outside the zones, fault rules.
+    pub dns: DnsSettings,
 }
 
 impl Scenario {
@@ -93,6 +98,10 @@ impl Default for FarmLimits {
 pub struct Domain {
     pub name: String,
     pub mx: Vec<MxRecord>,
+    /// `MX 0 .` (RFC 7505): the domain takes no mail, and senders bounce at once.
+    pub null_mx: bool,
+    /// TXT records of the domain itself, such as its SPF policy.
+    pub txt: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +126,9 @@ pub struct Host {
     pub name: String,
     pub listen: SocketAddr,
     pub hostname: String,
+    /// The address the farm's DNS gives for `hostname` (A or AAAA) when it is not the
+    /// listen address: a host that listens on `0.0.0.0` in a container.
+    pub address: Option<std::net::IpAddr>,
     /// Text after `220 <hostname> ` in the greeting.
     pub greeting: String,
     pub extensions: Extensions,
@@ -137,6 +149,7 @@ impl Default for Host {
             name: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             hostname: String::new(),
+            address: None,
             greeting: "ESMTP mxfarm".to_string(),
             extensions: Extensions::default(),
             limits: Limits::default(),

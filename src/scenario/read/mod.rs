@@ -3,6 +3,7 @@
 //! knows nothing of the format's vocabulary, which is the [`spec`](super::spec)'s.
 
 pub(crate) mod ranges;
+pub(crate) mod records;
 pub(crate) mod tree;
 pub(crate) mod values;
 

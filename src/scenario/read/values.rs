@@ -521,3 +521,40 @@ pub(crate) fn valid_domain(name: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
+
+/// One IP address (no port, no network).
+pub(crate) fn address(cx: &mut Cx, key: Key, v: &Node) -> Option<Option<IpAddr>> {
+    let text = string(cx, key, v)?;
+    match text.trim().parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => Some(Some(ip)),
+        _ => {
+            cx.issue(
+                v.span(),
+                format!("`{text}` is not an address the farm's DNS can give"),
+                format!(
+                    "write one IP address, without a port, like {} = {}",
+                    key.name, key.example
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// TXT records: a string or a list, each one line of text.
+pub(crate) fn txt_records(cx: &mut Cx, key: Key, v: &Node) -> Option<Vec<String>> {
+    let before = cx.problems();
+    let mut texts = Vec::new();
+    for (text, span) in strings(cx, key, v) {
+        if text.is_empty() || text.chars().any(char::is_control) {
+            cx.issue(
+                span,
+                "a TXT record holds one line of text",
+                format!("write it on one line, like {} = {}", key.name, key.example),
+            );
+        } else {
+            texts.push(text.to_string());
+        }
+    }
+    (cx.problems() == before).then_some(texts)
+}

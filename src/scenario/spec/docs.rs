@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::field::Table;
 use super::then::{self, Role};
 use super::when;
-use super::{TableId, placeholders, stateful, tables};
+use super::{TableId, dns, placeholders, stateful, tables};
 use crate::scenario::model::{Concurrency, Greylist, Placeholder, RateLimit, Stage};
 
 /// The line before the generated section.
@@ -46,6 +46,10 @@ pub(crate) fn reference() -> String {
             TableId::RateLimit => table(out, stateful::rate_limit(), "`rate-limit = { ... }`"),
             TableId::Concurrency => table(out, stateful::concurrency(), "`concurrency = { ... }`"),
             TableId::TlsFault => table(out, stateful::tls_fault(), "`tls-fault = { ... }`"),
+            TableId::Dns => table(out, dns::dns(), "`[dns]`"),
+            TableId::DnsRule => table(out, dns::rule(), "`[[dns.rule]]`"),
+            TableId::DnsWhen => table(out, dns::when(), "`when` of a DNS rule"),
+            TableId::DnsThen => table(out, dns::then(), "`then` of a DNS rule"),
         }
     }
     placeholder_list(&mut out);

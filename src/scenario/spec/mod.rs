@@ -14,6 +14,7 @@
 //! - [`placeholders`]: the placeholders of reply texts.
 //! - [`docs`]: the reference section of the format doc.
 
+pub(crate) mod dns;
 pub(crate) mod docs;
 pub(crate) mod field;
 pub(crate) mod placeholders;
@@ -48,12 +49,16 @@ pub(crate) enum TableId {
     RateLimit,
     Concurrency,
     TlsFault,
+    Dns,
+    DnsRule,
+    DnsWhen,
+    DnsThen,
 }
 
 impl TableId {
     /// Every table, in the order the reference lists them. A table missing here is
     /// missing from the reference and from the hints that say where a key belongs.
-    pub(crate) const ALL: [TableId; 18] = [
+    pub(crate) const ALL: [TableId; 22] = [
         TableId::Root,
         TableId::Capture,
         TableId::Journal,
@@ -72,6 +77,10 @@ impl TableId {
         TableId::RateLimit,
         TableId::Concurrency,
         TableId::TlsFault,
+        TableId::Dns,
+        TableId::DnsRule,
+        TableId::DnsWhen,
+        TableId::DnsThen,
     ];
 
     /// How the docs name this table.
@@ -95,6 +104,10 @@ impl TableId {
             TableId::RateLimit => "`rate-limit`",
             TableId::Concurrency => "`concurrency`",
             TableId::TlsFault => "`tls-fault`",
+            TableId::Dns => "[dns]",
+            TableId::DnsRule => "[[dns.rule]]",
+            TableId::DnsWhen => "the `when` of a DNS rule",
+            TableId::DnsThen => "the `then` of a DNS rule",
         }
     }
 
@@ -125,6 +138,12 @@ impl TableId {
             TableId::TlsFault => {
                 "a TLS fault, like tls-fault = \"alert\" or tls-fault = { hang = \"10m\" }"
             }
+            TableId::Dns => "a table: [dns]",
+            TableId::DnsRule => "a DNS rule: a table with when and then",
+            TableId::DnsWhen => {
+                "a table of conditions on the query, like { query = \"aol.test\", type = \"MX\" }"
+            }
+            TableId::DnsThen => "a table with an answer, like { answer = \"servfail\" }",
         }
     }
 
@@ -149,7 +168,21 @@ impl TableId {
             TableId::RateLimit => stateful::rate_limit().names(),
             TableId::Concurrency => stateful::concurrency().names(),
             TableId::TlsFault => stateful::tls_fault().names(),
+            TableId::Dns => dns::dns().names(),
+            TableId::DnsRule => dns::rule().names(),
+            TableId::DnsWhen => dns::when().names(),
+            TableId::DnsThen => dns::then().names(),
         }
+    }
+
+    /// The tables of the DNS rules, whose keys share names with those of SMTP rules
+    /// (`when`, `then`, `delay`, `time`...): a misplaced key's home is looked for in the
+    /// same kind of rule.
+    fn is_dns_table(self) -> bool {
+        matches!(
+            self,
+            TableId::Dns | TableId::DnsRule | TableId::DnsWhen | TableId::DnsThen
+        )
     }
 
     /// The tables of a stateful action, whose keys share names with `when` and `then`.
@@ -176,7 +209,7 @@ pub(crate) fn unknown_key(cx: &mut Cx, id: TableId, path: &str, key: &str, span:
     // `then` (`per`, `reply`, `delay`...): those are the likelier home.
     let mut homes: Vec<TableId> = TableId::ALL
         .into_iter()
-        .filter(|t| *t != id && t.keys().contains(&key))
+        .filter(|t| *t != id && t.is_dns_table() == id.is_dns_table() && t.keys().contains(&key))
         .collect();
     if homes.iter().any(|t| !t.is_action_table()) {
         homes.retain(|t| !t.is_action_table());

@@ -2,7 +2,7 @@
 //! each takes, and its doc line. Keys marked `custom` are read by the loader's own code
 //! (lists of tables, references to resolve), through the names below.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::LazyLock;
 
 use super::{Field, Table, TableId};
@@ -25,6 +25,8 @@ pub(crate) const HOST: &str = "host";
 pub(crate) const RULESET: &str = "ruleset";
 pub(crate) const REVERSE_DNS: &str = "reverse-dns";
 pub(crate) const MX: &str = "mx";
+pub(crate) const NULL_MX: &str = "null-mx";
+pub(crate) const TXT: &str = "txt";
 pub(crate) const RULESETS: &str = "rulesets";
 pub(crate) const TLS: &str = "tls";
 pub(crate) const RULE: &str = "rule";
@@ -79,7 +81,9 @@ pub(crate) fn root() -> &'static Table<Scenario> {
                     "{ \"192.0.2.1\" = \"mail.sender.test\" }",
                     "a table of addresses and names",
                 )
-                .doc("PTR names of client addresses, for `ptr` conditions"),
+                .doc("PTR names of client addresses, served by the farm's DNS and looked up by `ptr` and `fcrdns` conditions"),
+                Field::custom(super::dns::DNS, "{ ... }", "a table")
+                    .doc("the farm's DNS server: more records, names outside the zones, DNS faults"),
             ],
         )
     });
@@ -161,11 +165,11 @@ pub(crate) fn domain() -> &'static Table<Domain> {
                         "add the simulated domain's name, like name = \"aol.test\"",
                     ),
                 Field::custom(MX, "[{ host = \"mx1\", preference = 10 }]", "a list of MX records")
-                    .doc("its MX records: hosts of this file with their preference (lower first)")
-                    .required(
-                        "this [[domain]] has no `mx`",
-                        "list the hosts that receive its mail, like mx = [{ host = \"mx1\", preference = 10 }]",
-                    ),
+                    .doc("its MX records: hosts of this file with their preference (lower first); required unless `null-mx`"),
+                Field::flag(NULL_MX, |d: &mut Domain| &mut d.null_mx)
+                    .doc("the domain takes no mail: its one MX record is `0 .` (RFC 7505), instead of `mx`"),
+                Field::new(TXT, "[\"v=spf1 ip4:192.0.2.0/24 -all\"]", "a string or a list", values::txt_records, |t: &Vec<String>| format!("{t:?}"), |d: &mut Domain| &mut d.txt)
+                    .doc("TXT records of the domain itself, such as its SPF policy"),
             ],
         )
     });
@@ -226,7 +230,9 @@ pub(crate) fn host() -> &'static Table<Host> {
                         "add the address and port it listens on, like listen = \"127.0.0.1:2525\" (port 0 picks a free port)",
                     ),
                 Field::new(HOSTNAME, "\"mx1.aol.test\"", "a host name", values::hostname, String::clone, |h: &mut Host| &mut h.hostname)
-                    .doc("the name in its greeting and EHLO reply (default: `<name>.mxfarm.test`)"),
+                    .doc("the name in its greeting and EHLO reply, and its name in the farm's DNS (default: `<name>.mxfarm.test`)"),
+                Field::new("address", "\"172.20.0.5\"", "an IP address", values::address, |a: &Option<IpAddr>| a.map_or(String::new(), |a| format!("\"{a}\"")), |h: &mut Host| &mut h.address)
+                    .doc("the address the farm's DNS gives for its hostname (default: the listen address, unless that is 0.0.0.0 or ::)"),
                 Field::text("greeting", "\"ESMTP ready\"", true, |h: &mut Host| &mut h.greeting)
                     .doc("the text after `220 <hostname> ` in the greeting"),
                 Field::custom(RULESETS, "[\"common\"]", "a name or a list of names")

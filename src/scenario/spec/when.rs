@@ -391,7 +391,7 @@ fn counted_per(cx: &mut Cx, key: Key, v: &Node, when: &When) -> Option<AttemptKe
 }
 
 /// `chance = 0.25`: a probability from 0.0 to 1.0.
-fn chance(cx: &mut Cx, v: &Node) -> Option<f64> {
+pub(crate) fn chance(cx: &mut Cx, v: &Node) -> Option<f64> {
     let p = match (v.as_float(), v.as_int()) {
         (Some(p), _) => p,
         (_, Some(n)) => n as f64,

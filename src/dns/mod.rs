@@ -1,0 +1,104 @@
+//! The farm's own DNS: an authoritative server for the scenario's zones (MX, A/AAAA,
+//! PTR, TXT, CNAME, null MX, an SOA per zone), with the scenario's DNS faults, so that a
+//! real MTA finds the MX hosts by itself.
+//!
+//! - [`zone`]: the records, built once from the scenario (no hickory types);
+//! - [`server`]: the server on the wire (hickory-server).
+//!
+//! Every hickory type stays inside this module (hickory renames its types between minor
+//! versions, and the crate pins 0.26).
+
+pub(crate) mod server;
+pub(crate) mod zone;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::clock::Clock;
+use crate::journal::Journal;
+use crate::policy::dns::DnsPolicy;
+use crate::scenario::Scenario;
+use zone::Zone;
+
+/// The zone `scenario` produces, as zone-file text: what the farm's DNS will answer,
+/// with each host at the address its scenario gives.
+pub fn zone_file(scenario: &Scenario) -> String {
+    let listen: HashMap<&str, IpAddr> = scenario
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.listen.ip()))
+        .collect();
+    Zone::build(scenario, |name| listen.get(name).copied()).zone_file()
+}
+
+/// The farm's running DNS server.
+#[derive(Debug)]
+pub(crate) struct DnsService {
+    addr: SocketAddr,
+    zone: Arc<Zone>,
+    running: tokio::sync::Mutex<Option<server::Running>>,
+}
+
+impl std::fmt::Debug for server::Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Running")
+    }
+}
+
+impl DnsService {
+    /// Builds the zone with each host at `address_of(host)` and starts answering on
+    /// `addr` (UDP and TCP, the same port).
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        scenario: &Scenario,
+        address_of: impl Fn(&str) -> Option<IpAddr>,
+        clock: Clock,
+        journal: Arc<Journal>,
+    ) -> std::io::Result<Self> {
+        let zone = Arc::new(Zone::build(scenario, address_of));
+        let handler = server::Handler {
+            zone: zone.clone(),
+            policy: Arc::new(DnsPolicy::new(scenario)),
+            clock,
+            journal,
+            delayed: Arc::new(Semaphore::new(server::MAX_DELAYED)),
+        };
+        let (running, addr) = server::Running::start(addr, handler).await?;
+        Ok(Self {
+            addr,
+            zone,
+            running: tokio::sync::Mutex::new(Some(running)),
+        })
+    }
+
+    /// Where it answers.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it serves, for the startup summary: its address, then every record.
+    pub(crate) fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "  dns  {} (udp and tcp), {} names; the zone it serves:",
+            self.addr,
+            self.zone.len()
+        );
+        for line in self.zone.zone_file().lines().filter(|l| !l.is_empty()) {
+            let _ = writeln!(out, "      {line}");
+        }
+        out
+    }
+
+    /// Stops answering.
+    pub(crate) async fn shutdown(&self) {
+        if let Some(running) = self.running.lock().await.take() {
+            running.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The farm's DNS server on the wire: hickory-server's UDP and TCP listeners with a
+//! handler of our own, which asks the zone for the answer and the DNS policy whether a
+//! rule changes it, waits a rule's delay on the farm's clock, journals the query and
+//! sends the answer. hickory's types stay in this file and in `lookup.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, TXT};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+
+use super::zone::{Answer, SERVER_NAME, Served, Zone};
+use crate::clock::Clock;
+use crate::journal::{DnsReply, DnsTransport, EventKind, Journal};
+use crate::policy::dns::{DnsPolicy, Query};
+use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind};
+
+/// How long a TCP client may stay idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How many queries may wait out a rule's delay at once; a query beyond them is answered
+/// SERVFAIL at once, so a flood of slow queries cannot hold unbounded memory.
+pub(crate) const MAX_DELAYED: usize = 4096;
+/// How many records of an answer the journal names.
+const JOURNALLED_RECORDS: usize = 8;
+
+/// What the handler needs: everything is shared with the farm.
+pub(crate) struct Handler {
+    pub zone: Arc<Zone>,
+    pub policy: Arc<DnsPolicy>,
+    pub clock: Clock,
+    pub journal: Arc<Journal>,
+    pub delayed: Arc<Semaphore>,
+}
+
+/// A running server: its listeners' tasks end on `shutdown`.
+pub(crate) struct Running {
+    server: Server<Handler>,
+}
+
+impl Running {
+    /// Binds UDP and TCP on `addr` (the same port for both: with port 0, the one UDP
+    /// got) and starts answering.
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        handler: Handler,
+    ) -> std::io::Result<(Self, SocketAddr)> {
+        let udp = UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        let tcp = TcpListener::bind(bound).await?;
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE, 64 * 1024);
+        Ok((Self { server }, bound))
+    }
+
+    /// Stops the listeners and waits for them.
+    pub(crate) async fn shutdown(mut self) {
+        let _ = self.server.shutdown_gracefully().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let arrived = self.clock.now();
+        let src = request.src();
+        let transport = if request.protocol().is_stream() {
+            DnsTransport::Tcp
+        } else {
+            DnsTransport::Udp
+        };
+        let metadata = &request.metadata;
+        let query = match request.request_info() {
+            Ok(info)
+                if metadata.op_code == OpCode::Query
+                    && info.query.query_class() == DNSClass::IN =>
+            {
+                info.query
+            }
+            _ => {
+                let code = if metadata.op_code == OpCode::Query {
+                    ResponseCode::FormErr
+                } else {
+                    ResponseCode::NotImp
+                };
+                self.journal.record(EventKind::DnsQuery {
+                    client: src,
+                    transport,
+                    name: String::new(),
+                    qtype: String::new(),
+                    answer: DnsReply::Formerr,
+                    records: Vec::new(),
+                    rule: None,
+                    delay: None,
+                });
+                let builder = MessageResponseBuilder::from_message_request(request);
+                return send(&mut response, builder.error_msg(metadata, code)).await;
+            }
+        };
+        let name = query
+            .name()
+            .to_string()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let qtype = query.query_type();
+        let kind = kind_of(qtype);
+        let verdict = self.policy.decide(
+            Query {
+                name: &name,
+                kind,
+                type_code: u16::from(qtype),
+                client: src.ip(),
+            },
+            arrived,
+        );
+        let action = verdict.action;
+        let mut delay = None;
+        if !action.delay.is_zero() && action.answer != DnsAnswer::Drop {
+            // A permit for each query that waits: past the bound, no wait (and SERVFAIL).
+            match self.delayed.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.journal.record(EventKind::DnsQuery {
+                        client: src,
+                        transport,
+                        name: name.clone(),
+                        qtype: qtype.to_string(),
+                        answer: DnsReply::Held,
+                        records: Vec::new(),
+                        rule: verdict.rule.clone(),
+                        delay: Some(action.delay),
+                    });
+                    self.clock.sleep_until(arrived + action.delay).await;
+                    drop(permit);
+                    delay = Some(action.delay);
+                }
+                Err(_) => {
+                    return self
+                        .answer(
+                            request,
+                            &mut response,
+                            src,
+                            transport,
+                            &name,
+                            qtype,
+                            Err(ResponseCode::ServFail),
+                            verdict.rule,
+                            None,
+                        )
+                        .await;
+                }
+            }
+        }
+        let zone_answer = match (kind, qtype == RecordType::ANY) {
+            (_, true) => self.zone.lookup(&name, None),
+            (Some(kind), false) => self.zone.lookup(&name, Some(kind)),
+            // A type the farm never serves: only whether the name exists decides.
+            (None, false) => match self.zone.lookup(&name, None) {
+                Answer::Records { zone, .. } => Answer::NoData { zone },
+                other => other,
+            },
+        };
+        let udp = transport == DnsTransport::Udp;
+        let outcome = match action.answer {
+            DnsAnswer::Records => Ok(zone_answer),
+            DnsAnswer::Truncated if udp => Err(ResponseCode::NoError),
+            DnsAnswer::Truncated => Ok(zone_answer),
+            DnsAnswer::Servfail => Err(ResponseCode::ServFail),
+            DnsAnswer::Refused => Err(ResponseCode::Refused),
+            DnsAnswer::Nxdomain => Ok(Answer::NxDomain {
+                zone: self.zone.zone_of(&name).unwrap_or(&name).to_string(),
+            }),
+            DnsAnswer::Empty => Ok(Answer::NoData {
+                zone: self.zone.zone_of(&name).unwrap_or(&name).to_string(),
+            }),
+            DnsAnswer::Drop => {
+                self.journal.record(EventKind::DnsQuery {
+                    client: src,
+                    transport,
+                    name,
+                    qtype: qtype.to_string(),
+                    answer: DnsReply::Dropped,
+                    records: Vec::new(),
+                    rule: verdict.rule,
+                    delay: None,
+                });
+                return dropped(metadata);
+            }
+        };
+        if action.answer == DnsAnswer::Truncated && udp {
+            self.journal.record(EventKind::DnsQuery {
+                client: src,
+                transport,
+                name,
+                qtype: qtype.to_string(),
+                answer: DnsReply::Truncated,
+                records: Vec::new(),
+                rule: verdict.rule,
+                delay,
+            });
+            let mut meta = Metadata::response_from_request(metadata);
+            meta.authoritative = true;
+            meta.truncation = true;
+            let builder = MessageResponseBuilder::from_message_request(request);
+            return send(&mut response, builder.build_no_records(meta)).await;
+        }
+        self.answer(
+            request,
+            &mut response,
+            src,
+            transport,
+            &name,
+            qtype,
+            outcome,
+            verdict.rule,
+            delay,
+        )
+        .await
+    }
+}
+
+impl Handler {
+    /// Sends the zone's answer (or an error code), and journals it.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: &mut R,
+        src: SocketAddr,
+        transport: DnsTransport,
+        name: &str,
+        qtype: RecordType,
+        outcome: Result<Answer, ResponseCode>,
+        rule: Option<Arc<str>>,
+        delay: Option<Duration>,
+    ) -> ResponseInfo {
+        let metadata = &request.metadata;
+        let journal = |answer: DnsReply, records: Vec<String>| {
+            self.journal.record(EventKind::DnsQuery {
+                client: src,
+                transport,
+                name: name.to_string(),
+                qtype: qtype.to_string(),
+                answer,
+                records,
+                rule: rule.clone(),
+                delay,
+            });
+        };
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if request.edns.is_some() {
+            builder.edns(&edns);
+        }
+        let answer = match outcome {
+            Err(code) => {
+                journal(reply_of(code), Vec::new());
+                return send(response, builder.error_msg(metadata, code)).await;
+            }
+            Ok(answer) => answer,
+        };
+        let ttl = u32::try_from(self.zone.ttl.as_secs()).unwrap_or(u32::MAX);
+        let mut meta = Metadata::response_from_request(metadata);
+        meta.authoritative = true;
+        match answer {
+            Answer::Outside(outside) => {
+                let code = match outside {
+                    OutsideZones::Nxdomain => ResponseCode::NXDomain,
+                    OutsideZones::Refused => ResponseCode::Refused,
+                };
+                journal(reply_of(code), Vec::new());
+                meta.authoritative = code == ResponseCode::NXDomain;
+                meta.response_code = code;
+                send(response, builder.build_no_records(meta)).await
+            }
+            Answer::Records { zone, records } => {
+                let shown = records
+                    .iter()
+                    .take(JOURNALLED_RECORDS)
+                    .map(|(_, s)| format!("{} {}", s.kind(), data_text(&self.zone, s, &zone)))
+                    .collect();
+                journal(DnsReply::Records, shown);
+                let answers: Vec<Record> = records
+                    .iter()
+                    .filter_map(|(owner, s)| wire_record(owner, s, &zone, ttl))
+                    .collect();
+                let none: Vec<Record> = Vec::new();
+                send(
+                    response,
+                    builder.build(meta, answers.iter(), none.iter(), none.iter(), none.iter()),
+                )
+                .await
+            }
+            negative => {
+                let (zone, code, reply) = match negative {
+                    Answer::NxDomain { zone } => (zone, ResponseCode::NXDomain, DnsReply::Nxdomain),
+                    Answer::NoData { zone } => (zone, ResponseCode::NoError, DnsReply::Nodata),
+                    _ => (String::new(), ResponseCode::ServFail, DnsReply::Servfail),
+                };
+                journal(reply, Vec::new());
+                meta.response_code = code;
+                // The SOA in the authority section tells resolvers how long to cache "no".
+                let soa: Vec<Record> = wire_record(&zone, &Served::Soa, &zone, ttl)
+                    .into_iter()
+                    .collect();
+                let none: Vec<Record> = Vec::new();
+                send(
+                    response,
+                    builder.build(meta, none.iter(), soa.iter(), none.iter(), none.iter()),
+                )
+                .await
+            }
+        }
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    response: &mut R,
+    message: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> ResponseInfo {
+    let fallback = ResponseInfo::from(Header {
+        metadata: *message.metadata(),
+        counts: HeaderCounts::default(),
+    });
+    match response.send_response(message).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "could not send a DNS answer");
+            fallback
+        }
+    }
+}
+
+/// What the server says it did with a query it did not answer.
+fn dropped(request: &Metadata) -> ResponseInfo {
+    ResponseInfo::from(Header {
+        metadata: Metadata::response_from_request(request),
+        counts: HeaderCounts::default(),
+    })
+}
+
+fn reply_of(code: ResponseCode) -> DnsReply {
+    match code {
+        ResponseCode::NXDomain => DnsReply::Nxdomain,
+        ResponseCode::ServFail => DnsReply::Servfail,
+        ResponseCode::Refused => DnsReply::Refused,
+        ResponseCode::NoError => DnsReply::Nodata,
+        _ => DnsReply::Formerr,
+    }
+}
+
+/// The scenario's name for a query type, if it has one.
+fn kind_of(qtype: RecordType) -> Option<RecordKind> {
+    Some(match qtype {
+        RecordType::A => RecordKind::A,
+        RecordType::AAAA => RecordKind::Aaaa,
+        RecordType::CNAME => RecordKind::Cname,
+        RecordType::MX => RecordKind::Mx,
+        RecordType::NS => RecordKind::Ns,
+        RecordType::PTR => RecordKind::Ptr,
+        RecordType::SOA => RecordKind::Soa,
+        RecordType::TXT => RecordKind::Txt,
+        _ => return None,
+    })
+}
+
+fn data_text(zone: &Zone, served: &Served, apex: &str) -> String {
+    match served {
+        Served::Record(data) => data.to_string(),
+        Served::Soa => zone.soa_text(apex),
+        Served::Ns => format!("{SERVER_NAME}."),
+    }
+}
+
+/// A name as hickory holds it: absolute.
+fn wire_name(name: &str) -> Option<Name> {
+    if name.is_empty() {
+        return Some(Name::root());
+    }
+    Name::from_ascii(format!("{name}.")).ok()
+}
+
+fn wire_record(owner: &str, served: &Served, zone: &str, ttl: u32) -> Option<Record> {
+    let rdata = match served {
+        Served::Record(RecordData::A(ip)) => RData::A(A(*ip)),
+        Served::Record(RecordData::Aaaa(ip)) => RData::AAAA(AAAA(*ip)),
+        Served::Record(RecordData::Cname(target)) => RData::CNAME(CNAME(wire_name(target)?)),
+        Served::Record(RecordData::Ptr(target)) => RData::PTR(PTR(wire_name(target)?)),
+        Served::Record(RecordData::Mx {
+            preference,
+            exchange,
+        }) => RData::MX(MX::new(*preference, wire_name(exchange)?)),
+        Served::Record(RecordData::Txt(text)) => RData::TXT(TXT::new(chunks(text))),
+        Served::Ns => RData::NS(NS(wire_name(SERVER_NAME)?)),
+        Served::Soa => {
+            let _ = zone;
+            RData::SOA(SOA::new(
+                wire_name(SERVER_NAME)?,
+                wire_name("hostmaster.mxfarm.test")?,
+                1,
+                3600,
+                600,
+                86400,
+                ttl,
+            ))
+        }
+    };
+    Some(Record::from_rdata(wire_name(owner)?, ttl, rdata))
+}
+
+/// A TXT record's text in strings of at most 255 bytes, as DNS holds it (a long SPF
+/// record is several strings, which readers join).
+fn chunks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        if current.len() + c.len_utf8() > 255 {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
+}

@@ -1,0 +1,333 @@
+//! The records the farm serves, built once from the scenario: one source of truth for the
+//! DNS server, for the checks sessions make through it, and for `mxfarm dns`.
+//!
+//! - each `[[domain]]`: its MX records (to each host's `hostname`), or the null MX, and
+//!   its TXT records;
+//! - each `[[host]]`: an A or AAAA record for its `hostname` (its `address`, else the
+//!   address it listens on), and a PTR record for that address, if no other host shares
+//!   it and `[reverse-dns]` does not name it;
+//! - `[reverse-dns]`: a PTR record for each address;
+//! - `[dns] records`.
+//!
+//! Each owner name belongs to a zone with an SOA and an NS record: a `[[domain]]` if the
+//! name is in one, else the name's parent (its own name when the parent is a top-level
+//! domain). Names outside every zone get `[dns] outside-zones`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::scenario::{DnsRecord, OutsideZones, RecordData, RecordKind, Scenario, reverse_name};
+
+/// The name the farm's SOA and NS records give as the zones' server.
+pub(crate) const SERVER_NAME: &str = "ns.mxfarm.test";
+/// The mailbox in the SOA records.
+const HOSTMASTER: &str = "hostmaster.mxfarm.test";
+/// How many CNAMEs an answer follows at most: a loop in the scenario's records ends.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// What one owner name holds, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Served {
+    Record(RecordData),
+    /// The zone's SOA (at its apex).
+    Soa,
+    /// The zone's NS (at its apex).
+    Ns,
+}
+
+impl Served {
+    pub(crate) fn kind(&self) -> RecordKind {
+        match self {
+            Served::Record(data) => data.kind(),
+            Served::Soa => RecordKind::Soa,
+            Served::Ns => RecordKind::Ns,
+        }
+    }
+}
+
+/// The zone's answer to a query, before any rule changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Records (owner, data); a CNAME chain comes first.
+    Records {
+        zone: String,
+        records: Vec<(String, Served)>,
+    },
+    /// The name exists, but has no record of that type.
+    NoData { zone: String },
+    /// The name does not exist in its zone.
+    NxDomain { zone: String },
+    /// The name is in no zone of the scenario.
+    Outside(OutsideZones),
+}
+
+/// Every record of the scenario, by owner name.
+#[derive(Debug, Clone)]
+pub(crate) struct Zone {
+    /// Zone apexes, longest first, so the first that contains a name is its zone.
+    apexes: Vec<String>,
+    names: HashMap<String, Vec<Served>>,
+    /// Names that exist only because names below them do (empty non-terminals): NODATA,
+    /// not NXDOMAIN.
+    between: BTreeSet<String>,
+    pub ttl: Duration,
+    outside: OutsideZones,
+}
+
+impl Zone {
+    /// The zone of `scenario`, with each host at `address_of(host name)`: the address it
+    /// is bound to, or the scenario's for a zone printed without a running farm.
+    pub(crate) fn build(scenario: &Scenario, address_of: impl Fn(&str) -> Option<IpAddr>) -> Zone {
+        let mut records: Vec<DnsRecord> = Vec::new();
+        let hostname_of: HashMap<&str, &str> = scenario
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.hostname.as_str()))
+            .collect();
+        for domain in &scenario.domains {
+            if domain.null_mx {
+                records.push(record(&domain.name, mx(0, String::new())));
+            }
+            for entry in &domain.mx {
+                if let Some(hostname) = hostname_of.get(entry.host.as_str())
+                    && !hostname.starts_with('[')
+                {
+                    records.push(record(
+                        &domain.name,
+                        mx(entry.preference, hostname.to_string()),
+                    ));
+                }
+            }
+            for text in &domain.txt {
+                records.push(record(&domain.name, RecordData::Txt(text.clone())));
+            }
+        }
+        let mut by_address: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
+        for host in &scenario.hosts {
+            if host.hostname.starts_with('[') {
+                continue;
+            }
+            let ip = host
+                .address
+                .or_else(|| address_of(&host.name))
+                .filter(|ip| !ip.is_unspecified());
+            let Some(ip) = ip else { continue };
+            let data = match ip {
+                IpAddr::V4(v4) => RecordData::A(v4),
+                IpAddr::V6(v6) => RecordData::Aaaa(v6),
+            };
+            let a = record(&host.hostname, data);
+            if !records.contains(&a) {
+                records.push(a);
+            }
+            let names = by_address.entry(ip).or_default();
+            if !names.contains(&host.hostname.as_str()) {
+                names.push(&host.hostname);
+            }
+        }
+        for (ip, names) in &by_address {
+            if let [only] = names[..]
+                && !scenario.reverse_dns.contains_key(ip)
+            {
+                records.push(record(
+                    &reverse_name(*ip),
+                    RecordData::Ptr(only.to_string()),
+                ));
+            }
+        }
+        for (ip, name) in &scenario.reverse_dns {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            records.push(record(&reverse_name(*ip), RecordData::Ptr(name)));
+        }
+        records.extend(scenario.dns.records.iter().cloned());
+        Self::from_records(scenario, records)
+    }
+
+    fn from_records(scenario: &Scenario, records: Vec<DnsRecord>) -> Zone {
+        let mut apexes: BTreeSet<String> =
+            scenario.domains.iter().map(|d| d.name.clone()).collect();
+        for r in &records {
+            if !apexes.iter().any(|apex| within(&r.name, apex)) {
+                apexes.insert(own_zone(&r.name));
+            }
+        }
+        let mut apexes: Vec<String> = apexes.into_iter().collect();
+        apexes.sort_by_key(|a| std::cmp::Reverse(a.len()));
+        let mut names: HashMap<String, Vec<Served>> = HashMap::new();
+        for apex in &apexes {
+            names
+                .entry(apex.clone())
+                .or_default()
+                .extend([Served::Soa, Served::Ns]);
+        }
+        let mut between = BTreeSet::new();
+        for r in records {
+            let zone = apexes.iter().find(|apex| within(&r.name, apex));
+            if let Some(zone) = zone {
+                let mut name = r.name.as_str();
+                while let Some((_, parent)) = name.split_once('.') {
+                    if parent.len() < zone.len() {
+                        break;
+                    }
+                    between.insert(parent.to_string());
+                    name = parent;
+                }
+            }
+            let held = names.entry(r.name).or_default();
+            let served = Served::Record(r.data);
+            if !held.contains(&served) {
+                held.push(served);
+            }
+        }
+        Zone {
+            apexes,
+            names,
+            between,
+            ttl: scenario.dns.ttl,
+            outside: scenario.dns.outside_zones,
+        }
+    }
+
+    /// The zone `name` (lower case, no final dot) is in.
+    pub(crate) fn zone_of(&self, name: &str) -> Option<&str> {
+        self.apexes
+            .iter()
+            .find(|apex| within(name, apex))
+            .map(String::as_str)
+    }
+
+    /// The answer to a query of `kind` (`None`: ANY, every record of the name) for `name`.
+    pub(crate) fn lookup(&self, name: &str, kind: Option<RecordKind>) -> Answer {
+        let Some(zone) = self.zone_of(name) else {
+            return Answer::Outside(self.outside);
+        };
+        let zone = zone.to_string();
+        let mut records = Vec::new();
+        let mut owner = name.to_string();
+        for _ in 0..MAX_CNAME_CHAIN {
+            let Some(held) = self.names.get(&owner) else {
+                break;
+            };
+            let matching: Vec<&Served> = held
+                .iter()
+                .filter(|s| kind.is_none_or(|k| s.kind() == k))
+                .collect();
+            if !matching.is_empty() {
+                records.extend(matching.into_iter().map(|s| (owner.clone(), s.clone())));
+                break;
+            }
+            let cname = held.iter().find_map(|s| match s {
+                Served::Record(RecordData::Cname(target)) => Some(target.clone()),
+                _ => None,
+            });
+            let Some(target) = cname else { break };
+            records.push((
+                owner.clone(),
+                Served::Record(RecordData::Cname(target.clone())),
+            ));
+            owner = target;
+        }
+        if !records.is_empty() {
+            return Answer::Records { zone, records };
+        }
+        if self.names.contains_key(name) || self.between.contains(name) {
+            Answer::NoData { zone }
+        } else {
+            Answer::NxDomain { zone }
+        }
+    }
+
+    /// The SOA record's data for `zone`, as a zone file writes it.
+    pub(crate) fn soa_text(&self, zone: &str) -> String {
+        let _ = zone;
+        let ttl = self.ttl.as_secs();
+        format!("{SERVER_NAME}. {HOSTMASTER}. 1 3600 600 86400 {ttl}")
+    }
+
+    /// Every zone as zone-file text, zone by zone, owners and types in order: what the
+    /// farm will answer.
+    pub(crate) fn zone_file(&self) -> String {
+        let mut out = String::new();
+        let ttl = self.ttl.as_secs();
+        let mut apexes = self.apexes.clone();
+        apexes.sort();
+        let _ = writeln!(out, "$TTL {ttl}");
+        for apex in &apexes {
+            let _ = writeln!(out, "\n; zone {apex}");
+            let mut owners: Vec<&String> = self
+                .names
+                .keys()
+                .filter(|n| self.zone_of(n) == Some(apex.as_str()))
+                .collect();
+            owners.sort_by_key(|n| {
+                (
+                    n.as_str() != apex.as_str(),
+                    n.split('.').rev().collect::<Vec<_>>(),
+                )
+            });
+            for owner in owners {
+                let mut held: Vec<&Served> = self.names[owner].iter().collect();
+                held.sort_by_key(|s| s.kind());
+                for served in held {
+                    let _ = writeln!(out, "{}", self.line(owner, served, apex));
+                }
+            }
+        }
+        match self.outside {
+            OutsideZones::Nxdomain => out.push_str("\n; any other name: NXDOMAIN\n"),
+            OutsideZones::Refused => out.push_str("\n; any other name: REFUSED\n"),
+        }
+        out
+    }
+
+    /// One record as a zone-file line.
+    pub(crate) fn line(&self, owner: &str, served: &Served, zone: &str) -> String {
+        let data = match served {
+            Served::Record(data) => data.to_string(),
+            Served::Soa => self.soa_text(zone),
+            Served::Ns => format!("{SERVER_NAME}."),
+        };
+        format!(
+            "{owner}.\t{}\tIN\t{}\t{data}",
+            self.ttl.as_secs(),
+            served.kind()
+        )
+    }
+
+    /// How many names hold records.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+fn record(name: &str, data: RecordData) -> DnsRecord {
+    DnsRecord {
+        name: name.to_string(),
+        data,
+    }
+}
+
+fn mx(preference: u16, exchange: String) -> RecordData {
+    RecordData::Mx {
+        preference,
+        exchange,
+    }
+}
+
+/// Whether `name` is `apex` or below it.
+fn within(name: &str, apex: &str) -> bool {
+    name == apex
+        || (name.len() > apex.len()
+            && name.ends_with(apex)
+            && name.as_bytes()[name.len() - apex.len() - 1] == b'.')
+}
+
+/// The zone of a name in no `[[domain]]`: its parent, unless that is a top-level domain.
+fn own_zone(name: &str) -> String {
+    match name.split_once('.') {
+        Some((_, parent)) if parent.contains('.') => parent.to_string(),
+        _ => name.to_string(),
+    }
+}

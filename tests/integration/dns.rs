@@ -1,0 +1,440 @@
+//! The farm's DNS server, asked by a real resolver (hickory-resolver) over UDP and TCP:
+//! every record type, null MX, negative answers, each fault, truncation and the journal.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{TokioResolver, net::NetError};
+use mxfarm::journal::{DnsReply, DnsTransport, EventKind};
+use mxfarm::{Farm, FarmOptions, scenario};
+
+const SCENARIO: &str = r#"
+name = "dns"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+hostname = "mx1.aol.test"
+[[host]]
+name = "mx2"
+listen = "127.0.0.1:0"
+hostname = "mx2.aol.test"
+address = "192.0.2.2"
+[[host]]
+name = "mx6"
+listen = "127.0.0.1:0"
+hostname = "mx6.aol.test"
+address = "2001:db8::6"
+
+[[domain]]
+name = "aol.test"
+mx = [{ host = "mx1", preference = 5 }, { host = "mx2", preference = 10 }, { host = "mx6", preference = 10 }]
+txt = ["v=spf1 ip4:192.0.2.0/24 -all"]
+
+[[domain]]
+name = "nomail.test"
+null-mx = true
+
+[reverse-dns]
+"192.0.2.77" = "mail.sender.test"
+
+[dns]
+records = [
+  "mail.sender.test A 192.0.2.77",
+  "www.sender.test CNAME mail.sender.test",
+  "long.sender.test TXT LONGTEXT",
+]
+
+[[dns.rule]]
+when = { query = "servfail.aol.test" }
+then = { answer = "servfail" }
+[[dns.rule]]
+when = { query = "gone.aol.test" }
+then = { answer = "nxdomain" }
+[[dns.rule]]
+when = { query = "mx2.aol.test", type = "A" }
+then = { answer = "empty" }
+[[dns.rule]]
+when = { query = "refused.aol.test" }
+then = { answer = "refused" }
+[[dns.rule]]
+when = { query = "silent.aol.test" }
+then = { answer = "drop" }
+[[dns.rule]]
+when = { query = "big.sender.test" }
+then = { answer = "truncated" }
+[[dns.rule]]
+when = { query = "slow.sender.test" }
+then = { delay = "8s" }
+[[dns.rule]]
+when = { query = "flaky.aol.test", type = "MX", attempt = "<=2" }
+then = { answer = "servfail" }
+"#;
+
+/// The scenario with its long TXT record (over 255 bytes: several strings on the wire).
+fn scenario_text() -> String {
+    SCENARIO.replace(
+        "LONGTEXT",
+        &format!("v=spf1 {} -all", "ip4:192.0.2.1 ".repeat(30).trim()),
+    )
+}
+
+async fn farm() -> Farm {
+    farm_of(&scenario_text()).await
+}
+
+async fn farm_of(text: &str) -> Farm {
+    let scenario = scenario::load_str("dns.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let options = FarmOptions::ephemeral().dns(SocketAddr::from(([127, 0, 0, 1], 0)));
+    Farm::start_with(scenario, options)
+        .await
+        .expect("farm starts")
+}
+
+/// A resolver that asks only the farm, over the given protocols, without a cache (each
+/// query reaches the server) and with one try.
+fn resolver(addr: SocketAddr, protocols: &[ProtocolConfig]) -> TokioResolver {
+    let connections = protocols
+        .iter()
+        .map(|p| {
+            let mut c = ConnectionConfig::new(p.clone());
+            c.port = addr.port();
+            c
+        })
+        .collect();
+    let ns = NameServerConfig::new(addr.ip(), true, connections);
+    let mut builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![ns]),
+        TokioRuntimeProvider::default(),
+    );
+    let options = builder.options_mut();
+    options.cache_size = 0;
+    options.attempts = 0;
+    options.timeout = Duration::from_secs(2);
+    builder.build().expect("resolver")
+}
+
+fn udp(addr: SocketAddr) -> TokioResolver {
+    resolver(addr, &[ProtocolConfig::Udp])
+}
+
+fn tcp(addr: SocketAddr) -> TokioResolver {
+    resolver(addr, &[ProtocolConfig::Tcp])
+}
+
+async fn records(r: &TokioResolver, name: &str, kind: RecordType) -> Result<Vec<String>, NetError> {
+    let lookup = r.lookup(format!("{name}."), kind).await?;
+    let mut out: Vec<String> = lookup
+        .answers()
+        .iter()
+        .map(|rec| match &rec.data {
+            RData::TXT(txt) => txt
+                .txt_data
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect::<Vec<_>>()
+                .join(""),
+            other => other.to_string(),
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn code(error: &NetError) -> Option<ResponseCode> {
+    use hickory_resolver::net::DnsError;
+    match error {
+        NetError::Dns(DnsError::ResponseCode(code)) => Some(*code),
+        NetError::Dns(DnsError::NoRecordsFound(no)) => Some(no.response_code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn every_record_type_over_udp_and_tcp() {
+    let farm = farm().await;
+    let addr = farm.dns_addr().expect("dns runs");
+    let mx1 = farm.addr("mx1").ip().to_string();
+    for r in [udp(addr), tcp(addr)] {
+        assert_eq!(
+            records(&r, "aol.test", RecordType::MX).await.unwrap(),
+            ["10 mx2.aol.test.", "10 mx6.aol.test.", "5 mx1.aol.test."]
+        );
+        assert_eq!(
+            records(&r, "mx1.aol.test", RecordType::A).await.unwrap(),
+            std::slice::from_ref(&mx1)
+        );
+        assert_eq!(
+            records(&r, "mx6.aol.test", RecordType::AAAA).await.unwrap(),
+            ["2001:db8::6"]
+        );
+        assert_eq!(
+            records(&r, "aol.test", RecordType::TXT).await.unwrap(),
+            ["v=spf1 ip4:192.0.2.0/24 -all"]
+        );
+        let ptr = r
+            .reverse_lookup("192.0.2.77".parse::<IpAddr>().unwrap())
+            .await
+            .unwrap();
+        let names: Vec<String> = ptr.answers().iter().map(|a| a.data.to_string()).collect();
+        assert_eq!(names, ["mail.sender.test."]);
+        // mx2's own address has a PTR to its hostname (no other host shares it).
+        assert_eq!(
+            records(&r, "2.2.0.192.in-addr.arpa", RecordType::PTR)
+                .await
+                .unwrap(),
+            ["mx2.aol.test."]
+        );
+        assert_eq!(
+            records(&r, "www.sender.test", RecordType::A).await.unwrap(),
+            ["192.0.2.77", "mail.sender.test."]
+        );
+        assert_eq!(
+            records(&r, "nomail.test", RecordType::MX).await.unwrap(),
+            ["0 ."]
+        );
+        let soa = records(&r, "aol.test", RecordType::SOA).await.unwrap();
+        assert_eq!(soa.len(), 1);
+        assert!(
+            soa[0].starts_with("ns.mxfarm.test. hostmaster.mxfarm.test. 1"),
+            "{soa:?}"
+        );
+        let long = records(&r, "long.sender.test", RecordType::TXT)
+            .await
+            .unwrap();
+        assert!(
+            long[0].len() > 255 && long[0].ends_with(" -all"),
+            "{long:?}"
+        );
+    }
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn negative_answers_inside_and_outside_the_zones() {
+    let farm = farm().await;
+    let r = udp(farm.dns_addr().unwrap());
+    let nx = records(&r, "nobody.aol.test", RecordType::A)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&nx), Some(ResponseCode::NXDomain), "{nx}");
+    assert!(nx.is_nx_domain());
+    // The name exists, with no record of this type: NODATA, not NXDOMAIN.
+    let nodata = records(&r, "mx1.aol.test", RecordType::MX)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&nodata), Some(ResponseCode::NoError), "{nodata}");
+    // Outside every zone: NXDOMAIN by default, never a recursive answer.
+    let outside = records(&r, "example.com", RecordType::A).await.unwrap_err();
+    assert_eq!(code(&outside), Some(ResponseCode::NXDomain), "{outside}");
+    farm.shutdown().await;
+
+    let refusing = farm_of(&format!(
+        "{}\n",
+        scenario_text().replace("[dns]\n", "[dns]\noutside-zones = \"refused\"\n")
+    ))
+    .await;
+    let r = udp(refusing.dns_addr().unwrap());
+    let refused = records(&r, "example.com", RecordType::A).await.unwrap_err();
+    assert_eq!(code(&refused), Some(ResponseCode::Refused), "{refused}");
+    // Names in the zones are still answered.
+    assert_eq!(
+        records(&r, "aol.test", RecordType::TXT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    refusing.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_fault_as_a_resolver_sees_it() {
+    let farm = farm().await;
+    let r = udp(farm.dns_addr().unwrap());
+    let servfail = records(&r, "servfail.aol.test", RecordType::MX)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&servfail), Some(ResponseCode::ServFail), "{servfail}");
+    let nx = records(&r, "gone.aol.test", RecordType::A)
+        .await
+        .unwrap_err();
+    assert!(nx.is_nx_domain(), "{nx}");
+    // "mx2 has no A record": NODATA although the zone has one.
+    let empty = records(&r, "mx2.aol.test", RecordType::A)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&empty), Some(ResponseCode::NoError), "{empty}");
+    let refused = records(&r, "refused.aol.test", RecordType::A)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), Some(ResponseCode::Refused), "{refused}");
+    // The first two MX lookups of flaky.aol.test fail, the third gets the zone's answer.
+    for _ in 0..2 {
+        let e = records(&r, "flaky.aol.test", RecordType::MX)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), Some(ResponseCode::ServFail), "{e}");
+    }
+    let third = records(&r, "flaky.aol.test", RecordType::MX)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&third), Some(ResponseCode::NXDomain), "{third}");
+
+    let journal = farm.journal();
+    let answers: Vec<(String, DnsReply, Option<String>)> = journal
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::DnsQuery {
+                name, answer, rule, ..
+            } => Some((name.clone(), *answer, rule.as_deref().map(str::to_string))),
+            _ => None,
+        })
+        .collect();
+    let expected = [
+        ("servfail.aol.test", DnsReply::Servfail, Some("dns rule 1")),
+        ("gone.aol.test", DnsReply::Nxdomain, Some("dns rule 2")),
+        ("mx2.aol.test", DnsReply::Nodata, Some("dns rule 3")),
+        ("refused.aol.test", DnsReply::Refused, Some("dns rule 4")),
+        ("flaky.aol.test", DnsReply::Servfail, Some("dns rule 8")),
+        ("flaky.aol.test", DnsReply::Servfail, Some("dns rule 8")),
+        ("flaky.aol.test", DnsReply::Nxdomain, None),
+    ];
+    let expected: Vec<(String, DnsReply, Option<String>)> = expected
+        .iter()
+        .map(|(n, a, r)| (n.to_string(), *a, r.map(str::to_string)))
+        .collect();
+    assert_eq!(answers, expected);
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_truncated_udp_answer_makes_the_resolver_ask_again_over_tcp() {
+    let farm = farm_of(&format!(
+        "{}\n",
+        scenario_text().replace(
+            "records = [\n",
+            "records = [\n  \"big.sender.test A 192.0.2.9\",\n"
+        )
+    ))
+    .await;
+    let addr = farm.dns_addr().unwrap();
+    let r = resolver(addr, &[ProtocolConfig::Udp, ProtocolConfig::Tcp]);
+    assert_eq!(
+        records(&r, "big.sender.test", RecordType::A).await.unwrap(),
+        ["192.0.2.9"]
+    );
+    let transports: Vec<(DnsTransport, DnsReply)> = farm
+        .journal()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::DnsQuery {
+                transport,
+                answer,
+                name,
+                ..
+            } if name == "big.sender.test" => Some((*transport, *answer)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        transports,
+        [
+            (DnsTransport::Udp, DnsReply::Truncated),
+            (DnsTransport::Tcp, DnsReply::Records)
+        ]
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_query_times_the_resolver_out() {
+    let farm = farm().await;
+    let addr = farm.dns_addr().unwrap();
+    // The resolver's own timeout, kept short: the farm never answers this one.
+    let mut builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![{
+            let mut c = ConnectionConfig::new(ProtocolConfig::Udp);
+            c.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![c])
+        }]),
+        TokioRuntimeProvider::default(),
+    );
+    builder.options_mut().timeout = Duration::from_millis(200);
+    builder.options_mut().attempts = 0;
+    let r = builder.build().unwrap();
+    let e = records(&r, "silent.aol.test", RecordType::A)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), None, "a timeout, not an answer: {e}");
+    let dropped = farm
+        .wait_for(|e| {
+            matches!(
+                &e.kind,
+                EventKind::DnsQuery {
+                    answer: DnsReply::Dropped,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(
+        matches!(&dropped.kind, EventKind::DnsQuery { name, rule: Some(rule), .. } if name == "silent.aol.test" && &**rule == "dns rule 5")
+    );
+    farm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_answer_waits_on_the_farm_clock() {
+    let farm = farm_of(&format!(
+        "{}\n",
+        scenario_text().replace(
+            "records = [\n",
+            "records = [\n  \"slow.sender.test A 192.0.2.8\",\n"
+        )
+    ))
+    .await;
+    let r = tcp(farm.dns_addr().unwrap());
+    let lookup = tokio::spawn(async move { records(&r, "slow.sender.test", RecordType::A).await });
+    // The query is journalled as held when it arrives; its answer waits for the farm's
+    // clock to move 8 s.
+    let held = farm
+        .wait_for(|e| {
+            matches!(
+                &e.kind,
+                EventKind::DnsQuery {
+                    answer: DnsReply::Held,
+                    ..
+                }
+            )
+        })
+        .await;
+    farm.advance(Duration::from_secs(7));
+    tokio::task::yield_now().await;
+    let answered = |farm: &Farm| {
+        farm.journal().into_iter().find(|e| {
+            matches!(&e.kind, EventKind::DnsQuery { name, answer: DnsReply::Records, .. } if name == "slow.sender.test")
+        })
+    };
+    assert!(answered(&farm).is_none(), "answered before its 8 s");
+    farm.advance(Duration::from_secs(1));
+    assert_eq!(lookup.await.unwrap().unwrap(), ["192.0.2.8"]);
+    let answer = answered(&farm).expect("journalled");
+    let seen = match &answer.kind {
+        EventKind::DnsQuery { delay, .. } => Some((answer.at, *delay)),
+        _ => None,
+    };
+    assert!(answer.seq > held.seq);
+    let (at, delay) = seen.expect("journalled");
+    assert_eq!(delay, Some(Duration::from_secs(8)));
+    assert!(
+        at >= held.at + Duration::from_secs(8),
+        "answered at farm time {at:?}"
+    );
+    farm.shutdown().await;
+}
