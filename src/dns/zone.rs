@@ -269,7 +269,14 @@ impl Zone {
             });
             for owner in owners {
                 let mut held: Vec<&Served> = self.names[owner].iter().collect();
-                held.sort_by_key(|s| s.kind());
+                // SOA and NS first, as zone files start.
+                held.sort_by_key(|s| {
+                    (
+                        s.kind() != RecordKind::Soa,
+                        s.kind() != RecordKind::Ns,
+                        s.kind(),
+                    )
+                });
                 for served in held {
                     let _ = writeln!(out, "{}", self.line(owner, served, apex));
                 }
