@@ -1,7 +1,7 @@
 //! The `mxfarm` command: parse the command line, load, start, wait, shut down.
 //! Everything else lives in the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::run::{JournalFileArgs, JournalTarget, Placement, TlsFiles, ignore_file_size_signal, run};
+use cli::{print_err, print_out};
 
 use mxfarm::Event;
 use mxfarm::render::Granularity;
@@ -295,22 +296,6 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Writes `text` to stdout. Every command prints through here rather than with `print!`,
-/// which panics when the reader has gone: a reader that closed the pipe early
-/// (`mxfarm reference | head -1`) has what it wanted, so that is `Ok`, and the command
-/// goes on or ends as it would have. Any other failure (a full disk behind `> file`) is
-/// returned.
-fn print_out(text: &str) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    let written = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
-    match written {
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        written => written,
-    }
-}
-
 /// Writes `text` to stdout and ends the command with `code`, or with 1 if stdout could not
 /// be written for another reason than a reader that has gone.
 fn finish(text: &str, code: ExitCode) -> ExitCode {
@@ -323,12 +308,6 @@ fn finish(text: &str, code: ExitCode) -> ExitCode {
 fn stdout_failed(error: &std::io::Error) -> ExitCode {
     print_err(&format!("error: cannot write to stdout: {error}"));
     ExitCode::FAILURE
-}
-
-/// Writes a line to stderr. Unlike `eprintln!` it never panics: with `2>&1 | head` stderr
-/// is a pipe whose reader may have gone too, and then there is no one left to tell.
-fn print_err(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn ca(dir: &Path, force: bool, scenarios: &[String]) -> ExitCode {

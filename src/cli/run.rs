@@ -12,7 +12,7 @@ use mxfarm::scenario;
 use mxfarm::tls::{self, FarmCa};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::{print_err, print_out};
+use super::{print_err, print_out};
 
 /// How the journal file is written: `--journal-fsync`, `--journal-max-bytes`.
 #[derive(clap::Args)]
