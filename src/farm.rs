@@ -16,6 +16,7 @@ use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Deliveries, deliveries};
 use crate::dns::DnsService;
+use crate::dns::lookup::Lookups;
 use crate::journal::{
     Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
 };
@@ -211,12 +212,6 @@ impl Farm {
             sink,
         ));
         let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let env = Env::new(
-            clock.clone(),
-            journal.clone(),
-            inbox.clone(),
-            scenario.limits.max_buffered_data,
-        );
         let started = journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
             domains: scenario
@@ -238,7 +233,17 @@ impl Farm {
             journal.close();
             return Err(FarmError::JournalUnwritable(unwritable));
         }
-        let dns = match options.dns {
+        // Rules that test DNS look it up through the farm's own server: one on a free
+        // loopback port when the run asked for none.
+        let tests_dns = scenario.hosts.iter().any(|h| {
+            crate::scenario::Stage::ALL
+                .iter()
+                .any(|stage| crate::policy::learnt::DnsNeeds::of(&h.rules, *stage).any())
+        });
+        let dns_addr = options
+            .dns
+            .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
+        let dns = match dns_addr {
             Some(addr) => Some(
                 DnsService::start(
                     addr,
@@ -252,6 +257,15 @@ impl Farm {
             ),
             None => None,
         };
+        let mut env = Env::new(
+            clock.clone(),
+            journal.clone(),
+            inbox.clone(),
+            scenario.limits.max_buffered_data,
+        );
+        if let Some(dns) = dns.as_ref().filter(|_| tests_dns) {
+            env = env.with_lookups(Arc::new(Lookups::new(dns.addr())));
+        }
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
         for (config, (listener, addr)) in listeners {

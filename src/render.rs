@@ -198,6 +198,20 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 format!("* started, playing scenario {scenario:?}"),
             ),
             EventKind::DnsQuery { .. } => ("dns".to_string(), dns_query(&event.kind)),
+            EventKind::DnsCheck {
+                host,
+                conn,
+                check,
+                subject,
+                result,
+                took,
+            } => (
+                format!("{host} #{conn}"),
+                format!(
+                    "* {check} of {subject}: {result} (looked up in {})",
+                    span(*took, Granularity::Exact)
+                ),
+            ),
         };
         if granularity == Granularity::None {
             let _ = writeln!(out, "{prefix:<10} {text}");

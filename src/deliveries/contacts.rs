@@ -207,7 +207,9 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
                 o.close(*by, reason, event.at);
                 done.push(o.contact);
             }
-            EventKind::FarmStarted { .. } | EventKind::DnsQuery { .. } => {}
+            EventKind::FarmStarted { .. }
+            | EventKind::DnsQuery { .. }
+            | EventKind::DnsCheck { .. } => {}
         }
     }
     let mut still: Vec<Open> = open.into_values().collect();

@@ -8,6 +8,7 @@
 //! Every hickory type stays inside this module (hickory renames its types between minor
 //! versions, and the crate pins 0.26).
 
+pub(crate) mod lookup;
 pub(crate) mod server;
 pub(crate) mod zone;
 

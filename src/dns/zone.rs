@@ -5,7 +5,8 @@
 //!   its TXT records;
 //! - each `[[host]]`: an A or AAAA record for its `hostname` (its `address`, else the
 //!   address it listens on), and a PTR record for that address, if no other host shares
-//!   it and `[reverse-dns]` does not name it;
+//!   it, it is not a loopback address (which the senders under test share) and
+//!   `[reverse-dns]` does not name it;
 //! - `[reverse-dns]`: a PTR record for each address;
 //! - `[dns] records`.
 //!
@@ -128,7 +129,10 @@ impl Zone {
             }
         }
         for (ip, names) in &by_address {
+            // Not for loopback: senders under test share it with the hosts, and what
+            // their address's PTR says is the scenario's to write ([reverse-dns]).
             if let [only] = names[..]
+                && !ip.is_loopback()
                 && !scenario.reverse_dns.contains_key(ip)
             {
                 records.push(record(

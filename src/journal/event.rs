@@ -108,6 +108,25 @@ pub enum EventKind {
         #[serde(flatten)]
         outcome: TlsOutcome,
     },
+    /// A session looked something up through the farm's DNS for a rule: the client's
+    /// PTR name, FCrDNS, the EHLO name, or the sender's SPF.
+    DnsCheck {
+        host: Arc<str>,
+        conn: u64,
+        /// `ptr`, `fcrdns`, `helo-dns` or `spf`.
+        check: String,
+        /// What was checked: the client address, the EHLO name, the sender.
+        subject: String,
+        /// `found mail.sender.test`, `missing`, `pass`, `temperror`...
+        result: String,
+        /// How long the lookups took, on the farm's clock: the session waited that long.
+        #[serde(
+            rename = "took_ms",
+            serialize_with = "crate::millis::serialize",
+            deserialize_with = "crate::millis::deserialize"
+        )]
+        took: Duration,
+    },
     /// The farm's DNS answered a query (or, for `answer = "drop"`, decided not to):
     /// recorded when the answer went out, so a slow answer has the time it arrived.
     DnsQuery {
@@ -213,7 +232,8 @@ impl EventKind {
             | EventKind::Reply { host, conn, .. }
             | EventKind::MessageAccepted { host, conn, .. }
             | EventKind::ConnectionClosed { host, conn, .. }
-            | EventKind::TlsHandshake { host, conn, .. } => Some((host, *conn)),
+            | EventKind::TlsHandshake { host, conn, .. }
+            | EventKind::DnsCheck { host, conn, .. } => Some((host, *conn)),
             EventKind::FarmStarted { .. } | EventKind::DnsQuery { .. } => None,
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::Rng;
 
 use super::Seen;
+use super::learnt::{DnsFacts, Looked};
 use crate::scenario::{AttemptKey, Condition, PtrCheck, Rule};
 
 /// Everything a condition can test at the point being decided.
@@ -28,8 +29,8 @@ pub(crate) struct Known<'a> {
     pub host_connection: u64,
     /// The number of this transaction within the connection (1 for the first MAIL).
     pub message: u32,
-    /// The client's PTR name from the scenario's reverse-DNS table.
-    pub ptr: Option<&'a str>,
+    /// What the farm's DNS said of the client, its EHLO name and its sender.
+    pub dns: &'a DnsFacts,
     /// Whether STARTTLS has completed on this connection.
     pub tls: bool,
     /// What the attempt counters say of this command, per key.
@@ -102,16 +103,26 @@ fn holds(condition: &Condition, k: &Known<'_>) -> bool {
             range.contains(u32::try_from(k.host_connection).unwrap_or(u32::MAX))
         }
         Condition::Message(range) => k.message > 0 && range.contains(k.message),
-        Condition::Ptr(check) => match check {
-            PtrCheck::Missing => k.ptr.is_none(),
-            PtrCheck::Present => k.ptr.is_some(),
-            PtrCheck::MismatchesHelo => match (k.ptr, k.helo) {
-                (Some(ptr), Some(helo)) => !ptr
-                    .trim_end_matches('.')
-                    .eq_ignore_ascii_case(helo.trim_end_matches('.')),
-                _ => true,
-            },
+        Condition::Ptr(check) => match (check, &k.dns.ptr) {
+            (PtrCheck::Missing, Some(Looked::Missing)) => true,
+            (PtrCheck::Present, Some(Looked::Found(_))) => true,
+            (PtrCheck::MismatchesHelo, Some(Looked::Missing)) => true,
+            (PtrCheck::MismatchesHelo, Some(Looked::Found(names))) => k.helo.is_some_and(|helo| {
+                !names.iter().any(|ptr| {
+                    ptr.trim_end_matches('.')
+                        .eq_ignore_ascii_case(helo.trim_end_matches('.'))
+                })
+            }),
+            (PtrCheck::TempError, Some(Looked::TempError)) => true,
+            _ => false,
         },
+        Condition::Fcrdns(check) => k.dns.fcrdns == Some(*check),
+        Condition::HeloDns(check) => k.dns.helo.as_ref().is_some_and(|(_, c)| c == check),
+        Condition::Spf(outcomes) => k
+            .dns
+            .spf
+            .as_ref()
+            .is_some_and(|(_, o)| outcomes.contains(o)),
         Condition::Tls(wanted) => k.tls == *wanted,
         Condition::HeloFqdn(wanted) => k.helo.is_some_and(|helo| is_fqdn(helo) == *wanted),
     }

@@ -19,6 +19,7 @@ pub(crate) mod concurrency;
 mod conditions;
 pub(crate) mod dns;
 pub(crate) mod greylist;
+pub(crate) mod learnt;
 mod placeholders;
 mod points;
 pub(crate) mod rate;
@@ -32,7 +33,7 @@ mod tests;
 pub(crate) use points::{Connect, Data, Ehlo, EndOfData, Mail, Point, Quit, Rcpt, Rset, Starttls};
 pub(crate) use verdict::{Act, HideStarttls, LoseReply, Verdict};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,8 +68,6 @@ pub(crate) struct PolicyState {
     greylists: Mutex<HashMap<String, Arc<GreylistStore>>>,
     rates: Mutex<HashMap<String, Arc<RateStore>>>,
     seed: u64,
-    /// The scenario's PTR names of client addresses.
-    reverse_dns: BTreeMap<IpAddr, String>,
 }
 
 impl PolicyState {
@@ -79,7 +78,6 @@ impl PolicyState {
             greylists: Mutex::default(),
             rates: Mutex::default(),
             seed: scenario.seed,
-            reverse_dns: scenario.reverse_dns.clone(),
         })
     }
 }
@@ -104,6 +102,8 @@ pub(crate) struct HostPolicy {
     state: Arc<PolicyState>,
     /// Connections this host has had, for `connection` conditions.
     connections: AtomicU64,
+    /// The DNS lookups the rules of each stage test, by `Stage::rank`.
+    dns_needs: [learnt::DnsNeeds; Stage::ALL.len()],
 }
 
 /// The policy's side of one connection: the connection's random generator, what the
@@ -113,7 +113,6 @@ pub(crate) struct HostPolicy {
 pub(crate) struct Conversation {
     client: IpAddr,
     host_connection: u64,
-    ptr: Option<String>,
     rng: ChaCha8Rng,
     client_seen: Seen,
     sender_seen: Seen,
@@ -129,7 +128,7 @@ impl Conversation {
 }
 
 /// What the session knows of the conversation when a point is decided.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Facts<'a> {
     /// The EHLO/HELO name, once given.
     pub helo: Option<&'a str>,
@@ -142,6 +141,29 @@ pub(crate) struct Facts<'a> {
     pub accepted: &'a [String],
     /// Transactions started (MAIL accepted) on this connection so far.
     pub transactions: u32,
+    /// What the farm's DNS said of the client (the lookups the rules need).
+    pub dns: &'a learnt::DnsFacts,
+}
+
+impl Default for Facts<'_> {
+    /// What a session knows before the client has said anything.
+    fn default() -> Self {
+        static NOTHING: learnt::DnsFacts = learnt::DnsFacts {
+            ptr: None,
+            fcrdns: None,
+            helo: None,
+            spf: None,
+        };
+        Facts {
+            helo: None,
+            tls: false,
+            sender: None,
+            declared_size: None,
+            accepted: &[],
+            transactions: 0,
+            dns: &NOTHING,
+        }
+    }
 }
 
 impl HostPolicy {
@@ -177,7 +199,17 @@ impl HostPolicy {
             stores,
             state,
             connections: AtomicU64::new(0),
+            dns_needs: Stage::ALL.map(|stage| learnt::DnsNeeds::of(&host.rules, stage)),
         }
+    }
+
+    /// The DNS lookups the rules of `stage` test, which the session makes before
+    /// asking for a decision.
+    pub(crate) fn dns_needs(&self, stage: Stage) -> learnt::DnsNeeds {
+        self.dns_needs
+            .get(stage.rank())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The policy side of connection `conn` (the farm's number for it) from `client`.
@@ -189,7 +221,6 @@ impl HostPolicy {
         Conversation {
             client,
             host_connection: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
-            ptr: self.state.reverse_dns.get(&client).cloned(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             client_seen: Seen::default(),
             sender_seen: Seen::default(),
@@ -221,7 +252,7 @@ impl HostPolicy {
             now,
             host_connection: conv.host_connection,
             message: facts.transactions + u32::from(P::STAGE == Stage::Mail),
-            ptr: conv.ptr.as_deref(),
+            dns: facts.dns,
             tls: facts.tls,
             attempts,
         };

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::learnt::{DnsFacts, Looked};
 use super::*;
 use crate::scenario::Scenario;
 
@@ -395,7 +396,109 @@ then = { reply = "452 4.2.2 Mailbox full" }
     assert_eq!(rcpt(7200), "accept");
 }
 
-/// Conditions on what the conversation knows: the PTR name from the scenario's table,
+/// Each DNS condition holds for exactly its own result, and for nothing the session did
+/// not look up.
+#[test]
+fn dns_conditions_read_the_lookups_results() {
+    use crate::scenario::{DnsCheck, HeloDnsCheck, SpfOutcome};
+    let (p, _) = policy(
+        r#"
+[[host.rule]]
+stage = "mail"
+when = { ptr = "temperror" }
+then = { reply = "451 4.7.1 ptr temperror" }
+[[host.rule]]
+stage = "mail"
+when = { fcrdns = "fail" }
+then = { reply = "550 5.7.25 fcrdns fail" }
+[[host.rule]]
+stage = "mail"
+when = { helo-dns = "mismatch" }
+then = { reply = "550 5.7.1 helo mismatch" }
+[[host.rule]]
+stage = "mail"
+when = { spf = ["temperror"] }
+then = { reply = "451 4.7.1 spf temperror" }
+[[host.rule]]
+stage = "mail"
+when = { spf = ["fail", "softfail"] }
+then = { reply = "550 5.7.1 spf fail" }
+"#,
+    );
+    let mail = |dns: DnsFacts| {
+        let mut conv = p.open(1, CLIENT.parse().unwrap());
+        let facts = Facts {
+            helo: Some("mail.client.test"),
+            dns: &dns,
+            ..Facts::default()
+        };
+        let point = Mail {
+            sender: "a@x.test",
+            size: None,
+        };
+        line(p.decide(point, &facts, &mut conv, secs(0)))
+    };
+    let spf = |o| DnsFacts {
+        spf: Some(("a@x.test".to_string(), o)),
+        ..DnsFacts::default()
+    };
+    let cases: Vec<(DnsFacts, &str)> = vec![
+        (DnsFacts::default(), "accept"),
+        (
+            DnsFacts {
+                ptr: Some(Looked::TempError),
+                ..DnsFacts::default()
+            },
+            "refuse 451 4.7.1 ptr temperror",
+        ),
+        (
+            DnsFacts {
+                ptr: Some(Looked::Missing),
+                ..DnsFacts::default()
+            },
+            "accept",
+        ),
+        (
+            DnsFacts {
+                fcrdns: Some(DnsCheck::Fail),
+                ..DnsFacts::default()
+            },
+            "refuse 550 5.7.25 fcrdns fail",
+        ),
+        (
+            DnsFacts {
+                fcrdns: Some(DnsCheck::Pass),
+                ..DnsFacts::default()
+            },
+            "accept",
+        ),
+        (
+            DnsFacts {
+                helo: Some(("mail.client.test".into(), HeloDnsCheck::Mismatch)),
+                ..DnsFacts::default()
+            },
+            "refuse 550 5.7.1 helo mismatch",
+        ),
+        (
+            DnsFacts {
+                helo: Some(("mail.client.test".into(), HeloDnsCheck::Match)),
+                ..DnsFacts::default()
+            },
+            "accept",
+        ),
+        (spf(SpfOutcome::TempError), "refuse 451 4.7.1 spf temperror"),
+        (spf(SpfOutcome::Fail), "refuse 550 5.7.1 spf fail"),
+        (spf(SpfOutcome::Softfail), "refuse 550 5.7.1 spf fail"),
+        (spf(SpfOutcome::Pass), "accept"),
+        (spf(SpfOutcome::None), "accept"),
+    ];
+    for (dns, expected) in cases {
+        let got = mail(dns.clone());
+        assert!(got.starts_with(expected), "{dns:?}: {got}");
+    }
+}
+
+/// Conditions on what the conversation knows: the client's PTR names (as looked up),
 /// the EHLO name, TLS, the message number, the host's connection number.
 #[test]
 fn conditions_read_the_facts_and_the_conversation() {
@@ -420,18 +523,27 @@ then = { reset = true }
 "#,
     );
     let known = CLIENT.parse().unwrap();
-    let unknown = "198.51.100.7".parse().unwrap();
-    let ehlo = |client, helo| {
-        let mut conv = p.open(1, client);
+    // What the session's PTR lookup found: a name for the known client, none otherwise.
+    let found = DnsFacts {
+        ptr: Some(Looked::Found(vec!["mail.client.test".to_string()])),
+        ..DnsFacts::default()
+    };
+    let none = DnsFacts {
+        ptr: Some(Looked::Missing),
+        ..DnsFacts::default()
+    };
+    let ehlo = |dns: &DnsFacts, helo| {
+        let mut conv = p.open(1, known);
         let facts = Facts {
             helo: Some(helo),
+            dns,
             ..Facts::default()
         };
         line(p.decide(Ehlo, &facts, &mut conv, secs(0)))
     };
-    assert_eq!(ehlo(known, "MAIL.client.test."), "accept");
-    assert!(ehlo(known, "other.test").starts_with("refuse 550"));
-    assert!(ehlo(unknown, "mail.client.test").starts_with("refuse 550"));
+    assert_eq!(ehlo(&found, "MAIL.client.test."), "accept");
+    assert!(ehlo(&found, "other.test").starts_with("refuse 550"));
+    assert!(ehlo(&none, "mail.client.test").starts_with("refuse 550"));
 
     let mut conv = p.open(1, known);
     let mail = |tls, transactions, conv: &mut Conversation| {

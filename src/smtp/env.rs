@@ -12,6 +12,7 @@ use super::session::Session;
 use super::transport::Transport;
 use crate::capture::Inbox;
 use crate::clock::Clock;
+use crate::dns::lookup::Lookups;
 use crate::journal::Journal;
 
 /// The farm's clock, journal and inbox, its connection numbering and the budget of
@@ -25,6 +26,9 @@ pub(crate) struct Env {
     /// The last connection number given, farm-wide.
     connections: Arc<AtomicU64>,
     pub(super) buffered: Arc<DataBudget>,
+    /// The resolver that asks the farm's DNS, for rules that test DNS (`ptr`, `fcrdns`,
+    /// `helo-dns`, `spf`); `None` when no rule does.
+    pub(super) lookups: Option<Arc<Lookups>>,
 }
 
 impl Env {
@@ -41,7 +45,14 @@ impl Env {
             inbox,
             connections: Arc::default(),
             buffered: Arc::new(DataBudget::new(max_buffered_data)),
+            lookups: None,
         }
+    }
+
+    /// Sessions look up DNS facts through `lookups` (the farm's own DNS server).
+    pub(crate) fn with_lookups(mut self, lookups: Arc<Lookups>) -> Self {
+        self.lookups = Some(lookups);
+        self
     }
 }
 

@@ -5,6 +5,7 @@ mod assertions;
 mod behaviours;
 mod cli;
 mod dns;
+mod dns_checks;
 mod farm_ca;
 mod fuzz_regressions;
 mod in_memory;

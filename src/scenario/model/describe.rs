@@ -4,8 +4,8 @@
 use std::fmt::{self, Write as _};
 
 use super::{
-    ActionKind, AddressPattern, AttemptKey, AttemptRange, Condition, PtrCheck, RateKey, Rule,
-    StateScope, TlsFault,
+    ActionKind, AddressPattern, AttemptKey, AttemptRange, Condition, DnsCheck, HeloDnsCheck,
+    PtrCheck, RateKey, Rule, StateScope, TlsFault,
 };
 
 impl fmt::Display for Rule {
@@ -166,7 +166,29 @@ fn condition_text(condition: &Condition) -> String {
             PtrCheck::Missing => "ptr=missing".to_string(),
             PtrCheck::Present => "ptr=present".to_string(),
             PtrCheck::MismatchesHelo => "ptr=mismatch".to_string(),
+            PtrCheck::TempError => "ptr=temperror".to_string(),
         },
+        Condition::Fcrdns(check) => format!(
+            "fcrdns={}",
+            match check {
+                DnsCheck::Pass => "pass",
+                DnsCheck::Fail => "fail",
+                DnsCheck::TempError => "temperror",
+            }
+        ),
+        Condition::HeloDns(check) => format!(
+            "helo-dns={}",
+            match check {
+                HeloDnsCheck::Match => "match",
+                HeloDnsCheck::Mismatch => "mismatch",
+                HeloDnsCheck::Missing => "missing",
+                HeloDnsCheck::TempError => "temperror",
+            }
+        ),
+        Condition::Spf(outcomes) => {
+            let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+            format!("spf={}", names.join("|"))
+        }
         Condition::HeloFqdn(fqdn) => format!("helo-fqdn={fqdn}"),
         Condition::Tls(tls) => format!("tls={tls}"),
     }

@@ -128,8 +128,17 @@ pub enum Condition {
     /// The number of this transaction within its connection (1 for the first MAIL):
     /// messages per connection.
     Message(AttemptRange),
-    /// What the scenario's reverse-DNS table says of the client.
+    /// What the farm's DNS says of the client's PTR name (looked up for real, through the
+    /// farm's DNS server, so DNS rules apply to the lookup).
     Ptr(PtrCheck),
+    /// Forward-confirmed reverse DNS of the client: a PTR name whose A/AAAA records lead
+    /// back to the client's address.
+    Fcrdns(DnsCheck),
+    /// What the EHLO/HELO name resolves to, against the client's address.
+    HeloDns(HeloDnsCheck),
+    /// The SPF result (RFC 7208) of the sender's domain for the client's address, one of
+    /// these; evaluated through the farm's DNS.
+    Spf(Vec<SpfOutcome>),
     /// Whether the EHLO/HELO name is a fully qualified domain name (has a dot, is not an
     /// address literal).
     HeloFqdn(bool),
@@ -160,6 +169,61 @@ pub enum PtrCheck {
     Present,
     /// It has none, or one that differs from the EHLO/HELO name.
     MismatchesHelo,
+    /// The lookup failed for now (SERVFAIL, or no answer): neither missing nor present.
+    TempError,
+}
+
+/// A check that passes, fails, or cannot be made for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsCheck {
+    Pass,
+    Fail,
+    TempError,
+}
+
+/// What the EHLO/HELO name resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeloDnsCheck {
+    /// Its A/AAAA records include the client's address (or it is the client's address
+    /// literal).
+    Match,
+    /// It resolves, but not to the client's address.
+    Mismatch,
+    /// It has no A/AAAA record (NXDOMAIN or none of those types).
+    Missing,
+    /// The lookup failed for now.
+    TempError,
+}
+
+/// An SPF result, RFC 7208 section 2.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpfOutcome {
+    Pass,
+    Fail,
+    Softfail,
+    Neutral,
+    None,
+    TempError,
+    PermError,
+}
+
+impl SpfOutcome {
+    pub const NAMES: &'static [(&'static str, SpfOutcome)] = &[
+        ("pass", SpfOutcome::Pass),
+        ("fail", SpfOutcome::Fail),
+        ("softfail", SpfOutcome::Softfail),
+        ("neutral", SpfOutcome::Neutral),
+        ("none", SpfOutcome::None),
+        ("temperror", SpfOutcome::TempError),
+        ("permerror", SpfOutcome::PermError),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or("none", |(n, _)| *n)
+    }
 }
 
 /// A case-insensitive glob (`*` and `?`), kept with its source text for display.

@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use crate::scenario::model::{AttemptKey, Condition, PtrCheck, Stage, TlsMode};
+use crate::scenario::model::{
+    AttemptKey, Condition, DnsCheck, HeloDnsCheck, PtrCheck, SpfOutcome, Stage, TlsMode,
+};
 use crate::scenario::read::tree::{Node, Span, Table as TomlTable};
 use crate::scenario::read::{Cx, Key, values};
 
@@ -237,7 +239,7 @@ pub(crate) fn conditions() -> &'static [Row] {
                 key: "ptr",
                 example: "\"missing\"",
                 takes: "a name",
-                doc: "what [reverse-dns] says of the client: missing, present, or mismatch (none, or not the EHLO name)",
+                doc: "the client's PTR name, looked up through the farm's DNS: missing, present, mismatch (none, or not the EHLO name) or temperror",
                 needs: None,
                 read: |cx, key, v, when| {
                     let check = values::choice(cx, key.name, v, &PTR, PTR_ALIASES, PTR_EXPLAINED)?;
@@ -252,6 +254,49 @@ pub(crate) fn conditions() -> &'static [Row] {
                     }
                     Some(Condition::Ptr(check))
                 },
+            },
+            Row {
+                key: "fcrdns",
+                example: "\"fail\"",
+                takes: "a name",
+                doc: "forward-confirmed reverse DNS of the client, through the farm's DNS: pass, fail or temperror",
+                needs: None,
+                read: |cx, key, v, _| {
+                    values::choice(cx, key.name, v, &FCRDNS, FCRDNS_ALIASES, FCRDNS_EXPLAINED)
+                        .map(Condition::Fcrdns)
+                },
+            },
+            Row {
+                key: "helo-dns",
+                example: "\"mismatch\"",
+                takes: "a name",
+                doc: "what the EHLO name's A/AAAA records say of the client's address: match, mismatch, missing or temperror",
+                needs: Some(Need {
+                    fact: Fact::Helo,
+                    hint: |_| "use stage = \"ehlo\" or a later stage, or remove `helo-dns`",
+                }),
+                read: |cx, key, v, _| {
+                    values::choice(
+                        cx,
+                        key.name,
+                        v,
+                        &HELO_DNS,
+                        HELO_DNS_ALIASES,
+                        HELO_DNS_EXPLAINED,
+                    )
+                    .map(Condition::HeloDns)
+                },
+            },
+            Row {
+                key: "spf",
+                example: "\"fail\"",
+                takes: "a name or a list",
+                doc: "the sender domain's SPF result for the client (RFC 7208), through the farm's DNS: pass, fail, softfail, neutral, none, temperror, permerror",
+                needs: Some(Need {
+                    fact: Fact::Sender,
+                    hint: |_| "use stage = \"mail\" or a later stage: SPF checks the MAIL FROM domain",
+                }),
+                read: |cx, key, v, _| spf(cx, key, v),
             },
             Row {
                 key: "helo-fqdn",
@@ -318,10 +363,11 @@ const PER: [(&str, AttemptKey); 4] = [
 const PER_ALIASES: &[(&str, &str)] = &[("ip", "client"), ("rcpt", "recipient"), ("mail", "sender")];
 const PER_EXPLAINED: &str = "`per` is one of client, sender, recipient, triplet";
 
-const PTR: [(&str, PtrCheck); 3] = [
+const PTR: [(&str, PtrCheck); 4] = [
     ("missing", PtrCheck::Missing),
     ("present", PtrCheck::Present),
     ("mismatch", PtrCheck::MismatchesHelo),
+    ("temperror", PtrCheck::TempError),
 ];
 const PTR_ALIASES: &[(&str, &str)] = &[
     ("none", "missing"),
@@ -333,7 +379,54 @@ const PTR_ALIASES: &[(&str, &str)] = &[
     ("helo-mismatch", "mismatch"),
     ("mismatched", "mismatch"),
 ];
-const PTR_EXPLAINED: &str = "`ptr` is one of missing (the client's address has no PTR name), present, or mismatch (it has none, or one other than the EHLO name)";
+const PTR_EXPLAINED: &str = "`ptr` is one of missing (the client's address has no PTR name), present, mismatch (it has none, or one other than the EHLO name) or temperror (the lookup failed for now)";
+const FCRDNS: [(&str, DnsCheck); 3] = [
+    ("pass", DnsCheck::Pass),
+    ("fail", DnsCheck::Fail),
+    ("temperror", DnsCheck::TempError),
+];
+const FCRDNS_ALIASES: &[(&str, &str)] = &[
+    ("true", "pass"),
+    ("false", "fail"),
+    ("match", "pass"),
+    ("mismatch", "fail"),
+];
+const FCRDNS_EXPLAINED: &str = "`fcrdns` is pass (a PTR name of the client resolves back to its address), fail (no PTR name, or none leads back) or temperror (a lookup failed for now)";
+const HELO_DNS: [(&str, HeloDnsCheck); 4] = [
+    ("match", HeloDnsCheck::Match),
+    ("mismatch", HeloDnsCheck::Mismatch),
+    ("missing", HeloDnsCheck::Missing),
+    ("temperror", HeloDnsCheck::TempError),
+];
+const HELO_DNS_ALIASES: &[(&str, &str)] = &[
+    ("pass", "match"),
+    ("fail", "mismatch"),
+    ("none", "missing"),
+    ("nxdomain", "missing"),
+];
+const HELO_DNS_EXPLAINED: &str = "`helo-dns` is match (the EHLO name's A/AAAA records include the client's address), mismatch (they do not), missing (it has none) or temperror (the lookup failed for now)";
+
+/// `spf = "fail"` or `spf = ["fail", "softfail"]`.
+fn spf(cx: &mut Cx, key: Key, v: &Node) -> Option<Condition> {
+    let before = cx.problems();
+    let mut outcomes = Vec::new();
+    for (text, span) in values::strings(cx, key, v) {
+        let name = text.trim().to_ascii_lowercase();
+        match SpfOutcome::NAMES.iter().find(|(n, _)| *n == name) {
+            Some((_, outcome)) => outcomes.push(*outcome),
+            None => {
+                let names: Vec<&str> = SpfOutcome::NAMES.iter().map(|(n, _)| *n).collect();
+                let explained = format!("the SPF results (RFC 7208) are {}", names.join(", "));
+                let hint = match super::super::read::closest(&name, names.iter().copied()) {
+                    Some(close) => super::super::read::did_you_mean(close, &explained),
+                    None => explained,
+                };
+                cx.issue(span, format!("`{text}` is not an SPF result"), hint);
+            }
+        }
+    }
+    (cx.problems() == before && !outcomes.is_empty()).then_some(Condition::Spf(outcomes))
+}
 
 /// What `attempt` or `first-attempt-within` counts by, and whether the stage can count
 /// it; `None` when `per` is not a known name (the `per` row reports that).

@@ -18,6 +18,7 @@ mod act;
 mod content;
 mod envelope;
 mod input;
+mod learn;
 mod starttls;
 
 #[cfg(test)]
@@ -97,6 +98,8 @@ struct Protocol {
     encrypted: bool,
     /// Whether the last EHLO reply advertised STARTTLS.
     starttls_offered: bool,
+    /// What the farm's DNS said of the client, for the rules that test it.
+    dns: policy::learnt::DnsFacts,
 }
 
 impl Protocol {
@@ -110,6 +113,7 @@ impl Protocol {
             declared_size: tx.and_then(|tx| tx.declared_size),
             accepted: tx.map_or(&[][..], |tx| tx.recipients.as_slice()),
             transactions: self.transactions,
+            dns: &self.dns,
         }
     }
 }
@@ -183,6 +187,7 @@ impl Session {
                 transactions: 0,
                 encrypted: false,
                 starttls_offered: false,
+                dns: Default::default(),
             },
             input: Input {
                 buf: Vec::with_capacity(READ_CHUNK),
@@ -375,6 +380,8 @@ impl Session {
 
     /// Asks the host's policy for the verdict on `point` and carries it out.
     async fn decide<P: Point>(&mut self, point: P) -> Step<act::Done<P::Effect>> {
+        let sender = point.ask().sender.map(str::to_string);
+        self.learn(P::STAGE, sender).await;
         let verdict = self.verdict(point);
         self.carry_out(P::STAGE, verdict).await
     }

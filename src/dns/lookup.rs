@@ -1,0 +1,326 @@
+//! The lookups sessions make for `ptr`, `fcrdns`, `helo-dns` and `spf` conditions: real
+//! queries (hickory's DNS client) to the farm's own DNS server, as a provider's MX asks its
+//! resolver, so that the scenario's DNS rules (SERVFAIL, slow answers, missing records)
+//! apply to them, and each query is in the journal. SPF is evaluated by `viaspf` over
+//! these lookups.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::net::client::{Client, ClientHandle};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::tcp::TcpClientStream;
+use hickory_resolver::net::udp::UdpClientStream;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::{DnsResponse, ResponseCode};
+use hickory_resolver::proto::rr::{DNSClass, Name as DnsName, RData, RecordType};
+use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
+
+use crate::policy::learnt::Looked;
+use crate::scenario::{DnsCheck, HeloDnsCheck, SpfOutcome};
+
+/// How long the farm's resolver waits for one answer: a rule's `delay` shorter than this
+/// is a slow answer, a longer one a lookup that fails (temperror), as for a provider whose
+/// resolver gives up. Real time: the resolver's timer is tokio's.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many PTR names FCrDNS follows at most (RFC 8601 suggests 10 for `iprev`).
+const MAX_PTR_NAMES: usize = 10;
+
+/// A DNS client that asks only the farm's DNS server. A plain client, not a stub
+/// resolver: a resolver answers names under `localhost` and `127.in-addr.arpa` itself
+/// (RFC 6761), and the senders under test are on loopback, so their PTR must come from
+/// the farm, as the scenario writes it.
+pub(crate) struct Lookups {
+    server: SocketAddr,
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lookups({})", self.server)
+    }
+}
+
+impl Lookups {
+    /// Asks the server at `server`, over UDP, and again over TCP after a truncated answer.
+    pub(crate) fn new(server: SocketAddr) -> Self {
+        // A server on 0.0.0.0 (in a container) is asked on loopback.
+        let ip = match server.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Self {
+            server: SocketAddr::new(ip, server.port()),
+        }
+    }
+
+    /// One query and its answer, over a connection of its own.
+    async fn ask(
+        &self,
+        name: DnsName,
+        kind: RecordType,
+        tcp: bool,
+    ) -> Result<DnsResponse, NetError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut client = if tcp {
+            let (connect, handle) =
+                TcpClientStream::new(self.server, None, Some(LOOKUP_TIMEOUT), provider);
+            let (client, background) = Client::<TokioRuntimeProvider>::with_timeout(
+                connect.await?,
+                handle,
+                LOOKUP_TIMEOUT,
+            );
+            tokio::spawn(background);
+            client
+        } else {
+            let stream = UdpClientStream::builder(self.server, provider)
+                .with_timeout(Some(LOOKUP_TIMEOUT))
+                .build();
+            let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+            tokio::spawn(background);
+            client
+        };
+        client.query(name, DNSClass::IN, kind).await
+    }
+
+    async fn records(&self, name: &str, kind: RecordType) -> Looked<Vec<RData>> {
+        let Ok(fqdn) = DnsName::from_ascii(format!("{}.", name.trim_end_matches('.'))) else {
+            return Looked::Missing;
+        };
+        let answer = async {
+            match self.ask(fqdn.clone(), kind, false).await {
+                Ok(response) if response.metadata.truncation => self.ask(fqdn, kind, true).await,
+                other => other,
+            }
+        };
+        // The client's own timeout bounds each exchange; this bounds the pair.
+        let response = match tokio::time::timeout(LOOKUP_TIMEOUT * 2, answer).await {
+            Ok(response) => response,
+            Err(_) => return Looked::TempError,
+        };
+        match response {
+            Ok(response) => match response.metadata.response_code {
+                ResponseCode::NoError => {
+                    let found: Vec<RData> = response
+                        .answers
+                        .iter()
+                        .filter(|r| r.record_type() == kind)
+                        .map(|r| r.data.clone())
+                        .collect();
+                    if found.is_empty() {
+                        Looked::Missing
+                    } else {
+                        Looked::Found(found)
+                    }
+                }
+                ResponseCode::NXDomain => Looked::Missing,
+                _ => Looked::TempError,
+            },
+            Err(error) if missing(&error) => Looked::Missing,
+            Err(_) => Looked::TempError,
+        }
+    }
+
+    /// The PTR names of `ip`, lower case without the final dot.
+    pub(crate) async fn ptr(&self, ip: IpAddr) -> Looked<Vec<String>> {
+        let name = crate::scenario::reverse_name(ip);
+        match self.records(&name, RecordType::PTR).await {
+            Looked::Found(data) => Looked::Found(
+                data.iter()
+                    .filter_map(|d| match d {
+                        RData::PTR(ptr) => Some(plain(&ptr.0.to_ascii())),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Looked::Missing => Looked::Missing,
+            Looked::TempError => Looked::TempError,
+        }
+    }
+
+    /// The A and AAAA addresses of `name`: missing only if both are.
+    pub(crate) async fn addresses(&self, name: &str) -> Looked<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        let mut temp = false;
+        for kind in [RecordType::A, RecordType::AAAA] {
+            match self.records(name, kind).await {
+                Looked::Found(data) => out.extend(data.iter().filter_map(|d| match d {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Looked::Missing => {}
+                Looked::TempError => temp = true,
+            }
+        }
+        match (out.is_empty(), temp) {
+            (false, _) => Looked::Found(out),
+            (true, true) => Looked::TempError,
+            (true, false) => Looked::Missing,
+        }
+    }
+
+    /// Forward-confirmed reverse DNS of `client`, given its PTR lookup.
+    pub(crate) async fn fcrdns(&self, client: IpAddr, ptr: &Looked<Vec<String>>) -> DnsCheck {
+        let names = match ptr {
+            Looked::Found(names) => names,
+            Looked::Missing => return DnsCheck::Fail,
+            Looked::TempError => return DnsCheck::TempError,
+        };
+        let mut temp = false;
+        for name in names.iter().take(MAX_PTR_NAMES) {
+            match self.addresses(name).await {
+                Looked::Found(ips) if ips.contains(&client) => return DnsCheck::Pass,
+                Looked::TempError => temp = true,
+                _ => {}
+            }
+        }
+        if temp {
+            DnsCheck::TempError
+        } else {
+            DnsCheck::Fail
+        }
+    }
+
+    /// What the EHLO name `helo` resolves to, against `client`.
+    pub(crate) async fn helo(&self, client: IpAddr, helo: &str) -> HeloDnsCheck {
+        let literal = helo
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map(|h| h.strip_prefix("IPv6:").unwrap_or(h));
+        if let Some(literal) = literal {
+            return match literal.parse::<IpAddr>() {
+                Ok(ip) if ip == client => HeloDnsCheck::Match,
+                _ => HeloDnsCheck::Mismatch,
+            };
+        }
+        if helo.parse::<IpAddr>().is_ok() || helo.is_empty() {
+            return HeloDnsCheck::Missing;
+        }
+        match self.addresses(helo).await {
+            Looked::Found(ips) if ips.contains(&client) => HeloDnsCheck::Match,
+            Looked::Found(_) => HeloDnsCheck::Mismatch,
+            Looked::Missing => HeloDnsCheck::Missing,
+            Looked::TempError => HeloDnsCheck::TempError,
+        }
+    }
+
+    /// The SPF result for `sender` (an address, or empty for `<>`, then the HELO name's)
+    /// sent from `client` (RFC 7208 `check_host()`).
+    pub(crate) async fn spf(&self, client: IpAddr, sender: &str, helo: Option<&str>) -> SpfOutcome {
+        let helo_domain = helo.and_then(|h| viaspf::DomainName::new(h.trim_end_matches('.')).ok());
+        let parsed = if sender.is_empty() {
+            helo.and_then(|h| viaspf::Sender::from_domain(h.trim_end_matches('.')).ok())
+        } else {
+            viaspf::Sender::new(sender).ok()
+        };
+        let Some(sender) = parsed else {
+            // No domain to check (RFC 7208 section 4.3: a malformed domain is "none").
+            return SpfOutcome::None;
+        };
+        let config = viaspf::Config::builder()
+            .timeout(LOOKUP_TIMEOUT * 2)
+            .build();
+        let result =
+            viaspf::evaluate_sender(self, &config, client, &sender, helo_domain.as_ref()).await;
+        match result.spf_result {
+            viaspf::SpfResult::Pass => SpfOutcome::Pass,
+            viaspf::SpfResult::Fail(_) => SpfOutcome::Fail,
+            viaspf::SpfResult::Softfail => SpfOutcome::Softfail,
+            viaspf::SpfResult::Neutral => SpfOutcome::Neutral,
+            viaspf::SpfResult::None => SpfOutcome::None,
+            viaspf::SpfResult::Temperror => SpfOutcome::TempError,
+            viaspf::SpfResult::Permerror => SpfOutcome::PermError,
+        }
+    }
+}
+
+/// NXDOMAIN or NODATA: "no such record", not a failure.
+fn missing(error: &NetError) -> bool {
+    matches!(
+        error,
+        NetError::Dns(DnsError::NoRecordsFound(no))
+            if matches!(no.response_code, ResponseCode::NXDomain | ResponseCode::NoError)
+    )
+}
+
+/// A name without its final dot, lower case.
+fn plain(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What viaspf makes of a lookup's outcome.
+fn for_spf<T>(looked: Looked<Vec<T>>) -> LookupResult<Vec<T>> {
+    match looked {
+        Looked::Found(found) => Ok(found),
+        Looked::Missing => Err(LookupError::NoRecords),
+        Looked::TempError => Err(LookupError::Timeout),
+    }
+}
+
+#[async_trait::async_trait]
+impl Lookup for Lookups {
+    async fn lookup_a<'lookup, 'a>(&'lookup self, name: &'a Name) -> LookupResult<Vec<Ipv4Addr>> {
+        let found = self.records(name.as_str(), RecordType::A).await;
+        for_spf(map(found, |d| match d {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        }))
+    }
+
+    async fn lookup_aaaa<'lookup, 'a>(
+        &'lookup self,
+        name: &'a Name,
+    ) -> LookupResult<Vec<Ipv6Addr>> {
+        let found = self.records(name.as_str(), RecordType::AAAA).await;
+        for_spf(map(found, |d| match d {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        }))
+    }
+
+    async fn lookup_mx<'lookup, 'a>(&'lookup self, name: &'a Name) -> LookupResult<Vec<Name>> {
+        let found = self.records(name.as_str(), RecordType::MX).await;
+        let mut exchanges = match found {
+            Looked::Found(data) => data
+                .into_iter()
+                .filter_map(|d| match d {
+                    RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            Looked::Missing => return Err(LookupError::NoRecords),
+            Looked::TempError => return Err(LookupError::Timeout),
+        };
+        exchanges.sort();
+        Ok(exchanges
+            .into_iter()
+            .filter_map(|(_, name)| Name::new(&plain(&name)).ok())
+            .collect())
+    }
+
+    async fn lookup_txt<'lookup, 'a>(&'lookup self, name: &'a Name) -> LookupResult<Vec<String>> {
+        let found = self.records(name.as_str(), RecordType::TXT).await;
+        for_spf(map(found, |d| match d {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        }))
+    }
+
+    async fn lookup_ptr<'lookup>(&'lookup self, ip: IpAddr) -> LookupResult<Vec<Name>> {
+        for_spf(map(self.ptr(ip).await, |n: String| Name::new(&n).ok()))
+    }
+}
+
+fn map<T, U>(looked: Looked<Vec<T>>, f: impl Fn(T) -> Option<U>) -> Looked<Vec<U>> {
+    match looked {
+        Looked::Found(found) => Looked::Found(found.into_iter().filter_map(f).collect()),
+        Looked::Missing => Looked::Missing,
+        Looked::TempError => Looked::TempError,
+    }
+}

@@ -1,0 +1,161 @@
+//! Rules that test DNS (`spf`, `fcrdns`, `helo-dns`), over real connections: the farm
+//! looks each up through its own DNS server, so a slow or failing DNS answer holds or
+//! changes the reply, and the journal has each lookup with the time it took.
+
+use std::time::Duration;
+
+use mxfarm::journal::{DnsReply, EventKind};
+
+use crate::support::{farm, greeted};
+
+/// The DNS checks the journal holds: (check, subject, result, took).
+fn checks(farm: &mxfarm::Farm) -> Vec<(String, String, String, Duration)> {
+    farm.journal()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::DnsCheck {
+                check,
+                subject,
+                result,
+                took,
+                ..
+            } => Some((check, subject, result, took)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn spf_pass_fail_and_temperror_after_a_slow_txt_lookup() {
+    let farm = farm(
+        r#"
+name = "spf"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "mail"
+when = { spf = "temperror" }
+then = { reply = "451 4.7.1 SPF check failed for now, try again later" }
+[[host.rule]]
+stage = "mail"
+when = { spf = ["fail", "softfail"] }
+then = { reply = "550 5.7.1 SPF fail: {client} may not send for this domain" }
+[dns]
+records = [
+  "pass.test TXT v=spf1 ip4:127.0.0.0/8 -all",
+  "fail.test TXT v=spf1 ip4:192.0.2.0/24 -all",
+  "slow.test TXT v=spf1 -all",
+]
+[[dns.rule]]
+when = { query = "slow.test", type = "TXT" }
+then = { answer = "servfail", delay = "8s" }
+"#,
+    )
+    .await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    c.send("MAIL FROM:<a@pass.test>\r\n").await;
+    c.expect_code(250).await;
+    c.send("RSET\r\n").await;
+    c.expect_code(250).await;
+    c.send("MAIL FROM:<a@fail.test>\r\n").await;
+    c.expect("550 5.7.1 SPF fail: 127.0.0.1 may not send for this domain")
+        .await;
+    c.send("MAIL FROM:<a@slow.test>\r\n").await;
+    // The TXT query waits 8 s on the farm's clock, and the MAIL reply with it.
+    farm.wait_for(|e| matches!(&e.kind, EventKind::DnsQuery { answer: DnsReply::Held, name, .. } if name == "slow.test"))
+        .await;
+    farm.advance(Duration::from_secs(8));
+    c.expect("451 4.7.1 SPF check failed for now, try again later")
+        .await;
+    let got = checks(&farm);
+    let results: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(c, _, r, _)| (c.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [("spf", "pass"), ("spf", "fail"), ("spf", "temperror")]
+    );
+    assert_eq!(got[2].1, "<a@slow.test> from 127.0.0.1");
+    assert!(got[2].3 >= Duration::from_secs(8), "took {:?}", got[2].3);
+    // The queries the checks made are in the journal too, asked by the farm itself.
+    let asked = farm
+        .journal()
+        .into_iter()
+        .filter(|e| matches!(&e.kind, EventKind::DnsQuery { name, qtype, .. } if name.ends_with(".test") && qtype == "TXT"))
+        .count();
+    assert!(asked >= 3, "{asked} TXT queries journalled");
+    farm.shutdown().await;
+}
+
+const CHECKS: &str = r#"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "ehlo"
+when = { fcrdns = "fail" }
+then = { reply = "550 5.7.25 The IP address sending this message does not have a PTR record setup, or the corresponding forward DNS entry does not point to the sending IP" }
+[[host.rule]]
+stage = "ehlo"
+when = { helo-dns = "missing" }
+then = { reply = "550 5.7.1 <{helo}>: Helo command rejected: Host not found" }
+[[host.rule]]
+stage = "ehlo"
+when = { helo-dns = "mismatch" }
+then = { reply = "550 5.7.1 <{helo}>: Helo command rejected: does not resolve to your address" }
+[reverse-dns]
+"127.0.0.1" = "mail.sender.test"
+"#;
+
+#[tokio::test]
+async fn forward_confirmed_reverse_dns_and_the_helo_name() {
+    let farm = farm(&format!(
+        "name = \"fcrdns\"\n{CHECKS}\n[dns]\nrecords = [\"mail.sender.test A 127.0.0.1\", \"elsewhere.sender.test A 192.0.2.9\"]\n"
+    ))
+    .await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    let ehlo = c.ehlo("mail.sender.test").await;
+    assert!(ehlo.text().starts_with("250-"), "{ehlo}");
+    c.send("EHLO nowhere.sender.test\r\n").await;
+    c.expect("550 5.7.1 <nowhere.sender.test>: Helo command rejected: Host not found")
+        .await;
+    c.send("EHLO elsewhere.sender.test\r\n").await;
+    c.expect("550 5.7.1 <elsewhere.sender.test>: Helo command rejected: does not resolve to your address")
+        .await;
+    let results: Vec<(String, String)> = checks(&farm)
+        .into_iter()
+        .map(|(c, _, r, _)| (c, r))
+        .collect();
+    let expected = [
+        ("ptr", "found mail.sender.test"),
+        ("fcrdns", "pass"),
+        ("helo-dns", "match"),
+        ("helo-dns", "missing"),
+        ("helo-dns", "mismatch"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(c, r)| (c.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(results, expected);
+    farm.shutdown().await;
+
+    // Without the A record, the PTR name does not lead back: FCrDNS fails.
+    let farm = farm_without_forward().await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.send("EHLO mail.sender.test\r\n").await;
+    c.expect_code(550).await;
+    assert!(
+        checks(&farm)
+            .iter()
+            .any(|(c, _, r, _)| c == "fcrdns" && r == "fail")
+    );
+    farm.shutdown().await;
+}
+
+async fn farm_without_forward() -> mxfarm::Farm {
+    farm(&format!("name = \"fcrdns\"\n{CHECKS}")).await
+}
