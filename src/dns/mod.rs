@@ -33,7 +33,14 @@ pub fn zone_file(scenario: &Scenario) -> String {
         .iter()
         .map(|h| (h.name.as_str(), h.listen.ip()))
         .collect();
-    Zone::build(scenario, |name| listen.get(name).copied()).zone_file()
+    let mut out = Zone::build(scenario, |name| listen.get(name).copied()).zone_file();
+    if !scenario.dns.rules.is_empty() {
+        out.push_str("\n; and these rules change the answers, the first that matches deciding:\n");
+        for rule in &scenario.dns.rules {
+            out.push_str(&format!("; {rule}\n"));
+        }
+    }
+    out
 }
 
 /// The farm's running DNS server.

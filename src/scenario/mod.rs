@@ -93,6 +93,10 @@ static EMBEDDED: &[EmbeddedScenario] = &[
         name: "lossy",
         source: include_str!("../../scenarios/lossy.toml"),
     },
+    EmbeddedScenario {
+        name: "dns-trouble",
+        source: include_str!("../../scenarios/dns-trouble.toml"),
+    },
 ];
 
 /// The scenarios shipped inside the binary, by name.

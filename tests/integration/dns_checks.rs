@@ -159,3 +159,40 @@ async fn forward_confirmed_reverse_dns_and_the_helo_name() {
 async fn farm_without_forward() -> mxfarm::Farm {
     farm(&format!("name = \"fcrdns\"\n{CHECKS}")).await
 }
+
+/// The shipped `dns-trouble` scenario, asked as a sender would: the MX lookup fails for
+/// 10 minutes, mx2 has no address, and MAIL waits for a slow SPF lookup that fails.
+#[tokio::test]
+async fn the_dns_trouble_scenario_plays_what_it_says() {
+    use mxfarm::{Farm, FarmOptions};
+    let scenario = mxfarm::scenario::load_embedded("dns-trouble").expect("shipped");
+    let options = FarmOptions::ephemeral().dns(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let farm = Farm::start_with(scenario, options).await.expect("starts");
+    let zone = mxfarm::dns::zone_file(farm.scenario());
+    assert!(
+        zone.contains("trouble.test.\t60\tIN\tMX\t10 mx1.trouble.test."),
+        "{zone}"
+    );
+    assert!(
+        zone.contains("; dns rule 2: name=mx2.trouble.test type=A|AAAA -> empty"),
+        "{zone}"
+    );
+
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.sender.test").await;
+    c.send("MAIL FROM:<me@sender.test>\r\n").await;
+    farm.wait_for(|e| matches!(&e.kind, EventKind::DnsQuery { answer: DnsReply::Held, qtype, .. } if qtype == "TXT"))
+        .await;
+    farm.advance(Duration::from_secs(8));
+    c.expect("451 4.7.1 Temporary SPF lookup failure for me@sender.test, try again later")
+        .await;
+    c.quit().await;
+    farm.advance(Duration::from_secs(20 * 60));
+    // SPF now finds no record for sender.test (none), and the missing PTR defers.
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.sender.test").await;
+    c.send("MAIL FROM:<me@sender.test>\r\n").await;
+    c.expect("451 4.7.23 127.0.0.1 doesn't have a PTR record; your email has been temporarily rate limited")
+        .await;
+    farm.shutdown().await;
+}
