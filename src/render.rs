@@ -62,6 +62,7 @@ pub fn span(d: Duration, granularity: Granularity) -> String {
 pub fn dns_query(kind: &EventKind) -> String {
     let EventKind::DnsQuery {
         client,
+        by_farm,
         transport,
         name,
         qtype,
@@ -77,7 +78,12 @@ pub fn dns_query(kind: &EventKind) -> String {
         DnsTransport::Udp => "udp",
         DnsTransport::Tcp => "tcp",
     };
-    let mut text = format!("* {} asked {name} {qtype} ({via}): ", client.ip());
+    let who = if *by_farm {
+        "the farm".to_string()
+    } else {
+        client.ip().to_string()
+    };
+    let mut text = format!("* {who} asked {name} {qtype} ({via}): ");
     if *answer == DnsReply::Records && !records.is_empty() {
         text.push_str(&records.join(", "));
     } else {

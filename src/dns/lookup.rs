@@ -7,12 +7,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::net::client::{Client, ClientHandle};
+use futures_util::StreamExt;
+use hickory_resolver::net::DnsHandle;
+use hickory_resolver::net::client::Client;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::tcp::TcpClientStream;
 use hickory_resolver::net::udp::UdpClientStream;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::op::{DnsResponse, ResponseCode};
+use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query, ResponseCode};
 use hickory_resolver::proto::rr::{DNSClass, Name as DnsName, RData, RecordType};
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 
@@ -62,7 +64,7 @@ impl Lookups {
         tcp: bool,
     ) -> Result<DnsResponse, NetError> {
         let provider = TokioRuntimeProvider::default();
-        let mut client = if tcp {
+        let client = if tcp {
             let (connect, handle) =
                 TcpClientStream::new(self.server, None, Some(LOOKUP_TIMEOUT), provider);
             let (client, background) = Client::<TokioRuntimeProvider>::with_timeout(
@@ -80,7 +82,18 @@ impl Lookups {
             tokio::spawn(background);
             client
         };
-        client.query(name, DNSClass::IN, kind).await
+        let mut query = Query::query(name, kind);
+        query.set_query_class(DNSClass::IN);
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        // No recursion asked: what tells the server that the farm itself is asking (a
+        // sender's stub resolver always asks for recursion), so the journal and the
+        // transcript keep the farm's checks apart from the sender's own lookups.
+        options.recursion_desired = false;
+        match client.lookup(query, options).next().await {
+            Some(response) => response,
+            None => Err(NetError::from("the DNS exchange ended without an answer")),
+        }
     }
 
     async fn records(&self, name: &str, kind: RecordType) -> Looked<Vec<RData>> {

@@ -82,6 +82,7 @@ impl RequestHandler for Handler {
             DnsTransport::Udp
         };
         let metadata = &request.metadata;
+        let by_farm = asked_by_farm(metadata, src);
         let query = match request.request_info() {
             Ok(info)
                 if metadata.op_code == OpCode::Query
@@ -96,6 +97,7 @@ impl RequestHandler for Handler {
                     ResponseCode::NotImp
                 };
                 self.journal.record(EventKind::DnsQuery {
+                    by_farm,
                     client: src,
                     transport,
                     name: String::new(),
@@ -132,6 +134,7 @@ impl RequestHandler for Handler {
             match self.delayed.clone().try_acquire_owned() {
                 Ok(permit) => {
                     self.journal.record(EventKind::DnsQuery {
+                        by_farm,
                         client: src,
                         transport,
                         name: name.clone(),
@@ -186,6 +189,7 @@ impl RequestHandler for Handler {
             }),
             DnsAnswer::Drop => {
                 self.journal.record(EventKind::DnsQuery {
+                    by_farm,
                     client: src,
                     transport,
                     name,
@@ -200,6 +204,7 @@ impl RequestHandler for Handler {
         };
         if action.answer == DnsAnswer::Truncated && udp {
             self.journal.record(EventKind::DnsQuery {
+                by_farm,
                 client: src,
                 transport,
                 name,
@@ -246,8 +251,10 @@ impl Handler {
         delay: Option<Duration>,
     ) -> ResponseInfo {
         let metadata = &request.metadata;
+        let by_farm = asked_by_farm(metadata, src);
         let journal = |answer: DnsReply, records: Vec<String>| {
             self.journal.record(EventKind::DnsQuery {
+                by_farm,
                 client: src,
                 transport,
                 name: name.to_string(),
@@ -348,6 +355,12 @@ async fn send<'a, R: ResponseHandler>(
             fallback
         }
     }
+}
+
+/// Whether the farm's own lookups sent this query (see `lookup.rs`): on loopback, and
+/// without recursion desired.
+fn asked_by_farm(metadata: &Metadata, src: SocketAddr) -> bool {
+    !metadata.recursion_desired && src.ip().is_loopback()
 }
 
 /// What the server says it did with a query it did not answer.

@@ -342,3 +342,76 @@ fn own_zone(name: &str) -> String {
         _ => name.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::load_str;
+
+    fn zone(extra: &str) -> Zone {
+        let text = format!(
+            "name = \"z\"\n[[host]]\nname = \"mx1\"\nlisten = \"192.0.2.1:25\"\nhostname = \"mx1.a.test\"\n[[host]]\nname = \"mx2\"\nlisten = \"0.0.0.0:26\"\nhostname = \"mx2.b.test\"\n[[domain]]\nname = \"a.test\"\nmx = [{{ host = \"mx1\" }}, {{ host = \"mx2\", preference = 20 }}]\n{extra}"
+        );
+        let scenario = load_str("z.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        Zone::build(&scenario, |name| scenario.host(name).map(|h| h.listen.ip()))
+    }
+
+    #[test]
+    fn names_in_zones_exist_or_not_and_others_are_outside() {
+        let z = zone(
+            "[dns]\nrecords = [\"deep.x.sub.a.test A 192.0.2.9\", \"loop1.a.test CNAME loop2.a.test\", \"loop2.a.test CNAME loop1.a.test\"]\n",
+        );
+        assert!(
+            matches!(z.lookup("a.test", Some(RecordKind::Mx)), Answer::Records { records, .. } if records.len() == 2)
+        );
+        // A host on 0.0.0.0 without `address` has no A record; its name is not in a zone
+        // of its own then either.
+        assert_eq!(
+            z.lookup("mx2.b.test", Some(RecordKind::A)),
+            Answer::Outside(OutsideZones::Nxdomain)
+        );
+        // An empty non-terminal exists: NODATA, not NXDOMAIN.
+        assert_eq!(
+            z.lookup("sub.a.test", Some(RecordKind::A)),
+            Answer::NoData {
+                zone: "a.test".into()
+            }
+        );
+        assert_eq!(
+            z.lookup("nope.a.test", Some(RecordKind::A)),
+            Answer::NxDomain {
+                zone: "a.test".into()
+            }
+        );
+        assert_eq!(
+            z.lookup("example.com", Some(RecordKind::A)),
+            Answer::Outside(OutsideZones::Nxdomain)
+        );
+        // A CNAME loop ends.
+        assert!(
+            matches!(z.lookup("loop1.a.test", Some(RecordKind::A)), Answer::Records { records, .. } if records.len() == MAX_CNAME_CHAIN)
+        );
+        // Host addresses get a PTR, loopback ones do not.
+        assert!(matches!(
+            z.lookup("1.2.0.192.in-addr.arpa", Some(RecordKind::Ptr)),
+            Answer::Records { .. }
+        ));
+    }
+
+    #[test]
+    fn the_zone_file_lists_every_record_with_soa_first() {
+        let text = zone("").zone_file();
+        let apex = text
+            .lines()
+            .skip_while(|l| l != &"; zone a.test")
+            .nth(1)
+            .unwrap_or("");
+        assert!(apex.contains("IN\tSOA\tns.mxfarm.test."), "{text}");
+        assert!(
+            text.contains("a.test.\t60\tIN\tMX\t20 mx2.b.test."),
+            "{text}"
+        );
+        assert!(text.contains("mx1.a.test.\t60\tIN\tA\t192.0.2.1"), "{text}");
+        assert!(text.contains("; any other name: NXDOMAIN"), "{text}");
+    }
+}

@@ -130,9 +130,12 @@ pub enum EventKind {
     /// The farm's DNS answered a query (or, for `answer = "drop"`, decided not to):
     /// recorded when the answer went out, so a slow answer has the time it arrived.
     DnsQuery {
-        /// Who asked: a sender's resolver, or the farm itself (its sessions' `ptr`,
-        /// `fcrdns`, `helo-dns` and `spf` checks).
+        /// Who asked: a sender's resolver, or the farm itself (see `by_farm`).
         client: SocketAddr,
+        /// The farm's own lookup, for a rule's `ptr`, `fcrdns`, `helo-dns` or `spf` (it
+        /// asks without recursion, which a sender's stub resolver never does).
+        #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+        by_farm: bool,
         transport: DnsTransport,
         /// Lower case, without the final dot.
         name: String,

@@ -310,6 +310,12 @@ async fn each_fault_as_a_resolver_sees_it() {
         .map(|(n, a, r)| (n.to_string(), *a, r.map(str::to_string)))
         .collect();
     assert_eq!(answers, expected);
+    // A resolver asks with recursion desired: these are the sender's, not the farm's.
+    assert!(
+        !journal
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::DnsQuery { by_farm: true, .. }))
+    );
     farm.shutdown().await;
 }
 
@@ -436,5 +442,53 @@ async fn a_slow_answer_waits_on_the_farm_clock() {
         at >= held.at + Duration::from_secs(8),
         "answered at farm time {at:?}"
     );
+    farm.shutdown().await;
+}
+
+/// The transcript tells what the sender asked the farm's DNS: an MX lookup that failed
+/// explains why the message waited before its first attempt.
+#[tokio::test]
+async fn the_transcript_shows_the_senders_lookups() {
+    let farm = farm_of(
+        r#"
+name = "dns-story"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+hostname = "mx1.aol.test"
+[[domain]]
+name = "aol.test"
+mx = [{ host = "mx1", preference = 10 }]
+[[dns.rule]]
+when = { query = "aol.test", type = "MX", time = "<10m" }
+then = { answer = "servfail" }
+"#,
+    )
+    .await;
+    let r = udp(farm.dns_addr().unwrap());
+    let failed = records(&r, "aol.test", RecordType::MX).await.unwrap_err();
+    assert_eq!(code(&failed), Some(ResponseCode::ServFail));
+    farm.advance(Duration::from_secs(600));
+    assert_eq!(
+        records(&r, "aol.test", RecordType::MX).await.unwrap(),
+        ["10 mx1.aol.test."]
+    );
+    assert_eq!(
+        records(&r, "mx1.aol.test", RecordType::A).await.unwrap(),
+        ["127.0.0.1"]
+    );
+    let mut c = crate::support::greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    c.transaction(
+        "me@sender.test",
+        &["alice@aol.test"],
+        "Subject: hi\r\n\r\nhello\r\n",
+    )
+    .await;
+    c.quit().await;
+    let text = farm
+        .transcript()
+        .render(mxfarm::render::Granularity::Seconds);
+    insta::assert_snapshot!(text);
     farm.shutdown().await;
 }

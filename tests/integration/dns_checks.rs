@@ -84,7 +84,7 @@ then = { answer = "servfail", delay = "8s" }
     let asked = farm
         .journal()
         .into_iter()
-        .filter(|e| matches!(&e.kind, EventKind::DnsQuery { name, qtype, .. } if name.ends_with(".test") && qtype == "TXT"))
+        .filter(|e| matches!(&e.kind, EventKind::DnsQuery { name, qtype, by_farm: true, .. } if name.ends_with(".test") && qtype == "TXT"))
         .count();
     assert!(asked >= 3, "{asked} TXT queries journalled");
     farm.shutdown().await;

@@ -1,5 +1,6 @@
 //! Transcripts: the journal as a sender's retry stories, one block per delivery (one
-//! message to one recipient), then per client the contacts tied to no message; stable
+//! message to one recipient), then per client the contacts tied to no message, then per
+//! client what it asked the farm's DNS ([`dns`]); stable
 //! between runs so that it can be snapshotted or diffed against a golden file.
 //!
 //! Only what is stable is shown: offsets from the delivery's first attempt at a chosen
@@ -8,6 +9,10 @@
 //! ended and the reply. Never ports or wall-clock dates. Where the journal cannot tell
 //! which message an attempt was for, or whether attempts were one message or several, the
 //! transcript says so.
+
+mod dns;
+
+pub use dns::{ClientDns, DnsLookup};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -37,6 +42,9 @@ pub struct Transcript {
     /// Per client, contacts that were for no message the journal shows.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unattributed: Vec<ClientTranscript>,
+    /// Per client, what it asked the farm's DNS (when the farm ran one) and got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<ClientDns>,
 }
 
 /// One message to one recipient.
@@ -165,6 +173,7 @@ impl Transcript {
             messages: all.messages,
             deliveries: delivery_list,
             unattributed,
+            dns: dns::lookups(events),
         }
     }
 
@@ -225,6 +234,9 @@ impl Transcript {
                 client.client
             );
             render_attempts(&mut out, &client.attempts, granularity);
+        }
+        for client in &self.dns {
+            dns::render(&mut out, client, granularity);
         }
         out
     }
