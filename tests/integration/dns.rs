@@ -492,3 +492,153 @@ then = { answer = "servfail" }
     insta::assert_snapshot!(text);
     farm.shutdown().await;
 }
+
+/// The shipped scenarios carry their MX layouts into the farm's DNS: aol's three hosts at
+/// equal preference, gmail's five at 5 to 40, outlook's one name for its two hosts.
+#[tokio::test]
+async fn shipped_scenarios_answer_their_mx_layouts() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "aol",
+            "aol.test",
+            &[
+                "1 mx-aol1.mail.gm0.yahoodns.test.",
+                "1 mx-aol2.mail.gm0.yahoodns.test.",
+                "1 mx-aol3.mail.gm0.yahoodns.test.",
+            ],
+        ),
+        (
+            "gmail",
+            "gmail.test",
+            &[
+                "10 alt1.gmail-smtp-in.l.google.test.",
+                "20 alt2.gmail-smtp-in.l.google.test.",
+                "30 alt3.gmail-smtp-in.l.google.test.",
+                "40 alt4.gmail-smtp-in.l.google.test.",
+                "5 gmail-smtp-in.l.google.test.",
+            ],
+        ),
+        (
+            "outlook",
+            "outlook.test",
+            &["10 outlook-test.olc.protection.outlook.test."],
+        ),
+    ];
+    for (name, domain, expected) in cases {
+        let scenario = scenario::load_embedded(name).expect("shipped");
+        let options = FarmOptions::ephemeral().dns(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let farm = Farm::start_with(scenario, options).await.expect("starts");
+        let r = udp(farm.dns_addr().unwrap());
+        assert_eq!(
+            &records(&r, domain, RecordType::MX).await.unwrap(),
+            expected,
+            "{name}"
+        );
+        for exchange in *expected {
+            let host = exchange
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .trim_end_matches('.');
+            assert_eq!(
+                records(&r, host, RecordType::A).await.unwrap(),
+                ["127.0.0.1"],
+                "{name} {host}"
+            );
+        }
+        farm.shutdown().await;
+    }
+}
+
+/// A DNS query by hand: id 0x1234, the opcode, one question for `aol.test` of `class`.
+fn raw_query(opcode: u8, qtype: u16, class: u16) -> Vec<u8> {
+    let mut q = vec![
+        0x12,
+        0x34,
+        (opcode << 3) | 0x01,
+        0x00,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    for label in ["aol", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&class.to_be_bytes());
+    q
+}
+
+/// Hostile or odd clients get an error answer or nothing, never a crash, and the server
+/// goes on answering everyone else.
+#[tokio::test]
+async fn hostile_dns_clients_get_errors_and_the_server_goes_on() {
+    use tokio::io::AsyncWriteExt;
+    let farm = farm().await;
+    let addr = farm.dns_addr().unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Garbage, a truncated header, a class other than IN, an UPDATE.
+    socket.send_to(&[0xff; 40], addr).await.unwrap();
+    socket.send_to(&[0x12], addr).await.unwrap();
+    socket.send_to(&raw_query(0, 1, 3), addr).await.unwrap();
+    assert_eq!(rcode_of_answer(&socket).await, 1, "FORMERR for class CH");
+    socket.send_to(&raw_query(5, 6, 1), addr).await.unwrap();
+    assert_eq!(rcode_of_answer(&socket).await, 4, "NOTIMP for an UPDATE");
+    // A TCP client that sends a length prefix and garbage, then goes away.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0x00, 0x10]).await.unwrap();
+    tcp.write_all(&[0xee; 16]).await.unwrap();
+    tcp.flush().await.unwrap();
+    drop(tcp);
+    // Everyone else is still answered.
+    for r in [udp(addr), tcp_resolver(addr)] {
+        assert_eq!(
+            records(&r, "aol.test", RecordType::TXT)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    let formerr = farm
+        .journal()
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::DnsQuery {
+                    answer: DnsReply::Formerr,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(formerr >= 2, "{formerr} FORMERR/NOTIMP answers journalled");
+    farm.shutdown().await;
+}
+
+/// The response code of the next answer with id 0x1234 (answers to the garbage, which
+/// the server may send, are skipped).
+async fn rcode_of_answer(socket: &tokio::net::UdpSocket) -> u8 {
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n >= 12 && buf[0] == 0x12 && buf[1] == 0x34 {
+            return buf[3] & 0x0f;
+        }
+    }
+}
+
+fn tcp_resolver(addr: SocketAddr) -> TokioResolver {
+    tcp(addr)
+}
