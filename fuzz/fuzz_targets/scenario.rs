@@ -1,6 +1,6 @@
 //! The scenario loader on any text: it returns a scenario or every problem with its place
-//! and hint, and neither loading nor showing the result (the rules' summaries, the error
-//! with its source snippets) panics.
+//! and hint, and neither loading nor showing the result (the rules' summaries, the DNS
+//! zone it produces, the error with its source snippets) panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = rule.to_string();
                 }
             }
+            let _ = mxfarm::dns::zone_file(&scenario);
         }
         Err(error) => {
             assert!(!error.problems().is_empty(), "an error without a problem");
