@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxfarm::journal::{ClosedBy, Command, DomainRecord, TlsOutcome};
+use mxfarm::journal::{ClosedBy, Command, DnsReply, DnsTransport, DomainRecord, TlsOutcome};
 use mxfarm::scenario::{Reply, Stage};
 use mxfarm::{Event, EventKind};
 
@@ -165,7 +165,40 @@ fn kind(b: &mut Bytes) -> EventKind {
             subject: b.flag().then(|| "hi".to_string()),
             tls: b.flag(),
         },
-        _ => match b.below(3) {
+        _ => match b.below(5) {
+            3 => EventKind::DnsQuery {
+                client: b.pick(&CLIENTS).parse::<SocketAddr>().expect("an address"),
+                by_farm: b.flag(),
+                transport: if b.flag() {
+                    DnsTransport::Udp
+                } else {
+                    DnsTransport::Tcp
+                },
+                name: format!("{}.test", b.below(3)),
+                qtype: if b.flag() { "MX" } else { "A" }.into(),
+                answer: [
+                    DnsReply::Records,
+                    DnsReply::Nodata,
+                    DnsReply::Nxdomain,
+                    DnsReply::Servfail,
+                    DnsReply::Refused,
+                    DnsReply::Formerr,
+                    DnsReply::Truncated,
+                    DnsReply::Dropped,
+                    DnsReply::Held,
+                ][b.below(9)],
+                records: (0..b.below(3)).map(|_| b.text()).collect(),
+                rule: b.flag().then(|| "dns rule 1".into()),
+                delay: b.flag().then(|| Duration::from_millis(b.number())),
+            },
+            4 => EventKind::DnsCheck {
+                host,
+                conn,
+                check: if b.flag() { "spf" } else { "ptr" }.into(),
+                subject: b.text(),
+                result: b.text(),
+                took: Duration::from_millis(b.number()),
+            },
             0 => EventKind::TlsHandshake {
                 host,
                 conn,

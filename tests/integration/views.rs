@@ -228,6 +228,36 @@ fn random_journal(rng: &mut Lcg) -> Vec<Event> {
         }],
     }];
     while !pending.is_empty() {
+        // Now and then a DNS query, of a sender or of the farm's own checks.
+        if rng.next(6) == 0 {
+            let answers = [
+                mxfarm::journal::DnsReply::Records,
+                mxfarm::journal::DnsReply::Servfail,
+                mxfarm::journal::DnsReply::Held,
+                mxfarm::journal::DnsReply::Dropped,
+            ];
+            kinds.push(EventKind::DnsQuery {
+                client: client(),
+                by_farm: rng.next(2) == 0,
+                transport: mxfarm::journal::DnsTransport::Udp,
+                name: "y.test".into(),
+                qtype: "MX".into(),
+                answer: answers[rng.next(4) as usize],
+                records: vec!["MX 10 mx1.y.test.".into()],
+                rule: None,
+                delay: None,
+            });
+        }
+        if rng.next(12) == 0 {
+            kinds.push(EventKind::DnsCheck {
+                host: "mx1".into(),
+                conn: rng.next(12) + 1,
+                check: "spf".into(),
+                subject: "<a@y.test>".into(),
+                result: "temperror".into(),
+                took: Duration::from_secs(rng.next(20)),
+            });
+        }
         let i = rng.next(pending.len() as u64) as usize;
         match pending[i].pop_front() {
             Some(kind) => kinds.push(kind),
