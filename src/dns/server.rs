@@ -21,7 +21,7 @@ use super::zone::{Answer, SERVER_NAME, Served, Zone};
 use crate::clock::Clock;
 use crate::journal::{DnsReply, DnsTransport, EventKind, Journal};
 use crate::policy::dns::{DnsPolicy, Query};
-use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind};
+use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind, txt_strings};
 
 /// How long a TCP client may stay idle between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -409,7 +409,9 @@ fn wire_record(owner: &str, served: &Served, zone: &str, ttl: u32) -> Option<Rec
             preference,
             exchange,
         }) => RData::MX(MX::new(*preference, wire_name(exchange)?)),
-        Served::Record(RecordData::Txt(text)) => RData::TXT(TXT::new(chunks(text))),
+        Served::Record(RecordData::Txt(text)) => RData::TXT(TXT::new(
+            txt_strings(text).into_iter().map(str::to_string).collect(),
+        )),
         Served::Ns => RData::NS(NS(wire_name(SERVER_NAME)?)),
         Served::Soa => {
             let _ = zone;
@@ -425,19 +427,4 @@ fn wire_record(owner: &str, served: &Served, zone: &str, ttl: u32) -> Option<Rec
         }
     };
     Some(Record::from_rdata(wire_name(owner)?, ttl, rdata))
-}
-
-/// A TXT record's text in strings of at most 255 bytes, as DNS holds it (a long SPF
-/// record is several strings, which readers join).
-fn chunks(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if current.len() + c.len_utf8() > 255 {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(c);
-    }
-    out.push(current);
-    out
 }

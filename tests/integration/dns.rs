@@ -438,3 +438,31 @@ async fn a_slow_answer_waits_on_the_farm_clock() {
     );
     farm.shutdown().await;
 }
+
+/// `mxfarm dns` writes a TXT record over 255 bytes as the wire holds it: strings of at
+/// most 255 bytes, which joined give the text (a zone file cannot hold a longer string,
+/// and dig shows the same strings).
+#[test]
+fn the_zone_file_splits_a_long_txt_record_into_strings_of_255_bytes() {
+    let scenario =
+        scenario::load_str("dns.toml", &scenario_text()).unwrap_or_else(|e| panic!("{e}"));
+    let text = mxfarm::dns::zone_file(&scenario);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("long.sender.test.\t"))
+        .unwrap_or_else(|| panic!("no long.sender.test line in\n{text}"));
+    let data = line
+        .split('\t')
+        .nth(4)
+        .expect("a zone-file line has five fields");
+    let strings: Vec<&str> = data
+        .strip_prefix('"')
+        .and_then(|d| d.strip_suffix('"'))
+        .expect("quoted")
+        .split("\" \"")
+        .collect();
+    assert!(strings.len() > 1, "one string over 255 bytes: {line}");
+    assert!(strings.iter().all(|s| s.len() <= 255), "{line}");
+    let long = format!("v=spf1 {} -all", "ip4:192.0.2.1 ".repeat(30).trim());
+    assert_eq!(strings.concat(), long);
+}
