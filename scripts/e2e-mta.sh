@@ -367,6 +367,117 @@ judge_report() {
   fi
 }
 
+# ------------------------------------------------------------------ Postfix through the farm's DNS
+
+# Postfix finds the MX hosts by itself: no transport map, no /etc/hosts entry. The farm
+# plays tests/e2e/dns-mta.toml with its hosts on 127.0.0.2-5:25 and its DNS server on
+# DNS_ADDR:53 (resolv.conf takes no port). Postfix runs in a mount namespace of its own
+# (unshare), where the farm's resolv.conf is bind-mounted over /etc/resolv.conf and over
+# the chroot's copy, /var/spool/postfix/etc/resolv.conf (Debian's init script copies
+# /etc/resolv.conf there for chrooted daemons; this suite runs them unchrooted, the copy
+# is covered all the same): the rest of the machine keeps its own resolver, and nothing
+# is left to restore when Postfix stops, since the namespace goes with its last process.
+readonly DNS_SCENARIO=dns-mta
+readonly DNS_ADDR=127.0.0.153
+readonly DNS_SPREAD=16 # messages over mx1 and mx2: all on one of them by chance is 2^-15
+
+configure_postfix_dns() {
+  local run=$1
+  # The suite's main.cf as configure_postfix wrote it, less the transport map, with a log
+  # of its own.
+  postconf -X transport_maps
+  postconf -e "maillog_file = $run/postfix.log"
+  printf '# scripts/e2e-mta.sh: the farm'"'"'s DNS (tests/e2e/%s.toml)\nnameserver %s\n' \
+    "$DNS_SCENARIO" "$DNS_ADDR" >"$run/resolv.conf"
+  postfix check
+}
+
+# Postfix's master and every daemon it starts see the farm's resolv.conf; sendmail,
+# postqueue and `postfix stop` work from outside, through the queue directory.
+start_postfix_dns() {
+  local run=$1
+  unshare --mount --propagation private sh -c '
+    set -e
+    mount --bind "$1" /etc/resolv.conf
+    mkdir -p /var/spool/postfix/etc
+    [ -e /var/spool/postfix/etc/resolv.conf ] || : >/var/spool/postfix/etc/resolv.conf
+    mount --bind "$1" /var/spool/postfix/etc/resolv.conf
+    postfix start' sh "$run/resolv.conf" >"$run/postfix-start.log" 2>&1 \
+    || { cat "$run/postfix-start.log"; return 1; }
+}
+
+# Seconds of farm time since the farm started (the journal's first event is at ~0 ms).
+farm_seconds() { echo $((SECONDS - $1)); }
+
+test_postfix_dns() {
+  local run="$work/postfix-dns" started=$SECONDS farm_started status=0 i line
+  mkdir -p "$run"
+  step "postfix: through the farm's DNS (tests/e2e/$DNS_SCENARIO.toml)"
+  if ! command -v unshare >/dev/null 2>&1; then fail "postfix-dns: unshare (util-linux) is missing"; return; fi
+  "$bin" run "$FIXTURES/$DNS_SCENARIO.toml" --dns "$DNS_ADDR:53" --journal "$run/$DNS_SCENARIO.jsonl" \
+    >"$run/$DNS_SCENARIO.out" 2>"$run/$DNS_SCENARIO.err" &
+  farm_pid[$DNS_SCENARIO]=$!
+  farm_started=$SECONDS
+  for _ in $(seq 100); do
+    grep -q '^Ready\.' "$run/$DNS_SCENARIO.out" 2>/dev/null && break
+    kill -0 "${farm_pid[$DNS_SCENARIO]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q '^Ready\.' "$run/$DNS_SCENARIO.out"; then
+    pass "postfix-dns: farm $DNS_SCENARIO ready, its DNS on $DNS_ADDR:53"
+  else
+    fail "postfix-dns: farm $DNS_SCENARIO did not start"; cat "$run/$DNS_SCENARIO.out" "$run/$DNS_SCENARIO.err"; return
+  fi
+  configure_postfix_dns "$run"
+  if ! start_postfix_dns "$run"; then fail "postfix-dns: postfix did not start in its namespace"; stop_farms; return; fi
+  # (c) dnsfail.test's MX SERVFAILs for 20s: deferred, then delivered on a later run.
+  send_message postfix "$run" "$DNS_SCENARIO" dnsfail dnsfail@sender.test ann@dnsfail.test
+  # (b) mx1 and mx2 greet with 421 for 15s: these go to mx3, preference 20.
+  for i in 1 2 3; do
+    send_message postfix "$run" "$DNS_SCENARIO" "failover$i" "failover$i@sender.test" "fail$i@aol.test"
+  done
+  # After the 421s (farm time 15s), one at a time, so that each is a delivery of its own.
+  while [ "$(farm_seconds "$farm_started")" -lt 17 ]; do sleep 0.5; done
+  for i in $(seq "$DNS_SPREAD"); do
+    send_message postfix "$run" "$DNS_SCENARIO" "spread$i" "spread$i@sender.test" "spread$i@aol.test"
+    sleep 0.3
+  done
+  wait_queue_empty postfix || true
+  stop_postfix
+  wait_farms_idle_one "$run/$DNS_SCENARIO.jsonl"
+  stop_farms
+  step "postfix-dns: its log against the journal"
+  python3 scripts/e2e-mta-dns-check.py "$run/postfix.log" "$run/manifest.tsv" "$run/$DNS_SCENARIO.jsonl" \
+    >"$run/checks.txt" 2>&1 || status=$?
+  [ "$status" = 0 ] || fail "postfix-dns: e2e-mta-dns-check.py failed ($status)"
+  while IFS= read -r line; do
+    case $line in
+      "ok   "*) pass "${line#ok   }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+      *) echo "$line" ;;
+    esac
+  done <"$run/checks.txt"
+  step "postfix-dns: mxfarm transcript"
+  if "$bin" transcript "$run/$DNS_SCENARIO.jsonl" >"$run/transcript" 2>&1; then
+    cat "$run/transcript"; pass "postfix-dns: mxfarm transcript reads the journal"
+  else
+    cat "$run/transcript"; fail "postfix-dns: mxfarm transcript"
+  fi
+  pass "postfix-dns: tested in $((SECONDS - started))s"
+}
+
+# wait_farms_idle for one journal.
+wait_farms_idle_one() {
+  local journal=$1 opened closed
+  for _ in $(seq 300); do
+    opened=$(grep -c '"event":"connection-opened"' "$journal" || true)
+    closed=$(grep -c '"event":"connection-closed"' "$journal" || true)
+    [ "$opened" = "$closed" ] && return
+    sleep 0.1
+  done
+  fail "$(basename "$journal"): $((opened - closed)) connection(s) still open after 30s"
+}
+
 # ------------------------------------------------------------------ one MTA
 
 test_mta() {
@@ -392,6 +503,7 @@ test_mta() {
   show_views "$mta" "$run"
   step "$mta: its log lines, message by message"
   sed -n '/^--- /,$p' "$run/checks.txt" | tail -n +2
+  if [ "$mta" = postfix ]; then test_postfix_dns; fi
   step "$mta: purge"
   purge_mtas
   pass "$mta: tested and purged in $((SECONDS - started))s"
@@ -461,11 +573,11 @@ main() {
   command -v python3 >/dev/null || apt_get install --no-install-recommends python3
   cargo build --quiet
   local fixtures=() name
-  for name in "${SCENARIOS[@]}"; do fixtures+=("$FIXTURES/$name.toml"); done
+  for name in "${SCENARIOS[@]}" "$DNS_SCENARIO"; do fixtures+=("$FIXTURES/$name.toml"); done
   if "$bin" check "${fixtures[@]}" >"$work/check.out" 2>&1; then
-    pass "mxfarm check tests/e2e/*-fast.toml"
+    pass "mxfarm check tests/e2e/*-fast.toml $DNS_SCENARIO.toml"
   else
-    fail "mxfarm check tests/e2e/*-fast.toml"; cat "$work/check.out"; exit 1
+    fail "mxfarm check tests/e2e/*-fast.toml $DNS_SCENARIO.toml"; cat "$work/check.out"; exit 1
   fi
   block_daemon_starts
   purge_mtas # a clean start: the two conflict, and a leftover queue would skew the counts
