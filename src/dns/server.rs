@@ -85,22 +85,46 @@ impl RequestHandler for Handler {
         let query = match request.request_info() {
             Ok(info)
                 if metadata.op_code == OpCode::Query
-                    && info.query.query_class() == DNSClass::IN =>
+                    && info.query.query_class() == DNSClass::IN
+                    && !matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) =>
             {
                 info.query
             }
-            _ => {
-                let code = if metadata.op_code == OpCode::Query {
-                    ResponseCode::FormErr
-                } else {
-                    ResponseCode::NotImp
+            refused_or_broken => {
+                // A well-formed query the farm has no authority for: another class (CHAOS
+                // `version.bind`) or a zone transfer gets REFUSED, as a name outside the
+                // zones may. FORMERR is for what cannot be read: to an EDNS query it would
+                // tell the resolver that the farm cannot do EDNS.
+                let (code, answer, name, qtype) = match refused_or_broken {
+                    Ok(info) if metadata.op_code == OpCode::Query => (
+                        ResponseCode::Refused,
+                        DnsReply::Refused,
+                        info.query
+                            .name()
+                            .to_string()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase(),
+                        info.query.query_type().to_string(),
+                    ),
+                    _ if metadata.op_code == OpCode::Query => (
+                        ResponseCode::FormErr,
+                        DnsReply::Formerr,
+                        String::new(),
+                        String::new(),
+                    ),
+                    _ => (
+                        ResponseCode::NotImp,
+                        DnsReply::Formerr,
+                        String::new(),
+                        String::new(),
+                    ),
                 };
                 self.journal.record(EventKind::DnsQuery {
                     client: src,
                     transport,
-                    name: String::new(),
-                    qtype: String::new(),
-                    answer: DnsReply::Formerr,
+                    name,
+                    qtype,
+                    answer,
                     records: Vec::new(),
                     rule: None,
                     delay: None,
@@ -258,8 +282,12 @@ impl Handler {
                 delay,
             });
         };
+        // hickory cuts a UDP answer (and sets TC) at the response's payload size, so that
+        // is the client's, never more than it advertised (RFC 6891 6.2.5; 512 at least),
+        // nor more than 1232, the size that crosses networks unfragmented.
         let mut edns = Edns::new();
-        edns.set_max_payload(1232);
+        let advertised = request.edns.as_ref().map_or(512, Edns::max_payload);
+        edns.set_max_payload(advertised.clamp(512, 1232));
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if request.edns.is_some() {
             builder.edns(&edns);
