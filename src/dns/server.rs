@@ -52,9 +52,7 @@ impl Running {
         addr: SocketAddr,
         handler: Handler,
     ) -> std::io::Result<(Self, SocketAddr)> {
-        let udp = UdpSocket::bind(addr).await?;
-        let bound = udp.local_addr()?;
-        let tcp = TcpListener::bind(bound).await?;
+        let (udp, tcp, bound) = bind_pair(addr).await?;
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 64 * 1024);
@@ -64,6 +62,32 @@ impl Running {
     /// Stops the listeners and waits for them.
     pub(crate) async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;
+    }
+}
+
+/// How many ports `bind_pair` tries for port 0 before it gives up.
+const PORT_TRIES: usize = 64;
+
+/// A UDP socket and a TCP listener on one port. With port 0 the port UDP got may be held
+/// by some TCP socket (a listener, or a connection's own end, which takes its port from
+/// the same range): then another port is tried, a bounded number of times. A port that
+/// was asked for is bound or refused as it is.
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener, SocketAddr)> {
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries + 1 < PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

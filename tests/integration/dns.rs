@@ -568,3 +568,27 @@ async fn a_zone_transfer_is_refused() {
     }
     farm.shutdown().await;
 }
+
+/// `dns(127.0.0.1:0)` binds UDP and TCP on one free port even when the port UDP got
+/// first is held by a TCP socket: here 4,000 TCP listeners hold about a seventh of the
+/// ephemeral range, and each of 40 farms must still start (before, about one in seven
+/// failed with "Address already in use", and so did parallel tests now and then).
+#[tokio::test]
+async fn port_zero_finds_a_port_free_for_both_udp_and_tcp() {
+    let mut held = Vec::new();
+    for _ in 0..4000 {
+        match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => held.push(listener),
+            Err(_) => break, // out of descriptors: hold what we have
+        }
+    }
+    assert!(held.len() >= 1000, "only {} listeners", held.len());
+    let minimal = "name = \"port\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n";
+    for _ in 0..40 {
+        let farm = farm_of(minimal).await;
+        let addr = farm.dns_addr().expect("dns runs");
+        assert_ne!(addr.port(), 0);
+        farm.shutdown().await;
+    }
+    drop(held);
+}
