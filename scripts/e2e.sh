@@ -193,6 +193,15 @@ elif "$bin" dns tests/e2e/dns.toml >"$work/zone.txt" 2>"$work/zone.err" \
   dig_has "plain dig retries a truncated answer over TCP" '^;; Truncated, retrying in TCP mode\.' big.sender.test A
   dig_has "... and gets the records over TCP" '^;; SERVER: 127\.0\.0\.1#[0-9]+\(127\.0\.0\.1\) \(TCP\)' big.sender.test A
   dig_is "+tcp gets the records at once" $'192.0.2.91\n192.0.2.92' +tcp +short big.sender.test A
+  dig_has "a UDP answer fits the buffer dig advertises (+bufsize=512 +ignore): cut, with tc" \
+    '^;; flags: qr[a-z ]* tc[ ;]' +bufsize=512 +ignore many.sender.test A
+  size=$(ask +bufsize=512 +ignore many.sender.test A | sed -n 's/^;; MSG SIZE  rcvd: //p')
+  [ -n "$size" ] && [ "$size" -le 512 ] && pass "dig: that answer is $size bytes, at most 512" || fail "dig: a $size-byte answer for a 512-byte buffer"
+  [ "$(ask +short many.sender.test A | wc -l)" = 40 ] && pass "dig gets all 40 A records of a large answer (EDNS 1232, else TCP)" \
+    || fail "dig: not the 40 A records of many.sender.test"
+  [ "$(ask version.bind CH TXT | status)" = REFUSED ] && pass "dig REFUSED for another class (CHAOS version.bind)" || fail "dig: no REFUSED for version.bind CH TXT"
+  # Refused at once: no record comes (a NODATA with the SOA would start a transfer).
+  dig_is "a zone transfer (AXFR) is refused: no record" '; Transfer failed.' +noall +answer aol.test AXFR
   # `mxfarm dns` prints what dig gets: every (name, type) of the zone text, asked once,
   # gives exactly its lines (whitespace aside). mx2.aol.test A is left out: rule 6
   # empties it, which the zone text (the data, not the faults) does not show.
@@ -225,10 +234,11 @@ def seen(name, transport, answer):
 ok = (seen("big.sender.test", "udp", "truncated") and seen("big.sender.test", "tcp", "records")
       and seen("silent.aol.test", "udp", "dropped") and seen("servfail.aol.test", "udp", "servfail")
       and seen("www.example.com", "udp", "nxdomain") and seen("mx1.aol.test", "udp", "nodata")
+      and seen("aol.test", "tcp", "refused") and seen("version.bind", "udp", "refused")
       and all(e["client"].startswith("127.0.0.1:") for e in dns))
 sys.exit(0 if ok else 1)
 PY
-  then pass "the journal holds each dig query: truncated over UDP then records over TCP, dropped, servfail, nxdomain, nodata"
+  then pass "the journal holds each dig query: truncated over UDP then records over TCP, dropped, servfail, nxdomain, nodata, refused"
   else fail "the journal's dns-query events"; grep '"dns-query"' "$work/dns.jsonl" | sed 's/^/    /'; fi
 else
   fail "mxfarm dns or run --dns on tests/e2e/dns.toml"; cat "$work/zone.err"
