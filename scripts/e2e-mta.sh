@@ -5,7 +5,9 @@
 # Each MTA's own log is then checked against the farms' journals by
 # scripts/e2e-mta-check.py: what the MTA sent was accepted once, a bounced address was
 # refused with a 5xx and never offered again, and every attempt the MTA logged for a
-# recipient is one RCPT in the journal.
+# recipient is one RCPT in the journal. Then each MTA delivers to a farm that it finds
+# through the farm's own DNS server alone (tests/e2e/dns-mta.toml; see test_mta_dns),
+# checked by scripts/e2e-mta-dns-check.py.
 #
 # It installs and purges packages (the two MTAs conflict as Debian packages), so it runs
 # only as root on a machine meant for it: with CI=true, or MXFARM_E2E_MTA=1 to run it by
@@ -259,7 +261,15 @@ EOF
 start_exim() { exim -q5s -oP "$work/exim.pid"; }
 stop_exim() { [ -s "$work/exim.pid" ] && kill -TERM "$(cat "$work/exim.pid")" 2>/dev/null; rm -f "$work/exim.pid"; }
 # -odi: the first delivery attempt runs before exim returns.
-exim_send() { local from=$1; shift; exim -odi -i -f "$from" -- "$@"; }
+# In the DNS phase the delivery looks the MX up: it runs in the MTA's namespace.
+exim_send() {
+  local from=$1; shift
+  if [ -n "$dns_ns_pid" ]; then
+    nsenter --mount="/proc/$dns_ns_pid/ns/mnt" -- exim -odi -i -f "$from" -- "$@"
+  else
+    exim -odi -i -f "$from" -- "$@"
+  fi
+}
 exim_queue_empty() { [ "$(exim -bpc 2>/dev/null)" = 0 ]; }
 exim_show_queue() { exim -bp || true; }
 
@@ -367,6 +377,198 @@ judge_report() {
   fi
 }
 
+# ------------------------------------------------------------------ the MTAs through the farm's DNS
+
+# Each MTA finds the MX hosts by itself: no transport map or manualroute, no /etc/hosts
+# entry. The farm plays tests/e2e/dns-mta.toml with its hosts on 127.0.0.2-5:25 and its
+# DNS server on DNS_ADDR:53 (resolv.conf takes no port). The MTA runs in a mount
+# namespace of its own (unshare), where the farm's resolv.conf is bind-mounted over
+# /etc/resolv.conf (and, for Postfix, over the chroot's copy,
+# /var/spool/postfix/etc/resolv.conf: Debian's service start copies /etc/resolv.conf there
+# for chrooted daemons; this suite runs them unchrooted, the copy is covered all the
+# same). The rest of the machine keeps its own resolver, nothing that asks about the
+# simulated names runs outside the namespace, and nothing is left to restore: the
+# namespace goes with its last process.
+readonly DNS_SCENARIO=dns-mta
+readonly DNS_ADDR=127.0.0.153
+readonly DNS_SPREAD=16 # messages over mx1 and mx2: all on one of them by chance is 2^-15
+dns_ns_pid= # a process in the MTA's namespace, while it runs there
+
+write_farm_resolv_conf() {
+  printf '# scripts/e2e-mta.sh: the farm'"'"'s DNS (tests/e2e/%s.toml)\nnameserver %s\n' \
+    "$DNS_SCENARIO" "$DNS_ADDR" >"$1/resolv.conf"
+}
+
+# in_farm_namespace RUN COMMAND...: COMMAND in a new mount namespace that sees the farm's
+# resolv.conf; a daemon it starts stays there.
+in_farm_namespace() {
+  local run=$1; shift
+  unshare --mount --propagation private sh -c '
+    set -e
+    conf=$1; shift
+    mount --bind "$conf" /etc/resolv.conf
+    if [ -d /var/spool/postfix ]; then
+      mkdir -p /var/spool/postfix/etc
+      [ -e /var/spool/postfix/etc/resolv.conf ] || : >/var/spool/postfix/etc/resolv.conf
+      mount --bind "$conf" /var/spool/postfix/etc/resolv.conf
+    fi
+    exec "$@"' sh "$run/resolv.conf" "$@"
+}
+
+configure_postfix_dns() {
+  local run=$1
+  # The suite's main.cf as configure_postfix wrote it, less the transport map, with a log
+  # of its own.
+  postconf -X transport_maps
+  postconf -e "maillog_file = $run/postfix.log"
+  postfix check
+}
+
+# Postfix's master and every daemon it starts see the farm's resolv.conf; sendmail
+# (postdrop, which looks nothing up), postqueue and `postfix stop` work from outside,
+# through the queue directory.
+start_postfix_dns() {
+  local run=$1
+  in_farm_namespace "$run" postfix start >"$run/postfix-start.log" 2>&1 || { cat "$run/postfix-start.log"; return 1; }
+  dns_ns_pid=$(head -1 /var/spool/postfix/pid/master.pid | tr -d ' ')
+}
+
+configure_exim_dns() {
+  local run=$1
+  mkdir -p "$run/exim"
+  chown Debian-exim:Debian-exim "$run/exim"
+  # configure_exim's file with a dnslookup router in place of the manualroute one.
+  cat >/etc/exim4/exim4.conf <<EOF
+# Written by mxfarm's scripts/e2e-mta.sh: Exim as a sender that finds the farm by DNS.
+primary_hostname = sender.mxfarm-e2e.test
+qualify_domain = mxfarm-e2e.test
+log_file_path = $run/exim/%slog
+log_selector = +outgoing_port +millisec +received_recipients
+keep_environment =
+tls_advertise_hosts =
+# The farm's hosts have IPv4 addresses only: no AAAA lookups.
+disable_ipv6 = true
+
+begin routers
+
+discard_bounces:
+  driver = redirect
+  domains = sender.test
+  data = :blackhole:
+
+# The MX records from the farm's DNS, with Exim's own ordering (equal preferences in a
+# random order) and failover.
+farm_dns:
+  driver = dnslookup
+  transport = farm_smtp
+  no_more
+
+begin transports
+
+farm_smtp:
+  driver = smtp
+  final_timeout = $MTA_TIMEOUT
+
+begin retry
+
+*  *  F,2m,5s
+EOF
+  exim -bV >/dev/null
+}
+
+# The queue runner starts in the namespace; exim_send enters it (nsenter), as an
+# immediate delivery (-odi) runs in the sending process.
+start_exim_dns() {
+  local run=$1
+  in_farm_namespace "$run" exim -q5s -oP "$work/exim.pid" || return 1
+  for _ in $(seq 50); do [ -s "$work/exim.pid" ] && break; sleep 0.1; done
+  dns_ns_pid=$(cat "$work/exim.pid")
+}
+
+# Seconds since the farm started.
+farm_seconds() { echo $((SECONDS - $1)); }
+
+# test_mta_dns MTA LOG-NAME: the installed MTA through the farm's DNS, then its log
+# checked against the journal by scripts/e2e-mta-dns-check.py.
+test_mta_dns() {
+  local mta=$1 run="$work/$1-dns" started=$SECONDS farm_started status=0 i line log
+  mkdir -p "$run"
+  case $mta in
+    postfix) log="$run/postfix.log" ;;
+    exim) log="$run/exim/mainlog" ;;
+  esac
+  step "$mta: through the farm's DNS (tests/e2e/$DNS_SCENARIO.toml)"
+  if ! command -v unshare >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+    fail "$mta-dns: unshare and nsenter (util-linux) are needed"; return
+  fi
+  "$bin" run "$FIXTURES/$DNS_SCENARIO.toml" --dns "$DNS_ADDR:53" --journal "$run/$DNS_SCENARIO.jsonl" \
+    >"$run/$DNS_SCENARIO.out" 2>"$run/$DNS_SCENARIO.err" &
+  farm_pid[$DNS_SCENARIO]=$!
+  farm_started=$SECONDS
+  for _ in $(seq 100); do
+    grep -q '^Ready\.' "$run/$DNS_SCENARIO.out" 2>/dev/null && break
+    kill -0 "${farm_pid[$DNS_SCENARIO]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q '^Ready\.' "$run/$DNS_SCENARIO.out"; then
+    pass "$mta-dns: farm $DNS_SCENARIO ready, its DNS on $DNS_ADDR:53"
+  else
+    fail "$mta-dns: farm $DNS_SCENARIO did not start"; cat "$run/$DNS_SCENARIO.out" "$run/$DNS_SCENARIO.err"; return
+  fi
+  write_farm_resolv_conf "$run"
+  "configure_${mta}_dns" "$run"
+  if ! "start_${mta}_dns" "$run" || [ -z "$dns_ns_pid" ]; then
+    fail "$mta-dns: $mta did not start in its namespace"; stop_farms; return
+  fi
+  # (c) dnsfail.test's MX SERVFAILs for 20s: deferred, then delivered on a later run.
+  send_message "$mta" "$run" "$DNS_SCENARIO" dnsfail dnsfail@sender.test ann@dnsfail.test
+  # (b) mx1 and mx2 greet with 421 for 15s: these go to mx3, preference 20.
+  for i in 1 2 3; do
+    send_message "$mta" "$run" "$DNS_SCENARIO" "failover$i" "failover$i@sender.test" "fail$i@aol.test"
+  done
+  # After the 421s (farm time 15s), one at a time, so that each is a delivery of its own.
+  while [ "$(farm_seconds "$farm_started")" -lt 17 ]; do sleep 0.5; done
+  for i in $(seq "$DNS_SPREAD"); do
+    send_message "$mta" "$run" "$DNS_SCENARIO" "spread$i" "spread$i@sender.test" "spread$i@aol.test"
+    sleep 0.3
+  done
+  wait_queue_empty "$mta" || true
+  "stop_$mta"
+  dns_ns_pid=
+  wait_farms_idle_one "$run/$DNS_SCENARIO.jsonl"
+  stop_farms
+  step "$mta-dns: its log against the journal"
+  python3 scripts/e2e-mta-dns-check.py "$mta" "$log" "$run/manifest.tsv" "$run/$DNS_SCENARIO.jsonl" \
+    >"$run/checks.txt" 2>&1 || status=$?
+  [ "$status" = 0 ] || fail "$mta-dns: e2e-mta-dns-check.py failed ($status)"
+  while IFS= read -r line; do
+    case $line in
+      "ok   "*) pass "${line#ok   }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+      *) echo "$line" ;;
+    esac
+  done <"$run/checks.txt"
+  step "$mta-dns: mxfarm transcript"
+  if "$bin" transcript "$run/$DNS_SCENARIO.jsonl" >"$run/transcript" 2>&1; then
+    cat "$run/transcript"; pass "$mta-dns: mxfarm transcript reads the journal"
+  else
+    cat "$run/transcript"; fail "$mta-dns: mxfarm transcript"
+  fi
+  pass "$mta-dns: tested in $((SECONDS - started))s"
+}
+
+# wait_farms_idle for one journal.
+wait_farms_idle_one() {
+  local journal=$1 opened closed
+  for _ in $(seq 300); do
+    opened=$(grep -c '"event":"connection-opened"' "$journal" || true)
+    closed=$(grep -c '"event":"connection-closed"' "$journal" || true)
+    [ "$opened" = "$closed" ] && return
+    sleep 0.1
+  done
+  fail "$(basename "$journal"): $((opened - closed)) connection(s) still open after 30s"
+}
+
 # ------------------------------------------------------------------ one MTA
 
 test_mta() {
@@ -392,6 +594,7 @@ test_mta() {
   show_views "$mta" "$run"
   step "$mta: its log lines, message by message"
   sed -n '/^--- /,$p' "$run/checks.txt" | tail -n +2
+  test_mta_dns "$mta"
   step "$mta: purge"
   purge_mtas
   pass "$mta: tested and purged in $((SECONDS - started))s"
@@ -461,11 +664,11 @@ main() {
   command -v python3 >/dev/null || apt_get install --no-install-recommends python3
   cargo build --quiet
   local fixtures=() name
-  for name in "${SCENARIOS[@]}"; do fixtures+=("$FIXTURES/$name.toml"); done
+  for name in "${SCENARIOS[@]}" "$DNS_SCENARIO"; do fixtures+=("$FIXTURES/$name.toml"); done
   if "$bin" check "${fixtures[@]}" >"$work/check.out" 2>&1; then
-    pass "mxfarm check tests/e2e/*-fast.toml"
+    pass "mxfarm check tests/e2e/*-fast.toml $DNS_SCENARIO.toml"
   else
-    fail "mxfarm check tests/e2e/*-fast.toml"; cat "$work/check.out"; exit 1
+    fail "mxfarm check tests/e2e/*-fast.toml $DNS_SCENARIO.toml"; cat "$work/check.out"; exit 1
   fi
   block_daemon_starts
   purge_mtas # a clean start: the two conflict, and a leftover queue would skew the counts

@@ -21,7 +21,7 @@ use super::zone::{Answer, SERVER_NAME, Served, Zone};
 use crate::clock::Clock;
 use crate::journal::{DnsReply, DnsTransport, EventKind, Journal};
 use crate::policy::dns::{DnsPolicy, Query};
-use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind};
+use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind, txt_strings};
 
 /// How long a TCP client may stay idle between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -52,9 +52,7 @@ impl Running {
         addr: SocketAddr,
         handler: Handler,
     ) -> std::io::Result<(Self, SocketAddr)> {
-        let udp = UdpSocket::bind(addr).await?;
-        let bound = udp.local_addr()?;
-        let tcp = TcpListener::bind(bound).await?;
+        let (udp, tcp, bound) = bind_pair(addr).await?;
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 64 * 1024);
@@ -64,6 +62,32 @@ impl Running {
     /// Stops the listeners and waits for them.
     pub(crate) async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;
+    }
+}
+
+/// How many ports `bind_pair` tries for port 0 before it gives up.
+const PORT_TRIES: usize = 64;
+
+/// A UDP socket and a TCP listener on one port. With port 0 the port UDP got may be held
+/// by some TCP socket (a listener, or a connection's own end, which takes its port from
+/// the same range): then another port is tried, a bounded number of times. A port that
+/// was asked for is bound or refused as it is.
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener, SocketAddr)> {
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries + 1 < PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -86,23 +110,47 @@ impl RequestHandler for Handler {
         let query = match request.request_info() {
             Ok(info)
                 if metadata.op_code == OpCode::Query
-                    && info.query.query_class() == DNSClass::IN =>
+                    && info.query.query_class() == DNSClass::IN
+                    && !matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) =>
             {
                 info.query
             }
-            _ => {
-                let code = if metadata.op_code == OpCode::Query {
-                    ResponseCode::FormErr
-                } else {
-                    ResponseCode::NotImp
+            refused_or_broken => {
+                // A well-formed query the farm has no authority for: another class (CHAOS
+                // `version.bind`) or a zone transfer gets REFUSED, as a name outside the
+                // zones may. FORMERR is for what cannot be read: to an EDNS query it would
+                // tell the resolver that the farm cannot do EDNS.
+                let (code, answer, name, qtype) = match refused_or_broken {
+                    Ok(info) if metadata.op_code == OpCode::Query => (
+                        ResponseCode::Refused,
+                        DnsReply::Refused,
+                        info.query
+                            .name()
+                            .to_string()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase(),
+                        info.query.query_type().to_string(),
+                    ),
+                    _ if metadata.op_code == OpCode::Query => (
+                        ResponseCode::FormErr,
+                        DnsReply::Formerr,
+                        String::new(),
+                        String::new(),
+                    ),
+                    _ => (
+                        ResponseCode::NotImp,
+                        DnsReply::Formerr,
+                        String::new(),
+                        String::new(),
+                    ),
                 };
                 self.journal.record(EventKind::DnsQuery {
                     by_farm,
                     client: src,
                     transport,
-                    name: String::new(),
-                    qtype: String::new(),
-                    answer: DnsReply::Formerr,
+                    name,
+                    qtype,
+                    answer,
                     records: Vec::new(),
                     rule: None,
                     delay: None,
@@ -265,8 +313,12 @@ impl Handler {
                 delay,
             });
         };
+        // hickory cuts a UDP answer (and sets TC) at the response's payload size, so that
+        // is the client's, never more than it advertised (RFC 6891 6.2.5; 512 at least),
+        // nor more than 1232, the size that crosses networks unfragmented.
         let mut edns = Edns::new();
-        edns.set_max_payload(1232);
+        let advertised = request.edns.as_ref().map_or(512, Edns::max_payload);
+        edns.set_max_payload(advertised.clamp(512, 1232));
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if request.edns.is_some() {
             builder.edns(&edns);
@@ -422,7 +474,9 @@ fn wire_record(owner: &str, served: &Served, zone: &str, ttl: u32) -> Option<Rec
             preference,
             exchange,
         }) => RData::MX(MX::new(*preference, wire_name(exchange)?)),
-        Served::Record(RecordData::Txt(text)) => RData::TXT(TXT::new(chunks(text))),
+        Served::Record(RecordData::Txt(text)) => RData::TXT(TXT::new(
+            txt_strings(text).into_iter().map(str::to_string).collect(),
+        )),
         Served::Ns => RData::NS(NS(wire_name(SERVER_NAME)?)),
         Served::Soa => {
             let _ = zone;
@@ -438,19 +492,4 @@ fn wire_record(owner: &str, served: &Served, zone: &str, ttl: u32) -> Option<Rec
         }
     };
     Some(Record::from_rdata(wire_name(owner)?, ttl, rdata))
-}
-
-/// A TXT record's text in strings of at most 255 bytes, as DNS holds it (a long SPF
-/// record is several strings, which readers join).
-fn chunks(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if current.len() + c.len_utf8() > 255 {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(c);
-    }
-    out.push(current);
-    out
 }

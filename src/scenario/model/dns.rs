@@ -102,11 +102,31 @@ impl fmt::Display for RecordData {
                 exchange,
             } => write!(f, "{preference} {}", absolute(exchange)),
             RecordData::Txt(text) => {
-                let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
-                write!(f, "\"{escaped}\"")
+                // One quoted string per DNS string: a zone file's strings hold at most
+                // 255 bytes too, so a long SPF record reads back as the wire has it.
+                let quoted: Vec<String> = txt_strings(text)
+                    .into_iter()
+                    .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+                    .collect();
+                f.write_str(&quoted.join(" "))
             }
         }
     }
+}
+
+/// A TXT record's text in strings of at most 255 bytes, cut between characters, as DNS
+/// holds it (RFC 1035 3.3.14: a long SPF record is several strings, which readers join).
+pub fn txt_strings(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (at, c) in text.char_indices() {
+        if at + c.len_utf8() - start > 255 {
+            out.push(&text[start..at]);
+            start = at;
+        }
+    }
+    out.push(&text[start..]);
+    out
 }
 
 /// The types a scenario can name: those it serves, and SOA and NS, which every zone has.
