@@ -8,7 +8,8 @@ MANIFEST has one injected message a line, tab-separated: the scenario, the Messa
 the envelope sender and the recipients. The messages are told apart by their tags (the
 Message-ID up to its first dot): dnsfail (dnsfail.test, whose MX SERVFAILs for the first
 20 s), failoverN (sent while aol.test's two preference-10 hosts greet with 421) and
-spreadN (sent after that).
+spreadN (sent after that), spffail (SPF fail at mx5: bounced) and spfslow (SPF temperror
+after a slow TXT lookup for 20 s: deferred, then delivered).
 
 Prints one `ok   ...` or `FAIL ...` line per check (scripts/e2e-mta.sh counts them), then
 the MTA's log lines about the deferred message. Exits with 1 only if it cannot run.
@@ -24,6 +25,9 @@ from collections import Counter, defaultdict
 # DOWN_UNTIL; dnsfail.test's MX lookup SERVFAILs before SERVFAIL_UNTIL.
 DOWN_UNTIL = 15_000
 SERVFAIL_UNTIL = 20_000
+# slow.sender.test's TXT lookup (its SPF) SERVFAILs, after DNS_DELAY, before SPF_UNTIL.
+SPF_UNTIL = 20_000
+DNS_DELAY = 2_000
 # What each MTA logs when the MX lookup fails with SERVFAIL (glibc: TRY_AGAIN).
 NAME_SERVICE_ERROR = {
     "postfix": "Host or domain name not found. Name service error for name=dnsfail.test type=MX: "
@@ -179,14 +183,14 @@ def main():
     enough = len(named) == len(failover) if mta == "postfix" else len(named) >= 1
     check(enough, f"{who}: {name}'s log has both preference-10 hosts refusing with 421 before mx3 "
           f"({', '.join(named) or 'none'})", f"{dict(refused_by)}")
-    refused = Counter(e["host"] for e in events if e["event"] == "reply" and e["stage"] == "connect"
+    refused = Counter(e["host"] for e in events if e["event"] == "reply" and e.get("stage") == "connect"
                       and e["reply"]["code"] == 421)
     opened = defaultdict(list)
     for e in events:
         if e["event"] == "connection-opened":
             opened[e["host"]].append(e["ms"])
     first_refusal = {h: min((e["ms"] for e in events if e["event"] == "reply" and e["host"] == h
-                             and e["stage"] == "connect" and e["reply"]["code"] == 421), default=None)
+                             and e.get("stage") == "connect" and e["reply"]["code"] == 421), default=None)
                      for h in ("mx1", "mx2")}
     check(refused["mx1"] >= 1 and refused["mx2"] >= 1 and opened["mx3"]
           and all(t is not None and t <= min(opened["mx3"]) for t in first_refusal.values()),
@@ -232,10 +236,41 @@ def main():
           f"{who}: dnsfail delivered once to mx4 on a later queue run, after the SERVFAIL window",
           f"log {final and final['relay']} {final and final['status']}, journal {accepted_on['dnsfail']}")
 
-    # Nothing lost, nothing twice, nothing unknown.
+    # (d) SPF through the farm's DNS: fail is refused for good, temperror for a while.
+    spf_checks = [e for e in events if e["event"] == "dns-check" and e["check"] == "spf"]
+    def spf_of(sender):
+        return [(e["result"], e["took_ms"], e["ms"]) for e in spf_checks if e["subject"].startswith(f"<{sender}>")]
+    bounced = [s for s in statuses["spffail"] if s["status"] == "bounced"]
+    check(bounced and "550 5.7.1 SPF: 127.0.0.1 is not allowed to send mail for spffail@sender.test" in bounced[0]["why"]
+          and not [s for s in statuses["spffail"] if s["status"] != "bounced"],
+          f"{who}: spffail bounced at once with mx5's 550 5.7.1 SPF reply", f"{statuses['spffail']}")
+    check([r for r, _, _ in spf_of("spffail@sender.test")] == ["fail"] and not accepted_on["spffail"],
+          f"{who}: the journal has the SPF check of spffail@sender.test: fail, once, nothing accepted",
+          f"{spf_of('spffail@sender.test')}")
+    slow = spf_of("spfslow@slow.sender.test")
+    temp = [c for c in slow if c[0] == "temperror"]
+    check(temp and all(took >= DNS_DELAY and at < SPF_UNTIL + DNS_DELAY for _, took, at in temp)
+          and slow[-1][0] == "pass" and slow[-1][2] >= SPF_UNTIL,
+          f"{who}: spfslow's SPF was temperror {len(temp)} time(s), each after its {DNS_DELAY} ms TXT lookup, then pass",
+          f"{slow}")
+    held = [q for q in queries if q["name"] == "slow.sender.test" and q["type"] == "TXT" and q.get("by_farm")
+            and q["answer"] == "servfail" and q.get("delay_ms") == DNS_DELAY]
+    check(held and all(q["ms"] < SPF_UNTIL + DNS_DELAY for q in held),
+          f"{who}: the farm's own TXT lookups of slow.sender.test SERVFAILed after {DNS_DELAY} ms, within the window ({len(held)})")
+    deferred_spf = [s for s in statuses["spfslow"] if s["status"] == "deferred"
+                    and "451 4.7.1 Temporary SPF lookup failure" in s["why"]]
+    final = statuses["spfslow"][-1] if statuses["spfslow"] else None
+    check(deferred_spf and final and final["status"] == "sent" and final["relay"] == relay_of["mx5"]
+          and [h for h, _ in accepted_on["spfslow"]] == ["mx5"] and accepted_on["spfslow"][0][1] >= SPF_UNTIL,
+          f"{who}: spfslow deferred {len(deferred_spf)} time(s) with mx5's 451 4.7.1, then delivered once to mx5",
+          f"log {statuses['spfslow']}, journal {accepted_on['spfslow']}")
+
+    # Nothing lost, nothing twice, nothing unknown; the SPF failure is never accepted.
     counts = Counter(tags.get(e.get("message_id"), "?") for e in accepted)
-    check(all(counts[t] == 1 for t in messages) and sum(counts.values()) == len(messages),
-          f"{who}: each of the {len(messages)} messages accepted exactly once", f"{dict(counts)}")
+    expected = {t: 0 if t == "spffail" else 1 for t in messages}
+    check(all(counts[t] == n for t, n in expected.items()) and sum(counts.values()) == sum(expected.values()),
+          f"{who}: each of the {sum(expected.values())} deliverable messages accepted exactly once, spffail never",
+          f"{dict(counts)}")
 
     for line in results:
         print(line)

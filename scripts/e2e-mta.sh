@@ -419,7 +419,11 @@ configure_postfix_dns() {
   local run=$1
   # The suite's main.cf as configure_postfix wrote it, less the transport map, with a log
   # of its own.
-  postconf -X transport_maps
+  # Only the bounces to our senders (sender.test, which has SPF records here) are
+  # discarded; every other destination is found by DNS.
+  printf 'sender.test    discard:\n.sender.test   discard:\n' >/etc/postfix/transport-dns
+  postmap /etc/postfix/transport-dns
+  postconf -e "transport_maps = hash:/etc/postfix/transport-dns"
   postconf -e "maillog_file = $run/postfix.log"
   postfix check
 }
@@ -453,7 +457,7 @@ begin routers
 
 discard_bounces:
   driver = redirect
-  domains = sender.test
+  domains = sender.test : *.sender.test
   data = :blackhole:
 
 # The MX records from the farm's DNS, with Exim's own ordering (equal preferences in a
@@ -522,6 +526,10 @@ test_mta_dns() {
   fi
   # (c) dnsfail.test's MX SERVFAILs for 20s: deferred, then delivered on a later run.
   send_message "$mta" "$run" "$DNS_SCENARIO" dnsfail dnsfail@sender.test ann@dnsfail.test
+  # (d) mx5 checks SPF at MAIL: sender.test fails (550, bounced); slow.sender.test's TXT
+  # lookup takes 2s and SERVFAILs for 20s (451, deferred), then passes.
+  send_message "$mta" "$run" "$DNS_SCENARIO" spffail spffail@sender.test ann@spf.test
+  send_message "$mta" "$run" "$DNS_SCENARIO" spfslow spfslow@slow.sender.test bob@spf.test
   # (b) mx1 and mx2 greet with 421 for 15s: these go to mx3, preference 20.
   for i in 1 2 3; do
     send_message "$mta" "$run" "$DNS_SCENARIO" "failover$i" "failover$i@sender.test" "fail$i@aol.test"
@@ -553,6 +561,12 @@ test_mta_dns() {
     cat "$run/transcript"; pass "$mta-dns: mxfarm transcript reads the journal"
   else
     cat "$run/transcript"; fail "$mta-dns: mxfarm transcript"
+  fi
+  # A correctly configured MTA is blamed for nothing, DNS faults and SPF refusals included.
+  if "$bin" report "$run/$DNS_SCENARIO.jsonl" >"$run/report" 2>&1 && grep -q '; 0 problems' "$run/report"; then
+    pass "$mta-dns: mxfarm report finds no PROBLEM ($(head -1 "$run/report"))"
+  else
+    cat "$run/report"; fail "$mta-dns: mxfarm report blames $mta"
   fi
   pass "$mta-dns: tested in $((SECONDS - started))s"
 }
