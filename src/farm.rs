@@ -15,8 +15,8 @@ use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
 use crate::clock::{Clock, TooFar};
 use crate::deliveries::{Deliveries, deliveries};
-use crate::dns::DnsService;
 use crate::dns::lookup::Lookups;
+use crate::dns::{DnsService, DnsSockets};
 use crate::journal::{
     Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
 };
@@ -197,6 +197,24 @@ impl Farm {
             .iter()
             .map(|(host, (_, addr))| (host.name.clone(), *addr))
             .collect();
+        // Rules that test DNS look it up through the farm's own server: one on a free
+        // loopback port when the run asked for none.
+        let tests_dns = scenario.hosts.iter().any(|h| {
+            crate::scenario::Stage::ALL
+                .iter()
+                .any(|stage| crate::policy::learnt::DnsNeeds::of(&h.rules, *stage).any())
+        });
+        let dns_addr = options
+            .dns
+            .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
+        let dns_sockets = match dns_addr {
+            Some(addr) => Some(
+                DnsSockets::bind(addr)
+                    .await
+                    .map_err(|source| FarmError::DnsBind { addr, source })?,
+            ),
+            None => None,
+        };
         // The file only once every listener is bound: a farm that cannot start must not
         // have replaced the journal of the run before.
         let sink = match options.journal_file {
@@ -226,6 +244,11 @@ impl Farm {
                         .collect(),
                 })
                 .collect(),
+            hostnames: scenario
+                .hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.hostname.clone()))
+                .collect(),
         });
         // A journal file that cannot take its first line will take no message: say so
         // now, rather than answer every sender 451.
@@ -233,30 +256,15 @@ impl Farm {
             journal.close();
             return Err(FarmError::JournalUnwritable(unwritable));
         }
-        // Rules that test DNS look it up through the farm's own server: one on a free
-        // loopback port when the run asked for none.
-        let tests_dns = scenario.hosts.iter().any(|h| {
-            crate::scenario::Stage::ALL
-                .iter()
-                .any(|stage| crate::policy::learnt::DnsNeeds::of(&h.rules, *stage).any())
+        let dns = dns_sockets.map(|sockets| {
+            DnsService::start(
+                sockets,
+                &scenario,
+                |host| bound.get(host).map(|a| a.ip()),
+                clock.clone(),
+                journal.clone(),
+            )
         });
-        let dns_addr = options
-            .dns
-            .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
-        let dns = match dns_addr {
-            Some(addr) => Some(
-                DnsService::start(
-                    addr,
-                    &scenario,
-                    |host| bound.get(host).map(|a| a.ip()),
-                    clock.clone(),
-                    journal.clone(),
-                )
-                .await
-                .map_err(|source| FarmError::DnsBind { addr, source })?,
-            ),
-            None => None,
-        };
         let mut env = Env::new(
             clock.clone(),
             journal.clone(),
@@ -264,7 +272,7 @@ impl Farm {
             scenario.limits.max_buffered_data,
         );
         if let Some(dns) = dns.as_ref().filter(|_| tests_dns) {
-            env = env.with_lookups(Arc::new(Lookups::new(dns.addr())));
+            env = env.with_lookups(Arc::new(Lookups::new(dns.addr(), clock.clone())));
         }
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
@@ -555,9 +563,6 @@ impl Farm {
     /// its 421 is written.
     pub async fn shutdown_within(self, grace: Duration) {
         self.shutdown.begin();
-        if let Some(dns) = &self.dns {
-            dns.shutdown().await;
-        }
         self.tasks.close();
         tokio::select! {
             () = self.tasks.wait() => {}
@@ -565,6 +570,10 @@ impl Farm {
                 self.shutdown.abort();
                 self.tasks.wait().await;
             }
+        }
+        // After the sessions: a check still running in the grace period gets its answer.
+        if let Some(dns) = &self.dns {
+            dns.shutdown().await;
         }
         self.journal.close();
         self.journal.file_finished().await;

@@ -118,6 +118,10 @@ fn kind(b: &mut Bytes) -> EventKind {
                         .collect(),
                 })
                 .collect(),
+            hostnames: HOSTS
+                .iter()
+                .map(|h| (h.to_string(), format!("{h}.fuzz.test")))
+                .collect(),
         },
         1 => EventKind::ConnectionOpened {
             host,

@@ -35,6 +35,7 @@ impl Script {
         s.push(EventKind::FarmStarted {
             scenario: "script".into(),
             domains,
+            hostnames: Vec::new(),
         });
         s
     }

@@ -18,13 +18,17 @@ use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query, Respons
 use hickory_resolver::proto::rr::{DNSClass, Name as DnsName, RData, RecordType};
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 
+use crate::clock::Clock;
 use crate::policy::learnt::Looked;
 use crate::scenario::{DnsCheck, HeloDnsCheck, SpfOutcome};
 
-/// How long the farm's resolver waits for one answer: a rule's `delay` shorter than this
-/// is a slow answer, a longer one a lookup that fails (temperror), as for a provider whose
-/// resolver gives up. Real time: the resolver's timer is tokio's.
+/// How long the farm's resolver waits for one answer, on the farm's clock (as the rules'
+/// delays are): a rule's `delay` shorter than this is a slow answer, a longer one a
+/// lookup that fails (temperror), as for a provider whose resolver gives up.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// hickory's own (real-time) timeout per exchange, a bound of last resort above any
+/// rule's delay: the farm's clock decides first.
+const WIRE_TIMEOUT: Duration = Duration::from_secs(3700);
 /// How many PTR names FCrDNS follows at most (RFC 8601 suggests 10 for `iprev`).
 const MAX_PTR_NAMES: usize = 10;
 
@@ -34,6 +38,7 @@ const MAX_PTR_NAMES: usize = 10;
 /// the farm, as the scenario writes it.
 pub(crate) struct Lookups {
     server: SocketAddr,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -44,7 +49,7 @@ impl std::fmt::Debug for Lookups {
 
 impl Lookups {
     /// Asks the server at `server`, over UDP, and again over TCP after a truncated answer.
-    pub(crate) fn new(server: SocketAddr) -> Self {
+    pub(crate) fn new(server: SocketAddr, clock: Clock) -> Self {
         // A server on 0.0.0.0 (in a container) is asked on loopback.
         let ip = match server.ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -53,6 +58,7 @@ impl Lookups {
         };
         Self {
             server: SocketAddr::new(ip, server.port()),
+            clock,
         }
     }
 
@@ -66,17 +72,14 @@ impl Lookups {
         let provider = TokioRuntimeProvider::default();
         let client = if tcp {
             let (connect, handle) =
-                TcpClientStream::new(self.server, None, Some(LOOKUP_TIMEOUT), provider);
-            let (client, background) = Client::<TokioRuntimeProvider>::with_timeout(
-                connect.await?,
-                handle,
-                LOOKUP_TIMEOUT,
-            );
+                TcpClientStream::new(self.server, None, Some(WIRE_TIMEOUT), provider);
+            let (client, background) =
+                Client::<TokioRuntimeProvider>::with_timeout(connect.await?, handle, WIRE_TIMEOUT);
             tokio::spawn(background);
             client
         } else {
             let stream = UdpClientStream::builder(self.server, provider)
-                .with_timeout(Some(LOOKUP_TIMEOUT))
+                .with_timeout(Some(WIRE_TIMEOUT))
                 .build();
             let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
             tokio::spawn(background);
@@ -106,10 +109,11 @@ impl Lookups {
                 other => other,
             }
         };
-        // The client's own timeout bounds each exchange; this bounds the pair.
-        let response = match tokio::time::timeout(LOOKUP_TIMEOUT * 2, answer).await {
-            Ok(response) => response,
-            Err(_) => return Looked::TempError,
+        // The farm's clock bounds the lookup (UDP, then TCP after a truncated answer).
+        let deadline = self.clock.now() + LOOKUP_TIMEOUT;
+        let response = tokio::select! {
+            response = answer => response,
+            () = self.clock.sleep_until(deadline) => return Looked::TempError,
         };
         match response {
             Ok(response) => match response.metadata.response_code {
@@ -151,11 +155,18 @@ impl Lookups {
         }
     }
 
-    /// The A and AAAA addresses of `name`: missing only if both are.
-    pub(crate) async fn addresses(&self, name: &str) -> Looked<Vec<IpAddr>> {
+    /// The addresses of `name` of the family of `client` (A for IPv4, AAAA for IPv6): the
+    /// other family's records say nothing of this client, and must not hide a failed
+    /// lookup of its own.
+    pub(crate) async fn addresses(&self, name: &str, client: IpAddr) -> Looked<Vec<IpAddr>> {
         let mut out = Vec::new();
         let mut temp = false;
-        for kind in [RecordType::A, RecordType::AAAA] {
+        let kind = if client.is_ipv4() {
+            RecordType::A
+        } else {
+            RecordType::AAAA
+        };
+        {
             match self.records(name, kind).await {
                 Looked::Found(data) => out.extend(data.iter().filter_map(|d| match d {
                     RData::A(a) => Some(IpAddr::V4(a.0)),
@@ -182,7 +193,7 @@ impl Lookups {
         };
         let mut temp = false;
         for name in names.iter().take(MAX_PTR_NAMES) {
-            match self.addresses(name).await {
+            match self.addresses(name, client).await {
                 Looked::Found(ips) if ips.contains(&client) => return DnsCheck::Pass,
                 Looked::TempError => temp = true,
                 _ => {}
@@ -210,7 +221,7 @@ impl Lookups {
         if helo.parse::<IpAddr>().is_ok() || helo.is_empty() {
             return HeloDnsCheck::Missing;
         }
-        match self.addresses(helo).await {
+        match self.addresses(helo, client).await {
             Looked::Found(ips) if ips.contains(&client) => HeloDnsCheck::Match,
             Looked::Found(_) => HeloDnsCheck::Mismatch,
             Looked::Missing => HeloDnsCheck::Missing,
@@ -231,9 +242,7 @@ impl Lookups {
             // No domain to check (RFC 7208 section 4.3: a malformed domain is "none").
             return SpfOutcome::None;
         };
-        let config = viaspf::Config::builder()
-            .timeout(LOOKUP_TIMEOUT * 2)
-            .build();
+        let config = viaspf::Config::builder().timeout(WIRE_TIMEOUT).build();
         let result =
             viaspf::evaluate_sender(self, &config, client, &sender, helo_domain.as_ref()).await;
         match result.spf_result {

@@ -57,30 +57,43 @@ impl std::fmt::Debug for server::Running {
     }
 }
 
+/// The DNS server's sockets, bound and not yet answering.
+pub(crate) struct DnsSockets(server::Bound);
+
+impl DnsSockets {
+    /// Binds UDP and TCP on `addr` (port 0: a port free for both).
+    pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        server::Bound::new(addr).await.map(Self)
+    }
+}
+
 impl DnsService {
-    /// Builds the zone with each host at `address_of(host)` and starts answering on
-    /// `addr` (UDP and TCP, the same port).
-    pub(crate) async fn start(
-        addr: SocketAddr,
+    /// Builds the zone with each host at `address_of(host)` and starts answering on the
+    /// sockets.
+    pub(crate) fn start(
+        sockets: DnsSockets,
         scenario: &Scenario,
         address_of: impl Fn(&str) -> Option<IpAddr>,
         clock: Clock,
         journal: Arc<Journal>,
-    ) -> std::io::Result<Self> {
+    ) -> Self {
         let zone = Arc::new(Zone::build(scenario, address_of));
+        let addr = sockets.0.addr;
         let handler = server::Handler {
             zone: zone.clone(),
             policy: Arc::new(DnsPolicy::new(scenario)),
             clock,
             journal,
             delayed: Arc::new(Semaphore::new(server::MAX_DELAYED)),
+            server: addr,
+            held: Arc::default(),
         };
-        let (running, addr) = server::Running::start(addr, handler).await?;
-        Ok(Self {
+        let running = server::Running::start(sockets.0, handler);
+        Self {
             addr,
             zone,
             running: tokio::sync::Mutex::new(Some(running)),
-        })
+        }
     }
 
     /// Where it answers.

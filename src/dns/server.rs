@@ -28,6 +28,8 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// How many queries may wait out a rule's delay at once; a query beyond them is answered
 /// SERVFAIL at once, so a flood of slow queries cannot hold unbounded memory.
 pub(crate) const MAX_DELAYED: usize = 4096;
+/// How many of them one address may hold.
+pub(crate) const MAX_DELAYED_PER_CLIENT: usize = 256;
 /// How many records of an answer the journal names.
 const JOURNALLED_RECORDS: usize = 8;
 
@@ -38,6 +40,45 @@ pub(crate) struct Handler {
     pub clock: Clock,
     pub journal: Arc<Journal>,
     pub delayed: Arc<Semaphore>,
+    /// Where the server answers: the farm's own lookups come from its address (or from
+    /// loopback).
+    pub server: SocketAddr,
+    /// Delayed queries per asking address, at most MAX_DELAYED entries.
+    pub held: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One delayed query of an address, given back when dropped.
+pub(crate) struct Held {
+    ip: std::net::IpAddr,
+    counts: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// A place for one more delayed query of `ip`, if it has fewer than its bound.
+    fn held_for(&self, ip: std::net::IpAddr) -> Option<Held> {
+        let mut counts = self.held.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= MAX_DELAYED_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            ip,
+            counts: self.held.clone(),
+        })
+    }
 }
 
 /// A running server: its listeners' tasks end on `shutdown`.
@@ -45,18 +86,30 @@ pub(crate) struct Running {
     server: Server<Handler>,
 }
 
+/// The server's sockets, bound before anything else of the farm starts (so that a farm
+/// that cannot bind them starts nothing, and replaces no journal file).
+pub(crate) struct Bound {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds UDP and TCP on `addr` (the same port for both: with port 0, one free for
+    /// both).
+    pub(crate) async fn new(addr: SocketAddr) -> std::io::Result<Self> {
+        let (udp, tcp, addr) = bind_pair(addr).await?;
+        Ok(Self { udp, tcp, addr })
+    }
+}
+
 impl Running {
-    /// Binds UDP and TCP on `addr` (the same port for both: with port 0, the one UDP
-    /// got) and starts answering.
-    pub(crate) async fn start(
-        addr: SocketAddr,
-        handler: Handler,
-    ) -> std::io::Result<(Self, SocketAddr)> {
-        let (udp, tcp, bound) = bind_pair(addr).await?;
+    /// Starts answering on the bound sockets.
+    pub(crate) fn start(bound: Bound, handler: Handler) -> Self {
         let mut server = Server::new(handler);
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_IDLE, 64 * 1024);
-        Ok((Self { server }, bound))
+        server.register_socket(bound.udp);
+        server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
+        Self { server }
     }
 
     /// Stops the listeners and waits for them.
@@ -106,7 +159,7 @@ impl RequestHandler for Handler {
             DnsTransport::Udp
         };
         let metadata = &request.metadata;
-        let by_farm = asked_by_farm(metadata, src);
+        let by_farm = asked_by_farm(metadata, src, self.server);
         let query = match request.request_info() {
             Ok(info)
                 if metadata.op_code == OpCode::Query
@@ -172,6 +225,7 @@ impl RequestHandler for Handler {
                 kind,
                 type_code: u16::from(qtype),
                 client: src.ip(),
+                by_farm,
             },
             arrived,
         );
@@ -179,8 +233,11 @@ impl RequestHandler for Handler {
         let mut delay = None;
         if !action.delay.is_zero() && action.answer != DnsAnswer::Drop {
             // A permit for each query that waits: past the bound, no wait (and SERVFAIL).
-            match self.delayed.clone().try_acquire_owned() {
-                Ok(permit) => {
+            // And at most MAX_DELAYED_PER_CLIENT per asking address, so that one flooding
+            // client cannot take the others' (or the farm's own checks') slow answers.
+            let held = self.held_for(src.ip());
+            match self.delayed.clone().try_acquire_owned().ok().zip(held) {
+                Some((permit, held)) => {
                     self.journal.record(EventKind::DnsQuery {
                         by_farm,
                         client: src,
@@ -193,10 +250,10 @@ impl RequestHandler for Handler {
                         delay: Some(action.delay),
                     });
                     self.clock.sleep_until(arrived + action.delay).await;
-                    drop(permit);
+                    drop((permit, held));
                     delay = Some(action.delay);
                 }
-                Err(_) => {
+                None => {
                     return self
                         .answer(
                             request,
@@ -299,7 +356,7 @@ impl Handler {
         delay: Option<Duration>,
     ) -> ResponseInfo {
         let metadata = &request.metadata;
-        let by_farm = asked_by_farm(metadata, src);
+        let by_farm = asked_by_farm(metadata, src, self.server);
         let journal = |answer: DnsReply, records: Vec<String>| {
             self.journal.record(EventKind::DnsQuery {
                 by_farm,
@@ -335,7 +392,12 @@ impl Handler {
         meta.authoritative = true;
         match answer {
             Answer::Outside(outside) => {
+                // `outside-zones` is what senders get; the farm's own checks get NXDOMAIN,
+                // as a provider's resolver finds for a name that does not exist (a
+                // REFUSED would make every SPF or PTR check outside the zones a
+                // temperror).
                 let code = match outside {
+                    _ if by_farm => ResponseCode::NXDomain,
                     OutsideZones::Nxdomain => ResponseCode::NXDomain,
                     OutsideZones::Refused => ResponseCode::Refused,
                 };
@@ -409,10 +471,10 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
-/// Whether the farm's own lookups sent this query (see `lookup.rs`): on loopback, and
-/// without recursion desired.
-fn asked_by_farm(metadata: &Metadata, src: SocketAddr) -> bool {
-    !metadata.recursion_desired && src.ip().is_loopback()
+/// Whether the farm's own lookups sent this query (see `lookup.rs`): from loopback or
+/// the server's own address, and without recursion desired.
+fn asked_by_farm(metadata: &Metadata, src: SocketAddr, server: SocketAddr) -> bool {
+    !metadata.recursion_desired && (src.ip().is_loopback() || src.ip() == server.ip())
 }
 
 /// What the server says it did with a query it did not answer.

@@ -14,7 +14,7 @@
 //! name is in one, else the name's parent (its own name when the parent is a top-level
 //! domain). Names outside every zone get `[dns] outside-zones`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -67,8 +67,9 @@ pub(crate) enum Answer {
 /// Every record of the scenario, by owner name.
 #[derive(Debug, Clone)]
 pub(crate) struct Zone {
-    /// Zone apexes, longest first, so the first that contains a name is its zone.
-    apexes: Vec<String>,
+    /// Zone apexes: a name's zone is the longest of them it ends with, found by walking
+    /// its labels (never by comparing with every apex).
+    apexes: HashSet<String>,
     names: HashMap<String, Vec<Served>>,
     /// Names that exist only because names below them do (empty non-terminals): NODATA,
     /// not NXDOMAIN.
@@ -149,16 +150,16 @@ impl Zone {
         Self::from_records(scenario, records)
     }
 
-    fn from_records(scenario: &Scenario, records: Vec<DnsRecord>) -> Zone {
-        let mut apexes: BTreeSet<String> =
-            scenario.domains.iter().map(|d| d.name.clone()).collect();
+    fn from_records(scenario: &Scenario, mut records: Vec<DnsRecord>) -> Zone {
+        let mut apexes: HashSet<String> = scenario.domains.iter().map(|d| d.name.clone()).collect();
+        // Fewer labels first, so that the zones do not depend on the order records are
+        // written in: `m.x.test` makes the zone `x.test` before `a.b.x.test` is placed.
+        records.sort_by_key(|r| r.name.split('.').count());
         for r in &records {
-            if !apexes.iter().any(|apex| within(&r.name, apex)) {
+            if longest_apex(&apexes, &r.name).is_none() {
                 apexes.insert(own_zone(&r.name));
             }
         }
-        let mut apexes: Vec<String> = apexes.into_iter().collect();
-        apexes.sort_by_key(|a| std::cmp::Reverse(a.len()));
         let mut names: HashMap<String, Vec<Served>> = HashMap::new();
         for apex in &apexes {
             names
@@ -168,8 +169,7 @@ impl Zone {
         }
         let mut between = BTreeSet::new();
         for r in records {
-            let zone = apexes.iter().find(|apex| within(&r.name, apex));
-            if let Some(zone) = zone {
+            if let Some(zone) = longest_apex(&apexes, &r.name) {
                 let mut name = r.name.as_str();
                 while let Some((_, parent)) = name.split_once('.') {
                     if parent.len() < zone.len() {
@@ -196,10 +196,7 @@ impl Zone {
 
     /// The zone `name` (lower case, no final dot) is in.
     pub(crate) fn zone_of(&self, name: &str) -> Option<&str> {
-        self.apexes
-            .iter()
-            .find(|apex| within(name, apex))
-            .map(String::as_str)
+        longest_apex(&self.apexes, name)
     }
 
     /// The answer to a query of `kind` (`None`: ANY, every record of the name) for `name`.
@@ -255,22 +252,17 @@ impl Zone {
     pub(crate) fn zone_file(&self) -> String {
         let mut out = String::new();
         let ttl = self.ttl.as_secs();
-        let mut apexes = self.apexes.clone();
-        apexes.sort();
+        // Each owner under its zone, in one pass.
+        let mut zones: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+        for owner in self.names.keys() {
+            if let Some(zone) = self.zone_of(owner) {
+                zones.entry(zone).or_default().push(owner);
+            }
+        }
         let _ = writeln!(out, "$TTL {ttl}");
-        for apex in &apexes {
+        for (apex, mut owners) in zones {
             let _ = writeln!(out, "\n; zone {apex}");
-            let mut owners: Vec<&String> = self
-                .names
-                .keys()
-                .filter(|n| self.zone_of(n) == Some(apex.as_str()))
-                .collect();
-            owners.sort_by_key(|n| {
-                (
-                    n.as_str() != apex.as_str(),
-                    n.split('.').rev().collect::<Vec<_>>(),
-                )
-            });
+            owners.sort_by_key(|n| (n.as_str() != apex, n.split('.').rev().collect::<Vec<_>>()));
             for owner in owners {
                 let mut held: Vec<&Served> = self.names[owner].iter().collect();
                 // SOA and NS first, as zone files start.
@@ -327,12 +319,15 @@ fn mx(preference: u16, exchange: String) -> RecordData {
     }
 }
 
-/// Whether `name` is `apex` or below it.
-fn within(name: &str, apex: &str) -> bool {
-    name == apex
-        || (name.len() > apex.len()
-            && name.ends_with(apex)
-            && name.as_bytes()[name.len() - apex.len() - 1] == b'.')
+/// The longest of `apexes` that `name` is, or is below: `name` itself, then each parent.
+fn longest_apex<'a>(apexes: &'a HashSet<String>, name: &str) -> Option<&'a str> {
+    let mut candidate = name;
+    loop {
+        if let Some(apex) = apexes.get(candidate) {
+            return Some(apex.as_str());
+        }
+        candidate = candidate.split_once('.')?.1;
+    }
 }
 
 /// The zone of a name in no `[[domain]]`: its parent, unless that is a top-level domain.

@@ -37,6 +37,10 @@ pub enum EventKind {
     FarmStarted {
         scenario: String,
         domains: Vec<DomainRecord>,
+        /// Each host's name and its hostname (what the farm's DNS gives an address for),
+        /// so that a report can tell a host whose address a sender could not look up.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hostnames: Vec<(String, String)>,
     },
     /// A client connected to a host.
     ConnectionOpened {

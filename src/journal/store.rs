@@ -294,6 +294,7 @@ mod tests {
                 name: "a.test".into(),
                 mx: vec![("mx1".into(), 10)],
             }],
+            hostnames: Vec::new(),
         }
     }
 

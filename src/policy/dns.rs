@@ -30,6 +30,9 @@ pub(crate) struct Query<'a> {
     /// The number of the query type, for counting types the scenario cannot name apart.
     pub type_code: u16,
     pub client: IpAddr,
+    /// The farm's own lookup (for a rule's check), counted apart from the queries of a
+    /// sender on the same address.
+    pub by_farm: bool,
 }
 
 /// What the rules decided for one query.
@@ -75,7 +78,7 @@ impl DnsPolicy {
             counters,
             rng,
         } = &mut *state;
-        let key = keys.of(&(query.client, query.name, query.type_code));
+        let key = keys.of(&(query.client, query.by_farm, query.name, query.type_code));
         counters.make_room(&key, MAX_QUERY_COUNTERS);
         let count = counters.touch(key, || 0);
         *count = count.saturating_add(1);
@@ -139,6 +142,7 @@ mod tests {
             kind: Some(kind),
             type_code: kind as u16,
             client: client.parse().unwrap(),
+            by_farm: false,
         };
         p.decide(query, Duration::from_secs(at))
     }
@@ -274,6 +278,7 @@ then = { delay = "8s" }
             kind: None,
             type_code: 33,
             client: "127.0.0.1".parse().unwrap(),
+            by_farm: false,
         };
         assert_eq!(p.decide(query, Duration::ZERO).rule, None);
     }

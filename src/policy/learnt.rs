@@ -24,7 +24,8 @@ pub(crate) struct DnsFacts {
     pub fcrdns: Option<DnsCheck>,
     /// For the EHLO name it was looked up for.
     pub helo: Option<(String, HeloDnsCheck)>,
-    /// For the sender it was evaluated for.
+    /// For the sender it was evaluated for (`<> HELO-NAME` for the null sender, whose
+    /// SPF is its HELO name's).
     pub spf: Option<(String, SpfOutcome)>,
 }
 

@@ -106,6 +106,15 @@ impl<'a> Env<'a> {
         };
         let client = self.clients.of(first.attempt.client);
         let window = client.map_or(DEFAULT_WINDOW, |c| c.window);
+        // The MX hosts the sender could reach: not those whose address the farm's DNS
+        // never gave it (a rule left mx2 without an A record).
+        let last = a.last().map_or(first.attempt.at, |x| x.attempt.at);
+        let reachable: Vec<(String, u16)> = mx
+            .iter()
+            .filter(|(h, _)| client.is_none_or(|c| !c.unresolved(h, last + window)))
+            .cloned()
+            .collect();
+        let mx = reachable.as_slice();
         let tries = tries(a, window);
         let starts: Vec<Duration> = tries.iter().map(|t| a[t[0]].attempt.started).collect();
         // Saturating: a journal from elsewhere may have times that go backwards.

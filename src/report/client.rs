@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::tries::window;
 use crate::deliveries::{Outcome, network_of};
+use crate::journal::DnsReply;
 use crate::scenario::Stage;
 use crate::transcript::{Transcript, TranscriptAttempt};
 
@@ -29,6 +30,9 @@ pub(super) struct ClientContact {
 pub(super) struct Client {
     contacts: Vec<ClientContact>,
     pub window: Duration,
+    /// Per host, the client's address lookups of its hostname through the farm's DNS:
+    /// (farm time, whether it got an address).
+    lookups: HashMap<String, Vec<(Duration, bool)>>,
 }
 
 /// Every client of a transcript.
@@ -101,6 +105,29 @@ impl Clients {
                 entry.failed |= failed(a);
             }
         }
+        // What each client's resolver asked of each host's hostname.
+        let host_of: HashMap<&str, &str> = transcript
+            .hostnames
+            .iter()
+            .map(|(host, hostname)| (hostname.as_str(), host.as_str()))
+            .collect();
+        let mut lookups: HashMap<IpAddr, HashMap<String, Vec<(Duration, bool)>>> = HashMap::new();
+        for client in &transcript.dns {
+            for l in client
+                .lookups
+                .iter()
+                .filter(|l| matches!(l.qtype.as_str(), "A" | "AAAA"))
+            {
+                if let Some(host) = host_of.get(l.name.as_str()) {
+                    lookups
+                        .entry(network_of(client.client))
+                        .or_default()
+                        .entry(host.to_string())
+                        .or_default()
+                        .push((l.at, l.answer == DnsReply::Records));
+                }
+            }
+        }
         let by_ip = contacts
             .into_iter()
             .map(|(ip, list)| {
@@ -112,6 +139,7 @@ impl Clients {
                     Client {
                         contacts: list,
                         window,
+                        lookups: lookups.remove(&ip).unwrap_or_default(),
                     },
                 )
             })
@@ -126,6 +154,20 @@ impl Clients {
 }
 
 impl Client {
+    /// Whether the client looked up `host`'s address through the farm's DNS by `by` and
+    /// never got one (a rule gave it no A/AAAA record, SERVFAIL, no answer): then a
+    /// sender cannot use that host, and is right not to.
+    pub(super) fn unresolved(&self, host: &str, by: Duration) -> bool {
+        self.lookups.get(host).is_some_and(|l| {
+            let asked: Vec<bool> = l
+                .iter()
+                .filter(|(at, _)| *at <= by)
+                .map(|(_, ok)| *ok)
+                .collect();
+            !asked.is_empty() && !asked.contains(&true)
+        })
+    }
+
     /// Whether the client's last contact with `host` that ended before `before` failed:
     /// then a sender is right to avoid that host for a while.
     pub(super) fn last_failed(&self, host: &str, before: Duration) -> bool {

@@ -38,11 +38,14 @@ pub(super) fn mx_failover<'m>(
         };
         let others: Vec<&(String, u16)> = mx.iter().filter(|(h, _)| *h != x.host).collect();
         // Hosts the sender may use: not the one that failed, nor any whose last contact
-        // failed too.
+        // failed too, nor any whose address the farm's DNS did not give it.
         let usable: Vec<&(String, u16)> = others
             .iter()
             .copied()
-            .filter(|(h, _)| !client.last_failed(h, x.attempt.started))
+            .filter(|(h, _)| {
+                !client.last_failed(h, x.attempt.started)
+                    && !client.unresolved(h, x.attempt.at + client.window)
+            })
             .collect();
         if usable.is_empty() {
             continue;

@@ -44,6 +44,9 @@ pub struct DnsLookup {
     pub records: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The farm time of the answer, for the report (not shown: stories show offsets).
+    #[serde(skip)]
+    pub at: Duration,
 }
 
 /// Every client's lookups, in address order.
@@ -88,6 +91,7 @@ pub(super) fn lookups(events: &[Event]) -> Vec<ClientDns> {
             answer: *answer,
             records: records.clone(),
             rule: rule.as_deref().map(str::to_string),
+            at: event.at,
         });
     }
     by_client.into_values().map(|(_, c)| c).collect()
@@ -125,4 +129,15 @@ pub(super) fn render(out: &mut String, client: &ClientDns, granularity: Granular
     if client.more > 0 {
         let _ = writeln!(out, "  ... and {} more lookups", client.more);
     }
+}
+
+/// Each host's hostname, from the journal's `farm-started` event.
+pub(super) fn hostnames(events: &[Event]) -> std::collections::HashMap<String, String> {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::FarmStarted { hostnames, .. } => Some(hostnames.iter().cloned().collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

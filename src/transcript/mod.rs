@@ -45,6 +45,9 @@ pub struct Transcript {
     /// Per client, what it asked the farm's DNS (when the farm ran one) and got.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<ClientDns>,
+    /// Each host's hostname (the name the farm's DNS gives an address for).
+    #[serde(skip)]
+    pub hostnames: HashMap<String, String>,
 }
 
 /// One message to one recipient.
@@ -174,6 +177,7 @@ impl Transcript {
             deliveries: delivery_list,
             unattributed,
             dns: dns::lookups(events),
+            hostnames: dns::hostnames(events),
         }
     }
 

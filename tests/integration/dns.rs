@@ -796,3 +796,76 @@ async fn port_zero_finds_a_port_free_for_both_udp_and_tcp() {
     }
     drop(held);
 }
+
+/// A sender that went back to mx1 because the farm's DNS gave mx2 no address is right:
+/// the report blames it only when mx2 had an address to use.
+#[tokio::test]
+async fn the_report_does_not_blame_a_sender_for_a_host_dns_hid() {
+    let story = |hidden: bool| {
+        let rule = if hidden {
+            "[[dns.rule]]\nwhen = { query = \"mx2.aol.test\", type = [\"A\", \"AAAA\"] }\nthen = { answer = \"empty\" }\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"
+name = "hidden-mx"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+hostname = "mx1.aol.test"
+[[host.rule]]
+stage = "connect"
+when = {{ time = "<10m" }}
+then = {{ reply = "421 4.3.2 Service not available" }}
+[[host]]
+name = "mx2"
+listen = "127.0.0.1:0"
+hostname = "mx2.aol.test"
+[[domain]]
+name = "aol.test"
+mx = [{{ host = "mx1", preference = 10 }}, {{ host = "mx2", preference = 20 }}]
+{rule}"#
+        )
+    };
+    for hidden in [true, false] {
+        let farm = farm_of(&story(hidden)).await;
+        let r = udp(farm.dns_addr().unwrap());
+        // The sender looks up both hosts, as an MTA does, and gets mx2's address or not.
+        records(&r, "aol.test", RecordType::MX).await.unwrap();
+        records(&r, "mx1.aol.test", RecordType::A).await.unwrap();
+        assert_eq!(
+            records(&r, "mx2.aol.test", RecordType::A).await.is_ok(),
+            !hidden
+        );
+        let mut c = mxfarm::testing::SmtpClient::connect(farm.addr("mx1")).await;
+        c.expect_code(421).await;
+        c.expect_closed().await;
+        // Then mx1 again, later (not mx2), where it is accepted.
+        farm.advance(Duration::from_secs(600));
+        records(&r, "mx2.aol.test", RecordType::A).await.ok();
+        let mut c = crate::support::greeted(farm.addr("mx1")).await;
+        c.ehlo("client.test").await;
+        c.transaction(
+            "me@sender.test",
+            &["alice@aol.test"],
+            "Subject: hi\r\n\r\nhello\r\n",
+        )
+        .await;
+        c.quit().await;
+        let report = farm.report();
+        let problems: Vec<String> = report.problems().iter().map(|f| f.text.clone()).collect();
+        if hidden {
+            assert!(
+                problems.is_empty(),
+                "blamed for avoiding a host without an address: {problems:?}"
+            );
+        } else {
+            assert!(
+                problems.iter().any(|p| p.contains("mx2")),
+                "going back to mx1 when mx2 had an address is a failover problem: {problems:?}"
+            );
+        }
+        farm.shutdown().await;
+    }
+}

@@ -196,3 +196,79 @@ async fn the_dns_trouble_scenario_plays_what_it_says() {
         .await;
     farm.shutdown().await;
 }
+
+/// The farm's lookups give up after 10 s of farm time, as the rules' delays count: a
+/// TXT answer held 30 s makes SPF a temperror when the clock has moved 10 s, whatever
+/// real time it took. And with `outside-zones = "refused"`, the farm's own checks of a
+/// name outside the zones still find that it does not exist (SPF none, not temperror).
+#[tokio::test]
+async fn lookups_time_out_on_the_farm_clock_and_outside_names_do_not_exist() {
+    let farm = farm(
+        r#"
+name = "spf-timeout"
+[[host]]
+name = "mx1"
+listen = "127.0.0.1:0"
+[[host.rule]]
+stage = "mail"
+when = { spf = "temperror" }
+then = { reply = "451 4.7.1 SPF temperror" }
+[[host.rule]]
+stage = "mail"
+when = { spf = "none" }
+then = { reply = "550 5.7.1 SPF none" }
+[dns]
+outside-zones = "refused"
+records = ["held.test TXT v=spf1 +all"]
+[[dns.rule]]
+when = { query = "held.test", type = "TXT" }
+then = { delay = "30s" }
+"#,
+    )
+    .await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    c.send("MAIL FROM:<a@held.test>\r\n").await;
+    farm.wait_for(|e| {
+        matches!(
+            &e.kind,
+            EventKind::DnsQuery {
+                answer: DnsReply::Held,
+                ..
+            }
+        )
+    })
+    .await;
+    farm.advance(Duration::from_secs(10));
+    c.expect("451 4.7.1 SPF temperror").await;
+    // A domain outside every zone: REFUSED for senders, but no such name for the farm.
+    c.send("MAIL FROM:<a@elsewhere.example>\r\n").await;
+    c.expect("550 5.7.1 SPF none").await;
+    let results: Vec<String> = checks(&farm).into_iter().map(|(_, _, r, _)| r).collect();
+    assert_eq!(results, ["temperror", "none"]);
+    farm.shutdown().await;
+}
+
+/// `mxfarm dns` prints a long TXT record as strings of 255 bytes; pasted back into
+/// `[dns] records`, it is the same record.
+#[tokio::test]
+async fn a_long_txt_record_printed_by_mxfarm_dns_reads_back() {
+    let long = format!("v=spf1 {} -all", "ip4:192.0.2.1 ".repeat(30).trim());
+    let text = format!(
+        "name = \"txt\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n[dns]\nrecords = [\"long.test TXT {long}\"]\n"
+    );
+    let scenario = mxfarm::scenario::load_str("txt.toml", &text).expect("loads");
+    let zone = mxfarm::dns::zone_file(&scenario);
+    let line = zone
+        .lines()
+        .find(|l| l.starts_with("long.test.") && l.contains("\tTXT\t"))
+        .expect("the record");
+    let data = line.split('\t').nth(4).expect("its data");
+    let pasted = format!(
+        "name = \"txt\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n[dns]\nrecords = ['long.test TXT {data}']\n"
+    );
+    let again =
+        mxfarm::scenario::load_str("pasted.toml", &pasted).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mxfarm::dns::zone_file(&again), zone);
+    assert!(data.starts_with('"') && data.contains("\" \""), "{data}");
+}

@@ -226,6 +226,7 @@ fn random_journal(rng: &mut Lcg) -> Vec<Event> {
             name: "y.test".into(),
             mx: vec![("mx1".into(), 10), ("mx2".into(), 10), ("mx3".into(), 20)],
         }],
+        hostnames: Vec::new(),
     }];
     while !pending.is_empty() {
         // Now and then a DNS query, of a sender or of the farm's own checks.

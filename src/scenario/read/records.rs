@@ -124,13 +124,22 @@ fn mx(data: &str, owner: &str) -> Result<RecordData, (String, String)> {
     })
 }
 
-/// TXT data: one quoted string (with `\"` and `\\`), or the rest of the line as it is.
+/// TXT data: quoted strings (with `\"` and `\\`), joined as DNS readers join them (so
+/// the strings of 255 bytes that `mxfarm dns` prints read back), or the rest of the line
+/// as it is.
 fn txt(data: &str) -> Result<String, (String, String)> {
-    let text = match data.strip_prefix('"') {
-        None => data.to_string(),
-        Some(rest) => {
-            let mut out = String::new();
-            let mut chars = rest.chars();
+    let text = if data.starts_with('"') {
+        let mut out = String::new();
+        let mut chars = data.chars().peekable();
+        loop {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            match chars.next() {
+                None => break,
+                Some('"') => {}
+                Some(_) => return Err(not_quoted(data)),
+            }
             let mut closed = false;
             while let Some(c) = chars.next() {
                 match c {
@@ -145,16 +154,13 @@ fn txt(data: &str) -> Result<String, (String, String)> {
                     c => out.push(c),
                 }
             }
-            let rest: String = chars.collect();
-            if !closed || !rest.trim().is_empty() {
-                return Err((
-                    format!("`{data}` is not one quoted string"),
-                    "write the text in one pair of quotes, escaping quotes inside with \\\""
-                        .to_string(),
-                ));
+            if !closed {
+                return Err(not_quoted(data));
             }
-            out
         }
+        out
+    } else {
+        data.to_string()
     };
     if text.chars().any(char::is_control) || text.is_empty() {
         return Err((
@@ -164,6 +170,14 @@ fn txt(data: &str) -> Result<String, (String, String)> {
         ));
     }
     Ok(text)
+}
+
+fn not_quoted(data: &str) -> (String, String) {
+    (
+        format!("`{data}` is not a list of quoted strings"),
+        "write the text in quotes, escaping quotes inside with \\\"; strings next to each other are joined"
+            .to_string(),
+    )
 }
 
 /// The name a PTR record of `ip` has: `1.2.0.192.in-addr.arpa`, or the nibbles of an
@@ -232,6 +246,7 @@ mod tests {
         assert!(err("x.test SOA a b").0.contains("itself"));
         assert!(err("192.0.2.1 A 192.0.2.1").0.contains("only a PTR"));
         assert!(err(r#"x.test TXT "open"#).0.contains("quoted"));
+        assert!(err(r#"x.test TXT "a" b"#).0.contains("quoted"));
         assert!(
             err("bad_name!.test A 192.0.2.1")
                 .0

@@ -38,7 +38,7 @@ pub(crate) fn dns() -> &'static Table<DnsSettings> {
                     OUTSIDE_EXPLAINED,
                     |d: &mut DnsSettings| &mut d.outside_zones,
                 )
-                .doc("what a name outside every zone of the scenario gets: nxdomain or refused"),
+                .doc("what a sender gets for a name outside every zone of the scenario: nxdomain or refused (the farm's own checks always find such a name missing)"),
                 Field::duration(
                     "ttl",
                     "\"1m\"",
@@ -99,7 +99,7 @@ pub(crate) fn when() -> &'static Table<()> {
                 Field::custom(TIME, "\"<10m\"", "a time range")
                     .doc("farm time is in this half-open range: \"<10m\", \">=1h\", \"10m-1h\""),
                 Field::custom(ATTEMPT, "\"<=2\"", "a range")
-                    .doc("the number of this query among those from the same address for the same name and type (1 for the first)"),
+                    .doc("the number of this query among those from the same address for the same name and type (1 for the first); the farm's own lookups are counted apart"),
                 Field::custom(CHANCE, "0.5", "a probability")
                     .doc("a draw from the farm's seeded generator is below this"),
             ],

@@ -68,6 +68,14 @@ impl Session {
             self.journal_check("helo-dns", &helo, result, started);
             self.protocol.dns.helo = Some((helo, check));
         }
+        // For `<>`, SPF checks the HELO name: the result is that of the sender and HELO.
+        let spf_key = |sender: &str, helo: Option<&str>| {
+            if sender.is_empty() {
+                format!("<> {}", helo.unwrap_or(""))
+            } else {
+                sender.to_string()
+            }
+        };
         if needs.spf
             && let Some(sender) =
                 sender.or_else(|| self.protocol.tx.as_ref().map(|tx| tx.sender.clone()))
@@ -76,7 +84,7 @@ impl Session {
                 .dns
                 .spf
                 .as_ref()
-                .is_none_or(|(s, _)| *s != sender)
+                .is_none_or(|(k, _)| *k != spf_key(&sender, self.protocol.helo.as_deref()))
         {
             let started = self.env.clock.now();
             let helo = self.protocol.helo.clone();
@@ -87,7 +95,7 @@ impl Session {
                 format!("<{sender}> from {client}")
             };
             self.journal_check("spf", subject, outcome.as_str(), started);
-            self.protocol.dns.spf = Some((sender, outcome));
+            self.protocol.dns.spf = Some((spf_key(&sender, helo.as_deref()), outcome));
         }
     }
 
