@@ -869,3 +869,37 @@ mx = [{{ host = "mx1", preference = 10 }}, {{ host = "mx2", preference = 20 }}]
         farm.shutdown().await;
     }
 }
+
+/// A farm whose DNS address is taken starts nothing, and leaves the journal file of the
+/// run before as it was.
+#[tokio::test]
+async fn a_dns_address_in_use_stops_the_start_and_keeps_the_old_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    std::fs::write(
+        &path,
+        "{\"event\":\"farm-started\",\"scenario\":\"before\",\"domains\":[],\"seq\":1,\"ms\":0}\n",
+    )
+    .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let scenario = scenario::load_str("dns.toml", &scenario_text()).unwrap();
+    let options = FarmOptions::ephemeral()
+        .dns(addr)
+        .journal_file(mxfarm::journal::JournalFileOptions::new(&path));
+    let error = Farm::start_with(scenario, options)
+        .await
+        .expect_err("the address is taken");
+    assert!(
+        error
+            .to_string()
+            .contains("the DNS server cannot listen on"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the old journal was replaced"
+    );
+}
