@@ -10,6 +10,7 @@
 
 pub(crate) mod lookup;
 pub(crate) mod server;
+pub(crate) mod tcp;
 pub(crate) mod zone;
 
 use std::collections::HashMap;

@@ -23,8 +23,6 @@ use crate::journal::{DnsReply, DnsTransport, EventKind, Journal};
 use crate::policy::dns::{DnsPolicy, Query};
 use crate::scenario::{DnsAnswer, OutsideZones, RecordData, RecordKind, txt_strings};
 
-/// How long a TCP client may stay idle between queries.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 /// How many queries may wait out a rule's delay at once; a query beyond them is answered
 /// SERVFAIL at once, so a flood of slow queries cannot hold unbounded memory.
 pub(crate) const MAX_DELAYED: usize = 4096;
@@ -83,7 +81,25 @@ impl Handler {
 
 /// A running server: its listeners' tasks end on `shutdown`.
 pub(crate) struct Running {
-    server: Server<Handler>,
+    /// UDP, with hickory's listener.
+    server: Server<Shared>,
+    /// TCP, with our bounded one (`tcp.rs`).
+    tcp: tokio::task::JoinHandle<()>,
+    stop_tcp: tokio_util::sync::CancellationToken,
+}
+
+/// The handler shared by the UDP listener and the TCP connections.
+pub(crate) struct Shared(pub Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response).await
+    }
 }
 
 /// The server's sockets, bound before anything else of the farm starts (so that a farm
@@ -106,14 +122,22 @@ impl Bound {
 impl Running {
     /// Starts answering on the bound sockets.
     pub(crate) fn start(bound: Bound, handler: Handler) -> Self {
-        let mut server = Server::new(handler);
+        let handler = Arc::new(handler);
+        let mut server = Server::new(Shared(handler.clone()));
         server.register_socket(bound.udp);
-        server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
-        Self { server }
+        let stop_tcp = tokio_util::sync::CancellationToken::new();
+        let tcp = tokio::spawn(super::tcp::serve(bound.tcp, handler, stop_tcp.clone()));
+        Self {
+            server,
+            tcp,
+            stop_tcp,
+        }
     }
 
     /// Stops the listeners and waits for them.
     pub(crate) async fn shutdown(mut self) {
+        self.stop_tcp.cancel();
+        let _ = self.tcp.await;
         let _ = self.server.shutdown_gracefully().await;
     }
 }
@@ -151,6 +175,9 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        // A journal file that falls behind holds the query back, as it holds an SMTP
+        // command: a flood of queries cannot grow the file's backlog without bound.
+        self.journal.keep_up_with_file().await;
         let arrived = self.clock.now();
         let src = request.src();
         let transport = if request.protocol().is_stream() {

@@ -903,3 +903,38 @@ async fn a_dns_address_in_use_stops_the_start_and_keeps_the_old_journal() {
         "the old journal was replaced"
     );
 }
+
+/// One address holds at most 16 DNS connections over TCP: one more is closed at once,
+/// and once it lets go, TCP queries are answered again.
+#[tokio::test]
+async fn dns_tcp_connections_are_bounded_per_address() {
+    use tokio::io::AsyncReadExt;
+    let farm = farm().await;
+    let addr = farm.dns_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let r = tcp(addr);
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(held);
+    drop(extra);
+    let mut answered = false;
+    for _ in 0..50 {
+        if records(&r, "aol.test", RecordType::TXT).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        answered,
+        "TCP answered again once the connections were let go"
+    );
+    farm.shutdown().await;
+}
