@@ -199,11 +199,7 @@ impl Farm {
             .collect();
         // Rules that test DNS look it up through the farm's own server: one on a free
         // loopback port when the run asked for none.
-        let tests_dns = scenario.hosts.iter().any(|h| {
-            crate::scenario::Stage::ALL
-                .iter()
-                .any(|stage| crate::policy::learnt::DnsNeeds::of(&h.rules, *stage).any())
-        });
+        let tests_dns = crate::policy::learnt::DnsNeeds::in_scenario(&scenario);
         let dns_addr = options
             .dns
             .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));

@@ -58,6 +58,15 @@ impl DnsNeeds {
         needs
     }
 
+    /// Whether any rule of `scenario` tests DNS (then the farm needs its DNS server).
+    pub(crate) fn in_scenario(scenario: &crate::scenario::Scenario) -> bool {
+        scenario.hosts.iter().any(|h| {
+            Stage::ALL
+                .iter()
+                .any(|stage| Self::of(&h.rules, *stage).any())
+        })
+    }
+
     pub(crate) fn any(self) -> bool {
         self.ptr || self.fcrdns || self.helo || self.spf
     }

@@ -26,6 +26,8 @@ pub(crate) mod rate;
 mod verdict;
 
 #[cfg(test)]
+mod learnt_tests;
+#[cfg(test)]
 mod state_tests;
 #[cfg(test)]
 mod tests;

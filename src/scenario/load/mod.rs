@@ -116,6 +116,8 @@ fn unreadable(error: &toml::de::Error, text: &str) -> Issue {
 }
 
 #[cfg(test)]
+mod stateful_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;
