@@ -109,6 +109,17 @@ impl Inbox {
     pub(crate) fn messages(&self) -> Vec<Message> {
         self.capture.messages()
     }
+
+    /// Message `id`, if it is still kept.
+    pub(crate) fn message(&self, id: u64) -> Option<Message> {
+        self.capture.message(id)
+    }
+
+    /// Forgets every message kept; numbering goes on, so a number never names two.
+    pub(crate) fn clear(&self) -> usize {
+        let _numbering = self.last_id.lock();
+        self.capture.clear()
+    }
 }
 
 /// The bounded store of accepted messages, oldest dropped first.
@@ -163,6 +174,22 @@ impl Capture {
         {
             state.bytes -= message.data.len() as u64;
         }
+    }
+
+    fn message(&self, id: u64) -> Option<Message> {
+        let state = self.state.lock();
+        // Kept in numbering order.
+        let at = state.messages.binary_search_by_key(&id, |m| m.id).ok()?;
+        state.messages.get(at).cloned()
+    }
+
+    /// Forgets every message; returns how many there were.
+    fn clear(&self) -> usize {
+        let mut state = self.state.lock();
+        let count = state.messages.len();
+        state.messages.clear();
+        state.bytes = 0;
+        count
     }
 
     /// A copy of every message still kept, oldest first.

@@ -127,6 +127,7 @@
 //!
 //! How the crate is built inside, and who may import whom, is in `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod assertions;
 pub mod capture;
 pub mod clock;

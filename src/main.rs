@@ -31,6 +31,8 @@ use mxfarm::transcript::Transcript;
   mxfarm run scenarios/aol.toml --journal journal.jsonl
   mxfarm run aol --bind mx1=0.0.0.0:25    same scenario, mx1 on port 25 (in a container)
   mxfarm run aol --dns 127.0.0.53:53      also answer DNS for aol.test, its hosts and PTRs
+  mxfarm run --api                        also the HTTP API and live timeline on 127.0.0.1:8025
+  mxfarm ctl advance 5m                   move a running farm's clock (greylisting passes)
   mxfarm dns aol                          the DNS zone the scenario produces
   mxfarm check my-scenario.toml           report every problem in a scenario
   mxfarm scenarios                        list the embedded scenarios
@@ -56,7 +58,9 @@ enum Commands {
   RUST_LOG=debug mxfarm run --log-format json
   mxfarm run --ca-out /tmp/mxfarm-ca.pem
   mxfarm run --ca ./farm-ca
-  mxfarm run --shutdown-grace 1s")]
+  mxfarm run --shutdown-grace 1s
+  mxfarm run --api                         API and timeline on http://127.0.0.1:8025/
+  mxfarm run --api 0.0.0.0:8025 --api-token s3cret   in a container")]
     Run {
         /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
@@ -90,6 +94,20 @@ enum Commands {
         /// does not read, or is mid-TLS-handshake) has to end before the farm ends it.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
         shutdown_grace: std::time::Duration,
+        /// Serve the control API and the live timeline on ADDR (127.0.0.1:8025 when given
+        /// without a value): the journal, deliveries, transcript, report, messages,
+        /// greylists, clock and resets over HTTP, and a web page at /. Off unless asked.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8025")]
+        api: Option<SocketAddr>,
+        /// The token that requests which change something must carry (header
+        /// X-Mxfarm-Token or Authorization: Bearer); required when --api is not loopback.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "MXFARM_API_TOKEN",
+            hide_env_values = true
+        )]
+        api_token: Option<String>,
     },
     /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
     #[command(after_help = "Examples:
@@ -241,6 +259,8 @@ async fn main() -> ExitCode {
             ca,
             ca_out,
             shutdown_grace,
+            api,
+            api_token,
         } => {
             init_logging(log_format);
             ignore_file_size_signal();
@@ -251,7 +271,12 @@ async fn main() -> ExitCode {
             });
             match run(
                 &scenario,
-                Placement { bind, dns },
+                Placement {
+                    bind,
+                    dns,
+                    api,
+                    api_token,
+                },
                 journal,
                 tls,
                 shutdown_grace,

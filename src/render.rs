@@ -24,6 +24,32 @@ pub enum Granularity {
     None,
 }
 
+impl Granularity {
+    /// Every granularity with its name, as the command line and the control API take it.
+    pub const NAMES: [(&'static str, Granularity); 4] = [
+        ("exact", Granularity::Exact),
+        ("seconds", Granularity::Seconds),
+        ("minutes", Granularity::Minutes),
+        ("none", Granularity::None),
+    ];
+
+    /// The granularity named `name` (`exact`, `seconds`, `minutes`, `none`).
+    pub fn named(name: &str) -> Option<Granularity> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, g)| *g)
+    }
+
+    /// Its name, as [`Granularity::named`] takes it.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, g)| *g == self)
+            .map_or("seconds", |(n, _)| n)
+    }
+}
+
 /// `+1h02m03s` style offsets, at the given granularity (empty for [`Granularity::None`]).
 pub fn offset(d: Duration, granularity: Granularity) -> String {
     match granularity {
@@ -204,6 +230,25 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 format!("* started, playing scenario {scenario:?}"),
             ),
             EventKind::DnsQuery { .. } => ("dns".to_string(), dns_query(&event.kind)),
+            EventKind::ClockAdvanced { by } => (
+                "farm".to_string(),
+                format!("* clock advanced by {}", span(*by, Granularity::Exact)),
+            ),
+            EventKind::Reset {
+                policy,
+                journal,
+                messages,
+            } => {
+                let what: Vec<&str> = [
+                    (*policy, "policy state"),
+                    (*journal, "journal"),
+                    (*messages, "captured messages"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                ("farm".to_string(), format!("* reset: {}", what.join(", ")))
+            }
             EventKind::DnsCheck {
                 host,
                 conn,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mxfarm::Farm;
+use mxfarm::api::{ApiOptions, ApiServer};
 use mxfarm::farm::FarmOptions;
 use mxfarm::journal::JournalFileOptions;
 use mxfarm::scenario;
@@ -84,6 +85,10 @@ pub(crate) struct Placement {
     pub(crate) bind: Vec<(String, SocketAddr)>,
     /// `--dns ADDR`.
     pub(crate) dns: Option<SocketAddr>,
+    /// `--api [ADDR]`.
+    pub(crate) api: Option<SocketAddr>,
+    /// `--api-token TOKEN` (or `MXFARM_API_TOKEN`).
+    pub(crate) api_token: Option<String>,
 }
 
 /// `mxfarm run`: starts the farm, prints its summary, serves until Ctrl-C or SIGTERM.
@@ -117,6 +122,18 @@ pub(crate) async fn run(
     let farm = Farm::start_with(scenario, options)
         .await
         .map_err(|e| format!("error: {e}"))?;
+    let api = match placement.api {
+        Some(addr) => {
+            let mut options = ApiOptions::new(addr);
+            options.token = placement.api_token;
+            Some(
+                ApiServer::start(&farm, options)
+                    .await
+                    .map_err(|e| format!("error: {e}"))?,
+            )
+        }
+        None => None,
+    };
     // Every file is in place before the summary ends with "Ready.": a script waits for that
     // line, and must not find a farm that is about to fail.
     if let Some(path) = &tls.ca_out {
@@ -129,7 +146,8 @@ pub(crate) async fn run(
     }
     // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
     // written, must not stop a farm whose senders are about to connect.
-    if let Err(error) = print_out(&summary(&farm, journal.as_ref(), tls.ca_out.as_deref())) {
+    let summary = summary(&farm, api.as_ref(), journal.as_ref(), tls.ca_out.as_deref());
+    if let Err(error) = print_out(&summary) {
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
     stop.wait().await;
@@ -138,6 +156,10 @@ pub(crate) async fn run(
         humantime::format_duration(shutdown_grace)
     ));
     farm.shutdown_within(shutdown_grace).await;
+    // After the farm: a subscriber gets every event, to the last, before its stream ends.
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     Ok(())
 }
 
@@ -162,8 +184,23 @@ fn journal_target_is_safe(
 }
 
 /// The farm's summary, with where this run writes its journal and CA.
-fn summary(farm: &Farm, journal: Option<&JournalFileOptions>, ca_out: Option<&Path>) -> String {
+fn summary(
+    farm: &Farm,
+    api: Option<&ApiServer>,
+    journal: Option<&JournalFileOptions>,
+    ca_out: Option<&Path>,
+) -> String {
     let mut out = farm.summary();
+    match api {
+        Some(api) => out.push_str(&format!(
+            "  api  {} (timeline at {}/, journal at {}/api/v1/events, `mxfarm ctl --api {}`)\n",
+            api.addr(),
+            api.url(),
+            api.url(),
+            api.url()
+        )),
+        None => out.push_str("  api  off (--api serves it and the timeline on 127.0.0.1:8025)\n"),
+    }
     if let Some(file) = journal {
         out.push_str(&format!("  journal -> {}", file.path.display()));
         if file.fsync {

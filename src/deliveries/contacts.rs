@@ -209,7 +209,9 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
             }
             EventKind::FarmStarted { .. }
             | EventKind::DnsQuery { .. }
-            | EventKind::DnsCheck { .. } => {}
+            | EventKind::DnsCheck { .. }
+            | EventKind::ClockAdvanced { .. }
+            | EventKind::Reset { .. } => {}
         }
     }
     let mut still: Vec<Open> = open.into_values().collect();

@@ -229,6 +229,7 @@ impl Deliveries {
 
 /// The deliveries of a journal's events (in sequence order).
 pub fn deliveries(events: &[Event]) -> Deliveries {
+    let events = &*crate::journal::since_last_reset(events);
     let domains = domain_records(events);
     let contacts = contacts(events);
     let domains_of = |host: &str| -> Vec<String> {

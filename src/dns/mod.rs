@@ -49,6 +49,7 @@ pub fn zone_file(scenario: &Scenario) -> String {
 pub(crate) struct DnsService {
     addr: SocketAddr,
     zone: Arc<Zone>,
+    policy: Arc<DnsPolicy>,
     running: tokio::sync::Mutex<Option<server::Running>>,
 }
 
@@ -80,9 +81,10 @@ impl DnsService {
     ) -> Self {
         let zone = Arc::new(Zone::build(scenario, address_of));
         let addr = sockets.0.addr;
+        let policy = Arc::new(DnsPolicy::new(scenario));
         let handler = server::Handler {
             zone: zone.clone(),
-            policy: Arc::new(DnsPolicy::new(scenario)),
+            policy: policy.clone(),
             clock,
             journal,
             delayed: Arc::new(Semaphore::new(server::MAX_DELAYED)),
@@ -93,8 +95,14 @@ impl DnsService {
         Self {
             addr,
             zone,
+            policy,
             running: tokio::sync::Mutex::new(Some(running)),
         }
+    }
+
+    /// Forgets the DNS rules' `attempt` counts (a reset of the policy state).
+    pub(crate) fn clear_state(&self) {
+        self.policy.clear();
     }
 
     /// Where it answers.

@@ -131,6 +131,28 @@ pub enum EventKind {
         )]
         took: Duration,
     },
+    /// Farm time was moved forward by hand ([`Farm::advance`](crate::Farm::advance), the
+    /// API's `POST /clock/advance`, `mxfarm ctl advance`): the event's time is the time
+    /// after the jump, so a transcript can tell a jump from a sender that waited.
+    ClockAdvanced {
+        #[serde(
+            rename = "by_ms",
+            serialize_with = "crate::millis::serialize",
+            deserialize_with = "crate::millis::deserialize"
+        )]
+        by: Duration,
+    },
+    /// State was reset by hand ([`Farm::reset`](crate::Farm::reset), `POST /reset`).
+    /// With `journal`, the views of the journal start again after this event: the
+    /// farm's memory drops what came before, and a journal file, which keeps it, is read
+    /// from here on too.
+    Reset {
+        /// What the stateful rules learnt (greylist, rates, attempt counts).
+        policy: bool,
+        journal: bool,
+        /// The captured messages.
+        messages: bool,
+    },
     /// The farm's DNS answered a query (or, for `answer = "drop"`, decided not to):
     /// recorded when the answer went out, so a slow answer has the time it arrived.
     DnsQuery {
@@ -241,7 +263,10 @@ impl EventKind {
             | EventKind::ConnectionClosed { host, conn, .. }
             | EventKind::TlsHandshake { host, conn, .. }
             | EventKind::DnsCheck { host, conn, .. } => Some((host, *conn)),
-            EventKind::FarmStarted { .. } | EventKind::DnsQuery { .. } => None,
+            EventKind::FarmStarted { .. }
+            | EventKind::DnsQuery { .. }
+            | EventKind::ClockAdvanced { .. }
+            | EventKind::Reset { .. } => None,
         }
     }
 }

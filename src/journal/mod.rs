@@ -62,6 +62,10 @@ pub fn gaps(events: &[Event]) -> Option<Missing> {
     let mut expected = 1;
     let mut missing = None::<Missing>;
     for event in events {
+        // What a reset of the journal cleared is not missing.
+        if matches!(event.kind, EventKind::Reset { journal: true, .. }) {
+            expected = event.seq;
+        }
         if event.seq > expected {
             let gap = event.seq - expected;
             match &mut missing {
@@ -77,6 +81,26 @@ pub fn gaps(events: &[Event]) -> Option<Missing> {
         expected = expected.max(event.seq.saturating_add(1));
     }
     missing
+}
+
+/// The events the views read: after the last reset of the journal
+/// ([`EventKind::Reset`] with `journal`), with the `farm-started` event before it, which
+/// says what the farm plays. A journal file keeps what came before a reset; a farm's
+/// memory does not; both read the same.
+pub fn since_last_reset(events: &[Event]) -> std::borrow::Cow<'_, [Event]> {
+    let last_reset = events
+        .iter()
+        .rposition(|e| matches!(e.kind, EventKind::Reset { journal: true, .. }));
+    match last_reset {
+        None => std::borrow::Cow::Borrowed(events),
+        Some(at) => {
+            let header = events[..at]
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::FarmStarted { .. }))
+                .cloned();
+            std::borrow::Cow::Owned(header.chain(events[at..].iter().cloned()).collect())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ struct State {
     last_at: Duration,
     max_events: usize,
     dropped: u64,
+    /// Events before this sequence number (but the header) were cleared by a reset, not
+    /// dropped: readers are not told they missed them.
+    cleared_before: u64,
 }
 
 /// Events read from a journal after some sequence number.
@@ -81,6 +84,7 @@ impl Journal {
                 last_at: Duration::ZERO,
                 max_events: max_events.max(MIN_EVENTS),
                 dropped: 0,
+                cleared_before: 0,
             }),
             appended,
             sink,
@@ -89,7 +93,22 @@ impl Journal {
 
     /// Appends an event stamped with the current farm time; returns its sequence number.
     pub(crate) fn record(&self, kind: EventKind) -> u64 {
+        let state = self.state.lock();
+        self.append(state, kind)
+    }
+
+    /// Forgets every event held but the `farm-started` header, and records `reset` (a
+    /// [`EventKind::Reset`]) in the same step, so no event falls between the two. The
+    /// journal file keeps everything; readers are not told of the cleared events as
+    /// missed ones.
+    pub(crate) fn clear(&self, reset: EventKind) -> u64 {
         let mut state = self.state.lock();
+        state.events.clear();
+        state.cleared_before = state.next_seq;
+        self.append(state, reset)
+    }
+
+    fn append(&self, mut state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
         // Read under the lock: a later sequence number never gets an earlier time.
         let at = self.clock.now().max(state.last_at);
         state.last_at = at;
@@ -136,8 +155,13 @@ impl Journal {
             events.push(header.clone());
         }
         let first = state.events.front().map_or(state.next_seq, |e| e.seq);
-        // Dropped events are those between the header and the first event held.
-        let dropped_from = state.header.as_ref().map_or(1, |h| h.seq + 1);
+        // Dropped events are those between the header (or the last reset) and the first
+        // event held.
+        let dropped_from = state
+            .header
+            .as_ref()
+            .map_or(1, |h| h.seq + 1)
+            .max(state.cleared_before);
         let missed = first.saturating_sub((after + 1).max(dropped_from));
         let skip = usize::try_from(after.saturating_sub(first - 1)).unwrap_or(usize::MAX);
         let room = limit - events.len();
@@ -251,14 +275,20 @@ impl Cursor {
     /// The next event, or how many were missed, if one is there now.
     pub fn try_next(&mut self) -> Option<Read> {
         if self.ready.is_empty() {
-            // Sequence numbers have no gaps but where events were dropped.
-            let mut expected = self.after + 1;
-            for event in self.journal.after(self.after, 1024).events {
-                if event.seq > expected {
-                    self.ready.push_back(Read::Missed(event.seq - expected));
+            // What was dropped lies after the header and before the other events; what a
+            // reset cleared is not missed.
+            let page = self.journal.after(self.after, 1024);
+            let mut missed = (page.missed > 0).then_some(page.missed);
+            for event in page.events {
+                if !matches!(event.kind, EventKind::FarmStarted { .. })
+                    && let Some(n) = missed.take()
+                {
+                    self.ready.push_back(Read::Missed(n));
                 }
-                expected = event.seq.saturating_add(1);
                 self.ready.push_back(Read::Event(event));
+            }
+            if let Some(n) = missed {
+                self.ready.push_back(Read::Missed(n));
             }
         }
         let next = self.ready.pop_front()?;

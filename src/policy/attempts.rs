@@ -59,6 +59,13 @@ impl AttemptCounters {
         counters
     }
 
+    /// Forgets every count: each next attempt is a first one again.
+    pub fn clear(&self) {
+        for table in &self.tables {
+            *table.lock() = Bounded::default();
+        }
+    }
+
     /// Whether any rule counts `key`.
     pub fn counts(&self, key: AttemptKey) -> bool {
         self.counted[index(key)]

@@ -34,6 +34,23 @@ pub struct Keys {
     second: RandomState,
 }
 
+impl Key {
+    /// The key as 32 hex digits, to name an entry outside the farm (the control API).
+    pub fn to_hex(self) -> String {
+        format!("{:016x}{:016x}", self.0, self.1)
+    }
+
+    /// The key that [`Key::to_hex`] wrote, or `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<Key> {
+        if hex.len() != 32 || !hex.is_ascii() {
+            return None;
+        }
+        let first = u64::from_str_radix(&hex[..16], 16).ok()?;
+        let second = u64::from_str_radix(&hex[16..], 16).ok()?;
+        Some(Key(first, second))
+    }
+}
+
 impl Keys {
     /// The key of an entry identified by `parts`.
     pub fn of(&self, parts: &impl Hash) -> Key {
@@ -114,6 +131,18 @@ impl<V> Bounded<V> {
     }
 
     /// Whether `key` has an entry.
+    /// Every entry with its key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &V)> {
+        self.entries.iter().map(|(key, slot)| (*key, &slot.value))
+    }
+
+    /// Forgets the entry of `key`, if there is one.
+    pub fn remove(&mut self, key: &Key) -> Option<V> {
+        let slot = self.entries.remove(key)?;
+        self.order.remove(&slot.used);
+        Some(slot.value)
+    }
+
     pub fn contains(&self, key: &Key) -> bool {
         self.entries.contains_key(key)
     }

@@ -46,11 +46,13 @@ pub(crate) struct DnsVerdict {
 }
 
 /// The farm's DNS policy: its rules and what they keep.
+#[derive(Debug)]
 pub(crate) struct DnsPolicy {
     rules: Arc<[DnsRule]>,
     state: Mutex<State>,
 }
 
+#[derive(Debug)]
 struct State {
     keys: Keys,
     counters: Bounded<u32>,
@@ -68,6 +70,12 @@ impl DnsPolicy {
                 rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x646e_735f_7275_6c65),
             }),
         }
+    }
+
+    /// Forgets the `attempt` counts: each next query is a first one again.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state.lock();
+        state.counters = Bounded::default();
     }
 
     /// Counts the query and decides it at farm time `now`.

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use parking_lot::Mutex;
+use serde::Serialize;
 
-use super::bounded::{Bounded, Keys, Stamp};
+use super::bounded::{Bounded, Key, Keys, Stamp};
 use crate::scenario::{Greylist, StateScope};
 
 /// The greylisting verdict for one triplet.
@@ -24,20 +25,77 @@ pub enum GreyVerdict {
     Defer { remaining: Duration },
 }
 
-/// One triplet: 24 bytes, plus its key and its place in the order (see `bounded`).
-#[derive(Debug, Clone, Copy)]
+/// One triplet: its times, plus its key and its place in the order (see `bounded`), and
+/// the triplet itself, kept only so that the control API can show it
+/// ([`GreylistStore::entries`]): the lookups use the key.
+#[derive(Debug, Clone)]
 struct Entry {
     first_seen: Stamp,
     last_seen: Stamp,
     passed: bool,
+    triplet: Box<Triplet>,
+}
+
+/// What a triplet is, as compared: the client network, the sender and the recipient.
+#[derive(Debug, Clone, Hash)]
+struct Triplet {
+    net: IpNet,
+    sender: String,
+    recipient: String,
 }
 
 /// One client's passes, for the whitelist.
 #[derive(Debug, Clone, Copy)]
 struct Whitelist {
+    client: IpAddr,
     passes: u32,
     last_counted: Stamp,
     last_seen: Stamp,
+    /// Whitelisted by hand ([`GreylistStore::whitelist`]): passes whatever the rule's
+    /// `whitelist-after` says, until not seen for `expiry`.
+    by_hand: bool,
+}
+
+/// One triplet as the control API shows it (`GET /greylist`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GreylistEntry {
+    /// What names it for [`GreylistStore::forget`] (`DELETE /greylist/{id}`).
+    pub id: String,
+    /// Which greylist: the rule (`mx1/rule 1`), and `@host` when its state is per host.
+    pub greylist: String,
+    /// The client network the triplet is for (a /24 or /64 by default).
+    pub client_network: String,
+    pub sender: String,
+    pub recipient: String,
+    /// Farm time of the first attempt of this triplet (ms in JSON).
+    #[serde(rename = "first_seen_ms", with = "crate::millis")]
+    pub first_seen: Duration,
+    #[serde(rename = "last_seen_ms", with = "crate::millis")]
+    pub last_seen: Duration,
+    /// Whether it has passed: then it passes until not seen for `expiry`.
+    pub passed: bool,
+    /// From when a retry passes: first seen plus the delay.
+    #[serde(rename = "passes_at_ms", with = "crate::millis")]
+    pub passes_at: Duration,
+    /// When it is forgotten unless seen again: the end of the retry window for a
+    /// triplet that has not passed, `expiry` after it was last seen for one that has.
+    #[serde(rename = "forgotten_at_ms", with = "crate::millis")]
+    pub forgotten_at: Duration,
+}
+
+/// One client on a greylist's whitelist, as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WhitelistEntry {
+    pub greylist: String,
+    pub client: IpAddr,
+    /// Passes counted towards `whitelist-after` (at most one an hour).
+    pub passes: u32,
+    /// Whether the client skips greylisting now.
+    pub whitelisted: bool,
+    /// Whitelisted by hand (`POST /greylist/whitelist`).
+    pub by_hand: bool,
+    #[serde(rename = "last_seen_ms", with = "crate::millis")]
+    pub last_seen: Duration,
 }
 
 /// The state of one greylist: one rule's, and one host's if its state is per host, so
@@ -47,6 +105,7 @@ struct Whitelist {
 /// (a triplet forgotten so is greylisted again at its next attempt, as a new one).
 #[derive(Debug)]
 pub struct GreylistStore {
+    config: Greylist,
     max_entries: usize,
     keys: Keys,
     triplets: Mutex<Bounded<Entry>>,
@@ -65,6 +124,7 @@ impl GreylistStore {
     /// An empty store for a greylist configured as `config`.
     pub fn new(config: &Greylist) -> Self {
         Self {
+            config: config.clone(),
             max_entries: config.max_entries,
             keys: Keys::default(),
             triplets: Mutex::default(),
@@ -83,20 +143,24 @@ impl GreylistStore {
     ) -> GreyVerdict {
         let now = Stamp::at(now);
         let client_key = self.keys.of(&client);
-        if let Some(n) = config.whitelist_after {
+        {
             let mut clients = self.clients.lock();
-            clients.expire(|w| w.last_seen.age(now) > config.expiry);
-            let listed = clients
-                .get(&client_key)
-                .is_some_and(|w| w.passes >= n && w.last_seen.age(now) <= config.expiry);
-            if listed {
-                self.count_pass(&mut clients, client_key, now);
-                return GreyVerdict::Pass;
+            if config.whitelist_after.is_some() || clients.len() > 0 {
+                clients.expire(|w| w.last_seen.age(now) > config.expiry);
+                let listed = clients.get(&client_key).is_some_and(|w| {
+                    w.last_seen.age(now) <= config.expiry
+                        && (w.by_hand || config.whitelist_after.is_some_and(|n| w.passes >= n))
+                });
+                if listed {
+                    self.count_pass(&mut clients, client, client_key, now);
+                    return GreyVerdict::Pass;
+                }
             }
         }
         // The key is made before the lock is taken: normalising and hashing the triplet
         // is most of the work.
-        let key = self.keys.of(&triplet(config, client, sender, recipient));
+        let triplet = triplet(config, client, sender, recipient);
+        let key = self.keys.of(&triplet);
         let verdict = {
             let mut triplets = self.triplets.lock();
             // A triplet not seen for `expiry` is forgotten, and so is one that never
@@ -106,16 +170,17 @@ impl GreylistStore {
                     || (!e.passed && e.first_seen.age(now) > config.retry_window)
             });
             triplets.make_room(&key, self.max_entries);
-            let fresh = Entry {
+            let entry = triplets.touch(key, || Entry {
                 first_seen: now,
                 last_seen: now,
                 passed: false,
-            };
-            let entry = triplets.touch(key, || fresh);
+                triplet: Box::new(triplet),
+            });
             let expired = entry.last_seen.age(now) > config.expiry;
             let waited = entry.first_seen.age(now);
             if expired || (!entry.passed && waited > config.retry_window) {
-                *entry = fresh;
+                entry.first_seen = now;
+                entry.passed = false;
             }
             entry.last_seen = now;
             let waited = entry.first_seen.age(now);
@@ -129,22 +194,101 @@ impl GreylistStore {
             }
         };
         if verdict == GreyVerdict::Pass && config.whitelist_after.is_some() {
-            self.count_pass(&mut self.clients.lock(), client_key, now);
+            self.count_pass(&mut self.clients.lock(), client, client_key, now);
         }
         verdict
+    }
+
+    /// Every triplet kept now, expired ones not yet forgotten included, as the control
+    /// API shows them; `name` is this store's [`state_key`].
+    pub fn entries(&self, name: &str) -> Vec<GreylistEntry> {
+        let config = &self.config;
+        let at = |stamp: Stamp| Duration::from_nanos(stamp.nanos());
+        self.triplets
+            .lock()
+            .iter()
+            .map(|(key, e)| GreylistEntry {
+                id: key.to_hex(),
+                greylist: name.to_string(),
+                client_network: e.triplet.net.to_string(),
+                sender: e.triplet.sender.clone(),
+                recipient: e.triplet.recipient.clone(),
+                first_seen: at(e.first_seen),
+                last_seen: at(e.last_seen),
+                passed: e.passed,
+                passes_at: at(e.first_seen).saturating_add(config.delay),
+                forgotten_at: if e.passed {
+                    at(e.last_seen).saturating_add(config.expiry)
+                } else {
+                    at(e.first_seen).saturating_add(config.retry_window)
+                },
+            })
+            .collect()
+    }
+
+    /// The clients on this greylist's whitelist, counting or listed.
+    pub fn whitelist_entries(&self, name: &str, now: Duration) -> Vec<WhitelistEntry> {
+        let config = &self.config;
+        let now = Stamp::at(now);
+        self.clients
+            .lock()
+            .iter()
+            .map(|(_, w)| WhitelistEntry {
+                greylist: name.to_string(),
+                client: w.client,
+                passes: w.passes,
+                whitelisted: w.last_seen.age(now) <= config.expiry
+                    && (w.by_hand || config.whitelist_after.is_some_and(|n| w.passes >= n)),
+                by_hand: w.by_hand,
+                last_seen: Duration::from_nanos(w.last_seen.nanos()),
+            })
+            .collect()
+    }
+
+    /// Forgets the triplet whose [`GreylistEntry::id`] is `id`: its next attempt is
+    /// greylisted as a new one. False if this store has no such triplet.
+    pub fn forget(&self, id: &str) -> bool {
+        Key::from_hex(id).is_some_and(|key| self.triplets.lock().remove(&key).is_some())
+    }
+
+    /// Puts `client` on the whitelist by hand, at farm time `now`: it skips this
+    /// greylist until it has not been seen for `expiry`.
+    pub fn whitelist(&self, client: IpAddr, now: Duration) {
+        let now = Stamp::at(now);
+        let key = self.keys.of(&client);
+        let mut clients = self.clients.lock();
+        clients.make_room(&key, self.max_entries);
+        let entry = clients.touch(key, || Whitelist {
+            client,
+            passes: 0,
+            last_counted: Stamp::default(),
+            last_seen: now,
+            by_hand: true,
+        });
+        entry.by_hand = true;
+        entry.last_seen = now;
+    }
+
+    /// Forgets every triplet and every client.
+    pub fn clear(&self) {
+        *self.triplets.lock() = Bounded::default();
+        *self.clients.lock() = Bounded::default();
     }
 
     fn count_pass(
         &self,
         clients: &mut Bounded<Whitelist>,
-        client_key: super::bounded::Key,
+        client: IpAddr,
+        client_key: Key,
         now: Stamp,
     ) {
         clients.make_room(&client_key, self.max_entries);
         let entry = clients.touch(client_key, || Whitelist {
+            client,
             passes: 0,
             last_counted: Stamp::default(),
             last_seen: now,
+            by_hand: false,
         });
         entry.last_seen = now;
         // postgrey counts at most one successful delivery per hour towards the whitelist.
@@ -169,19 +313,18 @@ impl GreylistStore {
 
 /// What identifies a triplet within one store: the client network and the sender and
 /// recipient as compared.
-fn triplet(
-    config: &Greylist,
-    client: IpAddr,
-    sender: &str,
-    recipient: &str,
-) -> (IpNet, String, String) {
+fn triplet(config: &Greylist, client: IpAddr, sender: &str, recipient: &str) -> Triplet {
     let net = client_network(client, config.ipv4_prefix, config.ipv6_prefix);
     let sender = if config.normalize_sender {
         normalize_sender(sender)
     } else {
         sender.to_ascii_lowercase()
     };
-    (net, sender, recipient.to_ascii_lowercase())
+    Triplet {
+        net,
+        sender,
+        recipient: recipient.to_ascii_lowercase(),
+    }
 }
 
 /// The client's network at the given prefix lengths (32 and 128 keep the exact address).

@@ -82,6 +82,69 @@ impl PolicyState {
             seed: scenario.seed,
         })
     }
+
+    /// The greylists' stores with their names, sorted by name, so that listings are
+    /// stable.
+    fn greylist_stores(&self) -> Vec<(String, Arc<GreylistStore>)> {
+        let mut stores: Vec<_> = self
+            .greylists
+            .lock()
+            .iter()
+            .map(|(name, store)| (name.clone(), store.clone()))
+            .collect();
+        stores.sort_by(|a, b| a.0.cmp(&b.0));
+        stores
+    }
+
+    /// Every greylist triplet kept, by greylist, then oldest first.
+    pub(crate) fn greylist_entries(&self) -> Vec<greylist::GreylistEntry> {
+        let mut entries = Vec::new();
+        for (name, store) in self.greylist_stores() {
+            let mut of_store = store.entries(&name);
+            of_store.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
+            entries.extend(of_store);
+        }
+        entries
+    }
+
+    /// Every client on a greylist's whitelist (counting passes or listed).
+    pub(crate) fn whitelist_entries(&self, now: Duration) -> Vec<greylist::WhitelistEntry> {
+        let mut entries = Vec::new();
+        for (name, store) in self.greylist_stores() {
+            let mut of_store = store.whitelist_entries(&name, now);
+            of_store.sort_by_key(|w| w.client);
+            entries.extend(of_store);
+        }
+        entries
+    }
+
+    /// Forgets the triplet `id` names, in whichever greylist holds it.
+    pub(crate) fn forget_greylisted(&self, id: &str) -> bool {
+        self.greylist_stores()
+            .iter()
+            .any(|(_, store)| store.forget(id))
+    }
+
+    /// Whitelists `client` by hand on every greylist; returns how many greylists there are.
+    pub(crate) fn whitelist(&self, client: IpAddr, now: Duration) -> usize {
+        let stores = self.greylist_stores();
+        for (_, store) in &stores {
+            store.whitelist(client, now);
+        }
+        stores.len()
+    }
+
+    /// Forgets what the stateful rules learnt: greylist triplets and whitelists, rate
+    /// counts, attempt counts. Open connections stay counted: they are still open.
+    pub(crate) fn clear(&self) {
+        for (_, store) in self.greylist_stores() {
+            store.clear();
+        }
+        for store in self.rates.lock().values() {
+            store.clear();
+        }
+        self.attempts.clear();
+    }
 }
 
 /// The store a rule keeps its state in.

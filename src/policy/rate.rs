@@ -112,6 +112,11 @@ impl RateStore {
         }
     }
 
+    /// Forgets every count.
+    pub fn clear(&self) {
+        *self.table.lock() = Table::default();
+    }
+
     /// Counts one event for `key` at farm time `now`; false if it is over the limit
     /// (an event over the limit is not counted, as a refused event did not happen).
     pub fn admit(&self, limit: &RateLimit, key: &str, now: Duration) -> bool {

@@ -212,7 +212,10 @@ fn load_str_in(
     text: &str,
     dir: Option<&Path>,
 ) -> Result<Scenario, ScenarioError> {
-    load::load(text, dir).map_err(|issues| ScenarioError::from_issues(source_name, text, issues))
+    let mut scenario = load::load(text, dir)
+        .map_err(|issues| ScenarioError::from_issues(source_name, text, issues))?;
+    scenario.source_text = std::sync::Arc::from(text);
+    Ok(scenario)
 }
 
 impl Scenario {

@@ -177,6 +177,11 @@ impl Shutdown {
         self.aborted.cancelled().await;
     }
 
+    /// Whether the shutdown has begun.
+    pub(crate) fn has_begun(&self) -> bool {
+        self.begun.is_cancelled()
+    }
+
     pub(super) fn is_aborted(&self) -> bool {
         self.aborted.is_cancelled()
     }

@@ -58,6 +58,13 @@ impl HostRuntime {
     }
 }
 
+impl HostRuntime {
+    /// How many connections the host serves now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.serving.lock().total
+    }
+}
+
 /// What a new connection got: one of the host's connection slots, or the limit it met
 /// (then the session only says so and closes).
 #[derive(Debug)]

@@ -60,6 +60,23 @@ pub struct DeliveryTranscript {
     pub recipient: Option<String>,
     pub attempts: Vec<TranscriptAttempt>,
     pub outcome: DeliveryOutcome,
+    /// Jumps of the farm's clock by hand ([`Farm::advance`](crate::Farm::advance), the
+    /// API) between its first attempt and its last: time the sender did not wait.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clock_jumps: Vec<ClockJump>,
+}
+
+/// The farm's clock moved forward by hand, as a delivery's story shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClockJump {
+    /// Time from the start of the story's first attempt to the jump's end.
+    #[serde(rename = "offset_ms", serialize_with = "crate::millis::serialize")]
+    pub offset: Duration,
+    #[serde(rename = "by_ms", serialize_with = "crate::millis::serialize")]
+    pub by: Duration,
+    /// Farm time after the jump.
+    #[serde(skip)]
+    pub at: Duration,
 }
 
 /// The contacts of one client tied to no message.
@@ -155,13 +172,21 @@ impl DeliveryOutcome {
 impl Transcript {
     /// The transcript of a journal (a live farm's or one read from a file).
     pub fn from_events(events: &[Event]) -> Transcript {
+        let events = &*crate::journal::since_last_reset(events);
         let domains = domain_records(events);
         let preferences = Preferences::new(&domains);
         let all = deliveries(events);
+        let jumps: Vec<(Duration, Duration)> = events
+            .iter()
+            .filter_map(|e| match e.kind {
+                crate::journal::EventKind::ClockAdvanced { by } => Some((e.at, by)),
+                _ => None,
+            })
+            .collect();
         let delivery_list = all
             .list
             .iter()
-            .map(|d| DeliveryTranscript::new(d, &preferences))
+            .map(|d| DeliveryTranscript::new(d, &preferences).with_jumps(&jumps))
             .collect();
         let unattributed = all
             .unattributed
@@ -237,7 +262,7 @@ impl Transcript {
                 "contacts from {} for no message the journal shows",
                 client.client
             );
-            render_attempts(&mut out, &client.attempts, granularity);
+            render_attempts(&mut out, &client.attempts, &[], granularity);
         }
         for client in &self.dns {
             dns::render(&mut out, client, granularity);
@@ -326,7 +351,27 @@ impl DeliveryTranscript {
             recipient: delivery.recipient.clone(),
             attempts,
             outcome,
+            clock_jumps: Vec::new(),
         }
+    }
+
+    /// With the clock's jumps `(farm time after, by)` that fell between its first
+    /// attempt's start and its last's.
+    fn with_jumps(mut self, jumps: &[(Duration, Duration)]) -> Self {
+        let (Some(first), Some(last)) = (self.attempts.first(), self.attempts.last()) else {
+            return self;
+        };
+        let (start, end) = (first.attempt.started, last.attempt.started);
+        self.clock_jumps = jumps
+            .iter()
+            .filter(|(at, _)| *at > start && *at <= end)
+            .map(|&(at, by)| ClockJump {
+                offset: at - start,
+                by,
+                at,
+            })
+            .collect();
+        self
     }
 
     /// Whether some attempt handed the message over.
@@ -372,7 +417,7 @@ impl DeliveryTranscript {
                 "  its content was never sent, so these attempts are told apart from other messages by envelope and size only: they may be several messages"
             );
         }
-        render_attempts(out, &self.attempts, granularity);
+        render_attempts(out, &self.attempts, &self.clock_jumps, granularity);
         let _ = writeln!(out, "  {}", self.outcome.describe(granularity));
     }
 }
@@ -399,13 +444,30 @@ fn outcome_of(attempts: &[TranscriptAttempt]) -> DeliveryOutcome {
     }
 }
 
-fn render_attempts(out: &mut String, attempts: &[TranscriptAttempt], granularity: Granularity) {
+fn render_attempts(
+    out: &mut String,
+    attempts: &[TranscriptAttempt],
+    jumps: &[ClockJump],
+    granularity: Granularity,
+) {
     let host_width = attempts
         .iter()
         .map(|a| host_label(a).len())
         .max()
         .unwrap_or(0);
+    let mut jumps = jumps.iter().peekable();
     for (i, attempt) in attempts.iter().enumerate() {
+        // A jump before this attempt: the gap above it is partly time nobody waited.
+        while let Some(jump) = jumps.next_if(|j| j.at <= attempt.attempt.started) {
+            let by = match granularity {
+                Granularity::None => String::new(),
+                g => format!(" by {}", span(jump.by, g)),
+            };
+            let _ = writeln!(
+                out,
+                "      farm clock advanced{by} (time the sender did not wait)"
+            );
+        }
         let time = match granularity {
             Granularity::None => String::new(),
             _ => format!("{:<9} ", offset(attempt.offset, granularity)),

@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("scenario", &[]),
     ("testing", &[]),
     ("journal", &["clock", "millis", "scenario"]),
-    ("policy", &["scenario"]),
+    ("policy", &["millis", "scenario"]),
     ("capture", &["journal", "millis", "scenario"]),
     ("tls", &["scenario"]),
     ("dns", &["clock", "journal", "policy", "scenario"]),
@@ -58,6 +58,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "smtp",
             "tls",
             "transcript",
+        ],
+    ),
+    // The control API over HTTP: through the farm's public API, and the views' types.
+    (
+        "api",
+        &[
+            "capture",
+            "clock",
+            "deliveries",
+            "farm",
+            "journal",
+            "millis",
+            "render",
+            "scenario",
         ],
     ),
 ];

@@ -37,6 +37,9 @@ pub struct Scenario {
     pub reverse_dns: std::collections::BTreeMap<std::net::IpAddr, String>,
     /// The farm's DNS: extra records, names outside the zones, fault rules.
     pub dns: DnsSettings,
+    /// The TOML it was loaded from, as written: what the control API's `GET /scenario`
+    /// gives back (empty for a scenario built in code).
+    pub source_text: std::sync::Arc<str>,
 }
 
 impl Scenario {

@@ -8,21 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::DuplexStream;
-use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::assertions::DeliveryExpectation;
 use crate::capture::{Inbox, Message};
-use crate::clock::{Clock, TooFar};
+use crate::clock::Clock;
 use crate::deliveries::{Deliveries, deliveries};
-use crate::dns::lookup::Lookups;
-use crate::dns::{DnsService, DnsSockets};
-use crate::journal::{
-    Cursor, DomainRecord, Event, EventKind, Journal, JournalFileOptions, Read, Sink,
-};
+use crate::dns::DnsService;
+use crate::journal::{Cursor, Event, Journal, JournalFileOptions, Read};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, Shutdown, serve, start_session};
+use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
 use crate::tls::{self, FarmCa};
 use crate::transcript::Transcript;
 
@@ -133,6 +129,15 @@ pub struct BoundHost {
 /// call [`Farm::shutdown`] for a clean end.
 #[derive(Debug)]
 pub struct Farm {
+    core: Arc<Core>,
+    /// False for the handles the control API holds ([`Farm::share`]): dropping one of
+    /// those stops nothing.
+    owner: bool,
+}
+
+/// Everything a running farm is, shared by the farm and the handles of its control API.
+#[derive(Debug)]
+struct Core {
     env: Env,
     journal: Arc<Journal>,
     inbox: Arc<Inbox>,
@@ -143,9 +148,26 @@ pub struct Farm {
     hosts: Vec<BoundHost>,
     tasks: TaskTracker,
     dns: Option<DnsService>,
+    policy: Arc<PolicyState>,
 }
 
+mod control;
+mod start;
+mod summary;
+
+pub use crate::policy::greylist::{GreylistEntry, WhitelistEntry};
+pub use control::{HostStatus, ResetScope};
+
 impl Farm {
+    /// Another handle on this farm, for the control API: it reads and controls the
+    /// same farm, and dropping it stops nothing. Only the farm itself shuts down.
+    pub(crate) fn share(&self) -> Farm {
+        Farm {
+            core: self.core.clone(),
+            owner: false,
+        }
+    }
+
     /// Starts every host on the address its scenario gives.
     pub async fn start(scenario: Scenario) -> Result<Farm, FarmError> {
         Self::start_with(scenario, FarmOptions::default()).await
@@ -156,238 +178,39 @@ impl Farm {
         Self::start_with(scenario, FarmOptions::ephemeral()).await
     }
 
-    /// Starts the farm with the given listen addresses.
-    pub async fn start_with(scenario: Scenario, options: FarmOptions) -> Result<Farm, FarmError> {
-        for host in options.bind.keys() {
-            if scenario.host(host).is_none() {
-                let known: Vec<&str> = scenario.hosts.iter().map(|h| h.name.as_str()).collect();
-                return Err(FarmError::UnknownHost {
-                    host: host.clone(),
-                    known: known.join(", "),
-                });
-            }
-        }
-        // A fresh CA per farm unless one is given: a P-256 key takes well under a
-        // millisecond, and `ca_certificate_pem` always has something to return.
-        let ca = match options.ca {
-            Some(ca) => ca,
-            None => Arc::new(FarmCa::generate_in(&tls::CaScope::for_scenario(&scenario))?),
-        };
-        let clock = Clock::new();
-        let policy = PolicyState::for_scenario(&scenario);
-        let shutdown = Shutdown::new();
-        // Bind every listener before serving any, so a farm starts whole or not at all.
-        let mut listeners = Vec::new();
-        for host in &scenario.hosts {
-            let addr = match options.bind.get(&host.name) {
-                Some(addr) => *addr,
-                None if options.ephemeral_ports => SocketAddr::from(([127, 0, 0, 1], 0)),
-                None => host.listen,
-            };
-            let listener = listen(addr)
-                .and_then(|l| l.local_addr().map(|bound| (l, bound)))
-                .map_err(|source| FarmError::Bind {
-                    host: host.name.clone(),
-                    addr,
-                    source,
-                })?;
-            listeners.push((host.clone(), listener));
-        }
-        let bound: HashMap<String, SocketAddr> = listeners
-            .iter()
-            .map(|(host, (_, addr))| (host.name.clone(), *addr))
-            .collect();
-        // Rules that test DNS look it up through the farm's own server: one on a free
-        // loopback port when the run asked for none.
-        let tests_dns = crate::policy::learnt::DnsNeeds::in_scenario(&scenario);
-        let dns_addr = options
-            .dns
-            .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
-        let dns_sockets = match dns_addr {
-            Some(addr) => Some(
-                DnsSockets::bind(addr)
-                    .await
-                    .map_err(|source| FarmError::DnsBind { addr, source })?,
-            ),
-            None => None,
-        };
-        // The file only once every listener is bound: a farm that cannot start must not
-        // have replaced the journal of the run before.
-        let sink = match options.journal_file {
-            Some(file) => {
-                let path = file.path.clone();
-                Some(Sink::start(file).map_err(|source| FarmError::JournalFile { path, source })?)
-            }
-            None => None,
-        };
-        let journal = Arc::new(Journal::with_sink(
-            clock.clone(),
-            scenario.journal.max_events,
-            sink,
-        ));
-        let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
-        let started = journal.record(EventKind::FarmStarted {
-            scenario: scenario.name.clone(),
-            domains: scenario
-                .domains
-                .iter()
-                .map(|d| DomainRecord {
-                    name: d.name.clone(),
-                    mx: d
-                        .mx
-                        .iter()
-                        .map(|m| (m.host.clone(), m.preference))
-                        .collect(),
-                })
-                .collect(),
-            hostnames: scenario
-                .hosts
-                .iter()
-                .map(|h| (h.name.clone(), h.hostname.clone()))
-                .collect(),
-        });
-        // A journal file that cannot take its first line will take no message: say so
-        // now, rather than answer every sender 451.
-        if let Err(unwritable) = journal.written(started).await {
-            journal.close();
-            return Err(FarmError::JournalUnwritable(unwritable));
-        }
-        let dns = dns_sockets.map(|sockets| {
-            DnsService::start(
-                sockets,
-                &scenario,
-                |host| bound.get(host).map(|a| a.ip()),
-                clock.clone(),
-                journal.clone(),
-            )
-        });
-        let mut env = Env::new(
-            clock.clone(),
-            journal.clone(),
-            inbox.clone(),
-            scenario.limits.max_buffered_data,
-        );
-        if let Some(dns) = dns.as_ref().filter(|_| tests_dns) {
-            env = env.with_lookups(Arc::new(Lookups::new(dns.addr(), clock.clone())));
-        }
-        let tasks = TaskTracker::new();
-        let mut hosts = Vec::new();
-        for (config, (listener, addr)) in listeners {
-            let tls = tls::acceptor(&config, addr.ip(), &ca).map_err(FarmError::Tls)?;
-            let runtime = HostRuntime::new(config, tls, policy.clone());
-            hosts.push(BoundHost {
-                name: runtime.config.name.clone(),
-                hostname: runtime.config.hostname.clone(),
-                addr,
-                runtime: runtime.clone(),
-            });
-            let serving = serve(
-                listener,
-                runtime,
-                env.clone(),
-                shutdown.clone(),
-                tasks.clone(),
-            );
-            tasks.spawn(serving);
-        }
-        Ok(Farm {
-            env,
-            journal,
-            inbox,
-            clock,
-            shutdown,
-            ca,
-            scenario: Arc::new(scenario),
-            hosts,
-            tasks,
-            dns,
-        })
-    }
-
     /// Where the farm's DNS server answers, if it runs one ([`FarmOptions::dns`]).
     pub fn dns_addr(&self) -> Option<SocketAddr> {
-        self.dns.as_ref().map(DnsService::addr)
+        self.core.dns.as_ref().map(DnsService::addr)
     }
 
     /// The CA that signed the hosts' certificates, as PEM: what a sender must trust for
     /// `valid` hosts to verify.
     pub fn ca_certificate_pem(&self) -> &str {
-        self.ca.cert_pem()
+        self.core.ca.cert_pem()
     }
 
     /// The farm's CA, e.g. to write it out for a sender's trust store.
     pub fn ca(&self) -> &Arc<FarmCa> {
-        &self.ca
+        &self.core.ca
     }
 
     /// The scenario the farm plays.
     pub fn scenario(&self) -> &Scenario {
-        &self.scenario
-    }
-
-    /// What the farm plays, as the command line shows it at the start: the scenario, each
-    /// domain's MX records, and each host with its address, hostname, STARTTLS and rules.
-    pub fn summary(&self) -> String {
-        use crate::scenario::{Parsing, TlsMode, TlsVersions};
-        use std::fmt::Write as _;
-        let scenario = &self.scenario;
-        let mut out = format!("mxfarm: scenario {:?}", scenario.name);
-        if !scenario.description.is_empty() {
-            let _ = write!(out, " - {}", scenario.description);
-        }
-        out.push('\n');
-        for domain in &scenario.domains {
-            let mx: Vec<String> = domain
-                .mx
-                .iter()
-                .map(|m| format!("{} {}", m.preference, m.host))
-                .collect();
-            let _ = writeln!(out, "  domain {:<22} MX {}", domain.name, mx.join(", "));
-        }
-        for (bound, host) in self.hosts.iter().zip(&scenario.hosts) {
-            let mode = host.tls.mode.as_str();
-            let tls = match (host.tls.mode, host.tls.versions) {
-                (TlsMode::Off, _) => "no STARTTLS".to_string(),
-                (_, TlsVersions::Any) => format!("STARTTLS {mode}"),
-                (_, TlsVersions::Only12) => format!("STARTTLS {mode} (TLS 1.2 only)"),
-                (_, TlsVersions::Only13) => format!("STARTTLS {mode} (TLS 1.3 only)"),
-            };
-            // Strict is what a user expects of an MX today; a lenient host says so.
-            let parsing = match host.parsing {
-                Parsing::Strict => "",
-                Parsing::Lenient => ", lenient parsing",
-            };
-            let _ = writeln!(
-                out,
-                "  host {:<6} {:<21} {:<32} {tls}{parsing}",
-                bound.name,
-                bound.addr.to_string(),
-                bound.hostname
-            );
-            if host.rules.is_empty() {
-                out.push_str("      (no rules: accepts everything)\n");
-            }
-            for rule in host.rules.iter() {
-                let _ = writeln!(out, "      {rule}");
-            }
-        }
-        if let Some(dns) = &self.dns {
-            out.push_str(&dns.summary());
-            for rule in &scenario.dns.rules {
-                let _ = writeln!(out, "      {rule}");
-            }
-        }
-        out
+        &self.core.scenario
     }
 
     /// Every host with the address it is bound to, in scenario order.
     pub fn hosts(&self) -> &[BoundHost] {
-        &self.hosts
+        &self.core.hosts
     }
 
     /// The address `host` listens on, if the scenario has that host.
     pub fn try_addr(&self, host: &str) -> Option<SocketAddr> {
-        self.hosts.iter().find(|h| h.name == host).map(|h| h.addr)
+        self.core
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.addr)
     }
 
     /// The address `host` listens on.
@@ -398,7 +221,7 @@ impl Farm {
         match self.try_addr(host) {
             Some(addr) => addr,
             None => {
-                let known: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+                let known: Vec<&str> = self.core.hosts.iter().map(|h| h.name.as_str()).collect();
                 panic!("the farm has no host {host:?}; it has {known:?}")
             }
         }
@@ -413,34 +236,34 @@ impl Farm {
     /// every task waits, so delays, hangs and timeouts take no real time at all. Over real
     /// sockets, paused time is unsafe: the clock jumps while a socket waits for bytes.
     pub fn connect_in_memory(&self, host: &str, client: SocketAddr) -> Option<DuplexStream> {
-        let runtime = &self.hosts.iter().find(|h| h.name == host)?.runtime;
+        let runtime = &self.core.hosts.iter().find(|h| h.name == host)?.runtime;
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         start_session(
-            &self.env,
+            &self.core.env,
             runtime,
             theirs,
             client,
-            &self.shutdown,
-            &self.tasks,
+            &self.core.shutdown,
+            &self.core.tasks,
         );
         Some(ours)
     }
 
     /// Every event still in the journal, oldest first.
     pub fn journal(&self) -> Vec<Event> {
-        self.journal.events()
+        self.core.journal.events()
     }
 
     /// A reader of the events recorded from now on, as they happen.
     pub fn subscribe(&self) -> Cursor {
-        self.events_after(self.journal.last_seq())
+        self.events_after(self.core.journal.last_seq())
     }
 
     /// A reader of the events after sequence number `seq` (0: from the first one still
     /// held), then of every event as it is recorded. It never skips an event silently:
     /// events dropped before it read them are counted in [`Read::Missed`].
     pub fn events_after(&self, seq: u64) -> Cursor {
-        Cursor::new(self.journal.clone(), seq)
+        Cursor::new(self.core.journal.clone(), seq)
     }
 
     /// Waits until the journal holds an event for which `matches` is true, and returns it.
@@ -464,7 +287,7 @@ impl Farm {
     /// the farm answers every message 451 4.3.0. `None` while it is fine (or there is
     /// no file).
     pub fn journal_file_failure(&self) -> Option<String> {
-        self.journal.file_failure().map(|why| why.to_string())
+        self.core.journal.file_failure().map(|why| why.to_string())
     }
 
     /// Each message to each recipient with its delivery attempts, derived from the
@@ -506,12 +329,12 @@ impl Farm {
 
     /// The messages the farm accepted and still keeps, oldest first.
     pub fn messages(&self) -> Vec<Message> {
-        self.inbox.messages()
+        self.core.inbox.messages()
     }
 
     /// Farm time now.
     pub fn now(&self) -> Duration {
-        self.clock.now()
+        self.core.clock.now()
     }
 
     /// Moves farm time forward: delays, hangs, timeouts and attempt windows see it at once.
@@ -525,14 +348,14 @@ impl Farm {
         }
     }
 
-    /// Moves farm time forward like [`Farm::advance`], or refuses, leaving time as it was.
-    pub fn try_advance(&self, by: Duration) -> Result<(), TooFar> {
-        self.clock.advance(by)
+    /// Whether the farm still takes connections: true until its shutdown begins.
+    pub fn is_accepting(&self) -> bool {
+        !self.core.shutdown.has_begun()
     }
 
     /// The farm's clock, for code that waits in farm time.
     pub fn clock(&self) -> &Clock {
-        &self.clock
+        &self.core.clock
     }
 
     /// How long [`Farm::shutdown`] gives sessions that cannot be told `421` to end.
@@ -558,42 +381,32 @@ impl Farm {
     /// of a shutdown do not wait. A zero grace ends every session at once, even before
     /// its 421 is written.
     pub async fn shutdown_within(self, grace: Duration) {
-        self.shutdown.begin();
-        self.tasks.close();
+        self.core.shutdown.begin();
+        self.core.tasks.close();
         tokio::select! {
-            () = self.tasks.wait() => {}
-            () = self.clock.sleep(grace) => {
-                self.shutdown.abort();
-                self.tasks.wait().await;
+            () = self.core.tasks.wait() => {}
+            () = self.core.clock.sleep(grace) => {
+                self.core.shutdown.abort();
+                self.core.tasks.wait().await;
             }
         }
         // After the sessions: a check still running in the grace period gets its answer.
-        if let Some(dns) = &self.dns {
+        if let Some(dns) = &self.core.dns {
             dns.shutdown().await;
         }
-        self.journal.close();
-        self.journal.file_finished().await;
+        self.core.journal.close();
+        self.core.journal.file_finished().await;
     }
-}
-
-/// A listener with a backlog deep enough for a burst of senders (the default, 128, makes
-/// clients beyond it wait a second for a SYN retry).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
 }
 
 impl Drop for Farm {
     /// Stops accepting, and ends every journal reader once it has read what is there:
-    /// a cursor or a journal file writer does not wait for a farm that is gone.
+    /// a cursor or a journal file writer does not wait for a farm that is gone. A
+    /// [shared](Farm::share) handle stops nothing.
     fn drop(&mut self) {
-        self.shutdown.begin();
-        self.journal.close();
+        if self.owner {
+            self.core.shutdown.begin();
+            self.core.journal.close();
+        }
     }
 }

@@ -1,0 +1,157 @@
+//! Changing and inspecting a running farm over HTTP: its scenario, its hosts, its
+//! greylists, its clock, and resets. Each handler is one call of the public `Farm` API.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Api;
+use super::problem::Problem;
+use crate::farm::ResetScope;
+use crate::render::{Granularity, span};
+use crate::scenario::duration;
+
+/// The running scenario as written (TOML) and the same document as JSON.
+pub(super) async fn scenario(State(api): State<Api>) -> Json<Value> {
+    let scenario = api.farm.scenario();
+    let text = &*scenario.source_text;
+    let as_json = toml::from_str::<Value>(text).unwrap_or(Value::Null);
+    Json(json!({
+        "name": scenario.name,
+        "description": scenario.description,
+        "toml": text,
+        "json": as_json,
+    }))
+}
+
+pub(super) async fn hosts(State(api): State<Api>) -> Json<Value> {
+    Json(json!({
+        "hosts": api.farm.host_status(),
+        "dns": api.farm.dns_addr(),
+    }))
+}
+
+pub(super) async fn greylist(State(api): State<Api>) -> Json<Value> {
+    Json(json!({
+        "now_ms": millis(api.farm.now()),
+        "entries": api.farm.greylist(),
+        "whitelist": api.farm.greylist_whitelist(),
+    }))
+}
+
+pub(super) async fn forget_greylisted(
+    State(api): State<Api>,
+    Path(entry): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    if api.farm.forget_greylisted(&entry) {
+        Ok(Json(json!({ "forgotten": entry })))
+    } else {
+        Err(Problem::not_found_what(
+            format!("no greylist holds an entry {entry:?}"),
+            "GET /api/v1/greylist lists the entries with their ids; an entry may have expired",
+        ))
+    }
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], example: &str) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request(
+            format!("the request body is not what this path takes: {e}"),
+            format!("send JSON like {example} with Content-Type: application/json"),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Whitelist {
+    client: IpAddr,
+}
+
+pub(super) async fn whitelist(
+    State(api): State<Api>,
+    bytes: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let Whitelist { client } = body(&bytes, r#"{"client": "192.0.2.1"}"#)?;
+    let greylists = api.farm.whitelist(client);
+    if greylists == 0 {
+        return Err(Problem::unprocessable(
+            "the farm has no greylist yet",
+            "a greylist exists once a greylist rule has seen its first attempt; \
+             whitelist the client after that, or give the rule whitelist-after",
+        ));
+    }
+    Ok(Json(json!({ "client": client, "greylists": greylists })))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(super) async fn clock(State(api): State<Api>) -> Json<Value> {
+    let now = api.farm.now();
+    Json(json!({
+        "now_ms": millis(now),
+        "now": span(now, Granularity::Exact),
+        "max_advance_ms": millis(crate::clock::Clock::MAX_OFFSET),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    by: Option<String>,
+    by_ms: Option<u64>,
+}
+
+pub(super) async fn advance(State(api): State<Api>, bytes: Bytes) -> Result<Json<Value>, Problem> {
+    let example = r#"{"by": "5m"} or {"by_ms": 300000}"#;
+    let advance: Advance = body(&bytes, example)?;
+    let by = match (advance.by, advance.by_ms) {
+        (Some(text), None) => duration::parse(&text).map_err(|why| {
+            Problem::bad_request(
+                format!("by = {text:?}: {why}"),
+                "write a duration as scenarios do: \"30s\", \"5m\", \"1h30m\", \"2d\"",
+            )
+        })?,
+        (None, Some(ms)) => Duration::from_millis(ms),
+        _ => {
+            return Err(Problem::bad_request(
+                "say how far to advance, once",
+                format!("send {example}"),
+            ));
+        }
+    };
+    api.farm
+        .try_advance(by)
+        .map_err(|too_far| Problem::unprocessable(too_far.to_string(), "advance by less"))?;
+    let now = api.farm.now();
+    Ok(Json(json!({
+        "advanced_ms": millis(by),
+        "now_ms": millis(now),
+        "now": span(now, Granularity::Exact),
+    })))
+}
+
+pub(super) async fn reset(State(api): State<Api>, bytes: Bytes) -> Result<Json<Value>, Problem> {
+    let example = r#"{"policy": true, "journal": true, "messages": true}"#;
+    let scope = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ResetScope::ALL
+    } else {
+        body::<ResetScope>(&bytes, example)?
+    };
+    if scope == ResetScope::default() {
+        return Err(Problem::unprocessable(
+            "the request resets nothing",
+            format!("name what to reset, {example}, or send no body to reset everything"),
+        ));
+    }
+    let seq = api.farm.reset(scope);
+    Ok(Json(json!({ "reset": scope, "seq": seq })))
+}
