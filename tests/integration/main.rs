@@ -1,5 +1,7 @@
 //! The one integration-test binary: everything over real sockets.
 
+mod api;
+mod api_events;
 mod architecture;
 mod assertions;
 mod behaviours;
