@@ -230,6 +230,21 @@ pub fn journal(events: &[Event], granularity: Granularity) -> String {
                 format!("* started, playing scenario {scenario:?}"),
             ),
             EventKind::DnsQuery { .. } => ("dns".to_string(), dns_query(&event.kind)),
+            EventKind::ScenarioReplaced {
+                scenario,
+                state_kept,
+                ..
+            } => (
+                "farm".to_string(),
+                format!(
+                    "* scenario replaced: now playing {scenario:?}, {}",
+                    if *state_kept {
+                        "state kept"
+                    } else {
+                        "state reset"
+                    }
+                ),
+            ),
             EventKind::ClockAdvanced { by } => (
                 "farm".to_string(),
                 format!("* clock advanced by {}", span(*by, Granularity::Exact)),

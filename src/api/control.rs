@@ -6,15 +6,94 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Api;
+use super::journal::bad_query;
 use super::problem::Problem;
-use crate::farm::ResetScope;
+use crate::farm::{FarmError, Replaced, ResetScope, StateOnReplace};
 use crate::render::{Granularity, span};
 use crate::scenario::duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplaceQuery {
+    state: Option<StateOnReplace>,
+}
+
+/// A scenario sent as JSON: its TOML text, and what becomes of the state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Replacement {
+    toml: String,
+    state: Option<StateOnReplace>,
+}
+
+/// `PUT /scenario`: the body is the scenario's TOML (or JSON `{"toml": ..., "state":
+/// ...}`); `?state=keep` (the default) or `reset`. A scenario with problems gets a 422
+/// with every problem `mxfarm check` would report, placed by line and column.
+pub(super) async fn replace_scenario(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: Result<Query<ReplaceQuery>, QueryRejection>,
+    bytes: Bytes,
+) -> Result<Json<Replaced>, Problem> {
+    let Query(query) = query.map_err(bad_query)?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (text, state) = if json {
+        let replacement: Replacement =
+            body(&bytes, r#"{"toml": "name = \"x\"\n...", "state": "keep"}"#)?;
+        (replacement.toml, replacement.state.or(query.state))
+    } else {
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Problem::bad_request(
+                "the scenario is not UTF-8 text",
+                "send the scenario file as it is: curl -X PUT --data-binary @my.toml ...",
+            )
+        })?;
+        (text, query.state)
+    };
+    let scenario = crate::scenario::Scenario::from_toml("scenario", &text).map_err(|error| {
+        let problems: Vec<Value> = error
+            .problems()
+            .iter()
+            .map(|p| json!({ "line": p.line, "column": p.column, "message": p.message, "hint": p.hint }))
+            .collect();
+        let count = problems.len();
+        Problem::unprocessable(
+            format!(
+                "the scenario has {count} problem{}; the farm goes on with the one it plays",
+                if count == 1 { "" } else { "s" }
+            ),
+            "fix each problem at its line and column (`mxfarm check FILE` shows the same), then PUT it again",
+        )
+        .with_details(json!({ "problems": problems, "text": error.to_string() }))
+    })?;
+    let state = state.unwrap_or_default();
+    api.farm
+        .replace_scenario(scenario, state)
+        .await
+        .map(Json)
+        .map_err(|error| match error {
+            FarmError::ShuttingDown => Problem::unavailable(error.to_string(), "", 0),
+            FarmError::Bind { .. } | FarmError::DnsBind { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                error.to_string(),
+                "the farm goes on with the scenario it plays",
+            ),
+            other => Problem::unprocessable(
+                other.to_string(),
+                "the farm goes on with the scenario it plays",
+            ),
+        })
+}
 
 /// The running scenario as written (TOML) and the same document as JSON.
 pub(super) async fn scenario(State(api): State<Api>) -> Json<Value> {

@@ -114,7 +114,7 @@ impl Metrics {
             metrics.subscribers.clone(),
         );
         // Every host has its series from the start, at zero.
-        for host in farm.hosts() {
+        for host in farm.hosts().iter() {
             let label = HostLabel {
                 host: host.name.clone(),
             };

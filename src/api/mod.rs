@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +147,7 @@ routes! {
     "GET" "/readyz" false => get(health::readyz);
     "GET" "/metrics" false => get(health::metrics);
     "GET" "/api/v1/scenario" false => get(control::scenario);
+    "PUT" "/api/v1/scenario" true => put(control::replace_scenario);
     "GET" "/api/v1/hosts" false => get(control::hosts);
     "GET" "/api/v1/journal" false => get(journal::page);
     "GET" "/api/v1/events" false => get(journal::events);

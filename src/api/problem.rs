@@ -67,6 +67,14 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// With more about it, as `details`.
+    pub(super) fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status;

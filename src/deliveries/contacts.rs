@@ -208,6 +208,7 @@ pub(super) fn contacts(events: &[Event]) -> Vec<Contact> {
                 done.push(o.contact);
             }
             EventKind::FarmStarted { .. }
+            | EventKind::ScenarioReplaced { .. }
             | EventKind::DnsQuery { .. }
             | EventKind::DnsCheck { .. }
             | EventKind::ClockAdvanced { .. }

@@ -296,16 +296,24 @@ pub fn network_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The MX hosts of each domain, from the journal's farm-started event.
+/// The MX hosts of each domain, from the journal's farm-started event and any
+/// scenario-replaced events after it: each domain as the latest of them names it.
 pub(crate) fn domain_records(events: &[Event]) -> Vec<DomainRecord> {
-    events
-        .iter()
-        .rev()
-        .find_map(|e| match &e.kind {
-            EventKind::FarmStarted { domains, .. } => Some(domains.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
+    let mut records: Vec<DomainRecord> = Vec::new();
+    for event in events {
+        let (EventKind::FarmStarted { domains, .. } | EventKind::ScenarioReplaced { domains, .. }) =
+            &event.kind
+        else {
+            continue;
+        };
+        for domain in domains {
+            match records.iter_mut().find(|r| r.name == domain.name) {
+                Some(known) => *known = domain.clone(),
+                None => records.push(domain.clone()),
+            }
+        }
+    }
+    records
 }
 
 fn info(g: &Grouped, number: usize) -> MessageInfo {

@@ -48,8 +48,8 @@ pub fn zone_file(scenario: &Scenario) -> String {
 #[derive(Debug)]
 pub(crate) struct DnsService {
     addr: SocketAddr,
-    zone: Arc<Zone>,
-    policy: Arc<DnsPolicy>,
+    /// The zone and rules it answers from, which [`DnsService::replace`] swaps.
+    current: Arc<parking_lot::RwLock<Arc<server::Current>>>,
     running: tokio::sync::Mutex<Option<server::Running>>,
 }
 
@@ -82,9 +82,12 @@ impl DnsService {
         let zone = Arc::new(Zone::build(scenario, address_of));
         let addr = sockets.0.addr;
         let policy = Arc::new(DnsPolicy::new(scenario));
+        let current = Arc::new(parking_lot::RwLock::new(Arc::new(server::Current {
+            zone,
+            policy,
+        })));
         let handler = server::Handler {
-            zone: zone.clone(),
-            policy: policy.clone(),
+            current: current.clone(),
             clock,
             journal,
             delayed: Arc::new(Semaphore::new(server::MAX_DELAYED)),
@@ -94,15 +97,32 @@ impl DnsService {
         let running = server::Running::start(sockets.0, handler);
         Self {
             addr,
-            zone,
-            policy,
+            current,
             running: tokio::sync::Mutex::new(Some(running)),
         }
     }
 
     /// Forgets the DNS rules' `attempt` counts (a reset of the policy state).
     pub(crate) fn clear_state(&self) {
-        self.policy.clear();
+        self.current.read().policy.clear();
+    }
+
+    /// Answers from `scenario`'s zone and DNS rules from now on, each host at
+    /// `address_of(host)`. With `keep_state`, the rules' `attempt` counts go on (those of
+    /// a rule that is gone are never read again); else they start at zero.
+    pub(crate) fn replace(
+        &self,
+        scenario: &Scenario,
+        address_of: impl Fn(&str) -> Option<IpAddr>,
+        keep_state: bool,
+    ) {
+        let zone = Arc::new(Zone::build(scenario, address_of));
+        let mut current = self.current.write();
+        let policy = Arc::new(DnsPolicy::new(scenario));
+        if keep_state {
+            policy.take_counts(&current.policy);
+        }
+        *current = Arc::new(server::Current { zone, policy });
     }
 
     /// Where it answers.
@@ -117,9 +137,10 @@ impl DnsService {
             out,
             "  dns  {} (udp and tcp), {} names; the zone it serves:",
             self.addr,
-            self.zone.len()
+            self.current.read().zone.len()
         );
-        for line in self.zone.zone_file().lines().filter(|l| !l.is_empty()) {
+        let zone_file = self.current.read().zone.zone_file();
+        for line in zone_file.lines().filter(|l| !l.is_empty()) {
             let _ = writeln!(out, "      {line}");
         }
         out

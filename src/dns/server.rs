@@ -31,10 +31,17 @@ pub(crate) const MAX_DELAYED_PER_CLIENT: usize = 256;
 /// How many records of an answer the journal names.
 const JOURNALLED_RECORDS: usize = 8;
 
-/// What the handler needs: everything is shared with the farm.
-pub(crate) struct Handler {
+/// What the handler answers from: the zone and the DNS rules, replaced together when the
+/// farm's scenario is.
+#[derive(Debug)]
+pub(crate) struct Current {
     pub zone: Arc<Zone>,
     pub policy: Arc<DnsPolicy>,
+}
+
+/// What the handler needs: everything is shared with the farm.
+pub(crate) struct Handler {
+    pub current: Arc<parking_lot::RwLock<Arc<Current>>>,
     pub clock: Clock,
     pub journal: Arc<Journal>,
     pub delayed: Arc<Semaphore>,
@@ -178,6 +185,9 @@ impl RequestHandler for Handler {
         // A journal file that falls behind holds the query back, as it holds an SMTP
         // command: a flood of queries cannot grow the file's backlog without bound.
         self.journal.keep_up_with_file().await;
+        // One zone and one set of rules for the whole query, even if the scenario is
+        // replaced while it waits.
+        let current = self.current.read().clone();
         let arrived = self.clock.now();
         let src = request.src();
         let transport = if request.protocol().is_stream() {
@@ -246,7 +256,7 @@ impl RequestHandler for Handler {
             .to_ascii_lowercase();
         let qtype = query.query_type();
         let kind = kind_of(qtype);
-        let verdict = self.policy.decide(
+        let verdict = current.policy.decide(
             Query {
                 name: &name,
                 kind,
@@ -285,10 +295,9 @@ impl RequestHandler for Handler {
                         .answer(
                             request,
                             &mut response,
-                            src,
-                            transport,
-                            &name,
-                            qtype,
+                            (src, transport),
+                            (&name, qtype),
+                            &current.zone,
                             Err(ResponseCode::ServFail),
                             verdict.rule,
                             None,
@@ -298,10 +307,10 @@ impl RequestHandler for Handler {
             }
         }
         let zone_answer = match (kind, qtype == RecordType::ANY) {
-            (_, true) => self.zone.lookup(&name, None),
-            (Some(kind), false) => self.zone.lookup(&name, Some(kind)),
+            (_, true) => current.zone.lookup(&name, None),
+            (Some(kind), false) => current.zone.lookup(&name, Some(kind)),
             // A type the farm never serves: only whether the name exists decides.
-            (None, false) => match self.zone.lookup(&name, None) {
+            (None, false) => match current.zone.lookup(&name, None) {
                 Answer::Records { zone, .. } => Answer::NoData { zone },
                 other => other,
             },
@@ -314,10 +323,10 @@ impl RequestHandler for Handler {
             DnsAnswer::Servfail => Err(ResponseCode::ServFail),
             DnsAnswer::Refused => Err(ResponseCode::Refused),
             DnsAnswer::Nxdomain => Ok(Answer::NxDomain {
-                zone: self.zone.zone_of(&name).unwrap_or(&name).to_string(),
+                zone: current.zone.zone_of(&name).unwrap_or(&name).to_string(),
             }),
             DnsAnswer::Empty => Ok(Answer::NoData {
-                zone: self.zone.zone_of(&name).unwrap_or(&name).to_string(),
+                zone: current.zone.zone_of(&name).unwrap_or(&name).to_string(),
             }),
             DnsAnswer::Drop => {
                 self.journal.record(EventKind::DnsQuery {
@@ -355,10 +364,9 @@ impl RequestHandler for Handler {
         self.answer(
             request,
             &mut response,
-            src,
-            transport,
-            &name,
-            qtype,
+            (src, transport),
+            (&name, qtype),
+            &current.zone,
             outcome,
             verdict.rule,
             delay,
@@ -374,10 +382,9 @@ impl Handler {
         &self,
         request: &Request,
         response: &mut R,
-        src: SocketAddr,
-        transport: DnsTransport,
-        name: &str,
-        qtype: RecordType,
+        (src, transport): (SocketAddr, DnsTransport),
+        (name, qtype): (&str, RecordType),
+        served: &Zone,
         outcome: Result<Answer, ResponseCode>,
         rule: Option<Arc<str>>,
         delay: Option<Duration>,
@@ -414,7 +421,7 @@ impl Handler {
             }
             Ok(answer) => answer,
         };
-        let ttl = u32::try_from(self.zone.ttl.as_secs()).unwrap_or(u32::MAX);
+        let ttl = u32::try_from(served.ttl.as_secs()).unwrap_or(u32::MAX);
         let mut meta = Metadata::response_from_request(metadata);
         meta.authoritative = true;
         match answer {
@@ -437,7 +444,7 @@ impl Handler {
                 let shown = records
                     .iter()
                     .take(JOURNALLED_RECORDS)
-                    .map(|(_, s)| format!("{} {}", s.kind(), data_text(&self.zone, s, &zone)))
+                    .map(|(_, s)| format!("{} {}", s.kind(), data_text(served, s, &zone)))
                     .collect();
                 journal(DnsReply::Records, shown);
                 let answers: Vec<Record> = records

@@ -94,8 +94,9 @@ impl Farm {
     /// decided on the state as reset.
     pub fn reset(&self, scope: ResetScope) -> u64 {
         if scope.policy {
-            self.core.policy.clear();
-            if let Some(dns) = &self.core.dns {
+            let running = self.running();
+            running.policy.clear();
+            if let Some(dns) = &running.dns {
                 dns.clear_state();
             }
         }
@@ -117,24 +118,24 @@ impl Farm {
     /// Every greylist triplet the farm keeps, by greylist, oldest first: when each was
     /// first seen, whether it passed, and from when a retry passes.
     pub fn greylist(&self) -> Vec<GreylistEntry> {
-        self.core.policy.greylist_entries()
+        self.running().policy.greylist_entries()
     }
 
     /// Every client on a greylist's whitelist, by passes or by hand.
     pub fn greylist_whitelist(&self) -> Vec<WhitelistEntry> {
-        self.core.policy.whitelist_entries(self.now())
+        self.running().policy.whitelist_entries(self.now())
     }
 
     /// Forgets the greylist triplet with this [`GreylistEntry::id`]: its next attempt is
     /// greylisted as a new one. False if no greylist has it.
     pub fn forget_greylisted(&self, id: &str) -> bool {
-        self.core.policy.forget_greylisted(id)
+        self.running().policy.forget_greylisted(id)
     }
 
     /// Whitelists `client` on every greylist of the farm (until it has not been seen for
     /// the greylist's `expiry`); returns how many greylists there are.
     pub fn whitelist(&self, client: IpAddr) -> usize {
-        self.core.policy.whitelist(client, self.now())
+        self.running().policy.whitelist(client, self.now())
     }
 
     /// The accepted message numbered `id`, if the farm still keeps it.
@@ -149,14 +150,13 @@ impl Farm {
         let events = self.journal();
         let events = crate::journal::since_last_reset(&events);
         let mut status: Vec<HostStatus> = self
-            .core
-            .hosts
+            .hosts()
             .iter()
             .map(|h| HostStatus {
                 name: h.name.clone(),
                 hostname: h.hostname.clone(),
                 addr: h.addr,
-                open_connections: h.runtime.open_connections(),
+                open_connections: h.listening.current().0.open_connections(),
                 connections: 0,
                 messages: 0,
                 replies: ReplyCounts::default(),

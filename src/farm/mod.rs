@@ -18,7 +18,7 @@ use crate::dns::DnsService;
 use crate::journal::{Cursor, Event, Journal, JournalFileOptions, Read};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
+use crate::smtp::{Env, Listening, Shutdown, start_session};
 use crate::tls::{self, FarmCa};
 use crate::transcript::Transcript;
 
@@ -107,6 +107,8 @@ pub enum FarmError {
         "cannot write the journal: {0}\n  help: check that the file system has room and that no file size limit applies"
     )]
     JournalUnwritable(crate::journal::Unwritable),
+    #[error("the farm is shutting down\n  help: start a new farm with the scenario instead")]
+    ShuttingDown,
     #[error(
         "the DNS server cannot listen on {addr}: {source}\n  help: port 53 needs root (or CAP_NET_BIND_SERVICE), and a local resolver (systemd-resolved on 127.0.0.53) may hold it; pick another address with --dns 127.0.0.1:5353"
     )]
@@ -122,7 +124,10 @@ pub struct BoundHost {
     pub name: String,
     pub hostname: String,
     pub addr: SocketAddr,
-    runtime: Arc<HostRuntime>,
+    /// The address it was asked to listen on (port 0: any): a replaced scenario that
+    /// asks the same keeps the listener.
+    requested: SocketAddr,
+    listening: Arc<Listening>,
 }
 
 /// A running farm. Dropping it stops accepting but does not wait for open sessions;
@@ -138,27 +143,63 @@ pub struct Farm {
 /// Everything a running farm is, shared by the farm and the handles of its control API.
 #[derive(Debug)]
 struct Core {
-    env: Env,
     journal: Arc<Journal>,
     inbox: Arc<Inbox>,
     clock: Clock,
     shutdown: Shutdown,
     ca: Arc<FarmCa>,
-    scenario: Arc<Scenario>,
-    hosts: Vec<BoundHost>,
     tasks: TaskTracker,
-    dns: Option<DnsService>,
+    /// Where hosts listen, as the farm was started: a replaced scenario's hosts too.
+    placement: Placement,
+    /// What the farm plays now; [`Farm::replace_scenario`] swaps it whole.
+    running: parking_lot::RwLock<Running>,
+    /// One replacement at a time.
+    replacing: tokio::sync::Mutex<()>,
+}
+
+/// The listen addresses a farm was started with.
+#[derive(Debug, Clone)]
+struct Placement {
+    bind: HashMap<String, SocketAddr>,
+    ephemeral_ports: bool,
+}
+
+impl Placement {
+    /// Where `host` is to listen.
+    fn addr_of(&self, host: &crate::scenario::Host) -> SocketAddr {
+        match self.bind.get(&host.name) {
+            Some(addr) => *addr,
+            None if self.ephemeral_ports => SocketAddr::from(([127, 0, 0, 1], 0)),
+            None => host.listen,
+        }
+    }
+}
+
+/// The scenario a farm plays and everything built from it.
+#[derive(Debug, Clone)]
+struct Running {
+    scenario: Arc<Scenario>,
+    hosts: Arc<[BoundHost]>,
+    env: Env,
     policy: Arc<PolicyState>,
+    dns: Option<Arc<DnsService>>,
 }
 
 mod control;
+mod replace;
 mod start;
 mod summary;
 
 pub use crate::policy::greylist::{GreylistEntry, WhitelistEntry};
-pub use control::{HostStatus, ResetScope};
+pub use control::{HostStatus, ReplyCounts, ResetScope};
+pub use replace::{Replaced, StateOnReplace};
 
 impl Farm {
+    /// What the farm plays now.
+    fn running(&self) -> Running {
+        self.core.running.read().clone()
+    }
+
     /// Another handle on this farm, for the control API: it reads and controls the
     /// same farm, and dropping it stops nothing. Only the farm itself shuts down.
     pub(crate) fn share(&self) -> Farm {
@@ -180,7 +221,7 @@ impl Farm {
 
     /// Where the farm's DNS server answers, if it runs one ([`FarmOptions::dns`]).
     pub fn dns_addr(&self) -> Option<SocketAddr> {
-        self.core.dns.as_ref().map(DnsService::addr)
+        self.running().dns.as_deref().map(DnsService::addr)
     }
 
     /// The CA that signed the hosts' certificates, as PEM: what a sender must trust for
@@ -194,23 +235,19 @@ impl Farm {
         &self.core.ca
     }
 
-    /// The scenario the farm plays.
-    pub fn scenario(&self) -> &Scenario {
-        &self.core.scenario
+    /// The scenario the farm plays now.
+    pub fn scenario(&self) -> Arc<Scenario> {
+        self.running().scenario
     }
 
     /// Every host with the address it is bound to, in scenario order.
-    pub fn hosts(&self) -> &[BoundHost] {
-        &self.core.hosts
+    pub fn hosts(&self) -> Arc<[BoundHost]> {
+        self.running().hosts
     }
 
     /// The address `host` listens on, if the scenario has that host.
     pub fn try_addr(&self, host: &str) -> Option<SocketAddr> {
-        self.core
-            .hosts
-            .iter()
-            .find(|h| h.name == host)
-            .map(|h| h.addr)
+        self.hosts().iter().find(|h| h.name == host).map(|h| h.addr)
     }
 
     /// The address `host` listens on.
@@ -221,7 +258,8 @@ impl Farm {
         match self.try_addr(host) {
             Some(addr) => addr,
             None => {
-                let known: Vec<&str> = self.core.hosts.iter().map(|h| h.name.as_str()).collect();
+                let hosts = self.hosts();
+                let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
                 panic!("the farm has no host {host:?}; it has {known:?}")
             }
         }
@@ -236,11 +274,12 @@ impl Farm {
     /// every task waits, so delays, hangs and timeouts take no real time at all. Over real
     /// sockets, paused time is unsafe: the clock jumps while a socket waits for bytes.
     pub fn connect_in_memory(&self, host: &str, client: SocketAddr) -> Option<DuplexStream> {
-        let runtime = &self.core.hosts.iter().find(|h| h.name == host)?.runtime;
+        let hosts = self.hosts();
+        let (runtime, env) = hosts.iter().find(|h| h.name == host)?.listening.current();
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         start_session(
-            &self.core.env,
-            runtime,
+            &env,
+            &runtime,
             theirs,
             client,
             &self.core.shutdown,
@@ -391,7 +430,7 @@ impl Farm {
             }
         }
         // After the sessions: a check still running in the grace period gets its answer.
-        if let Some(dns) = &self.core.dns {
+        if let Some(dns) = self.running().dns {
             dns.shutdown().await;
         }
         self.core.journal.close();

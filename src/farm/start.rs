@@ -1,5 +1,6 @@
 //! Starting a farm: every listener bound first, then the journal, the DNS, and a serving
-//! task per host.
+//! task per host. The pieces a replaced scenario needs too (binding a host, building its
+//! runtime, describing the layout for the journal) are here, once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,15 +9,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use super::{BoundHost, Core, Farm, FarmError, FarmOptions};
+use super::{BoundHost, Core, Farm, FarmError, FarmOptions, Placement, Running};
 use crate::capture::Inbox;
 use crate::clock::Clock;
 use crate::dns::lookup::Lookups;
 use crate::dns::{DnsService, DnsSockets};
 use crate::journal::{DomainRecord, EventKind, Journal, Sink};
 use crate::policy::PolicyState;
-use crate::scenario::Scenario;
-use crate::smtp::{Env, HostRuntime, Shutdown, serve};
+use crate::policy::learnt::DnsNeeds;
+use crate::scenario::{Host, Scenario};
+use crate::smtp::{Env, HostRuntime, Listening, Shutdown, serve};
 use crate::tls::{self, FarmCa};
 
 impl Farm {
@@ -37,42 +39,32 @@ impl Farm {
             Some(ca) => ca,
             None => Arc::new(FarmCa::generate_in(&tls::CaScope::for_scenario(&scenario))?),
         };
+        let placement = Placement {
+            bind: options.bind,
+            ephemeral_ports: options.ephemeral_ports,
+        };
         let clock = Clock::new();
         let policy = PolicyState::for_scenario(&scenario);
         let shutdown = Shutdown::new();
         // Bind every listener before serving any, so a farm starts whole or not at all.
         let mut listeners = Vec::new();
         for host in &scenario.hosts {
-            let addr = match options.bind.get(&host.name) {
-                Some(addr) => *addr,
-                None if options.ephemeral_ports => SocketAddr::from(([127, 0, 0, 1], 0)),
-                None => host.listen,
-            };
-            let listener = listen(addr)
-                .and_then(|l| l.local_addr().map(|bound| (l, bound)))
-                .map_err(|source| FarmError::Bind {
-                    host: host.name.clone(),
-                    addr,
-                    source,
-                })?;
-            listeners.push((host.clone(), listener));
+            let requested = placement.addr_of(host);
+            let (listener, addr) = bind_host(host, requested)?;
+            listeners.push((host.clone(), requested, listener, addr));
         }
         let bound: HashMap<String, SocketAddr> = listeners
             .iter()
-            .map(|(host, (_, addr))| (host.name.clone(), *addr))
+            .map(|(host, _, _, addr)| (host.name.clone(), *addr))
             .collect();
         // Rules that test DNS look it up through the farm's own server: one on a free
         // loopback port when the run asked for none.
-        let tests_dns = crate::policy::learnt::DnsNeeds::in_scenario(&scenario);
+        let tests_dns = DnsNeeds::in_scenario(&scenario);
         let dns_addr = options
             .dns
             .or_else(|| tests_dns.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
         let dns_sockets = match dns_addr {
-            Some(addr) => Some(
-                DnsSockets::bind(addr)
-                    .await
-                    .map_err(|source| FarmError::DnsBind { addr, source })?,
-            ),
+            Some(addr) => Some(bind_dns(addr).await?),
             None => None,
         };
         // The file only once every listener is bound: a farm that cannot start must not
@@ -90,25 +82,11 @@ impl Farm {
             sink,
         ));
         let inbox = Arc::new(Inbox::new(journal.clone(), scenario.capture.clone()));
+        let (domains, hostnames) = layout(&scenario);
         let started = journal.record(EventKind::FarmStarted {
             scenario: scenario.name.clone(),
-            domains: scenario
-                .domains
-                .iter()
-                .map(|d| DomainRecord {
-                    name: d.name.clone(),
-                    mx: d
-                        .mx
-                        .iter()
-                        .map(|m| (m.host.clone(), m.preference))
-                        .collect(),
-                })
-                .collect(),
-            hostnames: scenario
-                .hosts
-                .iter()
-                .map(|h| (h.name.clone(), h.hostname.clone()))
-                .collect(),
+            domains,
+            hostnames,
         });
         // A journal file that cannot take its first line will take no message: say so
         // now, rather than answer every sender 451.
@@ -117,13 +95,13 @@ impl Farm {
             return Err(FarmError::JournalUnwritable(unwritable));
         }
         let dns = dns_sockets.map(|sockets| {
-            DnsService::start(
+            Arc::new(DnsService::start(
                 sockets,
                 &scenario,
                 |host| bound.get(host).map(|a| a.ip()),
                 clock.clone(),
                 journal.clone(),
-            )
+            ))
         });
         let mut env = Env::new(
             clock.clone(),
@@ -136,41 +114,112 @@ impl Farm {
         }
         let tasks = TaskTracker::new();
         let mut hosts = Vec::new();
-        for (config, (listener, addr)) in listeners {
-            let tls = tls::acceptor(&config, addr.ip(), &ca).map_err(FarmError::Tls)?;
-            let runtime = HostRuntime::new(config, tls, policy.clone());
-            hosts.push(BoundHost {
-                name: runtime.config.name.clone(),
-                hostname: runtime.config.hostname.clone(),
-                addr,
-                runtime: runtime.clone(),
-            });
-            let serving = serve(
-                listener,
-                runtime,
-                env.clone(),
-                shutdown.clone(),
-                tasks.clone(),
-            );
-            tasks.spawn(serving);
+        for (config, requested, listener, addr) in listeners {
+            let runtime = runtime(config, addr, &ca, &policy)?;
+            let listening = Listening::new(runtime, env.clone());
+            hosts.push(bound_host(requested, addr, &listening));
+            tasks.spawn(serve(listener, listening, shutdown.clone(), tasks.clone()));
         }
         Ok(Farm {
             core: Arc::new(Core {
-                env,
                 journal,
                 inbox,
                 clock,
                 shutdown,
                 ca,
-                scenario: Arc::new(scenario),
-                hosts,
                 tasks,
-                dns,
-                policy,
+                placement,
+                running: parking_lot::RwLock::new(Running {
+                    scenario: Arc::new(scenario),
+                    hosts: hosts.into(),
+                    env,
+                    policy,
+                    dns,
+                }),
+                replacing: tokio::sync::Mutex::new(()),
             }),
             owner: true,
         })
     }
+}
+
+/// Binds `host`'s listener on `addr`; the address it got.
+pub(super) fn bind_host(
+    host: &Host,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), FarmError> {
+    listen(addr)
+        .and_then(|l| l.local_addr().map(|bound| (l, bound)))
+        .map_err(|source| FarmError::Bind {
+            host: host.name.clone(),
+            addr,
+            source,
+        })
+}
+
+/// Binds the DNS server's sockets on `addr`.
+pub(super) async fn bind_dns(addr: SocketAddr) -> Result<DnsSockets, FarmError> {
+    DnsSockets::bind(addr)
+        .await
+        .map_err(|source| FarmError::DnsBind { addr, source })
+}
+
+/// What a session needs of `config`, bound at `addr`: its TLS acceptor and policy.
+fn runtime(
+    config: Host,
+    addr: SocketAddr,
+    ca: &FarmCa,
+    policy: &Arc<PolicyState>,
+) -> Result<Arc<HostRuntime>, FarmError> {
+    let tls = acceptor(&config, addr, ca)?;
+    Ok(HostRuntime::new(config, tls, policy.clone()))
+}
+
+/// The TLS acceptor of `config` bound at `addr`, if it offers STARTTLS.
+pub(super) fn acceptor(
+    config: &Host,
+    addr: SocketAddr,
+    ca: &FarmCa,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, FarmError> {
+    tls::acceptor(config, addr.ip(), ca).map_err(FarmError::Tls)
+}
+
+/// The host as the farm shows it.
+pub(super) fn bound_host(
+    requested: SocketAddr,
+    addr: SocketAddr,
+    listening: &Arc<Listening>,
+) -> BoundHost {
+    let (runtime, _) = listening.current();
+    BoundHost {
+        name: runtime.config.name.clone(),
+        hostname: runtime.config.hostname.clone(),
+        addr,
+        requested,
+        listening: listening.clone(),
+    }
+}
+
+/// Each domain's MX records and each host's hostname, as the journal states them.
+pub(super) fn layout(scenario: &Scenario) -> (Vec<DomainRecord>, Vec<(String, String)>) {
+    let domains = scenario
+        .domains
+        .iter()
+        .map(|d| DomainRecord {
+            name: d.name.clone(),
+            mx: d
+                .mx
+                .iter()
+                .map(|m| (m.host.clone(), m.preference))
+                .collect(),
+        })
+        .collect();
+    let hostnames = scenario
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.hostname.clone()))
+        .collect();
+    (domains, hostnames)
 }
 
 /// A listener with a backlog deep enough for a burst of senders (the default, 128, makes

@@ -8,7 +8,8 @@ impl Farm {
     pub fn summary(&self) -> String {
         use crate::scenario::{Parsing, TlsMode, TlsVersions};
         use std::fmt::Write as _;
-        let scenario = &self.core.scenario;
+        let running = self.running();
+        let scenario = &*running.scenario;
         let mut out = format!("mxfarm: scenario {:?}", scenario.name);
         if !scenario.description.is_empty() {
             let _ = write!(out, " - {}", scenario.description);
@@ -22,7 +23,7 @@ impl Farm {
                 .collect();
             let _ = writeln!(out, "  domain {:<22} MX {}", domain.name, mx.join(", "));
         }
-        for (bound, host) in self.core.hosts.iter().zip(&scenario.hosts) {
+        for (bound, host) in running.hosts.iter().zip(&scenario.hosts) {
             let mode = host.tls.mode.as_str();
             let tls = match (host.tls.mode, host.tls.versions) {
                 (TlsMode::Off, _) => "no STARTTLS".to_string(),
@@ -49,7 +50,7 @@ impl Farm {
                 let _ = writeln!(out, "      {rule}");
             }
         }
-        if let Some(dns) = &self.core.dns {
+        if let Some(dns) = &running.dns {
             out.push_str(&dns.summary());
             for rule in &scenario.dns.rules {
                 let _ = writeln!(out, "      {rule}");

@@ -131,6 +131,18 @@ pub enum EventKind {
         )]
         took: Duration,
     },
+    /// The farm's scenario was replaced while it ran (`Farm::replace_scenario`, the API's
+    /// `PUT /scenario`): what it plays from now on, as `farm-started` says it. Views take
+    /// each domain's MX records and each host's hostname from the latest event that names
+    /// them.
+    ScenarioReplaced {
+        scenario: String,
+        domains: Vec<DomainRecord>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hostnames: Vec<(String, String)>,
+        /// Whether what the stateful rules learnt was kept (else it starts afresh).
+        state_kept: bool,
+    },
     /// Farm time was moved forward by hand ([`Farm::advance`](crate::Farm::advance), the
     /// API's `POST /clock/advance`, `mxfarm ctl advance`): the event's time is the time
     /// after the jump, so a transcript can tell a jump from a sender that waited.
@@ -264,6 +276,7 @@ impl EventKind {
             | EventKind::TlsHandshake { host, conn, .. }
             | EventKind::DnsCheck { host, conn, .. } => Some((host, *conn)),
             EventKind::FarmStarted { .. }
+            | EventKind::ScenarioReplaced { .. }
             | EventKind::DnsQuery { .. }
             | EventKind::ClockAdvanced { .. }
             | EventKind::Reset { .. } => None,
@@ -338,6 +351,18 @@ pub enum Command {
 
 /// Makes a client's command line safe to keep and print: no CR/LF, control bytes escaped,
 /// at most 512 bytes (a hostile client may send megabytes of garbage).
+impl EventKind {
+    /// Whether it says what the farm plays (`farm-started`, `scenario-replaced`): the
+    /// journal keeps the first and the latest of these however full it gets, and views
+    /// read the MX records from them.
+    pub fn describes_the_farm(&self) -> bool {
+        matches!(
+            self,
+            EventKind::FarmStarted { .. } | EventKind::ScenarioReplaced { .. }
+        )
+    }
+}
+
 pub fn sanitize_line(line: &[u8]) -> String {
     const MAX: usize = 512;
     let line = line.strip_suffix(b"\n").unwrap_or(line);

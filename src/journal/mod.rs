@@ -84,8 +84,8 @@ pub fn gaps(events: &[Event]) -> Option<Missing> {
 }
 
 /// The events the views read: after the last reset of the journal
-/// ([`EventKind::Reset`] with `journal`), with the `farm-started` event before it, which
-/// says what the farm plays. A journal file keeps what came before a reset; a farm's
+/// ([`EventKind::Reset`] with `journal`), with the `farm-started` and `scenario-replaced`
+/// events before it, which say what the farm plays. A journal file keeps what came before a reset; a farm's
 /// memory does not; both read the same.
 pub fn since_last_reset(events: &[Event]) -> std::borrow::Cow<'_, [Event]> {
     let last_reset = events
@@ -96,7 +96,7 @@ pub fn since_last_reset(events: &[Event]) -> std::borrow::Cow<'_, [Event]> {
         Some(at) => {
             let header = events[..at]
                 .iter()
-                .filter(|e| matches!(e.kind, EventKind::FarmStarted { .. }))
+                .filter(|e| e.kind.describes_the_farm())
                 .cloned();
             std::borrow::Cow::Owned(header.chain(events[at..].iter().cloned()).collect())
         }

@@ -45,6 +45,9 @@ pub(crate) struct Journal {
 struct State {
     /// The `farm-started` event, kept however full the journal gets.
     header: Option<Event>,
+    /// The latest `scenario-replaced` event, also kept (a copy) after it is dropped:
+    /// views need what the farm plays now.
+    layout: Option<Event>,
     /// Every other event still held; their sequence numbers are consecutive.
     events: VecDeque<Event>,
     next_seq: u64,
@@ -79,6 +82,7 @@ impl Journal {
             clock,
             state: Mutex::new(State {
                 header: None,
+                layout: None,
                 events: VecDeque::new(),
                 next_seq: 1,
                 last_at: Duration::ZERO,
@@ -120,6 +124,9 @@ impl Journal {
             // Under the lock: the file's lines are in sequence order.
             sink.push(&event, header);
         }
+        if matches!(event.kind, EventKind::ScenarioReplaced { .. }) {
+            state.layout = Some(event.clone());
+        }
         if header {
             state.header = Some(event);
         } else {
@@ -155,14 +162,26 @@ impl Journal {
             events.push(header.clone());
         }
         let first = state.events.front().map_or(state.next_seq, |e| e.seq);
+        // The latest layout, when it is no longer held: it comes after the header, and
+        // before every event held, as its sequence number says.
+        let layout = state
+            .layout
+            .as_ref()
+            .filter(|l| l.seq > after && l.seq < first && events.len() < limit);
+        if let Some(layout) = layout {
+            events.push(layout.clone());
+        }
         // Dropped events are those between the header (or the last reset) and the first
-        // event held.
+        // event held, but the layout.
         let dropped_from = state
             .header
             .as_ref()
             .map_or(1, |h| h.seq + 1)
             .max(state.cleared_before);
-        let missed = first.saturating_sub((after + 1).max(dropped_from));
+        let range = (after + 1).max(dropped_from);
+        let missed = first
+            .saturating_sub(range)
+            .saturating_sub(u64::from(layout.is_some_and(|l| l.seq >= range)));
         let skip = usize::try_from(after.saturating_sub(first - 1)).unwrap_or(usize::MAX);
         let room = limit - events.len();
         events.extend(state.events.iter().skip(skip).take(room).cloned());
@@ -280,7 +299,7 @@ impl Cursor {
             let page = self.journal.after(self.after, 1024);
             let mut missed = (page.missed > 0).then_some(page.missed);
             for event in page.events {
-                if !matches!(event.kind, EventKind::FarmStarted { .. })
+                if !event.kind.describes_the_farm()
                     && let Some(n) = missed.take()
                 {
                     self.ready.push_back(Read::Missed(n));

@@ -23,7 +23,8 @@ const MAX_ENTRIES: usize = 200_000;
 /// The farm's attempt counters.
 #[derive(Debug, Default)]
 pub struct AttemptCounters {
-    counted: [bool; 4],
+    /// Which keys some rule counts; changed when the scenario is replaced.
+    counted: [std::sync::atomic::AtomicBool; 4],
     keys: Keys,
     tables: [Mutex<Bounded<Entry>>; 4],
 }
@@ -46,17 +47,27 @@ fn index(key: AttemptKey) -> usize {
 impl AttemptCounters {
     /// Counters for the keys that the scenario's rules use.
     pub fn for_scenario(scenario: &Scenario) -> Self {
-        let mut counters = Self::default();
+        let counters = Self::default();
+        counters.count_for(scenario);
+        counters
+    }
+
+    /// Counts the keys that `scenario`'s rules use, and only those, from now on; the
+    /// counts of keys still counted go on.
+    pub fn count_for(&self, scenario: &Scenario) {
+        let mut counted = [false; 4];
         for rule in scenario.hosts.iter().flat_map(|h| h.rules.iter()) {
             for condition in &rule.when {
                 if let Condition::Attempt { per, .. } | Condition::FirstAttemptWithin { per, .. } =
                     condition
                 {
-                    counters.counted[index(*per)] = true;
+                    counted[index(*per)] = true;
                 }
             }
         }
-        counters
+        for (flag, on) in self.counted.iter().zip(counted) {
+            flag.store(on, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Forgets every count: each next attempt is a first one again.
@@ -68,7 +79,7 @@ impl AttemptCounters {
 
     /// Whether any rule counts `key`.
     pub fn counts(&self, key: AttemptKey) -> bool {
-        self.counted[index(key)]
+        self.counted[index(key)].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts one more attempt for `value` at farm time `now`; returns its number (1 for
@@ -137,9 +148,9 @@ mod tests {
     use super::*;
 
     fn counting(keys: &[AttemptKey]) -> AttemptCounters {
-        let mut c = AttemptCounters::default();
+        let c = AttemptCounters::default();
         for k in keys {
-            c.counted[index(*k)] = true;
+            c.counted[index(*k)].store(true, std::sync::atomic::Ordering::Relaxed);
         }
         c
     }

@@ -72,6 +72,14 @@ impl DnsPolicy {
         }
     }
 
+    /// Takes over `old`'s `attempt` counts (a scenario replaced with its state kept).
+    pub(crate) fn take_counts(&self, old: &DnsPolicy) {
+        let mut old = old.state.lock();
+        let mut state = self.state.lock();
+        state.keys = std::mem::take(&mut old.keys);
+        state.counters = std::mem::take(&mut old.counters);
+    }
+
     /// Forgets the `attempt` counts: each next query is a first one again.
     pub(crate) fn clear(&self) {
         let mut state = self.state.lock();

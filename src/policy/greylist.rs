@@ -105,7 +105,8 @@ pub struct WhitelistEntry {
 /// (a triplet forgotten so is greylisted again at its next attempt, as a new one).
 #[derive(Debug)]
 pub struct GreylistStore {
-    config: Greylist,
+    /// The rule's settings, for listings (the checks get the rule's own).
+    config: parking_lot::RwLock<Greylist>,
     max_entries: usize,
     keys: Keys,
     triplets: Mutex<Bounded<Entry>>,
@@ -124,7 +125,7 @@ impl GreylistStore {
     /// An empty store for a greylist configured as `config`.
     pub fn new(config: &Greylist) -> Self {
         Self {
-            config: config.clone(),
+            config: parking_lot::RwLock::new(config.clone()),
             max_entries: config.max_entries,
             keys: Keys::default(),
             triplets: Mutex::default(),
@@ -199,10 +200,18 @@ impl GreylistStore {
         verdict
     }
 
+    /// Lists with `config` from now on: the rule's settings in a replaced scenario.
+    pub fn reconfigure(&self, config: &Greylist) {
+        let mut current = self.config.write();
+        if *current != *config {
+            *current = config.clone();
+        }
+    }
+
     /// Every triplet kept now, expired ones not yet forgotten included, as the control
     /// API shows them; `name` is this store's [`state_key`].
     pub fn entries(&self, name: &str) -> Vec<GreylistEntry> {
-        let config = &self.config;
+        let config = self.config.read().clone();
         let at = |stamp: Stamp| Duration::from_nanos(stamp.nanos());
         self.triplets
             .lock()
@@ -228,7 +237,7 @@ impl GreylistStore {
 
     /// The clients on this greylist's whitelist, counting or listed.
     pub fn whitelist_entries(&self, name: &str, now: Duration) -> Vec<WhitelistEntry> {
-        let config = &self.config;
+        let config = self.config.read().clone();
         let now = Stamp::at(now);
         self.clients
             .lock()

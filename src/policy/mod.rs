@@ -69,7 +69,8 @@ pub(crate) struct PolicyState {
     /// as they are set up (never while deciding).
     greylists: Mutex<HashMap<String, Arc<GreylistStore>>>,
     rates: Mutex<HashMap<String, Arc<RateStore>>>,
-    seed: u64,
+    /// The scenario's seed; changed when the scenario is replaced with its state kept.
+    seed: AtomicU64,
 }
 
 impl PolicyState {
@@ -79,8 +80,16 @@ impl PolicyState {
             attempts: AttemptCounters::for_scenario(scenario),
             greylists: Mutex::default(),
             rates: Mutex::default(),
-            seed: scenario.seed,
+            seed: AtomicU64::new(scenario.seed),
         })
+    }
+
+    /// Goes on with `scenario` (replacing the farm's, state kept): its seed, and attempt
+    /// counts for the keys its rules use. Greylists and rate limits keep their state per
+    /// rule: a rule of the same name (`mx1/rule 1`) in the new scenario finds it.
+    pub(crate) fn adopt(&self, scenario: &Scenario) {
+        self.seed.store(scenario.seed, Ordering::Relaxed);
+        self.attempts.count_for(scenario);
     }
 
     /// The greylists' stores with their names, sorted by name, so that listings are
@@ -243,6 +252,8 @@ impl HostPolicy {
                     let store = stores
                         .entry(key)
                         .or_insert_with(|| Arc::new(GreylistStore::new(greylist)));
+                    // A scenario replaced with its state kept may have changed the rule.
+                    store.reconfigure(greylist);
                     RuleStore::Greylist(store.clone())
                 }
                 ActionKind::RateLimit(limit) => {
@@ -282,7 +293,8 @@ impl HostPolicy {
         // Each connection draws from its own generator, derived from the farm's seed and
         // the connection number, so sessions neither contend for one generator nor change
         // each other's draws.
-        let seed = self.state.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let seed =
+            self.state.seed.load(Ordering::Relaxed) ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Conversation {
             client,
             host_connection: self.connections.fetch_add(1, Ordering::Relaxed) + 1,

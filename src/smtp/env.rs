@@ -49,6 +49,11 @@ impl Env {
         }
     }
 
+    /// Whether sessions can look up DNS facts.
+    pub(crate) fn has_lookups(&self) -> bool {
+        self.lookups.is_some()
+    }
+
     /// Sessions look up DNS facts through `lookups` (the farm's own DNS server).
     pub(crate) fn with_lookups(mut self, lookups: Arc<Lookups>) -> Self {
         self.lookups = Some(lookups);

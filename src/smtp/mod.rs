@@ -18,4 +18,4 @@ mod transport;
 
 pub(crate) use env::{Env, Shutdown, start_session};
 pub(crate) use host::HostRuntime;
-pub(crate) use serve::serve;
+pub(crate) use serve::{Listening, serve};

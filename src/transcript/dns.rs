@@ -131,13 +131,16 @@ pub(super) fn render(out: &mut String, client: &ClientDns, granularity: Granular
     }
 }
 
-/// Each host's hostname, from the journal's `farm-started` event.
+/// Each host's hostname, from the journal's `farm-started` event and any
+/// `scenario-replaced` after it (the latest that names the host).
 pub(super) fn hostnames(events: &[Event]) -> std::collections::HashMap<String, String> {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::FarmStarted { hostnames, .. } => Some(hostnames.iter().cloned().collect()),
-            _ => None,
-        })
-        .unwrap_or_default()
+    let mut names = std::collections::HashMap::new();
+    for event in events {
+        if let EventKind::FarmStarted { hostnames, .. }
+        | EventKind::ScenarioReplaced { hostnames, .. } = &event.kind
+        {
+            names.extend(hostnames.iter().cloned());
+        }
+    }
+    names
 }

@@ -119,7 +119,7 @@ fn resolver(addr: SocketAddr, protocols: &[ProtocolConfig]) -> TokioResolver {
     builder.build().expect("resolver")
 }
 
-fn udp(addr: SocketAddr) -> TokioResolver {
+pub fn udp(addr: SocketAddr) -> TokioResolver {
     resolver(addr, &[ProtocolConfig::Udp])
 }
 
@@ -127,7 +127,11 @@ fn tcp(addr: SocketAddr) -> TokioResolver {
     resolver(addr, &[ProtocolConfig::Tcp])
 }
 
-async fn records(r: &TokioResolver, name: &str, kind: RecordType) -> Result<Vec<String>, NetError> {
+pub async fn records(
+    r: &TokioResolver,
+    name: &str,
+    kind: RecordType,
+) -> Result<Vec<String>, NetError> {
     let lookup = r.lookup(format!("{name}."), kind).await?;
     let mut out: Vec<String> = lookup
         .answers()

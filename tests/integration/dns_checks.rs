@@ -168,7 +168,7 @@ async fn the_dns_trouble_scenario_plays_what_it_says() {
     let scenario = mxfarm::scenario::load_embedded("dns-trouble").expect("shipped");
     let options = FarmOptions::ephemeral().dns(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let farm = Farm::start_with(scenario, options).await.expect("starts");
-    let zone = mxfarm::dns::zone_file(farm.scenario());
+    let zone = mxfarm::dns::zone_file(&farm.scenario());
     assert!(
         zone.contains("trouble.test.\t60\tIN\tMX\t10 mx1.trouble.test."),
         "{zone}"

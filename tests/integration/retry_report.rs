@@ -140,8 +140,8 @@ fn statuses(sent: &Transaction) -> Vec<Status> {
 /// The domain's MX hosts, lowest preference first; hosts of equal preference rotated by
 /// `turn`, a deterministic stand-in for the random pick RFC 5321 asks for.
 fn mx_hosts(farm: &Farm, domain: &str, turn: usize) -> Vec<String> {
-    let domain = farm
-        .scenario()
+    let scenario = farm.scenario();
+    let domain = scenario
         .domains
         .iter()
         .find(|d| d.name == domain)
