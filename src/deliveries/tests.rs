@@ -467,3 +467,52 @@ fn a_refused_contact_names_only_messages_in_flight() {
     assert_eq!((first.conn, first.outcome), (1, Outcome::Unreached));
     assert!(first.also_possible.is_empty(), "{:?}", first.also_possible);
 }
+
+/// A scenario replaced while the farm ran: each domain's MX records are the latest that
+/// name it; domains only the first scenario had stay known.
+#[test]
+fn domain_records_follow_replaced_scenarios() {
+    use crate::journal::{DomainRecord, Event, EventKind};
+    let record = |name: &str, mx: &[(&str, u16)]| DomainRecord {
+        name: name.into(),
+        mx: mx.iter().map(|(h, p)| ((*h).into(), *p)).collect(),
+    };
+    let event = |seq, kind| Event {
+        seq,
+        at: std::time::Duration::ZERO,
+        kind,
+    };
+    let events = [
+        event(
+            1,
+            EventKind::FarmStarted {
+                scenario: "one".into(),
+                domains: vec![
+                    record("a.test", &[("mx1", 10)]),
+                    record("b.test", &[("mx1", 5)]),
+                ],
+                hostnames: Vec::new(),
+            },
+        ),
+        event(
+            2,
+            EventKind::ScenarioReplaced {
+                scenario: "two".into(),
+                domains: vec![
+                    record("a.test", &[("mx2", 20)]),
+                    record("c.test", &[("mx2", 1)]),
+                ],
+                hostnames: Vec::new(),
+                state_kept: true,
+            },
+        ),
+    ];
+    assert_eq!(
+        domain_records(&events),
+        [
+            record("a.test", &[("mx2", 20)]),
+            record("b.test", &[("mx1", 5)]),
+            record("c.test", &[("mx2", 1)])
+        ]
+    );
+}

@@ -418,6 +418,84 @@ mod tests {
         assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
     }
 
+    fn replaced(name: &str) -> EventKind {
+        EventKind::ScenarioReplaced {
+            scenario: name.into(),
+            domains: Vec::new(),
+            hostnames: Vec::new(),
+            state_kept: true,
+        }
+    }
+
+    /// The latest scenario-replaced event stays readable after the journal dropped it,
+    /// in its place by sequence number, and is not counted as missed.
+    #[test]
+    fn the_latest_layout_is_kept_however_full_the_journal_gets() {
+        let journal = Journal::new(Clock::new(), 16);
+        journal.record(started());
+        journal.record(replaced("first"));
+        let latest = journal.record(replaced("second"));
+        for conn in 1..=40 {
+            journal.record(opened(conn));
+        }
+        let page = journal.after(0, usize::MAX);
+        assert_eq!(page.events[0].seq, 1);
+        assert_eq!(
+            page.events[1].seq, latest,
+            "the latest layout, after the header"
+        );
+        let first_held = page.events[2].seq;
+        // Everything between but the layout was dropped: the first layout too.
+        assert_eq!(page.missed, first_held - 2 - 1);
+        assert_eq!(
+            crate::journal::gaps(&page.events).map(|m| m.events),
+            Some(page.missed)
+        );
+        // A cursor reads it once, in order, and is told the rest is gone.
+        let mut cursor = Cursor::new(Arc::new(journal), 0);
+        let mut read = Vec::new();
+        while let Some(next) = cursor.try_next() {
+            read.push(match next {
+                Read::Event(e) => e.seq as i64,
+                Read::Missed(n) => -(n as i64),
+            });
+        }
+        assert_eq!(read[..3], [1, latest as i64, -(page.missed as i64)]);
+    }
+
+    /// A reset clears what is held but the header and the latest layout; readers are not
+    /// told of the cleared events as missed, and numbering goes on.
+    #[test]
+    fn a_reset_clears_the_journal_without_readers_missing_anything() {
+        let journal = Arc::new(Journal::new(Clock::new(), 100));
+        journal.record(started());
+        let layout = journal.record(replaced("now"));
+        for conn in 1..=5 {
+            journal.record(opened(conn));
+        }
+        let mut behind = Cursor::new(journal.clone(), 3);
+        let reset = journal.clear(EventKind::Reset {
+            policy: false,
+            journal: true,
+            messages: false,
+        });
+        assert_eq!(reset, 8);
+        journal.record(opened(6));
+        let page = journal.after(0, usize::MAX);
+        assert_eq!(seqs(&page.events), [1, layout, 8, 9]);
+        assert_eq!(page.missed, 0);
+        assert_eq!(crate::journal::gaps(&page.events), None);
+        let mut read = Vec::new();
+        while let Some(next) = behind.try_next() {
+            read.push(next);
+        }
+        assert!(
+            read.iter().all(|r| matches!(r, Read::Event(_))),
+            "nothing missed: {read:?}"
+        );
+        assert_eq!(read.len(), 2, "the reset and the event after it");
+    }
+
     #[test]
     fn pages_after_a_sequence_number_count_what_was_dropped() {
         let journal = Journal::new(Clock::new(), 20);
