@@ -10,7 +10,7 @@ mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::run::{JournalFileArgs, JournalTarget, Placement, TlsFiles, ignore_file_size_signal, run};
-use cli::{print_err, print_out};
+use cli::{finish, golden, print_err, print_out, stdout_failed};
 
 use mxfarm::Event;
 use mxfarm::render::Granularity;
@@ -154,6 +154,9 @@ Exits with 0 when every file is valid, 1 otherwise.")]
     },
     /// List the scenarios embedded in this binary.
     Scenarios,
+    /// Control a running farm through its API (`mxfarm run --api`): advance its clock,
+    /// reset it, check its transcript, get its report, follow its events.
+    Ctl(cli::ctl::CtlArgs),
     /// Print the reference of the scenario format: every key, condition, action and
     /// placeholder, with defaults and examples (Markdown).
     #[command(after_help = "Examples:
@@ -304,6 +307,7 @@ async fn main() -> ExitCode {
         } => transcript(&journal, granularity, json, check.as_deref()),
         Commands::Report { journal, json } => report(&journal, json),
         Commands::Reference => finish(&scenario::reference(), ExitCode::SUCCESS),
+        Commands::Ctl(args) => cli::ctl::ctl(args).await,
         Commands::Dns { scenario } => match scenario::load_named(&scenario) {
             Ok(loaded) => finish(&mxfarm::dns::zone_file(&loaded), ExitCode::SUCCESS),
             Err(error) => {
@@ -323,18 +327,6 @@ async fn main() -> ExitCode {
 
 /// Writes `text` to stdout and ends the command with `code`, or with 1 if stdout could not
 /// be written for another reason than a reader that has gone.
-fn finish(text: &str, code: ExitCode) -> ExitCode {
-    match print_out(text) {
-        Ok(()) => code,
-        Err(error) => stdout_failed(&error),
-    }
-}
-
-fn stdout_failed(error: &std::io::Error) -> ExitCode {
-    print_err(&format!("error: cannot write to stdout: {error}"));
-    ExitCode::FAILURE
-}
-
 fn ca(dir: &Path, force: bool, scenarios: &[String]) -> ExitCode {
     match write_ca(dir, force, scenarios) {
         Ok(written) => finish(&written, ExitCode::SUCCESS),
@@ -495,37 +487,15 @@ fn transcript(
         return finish(&format!("{}\n", transcript.to_json()), ExitCode::SUCCESS);
     }
     let text = transcript.render(granularity.into());
-    let Some(expected_path) = check else {
-        return finish(&text, ExitCode::SUCCESS);
-    };
-    let expected = match std::fs::read_to_string(expected_path) {
-        Ok(expected) => expected,
-        Err(e) => {
-            print_err(&format!(
-                "error: cannot read {}: {e}\n  help: create it with `{} > {}`",
-                expected_path.display(),
-                transcript_command(journals, granularity),
-                expected_path.display()
-            ));
-            return ExitCode::FAILURE;
-        }
-    };
-    if expected == text {
-        let matches = format!("transcript matches {}\n", expected_path.display());
-        return finish(&matches, ExitCode::SUCCESS);
+    match check {
+        None => finish(&text, ExitCode::SUCCESS),
+        Some(expected) => golden::compare(
+            &text,
+            expected,
+            "this journal",
+            &transcript_command(journals, granularity),
+        ),
     }
-    let diff = similar::TextDiff::from_lines(&expected, &text)
-        .unified_diff()
-        .header(&expected_path.display().to_string(), "this journal")
-        .to_string();
-    print_err(diff.strip_suffix('\n').unwrap_or(&diff));
-    print_err(&format!(
-        "the sender's retry behaviour changed: the transcript differs from {}\n  help: if the new behaviour is right, accept it with `{} > {}`",
-        expected_path.display(),
-        transcript_command(journals, granularity),
-        expected_path.display()
-    ));
-    ExitCode::FAILURE
 }
 
 /// The command that writes the transcript `--check` compares, for the hints that say how

@@ -30,7 +30,7 @@ pub(super) struct PageQuery {
 }
 
 #[derive(Debug, Serialize)]
-struct Page {
+pub(super) struct Page {
     /// The events after `after`, oldest first, at most `limit`.
     events: Vec<Event>,
     /// Events after `after` that the journal dropped (it was full) before this read.
@@ -51,7 +51,7 @@ pub(super) fn bad_query(rejection: QueryRejection) -> Problem {
 pub(super) async fn page(
     State(api): State<Api>,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<Page>, Problem> {
     let Query(query) = query.map_err(bad_query)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -76,7 +76,7 @@ pub(super) async fn page(
     }
     page.more = page.events.len() == limit;
     page.next_after = cursor.position();
-    Ok(Json(serde_json::to_value(&page).unwrap_or_default()))
+    Ok(Json(page))
 }
 
 #[derive(Debug, Deserialize)]

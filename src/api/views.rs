@@ -47,6 +47,9 @@ fn format(query: &ViewQuery, headers: &HeaderMap, default: Format) -> Format {
     }
 }
 
+/// The number of findings that are problems, on every `/report` response.
+pub(super) const PROBLEMS_HEADER: &str = "x-mxfarm-problems";
+
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -95,8 +98,14 @@ pub(super) async fn report(
         ));
     }
     let report = api.farm.report();
-    Ok(match format(&query, &headers, Format::Json) {
+    let problems = report.problems().len();
+    let mut response = match format(&query, &headers, Format::Json) {
         Format::Text => text(report.render()),
         Format::Json => json(report.to_json()),
-    })
+    };
+    // What a shell script needs to fail a job, without reading the body.
+    response
+        .headers_mut()
+        .insert(PROBLEMS_HEADER, axum::http::HeaderValue::from(problems));
+    Ok(response)
 }

@@ -1,9 +1,25 @@
 //! The command line's larger commands, one file each; `main.rs` holds the argument
 //! definitions and the small ones.
 
+pub(crate) mod ctl;
+pub(crate) mod golden;
 pub(crate) mod run;
 
 use std::io::Write;
+use std::process::ExitCode;
+
+/// Prints `text` and ends with `code`, or with a failure if stdout cannot be written.
+pub(crate) fn finish(text: &str, code: ExitCode) -> ExitCode {
+    match print_out(text) {
+        Ok(()) => code,
+        Err(error) => stdout_failed(&error),
+    }
+}
+
+pub(crate) fn stdout_failed(error: &std::io::Error) -> ExitCode {
+    print_err(&format!("error: cannot write to stdout: {error}"));
+    ExitCode::FAILURE
+}
 
 /// Writes `text` to stdout. Every command prints through here rather than with `print!`,
 /// which panics when the reader has gone: a reader that closed the pipe early

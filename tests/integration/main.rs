@@ -7,6 +7,7 @@ mod architecture;
 mod assertions;
 mod behaviours;
 mod cli;
+mod ctl;
 mod dns;
 mod dns_checks;
 mod farm_ca;
