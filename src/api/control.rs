@@ -199,7 +199,13 @@ pub(super) async fn advance(State(api): State<Api>, bytes: Bytes) -> Result<Json
                 "write a duration as scenarios do: \"30s\", \"5m\", \"1h30m\", \"2d\"",
             )
         })?,
-        (None, Some(ms)) => Duration::from_millis(ms),
+        (None, Some(ms)) if Duration::from_millis(ms) <= duration::MAX => Duration::from_millis(ms),
+        (None, Some(ms)) => {
+            return Err(Problem::bad_request(
+                format!("by_ms = {ms} is more than a year"),
+                "advance by at most a year (31536000000 ms) at a time",
+            ));
+        }
         _ => {
             return Err(Problem::bad_request(
                 "say how far to advance, once",

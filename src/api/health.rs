@@ -10,6 +10,13 @@ use serde_json::json;
 
 use super::Api;
 
+/// The OpenAPI 3.0 document of the API, checked against [`super::ROUTES`] by a test.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 pub(super) async fn livez() -> Json<serde_json::Value> {
     Json(json!({ "live": true }))
 }

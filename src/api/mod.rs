@@ -19,6 +19,8 @@
 mod control;
 mod guard;
 mod health;
+
+pub use health::OPENAPI;
 mod journal;
 mod messages;
 mod metrics;
@@ -143,6 +145,7 @@ macro_rules! routes {
 }
 
 routes! {
+    "GET" "/api/v1/openapi.json" false => get(health::openapi);
     "GET" "/livez" false => get(health::livez);
     "GET" "/readyz" false => get(health::readyz);
     "GET" "/metrics" false => get(health::metrics);

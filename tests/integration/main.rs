@@ -2,6 +2,7 @@
 
 mod api;
 mod api_events;
+mod api_openapi;
 mod api_scenario;
 mod architecture;
 mod assertions;
