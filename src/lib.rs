@@ -124,6 +124,10 @@
 //! - [`testing`]: [`SmtpClient`](testing::SmtpClient), a scripted SMTP client for tests
 //!   that sends exact bytes and reads exact replies, over TCP or in memory.
 //! - [`clock`] (farm time) and [`tls`] (the farm's CA, for senders that verify).
+//! - Control of a running farm: [`Farm::advance`] (journalled), [`Farm::reset`],
+//!   [`Farm::greylist`], [`Farm::replace_scenario`]; and [`api`], the same over HTTP
+//!   ([`api::ApiServer::start`]), with Server-Sent Events of the journal and a web
+//!   timeline, as `mxfarm run --api` serves it.
 //!
 //! How the crate is built inside, and who may import whom, is in `ARCHITECTURE.md`.
 
