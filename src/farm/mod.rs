@@ -441,7 +441,7 @@ impl Farm {
 impl Drop for Farm {
     /// Stops accepting, and ends every journal reader once it has read what is there:
     /// a cursor or a journal file writer does not wait for a farm that is gone. A
-    /// [shared](Farm::share) handle stops nothing.
+    /// shared handle (the API's) stops nothing.
     fn drop(&mut self) {
         if self.owner {
             self.core.shutdown.begin();

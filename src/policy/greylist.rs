@@ -59,7 +59,7 @@ struct Whitelist {
 /// One triplet as the control API shows it (`GET /greylist`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GreylistEntry {
-    /// What names it for [`GreylistStore::forget`] (`DELETE /greylist/{id}`).
+    /// What names it for [`Farm::forget_greylisted`](crate::Farm::forget_greylisted) (`DELETE /greylist/{id}`).
     pub id: String,
     /// Which greylist: the rule (`mx1/rule 1`), and `@host` when its state is per host.
     pub greylist: String,

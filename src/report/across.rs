@@ -289,6 +289,25 @@ impl<'a> Env<'a> {
         if silence < SILENCE.max(longest) {
             return None;
         }
+        // Farm time moved by hand after the last try passed for the farm, not for the
+        // sender, which runs on its own clock: only the rest is silence it chose.
+        let jumped: Duration = self
+            .transcript
+            .clock_jumps
+            .iter()
+            .filter(|(at, _)| *at > last.attempt.at && *at <= self.until)
+            .map(|(_, by)| *by)
+            .sum();
+        let own = silence.saturating_sub(jumped);
+        let jump_note = if jumped.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "; {} of that is the farm's clock advanced by hand, so the sender's own clock saw {}",
+                duration(jumped),
+                duration(own)
+            )
+        };
         let retried_for = last.attempt.at.saturating_sub(first.attempt.started);
         let kind = FindingKind::GiveUp {
             tries: tries.len(),
@@ -297,17 +316,25 @@ impl<'a> Env<'a> {
         };
         let n = a.len();
         if tries.len() == 1 {
+            let attempts: Vec<usize> = (0..n).collect();
+            if own < SILENCE.max(longest) {
+                let text = format!(
+                    "no retry yet: #{n} was deferred ({}), and nothing followed in the {} the journal goes on{jump_note}, too little to tell whether it will retry",
+                    what(last),
+                    duration(silence)
+                );
+                return Some(Finding::new(kind, Severity::Info, &attempts, text));
+            }
             let text = format!(
-                "never retried: #{n} was deferred ({}), and nothing followed in the {} the journal goes on; a 4xx asks the sender to try again",
+                "never retried: #{n} was deferred ({}), and nothing followed in the {} the journal goes on{jump_note}; a 4xx asks the sender to try again",
                 what(last),
                 duration(silence)
             );
-            let attempts: Vec<usize> = (0..n).collect();
             return Some(Finding::new(kind, Severity::Problem, &attempts, text));
         }
         if retried_for < RFC_GIVE_UP {
             let text = format!(
-                "last try at +{} (#{n}) after {}, then nothing for {}; RFC 5321 suggests retrying for 4-5 days (the journal cannot tell whether the sender gave up or waits longer)",
+                "last try at +{} (#{n}) after {}, then nothing for {}{jump_note}; RFC 5321 suggests retrying for 4-5 days (the journal cannot tell whether the sender gave up or waits longer)",
                 duration(last.offset),
                 plural(tries.len(), "try", "tries"),
                 duration(silence),

@@ -88,7 +88,8 @@
 //!   was observed: at least [`SILENCE`], and at least the longest interval between its
 //!   tries. The journal cannot tell whether the sender gave up or waits longer, so the
 //!   finding says so. `Problem` when it never retried at all (a 4xx treated as
-//!   permanent); `Info` when it stopped within 4 days (RFC 5321 §4.5.4.1 suggests 4-5
+//!   permanent), unless the silence is short once the farm's clock jumps by hand after
+//!   the last try are taken out (then `Info`: a real-time sender never had that time); `Info` when it stopped within 4 days (RFC 5321 §4.5.4.1 suggests 4-5
 //!   days); `Ok` when it kept trying at least that long.
 //! - **duplicate**: the same message accepted more than once for a recipient. `Problem`
 //!   for a copy sent after the sender received a 250 for an earlier one (with the cause

@@ -48,6 +48,10 @@ pub struct Transcript {
     /// Each host's hostname (the name the farm's DNS gives an address for).
     #[serde(skip)]
     pub hostnames: HashMap<String, String>,
+    /// Every jump of the farm's clock by hand: (farm time after it, how far). The report
+    /// needs them to tell a sender's silence from time that it never had.
+    #[serde(skip)]
+    pub clock_jumps: Vec<(Duration, Duration)>,
 }
 
 /// One message to one recipient.
@@ -203,6 +207,7 @@ impl Transcript {
             unattributed,
             dns: dns::lookups(events),
             hostnames: dns::hostnames(events),
+            clock_jumps: jumps,
         }
     }
 

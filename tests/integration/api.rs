@@ -540,3 +540,37 @@ async fn the_journal_is_paged_by_sequence_number() {
     http.api.shutdown().await;
     farm.shutdown().await;
 }
+
+/// A real-time sender deferred once, and the farm's clock moved two days by hand: the
+/// sender has had seconds, not days, to retry. The report must not say it never will.
+#[tokio::test]
+async fn time_jumped_by_hand_is_no_silence_of_the_sender() {
+    let farm = farm(GREYLIST).await;
+    let http = Http::start(&farm).await;
+    assert_eq!(send(farm.addr("mx1"), "bob@grey.test").await, 450);
+    http.post("/api/v1/clock/advance", json!({ "by": "2d" }))
+        .await;
+    let report = farm.report();
+    assert!(report.problems().is_empty(), "{}", report.render());
+    let text = http.get_text("/api/v1/report?format=text", 200).await;
+    assert!(
+        text.contains("no retry yet: #1 was deferred")
+            && text.contains("2d00h00m00s of that is the farm's clock advanced by hand"),
+        "{text}"
+    );
+    let response = http
+        .client
+        .get(http.url("/api/v1/report"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response
+            .headers()
+            .get("x-mxfarm-problems")
+            .and_then(|v| v.to_str().ok()),
+        Some("0")
+    );
+    http.api.shutdown().await;
+    farm.shutdown().await;
+}
