@@ -470,7 +470,7 @@ fn render_attempts(
             };
             let _ = writeln!(
                 out,
-                "      farm clock advanced{by} (time the sender did not wait)"
+                "      farm clock advanced{by} by hand"
             );
         }
         let time = match granularity {

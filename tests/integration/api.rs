@@ -148,7 +148,7 @@ async fn a_clock_advance_lets_a_greylisted_retry_through_without_waiting() {
         .get_text("/api/v1/transcript?granularity=minutes", 200)
         .await;
     assert!(
-        text.contains("      farm clock advanced by 6m (time the sender did not wait)\n  #3  +6m"),
+        text.contains("      farm clock advanced by 6m by hand\n  #3  +6m"),
         "{text}"
     );
     let as_json = http.get("/api/v1/transcript?format=json").await;
