@@ -108,11 +108,12 @@ pub(super) async fn scenario(State(api): State<Api>) -> Json<Value> {
     }))
 }
 
-pub(super) async fn hosts(State(api): State<Api>) -> Json<Value> {
-    Json(json!({
-        "hosts": api.farm.host_status(),
+pub(super) async fn hosts(State(api): State<Api>) -> Result<Json<Value>, Problem> {
+    let hosts = super::views::off_the_runtime(&api, |farm| farm.host_status()).await?;
+    Ok(Json(json!({
+        "hosts": hosts,
         "dns": api.farm.dns_addr(),
-    }))
+    })))
 }
 
 pub(super) async fn greylist(State(api): State<Api>) -> Json<Value> {

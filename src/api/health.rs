@@ -40,7 +40,13 @@ pub(super) async fn readyz(State(api): State<Api>) -> Response {
 }
 
 pub(super) async fn metrics(State(api): State<Api>) -> Response {
-    match api.metrics.render(&api.farm) {
+    let metrics = api.metrics.clone();
+    let rendered = super::views::off_the_runtime(&api, move |farm| metrics.render(farm)).await;
+    let rendered = match rendered {
+        Ok(rendered) => rendered,
+        Err(problem) => return problem.into_response(),
+    };
+    match rendered {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

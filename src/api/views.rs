@@ -58,8 +58,28 @@ fn json(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub(super) async fn deliveries(State(api): State<Api>) -> Json<crate::deliveries::Deliveries> {
-    Json(api.farm.deliveries())
+/// Runs a view off the runtime's threads: over a journal of many events it takes a while,
+/// and SMTP sessions must not wait for it.
+pub(super) async fn off_the_runtime<T: Send + 'static>(
+    api: &Api,
+    view: impl FnOnce(&crate::farm::Farm) -> T + Send + 'static,
+) -> Result<T, Problem> {
+    let farm = api.farm.clone();
+    tokio::task::spawn_blocking(move || view(&farm))
+        .await
+        .map_err(|e| {
+            Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the view failed: {e}"),
+                "this is a bug in mxfarm: please report it with the journal",
+            )
+        })
+}
+
+pub(super) async fn deliveries(
+    State(api): State<Api>,
+) -> Result<Json<crate::deliveries::Deliveries>, Problem> {
+    off_the_runtime(&api, |farm| Json(farm.deliveries())).await
 }
 
 pub(super) async fn transcript(
@@ -78,11 +98,15 @@ pub(super) async fn transcript(
             )
         })?,
     };
-    let transcript = api.farm.transcript();
-    Ok(match format(&query, &headers, Format::Text) {
-        Format::Text => text(transcript.render(granularity)),
-        Format::Json => json(transcript.to_json()),
+    let format = format(&query, &headers, Format::Text);
+    off_the_runtime(&api, move |farm| {
+        let transcript = farm.transcript();
+        match format {
+            Format::Text => text(transcript.render(granularity)),
+            Format::Json => json(transcript.to_json()),
+        }
     })
+    .await
 }
 
 pub(super) async fn report(
@@ -97,12 +121,16 @@ pub(super) async fn report(
             "granularity applies to /api/v1/transcript; ask /api/v1/report?format=text or json",
         ));
     }
-    let report = api.farm.report();
-    let problems = report.problems().len();
-    let mut response = match format(&query, &headers, Format::Json) {
-        Format::Text => text(report.render()),
-        Format::Json => json(report.to_json()),
-    };
+    let format = format(&query, &headers, Format::Json);
+    let (problems, mut response) = off_the_runtime(&api, move |farm| {
+        let report = farm.report();
+        let response = match format {
+            Format::Text => text(report.render()),
+            Format::Json => json(report.to_json()),
+        };
+        (report.problems().len(), response)
+    })
+    .await?;
     // What a shell script needs to fail a job, without reading the body.
     response
         .headers_mut()

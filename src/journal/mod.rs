@@ -120,6 +120,47 @@ mod tests {
         }
     }
 
+    /// A journal file holds what came before a reset; the views read from the reset on,
+    /// with what the farm plays, as the farm's memory does.
+    #[test]
+    fn views_read_from_the_last_reset_of_the_journal() {
+        let started = Event {
+            seq: 1,
+            at: Duration::ZERO,
+            kind: EventKind::FarmStarted {
+                scenario: "s".into(),
+                domains: Vec::new(),
+                hostnames: Vec::new(),
+            },
+        };
+        let reset = |seq, journal| Event {
+            seq,
+            at: Duration::ZERO,
+            kind: EventKind::Reset {
+                policy: true,
+                journal,
+                messages: false,
+            },
+        };
+        let events = vec![
+            started.clone(),
+            at(2),
+            reset(3, true),
+            at(4),
+            reset(5, false),
+            at(6),
+        ];
+        let seqs: Vec<u64> = since_last_reset(&events).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 3, 4, 5, 6]);
+        assert_eq!(
+            gaps(&since_last_reset(&events)),
+            None,
+            "what a reset cleared is no gap"
+        );
+        let without = vec![started, at(2)];
+        assert_eq!(since_last_reset(&without).len(), 2);
+    }
+
     #[test]
     fn gaps_count_every_missing_sequence_number() {
         let events = |seqs: &[u64]| seqs.iter().map(|&s| at(s)).collect::<Vec<_>>();

@@ -468,10 +468,7 @@ fn render_attempts(
                 Granularity::None => String::new(),
                 g => format!(" by {}", span(jump.by, g)),
             };
-            let _ = writeln!(
-                out,
-                "      farm clock advanced{by} by hand"
-            );
+            let _ = writeln!(out, "      farm clock advanced{by} by hand");
         }
         let time = match granularity {
             Granularity::None => String::new(),
