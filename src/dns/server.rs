@@ -52,6 +52,39 @@ pub(crate) struct Handler {
     pub held: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
 }
 
+/// Who asked what, as every `dns-query` event of the query says it.
+struct Asked {
+    client: SocketAddr,
+    by_farm: bool,
+    transport: DnsTransport,
+    /// Lower case, without the final dot.
+    name: String,
+    qtype: String,
+}
+
+impl Asked {
+    /// The event of what the asker got.
+    fn event(
+        &self,
+        answer: DnsReply,
+        records: Vec<String>,
+        rule: Option<Arc<str>>,
+        delay: Option<Duration>,
+    ) -> EventKind {
+        EventKind::DnsQuery {
+            client: self.client,
+            by_farm: self.by_farm,
+            transport: self.transport,
+            name: self.name.clone(),
+            qtype: self.qtype.clone(),
+            answer,
+            records,
+            rule,
+            delay,
+        }
+    }
+}
+
 /// One delayed query of an address, given back when dropped.
 pub(crate) struct Held {
     ip: std::net::IpAddr,
@@ -234,17 +267,15 @@ impl RequestHandler for Handler {
                         String::new(),
                     ),
                 };
-                self.journal.record(EventKind::DnsQuery {
-                    by_farm,
+                let asked = Asked {
                     client: src,
+                    by_farm,
                     transport,
                     name,
                     qtype,
-                    answer,
-                    records: Vec::new(),
-                    rule: None,
-                    delay: None,
-                });
+                };
+                self.journal
+                    .record(asked.event(answer, Vec::new(), None, None));
                 let builder = MessageResponseBuilder::from_message_request(request);
                 return send(&mut response, builder.error_msg(metadata, code)).await;
             }
@@ -256,6 +287,13 @@ impl RequestHandler for Handler {
             .to_ascii_lowercase();
         let qtype = query.query_type();
         let kind = kind_of(qtype);
+        let asked = Asked {
+            client: src,
+            by_farm,
+            transport,
+            name: name.clone(),
+            qtype: qtype.to_string(),
+        };
         let verdict = current.policy.decide(
             Query {
                 name: &name,
@@ -275,17 +313,12 @@ impl RequestHandler for Handler {
             let held = self.held_for(src.ip());
             match self.delayed.clone().try_acquire_owned().ok().zip(held) {
                 Some((permit, held)) => {
-                    self.journal.record(EventKind::DnsQuery {
-                        by_farm,
-                        client: src,
-                        transport,
-                        name: name.clone(),
-                        qtype: qtype.to_string(),
-                        answer: DnsReply::Held,
-                        records: Vec::new(),
-                        rule: verdict.rule.clone(),
-                        delay: Some(action.delay),
-                    });
+                    self.journal.record(asked.event(
+                        DnsReply::Held,
+                        Vec::new(),
+                        verdict.rule.clone(),
+                        Some(action.delay),
+                    ));
                     self.clock.sleep_until(arrived + action.delay).await;
                     drop((permit, held));
                     delay = Some(action.delay);
@@ -295,8 +328,7 @@ impl RequestHandler for Handler {
                         .answer(
                             request,
                             &mut response,
-                            (src, transport),
-                            (&name, qtype),
+                            &asked,
                             &current.zone,
                             Err(ResponseCode::ServFail),
                             verdict.rule,
@@ -329,32 +361,14 @@ impl RequestHandler for Handler {
                 zone: current.zone.zone_of(&name).unwrap_or(&name).to_string(),
             }),
             DnsAnswer::Drop => {
-                self.journal.record(EventKind::DnsQuery {
-                    by_farm,
-                    client: src,
-                    transport,
-                    name,
-                    qtype: qtype.to_string(),
-                    answer: DnsReply::Dropped,
-                    records: Vec::new(),
-                    rule: verdict.rule,
-                    delay: None,
-                });
+                self.journal
+                    .record(asked.event(DnsReply::Dropped, Vec::new(), verdict.rule, None));
                 return dropped(metadata);
             }
         };
         if action.answer == DnsAnswer::Truncated && udp {
-            self.journal.record(EventKind::DnsQuery {
-                by_farm,
-                client: src,
-                transport,
-                name,
-                qtype: qtype.to_string(),
-                answer: DnsReply::Truncated,
-                records: Vec::new(),
-                rule: verdict.rule,
-                delay,
-            });
+            self.journal
+                .record(asked.event(DnsReply::Truncated, Vec::new(), verdict.rule, delay));
             let mut meta = Metadata::response_from_request(metadata);
             meta.authoritative = true;
             meta.truncation = true;
@@ -364,8 +378,7 @@ impl RequestHandler for Handler {
         self.answer(
             request,
             &mut response,
-            (src, transport),
-            (&name, qtype),
+            &asked,
             &current.zone,
             outcome,
             verdict.rule,
@@ -382,27 +395,17 @@ impl Handler {
         &self,
         request: &Request,
         response: &mut R,
-        (src, transport): (SocketAddr, DnsTransport),
-        (name, qtype): (&str, RecordType),
+        asked: &Asked,
         served: &Zone,
         outcome: Result<Answer, ResponseCode>,
         rule: Option<Arc<str>>,
         delay: Option<Duration>,
     ) -> ResponseInfo {
         let metadata = &request.metadata;
-        let by_farm = asked_by_farm(metadata, src, self.server);
+        let by_farm = asked.by_farm;
         let journal = |answer: DnsReply, records: Vec<String>| {
-            self.journal.record(EventKind::DnsQuery {
-                by_farm,
-                client: src,
-                transport,
-                name: name.to_string(),
-                qtype: qtype.to_string(),
-                answer,
-                records,
-                rule: rule.clone(),
-                delay,
-            });
+            self.journal
+                .record(asked.event(answer, records, rule.clone(), delay));
         };
         // hickory cuts a UDP answer (and sets TC) at the response's payload size, so that
         // is the client's, never more than it advertised (RFC 6891 6.2.5; 512 at least),
