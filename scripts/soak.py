@@ -16,6 +16,10 @@ Each check starts its own farm (`mxfarm run`, release build) on 127.0.0.1 and at
              250 is in the journal file, and the file has no gap
   sigkill    SIGKILL during load: every `queued as N` a client saw is a message-accepted
              event of the journal file
+  api        the control API (`run --api`) under 500 (1,000 long) half-sent HTTP requests:
+             the farm holds at most its bound of them (the rest wait in the kernel), SMTP
+             is served all the while, the API answers once they go, and event streams
+             stop at their bound with 503
   disk-full  the journal on a full tmpfs (needs root; skipped otherwise): 451 4.3.0, not
              250, once the journal cannot be written; every 250 is in the file, which
              still reads, and the error is logged once
@@ -53,6 +57,7 @@ SIZES = {
     "sigkill_clients": (200, 200),
     "sigkill_seconds": (5, 15),
     "disk_full_messages": (2000, 2000),
+    "api_half_requests": (500, 1000),
 }
 
 
@@ -66,8 +71,9 @@ class CheckFailed(Exception):
 class Farm:
     """One `mxfarm run` of a scenario, with its stdout and stderr in files."""
 
-    def __init__(self, binary, work, name, scenario, journal=None, log="warn"):
+    def __init__(self, binary, work, name, scenario, journal=None, log="warn", api_port=None):
         self.binary, self.work, self.name = binary, work, name
+        self.api_port = api_port
         self.scenario_path = os.path.join(work, f"{name}.toml")
         with open(self.scenario_path, "w") as f:
             f.write(scenario)
@@ -80,6 +86,8 @@ class Farm:
         args = [self.binary, "run", self.scenario_path]
         if self.journal:
             args += ["--journal", self.journal]
+        if self.api_port:
+            args += ["--api", f"127.0.0.1:{self.api_port}"]
         self.stdout_path = os.path.join(self.work, f"{self.name}.stdout")
         self.stderr_path = os.path.join(self.work, f"{self.name}.stderr")
         env = dict(os.environ, RUST_LOG=self.log)
@@ -440,6 +448,112 @@ async def idle(binary, work, size, results):
         farm.kill()
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def http_get(port, path, timeout=10):
+    """A GET of `path`; the status code, or 0 when none came."""
+    reader, writer = await connect(port, NORMAL_CLIENT, timeout)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    finally:
+        close(writer)
+
+
+async def api(binary, work, size, results):
+    """Half-sent HTTP requests held open on the API (a slowloris of HTTP), from many
+    loopback addresses; meanwhile a normal SMTP client sends messages. Then event streams
+    beyond their bound."""
+    n = size("api_half_requests")
+    limit = raise_open_files(n + 2000)
+    if limit < n + 500:
+        results.add("SKIP", "api: half-sent requests", f"the open-file limit is {limit}; {n} connections need {n + 500}")
+        return
+    port = free_port()
+    farm = Farm(binary, work, "api", scenario("api"), api_port=port).start()
+    held = []
+    try:
+        await one_message(farm.port)
+        before = open_fds(farm.proc.pid)
+
+        async def hold(k):
+            try:
+                reader, writer = await connect(port, f"127.30.{k // 250}.{k % 250 + 1}", 5)
+                writer.write(b"GET /api/v1/journal HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                await writer.drain()
+                held.append(writer)
+            except (OSError, asyncio.TimeoutError):
+                pass
+
+        for batch in range(0, n, 250):
+            await asyncio.gather(*(hold(k) for k in range(batch, min(n, batch + 250))))
+        await asyncio.sleep(1)
+        during = open_fds(farm.proc.pid)
+        served = 0
+        for m in range(5):
+            try:
+                if await asyncio.wait_for(one_message(farm.port, NORMAL_CLIENT, m), 10) is not None:
+                    served += 1
+            except (OSError, asyncio.TimeoutError, CheckFailed):
+                pass
+        bound = 256
+        results.check(
+            during - before <= bound + 16 and served == 5,
+            "api: half-sent requests",
+            f"{len(held)} held open; the farm's open files went from {before} to {during} "
+            f"(bound {bound} API connections); {served} of 5 SMTP messages delivered meanwhile",
+        )
+        for writer in held:
+            close(writer)
+        held.clear()
+        status = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = await http_get(port, "/readyz")
+            except (OSError, asyncio.TimeoutError):
+                status = 0
+            if status != 200:
+                await asyncio.sleep(0.2)
+        results.check(status == 200, "api: answers once they go", f"GET /readyz: {status or 'no answer'}")
+
+        streams, refused = [], 0
+        for k in range(80):
+            reader, writer = await connect(port, NORMAL_CLIENT)
+            writer.write(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if b" 200 " in line:
+                streams.append(writer)
+            else:
+                refused += b" 503 " in line
+                close(writer)
+        results.check(
+            len(streams) == 64 and refused == 16,
+            "api: event streams bounded",
+            f"{len(streams)} streams open, {refused} refused with 503 (bound 64)",
+        )
+        for writer in streams:
+            close(writer)
+    finally:
+        for writer in held:
+            close(writer)
+        farm.kill()
+
+
 async def pipelined(port, source, c, acked, problems, batch=20, messages=None, until=None):
     """One connection that pipelines messages `batch` at a time (MAIL, RCPT, DATA and the
     content in one write), `messages` in all or until `until` (monotonic time) or until
@@ -662,6 +776,7 @@ CHECKS = {
     "idle": idle,
     "flood": flood,
     "sigkill": sigkill,
+    "api": api,
     "disk-full": disk_full,
 }
 

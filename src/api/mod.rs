@@ -21,7 +21,9 @@ mod guard;
 mod health;
 
 pub use health::OPENAPI;
+pub use listener::MAX_CONNECTIONS;
 mod journal;
+mod listener;
 mod messages;
 mod metrics;
 mod problem;
@@ -234,7 +236,7 @@ impl ApiServer {
         let app = router(api);
         let stop = stopping.clone();
         tasks.spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(listener::Capped::new(listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(error) = served {
