@@ -24,6 +24,7 @@ pub use health::OPENAPI;
 mod journal;
 mod messages;
 mod metrics;
+mod page;
 mod problem;
 mod views;
 
@@ -145,6 +146,9 @@ macro_rules! routes {
 }
 
 routes! {
+    "GET" "/" false => get(page::index);
+    "GET" "/timeline.js" false => get(page::script);
+    "GET" "/timeline.css" false => get(page::style);
     "GET" "/api/v1/openapi.json" false => get(health::openapi);
     "GET" "/livez" false => get(health::livez);
     "GET" "/readyz" false => get(health::readyz);
