@@ -86,6 +86,7 @@
     lastRender: 0,
     last: null,
     events: 0,
+    pending: true,
   };
   window.mxfarmTimeline = stats;
 
@@ -593,15 +594,20 @@
   let inflight = false;
   let again = false;
   let lastStart = -Infinity;
+  let lastCost = 0;
 
-  /** A refresh soon: at most one a second, one at a time, none lost. */
+  /** A refresh soon: one at a time, none lost, at most one a second, and spaced by twice
+   * what the last one cost, so that a farm with many deliveries spends at most a third of
+   * its time on the page's views while a sender keeps it busy. */
   function schedule() {
     if (inflight) {
       again = true;
       return;
     }
     if (timer !== null) return;
-    timer = setTimeout(refresh, Math.max(0, lastStart + REFRESH_GAP_MS - performance.now()));
+    stats.pending = true;
+    const gap = Math.max(REFRESH_GAP_MS, 2 * lastCost);
+    timer = setTimeout(refresh, Math.max(0, lastStart + gap - performance.now()));
   }
 
   async function refresh() {
@@ -632,6 +638,7 @@
       tickClock();
       el.error.hidden = true;
       const done = performance.now();
+      lastCost = done - lastStart;
       stats.refreshes += 1;
       stats.last = { fetchMs: fetched - lastStart, renderMs: done - fetched, rows: state.rows.length, at: done };
       if (stats.firstRender === null && state.rows.length) {
@@ -643,6 +650,7 @@
       el.error.textContent = `Could not read the farm: ${error.message}`;
     } finally {
       inflight = false;
+      stats.pending = again;
       if (again) schedule();
     }
   }
