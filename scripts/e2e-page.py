@@ -173,6 +173,13 @@ def run(args):
         page.wait_for("!document.getElementById('details').hidden", "Enter to open the details")
         check(CAROL in page.eval("document.getElementById('details-title').textContent"),
               "Enter opens the focused row's details")
+        check("Attempt 2: accepted" in page.eval("document.getElementById('details').textContent"),
+              "Enter shows the row's last attempt")
+        page.key("ArrowLeft", "ArrowLeft", 37)
+        page.wait_for("document.getElementById('details').textContent.includes('Attempt 1: deferred')",
+                      "ArrowLeft to step to the first attempt")
+        check(page.eval(f"document.querySelector('{row(CAROL)} .mark.selected').dataset.attempt") == "1",
+              "ArrowLeft steps to the previous attempt, and its mark is marked")
         page.key("Escape", "Escape", 27)
 
         # Filters.
