@@ -47,7 +47,7 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     scenario: $('scenario'), clock: $('clock'), counts: $('counts'), live: $('live'),
-    recipient: $('f-recipient'), host: $('f-host'), outcome: $('f-outcome'),
+    recipient: $('f-recipient'), host: $('f-host'), outcome: $('f-outcome'), zoom: $('f-zoom'),
     filters: $('filters'), overall: $('overall'), shown: $('shown'), legend: $('legend'),
     axisBox: $('axis-box'), axis: $('axis'), scroller: $('scroller'), spacer: $('spacer'),
     rows: $('rows'), empty: $('empty'), details: $('details'), detailsBody: $('details-body'),
@@ -63,6 +63,7 @@
     hostAddrs: [],
     overallFindings: [],
     incomplete: null,
+    full: { t0: 0, t1: 60000 },
     t0: 0,
     t1: 60000,
     width: 600,
@@ -247,13 +248,36 @@
       if (j.at > range.max && j.at <= now) range.max = j.at;
     }
     if (range.min === Infinity) {
-      state.t0 = 0;
-      state.t1 = Math.max(now, 60000);
+      state.full = { t0: 0, t1: Math.max(now, 60000) };
     } else {
       const hi = Math.max(range.max, now);
       const span = Math.max(hi - range.min, 1000);
-      state.t0 = Math.max(0, range.min - span * 0.02);
-      state.t1 = hi + span * 0.02;
+      state.full = { t0: Math.max(0, range.min - span * 0.02), t1: hi + span * 0.02 };
+    }
+    applyZoom();
+  }
+
+  /** The axis's range: the whole run, its last stretch, or the selected delivery's. */
+  function applyZoom() {
+    const zoom = el.zoom.value;
+    const { t0, t1 } = state.full;
+    const row = state.selected && state.byKey.get(state.selected.key);
+    if (zoom === 'selected' && row && row.attempts.length) {
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (const a of row.attempts) {
+        lo = Math.min(lo, a.start_ms);
+        hi = Math.max(hi, a.ms, a.clears_at_ms || 0);
+      }
+      const span = Math.max(hi - lo, 20);
+      state.t0 = Math.max(0, lo - span * 0.05);
+      state.t1 = hi + span * 0.05;
+    } else if (zoom && zoom !== 'selected') {
+      state.t1 = t1;
+      state.t0 = Math.max(t0, t1 - Number(zoom));
+    } else {
+      state.t0 = t0;
+      state.t1 = t1;
     }
   }
 
@@ -349,10 +373,13 @@
       svg += `<line class="jump" x1="${at}" x2="${at}" y1="0" y2="${ROW_H}"/>`;
     }
     const attempts = row.attempts;
+    const w = state.width;
+    const clamp = (v) => Math.max(-2, Math.min(w + 2, v));
     for (const a of attempts) {
       if (a.clears_at_ms == null || a.clears_at_ms <= a.ms) continue;
-      const x0 = x(a.ms);
-      const x1 = x(a.clears_at_ms);
+      if (a.clears_at_ms < state.t0 || a.ms > state.t1) continue;
+      const x0 = clamp(x(a.ms));
+      const x1 = clamp(x(a.clears_at_ms));
       svg += `<rect class="wait" x="${x0.toFixed(1)}" y="5" width="${Math.max(1, x1 - x0).toFixed(1)}" height="${ROW_H - 10}">`
         + `<title>deferred until ${esc(clockText(a.clears_at_ms, true))}: a retry before then is refused again</title></rect>`
         + `<line class="wait-edge" x1="${x1.toFixed(1)}" x2="${x1.toFixed(1)}" y1="5" y2="${ROW_H - 5}"/>`;
@@ -360,7 +387,8 @@
     let marks = '';
     for (let i = 0; i < attempts.length; i++) {
       const a = attempts[i];
-      const x0 = x(a.start_ms);
+      if (a.ms < state.t0 - (state.t1 - state.t0) * 0.05 || a.start_ms > state.t1) continue;
+      const x0 = clamp(x(a.start_ms));
       const x1 = x(a.ms);
       if (x1 - x0 >= 2) {
         svg += `<line class="span" x1="${x0.toFixed(1)}" x2="${x1.toFixed(1)}" y1="${mid}" y2="${mid}"/>`;
@@ -454,6 +482,7 @@
     let delivered = 0;
     let waiting = 0;
     let bounced = 0;
+    let abandoned = 0;
     let attempts = 0;
     let problems = 0;
     let deliveries = 0;
@@ -464,9 +493,11 @@
       deliveries += 1;
       if (row.status === 'delivered' || row.status === 'duplicated') delivered += 1;
       else if (row.status === 'bounced') bounced += 1;
+      else if (row.status === 'abandoned') abandoned += 1;
       else waiting += 1;
     }
-    el.counts.textContent = `${deliveries} (${delivered} delivered, ${waiting} not yet, ${bounced} refused) · ${attempts} attempts · ${problems} with problems`
+    el.counts.textContent = `${deliveries} (${delivered} delivered, ${waiting} not yet, ${bounced} refused`
+      + `${abandoned ? `, ${abandoned} abandoned` : ''}) · ${attempts} attempts · ${problems} with problems`
       + (state.incomplete ? ' · the journal dropped events: some attempts may be missing' : '');
   }
 
@@ -569,6 +600,10 @@
   function select(key, attempt) {
     state.overall = false;
     state.selected = { key, attempt };
+    if (el.zoom.value === 'selected') {
+      applyZoom();
+      drawAxis();
+    }
     renderRows();
     renderDetails();
   }
@@ -576,6 +611,8 @@
   function closeDetails() {
     state.selected = null;
     state.overall = false;
+    applyZoom();
+    drawAxis();
     renderRows();
     renderDetails();
     const row = el.rows.querySelector('.row[tabindex="0"]');
@@ -794,7 +831,15 @@
     el.recipient.addEventListener('input', refilter);
     el.host.addEventListener('change', refilter);
     el.outcome.addEventListener('change', refilter);
-    el.filters.addEventListener('reset', () => setTimeout(refilter, 0));
+    el.zoom.addEventListener('change', () => {
+      applyZoom();
+      render();
+    });
+    el.filters.addEventListener('reset', () => setTimeout(() => {
+      applyZoom();
+      drawAxis();
+      refilter();
+    }, 0));
     el.filters.addEventListener('submit', (event) => event.preventDefault());
     el.overall.addEventListener('click', () => {
       state.overall = true;
