@@ -883,8 +883,10 @@
       if (event.key === 'Escape' && !el.details.hidden) closeDetails();
     });
     setInterval(tickClock, 1000);
-    schedule();
-    connect();
+    // The first views first, then the stream: its replay of the journal (from the first
+    // event, so no clock jump is missed) would compete with them for the farm and the
+    // page. Nothing is lost in between: the stream starts at the journal's beginning.
+    refresh().then(connect);
   }
 
   init();
