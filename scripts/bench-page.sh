@@ -38,18 +38,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r api_port mx_port < <(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-PY
-)
+# Free loopback ports, picked by the system; if something takes one before the farm binds
+# it, the farm exits at once and we try again with new ones, three times at most.
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}
 
-# No rules: every message is accepted. The journal holds every event of the run (about
-# ten a delivery); the capture keeps only a few messages, which the page does not read.
-cat >"$work/bench-page.toml" <<TOML
+ready=
+for _ in 1 2 3; do
+  read -r api_port mx_port < <(free_ports 2)
+  # No rules: every message is accepted. The journal holds every event of the run (about
+  # ten a delivery); the capture keeps only a few messages, which the page does not read.
+  cat >"$work/bench-page.toml" <<TOML
 name = "bench-page"
 description = "no rules: $deliveries deliveries for the timeline bench"
 
@@ -63,15 +66,19 @@ max-events = $((deliveries * 20 + 1000))
 name = "mx1"
 listen = "127.0.0.1:$mx_port"
 TOML
-
-"$bin" run "$work/bench-page.toml" --api "127.0.0.1:$api_port" >"$work/farm.log" 2>&1 &
-farm_pid=$!
-ready=
-for _ in $(seq 1 100); do
-  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-    "http://127.0.0.1:$api_port/readyz" 2>/dev/null; then ready=1; break; fi
-  if ! kill -0 "$farm_pid" 2>/dev/null; then break; fi
-  sleep 0.1
+  "$bin" run "$work/bench-page.toml" --api "127.0.0.1:$api_port" >"$work/farm.log" 2>&1 &
+  farm_pid=$!
+  for _ in $(seq 1 100); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$api_port/readyz" 2>/dev/null; then ready=1; break; fi
+    if ! kill -0 "$farm_pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  [ -n "$ready" ] && break
+  kill "$farm_pid" 2>/dev/null || true
+  wait "$farm_pid" 2>/dev/null || true
+  farm_pid=
+  grep -q 'already in use' "$work/farm.log" || break
 done
 if [ -z "$ready" ]; then
   echo "the farm never became ready"; cat "$work/farm.log"; exit 1

@@ -32,31 +32,37 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Three free loopback ports (the system picks them; a clash makes the farm fail to bind,
-# and the script says so).
-read -r api_port mx1_port mx2_port < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
-
-"$bin" run greylist --api "127.0.0.1:$api_port" \
-  --bind "mx1=127.0.0.1:$mx1_port" --bind "mx2=127.0.0.1:$mx2_port" \
-  >"$work/farm.log" 2>&1 &
-farm_pid=$!
+# Free loopback ports, picked by the system. Something else (a parallel test) may take one
+# before the farm binds it: then the farm exits at once, and we try again with new ports,
+# three times at most.
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}
 
 ready=
-for _ in $(seq 1 100); do
-  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-    "http://127.0.0.1:$api_port/readyz" 2>/dev/null; then ready=1; break; fi
-  if ! kill -0 "$farm_pid" 2>/dev/null; then break; fi
-  sleep 0.1
+for _ in 1 2 3; do
+  read -r api_port mx1_port mx2_port < <(free_ports 3)
+  "$bin" run greylist --api "127.0.0.1:$api_port" \
+    --bind "mx1=127.0.0.1:$mx1_port" --bind "mx2=127.0.0.1:$mx2_port" \
+    >"$work/farm.log" 2>&1 &
+  farm_pid=$!
+  for _ in $(seq 1 100); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$api_port/readyz" 2>/dev/null; then ready=1; break; fi
+    if ! kill -0 "$farm_pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  [ -n "$ready" ] && break
+  kill "$farm_pid" 2>/dev/null || true
+  wait "$farm_pid" 2>/dev/null || true
+  farm_pid=
+  grep -q 'already in use' "$work/farm.log" || break
 done
 if [ -z "$ready" ]; then
-  echo "FAIL the farm never became ready on 127.0.0.1:$api_port"; cat "$work/farm.log"; exit 1
+  echo "FAIL the farm never became ready"; cat "$work/farm.log"; exit 1
 fi
 
 status=0
