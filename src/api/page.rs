@@ -34,11 +34,18 @@ pub(super) async fn index() -> Response {
     asset("text/html; charset=utf-8", include_str!("page/index.html"))
 }
 
+/// The page's script, written in three files (what marks mean and how times read; the
+/// rows and details as text; state, loading and interaction) and served as one.
+const SCRIPT: &str = concat!(
+    include_str!("page/format.js"),
+    "\n",
+    include_str!("page/draw.js"),
+    "\n",
+    include_str!("page/timeline.js"),
+);
+
 pub(super) async fn script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("page/timeline.js"),
-    )
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 pub(super) async fn style() -> Response {

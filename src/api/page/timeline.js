@@ -1,4 +1,4 @@
-// mxfarm's timeline: one row per delivery (one message to one recipient), each attempt a
+// mxfarm's timeline, part 3 of 3: one row per delivery (one message to one recipient), each attempt a
 // mark on one time axis of farm time, the report's findings beside it, live from the
 // journal's event stream. Vanilla JS, no build step, nothing fetched but this farm's API.
 //
@@ -10,39 +10,16 @@
 //   /report (at most once a second), since the farm derives both from the journal and
 //   the page should show exactly what the API says, not a second derivation of it.
 // - The page only reads (GET): changes need the token header, which it never sends.
+// format.js (what marks mean, how times are written) and draw.js (rows, marks and the
+// details as text) come before this file in /timeline.js.
 'use strict';
 
-(function () {
-  const API = '/api/v1';
-  const ROW_H = 30;
+(function (F, makeDraw) {
+  const { API, ROW_H } = makeDraw;
   const OVERSCAN = 10;
   const REFRESH_GAP_MS = 1000;
   const RECONNECT_MS = 3000;
-  const PAD = 12;
-
-  // The kinds of marks, in the legend's order. `data-kind` carries these names.
-  const KINDS = [
-    ['accepted', 'accepted', 'the farm took the message (2xx after the data)'],
-    ['deferred', 'deferred', 'a 4xx reply: the sender should retry later'],
-    ['refused', 'refused', 'a 5xx reply: the sender should bounce, not retry'],
-    ['lost-reply', 'lost reply', 'the farm kept the message, but its reply never reached the sender'],
-    ['connection-failure', 'connection failure', 'the connection failed, was lost or closed without a reply (TCP, greeting, TLS, a wait the sender gave up on)'],
-    ['abandoned', 'abandoned', 'the sender reset or quit the transaction on its own'],
-    ['open', 'open', 'still going on'],
-  ];
-  const KIND_LABEL = Object.fromEntries(KINDS.map(([k, l]) => [k, l]));
-
-  const STATUS_LABEL = {
-    delivered: 'delivered',
-    duplicated: 'duplicated',
-    'still-deferred': 'not yet',
-    bounced: 'refused',
-    abandoned: 'abandoned',
-    'in-progress': 'in progress',
-    'no-message': 'no message',
-  };
-
-  const SEVERITY_RANK = { problem: 0, warning: 1, info: 2, ok: 3 };
+  const { KINDS, STATUS_LABEL, esc, clockText, statusOf, deliveryKey, sortFindings, kindOf } = F;
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -90,90 +67,7 @@
     pending: true,
   };
   window.mxfarmTimeline = stats;
-
-  // --- formatting -------------------------------------------------------------------
-
-  function esc(text) {
-    return String(text)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  }
-
-  const pad2 = (n) => String(n).padStart(2, '0');
-
-  /** Farm time as `[Dd ]HH:MM:SS[.mmm]`. */
-  function clockText(ms, withMillis) {
-    const total = Math.max(0, Math.floor(ms));
-    let s = Math.floor(total / 1000);
-    const days = Math.floor(s / 86400);
-    s %= 86400;
-    const text = `${pad2(Math.floor(s / 3600))}:${pad2(Math.floor((s % 3600) / 60))}:${pad2(s % 60)}`
-      + (withMillis ? `.${String(total % 1000).padStart(3, '0')}` : '');
-    return days ? `${days}d ${text}` : text;
-  }
-
-  /** A duration as `1h 5m 3s`, or milliseconds when under a second. */
-  function durText(ms) {
-    if (ms < 1000) return `${Math.round(ms)} ms`;
-    let s = Math.round(ms / 1000);
-    const parts = [];
-    for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]]) {
-      if (s >= size) {
-        parts.push(`${Math.floor(s / size)}${unit}`);
-        s %= size;
-      }
-    }
-    if (s || !parts.length) parts.push(`${s}s`);
-    return parts.join(' ');
-  }
-
-  function replyText(reply) {
-    if (!reply) return '';
-    const head = reply.status ? `${reply.code} ${reply.status}` : String(reply.code);
-    return reply.lines && reply.lines.length
-      ? reply.lines.map((line) => `${head} ${line}`).join('\n')
-      : head;
-  }
-
-  // --- the data -----------------------------------------------------------------------
-
-  /** The mark of an attempt, from how it ended and whether a reply ended it. */
-  function kindOf(a) {
-    switch (a.outcome) {
-      case 'delivered': return a.reply ? 'accepted' : 'lost-reply';
-      case 'deferred': return a.reply ? 'deferred' : 'connection-failure';
-      case 'rejected': return 'refused';
-      case 'unreached':
-        if (!a.reply) return 'connection-failure';
-        return a.reply.code >= 500 ? 'refused' : 'deferred';
-      case 'abandoned': return 'abandoned';
-      default: return 'open';
-    }
-  }
-
-  /** How a delivery stands when the report does not say yet (as the transcript tells it). */
-  function statusOf(attempts) {
-    const delivered = attempts.filter((a) => a.outcome === 'delivered').length;
-    if (delivered > 1) return 'duplicated';
-    if (delivered === 1) return 'delivered';
-    const last = attempts[attempts.length - 1];
-    if (!last) return 'still-deferred';
-    if (last.outcome === 'rejected') return 'bounced';
-    if (last.outcome === 'abandoned') return 'abandoned';
-    if (last.outcome === 'open') return 'in-progress';
-    return 'still-deferred';
-  }
-
-  function deliveryKey(message, recipient) {
-    return `m:${message}:${recipient == null ? '' : recipient}`;
-  }
-
-  function sortFindings(findings) {
-    return findings.slice().sort((a, b) => (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9));
-  }
+  const D = makeDraw(state, F);
 
   function makeRow(base, attempts, report, hosts, range) {
     const kinds = new Set();
@@ -315,133 +209,12 @@
 
   // --- drawing ------------------------------------------------------------------------
 
-  function x(ms) {
-    const span = state.t1 - state.t0 || 1;
-    return PAD + ((ms - state.t0) / span) * (state.width - 2 * PAD);
-  }
-
-  const STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4,
-    3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 108e5, 216e5, 432e5, 864e5, 1728e5, 6048e5];
-
   function drawAxis() {
-    const w = state.width;
-    const span = state.t1 - state.t0;
-    const most = Math.max(2, Math.floor(w / 95));
-    const step = STEPS.find((s) => span / s <= most) || STEPS[STEPS.length - 1];
-    let svg = '';
-    for (const j of state.jumps) {
-      if (j.at < state.t0 || j.at - j.by > state.t1) continue;
-      const x0 = x(Math.max(j.at - j.by, state.t0));
-      const x1 = x(j.at);
-      svg += `<g class="jump-mark"><title>farm clock advanced by ${esc(durText(j.by))} by hand, to ${esc(clockText(j.at, true))}</title>`
-        + `<rect class="jump-band" x="${x0.toFixed(1)}" y="18" width="${Math.max(2, x1 - x0).toFixed(1)}" height="16"/>`
-        + `<line class="jump" x1="${x1.toFixed(1)}" x2="${x1.toFixed(1)}" y1="14" y2="34"/></g>`;
-    }
-    for (let t = Math.ceil(state.t0 / step) * step; t <= state.t1; t += step) {
-      const px = x(t);
-      const at = px.toFixed(1);
-      // Labels near an edge lean inwards, so none is cut off.
-      const anchor = px < 40 ? 'start' : px > w - 40 ? 'end' : 'middle';
-      svg += `<line class="tick" x1="${at}" x2="${at}" y1="24" y2="34"/>`
-        + `<text x="${at}" y="16" text-anchor="${anchor}">${esc(clockText(t, step < 1000))}</text>`;
-    }
-    const now = state.clock.ms;
-    if (now >= state.t0 && now <= state.t1) {
-      const at = x(now).toFixed(1);
-      svg += `<line class="now" x1="${at}" x2="${at}" y1="20" y2="34"><title>now: ${esc(clockText(now, true))}</title></line>`;
-    }
-    el.axis.setAttribute('viewBox', `0 0 ${w} 34`);
-    el.axis.setAttribute('width', w);
-    el.axis.innerHTML = svg;
+    el.axis.setAttribute('viewBox', `0 0 ${state.width} 34`);
+    el.axis.setAttribute('width', state.width);
+    el.axis.innerHTML = D.axisSvg();
   }
 
-  function attemptTitle(a, n) {
-    const lines = [`attempt ${n}: ${KIND_LABEL[a.kind]} on ${a.host} (connection ${a.conn}, ${a.stage})`];
-    if (a.reply) lines.push(replyText(a.reply));
-    else if (a.closed) lines.push(`no reply: ${a.closed}`);
-    lines.push(`${clockText(a.start_ms, true)} to ${clockText(a.ms, true)}`);
-    if (a.clears_at_ms != null) lines.push(`a retry passes from ${clockText(a.clears_at_ms, true)}`);
-    return lines.join('\n');
-  }
-
-  function marksSvg(row, selectedAttempt) {
-    const mid = ROW_H / 2;
-    let svg = `<line class="base" x1="0" x2="${state.width}" y1="${mid}" y2="${mid}"/>`;
-    for (const j of state.jumps) {
-      if (j.at < state.t0 || j.at > state.t1) continue;
-      const at = x(j.at).toFixed(1);
-      svg += `<line class="jump" x1="${at}" x2="${at}" y1="0" y2="${ROW_H}"/>`;
-    }
-    const attempts = row.attempts;
-    const w = state.width;
-    const clamp = (v) => Math.max(-2, Math.min(w + 2, v));
-    for (const a of attempts) {
-      if (a.clears_at_ms == null || a.clears_at_ms <= a.ms) continue;
-      if (a.clears_at_ms < state.t0 || a.ms > state.t1) continue;
-      const x0 = clamp(x(a.ms));
-      const x1 = clamp(x(a.clears_at_ms));
-      svg += `<rect class="wait" x="${x0.toFixed(1)}" y="5" width="${Math.max(1, x1 - x0).toFixed(1)}" height="${ROW_H - 10}">`
-        + `<title>deferred until ${esc(clockText(a.clears_at_ms, true))}: a retry before then is refused again</title></rect>`
-        + `<line class="wait-edge" x1="${x1.toFixed(1)}" x2="${x1.toFixed(1)}" y1="5" y2="${ROW_H - 5}"/>`;
-    }
-    let marks = '';
-    for (let i = 0; i < attempts.length; i++) {
-      const a = attempts[i];
-      if (a.ms < state.t0 - (state.t1 - state.t0) * 0.05 || a.start_ms > state.t1) continue;
-      const x0 = clamp(x(a.start_ms));
-      const x1 = x(a.ms);
-      if (x1 - x0 >= 2) {
-        svg += `<line class="span" x1="${x0.toFixed(1)}" x2="${x1.toFixed(1)}" y1="${mid}" y2="${mid}"/>`;
-      }
-      const n = i + 1;
-      marks += `<g class="mark k-${a.kind}${n === selectedAttempt ? ' selected' : ''}" data-attempt="${n}" data-kind="${a.kind}" transform="translate(${x1.toFixed(1)},${mid})">`
-        + `<title>${esc(attemptTitle(a, n))}</title><circle class="ring" r="10"/>`
-        + `<use href="#shape-${a.kind}" x="-8" y="-8" width="16" height="16"/></g>`;
-    }
-    return svg + marks;
-  }
-
-  function findingsCell(row) {
-    const f = row.findings;
-    if (!f) return '<span class="quiet">no findings yet</span>';
-    const loud = f.filter((x) => x.severity === 'problem' || x.severity === 'warning');
-    if (loud.length) {
-      const first = loud[0];
-      const all = loud.map((x) => `${x.severity}: ${x.text}`).join('\n');
-      return `<span class="sev ${first.severity}">${first.severity === 'problem' ? 'PROBLEM' : 'WARNING'}</span>`
-        + `<span class="text" title="${esc(all)}">${esc(first.text)}</span>`
-        + (loud.length > 1 ? `<span class="more">+${loud.length - 1}</span>` : '');
-    }
-    const info = f.filter((x) => x.severity === 'info');
-    const ok = f.length - info.length;
-    const parts = [];
-    if (ok) parts.push(`${ok} check${ok === 1 ? '' : 's'} passed`);
-    if (info.length) parts.push(`${info.length} note${info.length === 1 ? '' : 's'}`);
-    const all = f.map((x) => `${x.severity}: ${x.text}`).join('\n');
-    return `<span class="sev ${info.length ? 'info' : 'ok'}">${info.length ? 'INFO' : 'OK'}</span>`
-      + `<span class="text quiet" title="${esc(all)}">${esc(parts.join(', ') || 'nothing to check yet')}</span>`;
-  }
-
-  function rowHtml(row, i) {
-    const selected = state.selected && state.selected.key === row.key;
-    const hooks = row.message != null
-      ? `data-delivery="${row.message}" data-recipient="${esc(row.recipient || '')}"`
-      : `data-client="${esc(row.client)}"`;
-    const who = row.message != null
-      ? `<span class="num">#${row.message}</span><span class="rcpt" title="${esc(`from <${row.sender}> to <${row.recipient || '?'}>`)}">${esc(row.recipient || '(no recipient named)')}</span>`
-      : `<span class="num">${esc(row.client)}</span><span class="rcpt quiet">contacts for no message</span>`;
-    const label = row.message != null
-      ? `message ${row.message} to ${row.recipient || 'no recipient'}, ${STATUS_LABEL[row.status] || row.status}, ${row.attempts.length} attempts`
-      : `contacts from ${row.client} for no message, ${row.attempts.length} attempts`;
-    return `<div class="row${selected ? ' selected' : ''}" role="listitem" tabindex="${i === state.active ? 0 : -1}" `
-      + `data-index="${i}" data-key="${esc(row.key)}" ${hooks} aria-label="${esc(label)}" style="top:${i * ROW_H}px">`
-      + `<div class="who">${who}<span class="status ${row.status}">${esc(STATUS_LABEL[row.status] || row.status)}</span></div>`
-      + `<svg class="marks" width="${state.width}" height="${ROW_H}" viewBox="0 0 ${state.width} ${ROW_H}">`
-      + `${marksSvg(row, selected ? state.selected.attempt : 0)}</svg>`
-      + `<div class="findings">${findingsCell(row)}</div></div>`;
-  }
-
-  /** Draws the rows in view, and only those. */
   function renderRows() {
     const started = performance.now();
     const n = state.shown.length;
@@ -455,7 +228,7 @@
     if (n && (state.active < firstVisible || state.active > lastVisible)) state.active = Math.max(0, firstVisible);
     const focused = el.rows.contains(document.activeElement) ? document.activeElement.dataset.key : null;
     let html = '';
-    for (let i = first; i < last; i++) html += rowHtml(state.shown[i], i);
+    for (let i = first; i < last; i++) html += D.rowHtml(state.shown[i], i);
     el.rows.innerHTML = html;
     if (focused) {
       const again = Array.from(el.rows.children).find((r) => r.dataset.key === focused);
@@ -512,58 +285,12 @@
 
   // --- details ------------------------------------------------------------------------
 
-  function dl(pairs) {
-    return `<dl>${pairs.filter(([, v]) => v != null && v !== '').map(([k, v, cls]) => `<dt>${esc(k)}</dt><dd${cls ? ` class="${cls}"` : ''}>${esc(v)}</dd>`).join('')}</dl>`;
-  }
-
-  function findingList(findings) {
-    return `<ul class="found">${findings.map((f) => `<li><span class="sev ${esc(f.severity)}">${esc(f.severity)}</span><span>${esc(f.text)}${f.attempts && f.attempts.length ? ` <span class="quiet">(attempts ${f.attempts.join(', ')})</span>` : ''}</span></li>`).join('')}</ul>`;
-  }
-
-  function findingsSection(findings) {
-    if (!findings) return '<h3>Findings</h3><p class="quiet">The report has none for this row yet.</p>';
-    const loud = findings.filter((f) => f.severity === 'problem' || f.severity === 'warning');
-    const rest = findings.filter((f) => !(f.severity === 'problem' || f.severity === 'warning'));
-    let html = `<h3>Findings</h3>${loud.length ? findingList(loud) : '<p class="quiet">No problems.</p>'}`;
-    if (rest.length) {
-      html += `<details id="rest"${state.restOpen ? ' open' : ''}><summary>${rest.length} more (ok and info)</summary>${findingList(rest)}</details>`;
-    }
-    return html;
-  }
-
-  function attemptSection(a, n) {
-    return `<h3>Attempt ${n}: ${esc(KIND_LABEL[a.kind])}</h3>` + dl([
-      ['host', a.host],
-      ['connection', `${a.conn}${a.transaction ? `, transaction ${a.transaction}` : ', before any MAIL'}`],
-      ['client', a.client],
-      ['stage', a.stage],
-      ['outcome', a.outcome],
-      ['reply', a.reply ? replyText(a.reply) : 'none', 'reply'],
-      ['closed', a.closed],
-      ['started', clockText(a.start_ms, true)],
-      ['ended', `${clockText(a.ms, true)} (${durText(a.ms - a.start_ms)})`],
-      ['retry after', a.retry_after_ms != null ? `${durText(a.retry_after_ms)}${a.retry_after_told ? ' (the reply said so)' : ''}` : null],
-      ['clears at', a.clears_at_ms != null ? clockText(a.clears_at_ms, true) : null],
-      ['recipients', a.carried && a.carried.length ? a.carried.join(', ') : null],
-      ['kept as', a.kept != null ? `message ${a.kept} (GET ${API}/messages/${a.kept})` : null],
-      ['Message-ID', a.message_id],
-      ['could also be', a.also_possible && a.also_possible.length ? `messages ${a.also_possible.join(', ')}` : null],
-    ]);
-  }
-
-  function attemptsTable(row, current) {
-    const body = row.attempts.map((a, i) => `<tr class="pick${i + 1 === current ? ' current' : ''}" data-pick="${i + 1}" tabindex="0">`
-      + `<td>${i + 1}</td><td><svg class="k-${a.kind}" width="12" height="12" aria-hidden="true"><use href="#shape-${a.kind}" width="12" height="12"/></svg> ${esc(KIND_LABEL[a.kind])}</td>`
-      + `<td>${esc(a.host)}</td><td>${esc(clockText(a.ms, false))}</td><td>${a.reply ? a.reply.code : '—'}</td></tr>`).join('');
-    return `<h3>Attempts</h3><table><thead><tr><th>#</th><th>kind</th><th>host</th><th>ended</th><th>reply</th></tr></thead><tbody>${body}</tbody></table>`;
-  }
-
   function renderDetails() {
     const scroll = el.details.scrollTop;
     if (state.overall) {
       el.details.hidden = false;
       el.detailsBody.innerHTML = `<h2 id="details-title">Report overview</h2>`
-        + (state.overallFindings.length ? findingList(sortFindings(state.overallFindings)) : '<p class="quiet">No findings yet.</p>');
+        + (state.overallFindings.length ? D.findingList(sortFindings(state.overallFindings)) : '<p class="quiet">No findings yet.</p>');
       el.details.scrollTop = scroll;
       return;
     }
@@ -582,7 +309,7 @@
     let html;
     if (row.message != null) {
       const info = state.messages[row.message - 1];
-      html = `<h2 id="details-title">Message ${row.message} to ${esc(row.recipient || '(no recipient)')}</h2>` + dl([
+      html = `<h2 id="details-title">Message ${row.message} to ${esc(row.recipient || '(no recipient)')}</h2>` + D.dl([
         ['sender', `<${row.sender}>`],
         ['status', STATUS_LABEL[row.status] || row.status],
         ['attempts', String(row.attempts.length)],
@@ -591,8 +318,8 @@
     } else {
       html = `<h2 id="details-title">Contacts from ${esc(row.client)} for no message</h2>`;
     }
-    if (a) html += attemptSection(a, n);
-    html += attemptsTable(row, n) + findingsSection(row.findings);
+    if (a) html += D.attemptSection(a, n);
+    html += D.attemptsTable(row, n) + D.findingsSection(row.findings);
     el.detailsBody.innerHTML = html;
     el.details.scrollTop = scroll;
   }
@@ -890,4 +617,4 @@
   }
 
   init();
-}());
+}(mxfarmFormat, mxfarmDraw));
