@@ -26,6 +26,7 @@ mod journal;
 mod listener;
 mod messages;
 mod metrics;
+mod page;
 mod problem;
 mod views;
 
@@ -147,6 +148,9 @@ macro_rules! routes {
 }
 
 routes! {
+    "GET" "/" false => get(page::index);
+    "GET" "/timeline.js" false => get(page::script);
+    "GET" "/timeline.css" false => get(page::style);
     "GET" "/api/v1/openapi.json" false => get(health::openapi);
     "GET" "/livez" false => get(health::livez);
     "GET" "/readyz" false => get(health::readyz);

@@ -18,6 +18,7 @@ mod journal;
 mod journal_file;
 mod journal_target;
 mod library_client;
+mod page;
 mod property;
 mod protocol;
 mod readme;
