@@ -39,6 +39,9 @@ pub(super) struct Page {
     next_after: u64,
     /// Whether the page is full: there may be more.
     more: bool,
+    /// The newest event's sequence number in the journal now: a reader that wants only
+    /// what comes next starts there.
+    last_seq: u64,
 }
 
 pub(super) fn bad_query(rejection: QueryRejection) -> Problem {
@@ -66,6 +69,7 @@ pub(super) async fn page(
         missed: 0,
         next_after: cursor.position(),
         more: false,
+        last_seq: api.farm.last_seq(),
     };
     while page.events.len() < limit {
         match cursor.try_next() {

@@ -103,7 +103,8 @@ pub(super) async fn transcript(
         let transcript = farm.transcript();
         match format {
             Format::Text => text(transcript.render(granularity)),
-            Format::Json => json(transcript.to_json()),
+            // Compact: the page reads it on every refresh.
+            Format::Json => json(serde_json::to_string(&transcript).unwrap_or_default()),
         }
     })
     .await
@@ -126,7 +127,7 @@ pub(super) async fn report(
         let report = farm.report();
         let response = match format {
             Format::Text => text(report.render()),
-            Format::Json => json(report.to_json()),
+            Format::Json => json(serde_json::to_string(&report).unwrap_or_default()),
         };
         (report.problems().len(), response)
     })

@@ -293,6 +293,11 @@ impl Farm {
         self.core.journal.events()
     }
 
+    /// The sequence number of the newest event (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.core.journal.last_seq()
+    }
+
     /// A reader of the events recorded from now on, as they happen.
     pub fn subscribe(&self) -> Cursor {
         self.events_after(self.core.journal.last_seq())
