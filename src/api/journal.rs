@@ -126,13 +126,17 @@ pub(super) async fn events(
     };
     api.metrics.subscribers.inc();
     let cursor = api.farm.events_after(after);
-    let state = (cursor, Subscribed(permit, api.clone()));
+    let held = Subscribed {
+        _permit: permit,
+        api: api.clone(),
+    };
+    let state = (cursor, held);
     let stream = stream::unfold(state, |(mut cursor, held)| async move {
         // Events first: a stream that stops sends what the journal already holds.
         let read = tokio::select! {
             biased;
             read = cursor.next() => read?,
-            () = held.1.stopping.cancelled() => return None,
+            () = held.api.stopping.cancelled() => return None,
         };
         let event = match read {
             Read::Event(event) => SseEvent::default()
@@ -152,10 +156,13 @@ pub(super) async fn events(
 }
 
 /// A stream's permit and its count in the metrics, given back when the stream ends.
-struct Subscribed(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit, Api);
+struct Subscribed {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    api: Api,
+}
 
 impl Drop for Subscribed {
     fn drop(&mut self) {
-        self.1.metrics.subscribers.dec();
+        self.api.metrics.subscribers.dec();
     }
 }
