@@ -153,7 +153,9 @@ impl Farm {
             match plan {
                 Plan::Keep { config, old } => {
                     replaced.kept.push(config.name.clone());
-                    let runtime = HostRuntime::new(config, tls, policy.clone());
+                    let (before, _) = old.listening.current();
+                    let runtime =
+                        HostRuntime::succeeding(config, tls, policy.clone(), &before, keep);
                     old.listening.replace(runtime, env.clone());
                     hosts.push(bound_host(old.requested, old.addr, &old.listening));
                 }
@@ -204,43 +206,52 @@ impl Farm {
         Ok(replaced)
     }
 
-    /// Which hosts keep their listener and which are bound anew. A host keeps the
-    /// listener of the old host of its name if it asks for the same address, else that
-    /// of an old host (of any name) on the same fixed address, which no other new host
-    /// claims: two listeners cannot share an address.
+    /// Which hosts keep their listener and which are bound anew: first each host takes
+    /// the listener of the old host of its name if it asks for the same address; then a
+    /// host on a fixed address takes the listener left there, whoever had it (two
+    /// listeners cannot share an address, so two hosts may swap theirs).
     fn plan(&self, scenario: &Scenario, old: &Running) -> Result<Vec<Plan>, FarmError> {
         let placement = &self.core.placement;
-        let mut claimed: Vec<usize> = Vec::new();
-        let mut plans = Vec::new();
-        for config in &scenario.hosts {
-            let requested = placement.addr_of(config);
-            let same =
-                |(i, h): &(usize, &BoundHost)| !claimed.contains(i) && h.requested == requested;
-            let by_name = old
+        let requested: Vec<SocketAddr> = scenario
+            .hosts
+            .iter()
+            .map(|h| placement.addr_of(h))
+            .collect();
+        let mut kept: Vec<Option<usize>> = vec![None; scenario.hosts.len()];
+        let mut claimed = vec![false; old.hosts.len()];
+        for (i, config) in scenario.hosts.iter().enumerate() {
+            let same = old
                 .hosts
                 .iter()
-                .enumerate()
-                .find(|(i, h)| h.name == config.name && same(&(*i, *h)));
-            let by_addr = || {
-                old.hosts.iter().enumerate().find(|(i, h)| {
-                    requested.port() != 0
-                        && same(&(*i, *h))
-                        && !scenario_names(scenario, &h.name, &config.name)
-                })
-            };
-            match by_name.or_else(by_addr) {
-                Some((i, host)) => {
-                    claimed.push(i);
-                    plans.push(Plan::Keep {
-                        config: config.clone(),
-                        old: host.clone(),
-                    });
-                }
+                .position(|h| h.name == config.name && h.requested == requested[i]);
+            if let Some(j) = same.filter(|&j| !claimed[j]) {
+                kept[i] = Some(j);
+                claimed[j] = true;
+            }
+        }
+        for i in 0..scenario.hosts.len() {
+            if kept[i].is_some() || requested[i].port() == 0 {
+                continue;
+            }
+            let left = (0..old.hosts.len())
+                .find(|&j| !claimed[j] && old.hosts[j].requested == requested[i]);
+            if let Some(j) = left {
+                kept[i] = Some(j);
+                claimed[j] = true;
+            }
+        }
+        let mut plans = Vec::new();
+        for (i, config) in scenario.hosts.iter().enumerate() {
+            match kept[i] {
+                Some(j) => plans.push(Plan::Keep {
+                    config: config.clone(),
+                    old: old.hosts[j].clone(),
+                }),
                 None => {
-                    let (listener, addr) = bind_host(config, requested)?;
+                    let (listener, addr) = bind_host(config, requested[i])?;
                     plans.push(Plan::Bind {
                         config: config.clone(),
-                        requested,
+                        requested: requested[i],
                         listener,
                         addr,
                     });
@@ -249,12 +260,6 @@ impl Farm {
         }
         Ok(plans)
     }
-}
-
-/// Whether `old_name` is a host of the new scenario too (other than `this`): then its
-/// listener is that host's to keep, not this one's.
-fn scenario_names(scenario: &Scenario, old_name: &str, this: &str) -> bool {
-    old_name != this && scenario.host(old_name).is_some()
 }
 
 /// The settings a running farm keeps from its start, where `new` differs.

@@ -62,8 +62,10 @@ pub fn gaps(events: &[Event]) -> Option<Missing> {
     let mut expected = 1;
     let mut missing = None::<Missing>;
     for event in events {
-        // What a reset of the journal cleared is not missing.
+        // What a reset of the journal cleared is not missing, nor anything before it:
+        // the views read from the reset on (the layout events kept before it included).
         if matches!(event.kind, EventKind::Reset { journal: true, .. }) {
+            missing = None;
             expected = event.seq;
         }
         if event.seq > expected {

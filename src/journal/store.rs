@@ -64,6 +64,9 @@ struct State {
 pub(crate) struct Page {
     /// Events after the cursor that were dropped before they could be read.
     pub missed: u64,
+    /// The first event held but the kept ones (`farm-started`, the latest layout): what
+    /// was dropped lies before it.
+    pub first_held: u64,
     /// The events, in sequence order.
     pub events: Vec<Event>,
 }
@@ -185,7 +188,11 @@ impl Journal {
         let skip = usize::try_from(after.saturating_sub(first - 1)).unwrap_or(usize::MAX);
         let room = limit - events.len();
         events.extend(state.events.iter().skip(skip).take(room).cloned());
-        Page { missed, events }
+        Page {
+            missed,
+            first_held: first,
+            events,
+        }
     }
 
     /// How many events were dropped because the journal was full.
@@ -299,7 +306,7 @@ impl Cursor {
             let page = self.journal.after(self.after, 1024);
             let mut missed = (page.missed > 0).then_some(page.missed);
             for event in page.events {
-                if !event.kind.describes_the_farm()
+                if event.seq >= page.first_held
                     && let Some(n) = missed.take()
                 {
                     self.ready.push_back(Read::Missed(n));
@@ -461,6 +468,35 @@ mod tests {
             });
         }
         assert_eq!(read[..3], [1, latest as i64, -(page.missed as i64)]);
+    }
+
+    /// When the first event still held is itself a scenario-replaced event, the missed
+    /// ones come before it, by sequence number, not after it by kind.
+    #[test]
+    fn what_was_missed_is_said_where_it_was_missed() {
+        let journal = Arc::new(Journal::new(Clock::new(), 16));
+        journal.record(started());
+        for conn in 2..=16 {
+            journal.record(opened(conn));
+        }
+        let layout = journal.record(replaced("now"));
+        for conn in 18..=31 {
+            journal.record(opened(conn));
+        }
+        let page = journal.after(0, usize::MAX);
+        assert_eq!(
+            page.first_held, layout,
+            "the layout is the first event held"
+        );
+        let mut cursor = Cursor::new(journal, 0);
+        let mut read = Vec::new();
+        while let Some(next) = cursor.try_next() {
+            read.push(match next {
+                Read::Event(e) => e.seq as i64,
+                Read::Missed(n) => -(n as i64),
+            });
+        }
+        assert_eq!(read[..3], [1, -15, layout as i64]);
     }
 
     /// A reset clears what is held but the header and the latest layout; readers are not

@@ -279,6 +279,40 @@ impl HostPolicy {
         }
     }
 
+    /// The policy of `host` where `old` served until a scenario replacement, on the same
+    /// listener: the connections the old one counts still hold their concurrency slots
+    /// (a concurrency rule of the same name keeps its store), and with the state kept,
+    /// the host's connections go on being numbered from where they were.
+    pub(crate) fn succeeding(
+        host: &Host,
+        state: Arc<PolicyState>,
+        old: &HostPolicy,
+        keep_state: bool,
+    ) -> Self {
+        let mut policy = Self::new(host, state);
+        for (rule, store) in policy.rules.iter().zip(policy.stores.iter_mut()) {
+            if !matches!(store, RuleStore::Concurrency(_)) {
+                continue;
+            }
+            let before = old
+                .rules
+                .iter()
+                .zip(&old.stores)
+                .find_map(|(r, s)| match s {
+                    RuleStore::Concurrency(open) if r.origin == rule.origin => Some(open.clone()),
+                    _ => None,
+                });
+            if let Some(open) = before {
+                *store = RuleStore::Concurrency(open);
+            }
+        }
+        if keep_state {
+            let taken = old.connections.load(Ordering::Relaxed);
+            policy.connections.store(taken, Ordering::Relaxed);
+        }
+        policy
+    }
+
     /// The DNS lookups the rules of `stage` test, which the session makes before
     /// asking for a decision.
     pub(crate) fn dns_needs(&self, stage: Stage) -> learnt::DnsNeeds {

@@ -20,7 +20,9 @@ pub(crate) struct HostRuntime {
     /// The TLS acceptor when the host offers STARTTLS.
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(super) policy: HostPolicy,
-    serving: Mutex<Serving>,
+    /// Shared with the runtime that succeeds this one on the same listener (a replaced
+    /// scenario), so the limits count the sessions of both.
+    serving: Arc<Mutex<Serving>>,
 }
 
 /// The connections a host serves now. Both counts change together under one lock, taken
@@ -53,7 +55,26 @@ impl HostRuntime {
             replies: Replies::for_host(&config),
             policy: HostPolicy::new(&config, policy),
             config,
-            serving: Mutex::default(),
+            serving: Arc::default(),
+        })
+    }
+
+    /// The runtime of `config` on the listener where `old` served until a scenario
+    /// replacement: the connections still open there count towards its limits.
+    pub(crate) fn succeeding(
+        config: Host,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        policy: Arc<PolicyState>,
+        old: &HostRuntime,
+        keep_state: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tls,
+            name: Arc::from(config.name.as_str()),
+            replies: Replies::for_host(&config),
+            policy: HostPolicy::succeeding(&config, policy, &old.policy, keep_state),
+            config,
+            serving: old.serving.clone(),
         })
     }
 }

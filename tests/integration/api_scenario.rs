@@ -235,3 +235,44 @@ async fn only_hosts_whose_address_changed_are_bound_again_and_the_dns_follows() 
     http.api.shutdown().await;
     farm.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_hosts_may_swap_their_addresses() {
+    let (a, b) = (free_port(), free_port());
+    let text = |mx1: SocketAddr, mx2: SocketAddr| {
+        format!(
+            "name = \"swap\"\n[[host]]\nname = \"mx1\"\nlisten = \"{mx1}\"\n[[host]]\nname = \"mx2\"\nlisten = \"{mx2}\"\n"
+        )
+    };
+    let scenario = Scenario::from_toml("swap.toml", &text(a, b)).expect("valid");
+    let farm = Farm::start(scenario).await.expect("starts");
+    let http = Http::start(&farm).await;
+    let replaced = put(&http, "", &text(b, a), 200).await;
+    assert_eq!(replaced["kept"], json!(["mx1", "mx2"]), "{replaced}");
+    assert_eq!((farm.addr("mx1"), farm.addr("mx2")), (b, a));
+    assert_eq!(send(b, "x@swap.test").await, 250);
+    let hosts = http.get("/api/v1/hosts").await;
+    assert_eq!(hosts["hosts"][0]["addr"], b.to_string(), "{hosts}");
+    http.api.shutdown().await;
+    farm.shutdown().await;
+}
+
+/// The sessions open on a kept listener still count towards its limits after the
+/// replacement: the new configuration does not start from zero connections.
+#[tokio::test]
+async fn open_connections_count_across_a_replacement() {
+    let text = "name = \"one at a time\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n[host.limits]\nmax-connections = 1\n";
+    let farm = farm(text).await;
+    let http = Http::start(&farm).await;
+    let mut first = crate::support::greeted(farm.addr("mx1")).await;
+    put(&http, "", text, 200).await;
+    assert_eq!(
+        http.get("/api/v1/hosts").await["hosts"][0]["open_connections"],
+        1
+    );
+    let mut second = mxfarm::testing::SmtpClient::connect(farm.addr("mx1")).await;
+    second.expect_code(421).await;
+    first.quit().await;
+    http.api.shutdown().await;
+    farm.shutdown().await;
+}
