@@ -447,10 +447,12 @@ fn empty_journal(path: &Path, nothing: &str) -> String {
 
 /// Whether any sender connected: a journal of only `farm-started` is a farm nobody reached.
 fn has_contacts(events: &[mxfarm::Event]) -> bool {
-    // Any event of a connection: in a rotated file, the opening may be in an older one.
-    events
+    // Any event of a connection, after the last reset of the journal (what the views
+    // read): in a rotated file, the opening may be in an older one. A clock jump, a reset
+    // or a DNS query is no contact.
+    mxfarm::journal::since_last_reset(events)
         .iter()
-        .any(|e| !matches!(e.kind, mxfarm::EventKind::FarmStarted { .. }))
+        .any(|e| e.kind.connection().is_some())
 }
 
 /// What to say of a journal in which the farm ran but no sender connected.

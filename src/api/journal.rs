@@ -116,6 +116,9 @@ pub(super) async fn events(
         ),
         None => None,
     };
+    // An id past the journal's newest event is from an earlier farm (it restarted):
+    // this farm's story starts over, at its first event.
+    let resume = resume.filter(|&id| id <= api.farm.last_seq());
     let after = resume.or(query.after).unwrap_or(0);
     let Ok(permit) = api.subscribers.clone().try_acquire_owned() else {
         return Err(Problem::unavailable(

@@ -188,7 +188,13 @@ pub struct ApiServer {
     addr: SocketAddr,
     stopping: CancellationToken,
     tasks: TaskTracker,
+    /// The HTTP server itself, ended by force when its connections do not end in time.
+    serving: tokio::task::JoinHandle<()>,
 }
+
+/// How long [`ApiServer::shutdown`] waits for open requests and streams to end: an event
+/// stream whose client stopped reading never learns that the API stops.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,7 +245,7 @@ impl ApiServer {
         };
         let app = router(api);
         let stop = stopping.clone();
-        tasks.spawn(async move {
+        let serving = tokio::spawn(async move {
             let served = axum::serve(listener::Capped::new(listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
@@ -252,6 +258,7 @@ impl ApiServer {
             addr,
             stopping,
             tasks,
+            serving,
         })
     }
 
@@ -265,15 +272,24 @@ impl ApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, ends every event stream, and waits until open requests are done.
-    pub async fn shutdown(self) {
+    /// Stops accepting, ends every event stream, and waits until open requests are done,
+    /// for [`SHUTDOWN_GRACE`] at most: then what is left is cut off.
+    pub async fn shutdown(mut self) {
         self.stopping.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serving)
+            .await
+            .is_err()
+        {
+            self.serving.abort();
+        }
         self.tasks.wait().await;
     }
 }
 
 impl Drop for ApiServer {
+    /// Stops accepting and ends every event stream; what is left is cut off.
     fn drop(&mut self) {
         self.stopping.cancel();
+        self.serving.abort();
     }
 }

@@ -356,16 +356,18 @@ impl Ctl {
             .get(self.url(&format!("/api/v1/events?after={after}")))
             .header("accept", "text/event-stream");
         let mut response = self.send(request).await?;
-        let mut buffer = String::new();
+        // Bytes until a whole frame is there: a character may be cut between chunks.
+        let mut buffer: Vec<u8> = Vec::new();
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => return Ok(ExitCode::SUCCESS),
                 Err(e) => return Err(Failed(format!("error: the event stream broke off: {e}"))),
             };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let bytes: Vec<u8> = buffer.drain(..end + 2).collect();
+                let frame = String::from_utf8_lossy(&bytes);
                 let mut event = "message";
                 let mut data = String::new();
                 for line in frame.lines() {

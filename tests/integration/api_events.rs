@@ -190,6 +190,13 @@ listen = "127.0.0.1:0"
     assert_eq!(dropped.event, "dropped");
     assert_eq!(dropped.data["dropped"].as_u64(), Some(first_held - 4));
     assert_eq!(late.next().await.expect("next").id, Some(first_held));
+
+    // An id past the newest event is from a farm that has restarted since: from the start.
+    let mut after_restart = Subscriber::open(&http, Some(last + 1_000)).await;
+    assert_eq!(
+        after_restart.next().await.expect("the first event").id,
+        Some(1)
+    );
     http.api.shutdown().await;
     farm.shutdown().await;
 }

@@ -277,3 +277,32 @@ async fn ctl_resets_reports_lists_events_and_replaces_the_scenario() {
     );
     assert!(gone.stderr.contains("mxfarm run --api"), "{}", gone.stderr);
 }
+
+/// A journal in which the farm's clock was moved but no sender came has no retry
+/// behaviour to check, from a file as from the running farm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_is_no_sender() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let journal = dir.path().join("journal.jsonl");
+    let scenario = Scenario::from_toml("grey.toml", GREYLIST).expect("valid");
+    let options = FarmOptions::ephemeral().journal_file(JournalFileOptions::new(&journal));
+    let farm = Farm::start_with(scenario, options).await.expect("starts");
+    let http = Http::start(&farm).await;
+    assert_eq!(ctl(&http, &["advance", "1h"]).await.code, 0);
+    let by_ctl = ctl(&http, &["report"]).await;
+    http.api.shutdown().await;
+    farm.shutdown().await;
+    let by_file = mxfarm(&["report", journal.to_str().expect("path")]).await;
+    assert_eq!(
+        (by_ctl.code, by_file.code),
+        (1, 1),
+        "{}\n{}",
+        by_ctl.stderr,
+        by_file.stderr
+    );
+    assert!(
+        by_file.stderr.contains("no retry behaviour to check"),
+        "{}",
+        by_file.stderr
+    );
+}
