@@ -108,6 +108,10 @@ enum Commands {
             hide_env_values = true
         )]
         api_token: Option<String>,
+        /// A name the API may be reached by besides addresses, names without a dot and
+        /// .localhost/.test/.internal/.local names (repeatable; against DNS rebinding).
+        #[arg(long, value_name = "NAME")]
+        api_allow_host: Vec<String>,
     },
     /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
     #[command(after_help = "Examples:
@@ -264,6 +268,7 @@ async fn main() -> ExitCode {
             shutdown_grace,
             api,
             api_token,
+            api_allow_host,
         } => {
             init_logging(log_format);
             ignore_file_size_signal();
@@ -279,6 +284,7 @@ async fn main() -> ExitCode {
                     dns,
                     api,
                     api_token,
+                    api_allow_host,
                 },
                 journal,
                 tls,

@@ -2,8 +2,11 @@
 //! DELETE) carries the token header, so a page on another origin cannot make one: a
 //! browser sends a custom header cross-origin only after a CORS preflight, which the API
 //! never allows. With `--api-token`, the header must hold that token; without one (on
-//! loopback only), any value will do. On loopback, the Host header must name this
-//! machine, so a page that rebinds its own name to 127.0.0.1 cannot read the API either.
+//! loopback only), any value will do. The Host header must name the farm as a user
+//! would (on loopback: this machine; elsewhere: an address, a name without a dot such as
+//! a compose service, a `.localhost`, `.test`, `.internal` or `.local` name, or one
+//! given with `--api-allow-host`), so a web page that rebinds its own name to the farm's
+//! address cannot read the API either: its Host header names the page's domain.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -17,13 +20,23 @@ use super::problem::Problem;
 pub(super) const TOKEN_HEADER: &str = "x-mxfarm-token";
 
 pub(super) async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
-    if api.loopback
-        && let Some(host) = foreign_host(request.headers(), &api)
-    {
-        return Problem::forbidden(
-            format!("the Host header names {host:?}, not this machine"),
+    if let Some(host) = foreign_host(request.headers(), &api) {
+        let help = if api.loopback {
             "this API listens on loopback and answers only requests for localhost, \
-             127.0.0.1 or [::1]; a page elsewhere cannot use it",
+             127.0.0.1 or [::1]; a page elsewhere cannot use it"
+                .to_string()
+        } else {
+            format!(
+                "the API answers requests for an address, a name without a dot (a compose \
+                 service), or a .localhost, .test, .internal or .local name; to use {host:?}, \
+                 start the farm with --api-allow-host {}",
+                host.rsplit_once(':')
+                    .map_or(host.as_str(), |(name, _)| name)
+            )
+        };
+        return Problem::forbidden(
+            format!("the Host header names {host:?}, not this farm"),
+            help,
         )
         .into_response();
     }
@@ -90,12 +103,25 @@ fn foreign_host(headers: &HeaderMap, api: &Api) -> Option<String> {
         None => text.rsplit_once(':').map_or(text, |(host, _)| host),
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let local = host == "localhost"
-        || host.ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip == api.addr.ip());
-    (!local).then(|| text.to_string())
+    let address = host.parse::<std::net::IpAddr>().ok();
+    let named = api
+        .allowed_hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(&host));
+    let ours = if api.loopback {
+        host == "localhost"
+            || host.ends_with(".localhost")
+            || address.is_some_and(|ip| ip.is_loopback() || ip == api.addr.ip())
+    } else {
+        // A rebinding page's Host is a name in a public domain; an address or a local
+        // name is what a user types.
+        address.is_some()
+            || !host.contains('.')
+            || [".localhost", ".test", ".internal", ".local"]
+                .iter()
+                .any(|suffix| host.ends_with(suffix))
+    };
+    (!(ours || named)).then(|| text.to_string())
 }
 
 #[cfg(test)]

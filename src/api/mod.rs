@@ -54,6 +54,9 @@ pub struct ApiOptions {
     pub token: Option<String>,
     /// How many `/events` streams may be open at once.
     pub max_subscribers: usize,
+    /// Names the Host header may give besides those the API takes anyway
+    /// (`--api-allow-host`): see the README's "Who may do what".
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ApiOptions {
@@ -67,6 +70,7 @@ impl ApiOptions {
             addr,
             token: None,
             max_subscribers: 64,
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -119,6 +123,7 @@ struct Api {
     stopping: CancellationToken,
     /// Whether the API listens on loopback: then only local Host headers are taken.
     loopback: bool,
+    allowed_hosts: Arc<[String]>,
     addr: SocketAddr,
 }
 
@@ -241,6 +246,7 @@ impl ApiServer {
             metrics,
             stopping: stopping.clone(),
             loopback,
+            allowed_hosts: options.allowed_hosts.into(),
             addr,
         };
         let app = router(api);

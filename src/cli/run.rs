@@ -89,6 +89,8 @@ pub(crate) struct Placement {
     pub(crate) api: Option<SocketAddr>,
     /// `--api-token TOKEN` (or `MXFARM_API_TOKEN`).
     pub(crate) api_token: Option<String>,
+    /// `--api-allow-host NAME`.
+    pub(crate) api_allow_host: Vec<String>,
 }
 
 /// `mxfarm run`: starts the farm, prints its summary, serves until Ctrl-C or SIGTERM.
@@ -126,6 +128,7 @@ pub(crate) async fn run(
         Some(addr) => {
             let mut options = ApiOptions::new(addr);
             options.token = placement.api_token;
+            options.allowed_hosts = placement.api_allow_host;
             Some(
                 ApiServer::start(&farm, options)
                     .await

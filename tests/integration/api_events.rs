@@ -319,3 +319,47 @@ async fn changes_need_the_token_and_the_host_must_be_this_machine() {
     assert!(matches!(empty, Err(ApiError::EmptyToken)));
     farm.shutdown().await;
 }
+
+/// Beyond loopback (in a container), the Host header must be one a user types: an
+/// address, a compose service's name, a local name, or one allowed by name; a page that
+/// rebinds its public domain to the farm's address is refused.
+#[tokio::test]
+async fn beyond_loopback_the_host_must_be_one_a_user_types() {
+    let farm = farm(GREYLIST).await;
+    let mut options = ApiOptions::new("0.0.0.0:0".parse().expect("addr")).token("s3cret");
+    options.allowed_hosts = vec!["ci-runner.corp.example".into()];
+    let http = Http::with(&farm, options).await;
+    // The API on all addresses; the test speaks to it over loopback only.
+    let url = format!("http://127.0.0.1:{}/livez", http.api.addr().port());
+    let status = |host: &'static str| {
+        let request = http.client.get(&url).header("host", host);
+        async move { request.send().await.expect("GET").status().as_u16() }
+    };
+    for ok in [
+        "mxfarm:8025",
+        "192.0.2.5:8025",
+        "[2001:db8::1]:8025",
+        "farm.test",
+        "ci-runner.corp.example:8025",
+    ] {
+        assert_eq!(status(ok).await, 200, "{ok}");
+    }
+    let refused = http
+        .client
+        .get(&url)
+        .header("host", "rebound.attacker.example:8025")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: Value = refused.json().await.expect("JSON");
+    assert!(
+        body["help"]
+            .as_str()
+            .expect("help")
+            .contains("--api-allow-host rebound.attacker.example"),
+        "{body}"
+    );
+    http.api.shutdown().await;
+    farm.shutdown().await;
+}
