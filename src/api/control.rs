@@ -82,7 +82,11 @@ pub(super) async fn replace_scenario(
         .await
         .map(Json)
         .map_err(|error| match error {
-            FarmError::ShuttingDown => Problem::unavailable(error.to_string(), "", 0),
+            FarmError::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the farm is shutting down",
+                "the farm stops and plays no other scenario; start it again with the new one",
+            ),
             FarmError::Bind { .. } | FarmError::DnsBind { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 error.to_string(),
@@ -109,7 +113,7 @@ pub(super) async fn scenario(State(api): State<Api>) -> Json<Value> {
 }
 
 pub(super) async fn hosts(State(api): State<Api>) -> Result<Json<Value>, Problem> {
-    let hosts = super::views::off_the_runtime(&api, |farm| farm.host_status()).await?;
+    let hosts = api.off_the_runtime(|farm| farm.host_status()).await?;
     Ok(Json(json!({
         "hosts": hosts,
         "dns": api.farm.dns_addr(),
@@ -118,7 +122,7 @@ pub(super) async fn hosts(State(api): State<Api>) -> Result<Json<Value>, Problem
 
 pub(super) async fn greylist(State(api): State<Api>) -> Result<Json<Value>, Problem> {
     // Off the runtime: a greylist of a million triplets takes a while to list.
-    super::views::off_the_runtime(&api, |farm| {
+    api.off_the_runtime(|farm| {
         Json(json!({
             "now_ms": millis(farm.now()),
             "entries": farm.greylist(),

@@ -41,7 +41,7 @@ pub(super) async fn readyz(State(api): State<Api>) -> Response {
 
 pub(super) async fn metrics(State(api): State<Api>) -> Response {
     let metrics = api.metrics.clone();
-    let rendered = super::views::off_the_runtime(&api, move |farm| metrics.render(farm)).await;
+    let rendered = api.off_the_runtime(move |farm| metrics.render(farm)).await;
     let rendered = match rendered {
         Ok(rendered) => rendered,
         Err(problem) => return problem.into_response(),

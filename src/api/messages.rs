@@ -65,7 +65,7 @@ pub(super) async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<Detail>, Problem> {
     let message = find(&api, &id)?;
-    let deliveries = super::views::off_the_runtime(&api, |farm| farm.deliveries()).await?;
+    let deliveries = api.off_the_runtime(|farm| farm.deliveries()).await?;
     let delivered = deliveries
         .list
         .iter()

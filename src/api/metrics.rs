@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::deliveries::Outcome;
-use crate::farm::Farm;
+use crate::farm::{Farm, ReplyCounts};
 use crate::journal::{Cursor, EventKind, Read};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,21 +43,21 @@ pub(super) struct Metrics {
     pub(super) subscribers: Gauge,
 }
 
-/// Every outcome a delivery can be in, so each has a series from the start.
-const OUTCOMES: [&str; 6] = [
-    "delivered",
-    "deferred",
-    "rejected",
-    "abandoned",
-    "unreached",
-    "open",
+/// Every outcome a delivery can be in, with its label, so each has a series from the
+/// start.
+const OUTCOMES: [(Outcome, &str); 6] = [
+    (Outcome::Delivered, "delivered"),
+    (Outcome::Deferred, "deferred"),
+    (Outcome::Rejected, "rejected"),
+    (Outcome::Abandoned, "abandoned"),
+    (Outcome::Unreached, "unreached"),
+    (Outcome::Open, "open"),
 ];
 
 impl Metrics {
     pub(super) fn new(farm: &Farm) -> Self {
-        let mut registry = Registry::with_prefix("mxfarm");
-        let metrics = Self {
-            registry: Registry::default(),
+        let mut metrics = Self {
+            registry: Registry::with_prefix("mxfarm"),
             connections: Family::default(),
             replies: Family::default(),
             messages: Family::default(),
@@ -68,47 +68,47 @@ impl Metrics {
             greylist_entries: Gauge::default(),
             subscribers: Gauge::default(),
         };
-        registry.register(
+        metrics.registry.register(
             "connections",
             "Connections each host took",
             metrics.connections.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "replies",
             "Replies each host sent, by class (2xx, 3xx, 4xx, 5xx)",
             metrics.replies.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "messages_accepted",
             "Messages each host accepted",
             metrics.messages.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "journal_events",
             "Events the journal recorded",
             metrics.journal_events.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "journal_dropped_events",
             "Events the journal dropped (it was full) before the metrics read them",
             metrics.journal_dropped.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "open_connections",
             "Connections each host serves now",
             metrics.open_connections.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "deliveries",
             "Deliveries (one message to one recipient) by how their latest attempt ended, or delivered",
             metrics.deliveries.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "greylist_entries",
             "Greylist triplets the farm keeps",
             metrics.greylist_entries.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "api_event_streams",
             "Open /api/v1/events streams",
             metrics.subscribers.clone(),
@@ -121,10 +121,7 @@ impl Metrics {
             let _ = metrics.connections.get_or_create(&label);
             let _ = metrics.messages.get_or_create(&label);
         }
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// The text a scrape gets, with the gauges read now.
@@ -144,9 +141,11 @@ impl Metrics {
                     .last()
                     .map_or(Outcome::Open, |a| a.outcome)
             };
-            counts[outcome_index(outcome)] += 1;
+            if let Some(i) = OUTCOMES.iter().position(|(o, _)| *o == outcome) {
+                counts[i] += 1;
+            }
         }
-        for (name, count) in OUTCOMES.iter().zip(counts) {
+        for ((_, name), count) in OUTCOMES.iter().zip(counts) {
             let label = OutcomeLabel {
                 outcome: (*name).to_string(),
             };
@@ -170,7 +169,7 @@ impl Metrics {
             EventKind::Reply { host, reply, .. } => {
                 let label = ReplyLabel {
                     host: host.to_string(),
-                    class: format!("{}xx", (reply.code / 100).clamp(1, 5)),
+                    class: ReplyCounts::class(reply.code).to_string(),
                 };
                 self.replies.get_or_create(&label).inc();
             }
@@ -182,17 +181,6 @@ impl Metrics {
             }
             _ => {}
         }
-    }
-}
-
-fn outcome_index(outcome: Outcome) -> usize {
-    match outcome {
-        Outcome::Delivered => 0,
-        Outcome::Deferred => 1,
-        Outcome::Rejected => 2,
-        Outcome::Abandoned => 3,
-        Outcome::Unreached => 4,
-        Outcome::Open => 5,
     }
 }
 

@@ -127,6 +127,26 @@ struct Api {
     addr: SocketAddr,
 }
 
+impl Api {
+    /// Runs `view` on tokio's blocking pool: a view over a journal of many events takes a
+    /// while, and SMTP sessions must not wait for it.
+    async fn off_the_runtime<T: Send + 'static>(
+        &self,
+        view: impl FnOnce(&Farm) -> T + Send + 'static,
+    ) -> Result<T, problem::Problem> {
+        let farm = self.farm.clone();
+        tokio::task::spawn_blocking(move || view(&farm))
+            .await
+            .map_err(|e| {
+                problem::Problem::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the view failed: {e}"),
+                    "this is a bug in mxfarm: please report it with the journal",
+                )
+            })
+    }
+}
+
 /// A route: its method, its path (as the OpenAPI document writes it) and whether it
 /// changes something (then it needs the token).
 pub struct Route {

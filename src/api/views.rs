@@ -58,28 +58,10 @@ fn json(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Runs a view off the runtime's threads: over a journal of many events it takes a while,
-/// and SMTP sessions must not wait for it.
-pub(super) async fn off_the_runtime<T: Send + 'static>(
-    api: &Api,
-    view: impl FnOnce(&crate::farm::Farm) -> T + Send + 'static,
-) -> Result<T, Problem> {
-    let farm = api.farm.clone();
-    tokio::task::spawn_blocking(move || view(&farm))
-        .await
-        .map_err(|e| {
-            Problem::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the view failed: {e}"),
-                "this is a bug in mxfarm: please report it with the journal",
-            )
-        })
-}
-
 pub(super) async fn deliveries(
     State(api): State<Api>,
 ) -> Result<Json<crate::deliveries::Deliveries>, Problem> {
-    off_the_runtime(&api, |farm| Json(farm.deliveries())).await
+    api.off_the_runtime(|farm| Json(farm.deliveries())).await
 }
 
 pub(super) async fn transcript(
@@ -99,7 +81,7 @@ pub(super) async fn transcript(
         })?,
     };
     let format = format(&query, &headers, Format::Text);
-    off_the_runtime(&api, move |farm| {
+    api.off_the_runtime(move |farm| {
         let transcript = farm.transcript();
         match format {
             Format::Text => text(transcript.render(granularity)),
@@ -123,15 +105,16 @@ pub(super) async fn report(
         ));
     }
     let format = format(&query, &headers, Format::Json);
-    let (problems, mut response) = off_the_runtime(&api, move |farm| {
-        let report = farm.report();
-        let response = match format {
-            Format::Text => text(report.render()),
-            Format::Json => json(serde_json::to_string(&report).unwrap_or_default()),
-        };
-        (report.problems().len(), response)
-    })
-    .await?;
+    let (problems, mut response) = api
+        .off_the_runtime(move |farm| {
+            let report = farm.report();
+            let response = match format {
+                Format::Text => text(report.render()),
+                Format::Json => json(serde_json::to_string(&report).unwrap_or_default()),
+            };
+            (report.problems().len(), response)
+        })
+        .await?;
     // What a shell script needs to fail a job, without reading the body.
     response
         .headers_mut()

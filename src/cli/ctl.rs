@@ -397,14 +397,9 @@ impl Ctl {
     }
 
     async fn scenario(&self, name_or_path: &str, reset_state: bool) -> Result<ExitCode, Failed> {
-        let text = match mxfarm::scenario::embedded().iter().find(|e| e.name == name_or_path) {
-            Some(embedded) if !std::path::Path::new(name_or_path).exists() => embedded.source.to_string(),
-            _ => std::fs::read_to_string(name_or_path).map_err(|e| {
-                Failed(format!(
-                    "error: cannot read {name_or_path}: {e}\n  help: name a scenario file, or an embedded scenario (`mxfarm scenarios` lists them)"
-                ))
-            })?,
-        };
+        // The command line's rule for files and embedded names, and its bounds; the farm
+        // validates what it gets.
+        let text = mxfarm::scenario::text_named(name_or_path).map_err(|e| Failed(e.to_string()))?;
         let state = if reset_state { "reset" } else { "keep" };
         let request = self
             .change(

@@ -68,12 +68,23 @@ pub struct ReplyCounts {
 }
 
 impl ReplyCounts {
+    /// The class of a reply code, as these counts and the metrics name it: `2xx`, `3xx`,
+    /// `4xx` or `5xx` (anything else is counted as `5xx`, as a sender treats it).
+    pub fn class(code: u16) -> &'static str {
+        match code / 100 {
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        }
+    }
+
     /// Counts one reply with this code.
     pub fn count(&mut self, code: u16) {
-        match code / 100 {
-            2 => self.positive += 1,
-            3 => self.intermediate += 1,
-            4 => self.transient += 1,
+        match Self::class(code) {
+            "2xx" => self.positive += 1,
+            "3xx" => self.intermediate += 1,
+            "4xx" => self.transient += 1,
             _ => self.permanent += 1,
         }
     }

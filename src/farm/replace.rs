@@ -69,6 +69,22 @@ enum Plan {
     },
 }
 
+impl Plan {
+    fn config(&self) -> &Host {
+        match self {
+            Plan::Keep { config, .. } | Plan::Bind { config, .. } => config,
+        }
+    }
+
+    /// The address the host will be at.
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Plan::Keep { old, .. } => old.addr,
+            Plan::Bind { addr, .. } => *addr,
+        }
+    }
+}
+
 impl Farm {
     /// Plays `scenario` from now on. Everything that can fail (binding new listeners
     /// and the DNS, the hosts' certificates) is done before anything changes: on an
@@ -91,18 +107,11 @@ impl Farm {
         let plans = self.plan(&scenario, &old)?;
         let addresses: HashMap<String, SocketAddr> = plans
             .iter()
-            .map(|plan| match plan {
-                Plan::Keep { config, old } => (config.name.clone(), old.addr),
-                Plan::Bind { config, addr, .. } => (config.name.clone(), *addr),
-            })
+            .map(|plan| (plan.config().name.clone(), plan.addr()))
             .collect();
         let mut acceptors = Vec::new();
         for plan in &plans {
-            let (config, addr) = match plan {
-                Plan::Keep { config, old } => (config, old.addr),
-                Plan::Bind { config, addr, .. } => (config, *addr),
-            };
-            acceptors.push(acceptor(config, addr, &self.core.ca)?);
+            acceptors.push(acceptor(plan.config(), plan.addr(), &self.core.ca)?);
         }
         let tests_dns = DnsNeeds::in_scenario(&scenario);
         let new_dns = match (&old.dns, tests_dns) {

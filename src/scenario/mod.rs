@@ -144,29 +144,54 @@ pub(crate) fn spec_stages_of(key: &str) -> Vec<Stage> {
 /// otherwise the embedded scenario of that name: `aol` plays the built-in one,
 /// `./aol.toml` the file. What the command line takes.
 pub fn load_named(name_or_path: &str) -> Result<Scenario, ScenarioError> {
-    let path = Path::new(name_or_path);
-    let looks_like_a_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
-        || name_or_path.contains('/')
-        || name_or_path.ends_with(".toml");
-    if path.exists() || looks_like_a_path {
-        return load_path(path);
+    if names_a_file(name_or_path) {
+        return load_path(Path::new(name_or_path));
     }
     load_embedded(name_or_path)
 }
 
-/// Reads and validates a scenario file: a regular file of at most
-/// 4 MiB, so that a named pipe or a device given by mistake is an error, not a hang.
-pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
-    let file = path.display().to_string();
-    let text = files::read_regular(path, files::MAX_SCENARIO_BYTES).and_then(|bytes| {
+/// Whether `name_or_path` is a file rather than an embedded scenario's name: it looks
+/// like a path, or such a file exists.
+fn names_a_file(name_or_path: &str) -> bool {
+    name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.contains('/')
+        || name_or_path.ends_with(".toml")
+        || Path::new(name_or_path).exists()
+}
+
+/// The text of the scenario `name_or_path` names, as [`load_named`] finds it, read with
+/// the same bounds, without validating it: what `mxfarm ctl scenario` sends to a farm,
+/// which validates it.
+pub fn text_named(name_or_path: &str) -> Result<String, ScenarioError> {
+    if names_a_file(name_or_path) {
+        let file = name_or_path.to_string();
+        return read_text(Path::new(name_or_path)).map_err(|e| unreadable_scenario(&file, &e));
+    }
+    let wanted = name_or_path.strip_suffix(".toml").unwrap_or(name_or_path);
+    match EMBEDDED.iter().find(|e| e.name == wanted) {
+        Some(found) => Ok(found.source.to_string()),
+        None => load_embedded(name_or_path).map(|s| s.source_text.to_string()),
+    }
+}
+
+/// A scenario file's text: a regular file of at most 4 MiB, so that a named pipe or a
+/// device given by mistake is an error, not a hang.
+fn read_text(path: &Path) -> Result<String, files::ReadError> {
+    files::read_regular(path, files::MAX_SCENARIO_BYTES).and_then(|bytes| {
         String::from_utf8(bytes).map_err(|_| {
             files::ReadError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "stream did not contain valid UTF-8",
             ))
         })
-    });
-    match text {
+    })
+}
+
+/// Reads and validates a scenario file: a regular file of at most
+/// 4 MiB, so that a named pipe or a device given by mistake is an error, not a hang.
+pub fn load_path(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    match read_text(path) {
         Ok(text) => load_str_in(&file, &text, path.parent()),
         Err(error) => Err(unreadable_scenario(&file, &error)),
     }

@@ -49,6 +49,15 @@ fn verdict(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// `ctl transcript --check GOLDEN` on the running farm, and `transcript JOURNAL --check
+/// GOLDEN` on its journal file, both at minutes.
+async fn both_check(http: &Http, journal: &str, golden: &str) -> (Ran, Ran) {
+    let check = ["--granularity", "minutes", "--check", golden];
+    let by_ctl = ctl(http, &[&["transcript"][..], &check].concat()).await;
+    let by_file = mxfarm(&[&["transcript", journal][..], &check].concat()).await;
+    (by_ctl, by_file)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_moves_the_clock_and_checks_the_transcript_as_transcript_check_does() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -83,26 +92,7 @@ async fn ctl_moves_the_clock_and_checks_the_transcript_as_transcript_check_does(
     std::fs::write(&golden, &written.stdout).expect("write");
     let golden_arg = golden.to_str().expect("path");
     let journal_arg = journal.to_str().expect("path");
-    let by_ctl = ctl(
-        &http,
-        &[
-            "transcript",
-            "--granularity",
-            "minutes",
-            "--check",
-            golden_arg,
-        ],
-    )
-    .await;
-    let by_file = mxfarm(&[
-        "transcript",
-        journal_arg,
-        "--granularity",
-        "minutes",
-        "--check",
-        golden_arg,
-    ])
-    .await;
+    let (by_ctl, by_file) = both_check(&http, journal_arg, golden_arg).await;
     assert_eq!(
         (by_ctl.code, by_file.code),
         (0, 0),
@@ -115,26 +105,7 @@ async fn ctl_moves_the_clock_and_checks_the_transcript_as_transcript_check_does(
     // A sender that behaves otherwise: both fail, with the same diff.
     let changed = written.stdout.replace("#2  +6m", "#2  +7m");
     std::fs::write(&golden, changed).expect("write");
-    let by_ctl = ctl(
-        &http,
-        &[
-            "transcript",
-            "--granularity",
-            "minutes",
-            "--check",
-            golden_arg,
-        ],
-    )
-    .await;
-    let by_file = mxfarm(&[
-        "transcript",
-        journal_arg,
-        "--granularity",
-        "minutes",
-        "--check",
-        golden_arg,
-    ])
-    .await;
+    let (by_ctl, by_file) = both_check(&http, journal_arg, golden_arg).await;
     assert_eq!((by_ctl.code, by_file.code), (1, 1));
     assert!(by_ctl.stderr.contains("-  #2  +7m"), "{}", by_ctl.stderr);
     assert_eq!(verdict(&by_ctl.stderr), verdict(&by_file.stderr));
@@ -255,6 +226,22 @@ async fn ctl_resets_reports_lists_events_and_replaces_the_scenario() {
         refused.stderr.contains("help: fix each problem"),
         "{}",
         refused.stderr
+    );
+
+    // A scenario file is read as `mxfarm run` reads one: a missing one, or a pipe, is
+    // an error that names it, before anything is sent.
+    let missing = ctl(&http, &["scenario", "/nonexistent/farm.toml"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("/nonexistent/farm.toml"),
+        "{}",
+        missing.stderr
+    );
+    let unknown = ctl(&http, &["scenario", "greylsit"]).await;
+    assert!(
+        unknown.stderr.contains("did you mean"),
+        "{}",
+        unknown.stderr
     );
 
     let bad = ctl(&http, &["advance", "soon"]).await;
