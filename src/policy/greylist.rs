@@ -56,6 +56,15 @@ struct Whitelist {
     by_hand: bool,
 }
 
+impl Whitelist {
+    /// Whether the client skips greylisting at `now`: whitelisted by hand, or by passes,
+    /// and seen within the expiry.
+    fn skips(&self, config: &Greylist, now: Stamp) -> bool {
+        self.last_seen.age(now) <= config.expiry
+            && (self.by_hand || config.whitelist_after.is_some_and(|n| self.passes >= n))
+    }
+}
+
 /// One triplet as the control API shows it (`GET /greylist`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GreylistEntry {
@@ -111,6 +120,9 @@ pub struct GreylistStore {
     keys: Keys,
     triplets: Mutex<Bounded<Entry>>,
     clients: Mutex<Bounded<Whitelist>>,
+    /// Whether a client was ever whitelisted by hand: until then a rule without
+    /// `whitelist-after` never takes the clients' lock, as before the control API.
+    by_hand: std::sync::atomic::AtomicBool,
 }
 
 /// What identifies one greylist's state: the rule, and the host if the state is per host.
@@ -130,6 +142,7 @@ impl GreylistStore {
             keys: Keys::default(),
             triplets: Mutex::default(),
             clients: Mutex::default(),
+            by_hand: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -144,18 +157,16 @@ impl GreylistStore {
     ) -> GreyVerdict {
         let now = Stamp::at(now);
         let client_key = self.keys.of(&client);
-        {
+        let by_hand = self.by_hand.load(std::sync::atomic::Ordering::Relaxed);
+        if config.whitelist_after.is_some() || by_hand {
             let mut clients = self.clients.lock();
-            if config.whitelist_after.is_some() || clients.len() > 0 {
-                clients.expire(|w| w.last_seen.age(now) > config.expiry);
-                let listed = clients.get(&client_key).is_some_and(|w| {
-                    w.last_seen.age(now) <= config.expiry
-                        && (w.by_hand || config.whitelist_after.is_some_and(|n| w.passes >= n))
-                });
-                if listed {
-                    self.count_pass(&mut clients, client, client_key, now);
-                    return GreyVerdict::Pass;
-                }
+            clients.expire(|w| w.last_seen.age(now) > config.expiry);
+            let listed = clients
+                .get(&client_key)
+                .is_some_and(|w| w.skips(config, now));
+            if listed {
+                self.count_pass(&mut clients, client, client_key, now);
+                return GreyVerdict::Pass;
             }
         }
         // The key is made before the lock is taken: normalising and hashing the triplet
@@ -246,8 +257,7 @@ impl GreylistStore {
                 greylist: name.to_string(),
                 client: w.client,
                 passes: w.passes,
-                whitelisted: w.last_seen.age(now) <= config.expiry
-                    && (w.by_hand || config.whitelist_after.is_some_and(|n| w.passes >= n)),
+                whitelisted: w.skips(&config, now),
                 by_hand: w.by_hand,
                 last_seen: Duration::from_nanos(w.last_seen.nanos()),
             })
@@ -265,6 +275,8 @@ impl GreylistStore {
     pub fn whitelist(&self, client: IpAddr, now: Duration) {
         let now = Stamp::at(now);
         let key = self.keys.of(&client);
+        self.by_hand
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut clients = self.clients.lock();
         clients.make_room(&key, self.max_entries);
         let entry = clients.touch(key, || Whitelist {
