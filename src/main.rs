@@ -48,6 +48,8 @@ struct Cli {
     command: Commands,
 }
 
+// Parsed once per process: the size of `run`'s many flags costs nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Commands {
     /// Start the farm and serve until Ctrl-C or SIGTERM.
@@ -60,7 +62,9 @@ enum Commands {
   mxfarm run --ca ./farm-ca
   mxfarm run --shutdown-grace 1s
   mxfarm run --api                         API and timeline on http://127.0.0.1:8025/
-  mxfarm run --api 0.0.0.0:8025 --api-token s3cret   in a container")]
+  mxfarm run --api 0.0.0.0:8025 --api-token s3cret   in a container
+  mxfarm run aol --hosts-from 172.28.25.11 --add-addresses --dns 172.28.25.53:53
+                                           each MX host at its own address, port 25 (compose)")]
     Run {
         /// A scenario file, or the name of an embedded scenario (see `mxfarm scenarios`).
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
@@ -68,6 +72,18 @@ enum Commands {
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
         bind: Vec<(String, SocketAddr)>,
+        /// Give every host that --bind does not place an address of its own, counting up
+        /// from IP in the scenario's order, all on PORT (25 when not given), as real MX
+        /// hosts are: e.g. 172.28.25.11 puts mx1, mx2, mx3 on .11, .12, .13 port 25. The
+        /// farm's DNS answers with these addresses.
+        #[arg(long, value_name = "IP[:PORT]", value_parser = cli::addresses::parse_hosts_from)]
+        hosts_from: Option<SocketAddr>,
+        /// Add each host, DNS and API address that no interface has yet to the interface
+        /// that routes to it, and remove it at the end (Linux, iproute2's `ip`, and
+        /// CAP_NET_ADMIN: `cap_add: [NET_ADMIN]` in docker-compose). How one container
+        /// holds every MX host's address.
+        #[arg(long)]
+        add_addresses: bool,
         /// Serve the scenario's zones (MX, A/AAAA, PTR, TXT records and DNS faults) on ADDR,
         /// UDP and TCP, e.g. 127.0.0.53:53 or 0.0.0.0:53 in a container, so a sender finds
         /// the MX hosts by itself. `mxfarm dns SCENARIO` shows what it answers.
@@ -259,6 +275,8 @@ async fn main() -> ExitCode {
         Commands::Run {
             scenario,
             bind,
+            hosts_from,
+            add_addresses,
             dns,
             journal,
             journal_file,
@@ -281,6 +299,8 @@ async fn main() -> ExitCode {
                 &scenario,
                 Placement {
                     bind,
+                    hosts_from,
+                    add_addresses,
                     dns,
                     api,
                     api_token,

@@ -24,6 +24,7 @@ const TOKEN_HEADER: &str = "x-mxfarm-token";
   mxfarm ctl report                            exits 2 when a finding is a problem
   mxfarm ctl events --follow | jq -c 'select(.event == \"reply\")'
   mxfarm ctl scenario my.toml --reset-state    play another scenario, state forgotten
+  mxfarm ctl ready                             exit 0 once the farm takes connections
   MXFARM_API=http://mxfarm:8025 MXFARM_API_TOKEN=s3cret mxfarm ctl advance 1h")]
 pub(crate) struct CtlArgs {
     /// The farm's API, as `mxfarm run --api` prints it.
@@ -97,6 +98,9 @@ enum CtlCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Exit 0 if the farm is ready (its /readyz), 1 if not or unreachable: a container's
+    /// HEALTHCHECK, or a script waiting for the farm.
+    Ready,
     /// Play another scenario (a file, or an embedded scenario's name) from now on.
     Scenario {
         #[arg(value_name = "SCENARIO")]
@@ -137,6 +141,7 @@ pub(crate) async fn ctl(args: CtlArgs) -> ExitCode {
         } => ctl.transcript(&granularity, json, check).await,
         CtlCommand::Report { json } => ctl.report(json).await,
         CtlCommand::Events { after, follow } => ctl.events(after, follow).await,
+        CtlCommand::Ready => ctl.ready().await,
         CtlCommand::Scenario {
             scenario,
             reset_state,
@@ -199,6 +204,18 @@ impl Ctl {
         self.client
             .request(method, self.url(path))
             .header(TOKEN_HEADER, token)
+    }
+
+    /// `/readyz`: the farm's hosts, DNS and API are bound and it is not shutting down.
+    async fn ready(&self) -> Result<ExitCode, Failed> {
+        // A farm that accepts the connection but never answers is not ready either.
+        let request =
+            (self.client.get(self.url("/readyz"))).timeout(std::time::Duration::from_secs(5));
+        let response = self.send(request).await?;
+        let ready = self.json(response).await?;
+        let hosts = ready["hosts"].as_array().map_or(0, Vec::len);
+        let said = format!("ready: {hosts} hosts, api {}\n", self.base);
+        Ok(finish(&said, ExitCode::SUCCESS))
     }
 
     async fn json(&self, response: reqwest::Response) -> Result<Value, Failed> {

@@ -1,6 +1,7 @@
 //! The command line's larger commands, one file each; `main.rs` holds the argument
 //! definitions and the small ones.
 
+pub(crate) mod addresses;
 pub(crate) mod ctl;
 pub(crate) mod golden;
 pub(crate) mod run;

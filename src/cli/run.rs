@@ -13,7 +13,7 @@ use mxfarm::scenario;
 use mxfarm::tls::{self, FarmCa};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::{print_err, print_out};
+use super::{addresses, print_err, print_out};
 
 /// How the journal file is written: `--journal-fsync`, `--journal-max-bytes`.
 #[derive(clap::Args)]
@@ -83,6 +83,10 @@ pub(crate) struct JournalTarget {
 pub(crate) struct Placement {
     /// `--bind HOST=ADDR`.
     pub(crate) bind: Vec<(String, SocketAddr)>,
+    /// `--hosts-from IP[:PORT]`: the hosts --bind leaves, at consecutive addresses.
+    pub(crate) hosts_from: Option<SocketAddr>,
+    /// `--add-addresses`: make the addresses exist on an interface first.
+    pub(crate) add_addresses: bool,
     /// `--dns ADDR`.
     pub(crate) dns: Option<SocketAddr>,
     /// `--api [ADDR]`.
@@ -107,9 +111,24 @@ pub(crate) async fn run(
     }
     let journal = journal.map(|target| target.options);
     let stop = StopSignals::install()?;
+    let mut bind = placement.bind;
+    if let Some(start) = placement.hosts_from {
+        let placed = addresses::hosts_from(&scenario, start, &bind)?;
+        bind.extend(placed);
+    }
+    // Dropped (and so removed again) on every way out of this function.
+    let added = match placement.add_addresses {
+        true => {
+            let wanted = (bind.iter().map(|(_, addr)| addr.ip()))
+                .chain(placement.dns.map(|addr| addr.ip()))
+                .chain(placement.api.map(|addr| addr.ip()));
+            Some(addresses::AddedAddresses::add_missing(wanted)?)
+        }
+        false => None,
+    };
     let mut options = FarmOptions::default();
-    for (host, addr) in placement.bind {
-        options = options.bind(&host, addr);
+    for (host, addr) in &bind {
+        options = options.bind(host, *addr);
     }
     if let Some(addr) = placement.dns {
         options = options.dns(addr);
@@ -149,7 +168,17 @@ pub(crate) async fn run(
     }
     // Only the summary goes to stdout: a reader that has gone, or a stdout that cannot be
     // written, must not stop a farm whose senders are about to connect.
-    let summary = summary(&farm, api.as_ref(), journal.as_ref(), tls.ca_out.as_deref());
+    let added_line = added.as_ref().and_then(|added| added.describe());
+    let summary = summary(
+        &farm,
+        api.as_ref(),
+        journal.as_ref(),
+        tls.ca_out.as_deref(),
+        added_line,
+    );
+    for warning in unreachable_hosts(&farm) {
+        print_err(&warning);
+    }
     if let Err(error) = print_out(&summary) {
         tracing::warn!(%error, "cannot write the summary to stdout; the farm runs anyway");
     }
@@ -164,6 +193,25 @@ pub(crate) async fn run(
         api.shutdown().await;
     }
     Ok(())
+}
+
+/// A host the farm's DNS gives a loopback address while the DNS itself serves beyond
+/// loopback: a sender elsewhere (another container) would find the host and then connect to
+/// its own loopback.
+fn unreachable_hosts(farm: &Farm) -> Vec<String> {
+    let Some(dns) = farm.dns_addr().filter(|addr| !addr.ip().is_loopback()) else {
+        return Vec::new();
+    };
+    (farm.hosts().iter())
+        .filter(|host| host.addr.ip().is_loopback())
+        .map(|host| {
+            format!(
+                "warning: host {} listens on {}, a loopback address, while the DNS serves on {dns}: \
+                 a sender elsewhere that looks it up cannot reach it\n  help: place it with --bind {}=IP:25 or --hosts-from IP",
+                host.name, host.addr, host.name
+            )
+        })
+        .collect()
 }
 
 /// Refuses a journal that would replace a file the farm runs from (the scenario, a host's
@@ -192,8 +240,14 @@ fn summary(
     api: Option<&ApiServer>,
     journal: Option<&JournalFileOptions>,
     ca_out: Option<&Path>,
+    added_addresses: Option<String>,
 ) -> String {
     let mut out = farm.summary();
+    if let Some(added) = added_addresses {
+        out.push_str(&format!(
+            "  addresses {added} added (--add-addresses; removed when the farm stops)\n"
+        ));
+    }
     match api {
         Some(api) => out.push_str(&format!(
             "  api  {} (timeline at {}/, journal at {}/api/v1/events, `mxfarm ctl --api {}`)\n",

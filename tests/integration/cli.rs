@@ -777,3 +777,124 @@ async fn sigterm_ends_the_farm_promptly_with_a_client_stuck_in_the_tls_handshake
     );
     drop(stream);
 }
+
+/// `--hosts-from` puts every host at an address of its own on one port, the DNS gives
+/// those addresses, and `--add-addresses` leaves addresses an interface has alone (here
+/// loopback's: the `ip` command it would need cannot even run).
+#[tokio::test]
+async fn hosts_from_gives_each_host_its_own_address_on_one_port() {
+    let port = free_port();
+    let dns_port = free_port();
+    let mut child = mxfarm()
+        .args(["run", "aol", "--add-addresses", "--hosts-from"])
+        .arg(format!("127.0.0.31:{port}"))
+        .arg("--dns")
+        .arg(format!("127.0.0.31:{dns_port}"))
+        .env("MXFARM_IP_COMMAND", "/nonexistent/ip")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut summary = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        summary.push_str(&line);
+        summary.push('\n');
+        if line.starts_with("Ready.") {
+            break;
+        }
+    }
+    for (host, ip) in [
+        ("mx1", "127.0.0.31"),
+        ("mx2", "127.0.0.32"),
+        ("mx3", "127.0.0.33"),
+    ] {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        assert!(
+            summary.contains(&format!("host {host}    {addr}")),
+            "{summary}"
+        );
+        let a_record = format!(
+            "mx-aol{}.mail.gm0.yahoodns.test.\t60\tIN\tA\t{ip}",
+            &host[2..]
+        );
+        assert!(summary.contains(&a_record), "{summary}");
+        let mut c = greeted(addr).await;
+        c.quit().await;
+    }
+    assert!(
+        !summary.contains("--add-addresses"),
+        "nothing added: {summary}"
+    );
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A DNS beyond loopback that hands out a loopback host's address sends senders elsewhere
+/// to their own loopback: the farm says so at start.
+#[tokio::test]
+async fn a_loopback_host_behind_a_wider_dns_is_warned_about() {
+    let child = mxfarm()
+        .args([
+            "run",
+            "aol",
+            "--bind",
+            "mx1=127.0.0.1:0",
+            "--bind",
+            "mx2=127.0.0.1:0",
+        ])
+        .arg("--hosts-from")
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let refused = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--bind HOST=0.0.0.0:PORT"), "{stderr}");
+
+    let mut child = mxfarm()
+        .args([
+            "run",
+            "aol",
+            "--bind",
+            "mx1=127.0.0.1:0",
+            "--bind",
+            "mx2=127.0.0.1:0",
+        ])
+        .args(["--bind", "mx3=0.0.0.0:0", "--dns", "0.0.0.0:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().starts_with("Ready.") {
+            break;
+        }
+    }
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: host mx1 listens on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: host mx2 listens on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("host mx3 listens"), "{stderr}");
+}

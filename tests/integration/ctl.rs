@@ -293,3 +293,37 @@ async fn a_clock_jump_is_no_sender() {
         by_file.stderr
     );
 }
+
+/// `ctl ready`, the image's HEALTHCHECK: 0 while the farm takes connections, 1 once its
+/// shutdown began (the API still answers, 503) and when nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_ready_follows_the_farm_from_ready_to_gone() {
+    let farm = crate::support::farm(GREYLIST).await;
+    let http = Http::start(&farm).await;
+    let ready = ctl(&http, &["ready"]).await;
+    assert_eq!(ready.code, 0, "{}", ready.stderr);
+    assert!(
+        ready.stdout.starts_with("ready: 1 hosts"),
+        "{}",
+        ready.stdout
+    );
+
+    farm.shutdown().await;
+    let stopping = ctl(&http, &["ready"]).await;
+    assert_eq!(stopping.code, 1, "{}", stopping.stdout);
+    assert!(
+        stopping.stderr.starts_with("error: "),
+        "{}",
+        stopping.stderr
+    );
+
+    let url = http.api.url();
+    http.api.shutdown().await;
+    let gone = mxfarm(&["ctl", "--api", url.as_str(), "ready"]).await;
+    assert_eq!(gone.code, 1);
+    assert!(
+        gone.stderr.contains("cannot reach the farm's API"),
+        "{}",
+        gone.stderr
+    );
+}
