@@ -268,8 +268,19 @@ fn parse_grace(value: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 5s, 500ms or 1m"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime's threads exist: each takes its capabilities from the main thread.
+    cli::privileges::use_low_ports();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run_command()),
+        Err(error) => {
+            print_err(&format!("error: cannot start the runtime: {error}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Run {

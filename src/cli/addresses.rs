@@ -3,9 +3,9 @@
 //! addresses made to exist on the interface of a container that has only one.
 //!
 //! Adding addresses goes through iproute2's `ip` command rather than netlink code of our
-//! own: it is what an operator would type, its errors are the ones they know, and in the
-//! image only a copy of it holds `CAP_NET_ADMIN` while the farm itself holds nothing but
-//! the right to bind low ports.
+//! own: it is what an operator would type and its errors are the ones they know. As a
+//! non-root user (the image's), the farm lends it `CAP_NET_ADMIN` for the time it runs
+//! (see `privileges`) and holds it no longer.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -13,6 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use mxfarm::scenario::Scenario;
+
+use super::privileges::NetAdminLent;
 
 /// The command that adds and removes addresses; the image points it at its copy of `ip`
 /// that may change the network.
@@ -78,6 +80,8 @@ fn nth_after(start: IpAddr, offset: usize) -> Option<IpAddr> {
 pub(crate) struct AddedAddresses {
     ip_command: OsString,
     added: Vec<(IpAddr, String)>,
+    /// False once the farm gave `CAP_NET_ADMIN` back: then they stay, with the container.
+    removable: bool,
 }
 
 impl AddedAddresses {
@@ -93,9 +97,13 @@ impl AddedAddresses {
         ip_command: OsString,
         wanted: impl IntoIterator<Item = IpAddr>,
     ) -> Result<Self, String> {
+        // Before `added`, so that on an error `added` removes its addresses while the
+        // capability is still lent.
+        let lent = NetAdminLent::lend();
         let mut added = Self {
             ip_command,
             added: Vec::new(),
+            removable: true,
         };
         let wanted: BTreeSet<IpAddr> = wanted
             .into_iter()
@@ -121,6 +129,7 @@ impl AddedAddresses {
             added.ip(&args)?;
             added.added.push((ip, device));
         }
+        added.removable = lent.can_undo();
         Ok(added)
     }
 
@@ -194,6 +203,9 @@ impl AddedAddresses {
 
 impl Drop for AddedAddresses {
     fn drop(&mut self) {
+        if !self.removable {
+            return;
+        }
         for (ip, device) in std::mem::take(&mut self.added) {
             let prefix = if ip.is_ipv4() { 32 } else { 128 };
             let args = [

@@ -4,6 +4,7 @@
 pub(crate) mod addresses;
 pub(crate) mod ctl;
 pub(crate) mod golden;
+pub(crate) mod privileges;
 pub(crate) mod run;
 
 use std::io::Write;
