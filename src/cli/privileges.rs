@@ -17,10 +17,10 @@ use caps::{CapSet, Capability};
 /// Call before any thread starts: threads take their capabilities from their creator.
 pub(crate) fn use_low_ports() {
     #[cfg(target_os = "linux")]
-    if permitted(Capability::CAP_NET_BIND_SERVICE) {
-        if let Err(error) = caps::raise(None, CapSet::Effective, Capability::CAP_NET_BIND_SERVICE) {
-            tracing::debug!(%error, "cannot raise CAP_NET_BIND_SERVICE");
-        }
+    if permitted(Capability::CAP_NET_BIND_SERVICE)
+        && let Err(error) = caps::raise(None, CapSet::Effective, Capability::CAP_NET_BIND_SERVICE)
+    {
+        tracing::debug!(%error, "cannot raise CAP_NET_BIND_SERVICE");
     }
 }
 
