@@ -106,7 +106,21 @@ user=$("${compose[@]}" exec -T mxfarm id -un | tr -d '\r')
 page=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_port/")
 [ "$page" = 200 ] && echo "ok - the timeline answers on the host's loopback, port $api_port" || { echo "not ok - the timeline: HTTP $page"; status=1; }
 
+if docker-compose -p "$PROJECT" -f docker-compose.yml -f docker/docker-compose.override.example.yml config -q >"$WORK/override.log" 2>&1; then
+  echo "ok - docker/docker-compose.override.example.yml is a valid override (docker-compose config)"
+else
+  echo "not ok - the override example: $(cat "$WORK/override.log")"; status=1
+fi
+
 python3 scripts/e2e-docker.py --compose "$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${compose[@]}")" \
   --api "http://127.0.0.1:$api_port" --token "$token" --mxfarm target/release/mxfarm \
   --golden tests/e2e/compose-transcript.txt || status=1
+
+echo "# the README's testcontainers recipe (docker/testcontainers, a crate of its own) on the image built above"
+if (cd docker/testcontainers && MXFARM_TEST_IMAGE=mxfarm:local CARGO_TARGET_DIR=../../target/testcontainers \
+  cargo test --locked --quiet) >"$WORK/testcontainers.log" 2>&1; then
+  echo "ok - testcontainers: GenericImage, wait on the HEALTHCHECK (/readyz), SMTP and the API on mapped ports"
+else
+  echo "not ok - the testcontainers recipe"; tail -30 "$WORK/testcontainers.log"; status=1
+fi
 exit $status

@@ -1,0 +1,1 @@
+//! Nothing here: the recipe is tests/recipe.rs.
