@@ -42,10 +42,17 @@ ENTRYPOINT ["mxfarm"]
 CMD ["run", "aol", "--bind", "mx1=0.0.0.0:2525", "--bind", "mx2=0.0.0.0:2526", "--bind", "mx3=0.0.0.0:2527", \
      "--dns", "0.0.0.0:53", "--api", "0.0.0.0:8025", "--journal", "/data/journal.jsonl"]
 
-# A binary built on the host (`cargo build --release`, on Debian 12 or its glibc): CI's way.
+# A binary built on the host (`cargo build --release`, on Debian 12 or its glibc): CI's way,
+# `--target prebuilt`. The classic builder builds this stage for the default target too,
+# where no binary may exist: the pattern `mxfar[m]` lets the COPY match nothing then, and
+# the stage stays without a binary (and says so) instead of failing the build.
 FROM runtime-base AS prebuilt
-COPY target/release/mxfarm /usr/local/bin/mxfarm
-RUN setcap cap_net_bind_service,cap_net_admin=p /usr/local/bin/mxfarm && mxfarm --version
+COPY Cargo.toml target/release/mxfar[m] /tmp/prebuilt/
+RUN if [ -f /tmp/prebuilt/mxfarm ]; then \
+      install -m 0755 /tmp/prebuilt/mxfarm /usr/local/bin/mxfarm \
+      && setcap cap_net_bind_service,cap_net_admin=p /usr/local/bin/mxfarm && mxfarm --version; \
+    else echo "no target/release/mxfarm: the prebuilt stage has no binary (run cargo build --release first)"; fi \
+ && rm -rf /tmp/prebuilt
 USER mxfarm
 
 FROM ${RUST_IMAGE} AS build
