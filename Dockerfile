@@ -9,7 +9,7 @@
 # classic builder builds every stage before the one it is asked for, so `prebuilt` comes
 # before `build`: `--target prebuilt` needs no Rust image.
 #
-# It runs as the user mxfarm (uid 10025). The binary holds two file capabilities, as
+# It runs as the user mxfarm (uid and gid 10025). The binary holds two file capabilities, as
 # permitted only (no effective bit: a container that grants neither still runs it):
 # CAP_NET_BIND_SERVICE, for ports 25 and 53 where the runtime does not open low ports to
 # every user (docker does), and CAP_NET_ADMIN, which the farm lends to `ip` for
@@ -22,7 +22,8 @@ ARG RUST_IMAGE=rust:1-slim-bookworm
 FROM ${DEBIAN_IMAGE} AS runtime-base
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 libcap2-bin \
- && useradd --system --uid 10025 --user-group --home-dir /data --no-create-home --shell /usr/sbin/nologin mxfarm \
+ && groupadd --system --gid 10025 mxfarm \
+ && useradd --system --uid 10025 --gid 10025 --home-dir /data --no-create-home --shell /usr/sbin/nologin mxfarm \
  && install -d -o mxfarm -g mxfarm -m 0750 /data \
  && install -d -m 0755 /scenarios /usr/share/mxfarm \
  && rm -rf /var/lib/apt/lists/*
@@ -31,7 +32,8 @@ COPY scenarios/ /usr/share/mxfarm/scenarios/
 # Where `mxfarm ctl` (and so the HEALTHCHECK) finds the API.
 ENV MXFARM_API=http://127.0.0.1:8025
 WORKDIR /data
-# The journal file (--journal /data/journal.jsonl) and the user's own scenarios.
+# The journal file (--journal /data/journal.jsonl). The user's own scenarios are bind-
+# mounted at /scenarios (docker-compose.yml mounts ./scenarios there, read-only).
 VOLUME ["/data"]
 EXPOSE 25 53/udp 53/tcp 2525 2526 2527 8025
 HEALTHCHECK --interval=5s --timeout=6s --start-period=20s --retries=3 CMD ["mxfarm", "ctl", "ready"]

@@ -39,6 +39,32 @@ fi
 docker() { /usr/bin/docker "$@"; }
 
 started_dockerd=
+compose=()
+stop_dockerd() {
+  if [ -n "$started_dockerd" ]; then
+    kill "$started_dockerd" 2>/dev/null
+    wait "$started_dockerd" 2>/dev/null
+  fi
+}
+status=0
+finish() {
+  local rc=$?
+  set +e
+  [ "$rc" -eq 0 ] || status=$rc
+  [ ${#compose[@]} -gt 0 ] || { stop_dockerd; exit "$status"; }
+  "${compose[@]}" logs --no-color >"$ARTIFACTS/compose.log" 2>&1 || true
+  "${compose[@]}" down -v --remove-orphans >"$WORK/down.log" 2>&1 || status=1
+  local label="label=com.docker.compose.project=$PROJECT" left
+  left="$(docker ps -aq --filter "$label")$(docker network ls -q --filter "$label")$(docker volume ls -q --filter "$label")"
+  if [ -z "$left" ]; then
+    echo "ok - docker-compose down -v leaves no container, network or volume of the project"
+  else
+    echo "not ok - left behind by down -v: $left"; status=1
+  fi
+  stop_dockerd
+  exit "$status"
+}
+trap finish EXIT
 if ! docker info >/dev/null 2>&1; then
   echo "# starting dockerd (log: $WORK/dockerd.log)"
   dockerd >"$WORK/dockerd.log" 2>&1 &
@@ -64,27 +90,6 @@ token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 export MXFARM_API_PORT=$api_port MXFARM_API_TOKEN=$token MXFARM_SCENARIO=aol
 compose=(docker-compose -p "$PROJECT" -f docker-compose.yml -f docker/docker-compose.ci.yml)
 
-status=0
-finish() {
-  local rc=$?
-  [ "$rc" -eq 0 ] || status=$rc
-  "${compose[@]}" logs --no-color >"$ARTIFACTS/compose.log" 2>&1 || true
-  "${compose[@]}" down -v --remove-orphans >"$WORK/down.log" 2>&1 || status=1
-  local label="label=com.docker.compose.project=$PROJECT" left
-  left="$(docker ps -aq --filter "$label")$(docker network ls -q --filter "$label")$(docker volume ls -q --filter "$label")"
-  if [ -z "$left" ]; then
-    echo "ok - docker-compose down -v leaves no container, network or volume of the project"
-  else
-    echo "not ok - left behind by down -v: $left"; status=1
-  fi
-  if [ -n "$started_dockerd" ]; then
-    kill "$started_dockerd" 2>/dev/null || true
-    wait "$started_dockerd" 2>/dev/null || true
-  fi
-  exit "$status"
-}
-trap finish EXIT
-
 echo "# docker-compose build (farm: Dockerfile, target prebuilt; sender: docker/sender/Dockerfile)"
 if "${compose[@]}" build >"$WORK/build.log" 2>&1; then
   echo "ok - the images build from the repository's Dockerfiles"
@@ -98,9 +103,18 @@ else
 fi
 summary=$("${compose[@]}" logs --no-color mxfarm)
 for line in "host mx1    172.28.25.11:25" "host mx2    172.28.25.12:25" "host mx3    172.28.25.13:25" \
-  "dns  172.28.25.53:53" "addresses 172.28.25.11, 172.28.25.12, 172.28.25.13 on"; do
+  "dns  172.28.25.53:53" "addresses 172.28.25.11, 172.28.25.12, 172.28.25.13 on" "they stay with this network namespace"; do
   if grep -qF "$line" <<<"$summary"; then echo "ok - the farm's summary says: $line"; else echo "not ok - no '$line' in the summary"; status=1; fi
 done
+# Capabilities belong to each thread: none of the farm's may keep CAP_NET_ADMIN (bit 12)
+# once its addresses are in place.
+held=$("${compose[@]}" exec -T mxfarm sh -c 'for f in /proc/1/task/*/status; do
+  p=$(sed -n "s/^CapPrm:[[:space:]]*//p" "$f"); [ $(( 0x$p & 0x1000 )) -eq 0 ] || echo "$f"; done; ls /proc/1/task | wc -l' | tr -d '\r')
+if [ "$(echo "$held" | wc -l)" -eq 1 ] && [ "$held" -gt 1 ]; then
+  echo "ok - none of the farm's $held threads holds CAP_NET_ADMIN"
+else
+  echo "not ok - threads that hold CAP_NET_ADMIN: $held"; status=1
+fi
 user=$("${compose[@]}" exec -T mxfarm id -un | tr -d '\r')
 [ "$user" = mxfarm ] && echo "ok - the farm runs as the user mxfarm" || { echo "not ok - the farm runs as '$user'"; status=1; }
 page=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_port/")

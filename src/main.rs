@@ -70,7 +70,7 @@ enum Commands {
         #[arg(default_value = scenario::DEFAULT_SCENARIO)]
         scenario: String,
         /// Listen on ADDR instead of the scenario's address for HOST (repeatable).
-        #[arg(long, value_name = "HOST=ADDR", value_parser = parse_bind)]
+        #[arg(long, value_name = "HOST=ADDR", value_parser = cli::run::parse_bind)]
         bind: Vec<(String, SocketAddr)>,
         /// Give every host that --bind does not place an address of its own, counting up
         /// from IP in the scenario's order, all on PORT (25 when not given), as real MX
@@ -79,9 +79,9 @@ enum Commands {
         #[arg(long, value_name = "IP[:PORT]", value_parser = cli::addresses::parse_hosts_from)]
         hosts_from: Option<SocketAddr>,
         /// Add each host, DNS and API address that no interface has yet to the interface
-        /// that routes to it, and remove it at the end (Linux, iproute2's `ip`, and
-        /// CAP_NET_ADMIN: `cap_add: [NET_ADMIN]` in docker-compose). How one container
-        /// holds every MX host's address.
+        /// that routes to it (Linux, iproute2's `ip`, and CAP_NET_ADMIN: root, or
+        /// `cap_add: [NET_ADMIN]` in docker-compose); root removes them at the end. How
+        /// one container holds every MX host's address.
         #[arg(long)]
         add_addresses: bool,
         /// Serve the scenario's zones (MX, A/AAAA, PTR, TXT records and DNS faults) on ADDR,
@@ -108,7 +108,7 @@ enum Commands {
         ca_out: Option<PathBuf>,
         /// At Ctrl-C or SIGTERM, how long a session that cannot be told 421 (its client
         /// does not read, or is mid-TLS-handshake) has to end before the farm ends it.
-        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = cli::run::parse_grace)]
         shutdown_grace: std::time::Duration,
         /// Serve the control API and the live timeline on ADDR (127.0.0.1:8025 when given
         /// without a value): the journal, deliveries, transcript, report, messages,
@@ -253,26 +253,26 @@ enum LogFormat {
     Json,
 }
 
-fn parse_bind(value: &str) -> Result<(String, SocketAddr), String> {
-    let (host, addr) = value
-        .split_once('=')
-        .ok_or_else(|| format!("write HOST=ADDR, e.g. mx1=127.0.0.1:2525, not {value:?}"))?;
-    let addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an address; write IP:PORT, e.g. 127.0.0.1:2525"))?;
-    Ok((host.to_string(), addr))
-}
-
-fn parse_grace(value: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(value)
-        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 5s, 500ms or 1m"))
-}
-
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // Before the runtime's threads exist: each takes its capabilities from the main thread.
     cli::privileges::use_low_ports();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(run_command()),
+    let adds_addresses = matches!(
+        cli.command,
+        Commands::Run {
+            add_addresses: true,
+            ..
+        }
+    );
+    if !adds_addresses {
+        cli::privileges::give_up_net_admin();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(cli::privileges::give_up_net_admin)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run_command(cli)),
         Err(error) => {
             print_err(&format!("error: cannot start the runtime: {error}"));
             ExitCode::FAILURE
@@ -280,8 +280,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_command() -> ExitCode {
-    let cli = Cli::parse();
+async fn run_command(cli: Cli) -> ExitCode {
     match cli.command {
         Commands::Run {
             scenario,

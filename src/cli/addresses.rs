@@ -16,8 +16,7 @@ use mxfarm::scenario::Scenario;
 
 use super::privileges::NetAdminLent;
 
-/// The command that adds and removes addresses; the image points it at its copy of `ip`
-/// that may change the network.
+/// The command that adds and removes addresses, if not the `ip` on PATH.
 const IP_COMMAND_VARIABLE: &str = "MXFARM_IP_COMMAND";
 
 /// The port `--hosts-from` gives when it names none: the one port senders connect to.
@@ -75,8 +74,8 @@ fn nth_after(start: IpAddr, offset: usize) -> Option<IpAddr> {
     }
 }
 
-/// Addresses this run added to an interface, removed again when the farm stops (a
-/// container's go with it anyway; a host's would otherwise stay behind).
+/// Addresses this run added to an interface, removed again when the farm stops if it still
+/// may (root; a container's go with the container anyway).
 pub(crate) struct AddedAddresses {
     ip_command: OsString,
     added: Vec<(IpAddr, String)>,
@@ -133,7 +132,8 @@ impl AddedAddresses {
         Ok(added)
     }
 
-    /// What the startup summary says: `172.28.25.11, 172.28.25.12 on eth0`.
+    /// What the startup summary says: `172.28.25.11, 172.28.25.12 on eth0`, and whether
+    /// they are removed at the end.
     pub(crate) fn describe(&self) -> Option<String> {
         let devices: BTreeSet<&str> = self
             .added
@@ -150,7 +150,11 @@ impl AddedAddresses {
                 format!("{} on {device}", ips.join(", "))
             })
             .collect();
-        (!lines.is_empty()).then(|| lines.join("; "))
+        let fate = match self.removable {
+            true => "removed when the farm stops",
+            false => "they stay with this network namespace: the farm gave CAP_NET_ADMIN up",
+        };
+        (!lines.is_empty()).then(|| format!("{} added (--add-addresses; {fate})", lines.join("; ")))
     }
 
     /// The interface `ip route get` says traffic to `ip` leaves by.
@@ -179,8 +183,8 @@ impl AddedAddresses {
             std::io::ErrorKind::NotFound => format!(
                 "error: --add-addresses: cannot run `{shown}`: {e}\n  help: install iproute2, or set {IP_COMMAND_VARIABLE} to the `ip` command"
             ),
-            // A copy of `ip` with file capabilities the container may not grant is refused
-            // at exec.
+            // An `ip` with file capabilities the container does not grant is refused at
+            // exec.
             std::io::ErrorKind::PermissionDenied => {
                 format!("error: --add-addresses: cannot run `{shown}`: {e}\n  {needs_privilege}")
             }

@@ -115,7 +115,10 @@ enum CtlCommand {
 struct Failed(String);
 
 pub(crate) async fn ctl(args: CtlArgs) -> ExitCode {
-    let client = match reqwest::Client::builder().build() {
+    // Straight to the farm: a proxy from the environment (docker puts its client's proxy
+    // settings into every container) would take a healthcheck's request to 127.0.0.1 or
+    // a compose service's name elsewhere.
+    let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(client) => client,
         Err(e) => {
             print_err(&format!("error: cannot make an HTTP client: {e}"));

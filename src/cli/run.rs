@@ -79,6 +79,23 @@ pub(crate) struct JournalTarget {
     pub(crate) overwrite: bool,
 }
 
+/// `--bind HOST=ADDR`.
+pub(crate) fn parse_bind(value: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = value
+        .split_once('=')
+        .ok_or_else(|| format!("write HOST=ADDR, e.g. mx1=127.0.0.1:2525, not {value:?}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an address; write IP:PORT, e.g. 127.0.0.1:2525"))?;
+    Ok((host.to_string(), addr))
+}
+
+/// `--shutdown-grace DURATION`.
+pub(crate) fn parse_grace(value: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 5s, 500ms or 1m"))
+}
+
 /// Where `mxfarm run` puts things besides the scenario's own addresses.
 pub(crate) struct Placement {
     /// `--bind HOST=ADDR`.
@@ -244,9 +261,7 @@ fn summary(
 ) -> String {
     let mut out = farm.summary();
     if let Some(added) = added_addresses {
-        out.push_str(&format!(
-            "  addresses {added} added (--add-addresses; removed when the farm stops)\n"
-        ));
+        out.push_str(&format!("  addresses {added}\n"));
     }
     match api {
         Some(api) => out.push_str(&format!(
