@@ -103,7 +103,7 @@ else
 fi
 summary=$("${compose[@]}" logs --no-color mxfarm)
 for line in "host mx1    172.28.25.11:25" "host mx2    172.28.25.12:25" "host mx3    172.28.25.13:25" \
-  "dns  172.28.25.53:53" "addresses 172.28.25.11, 172.28.25.12, 172.28.25.13 on" "they stay with this network namespace"; do
+  "dns  172.28.25.53:53" "addresses 172.28.25.11, 172.28.25.12, 172.28.25.13 on" "they stay until the container's network goes"; do
   if grep -qF "$line" <<<"$summary"; then echo "ok - the farm's summary says: $line"; else echo "not ok - no '$line' in the summary"; status=1; fi
 done
 # Capabilities belong to each thread: none of the farm's may keep CAP_NET_ADMIN (bit 12)

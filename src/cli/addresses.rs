@@ -152,7 +152,9 @@ impl AddedAddresses {
             .collect();
         let fate = match self.removable {
             true => "removed when the farm stops",
-            false => "they stay with this network namespace: the farm gave CAP_NET_ADMIN up",
+            false => {
+                "they stay until the container's network goes: the farm gave up CAP_NET_ADMIN, so it cannot remove them"
+            }
         };
         (!lines.is_empty()).then(|| format!("{} added (--add-addresses; {fate})", lines.join("; ")))
     }

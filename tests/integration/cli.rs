@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use crate::support::greeted;
+use crate::support::{greeted, sigterm, summary_until_ready, terminate};
 
 fn mxfarm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mxfarm"))
@@ -210,24 +210,11 @@ fn a_ca_written_once_signs_every_run_and_ca_out_writes_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut summary = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        summary.push_str(&line);
-        summary.push('\n');
-        if line.starts_with("Ready.") {
-            break;
-        }
-    }
+    let summary = summary_until_ready(&mut child);
     assert!(summary.contains("STARTTLS valid"), "{summary}");
     assert!(summary.contains("CA certificate -> "), "{summary}");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), ca_pem);
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    assert!(child.wait().unwrap().success());
+    assert!(terminate(child).status.success());
 }
 
 #[test]
@@ -498,12 +485,7 @@ async fn run_serves_when_stdout_has_no_reader() {
         .await;
     assert!(sent.delivered(), "{}", c.conversation());
     c.quit().await;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+    let out = terminate(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -730,12 +712,7 @@ async fn sigterm_ends_the_farm_promptly_with_a_client_stuck_in_the_tls_handshake
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().starts_with("Ready.") {
-            break;
-        }
-    }
+    summary_until_ready(&mut child);
     let mut c = greeted(addr).await;
     c.ehlo("client.test").await;
     c.send("STARTTLS\r\n").await;
@@ -745,11 +722,7 @@ async fn sigterm_ends_the_farm_promptly_with_a_client_stuck_in_the_tls_handshake
         .await
         .unwrap();
 
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    sigterm(&child);
     // Real time, bounded, only to see the process go.
     let deadline = std::time::Instant::now() + mxfarm::testing::GUARD;
     while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
@@ -795,15 +768,7 @@ async fn hosts_from_gives_each_host_its_own_address_on_one_port() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut summary = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        summary.push_str(&line);
-        summary.push('\n');
-        if line.starts_with("Ready.") {
-            break;
-        }
-    }
+    let summary = summary_until_ready(&mut child);
     for (host, ip) in [
         ("mx1", "127.0.0.31"),
         ("mx2", "127.0.0.32"),
@@ -826,12 +791,7 @@ async fn hosts_from_gives_each_host_its_own_address_on_one_port() {
         !summary.contains("--add-addresses"),
         "nothing added: {summary}"
     );
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+    let out = terminate(child);
     assert!(
         out.status.success(),
         "{}",
@@ -876,17 +836,8 @@ async fn a_loopback_host_behind_a_wider_dns_is_warned_about() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap().starts_with("Ready.") {
-            break;
-        }
-    }
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+    summary_until_ready(&mut child);
+    let out = terminate(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: host mx1 listens on 127.0.0.1:"),

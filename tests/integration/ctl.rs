@@ -58,14 +58,21 @@ async fn both_check(http: &Http, journal: &str, golden: &str) -> (Ran, Ran) {
     (by_ctl, by_file)
 }
 
+/// The greylist farm with its API, writing its journal to `journal` too: what ctl reads
+/// over HTTP and what `mxfarm transcript`/`report` read from the file.
+async fn greylist_with_journal_file(journal: &Path) -> (Farm, Http) {
+    let scenario = Scenario::from_toml("grey.toml", GREYLIST).expect("valid");
+    let options = FarmOptions::ephemeral().journal_file(JournalFileOptions::new(journal));
+    let farm = Farm::start_with(scenario, options).await.expect("starts");
+    let http = Http::start(&farm).await;
+    (farm, http)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_moves_the_clock_and_checks_the_transcript_as_transcript_check_does() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let journal = dir.path().join("journal.jsonl");
-    let scenario = Scenario::from_toml("grey.toml", GREYLIST).expect("valid");
-    let options = FarmOptions::ephemeral().journal_file(JournalFileOptions::new(&journal));
-    let farm = Farm::start_with(scenario, options).await.expect("starts");
-    let http = Http::start(&farm).await;
+    let (farm, http) = greylist_with_journal_file(&journal).await;
     let mx1 = farm.addr("mx1");
 
     assert_eq!(send(mx1, "bob@grey.test").await, 450);
@@ -271,10 +278,7 @@ async fn ctl_resets_reports_lists_events_and_replaces_the_scenario() {
 async fn a_clock_jump_is_no_sender() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let journal = dir.path().join("journal.jsonl");
-    let scenario = Scenario::from_toml("grey.toml", GREYLIST).expect("valid");
-    let options = FarmOptions::ephemeral().journal_file(JournalFileOptions::new(&journal));
-    let farm = Farm::start_with(scenario, options).await.expect("starts");
-    let http = Http::start(&farm).await;
+    let (farm, http) = greylist_with_journal_file(&journal).await;
     assert_eq!(ctl(&http, &["advance", "1h"]).await.code, 0);
     let by_ctl = ctl(&http, &["report"]).await;
     http.api.shutdown().await;

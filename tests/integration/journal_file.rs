@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::terminate;
 use mxfarm::farm::FarmOptions;
 use mxfarm::journal::{EventKind, JournalFileOptions};
 use mxfarm::testing::{GUARD, SmtpClient};
@@ -269,12 +270,7 @@ async fn run_journal_has_every_250_under_load() {
         acknowledged.extend(ids);
         late.extend(l);
     }
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+    let out = terminate(child);
     assert!(
         out.status.success(),
         "{}",
@@ -367,12 +363,7 @@ async fn a_journal_that_fills_up_turns_250_into_451() {
         !acknowledged.is_empty() && refused > 0,
         "{acknowledged:?} {refused}"
     );
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+    let out = terminate(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stderr.matches("ERROR").count(), 1, "logged once: {stderr}");

@@ -1,6 +1,8 @@
 //! Farms from scenario text, the waits tests share, and the openings most tests start with.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Output};
 
 use mxfarm::testing::{GUARD, SmtpClient};
 use mxfarm::{EventKind, Farm, Scenario};
@@ -19,6 +21,35 @@ pub async fn mail_from(addr: SocketAddr, from: &str) -> SmtpClient {
     client.send(format!("MAIL FROM:<{from}>\r\n")).await;
     client.expect_code(250).await;
     client
+}
+
+/// A `mxfarm run` child's startup summary, read from its piped stdout up to and with the
+/// line `Ready.` (what a script waits for before it connects).
+pub fn summary_until_ready(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut summary = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("the summary is text");
+        summary.push_str(&line);
+        summary.push('\n');
+        if line.starts_with("Ready.") {
+            break;
+        }
+    }
+    summary
+}
+
+/// Sends SIGTERM to a `mxfarm run` child, as a service manager stops it.
+pub fn sigterm(child: &Child) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+/// SIGTERM, then what the child wrote once it ended.
+pub fn terminate(child: Child) -> Output {
+    sigterm(&child);
+    child.wait_with_output().expect("the child ends")
 }
 
 /// A farm on ephemeral ports from scenario text.
