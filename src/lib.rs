@@ -144,6 +144,7 @@ mod policy;
 pub mod render;
 pub mod report;
 pub mod scenario;
+pub mod sender;
 mod smtp;
 pub mod testing;
 pub mod tls;

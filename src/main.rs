@@ -177,6 +177,23 @@ Exits with 0 when every file is valid, 1 otherwise.")]
     /// Control a running farm through its API (`mxfarm run --api`): advance its clock,
     /// reset it, check its transcript, get its report, follow its events.
     Ctl(cli::ctl::CtlArgs),
+    /// Run a model of a sending MTA (Postfix, Exim, Exchange, sendmail, or your own
+    /// schedule) against a scenario in virtual time: when is each message delivered, when
+    /// do users get a delay notice, when does it bounce.
+    #[command(after_help = "Examples:
+  mxfarm simulate aol --sender postfix --to alice@aol.test,full-bob@aol.test --messages 100
+  mxfarm simulate aol --sender exchange-2010 --set DelayNotificationTimeout=00:30:00 --to bob@aol.test
+  mxfarm simulate aol --sender exchange-2016 --to full-bob@aol.test \\
+      --compare 'MessageRetryInterval=1m' 'MessageRetryInterval=15m'
+  mxfarm simulate greylist --sender exim --to bob@greylist.test --compare exim postfix
+  mxfarm simulate aol --sender ./my-queue.toml --to alice@aol.test --show summary
+  mxfarm simulate aol --sender exim --parameters     every parameter, its default and source
+  mxfarm simulate aol --to bob@aol.test --json | jq '.sender.summary'
+
+Time is virtual: days of retries take a moment. The farm is a fresh one on ephemeral
+ports; the sender reaches it over in-memory connections, and the farm's transcript and
+report tell the same story they would of a real sender.")]
+    Simulate(cli::simulate::SimulateArgs),
     /// Print the reference of the scenario format: every key, condition, action and
     /// placeholder, with defaults and examples (Markdown).
     #[command(after_help = "Examples:
@@ -255,6 +272,11 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::Simulate(args) = cli.command {
+        // Its own runtime: one thread, paused time.
+        cli::privileges::give_up_net_admin();
+        return cli::simulate::simulate(args);
+    }
     // Before the runtime's threads exist: each takes its capabilities from the main thread.
     cli::privileges::use_low_ports();
     let adds_addresses = matches!(
@@ -344,6 +366,7 @@ async fn run_command(cli: Cli) -> ExitCode {
         Commands::Report { journal, json } => report(&journal, json),
         Commands::Reference => finish(&scenario::reference(), ExitCode::SUCCESS),
         Commands::Ctl(args) => cli::ctl::ctl(args).await,
+        Commands::Simulate(args) => cli::simulate::simulate(args),
         Commands::Dns { scenario } => match scenario::load_named(&scenario) {
             Ok(loaded) => finish(&mxfarm::dns::zone_file(&loaded), ExitCode::SUCCESS),
             Err(error) => {

@@ -6,6 +6,7 @@ pub(crate) mod ctl;
 pub(crate) mod golden;
 pub(crate) mod privileges;
 pub(crate) mod run;
+pub(crate) mod simulate;
 
 use std::io::Write;
 use std::process::ExitCode;

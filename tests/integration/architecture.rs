@@ -74,6 +74,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "scenario",
         ],
     ),
+    // Models of sending MTAs, run against a farm through its public API.
+    ("sender", &["farm", "millis", "render"]),
 ];
 
 /// Lines of code (comments, blank lines and tests aside) above which a file should be
