@@ -244,7 +244,11 @@ async fn one(
     messages: &[SimMessage],
     options: &SimOptions,
 ) -> Result<(Simulation, Farm), String> {
-    let farm = Farm::start_with(scenario.clone(), FarmOptions::ephemeral())
+    // With its DNS, on loopback: the model's MX lookups and the hosts' own checks (PTR,
+    // SPF) meet the scenario's DNS faults.
+    let options_farm =
+        FarmOptions::ephemeral().dns(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let farm = Farm::start_with(scenario.clone(), options_farm)
         .await
         .map_err(|e| format!("error: cannot start the farm: {e}"))?;
     let simulation = farm.simulate_with(sender, messages, options).await;
@@ -369,7 +373,7 @@ async fn compare(
             s.bounces
         );
     }
-    out.push_str("\ndelivery times are from arrival, of the messages delivered to every recipient; attempts: median-max tries that reached a host\n");
+    out.push_str("\ndelivery times: of each delivered recipient, from its message's arrival; attempts: median-max tries that reached a host\n");
     Ok(out)
 }
 

@@ -39,6 +39,30 @@ const MAX_PTR_NAMES: usize = 10;
 pub(crate) struct Lookups {
     server: SocketAddr,
     clock: Clock,
+    /// Asks as a sender's stub resolver does (recursion desired), not as the farm's own
+    /// checks: the journal and the DNS rules tell the two apart.
+    as_sender: bool,
+}
+
+/// What a sender's MX lookup finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MxLookup {
+    /// (preference, exchange), lower case without the final dot.
+    Exchanges(Vec<(u16, String)>),
+    /// `MX 0 .` (RFC 7505).
+    NullMx,
+    /// The name exists, without MX records: its own address is the implicit MX.
+    NoData,
+    NxDomain,
+    TempError,
+}
+
+/// A lookup's outcome with "no records" told apart from "no such name".
+enum Coded {
+    Found(Vec<RData>),
+    NoData,
+    NxDomain,
+    TempError,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -59,6 +83,36 @@ impl Lookups {
         Self {
             server: SocketAddr::new(ip, server.port()),
             clock,
+            as_sender: false,
+        }
+    }
+
+    /// The same server, asked as a sender asks.
+    pub(crate) fn asking_as_sender(mut self) -> Self {
+        self.as_sender = true;
+        self
+    }
+
+    /// The MX records of `domain`, as a sending MTA looks them up.
+    pub(crate) async fn mx(&self, domain: &str) -> MxLookup {
+        match self.coded(domain, RecordType::MX).await {
+            Coded::Found(data) => {
+                let mut exchanges: Vec<(u16, String)> = data
+                    .iter()
+                    .filter_map(|d| match d {
+                        RData::MX(mx) => Some((mx.preference, plain(&mx.exchange.to_ascii()))),
+                        _ => None,
+                    })
+                    .collect();
+                if exchanges.iter().any(|(_, e)| e.is_empty()) {
+                    return MxLookup::NullMx;
+                }
+                exchanges.sort();
+                MxLookup::Exchanges(exchanges)
+            }
+            Coded::NoData => MxLookup::NoData,
+            Coded::NxDomain => MxLookup::NxDomain,
+            Coded::TempError => MxLookup::TempError,
         }
     }
 
@@ -92,7 +146,7 @@ impl Lookups {
         // No recursion asked: what tells the server that the farm itself is asking (a
         // sender's stub resolver always asks for recursion), so the journal and the
         // transcript keep the farm's checks apart from the sender's own lookups.
-        options.recursion_desired = false;
+        options.recursion_desired = self.as_sender;
         match client.lookup(query, options).next().await {
             Some(response) => response,
             None => Err(NetError::from("the DNS exchange ended without an answer")),
@@ -100,8 +154,16 @@ impl Lookups {
     }
 
     async fn records(&self, name: &str, kind: RecordType) -> Looked<Vec<RData>> {
+        match self.coded(name, kind).await {
+            Coded::Found(found) => Looked::Found(found),
+            Coded::NoData | Coded::NxDomain => Looked::Missing,
+            Coded::TempError => Looked::TempError,
+        }
+    }
+
+    async fn coded(&self, name: &str, kind: RecordType) -> Coded {
         let Ok(fqdn) = DnsName::from_ascii(format!("{}.", name.trim_end_matches('.'))) else {
-            return Looked::Missing;
+            return Coded::NxDomain;
         };
         let answer = async {
             match self.ask(fqdn.clone(), kind, false).await {
@@ -113,7 +175,7 @@ impl Lookups {
         let deadline = self.clock.now() + LOOKUP_TIMEOUT;
         let response = tokio::select! {
             response = answer => response,
-            () = self.clock.sleep_until(deadline) => return Looked::TempError,
+            () = self.clock.sleep_until(deadline) => return Coded::TempError,
         };
         match response {
             Ok(response) => match response.metadata.response_code {
@@ -125,16 +187,19 @@ impl Lookups {
                         .map(|r| r.data.clone())
                         .collect();
                     if found.is_empty() {
-                        Looked::Missing
+                        Coded::NoData
                     } else {
-                        Looked::Found(found)
+                        Coded::Found(found)
                     }
                 }
-                ResponseCode::NXDomain => Looked::Missing,
-                _ => Looked::TempError,
+                ResponseCode::NXDomain => Coded::NxDomain,
+                _ => Coded::TempError,
             },
-            Err(error) if missing(&error) => Looked::Missing,
-            Err(_) => Looked::TempError,
+            Err(error) => match missing(&error) {
+                Some(ResponseCode::NXDomain) => Coded::NxDomain,
+                Some(_) => Coded::NoData,
+                None => Coded::TempError,
+            },
         }
     }
 
@@ -257,13 +322,20 @@ impl Lookups {
     }
 }
 
-/// NXDOMAIN or NODATA: "no such record", not a failure.
-fn missing(error: &NetError) -> bool {
-    matches!(
-        error,
+/// NXDOMAIN or NODATA (NOERROR without records): "no such record", not a failure; its
+/// code.
+fn missing(error: &NetError) -> Option<ResponseCode> {
+    match error {
         NetError::Dns(DnsError::NoRecordsFound(no))
-            if matches!(no.response_code, ResponseCode::NXDomain | ResponseCode::NoError)
-    )
+            if matches!(
+                no.response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            ) =>
+        {
+            Some(no.response_code)
+        }
+        _ => None,
+    }
 }
 
 /// A name without its final dot, lower case.

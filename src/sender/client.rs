@@ -55,7 +55,7 @@ impl Stage {
     }
 }
 
-/// A reply from the farm: its code and its first line's text after the code.
+/// A reply from the farm: its code and its text after the code, all lines joined.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServerReply {
     pub code: u16,
@@ -308,9 +308,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Talk<S> {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
             let (code, last, rest) = parse_line(text)?;
-            match &first {
+            match &mut first {
                 Some(f) if f.code != code => return None,
-                Some(_) => {}
+                // The lines joined with spaces, as an MTA's log writes a multi-line
+                // reply; an enhanced code repeated on every line is given once.
+                Some(f) => {
+                    let repeated = f.text.split(' ').next().filter(|c| c.contains('.'));
+                    let rest = match repeated {
+                        Some(c) => rest.strip_prefix(c).map_or(rest, str::trim_start),
+                        None => rest,
+                    };
+                    if !rest.is_empty() {
+                        f.text.push(' ');
+                        f.text.push_str(rest);
+                    }
+                }
                 None => {
                     first = Some(ServerReply {
                         code,

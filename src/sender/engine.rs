@@ -17,10 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
 use super::client::{self, Envelope, Trouble};
-use super::model::{MessageView, Model, Mx, Next, Plan, TryEnd};
+use super::model::{MessageView, Model, Next, Plan, TryEnd};
 use super::outcome::{
     Fate, MessageOutcome, NoticeKind, RecipientOutcome, SentNotice, SessionLog, Try,
 };
+use super::resolve::{Resolved, Resolver};
 use super::{SimMessage, SimOptions};
 use crate::farm::Farm;
 
@@ -38,6 +39,7 @@ struct Queued {
 /// held across a session.
 struct Shared<'a> {
     farm: &'a Farm,
+    resolver: Resolver,
     model: Mutex<(Box<dyn Model>, ChaCha8Rng)>,
     client: IpAddr,
     port: AtomicU32,
@@ -53,6 +55,7 @@ pub(super) async fn run(
     let lanes = model.lanes().max(1);
     let shared = Shared {
         farm,
+        resolver: Resolver::new(farm, options.client),
         model: Mutex::new((model, ChaCha8Rng::seed_from_u64(options.seed))),
         client: options.client,
         port: AtomicU32::new(0),
@@ -136,34 +139,6 @@ fn domain_of(address: &str) -> String {
         .rsplit_once('@')
         .map_or(address, |(_, d)| d)
         .to_ascii_lowercase()
-}
-
-/// The MX hosts of `domain` in the farm's scenario, or why there are none (a bounce, as
-/// a domain that does not exist or takes no mail is for every MTA).
-fn resolve(farm: &Farm, domain: &str) -> Result<Vec<Mx>, String> {
-    let scenario = farm.scenario();
-    let Some(d) = scenario
-        .domains
-        .iter()
-        .find(|d| d.name.eq_ignore_ascii_case(domain))
-    else {
-        return Err(format!(
-            "Host or domain name not found: {domain} is not a domain of the scenario"
-        ));
-    };
-    if d.null_mx {
-        return Err(format!("{domain} accepts no mail (null MX, RFC 7505)"));
-    }
-    if d.mx.is_empty() {
-        return Err(format!("{domain} has no MX host in the scenario"));
-    }
-    Ok(d.mx
-        .iter()
-        .map(|m| Mx {
-            host: m.host.clone(),
-            preference: m.preference,
-        })
-        .collect())
 }
 
 /// One look at a message: each domain of its pending recipients tried as the model says.
@@ -254,9 +229,18 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         .into_iter()
         .filter(|(_, a)| domain_of(a) == domain)
         .collect();
-    let mx = match resolve(shared.farm, domain) {
-        Ok(mx) => mx,
-        Err(why) => {
+    let mx = match shared.resolver.resolve(shared.farm, domain).await {
+        Resolved::Hosts(mx) => mx,
+        Resolved::Temporary(why) => {
+            q.outcome.tries.push(Try {
+                at: now,
+                sessions: Vec::new(),
+                waited: Some(why),
+            });
+            let borrowed: Vec<(usize, &str)> = ours.iter().map(|(i, a)| (*i, a.as_str())).collect();
+            return decide(shared, q, &borrowed, None);
+        }
+        Resolved::Permanent(why) => {
             for (i, _) in &ours {
                 settle(
                     q,

@@ -38,6 +38,7 @@ mod model;
 mod outcome;
 pub mod params;
 mod postfix;
+mod resolve;
 mod sendmail;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -348,13 +348,28 @@ fn render_message(out: &mut String, m: &MessageOutcome, g: Granularity) {
     out.push('\n');
 }
 
+/// The longest reply the text shows whole; the JSON has every reply in full.
+const SHOWN_REPLY: usize = 72;
+
+/// `reply`, cut to [`SHOWN_REPLY`] characters with `...` when longer.
+fn shown(reply: &str) -> String {
+    match reply.char_indices().nth(SHOWN_REPLY) {
+        Some((cut, _)) => format!("{}...", &reply[..cut]),
+        None => reply.to_string(),
+    }
+}
+
 fn session_text(s: &SessionLog) -> String {
     let mut parts = Vec::new();
     for (rcpt, reply) in &s.refused {
-        parts.push(format!("{reply} to RCPT <{rcpt}>"));
+        parts.push(format!("{} to RCPT <{rcpt}>", shown(reply)));
     }
     if let Some((stage, trouble)) = &s.failed {
-        parts.push(format!("{trouble} at {}", stage.name()));
+        parts.push(format!(
+            "{} at {}",
+            shown(&trouble.to_string()),
+            stage.name()
+        ));
     }
     if s.delivered > 0 {
         parts.push(format!("{} delivered", s.delivered));

@@ -75,7 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // Models of sending MTAs, run against a farm through its public API.
-    ("sender", &["farm", "millis", "render"]),
+    ("sender", &["dns", "farm", "millis", "policy", "render"]),
 ];
 
 /// Lines of code (comments, blank lines and tests aside) above which a file should be

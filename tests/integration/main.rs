@@ -27,6 +27,7 @@ mod rules;
 mod scenario_errors;
 mod scenario_fixtures;
 mod shipped;
+mod simulate;
 mod slow_clients;
 mod stories;
 mod strict;
