@@ -53,8 +53,17 @@ async fn run(messages: &[SimMessage]) -> (usize, usize, usize) {
         .expect("the farm");
     let simulation = farm.simulate(&Sender::postfix(), messages).await;
     farm.shutdown().await;
-    let sessions = simulation.summary.sessions_per_host.iter().map(|(_, n)| n).sum();
-    (sessions, simulation.summary.delivered, simulation.summary.bounced)
+    let sessions = simulation
+        .summary
+        .sessions_per_host
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    (
+        sessions,
+        simulation.summary.delivered,
+        simulation.summary.bounced,
+    )
 }
 
 fn main() {
