@@ -339,9 +339,10 @@ async fn compare(
         recipients(messages),
         scenario.name
     );
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(7);
     let _ = writeln!(
         out,
-        "{:<44} {:>9} {:>7} {:>6}  {:>10} {:>10} {:>10} {:>10}  {:>8} {:>6} {:>7}",
+        "{:<width$} {:>9} {:>7} {:>6}  {:>10} {:>10} {:>10} {:>10}  {:>8} {:>6} {:>7}",
         "variant",
         "delivered",
         "bounced",
@@ -359,7 +360,7 @@ async fn compare(
         let d = s.delivery_time;
         let _ = writeln!(
             out,
-            "{:<44} {:>9} {:>7} {:>6}  {:>10} {:>10} {:>10} {:>10}  {:>8} {:>6} {:>7}",
+            "{:<width$} {:>9} {:>7} {:>6}  {:>10} {:>10} {:>10} {:>10}  {:>8} {:>6} {:>7}",
             label,
             s.delivered,
             s.bounced,
@@ -373,7 +374,7 @@ async fn compare(
             s.bounces
         );
     }
-    out.push_str("\ndelivery times: of each delivered recipient, from its message's arrival; attempts: median-max tries that reached a host\n");
+    out.push_str("\ndelivered, bounced, queued: recipients; p50-max: delivery time of each delivered\nrecipient from its message's arrival; attempts: median-max tries per message that\nreached a host; warned: delay warnings sent\n");
     Ok(out)
 }
 

@@ -322,20 +322,30 @@ fn render_message(out: &mut String, m: &MessageOutcome, g: Granularity) {
         m.from,
         to.join(", ")
     );
+    // Tries and notices in time order; a notice after the try it followed.
+    let mut lines: Vec<(Duration, usize, String)> = Vec::new();
     for t in &m.tries {
-        if let Some(why) = &t.waited {
-            let _ = writeln!(out, "  {:<10} no connection: {why}", at(t.at));
-            continue;
-        }
-        let sessions: Vec<String> = t.sessions.iter().map(session_text).collect();
-        let _ = writeln!(out, "  {:<10} {}", at(t.at), sessions.join("; "));
+        let text = match &t.waited {
+            Some(why) => format!("no connection: {why}"),
+            None => t
+                .sessions
+                .iter()
+                .map(session_text)
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        lines.push((t.at, 0, text));
     }
     for n in &m.notices {
         let kind = match n.kind {
             NoticeKind::DelayWarning => "delay warning",
             NoticeKind::Bounce => "bounce",
         };
-        let _ = writeln!(out, "  {:<10} {kind} to <{}>: {}", at(n.at), m.from, n.text);
+        lines.push((n.at, 1, format!("{kind} to <{}>: {}", m.from, n.text)));
+    }
+    lines.sort_by_key(|(at, order, _)| (*at, *order));
+    for (t, _, text) in lines {
+        let _ = writeln!(out, "  {:<10} {text}", at(t));
     }
     for r in &m.recipients {
         let fate = match &r.fate {
