@@ -25,6 +25,9 @@ use super::resolve::{Resolved, Resolver};
 use super::{SimMessage, SimOptions};
 use crate::farm::Farm;
 
+/// The least time between two looks at a message.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
 /// A message in the queue.
 struct Queued {
     outcome: MessageOutcome,
@@ -413,7 +416,9 @@ fn decide(
         shared.model.lock().0.next(&view, end, now)
     };
     match next {
-        Next::At(t) => Some(t.max(now)),
+        // At least a second on: a model set to wait nothing (`MessageRetryInterval=0`)
+        // would otherwise look again at the same instant for ever.
+        Next::At(t) => Some(t.max(now + MIN_WAIT)),
         Next::GiveUp { why } => {
             for (i, _) in still {
                 settle(
