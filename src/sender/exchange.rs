@@ -246,3 +246,67 @@ impl Model for Exchange {
         format!("Delivery has failed to these recipients or groups: {why}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::client::{Session, Stage, Trouble};
+
+    fn view() -> MessageView<'static> {
+        MessageView {
+            index: 0,
+            from: "a@sender.test",
+            arrived: Duration::ZERO,
+            pending: &[(0, "b@x.test")],
+            tries: 0,
+        }
+    }
+
+    /// Microsoft's TransientFailureRetryCount and TransientFailureRetryInterval (6 tries
+    /// 5 minutes apart), then OutboundConnectionFailureRetryInterval (10 minutes): the
+    /// waits after connection failures in a row.
+    #[test]
+    fn connection_failures_retry_six_times_quickly_then_slowly() {
+        let mut exchange = Exchange::new(&Params::defaults("exchange-2016", SPECS_2016));
+        let refused = Session {
+            failure: Some((Stage::Greeting, Trouble::Lost)),
+            ..Session::default()
+        };
+        let sessions = [("mx1".to_string(), refused)];
+        let end = TryEnd {
+            sessions: &sessions,
+            any_handshake: false,
+        };
+        let mut now = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let Next::At(at) = exchange.next(&view(), Some(&end), now) else {
+                panic!("gave up");
+            };
+            waits.push((at - now).as_secs() / 60);
+            now = at;
+        }
+        assert_eq!(waits, [5, 5, 5, 5, 5, 5, 10, 10]);
+    }
+
+    /// MessageRetryInterval after a deferral past the handshake; MessageExpirationTimeout
+    /// (2 days) returns the message.
+    #[test]
+    fn deferred_messages_retry_every_interval_and_expire_after_two_days() {
+        let mut exchange = Exchange::new(&Params::defaults("exchange-2010", SPECS_2010));
+        let sessions = [("mx1".to_string(), Session::default())];
+        let end = TryEnd {
+            sessions: &sessions,
+            any_handshake: true,
+        };
+        let Next::At(at) = exchange.next(&view(), Some(&end), Duration::ZERO) else {
+            panic!("gave up");
+        };
+        assert_eq!(at, Duration::from_secs(60));
+        let two_days = Duration::from_secs(2 * 86_400);
+        let Next::GiveUp { why } = exchange.next(&view(), Some(&end), two_days) else {
+            panic!("kept a message past MessageExpirationTimeout");
+        };
+        assert!(why.contains("QUEUE.Expired"), "{why}");
+    }
+}

@@ -213,3 +213,68 @@ impl Model for Sendmail {
         format!("Returned mail: see transcript for details: {why}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cf/README: Timeout.queuewarn (4h) warns once, Timeout.queuereturn (5d) returns;
+    /// queue runs every QueueInterval.
+    #[test]
+    fn it_warns_at_queuewarn_returns_at_queuereturn_and_retries_on_queue_runs() {
+        let mut sendmail = Sendmail::new(&Params::defaults("sendmail", SPECS));
+        let view = MessageView {
+            index: 0,
+            from: "a@sender.test",
+            arrived: Duration::ZERO,
+            pending: &[(0, "b@x.test")],
+            tries: 0,
+        };
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert!(sendmail.notices(&view, h(3)).is_empty());
+        assert!(sendmail.notices(&view, h(4))[0].text.contains("past 4h"));
+        assert!(sendmail.notices(&view, h(5)).is_empty());
+        assert_eq!(
+            sendmail.next(&view, None, Duration::from_secs(61)),
+            Next::At(Duration::from_secs(1800))
+        );
+        assert!(matches!(
+            sendmail.next(&view, None, h(120)),
+            Next::GiveUp { .. }
+        ));
+    }
+
+    /// cf/README, Timeout.hoststatus: a host whose handshake failed is skipped for 30
+    /// minutes, for every message.
+    #[test]
+    fn a_failed_host_is_skipped_for_timeout_hoststatus() {
+        use crate::sender::client::{Session, Stage, Trouble};
+        let mut sendmail = Sendmail::new(&Params::defaults("sendmail", SPECS));
+        let view = MessageView {
+            index: 0,
+            from: "a@sender.test",
+            arrived: Duration::ZERO,
+            pending: &[(0, "b@x.test")],
+            tries: 0,
+        };
+        let failed = Session {
+            failure: Some((Stage::Connect, Trouble::Lost)),
+            ..Session::default()
+        };
+        sendmail.after_session(&view, "mx1", &failed, Duration::ZERO);
+        let mx = [Mx {
+            host: "mx1".to_string(),
+            preference: 10,
+        }];
+        let mut rng = <ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(1);
+        let at = |m: u64| Duration::from_secs(m * 60);
+        assert!(matches!(
+            sendmail.plan(&view, &mx, at(29), &mut rng),
+            Plan::Wait { .. }
+        ));
+        assert!(matches!(
+            sendmail.plan(&view, &mx, at(30), &mut rng),
+            Plan::Try { .. }
+        ));
+    }
+}
