@@ -7,7 +7,9 @@
 # refused with a 5xx and never offered again, and every attempt the MTA logged for a
 # recipient is one RCPT in the journal. Then each MTA delivers to a farm that it finds
 # through the farm's own DNS server alone (tests/e2e/dns-mta.toml; see test_mta_dns),
-# checked by scripts/e2e-mta-dns-check.py.
+# checked by scripts/e2e-mta-dns-check.py. And each MTA is checked against its model in
+# mxfarm simulate (tests/e2e/model-check.toml, scripts/e2e-mta-model-check.py): the same
+# settings and messages in virtual time give the same tries, hosts and outcomes.
 #
 # It installs and purges packages (the two MTAs conflict as Debian packages), so it runs
 # only as root on a machine meant for it: with CI=true, or MXFARM_E2E_MTA=1 to run it by
@@ -394,9 +396,10 @@ readonly DNS_ADDR=127.0.0.153
 readonly DNS_SPREAD=16 # messages over mx1 and mx2: all on one of them by chance is 2^-15
 dns_ns_pid= # a process in the MTA's namespace, while it runs there
 
+# write_farm_resolv_conf DIR [SCENARIO ADDR]: the farm's DNS (dns-mta's by default).
 write_farm_resolv_conf() {
   printf '# scripts/e2e-mta.sh: the farm'"'"'s DNS (tests/e2e/%s.toml)\nnameserver %s\n' \
-    "$DNS_SCENARIO" "$DNS_ADDR" >"$1/resolv.conf"
+    "${2:-$DNS_SCENARIO}" "${3:-$DNS_ADDR}" >"$1/resolv.conf"
 }
 
 # in_farm_namespace RUN COMMAND...: COMMAND in a new mount namespace that sees the farm's
@@ -583,6 +586,88 @@ wait_farms_idle_one() {
   fail "$(basename "$journal"): $((opened - closed)) connection(s) still open after 30s"
 }
 
+# ------------------------------------------------------------------ the MTA against its model
+
+# tests/e2e/model-check.toml: deferrals counted in attempts, three MX hosts of distinct
+# preference on 127.0.0.6-8:25, found through the farm's DNS on MODEL_DNS_ADDR, as in the
+# DNS phase (the MTA in a mount namespace that sees the farm's resolv.conf). Each message
+# has a sender of its own, which names its deliveries in both transcripts.
+readonly MODEL_SCENARIO=model-check
+readonly MODEL_DNS_ADDR=127.0.0.154
+
+# The model of this MTA, with the settings written above and the same messages, run by
+# `mxfarm simulate` in virtual time, must tell the same story of model-check as the real
+# MTA did: the same tries, hosts in the same order, the same outcomes.
+check_model() {
+  local mta=$1 run=$2 line settings=()
+  case $mta in
+    postfix) settings=(--sender postfix --set queue_run_delay=5s --set minimal_backoff_time=5s
+      --set maximal_backoff_time=10s --set maximal_queue_lifetime=2m --set bounce_queue_lifetime=2m
+      --set "smtp_data_done_timeout=$MTA_TIMEOUT") ;;
+    exim) settings=(--sender exim --set "retry=F,2m,5s" --set queue_run_interval=5s
+      --set "final_timeout=$MTA_TIMEOUT") ;;
+  esac
+  awk -F '\t' '$1 == "model-check" { print $3, $4 }' "$run/manifest.tsv" >"$run/model-messages.txt"
+  "$bin" transcript --json "$run/$MODEL_SCENARIO.jsonl" >"$run/model-real.json" 2>/dev/null \
+    || fail "$mta model: mxfarm transcript --json of model-check"
+  if ! "$bin" simulate "$FIXTURES/$MODEL_SCENARIO.toml" "${settings[@]}" --client 127.0.0.1 \
+    --messages-file "$run/model-messages.txt" --json >"$run/model-sim.json" 2>"$run/model-sim.err"; then
+    fail "$mta model: mxfarm simulate"; cat "$run/model-sim.err"; return
+  fi
+  "$bin" simulate "$FIXTURES/$MODEL_SCENARIO.toml" "${settings[@]}" --client 127.0.0.1 \
+    --messages-file "$run/model-messages.txt" --show sender >"$run/model-sim.txt" 2>&1 || true
+  cat "$run/model-sim.txt"
+  while IFS= read -r line; do
+    case $line in
+      "ok   "*) pass "${line#ok   }" ;;
+      "FAIL "*) fail "${line#FAIL }" ;;
+      *) echo "$line" ;;
+    esac
+  done < <(python3 scripts/e2e-mta-model-check.py "$mta" "$run/model-real.json" "$run/model-sim.json")
+}
+
+test_mta_model() {
+  local mta=$1 run="$work/$1-model" started=$SECONDS
+  mkdir -p "$run"
+  step "$mta: against its model in virtual time (tests/e2e/$MODEL_SCENARIO.toml)"
+  "$bin" run "$FIXTURES/$MODEL_SCENARIO.toml" --dns "$MODEL_DNS_ADDR:53" --journal "$run/$MODEL_SCENARIO.jsonl" \
+    >"$run/$MODEL_SCENARIO.out" 2>"$run/$MODEL_SCENARIO.err" &
+  farm_pid[$MODEL_SCENARIO]=$!
+  for _ in $(seq 100); do
+    grep -q '^Ready\.' "$run/$MODEL_SCENARIO.out" 2>/dev/null && break
+    kill -0 "${farm_pid[$MODEL_SCENARIO]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q '^Ready\.' "$run/$MODEL_SCENARIO.out"; then
+    pass "$mta model: farm $MODEL_SCENARIO ready, its DNS on $MODEL_DNS_ADDR:53"
+  else
+    fail "$mta model: farm $MODEL_SCENARIO did not start"; cat "$run/$MODEL_SCENARIO.out" "$run/$MODEL_SCENARIO.err"; return
+  fi
+  write_farm_resolv_conf "$run" "$MODEL_SCENARIO" "$MODEL_DNS_ADDR"
+  "configure_${mta}_dns" "$run"
+  # The model has no connection cache: with it, Postfix hands a message the open
+  # connection a message before it left (log: conn_use=2), to whichever host that was,
+  # depending on which delivery ends first in real time.
+  [ "$mta" = postfix ] && postconf -e smtp_connection_cache_on_demand=no
+  if ! "start_${mta}_dns" "$run" || [ -z "$dns_ns_pid" ]; then
+    fail "$mta model: $mta did not start in its namespace"; stop_farms; return
+  fi
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-plain model-plain@sender.test alice@model.test
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-slow model-slow@sender.test slow-bob@model.test
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-busy model-busy@sender.test carol@model.test
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-gone model-gone@sender.test gone@model.test
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-mixed model-mixed@sender.test dave@model.test slow-eve@model.test
+  send_message "$mta" "$run" "$MODEL_SCENARIO" model-late model-late@sender.test frank@model.test
+  wait_queue_empty "$mta" || true
+  "stop_$mta"
+  dns_ns_pid=
+  wait_farms_idle_one "$run/$MODEL_SCENARIO.jsonl"
+  stop_farms
+  "$bin" transcript "$run/$MODEL_SCENARIO.jsonl" 2>&1 || true
+  check_model "$mta" "$run"
+  pass "$mta model: tested in $((SECONDS - started))s"
+}
+
 # ------------------------------------------------------------------ one MTA
 
 test_mta() {
@@ -609,6 +694,7 @@ test_mta() {
   step "$mta: its log lines, message by message"
   sed -n '/^--- /,$p' "$run/checks.txt" | tail -n +2
   test_mta_dns "$mta"
+  test_mta_model "$mta"
   step "$mta: purge"
   purge_mtas
   pass "$mta: tested and purged in $((SECONDS - started))s"
@@ -678,7 +764,7 @@ main() {
   command -v python3 >/dev/null || apt_get install --no-install-recommends python3
   cargo build --quiet
   local fixtures=() name
-  for name in "${SCENARIOS[@]}" "$DNS_SCENARIO"; do fixtures+=("$FIXTURES/$name.toml"); done
+  for name in "${SCENARIOS[@]}" "$DNS_SCENARIO" "$MODEL_SCENARIO"; do fixtures+=("$FIXTURES/$name.toml"); done
   if "$bin" check "${fixtures[@]}" >"$work/check.out" 2>&1; then
     pass "mxfarm check tests/e2e/*-fast.toml $DNS_SCENARIO.toml"
   else

@@ -14,9 +14,11 @@
 //!   sender (`address_retry_include_sender`). A success clears the record.
 //! - **Queue runs** every `queue_run_interval` (the daemon's `-q` option) look at every
 //!   message; an address or host whose retry time has not come is skipped.
-//! - **Hosts**: MX order, equal preferences shuffled, at most `hosts_max_try`; every
-//!   host is tried in one run for the addresses still deferred. A 5xx greeting fails the
-//!   addresses (Exim, unlike Postfix, does not move on).
+//! - **Hosts**: MX order, equal preferences shuffled, at most `hosts_max_try`; the next
+//!   host is tried in the same run for the addresses still deferred, until a host takes
+//!   the message for some of them: then the rest wait for the next queue run, with no
+//!   retry record of their own, as the real Exim of the end-to-end suite does. A 5xx greeting fails the addresses (Exim,
+//!   unlike Postfix, does not move on).
 //! - **Delay warnings** at each time of `delay_warning` (a colon-separated list, the last
 //!   repeating).
 
@@ -373,7 +375,10 @@ impl Model for Exim {
             let key = self.address_key(message, address);
             if reply.is_ok() {
                 self.addresses.remove(&key);
-            } else if !reply.is_permanent() {
+            } else if !reply.is_permanent() && session.delivered.is_empty() {
+                // Beside recipients the host took, a 4xx leaves no retry record (Exim
+                // logs it `defer (0)`, not the RCPT error's -44): the next queue run
+                // tries it again, on every host.
                 self.fail(Which::Address(key), now, index);
             }
         }
@@ -393,7 +398,11 @@ impl Model for Exim {
                 self.fail(Which::Message(host.to_string()), now, index);
             }
         }
-        true
+        // A host that took the message for some recipients ends the delivery for the
+        // rest, which the next queue run takes up, as the real Exim 4.96 of the
+        // end-to-end suite does (tests/e2e/model-check.toml, dave@ and slow-eve@ in one
+        // message).
+        session.delivered.is_empty()
     }
 
     fn bounces_on_5xx_handshake(&self) -> bool {

@@ -234,3 +234,85 @@ async fn the_seed_decides_the_order_of_equal_preference_hosts() {
         seen[0]
     );
 }
+
+/// A model told to wait nothing still moves on: the engine waits at least a second
+/// between two looks at a message, so the run ends.
+#[tokio::test(start_paused = true)]
+async fn a_retry_interval_of_zero_still_lets_time_pass() {
+    let sender = Sender::new(ModelKind::Exchange2016)
+        .set("MessageRetryInterval", "0")
+        .unwrap();
+    let farm = farm("greylist").await;
+    let simulation = farm
+        .simulate(
+            &sender,
+            &[SimMessage::new("me@sender.test", &["bob@greylist.test"])],
+        )
+        .await;
+    let m = &simulation.messages[0];
+    assert_eq!(m.delivered_after(), Some(Duration::from_secs(300)));
+    // A look every second until the greylisting's 5 minutes are over.
+    assert_eq!(m.attempts(), 301);
+    farm.shutdown().await;
+}
+
+/// The hosts of each try of each message of tests/e2e/model-check.toml, which the
+/// end-to-end suite also checks against the real Postfix and Exim.
+async fn model_check_tries(sender: Sender) -> Vec<Vec<Vec<String>>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/model-check.toml");
+    let scenario = scenario::load_named(path).unwrap();
+    let dns = SocketAddr::from(([127, 0, 0, 1], 0));
+    let farm = Farm::start_with(scenario, FarmOptions::ephemeral().dns(dns))
+        .await
+        .unwrap();
+    let messages = [
+        SimMessage::new("model-slow@sender.test", &["slow-bob@model.test"]),
+        SimMessage::new(
+            "model-mixed@sender.test",
+            &["dave@model.test", "slow-eve@model.test"],
+        ),
+    ];
+    let simulation = farm.simulate(&sender, &messages).await;
+    farm.shutdown().await;
+    simulation
+        .messages
+        .iter()
+        .map(|m| {
+            m.tries
+                .iter()
+                .map(|t| t.sessions.iter().map(|s| s.host.clone()).collect())
+                .collect()
+        })
+        .collect()
+}
+
+/// postconf(5), smtp_mx_session_limit: two sessions past the handshake per delivery, so
+/// a 452 at RCPT on every host is tried on mx1 and mx2, not mx3; the fifth RCPT passes.
+#[tokio::test(start_paused = true)]
+async fn postfix_stops_a_try_after_two_sessions_that_passed_the_handshake() {
+    let tries = model_check_tries(Sender::postfix()).await;
+    let both = vec![vec!["mx1".to_string(), "mx2".to_string()]; 2];
+    let mut expected = both.clone();
+    expected.push(vec!["mx1".to_string()]);
+    assert_eq!(tries[0], expected);
+    assert_eq!(tries[1], expected);
+}
+
+/// Exim tries the next host for addresses still deferred only while no host has taken
+/// the message: slow-bob@ alone goes to all three hosts; slow-eve@, whose message mx1
+/// took for dave@, waits for the next queue run, then goes to all three (as the real
+/// Exim 4.96 does).
+#[tokio::test(start_paused = true)]
+async fn exim_leaves_the_rest_to_the_next_queue_run_once_a_host_took_the_message() {
+    let tries = model_check_tries(Sender::new(ModelKind::Exim)).await;
+    let hosts = |list: &[&[&str]]| -> Vec<Vec<String>> {
+        list.iter()
+            .map(|t| t.iter().map(|h| h.to_string()).collect())
+            .collect()
+    };
+    assert_eq!(tries[0], hosts(&[&["mx1", "mx2", "mx3"], &["mx1", "mx2"]]));
+    assert_eq!(
+        tries[1],
+        hosts(&[&["mx1"], &["mx1", "mx2", "mx3"], &["mx1"]])
+    );
+}
