@@ -11,12 +11,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use super::client::{self, Envelope, Trouble};
+use super::client::{self, Envelope, Stage, Trouble};
 use super::model::{MessageView, Model, Next, Plan, TryEnd};
 use super::outcome::{
     Fate, MessageOutcome, NoticeKind, RecipientOutcome, SentNotice, SessionLog, Try,
@@ -30,6 +33,11 @@ const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A message in the queue.
 struct Queued {
+    rng: ChaCha8Rng,
+    /// When each domain of its pending recipients is looked at next (absent: now).
+    due: BTreeMap<String, Duration>,
+    /// Tries made per domain: the schedule of one domain is not the other's.
+    domain_tries: BTreeMap<String, usize>,
     outcome: MessageOutcome,
     content: String,
     /// Recipients not yet delivered or bounced, by index.
@@ -43,7 +51,7 @@ struct Queued {
 struct Shared<'a> {
     farm: &'a Farm,
     resolver: Resolver,
-    model: Mutex<(Box<dyn Model>, ChaCha8Rng)>,
+    model: Mutex<Box<dyn Model>>,
     client: IpAddr,
     port: AtomicU32,
 }
@@ -59,33 +67,64 @@ pub(super) async fn run(
     let shared = Shared {
         farm,
         resolver: Resolver::new(farm, options.client),
-        model: Mutex::new((model, ChaCha8Rng::seed_from_u64(options.seed))),
+        model: Mutex::new(model),
         client: options.client,
         port: AtomicU32::new(0),
     };
-    let mut queue: Vec<Queued> = messages
+    let mut slots: Vec<Option<Queued>> = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| queued(i, m, start))
+        .map(|(i, m)| Some(queued(i, m, start, options.seed)))
         .collect();
-    let until = start + options.limit;
-    while let Some(next) = queue.iter().filter_map(|q| q.next_at).min() {
-        if next > until {
-            break;
-        }
-        farm.clock().sleep_until(next).await;
+    let until = start.saturating_add(options.limit);
+    let mut running = FuturesUnordered::new();
+    loop {
         let now = farm.now();
-        let due = queue
-            .iter_mut()
-            .filter(|q| q.next_at.is_some_and(|t| t <= now));
-        futures_util::stream::iter(due)
-            .map(|q| look(&shared, q))
-            .buffer_unordered(lanes)
-            .collect::<Vec<()>>()
-            .await;
+        // Each look starts when it falls due, oldest due first, while a lane is free: a
+        // session that hangs holds up its own message only.
+        if running.len() < lanes {
+            let mut due: Vec<(Duration, usize)> = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| {
+                    let t = slot.as_ref()?.next_at?;
+                    (t <= now && t <= until).then_some((t, i))
+                })
+                .collect();
+            due.sort_unstable();
+            for (_, i) in due.into_iter().take(lanes - running.len()) {
+                if let Some(q) = slots[i].take() {
+                    let shared = &shared;
+                    running.push(async move {
+                        let mut q = q;
+                        look(shared, &mut q).await;
+                        (i, q)
+                    });
+                }
+            }
+        }
+        let next_idle = slots
+            .iter()
+            .flatten()
+            .filter_map(|q| q.next_at)
+            .filter(|t| *t <= until)
+            .min();
+        if running.is_empty() {
+            match next_idle {
+                Some(t) => farm.clock().sleep_until(t).await,
+                None => break,
+            }
+            continue;
+        }
+        let wake = next_idle.filter(|_| running.len() < lanes);
+        tokio::select! {
+            Some((i, q)) = running.next() => slots[i] = Some(q),
+            () = sleep_or_never(farm, wake) => {}
+        }
     }
-    queue
+    slots
         .into_iter()
+        .flatten()
         .map(|mut q| {
             for &i in &q.pending {
                 q.outcome.recipients[i].fate = Fate::Queued;
@@ -95,7 +134,15 @@ pub(super) async fn run(
         .collect()
 }
 
-fn queued(index: usize, message: &SimMessage, start: Duration) -> Queued {
+/// Sleeps until farm time `wake`, or for ever.
+async fn sleep_or_never(farm: &Farm, wake: Option<Duration>) {
+    match wake {
+        Some(t) => farm.clock().sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn queued(index: usize, message: &SimMessage, start: Duration, seed: u64) -> Queued {
     let number = index + 1;
     let domain = message
         .from
@@ -112,8 +159,13 @@ fn queued(index: usize, message: &SimMessage, start: Duration) -> Queued {
             .collect::<Vec<_>>()
             .join(", "),
     ));
-    let arrived = start + message.at;
+    let arrived = start.saturating_add(message.at);
     Queued {
+        // A generator per message, from the seed and its number: the order of
+        // equal-preference hosts does not hang on the order in which looks come.
+        rng: ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        due: BTreeMap::new(),
+        domain_tries: BTreeMap::new(),
         outcome: MessageOutcome {
             number,
             message_id,
@@ -155,21 +207,31 @@ async fn look(shared: &Shared<'_>, q: &mut Queued) {
         }
     }
     let bounces_before = bounced(q);
-    let mut next_at: Option<Duration> = None;
     for domain in domains {
-        if let Some(at) = look_at_domain(shared, q, &domain).await {
-            next_at = Some(next_at.map_or(at, |n| n.min(at)));
+        // Each domain on its own schedule: one in a long wait is not tried with another
+        // that is due.
+        if q.due.get(&domain).is_some_and(|t| *t > now) {
+            continue;
         }
+        *q.domain_tries.entry(domain.clone()).or_default() += 1;
+        match look_at_domain(shared, q, &domain).await {
+            Some(at) => q.due.insert(domain, at),
+            None => q.due.remove(&domain),
+        };
     }
     let end = shared.farm.now();
-    q.next_at = if q.pending.is_empty() { None } else { next_at };
+    q.next_at = if q.pending.is_empty() {
+        None
+    } else {
+        q.due.values().min().copied()
+    };
     if !q.pending.is_empty() {
         let notices = {
             let addresses = addresses(q);
             let borrowed: Vec<(usize, &str)> =
                 addresses.iter().map(|(i, a)| (*i, a.as_str())).collect();
             let view = view(q, &borrowed);
-            shared.model.lock().0.notices(&view, end)
+            shared.model.lock().notices(&view, end)
         };
         for n in notices {
             q.outcome.notices.push(SentNotice {
@@ -179,7 +241,8 @@ async fn look(shared: &Shared<'_>, q: &mut Queued) {
             });
         }
     }
-    if bounced(q) > bounces_before {
+    // A bounce is never sent for a bounce (RFC 5321 section 6.1).
+    if bounced(q) > bounces_before && !q.outcome.from.is_empty() {
         let why = q
             .outcome
             .recipients
@@ -190,7 +253,7 @@ async fn look(shared: &Shared<'_>, q: &mut Queued) {
                 _ => None,
             })
             .unwrap_or_default();
-        let text = shared.model.lock().0.bounce(&why);
+        let text = shared.model.lock().bounce(&why);
         q.outcome.notices.push(SentNotice {
             at: end,
             kind: NoticeKind::Bounce,
@@ -214,13 +277,20 @@ fn addresses(q: &Queued) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// The model's view of `q` with `pending` (all of one domain, but for notices); its
+/// tries are those of that domain.
 fn view<'a>(q: &'a Queued, pending: &'a [(usize, &'a str)]) -> MessageView<'a> {
+    let tries = pending
+        .first()
+        .and_then(|(_, a)| q.domain_tries.get(&domain_of(a)))
+        .copied()
+        .unwrap_or(q.outcome.tries.len());
     MessageView {
         index: q.outcome.number - 1,
         from: &q.outcome.from,
         arrived: q.outcome.arrived,
         pending,
-        tries: q.outcome.tries.len(),
+        tries,
     }
 }
 
@@ -258,11 +328,12 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         }
     };
     let borrowed: Vec<(usize, &str)> = ours.iter().map(|(i, a)| (*i, a.as_str())).collect();
+    let mut rng = std::mem::replace(&mut q.rng, ChaCha8Rng::seed_from_u64(0));
     let plan = {
         let view = view(q, &borrowed);
-        let (model, rng) = &mut *shared.model.lock();
-        model.plan(&view, &mx, now, rng)
+        shared.model.lock().plan(&view, &mx, now, &mut rng)
     };
+    q.rng = rng;
     let (hosts, mut todo) = match plan {
         Plan::Wait { why } => {
             q.outcome.tries.push(Try {
@@ -275,8 +346,7 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         Plan::Try { hosts, recipients } => (hosts, recipients),
     };
     let (timeouts, limit, helo, bounce_5xx_handshake) = {
-        let guard = shared.model.lock();
-        let m = &guard.0;
+        let m = shared.model.lock();
         (
             m.timeouts(),
             m.session_limit(),
@@ -354,8 +424,17 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         };
         if permanent && let Some((stage, trouble)) = &session.failure {
             let why = format!("{trouble} (at {})", stage.name());
+            // After RCPT, the refusal is of the message its recipients were accepted
+            // for; one deferred at RCPT stays deferred.
+            let accepted: Vec<usize> = session
+                .rcpt
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(i, _)| *i)
+                .collect();
+            let after_rcpt = matches!(stage, Stage::Data | Stage::Dot);
             for &i in &todo {
-                if q.pending.contains(&i) {
+                if q.pending.contains(&i) && (!after_rcpt || accepted.contains(&i)) {
                     settle(
                         q,
                         i,
@@ -373,7 +452,6 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
             shared
                 .model
                 .lock()
-                .0
                 .after_session(&view, &host, &session, at)
         };
         logs.push(log);
@@ -413,7 +491,7 @@ fn decide(
     let now = shared.farm.now();
     let next = {
         let view = view(q, &still);
-        shared.model.lock().0.next(&view, end, now)
+        shared.model.lock().next(&view, end, now)
     };
     match next {
         // At least a second on: a model set to wait nothing (`MessageRetryInterval=0`)
