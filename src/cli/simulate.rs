@@ -15,6 +15,21 @@ use mxfarm::{Farm, FarmOptions};
 
 use super::{finish, print_err};
 
+/// `mxfarm simulate --help`'s examples.
+pub(crate) const EXAMPLES: &str = "Examples:
+  mxfarm simulate aol --sender postfix --to alice@aol.test,full-bob@aol.test --messages 100
+  mxfarm simulate aol --sender exchange-2010 --set DelayNotificationTimeout=00:30:00 --to bob@aol.test
+  mxfarm simulate aol --sender exchange-2016 --to full-bob@aol.test \\
+      --compare 'MessageRetryInterval=1m' 'MessageRetryInterval=15m'
+  mxfarm simulate greylist --sender exim --to bob@greylist.test --compare exim postfix
+  mxfarm simulate aol --sender ./my-queue.toml --to alice@aol.test --show summary
+  mxfarm simulate aol --sender exim --parameters     every parameter, its default and source
+  mxfarm simulate aol --to bob@aol.test --json | jq '.sender.summary'
+
+Time is virtual: days of retries take a moment. The farm is a fresh one on ephemeral
+ports; the sender reaches it over in-memory connections, and the farm's transcript and
+report tell the same story they would of a real sender.";
+
 /// The arguments of `mxfarm simulate`.
 #[derive(clap::Args)]
 pub(crate) struct SimulateArgs {
@@ -192,7 +207,7 @@ fn messages(args: &SimulateArgs, scenario: &Scenario) -> Result<Vec<SimMessage>,
     let interval = args.interval;
     Ok((0..args.messages)
         .map(|i| SimMessage {
-            at: interval * u32::try_from(i).unwrap_or(u32::MAX),
+            at: interval.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX)),
             ..SimMessage::new(&args.from, &to)
         })
         .collect())

@@ -10,7 +10,7 @@
 //! hosts-per-try = 5
 //! delay-warning = "4h"          # warn the sender once at this age ("0": never)
 //! lanes = 10                    # deliveries at once
-//! timeout = "5m"                # wait for each reply
+//! timeout = "5m"                # wait for each reply; twice that for the end of data
 //! ```
 
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub(super) const SPECS: &[Spec] = &[
         kind: Kind::Duration,
         default: "5m",
         source: "RFC 5321 §4.5.3.2: 5 minutes for the greeting, MAIL and RCPT",
-        what: "wait for each reply",
+        what: "wait for each reply (twice that for the end of data)",
     },
 ];
 

@@ -92,6 +92,9 @@ pub(super) const SPECS: &[Spec] = &[
     },
 ];
 
+/// The longest wait a geometric item gives.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 86_400);
+
 /// One item of a retry rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Item {
@@ -204,7 +207,10 @@ pub(super) fn after_failure(rules: &[Item], old: Option<Record>, now: Duration) 
                 if last < first {
                     first
                 } else {
-                    last.mul_f64(factor)
+                    // A huge factor waits a year at most, and never overflows.
+                    Duration::try_from_secs_f64(last.as_secs_f64() * factor)
+                        .unwrap_or(MAX_WAIT)
+                        .min(MAX_WAIT)
                 }
             }
         },
@@ -517,6 +523,11 @@ mod tests {
                 .contains("cutoff")
         );
         assert!(parse_rules("").is_err());
+        // A factor that would overflow waits a year, at most.
+        let rules = parse_rules("G,4d,1h,1e300").unwrap();
+        let first = after_failure(&rules, None, Duration::ZERO);
+        let second = after_failure(&rules, Some(first), first.next_try);
+        assert_eq!(second.next_try - first.next_try, MAX_WAIT);
     }
 
     /// The spec, `delay_warning`: the last time in the list repeats.

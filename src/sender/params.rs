@@ -217,6 +217,18 @@ pub(crate) fn parse(kind: Kind, text: &str) -> Result<Value, String> {
 /// Postfix reads its time parameters), Exim's `1h30m`, Exchange's TimeSpan `00:15:00` or
 /// `2.00:00:00`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed = parse_any_duration(text)?;
+    if parsed > MAX_DURATION {
+        return Err("longer than 100 years; no MTA keeps mail that long".to_string());
+    }
+    Ok(parsed)
+}
+
+/// The longest duration a parameter, an offset or a limit takes: far from overflowing
+/// when added to farm time.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn parse_any_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let hint = "write e.g. 300s, 15m, 4h, 5d, 1h30m or 00:15:00";
     if text.is_empty() {
@@ -250,10 +262,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("a unit without a number; {hint}"))?;
         number.clear();
-        total += Duration::from_secs(
-            n.checked_mul(unit)
-                .ok_or_else(|| format!("too large; {hint}"))?,
-        );
+        let part = n
+            .checked_mul(unit)
+            .ok_or_else(|| format!("too large; {hint}"))?;
+        total = total
+            .checked_add(Duration::from_secs(part))
+            .ok_or_else(|| format!("too large; {hint}"))?;
     }
     if !number.is_empty() {
         return Err(format!("a number without a unit at the end; {hint}"));
@@ -275,7 +289,11 @@ fn parse_timespan(text: &str) -> Option<Duration> {
     if m >= 60 || s >= 60 {
         return None;
     }
-    Some(Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h.checked_mul(3600)?)?
+        .checked_add(m * 60 + s)?;
+    Some(Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -297,6 +315,14 @@ mod tests {
         assert!(d("1h30").unwrap_err().contains("without a unit"));
         assert!(d("00:61:00").is_err());
         assert!(d("").is_err());
+        assert!(
+            d("18446744073709551615s1s")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(d("99999999999999.00:00:00").is_err());
+        assert!(d("101y").is_err());
+        assert!(d("40000d").unwrap_err().contains("100 years"));
     }
 
     #[test]

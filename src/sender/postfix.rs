@@ -9,8 +9,8 @@
 //! - **A try** walks the MX hosts by preference, equal ones shuffled
 //!   (`smtp_randomize_addresses`), at most `smtp_mx_address_limit`, and at most
 //!   `smtp_mx_session_limit` sessions that got past the handshake: a host that refuses
-//!   to talk (4xx or 5xx greeting, 421 to EHLO, a lost connection) sends Postfix on to
-//!   the next without counting. A 4xx to RCPT keeps that recipient for the next host.
+//!   to talk (4xx or 5xx greeting, 421 to EHLO, a connection lost before EHLO was
+//!   answered) sends Postfix on to the next without counting. A 4xx to RCPT keeps that recipient for the next host.
 //! - **A destination where every host failed before the handshake** is suspended for
 //!   `minimal_backoff_time`: its other messages are deferred without a connection
 //!   ("delivery temporarily suspended", `qmgr_queue_throttle`).
