@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v swaks >/dev/null 2>&1; then
-  echo "installing swaks"
+# swaks speaks STARTTLS through Net::SSLeay, only a Recommends of the package.
+if ! command -v swaks >/dev/null 2>&1 || ! perl -MNet::SSLeay -e 1 2>/dev/null; then
+  echo "installing swaks and Net::SSLeay"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks libnet-ssleay-perl >/dev/null
 fi
 
 cargo build --quiet
