@@ -328,14 +328,13 @@ async fn compare(
         let mut sender = match words.peek() {
             Some(first) if !first.contains('=') => {
                 let name = words.next().unwrap_or_default();
-                // --set names the base model's parameters; another model starts from
-                // its own defaults.
-                let sets = if name == base.kind().name() {
-                    args.set.clone()
+                // The base model (with --set, or its schedule file) as it is; another
+                // model from its own defaults.
+                if name == base.kind().name() {
+                    base.clone()
                 } else {
-                    Vec::new()
-                };
-                sender_of(name, &sets)?
+                    sender_of(name, &[])?
+                }
             }
             _ => base.clone(),
         };

@@ -308,10 +308,10 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
             q.outcome.tries.push(Try {
                 at: now,
                 sessions: Vec::new(),
-                waited: Some(why),
+                waited: Some(why.clone()),
             });
             let borrowed: Vec<(usize, &str)> = ours.iter().map(|(i, a)| (*i, a.as_str())).collect();
-            return decide(shared, q, &borrowed, None);
+            return decide(shared, q, &borrowed, Decided::LookupFailed(&why));
         }
         Resolved::Permanent(why) => {
             for (i, _) in &ours {
@@ -341,7 +341,7 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
                 sessions: Vec::new(),
                 waited: Some(why),
             });
-            return decide(shared, q, &borrowed, None);
+            return decide(shared, q, &borrowed, Decided::Waited);
         }
         Plan::Try { hosts, recipients } => (hosts, recipients),
     };
@@ -469,7 +469,16 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         any_handshake: sessions.iter().any(|(_, s)| s.passed_handshake()),
         sessions: &sessions,
     };
-    decide(shared, q, &borrowed, Some(&end))
+    decide(shared, q, &borrowed, Decided::Tried(&end))
+}
+
+/// What the model is asked to decide after.
+enum Decided<'a> {
+    Tried(&'a TryEnd<'a>),
+    /// The model's plan was a wait.
+    Waited,
+    /// The MX or address lookup failed for now, with the sender's words for it.
+    LookupFailed(&'a str),
 }
 
 /// Asks the model when to look again at `ours` recipients still pending after a try (or
@@ -478,7 +487,7 @@ fn decide(
     shared: &Shared<'_>,
     q: &mut Queued,
     ours: &[(usize, &str)],
-    end: Option<&TryEnd>,
+    end: Decided,
 ) -> Option<Duration> {
     let still: Vec<(usize, &str)> = ours
         .iter()
@@ -491,7 +500,12 @@ fn decide(
     let now = shared.farm.now();
     let next = {
         let view = view(q, &still);
-        shared.model.lock().next(&view, end, now)
+        let mut model = shared.model.lock();
+        match end {
+            Decided::Tried(end) => model.next(&view, Some(end), now),
+            Decided::Waited => model.next(&view, None, now),
+            Decided::LookupFailed(why) => model.lookup_failed(&view, why, now),
+        }
     };
     match next {
         // At least a second on: a model set to wait nothing (`MessageRetryInterval=0`)

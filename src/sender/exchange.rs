@@ -189,6 +189,14 @@ impl Model for Exchange {
     fn next(&mut self, message: &MessageView, end: Option<&TryEnd>, now: Duration) -> Next {
         let destination = destination(message);
         let at = match end {
+            // Tries that ran side by side and failed alike put the queue in Retry once:
+            // the first to report does it, the others wait with it.
+            Some(end)
+                if !end.any_handshake
+                    && let Some(q) = self.queues.get(&destination).filter(|q| q.until > now) =>
+            {
+                q.until
+            }
             Some(end) if !end.any_handshake => {
                 let failures = self.queues.get(&destination).map_or(0, |q| q.failures) + 1;
                 let wait = if failures <= self.transient_count {
@@ -287,6 +295,28 @@ mod tests {
             now = at;
         }
         assert_eq!(waits, [5, 5, 5, 5, 5, 5, 10, 10]);
+    }
+
+    /// Messages that fail alike at once put the queue in Retry once, not once each.
+    #[test]
+    fn messages_failing_together_count_as_one_connection_failure() {
+        let mut exchange = Exchange::new(&Params::defaults("exchange-2016", SPECS_2016));
+        let refused = Session {
+            failure: Some((Stage::Greeting, Trouble::Lost)),
+            ..Session::default()
+        };
+        let sessions = [("mx1".to_string(), refused)];
+        let end = TryEnd {
+            sessions: &sessions,
+            any_handshake: false,
+        };
+        for _ in 0..10 {
+            assert_eq!(
+                exchange.next(&view(), Some(&end), Duration::ZERO),
+                Next::At(Duration::from_secs(300))
+            );
+        }
+        assert_eq!(exchange.queues["x.test"].failures, 1);
     }
 
     /// MessageRetryInterval after a deferral past the handshake; MessageExpirationTimeout

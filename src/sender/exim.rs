@@ -234,6 +234,8 @@ pub(super) struct Exim {
     hosts: HashMap<String, Record>,
     messages: HashMap<(String, usize), Record>,
     addresses: HashMap<String, Record>,
+    /// Lookups that failed for now, by domain.
+    lookups: HashMap<String, Record>,
     /// Per message: the records this try touched ran out.
     expired: HashSet<usize>,
     /// Warnings sent per message.
@@ -261,6 +263,7 @@ impl Exim {
             hosts: HashMap::new(),
             messages: HashMap::new(),
             addresses: HashMap::new(),
+            lookups: HashMap::new(),
             expired: HashSet::new(),
             warned: HashMap::new(),
         }
@@ -431,6 +434,24 @@ impl Model for Exim {
         ))
     }
 
+    /// A lookup that fails for now is a deferral with a retry record of its own (per
+    /// domain), so a lookup that keeps failing ends the message at the rule's cutoff.
+    fn lookup_failed(&mut self, message: &MessageView, why: &str, now: Duration) -> Next {
+        let domain = super::postfix::destination(message);
+        let old = self.lookups.get(&domain).copied();
+        let record = after_failure(&self.rules, old, now);
+        self.lookups.insert(domain, record);
+        if record.expired {
+            return Next::GiveUp {
+                why: format!("retry timeout exceeded; last error: {why}"),
+            };
+        }
+        Next::At(next_scan(
+            record.next_try.max(now + Duration::from_millis(1)),
+            self.queue_run_interval,
+        ))
+    }
+
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice> {
         if message.is_bounce() || self.warnings.is_empty() {
             return Vec::new();
@@ -528,6 +549,33 @@ mod tests {
         let first = after_failure(&rules, None, Duration::ZERO);
         let second = after_failure(&rules, Some(first), first.next_try);
         assert_eq!(second.next_try - first.next_try, MAX_WAIT);
+    }
+
+    /// The spec, "Retry rules": lookups that keep failing are retried by the rules, then
+    /// the address fails at the last cutoff (4 days with the default rule).
+    #[test]
+    fn a_lookup_that_keeps_failing_gives_up_at_the_cutoff() {
+        let mut exim = Exim::new(&Params::defaults("exim", SPECS));
+        let view = MessageView {
+            index: 0,
+            from: "a@sender.test",
+            arrived: Duration::ZERO,
+            pending: &[(0, "b@x.test")],
+            tries: 0,
+        };
+        let mut now = Duration::ZERO;
+        let why = loop {
+            match exim.lookup_failed(&view, "Name service error", now) {
+                Next::At(t) => now = t,
+                Next::GiveUp { why } => break why,
+            }
+            assert!(now < Duration::from_secs(5 * 86_400), "never gave up");
+        };
+        assert!(
+            why.contains("retry timeout exceeded") && why.contains("Name service"),
+            "{why}"
+        );
+        assert!(now >= Duration::from_secs(4 * 86_400));
     }
 
     /// The spec, `delay_warning`: the last time in the list repeats.

@@ -129,6 +129,12 @@ pub trait Model: Send {
     }
     /// After a try (or a wait) that left recipients pending, at `now`.
     fn next(&mut self, message: &MessageView, end: Option<&TryEnd>, now: Duration) -> Next;
+    /// After a lookup of the domain's MX hosts or their addresses failed for now (`why`,
+    /// as the sender logs it). Most MTAs retry it as any deferral.
+    fn lookup_failed(&mut self, message: &MessageView, why: &str, now: Duration) -> Next {
+        let _ = why;
+        self.next(message, None, now)
+    }
     /// The delay notices due at `now` for a message still pending (called after each
     /// look); the model remembers what it sent.
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice>;

@@ -11,9 +11,10 @@
 //!   `smtp_mx_session_limit` sessions that got past the handshake: a host that refuses
 //!   to talk (4xx or 5xx greeting, 421 to EHLO, a connection lost before EHLO was
 //!   answered) sends Postfix on to the next without counting. A 4xx to RCPT keeps that recipient for the next host.
-//! - **A destination where every host failed before the handshake** is suspended for
-//!   `minimal_backoff_time`: its other messages are deferred without a connection
-//!   ("delivery temporarily suspended", `qmgr_queue_throttle`).
+//! - **A destination whose last host tried failed the site** (refused to talk, or the
+//!   connection was lost or timed out) is suspended for `minimal_backoff_time`: its other
+//!   messages are deferred without a connection ("delivery temporarily suspended",
+//!   `qmgr_queue_throttle`).
 //! - **Expiry**: a message deferred when older than `maximal_queue_lifetime`
 //!   (`bounce_queue_lifetime` for a bounce) is returned to its sender.
 //! - **Delay warning**: with `delay_warning_time` set (off by default), once, after the
@@ -288,9 +289,12 @@ impl Model for Postfix {
     }
 
     fn next(&mut self, message: &MessageView, end: Option<&TryEnd>, now: Duration) -> Next {
+        // A site failure on the last host tried (it refused to talk, or the connection
+        // was lost or timed out, at any stage) throttles the destination:
+        // smtp_site_fail and smtp_stream_except, then qmgr_queue_throttle.
         if let Some(end) = end
-            && !end.any_handshake
             && let Some((host, stage, trouble)) = end.last_failure()
+            && (stage.is_handshake() || matches!(trouble, Trouble::Lost | Trouble::Timeout { .. }))
         {
             self.suspended.insert(
                 destination(message),
@@ -405,6 +409,48 @@ mod tests {
         assert!(matches!(
             m.next(&view, None, Duration::from_secs(600)),
             Next::GiveUp { .. }
+        ));
+    }
+
+    /// qmgr_queue_throttle: a connection lost on the last host tried suspends the
+    /// destination for minimal_backoff_time; its next message waits without a connection.
+    #[test]
+    fn a_lost_connection_suspends_the_destination() {
+        use crate::sender::client::Session;
+        use rand_chacha::rand_core::SeedableRng;
+        let mut m = postfix(&[]);
+        let view = MessageView {
+            index: 0,
+            from: "a@sender.test",
+            arrived: Duration::ZERO,
+            pending: &[(0, "b@x.test")],
+            tries: 0,
+        };
+        let lost = Session {
+            failure: Some((Stage::Rcpt, Trouble::Lost)),
+            ..Session::default()
+        };
+        let sessions = [("mx1".to_string(), lost)];
+        let end = TryEnd {
+            sessions: &sessions,
+            any_handshake: true,
+        };
+        m.next(&view, Some(&end), Duration::ZERO);
+        let mx = [Mx {
+            host: "mx1".to_string(),
+            preference: 10,
+        }];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let Plan::Wait { why } = m.plan(&view, &mx, Duration::from_secs(299), &mut rng) else {
+            panic!("not suspended");
+        };
+        assert!(
+            why.contains("delivery temporarily suspended: lost connection with mx1"),
+            "{why}"
+        );
+        assert!(matches!(
+            m.plan(&view, &mx, Duration::from_secs(300), &mut rng),
+            Plan::Try { .. }
         ));
     }
 

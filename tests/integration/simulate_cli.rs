@@ -150,6 +150,31 @@ fn a_schedule_file_is_a_custom_sender_and_its_mistakes_are_placed() {
     assert!(out.contains("bounced +1h00m00s: gave up after 1h"), "{out}");
     assert!(out.contains("+50m00s"), "every 10 minutes: {out}");
 
+    // --compare starts the base model's variants from the file, not custom's defaults.
+    let compared = stdout(&simulate(&[
+        "aol",
+        "--sender",
+        good.to_str().unwrap(),
+        "--to",
+        "full-bob@aol.test",
+        "--compare",
+        "custom",
+        "give-up-after=12h",
+    ]));
+    let rows: Vec<&str> = compared
+        .lines()
+        .filter(|l| l.starts_with("custom"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{compared}");
+    assert!(
+        rows[0].split_whitespace().nth(4) == Some("1"),
+        "bounced after 1h: {compared}"
+    );
+    assert!(
+        rows[1].contains("give-up-after=12h") && rows[1].split_whitespace().nth(3) == Some("1"),
+        "{compared}"
+    );
+
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "retry = \"10m\"\ngive_up = \"1h\"\n").unwrap();
     let err = stderr(&simulate(&[
