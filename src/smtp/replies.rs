@@ -4,6 +4,10 @@
 
 use crate::scenario::{Host, Reply};
 
+/// The most characters of a client's parameter a reply shows: with the reply's own
+/// words, well within a line's 512 octets even when each is a 3-octet U+FFFD.
+const SHOWN_PARAMETER: usize = 64;
+
 /// Every built-in reply of one host.
 #[derive(Debug, Clone)]
 pub(crate) struct Replies {
@@ -153,12 +157,20 @@ impl Replies {
         )
     }
 
-    /// A reply for a parameter the client used but the host did not advertise.
+    /// A reply for a parameter the client used but the host did not advertise. The
+    /// parameter is shown cut to [`SHOWN_PARAMETER`] characters: echoed whole, a long
+    /// one (or one of invalid UTF-8, each byte of which becomes a 3-octet U+FFFD) made a
+    /// reply line longer than RFC 5321's 512 octets (found by the `smtp_session` fuzz
+    /// target).
     pub fn unsupported_parameter(&self, enhanced: bool, param: &str) -> Reply {
+        let shown = match param.char_indices().nth(SHOWN_PARAMETER) {
+            Some((cut, _)) => format!("{}...", &param[..cut]),
+            None => param.to_string(),
+        };
         Reply::new(
             555,
             enhanced.then_some("5.5.4"),
-            format!("Unsupported option: {param}"),
+            format!("Unsupported option: {shown}"),
         )
     }
 
