@@ -279,7 +279,7 @@ fn text(show: Show, simulation: &Simulation, farm: &Farm) -> String {
         Show::Sender => sender(),
         Show::Summary => format!(
             "sender {}\n{}",
-            describe(simulation),
+            simulation.describe(),
             simulation.summary.render()
         ),
         Show::Transcript => transcript(),
@@ -290,14 +290,6 @@ fn text(show: Show, simulation: &Simulation, farm: &Farm) -> String {
             transcript(),
             report()
         ),
-    }
-}
-
-fn describe(simulation: &Simulation) -> String {
-    if simulation.settings.is_empty() {
-        simulation.sender.clone()
-    } else {
-        format!("{} ({})", simulation.sender, simulation.settings.join(", "))
     }
 }
 

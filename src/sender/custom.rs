@@ -18,7 +18,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 
 use super::client::{Session, Timeouts};
-use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, order_hosts};
+use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce, order_hosts};
 use super::params::{Kind, Params, Spec, compact, parse_duration};
 
 const OURS: &str = "mxfarm's choice for an application queue";
@@ -136,7 +136,7 @@ pub(super) struct Custom {
     delay_warning: Duration,
     lanes: usize,
     timeouts: Timeouts,
-    warned: std::collections::HashSet<usize>,
+    warned: WarnedOnce,
 }
 
 impl Custom {
@@ -157,7 +157,7 @@ impl Custom {
                 data: t,
                 dot: t * 2,
             },
-            warned: Default::default(),
+            warned: WarnedOnce::default(),
         }
     }
 }
@@ -215,11 +215,11 @@ impl Model for Custom {
     }
 
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice> {
-        if message.is_bounce()
-            || self.delay_warning.is_zero()
-            || now.saturating_sub(message.arrived) < self.delay_warning
-            || !self.warned.insert(message.index)
-        {
+        if !self.warned.due(
+            message,
+            now,
+            Some(self.delay_warning).filter(|d| !d.is_zero()),
+        ) {
             return Vec::new();
         }
         vec![Notice {

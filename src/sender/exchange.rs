@@ -22,9 +22,8 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 
 use super::client::{Session, Timeouts};
-use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, order_hosts};
+use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce, order_hosts};
 use super::params::{Kind, Params, Spec, compact};
-use super::postfix::destination;
 
 const fn specs(
     message_retry_default: &'static str,
@@ -117,7 +116,7 @@ pub(super) struct Exchange {
     lanes: usize,
     timeouts: Timeouts,
     queues: HashMap<String, QueueRetry>,
-    warned: std::collections::HashSet<usize>,
+    warned: WarnedOnce,
 }
 
 impl Exchange {
@@ -140,7 +139,7 @@ impl Exchange {
                 dot: idle,
             },
             queues: HashMap::new(),
-            warned: Default::default(),
+            warned: WarnedOnce::default(),
         }
     }
 }
@@ -165,13 +164,13 @@ impl Model for Exchange {
         now: Duration,
         rng: &mut ChaCha8Rng,
     ) -> Plan {
-        if let Some(q) = self.queues.get(&destination(message))
+        if let Some(q) = self.queues.get(&message.domain())
             && q.until > now
         {
             return Plan::Wait {
                 why: format!(
                     "the queue for {} is in Retry after {} connection failure(s)",
-                    destination(message),
+                    message.domain(),
                     q.failures
                 ),
             };
@@ -187,7 +186,7 @@ impl Model for Exchange {
     }
 
     fn next(&mut self, message: &MessageView, end: Option<&TryEnd>, now: Duration) -> Next {
-        let destination = destination(message);
+        let destination = message.domain();
         let at = match end {
             // Tries that ran side by side and failed alike put the queue in Retry once:
             // the first to report does it, the others wait with it.
@@ -235,10 +234,7 @@ impl Model for Exchange {
 
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice> {
         let age = now.saturating_sub(message.arrived);
-        if message.is_bounce()
-            || age < self.delay_notification
-            || !self.warned.insert(message.index)
-        {
+        if !self.warned.due(message, now, Some(self.delay_notification)) {
             return Vec::new();
         }
         let left = self.expiration.saturating_sub(age);
@@ -261,13 +257,7 @@ mod tests {
     use crate::sender::client::{Session, Stage, Trouble};
 
     fn view() -> MessageView<'static> {
-        MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        }
+        crate::sender::model::one_recipient()
     }
 
     /// Microsoft's TransientFailureRetryCount and TransientFailureRetryInterval (6 tries

@@ -277,35 +277,30 @@ impl Exim {
         }
     }
 
+    /// Records a failure of what `which` names, for message `index`.
     fn fail(&mut self, which: Which, now: Duration, index: usize) {
         let rules = &self.rules;
         let record = match which {
-            Which::Host(h) => self.hosts.entry(h),
-            Which::Message(h) => {
-                let r = self.messages.get(&(h.clone(), index)).copied();
-                let new = after_failure(rules, r, now);
-                self.messages.insert((h, index), new);
-                if new.expired {
-                    self.expired.insert(index);
-                }
-                return;
-            }
-            Which::Address(a) => self.addresses.entry(a),
+            Which::Host(h) => bump(rules, &mut self.hosts, h, now),
+            Which::Message(h) => bump(rules, &mut self.messages, (h, index), now),
+            Which::Address(a) => bump(rules, &mut self.addresses, a, now),
         };
-        let new = match record {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let new = after_failure(rules, Some(*o.get()), now);
-                o.insert(new);
-                new
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                *v.insert(after_failure(rules, None, now))
-            }
-        };
-        if new.expired {
+        if record.expired {
             self.expired.insert(index);
         }
     }
+}
+
+/// The retry record of `key` in `records` after a failure at `now`.
+fn bump<K: std::hash::Hash + Eq>(
+    rules: &[Item],
+    records: &mut HashMap<K, Record>,
+    key: K,
+    now: Duration,
+) -> Record {
+    let record = after_failure(rules, records.get(&key).copied(), now);
+    records.insert(key, record);
+    record
 }
 
 enum Which {
@@ -437,10 +432,8 @@ impl Model for Exim {
     /// A lookup that fails for now is a deferral with a retry record of its own (per
     /// domain), so a lookup that keeps failing ends the message at the rule's cutoff.
     fn lookup_failed(&mut self, message: &MessageView, why: &str, now: Duration) -> Next {
-        let domain = super::postfix::destination(message);
-        let old = self.lookups.get(&domain).copied();
-        let record = after_failure(&self.rules, old, now);
-        self.lookups.insert(domain, record);
+        let domain = message.domain();
+        let record = bump(&self.rules, &mut self.lookups, domain, now);
         if record.expired {
             return Next::GiveUp {
                 why: format!("retry timeout exceeded; last error: {why}"),
@@ -556,13 +549,7 @@ mod tests {
     #[test]
     fn a_lookup_that_keeps_failing_gives_up_at_the_cutoff() {
         let mut exim = Exim::new(&Params::defaults("exim", SPECS));
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let mut now = Duration::ZERO;
         let why = loop {
             match exim.lookup_failed(&view, "Name service error", now) {
@@ -584,13 +571,7 @@ mod tests {
         let mut p = Params::defaults("exim", SPECS);
         p.assign(SPECS, "delay_warning=4h:24h").unwrap();
         let mut exim = Exim::new(&p);
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let h = |n| Duration::from_secs(n * 3600);
         let times: Vec<u64> = (0..=72)
             .filter(|n| !exim.notices(&view, h(*n)).is_empty())

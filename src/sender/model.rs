@@ -35,6 +35,15 @@ pub struct MessageView<'a> {
 }
 
 impl MessageView<'_> {
+    /// The domain of its pending recipients (one domain, but for notices: the first's),
+    /// lower case: the destination whose queue an MTA keeps state for.
+    pub fn domain(&self) -> String {
+        self.pending
+            .first()
+            .and_then(|(_, a)| a.rsplit_once('@'))
+            .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+    }
+
     /// Whether this is a bounce (null sender), which some MTAs keep for a shorter time.
     pub fn is_bounce(&self) -> bool {
         self.from.is_empty()
@@ -142,6 +151,23 @@ pub trait Model: Send {
     fn bounce(&self, why: &str) -> String;
 }
 
+/// Which messages a one-time delay warning went out for.
+#[derive(Debug, Default)]
+pub struct WarnedOnce(std::collections::HashSet<usize>);
+
+impl WarnedOnce {
+    /// Whether the warning due at age `after` (`None`: the MTA is set never to warn) goes
+    /// out for `message` now: not for a bounce, not before that age, once. Then it counts
+    /// as sent.
+    pub fn due(&mut self, message: &MessageView, now: Duration, after: Option<Duration>) -> bool {
+        after.is_some_and(|after| {
+            !message.is_bounce()
+                && now.saturating_sub(message.arrived) >= after
+                && self.0.insert(message.index)
+        })
+    }
+}
+
 /// The hosts of `mx` by preference, those of equal preference shuffled when `randomize`
 /// (as Postfix's `smtp_randomize_addresses` and Exim do), at most `limit`.
 pub fn order_hosts(mx: &[Mx], randomize: bool, limit: usize, rng: &mut ChaCha8Rng) -> Vec<String> {
@@ -180,6 +206,19 @@ pub fn next_scan(t: Duration, period: Duration) -> Duration {
     let p = period.as_millis();
     let k = t.as_millis().div_ceil(p);
     Duration::from_millis(u64::try_from(k * p).unwrap_or(u64::MAX))
+}
+
+/// A message of `a@sender.test` to `b@x.test` that arrived at farm time zero, as the
+/// models' tests ask about.
+#[cfg(test)]
+pub(crate) fn one_recipient() -> MessageView<'static> {
+    MessageView {
+        index: 0,
+        from: "a@sender.test",
+        arrived: Duration::ZERO,
+        pending: &[(0, "b@x.test")],
+        tries: 0,
+    }
 }
 
 #[cfg(test)]

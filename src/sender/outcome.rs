@@ -293,17 +293,22 @@ impl Simulation {
     /// The sender's side as text: a block per message, then the summary. Times are
     /// offsets from the message's arrival, at `granularity`.
     pub fn render(&self, granularity: Granularity) -> String {
-        let mut out = String::new();
-        let _ = write!(out, "sender {}", self.sender);
-        if !self.settings.is_empty() {
-            let _ = write!(out, " ({})", self.settings.join(", "));
-        }
-        out.push_str("\n\n");
+        let mut out = format!("sender {}\n\n", self.describe());
         for m in &self.messages {
             render_message(&mut out, m, granularity);
         }
         out.push_str(&self.summary.render());
         out
+    }
+
+    /// `postfix (maximal_backoff_time=1h)`: the model and what differs from its
+    /// defaults.
+    pub fn describe(&self) -> String {
+        if self.settings.is_empty() {
+            self.sender.clone()
+        } else {
+            format!("{} ({})", self.sender, self.settings.join(", "))
+        }
     }
 
     pub fn to_json(&self) -> String {

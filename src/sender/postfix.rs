@@ -26,7 +26,9 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 
 use super::client::{Session, Stage, Timeouts, Trouble};
-use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, next_scan, order_hosts};
+use super::model::{
+    MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce, next_scan, order_hosts,
+};
 use super::params::{Kind, Params, Spec, compact};
 
 const PC: &str = "[C] postconf(5), proto/postconf.proto (Postfix 3.12 snapshot)";
@@ -170,7 +172,7 @@ pub(super) struct Postfix {
     /// Destinations suspended until a time, with the reason qmgr gives.
     suspended: HashMap<String, (Duration, String)>,
     /// Messages warned about.
-    warned: std::collections::HashSet<usize>,
+    warned: WarnedOnce,
 }
 
 impl Postfix {
@@ -197,7 +199,7 @@ impl Postfix {
                 dot: p.duration("smtp_data_done_timeout"),
             },
             suspended: HashMap::new(),
-            warned: Default::default(),
+            warned: WarnedOnce::default(),
         }
     }
 
@@ -206,15 +208,6 @@ impl Postfix {
         now.saturating_sub(arrived)
             .clamp(self.min_backoff, self.max_backoff.max(self.min_backoff))
     }
-}
-
-/// The destination (domain) of a view's recipients.
-pub(super) fn destination(message: &MessageView) -> String {
-    message
-        .pending
-        .first()
-        .and_then(|(_, a)| a.rsplit_once('@'))
-        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
 }
 
 /// What Postfix's log says of a failed session: `host mx1 said: 451 ... (in reply to RCPT
@@ -257,7 +250,7 @@ impl Model for Postfix {
         now: Duration,
         rng: &mut ChaCha8Rng,
     ) -> Plan {
-        let destination = destination(message);
+        let destination = message.domain();
         if let Some((until, why)) = self.suspended.get(&destination)
             && *until > now
         {
@@ -297,7 +290,7 @@ impl Model for Postfix {
             && (stage.is_handshake() || matches!(trouble, Trouble::Lost | Trouble::Timeout { .. }))
         {
             self.suspended.insert(
-                destination(message),
+                message.domain(),
                 (now + self.min_backoff, said(host, stage, trouble)),
             );
         }
@@ -325,11 +318,11 @@ impl Model for Postfix {
     }
 
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice> {
-        if self.delay_warning.is_zero()
-            || message.is_bounce()
-            || now.saturating_sub(message.arrived) < self.delay_warning
-            || !self.warned.insert(message.index)
-        {
+        if !self.warned.due(
+            message,
+            now,
+            Some(self.delay_warning).filter(|d| !d.is_zero()),
+        ) {
             return Vec::new();
         }
         let hours = self.delay_warning.as_secs().div_ceil(3600);
@@ -365,13 +358,7 @@ mod tests {
     #[test]
     fn backoff_doubles_between_the_minimal_and_maximal_backoff_times() {
         let mut m = postfix(&[]);
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let mut at = Duration::ZERO;
         let mut times = Vec::new();
         for _ in 0..8 {
@@ -390,13 +377,7 @@ mod tests {
     #[test]
     fn a_message_deferred_past_its_lifetime_is_returned() {
         let mut m = postfix(&["maximal_queue_lifetime=1h", "bounce_queue_lifetime=10m"]);
-        let mut view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let mut view = crate::sender::model::one_recipient();
         assert!(matches!(
             m.next(&view, None, Duration::from_secs(3599)),
             Next::At(_)
@@ -419,13 +400,7 @@ mod tests {
         use crate::sender::client::Session;
         use rand_chacha::rand_core::SeedableRng;
         let mut m = postfix(&[]);
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let lost = Session {
             failure: Some((Stage::Rcpt, Trouble::Lost)),
             ..Session::default()
@@ -457,13 +432,7 @@ mod tests {
     /// postconf(5), delay_warning_time: off by default; once set, one warning.
     #[test]
     fn a_delay_warning_comes_once_and_only_when_set() {
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let day = Duration::from_secs(86_400);
         assert!(postfix(&[]).notices(&view, day).is_empty());
         let mut m = postfix(&["delay_warning_time=4h"]);

@@ -16,7 +16,9 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 
 use super::client::{Session, Timeouts};
-use super::model::{MessageView, Model, Mx, Next, Notice, Plan, TryEnd, next_scan, order_hosts};
+use super::model::{
+    MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce, next_scan, order_hosts,
+};
 use super::params::{Kind, Params, Spec, compact};
 
 const CF: &str = "[C] sendmail cf/README, TWEAKING CONFIGURATION OPTIONS";
@@ -110,7 +112,7 @@ pub(super) struct Sendmail {
     timeouts: Timeouts,
     /// Hosts that failed, and until when they are skipped.
     down: HashMap<String, Duration>,
-    warned: std::collections::HashSet<usize>,
+    warned: WarnedOnce,
 }
 
 impl Sendmail {
@@ -130,7 +132,7 @@ impl Sendmail {
                 dot: p.duration("Timeout.datafinal"),
             },
             down: HashMap::new(),
-            warned: Default::default(),
+            warned: WarnedOnce::default(),
         }
     }
 }
@@ -194,10 +196,9 @@ impl Model for Sendmail {
     }
 
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice> {
-        if message.is_bounce()
-            || self.queuewarn.is_zero()
-            || now.saturating_sub(message.arrived) < self.queuewarn
-            || !self.warned.insert(message.index)
+        if !self
+            .warned
+            .due(message, now, Some(self.queuewarn).filter(|d| !d.is_zero()))
         {
             return Vec::new();
         }
@@ -223,13 +224,7 @@ mod tests {
     #[test]
     fn it_warns_at_queuewarn_returns_at_queuereturn_and_retries_on_queue_runs() {
         let mut sendmail = Sendmail::new(&Params::defaults("sendmail", SPECS));
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let h = |n: u64| Duration::from_secs(n * 3600);
         assert!(sendmail.notices(&view, h(3)).is_empty());
         assert!(sendmail.notices(&view, h(4))[0].text.contains("past 4h"));
@@ -250,13 +245,7 @@ mod tests {
     fn a_failed_host_is_skipped_for_timeout_hoststatus() {
         use crate::sender::client::{Session, Stage, Trouble};
         let mut sendmail = Sendmail::new(&Params::defaults("sendmail", SPECS));
-        let view = MessageView {
-            index: 0,
-            from: "a@sender.test",
-            arrived: Duration::ZERO,
-            pending: &[(0, "b@x.test")],
-            tries: 0,
-        };
+        let view = crate::sender::model::one_recipient();
         let failed = Session {
             failure: Some((Stage::Connect, Trouble::Lost)),
             ..Session::default()
