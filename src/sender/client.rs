@@ -158,23 +158,98 @@ impl Session {
     }
 }
 
-/// Talks one session over `stream`.
+/// Talks one session over `stream`: greeting, EHLO, one transaction, QUIT.
+#[cfg(test)]
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     envelope: Envelope<'_>,
     timeouts: &Timeouts,
 ) -> Session {
-    let mut talk = Talk {
-        io: BufReader::new(stream),
-    };
+    let (session, kept) = deliver(Start::Fresh(stream), envelope, timeouts, false).await;
+    debug_assert!(kept.is_none());
+    session
+}
+
+/// How a session begins: over a new connection (greeting and EHLO first), or over one
+/// an earlier session left open, already probed with RSET.
+pub enum Start<S> {
+    Fresh(S),
+    Reused(Connection<S>),
+}
+
+/// An open connection past its greeting and EHLO, between transactions: what a
+/// connection cache keeps.
+pub struct Connection<S> {
+    talk: Talk<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Postfix's probe of a cached connection before it is used again
+    /// (`smtp_reuse_common`): RSET, and a 2xx back within `timeout`. Anything else and
+    /// the connection is closed (a QUIT that waits for nothing) and `None` returned.
+    pub async fn probe(mut self, timeout: Duration) -> Option<Connection<S>> {
+        // The probe waits in virtual time like any other command.
+        match self.talk.command(Stage::Mail, "RSET\r\n", timeout).await {
+            Ok(reply) if reply.is_ok() => Some(self),
+            _ => {
+                self.talk.quit().await;
+                None
+            }
+        }
+    }
+}
+
+/// Talks one transaction from `start`. With `keep`, a connection still fit for another
+/// transaction is handed back instead of QUIT (Postfix with the connection cache: after
+/// the end of data it sends nothing; after a transaction that ended before DATA, an
+/// RSET first, `SMTP_STATE_ABORT`). A connection that was lost, timed out or got a 421
+/// is never kept.
+pub async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+    start: Start<S>,
+    envelope: Envelope<'_>,
+    timeouts: &Timeouts,
+    keep: bool,
+) -> (Session, Option<Connection<S>>) {
     let mut out = Session::default();
-    if let Err(failure) = talk.converse(envelope, timeouts, &mut out).await {
+    let mut talk = match start {
+        Start::Fresh(stream) => {
+            let mut talk = Talk {
+                io: BufReader::new(stream),
+            };
+            if let Err(failure) = talk.handshake(envelope.helo, timeouts).await {
+                out.failure = Some(failure);
+                talk.quit().await;
+                return (out, None);
+            }
+            talk
+        }
+        Start::Reused(connection) => connection.talk,
+    };
+    let result = talk.transact(envelope, timeouts, &mut out).await;
+    if let Err(failure) = result {
         out.failure = Some(failure);
     }
-    // A polite QUIT that waits for nothing: the farm journals it when it comes.
-    let _ = talk.io.get_mut().write_all(b"QUIT\r\n").await;
-    let _ = talk.io.get_mut().shutdown().await;
-    out
+    let fit = match &out.failure {
+        None => true,
+        Some((_, Trouble::Reply { reply })) => reply.code != 421,
+        Some(_) => false,
+    };
+    if keep && fit {
+        // The end of data (accepted or refused) leaves no transaction open; one that
+        // ended before it is reset now, as Postfix does before it caches the connection.
+        let open_transaction = !matches!(out.failure, Some((Stage::Dot, _)))
+            && (out.failure.is_some() || out.delivered.is_empty());
+        if !open_transaction
+            || talk
+                .command(Stage::Mail, "RSET\r\n", timeouts.mail)
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            return (out, Some(Connection { talk }));
+        }
+    }
+    talk.quit().await;
+    (out, None)
 }
 
 struct Talk<S> {
@@ -182,38 +257,40 @@ struct Talk<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Talk<S> {
-    async fn converse(
-        &mut self,
-        envelope: Envelope<'_>,
-        timeouts: &Timeouts,
-        out: &mut Session,
-    ) -> Result<(), (Stage, Trouble)> {
+    /// A polite QUIT that waits for nothing: the farm journals it when it comes.
+    async fn quit(&mut self) {
+        let _ = self.io.get_mut().write_all(b"QUIT\r\n").await;
+        let _ = self.io.get_mut().shutdown().await;
+    }
+
+    async fn handshake(&mut self, helo: &str, timeouts: &Timeouts) -> Result<(), (Stage, Trouble)> {
         let greeting = self.reply(Stage::Greeting, timeouts.greeting).await?;
         if greeting.code != 220 {
             return Err(refused(Stage::Greeting, greeting));
         }
         let ehlo = self
-            .command(
-                Stage::Ehlo,
-                &format!("EHLO {}\r\n", envelope.helo),
-                timeouts.helo,
-            )
+            .command(Stage::Ehlo, &format!("EHLO {helo}\r\n"), timeouts.helo)
             .await?;
         if !ehlo.is_ok() {
             if ehlo.code == 421 {
                 return Err(refused(Stage::Ehlo, ehlo));
             }
             let helo = self
-                .command(
-                    Stage::Helo,
-                    &format!("HELO {}\r\n", envelope.helo),
-                    timeouts.helo,
-                )
+                .command(Stage::Helo, &format!("HELO {helo}\r\n"), timeouts.helo)
                 .await?;
             if !helo.is_ok() {
                 return Err(refused(Stage::Helo, helo));
             }
         }
+        Ok(())
+    }
+
+    async fn transact(
+        &mut self,
+        envelope: Envelope<'_>,
+        timeouts: &Timeouts,
+        out: &mut Session,
+    ) -> Result<(), (Stage, Trouble)> {
         let mail = self
             .command(
                 Stage::Mail,

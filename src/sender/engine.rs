@@ -7,8 +7,8 @@
 //! Time is the farm's clock, which under tokio's paused time jumps straight to the next
 //! wait: days of retries take as long as their sessions' work.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -19,11 +19,11 @@ use parking_lot::Mutex;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use super::client::{self, Envelope, Stage, Trouble};
-use super::model::{MessageView, Model, Next, Plan, TryEnd};
-use super::outcome::{
-    Fate, MessageOutcome, NoticeKind, RecipientOutcome, SentNotice, SessionLog, Try,
-};
+use super::cache::ConnectionCache;
+use super::client::{self, Trouble};
+use super::delivery;
+use super::model::{CacheUse, Destination, MessageView, Model, Next, Plan, TryEnd};
+use super::outcome::{Fate, MessageOutcome, NoticeKind, RecipientOutcome, SentNotice, Try};
 use super::resolve::{Resolved, Resolver};
 use super::{SimMessage, SimOptions};
 use crate::farm::Farm;
@@ -32,28 +32,38 @@ use crate::farm::Farm;
 const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A message in the queue.
-struct Queued {
-    rng: ChaCha8Rng,
+pub(super) struct Queued {
+    pub(super) rng: ChaCha8Rng,
     /// When each domain of its pending recipients is looked at next (absent: now).
     due: BTreeMap<String, Duration>,
     /// Tries made per domain: the schedule of one domain is not the other's.
     domain_tries: BTreeMap<String, usize>,
-    outcome: MessageOutcome,
-    content: String,
+    pub(super) outcome: MessageOutcome,
+    pub(super) content: String,
     /// Recipients not yet delivered or bounced, by index.
-    pending: Vec<usize>,
+    pub(super) pending: Vec<usize>,
     /// When it is looked at next; `None` once nothing is pending.
     next_at: Option<Duration>,
 }
 
 /// What the looks share: the model and its randomness, behind one lock that is never
 /// held across a session.
-struct Shared<'a> {
-    farm: &'a Farm,
+pub(super) struct Shared<'a> {
+    pub farm: &'a Farm,
     resolver: Resolver,
-    model: Mutex<Box<dyn Model>>,
-    client: IpAddr,
-    port: AtomicU32,
+    pub model: Mutex<Box<dyn Model>>,
+    pub client: IpAddr,
+    pub port: AtomicU32,
+    /// Each destination's queue while it is in use; locked before `model` when both are.
+    queues: Mutex<BTreeMap<String, QueueState>>,
+    pub cache: Mutex<ConnectionCache>,
+}
+
+/// What the queue knows of a destination while messages for it are under way.
+#[derive(Debug, Default)]
+struct QueueState {
+    busy: usize,
+    last_done: Option<Duration>,
 }
 
 pub(super) async fn run(
@@ -70,6 +80,8 @@ pub(super) async fn run(
         model: Mutex::new(model),
         client: options.client,
         port: AtomicU32::new(0),
+        queues: Mutex::new(BTreeMap::new()),
+        cache: Mutex::new(ConnectionCache::default()),
     };
     let mut slots: Vec<Option<Queued>> = messages
         .iter()
@@ -80,8 +92,12 @@ pub(super) async fn run(
     let mut running = FuturesUnordered::new();
     loop {
         let now = farm.now();
-        // Each look starts when it falls due, oldest due first, while a lane is free: a
-        // session that hangs holds up its own message only.
+        // Connections the cache has kept past their time are closed, without QUIT.
+        drop(shared.cache.lock().expire(now));
+        forget_idle_queues(&shared, &slots, now);
+        // Each look starts when it falls due, oldest due first, while a lane is free and
+        // its destination's window has room: a session that hangs holds up its own
+        // message only.
         if running.len() < lanes {
             let mut due: Vec<(Duration, usize)> = slots
                 .iter()
@@ -92,36 +108,54 @@ pub(super) async fn run(
                 })
                 .collect();
             due.sort_unstable();
-            for (_, i) in due.into_iter().take(lanes - running.len()) {
+            for (_, i) in due {
+                if running.len() >= lanes {
+                    break;
+                }
+                let Some(q) = slots[i].as_ref() else { continue };
+                let starting = start_deliveries(&shared, q, now);
+                if starting.is_empty() {
+                    continue;
+                }
                 if let Some(q) = slots[i].take() {
                     let shared = &shared;
                     running.push(async move {
                         let mut q = q;
-                        look(shared, &mut q).await;
+                        look(shared, &mut q, starting).await;
                         (i, q)
                     });
                 }
             }
         }
+        // Only what falls due later wakes the loop: a look due now that did not start
+        // waits for a lane or a window, which the end of a running look frees.
         let next_idle = slots
             .iter()
             .flatten()
             .filter_map(|q| q.next_at)
-            .filter(|t| *t <= until)
+            .filter(|t| *t > now && *t <= until)
             .min();
+        let cache_due = shared.cache.lock().next_expiry();
         if running.is_empty() {
-            match next_idle {
+            match earliest(next_idle, cache_due) {
                 Some(t) => farm.clock().sleep_until(t).await,
                 None => break,
             }
             continue;
         }
-        let wake = next_idle.filter(|_| running.len() < lanes);
+        let wake = earliest(next_idle.filter(|_| running.len() < lanes), cache_due);
         tokio::select! {
             Some((i, q)) = running.next() => slots[i] = Some(q),
             () = sleep_or_never(farm, wake) => {}
         }
     }
+    // The farm's sessions see the last connections closed (the cache's, at its time
+    // limit) before the caller reads the journal: under paused time the clock moves on
+    // only once every task is idle.
+    drop(shared.cache.lock().expire(Duration::MAX));
+    farm.clock()
+        .sleep_until(farm.now() + Duration::from_millis(1))
+        .await;
     slots
         .into_iter()
         .flatten()
@@ -132,6 +166,109 @@ pub(super) async fn run(
             q.outcome
         })
         .collect()
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The domains of `q`'s pending recipients, in order of first appearance.
+fn pending_domains(q: &Queued) -> Vec<String> {
+    let mut domains: Vec<String> = Vec::new();
+    for &i in &q.pending {
+        let d = domain_of(&q.outcome.recipients[i].address);
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    domains
+}
+
+/// Starts the deliveries of `q` that are due at `now` and whose destination's window
+/// has room: each counted busy, and the model told, which answers how each may use
+/// the connection cache. Empty when none can start.
+fn start_deliveries(shared: &Shared<'_>, q: &Queued, now: Duration) -> Vec<(String, CacheUse)> {
+    let mut queues = shared.queues.lock();
+    let mut model = shared.model.lock();
+    let mut starting = Vec::new();
+    for domain in pending_domains(q) {
+        if q.due.get(&domain).is_some_and(|t| *t > now) {
+            continue;
+        }
+        let state = queues.entry(domain.clone()).or_default();
+        if state.busy >= model.window(&domain) {
+            continue;
+        }
+        state.busy += 1;
+        let cache = model.delivery_starts(
+            &Destination {
+                name: &domain,
+                busy: state.busy,
+                last_done: state.last_done,
+            },
+            now,
+        );
+        starting.push((domain, cache));
+    }
+    starting
+}
+
+/// Ends a delivery to `domain` started by [`start_deliveries`]; `site_failed` is `None`
+/// when no delivery was made after all (the model waited).
+fn end_delivery(shared: &Shared<'_>, domain: &str, site_failed: Option<bool>) {
+    let now = shared.farm.now();
+    let mut queues = shared.queues.lock();
+    let mut model = shared.model.lock();
+    let Some(state) = queues.get_mut(domain) else {
+        return;
+    };
+    let Some(site_failed) = site_failed else {
+        state.busy = state.busy.saturating_sub(1);
+        return;
+    };
+    {
+        model.delivery_ends(
+            &Destination {
+                name: domain,
+                busy: state.busy,
+                last_done: state.last_done,
+            },
+            site_failed,
+            now,
+        );
+        state.busy = state.busy.saturating_sub(1);
+        state.last_done = Some(now);
+    }
+}
+
+/// Drops the queue of every destination with no delivery under way and no message
+/// waiting for it now, as Postfix's qmgr drops an empty in-core queue (and with it
+/// when its last delivery ended, which decides on-demand connection caching).
+fn forget_idle_queues(shared: &Shared<'_>, slots: &[Option<Queued>], now: Duration) {
+    let mut queues = shared.queues.lock();
+    let idle: Vec<String> = queues
+        .iter()
+        .filter(|(_, s)| s.busy == 0)
+        .map(|(d, _)| d.clone())
+        .filter(|d| {
+            !slots.iter().flatten().any(|q| {
+                q.next_at.is_some_and(|t| t <= now)
+                    && q.due.get(d).is_none_or(|t| *t <= now)
+                    && pending_domains(q).contains(d)
+            })
+        })
+        .collect();
+    if idle.is_empty() {
+        return;
+    }
+    let mut model = shared.model.lock();
+    for d in idle {
+        queues.remove(&d);
+        model.queue_done(&d);
+    }
 }
 
 /// Sleeps until farm time `wake`, or for ever.
@@ -196,35 +333,26 @@ fn domain_of(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// One look at a message: each domain of its pending recipients tried as the model says.
-async fn look(shared: &Shared<'_>, q: &mut Queued) {
-    let now = shared.farm.now();
-    let mut domains: Vec<String> = Vec::new();
-    for &i in &q.pending {
-        let d = domain_of(&q.outcome.recipients[i].address);
-        if !domains.contains(&d) {
-            domains.push(d);
-        }
-    }
+/// One look at a message: the deliveries [`start_deliveries`] started, each domain's
+/// pending recipients tried as the model says.
+async fn look(shared: &Shared<'_>, q: &mut Queued, starting: Vec<(String, CacheUse)>) {
     let bounces_before = bounced(q);
-    for domain in domains {
-        // Each domain on its own schedule: one in a long wait is not tried with another
-        // that is due.
-        if q.due.get(&domain).is_some_and(|t| *t > now) {
-            continue;
-        }
+    let now = shared.farm.now();
+    for (domain, cache) in starting {
         *q.domain_tries.entry(domain.clone()).or_default() += 1;
-        match look_at_domain(shared, q, &domain).await {
+        let (again, site_failed) = look_at_domain(shared, q, &domain, cache).await;
+        end_delivery(shared, &domain, site_failed);
+        match again {
             Some(at) => q.due.insert(domain, at),
             None => q.due.remove(&domain),
         };
     }
     let end = shared.farm.now();
-    q.next_at = if q.pending.is_empty() {
-        None
-    } else {
-        q.due.values().min().copied()
-    };
+    // A domain that could not start (its window was full) is due still, now.
+    q.next_at = pending_domains(q)
+        .iter()
+        .map(|d| q.due.get(d).copied().unwrap_or(end))
+        .min();
     if !q.pending.is_empty() {
         let notices = {
             let addresses = addresses(q);
@@ -279,7 +407,7 @@ fn addresses(q: &Queued) -> Vec<(usize, String)> {
 
 /// The model's view of `q` with `pending` (all of one domain, but for notices); its
 /// tries are those of that domain.
-fn view<'a>(q: &'a Queued, pending: &'a [(usize, &'a str)]) -> MessageView<'a> {
+pub(super) fn view<'a>(q: &'a Queued, pending: &'a [(usize, &'a str)]) -> MessageView<'a> {
     let tries = pending
         .first()
         .and_then(|(_, a)| q.domain_tries.get(&domain_of(a)))
@@ -296,7 +424,12 @@ fn view<'a>(q: &'a Queued, pending: &'a [(usize, &'a str)]) -> MessageView<'a> {
 
 /// Tries `domain`'s pending recipients of `q`; returns when to look again if some are
 /// still pending.
-async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Option<Duration> {
+async fn look_at_domain(
+    shared: &Shared<'_>,
+    q: &mut Queued,
+    domain: &str,
+    cache: CacheUse,
+) -> (Option<Duration>, Option<bool>) {
     let now = shared.farm.now();
     let ours: Vec<(usize, String)> = addresses(q)
         .into_iter()
@@ -311,7 +444,10 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
                 waited: Some(why.clone()),
             });
             let borrowed: Vec<(usize, &str)> = ours.iter().map(|(i, a)| (*i, a.as_str())).collect();
-            return decide(shared, q, &borrowed, Decided::LookupFailed(&why));
+            return (
+                decide(shared, q, &borrowed, Decided::LookupFailed(&why)),
+                Some(false),
+            );
         }
         Resolved::Permanent(why) => {
             for (i, _) in &ours {
@@ -324,7 +460,7 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
                     },
                 );
             }
-            return None;
+            return (None, Some(false));
         }
     };
     let borrowed: Vec<(usize, &str)> = ours.iter().map(|(i, a)| (*i, a.as_str())).collect();
@@ -334,132 +470,19 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         shared.model.lock().plan(&view, &mx, now, &mut rng)
     };
     q.rng = rng;
-    let (hosts, mut todo) = match plan {
+    let (hosts, todo) = match plan {
         Plan::Wait { why } => {
             q.outcome.tries.push(Try {
                 at: now,
                 sessions: Vec::new(),
                 waited: Some(why),
             });
-            return decide(shared, q, &borrowed, Decided::Waited);
+            return (decide(shared, q, &borrowed, Decided::Waited), None);
         }
         Plan::Try { hosts, recipients } => (hosts, recipients),
     };
-    let (timeouts, limit, helo, bounce_5xx_handshake) = {
-        let m = shared.model.lock();
-        (
-            m.timeouts(),
-            m.session_limit(),
-            m.helo().to_string(),
-            m.bounces_on_5xx_handshake(),
-        )
-    };
-    let mut sessions = Vec::new();
-    let mut logs = Vec::new();
-    let mut counted = 0;
-    for host in hosts {
-        if limit.is_some_and(|l| counted >= l) || todo.is_empty() {
-            break;
-        }
-        let port = 1024 + shared.port.fetch_add(1, Ordering::Relaxed) % 64_000;
-        let Some(stream) = shared
-            .farm
-            .connect_in_memory(&host, SocketAddr::new(shared.client, port as u16))
-        else {
-            continue;
-        };
-        let recipients: Vec<(usize, &str)> = todo
-            .iter()
-            .map(|&i| (i, q.outcome.recipients[i].address.as_str()))
-            .collect();
-        let envelope = Envelope {
-            helo: &helo,
-            from: &q.outcome.from,
-            recipients: &recipients,
-            content: &q.content,
-        };
-        let session = client::session(stream, envelope, &timeouts).await;
-        drop(recipients);
-        let at = shared.farm.now();
-        if session.passed_handshake() {
-            counted += 1;
-        }
-        let mut log = SessionLog {
-            host: host.clone(),
-            delivered: session.delivered.len(),
-            refused: Vec::new(),
-            failed: session.failure.clone(),
-        };
-        for &i in &session.delivered {
-            settle(
-                q,
-                i,
-                Fate::Delivered {
-                    at,
-                    host: host.clone(),
-                },
-            );
-        }
-        for (i, reply) in &session.rcpt {
-            if !reply.is_ok() {
-                log.refused
-                    .push((q.outcome.recipients[*i].address.clone(), reply.to_string()));
-                if reply.is_permanent() {
-                    settle(
-                        q,
-                        *i,
-                        Fate::Bounced {
-                            at,
-                            why: reply.to_string(),
-                        },
-                    );
-                }
-            }
-        }
-        let permanent = match &session.failure {
-            Some((stage, trouble @ Trouble::Reply { .. })) if trouble.is_permanent() => {
-                !stage.is_handshake() || bounce_5xx_handshake
-            }
-            _ => false,
-        };
-        if permanent && let Some((stage, trouble)) = &session.failure {
-            let why = format!("{trouble} (at {})", stage.name());
-            // After RCPT, the refusal is of the message its recipients were accepted
-            // for; one deferred at RCPT stays deferred.
-            let accepted: Vec<usize> = session
-                .rcpt
-                .iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(i, _)| *i)
-                .collect();
-            let after_rcpt = matches!(stage, Stage::Data | Stage::Dot);
-            for &i in &todo {
-                if q.pending.contains(&i) && (!after_rcpt || accepted.contains(&i)) {
-                    settle(
-                        q,
-                        i,
-                        Fate::Bounced {
-                            at,
-                            why: why.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        todo.retain(|i| q.pending.contains(i));
-        let go_on = {
-            let view = view(q, &borrowed);
-            shared
-                .model
-                .lock()
-                .after_session(&view, &host, &session, at)
-        };
-        logs.push(log);
-        sessions.push((host, session));
-        if !go_on {
-            break;
-        }
-    }
+    let (logs, sessions) =
+        delivery::try_hosts(shared, q, &borrowed, domain, hosts, &mx, todo, cache).await;
     q.outcome.tries.push(Try {
         at: now,
         sessions: logs,
@@ -469,7 +492,13 @@ async fn look_at_domain(shared: &Shared<'_>, q: &mut Queued, domain: &str) -> Op
         any_handshake: sessions.iter().any(|(_, s)| s.passed_handshake()),
         sessions: &sessions,
     };
-    decide(shared, q, &borrowed, Decided::Tried(&end))
+    let site_failed = end.last_failure().is_some_and(|(_, stage, trouble)| {
+        stage.is_handshake() || matches!(trouble, Trouble::Lost | Trouble::Timeout { .. })
+    });
+    (
+        decide(shared, q, &borrowed, Decided::Tried(&end)),
+        Some(site_failed),
+    )
 }
 
 /// What the model is asked to decide after.
@@ -527,7 +556,7 @@ fn decide(
     }
 }
 
-fn settle(q: &mut Queued, index: usize, fate: Fate) {
+pub(super) fn settle(q: &mut Queued, index: usize, fate: Fate) {
     q.pending.retain(|&i| i != index);
     q.outcome.recipients[index].fate = fate;
 }

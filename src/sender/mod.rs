@@ -29,8 +29,10 @@
 //! # }
 //! ```
 
+mod cache;
 mod client;
 mod custom;
+mod delivery;
 mod engine;
 mod exchange;
 mod exim;

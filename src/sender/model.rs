@@ -98,6 +98,51 @@ pub struct Notice {
     pub text: String,
 }
 
+/// How one delivery may use the sender's connection cache: Postfix's delivery request
+/// flags `DEL_REQ_FLAG_CONN_LOAD` (look for an open connection first) and
+/// `DEL_REQ_FLAG_CONN_STORE` (keep this delivery's connection open after it), with the
+/// SMTP client's limits on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUse {
+    pub load: bool,
+    pub store: bool,
+    /// How long a saved connection waits for its next use
+    /// (`smtp_connection_cache_time_limit`).
+    pub keep_for: Duration,
+    /// A connection this old is not saved again (`smtp_connection_reuse_time_limit`).
+    pub reuse_time: Duration,
+    /// A connection reused this often is not saved again (0: no limit;
+    /// `smtp_connection_reuse_count_limit`).
+    pub reuse_count: u32,
+    /// The wait for the reply to the RSET that probes a cached connection
+    /// (`smtp_rset_timeout`).
+    pub probe_timeout: Duration,
+}
+
+impl CacheUse {
+    /// Neither: a new connection for every session, QUIT after each.
+    pub const NONE: CacheUse = CacheUse {
+        load: false,
+        store: false,
+        keep_for: Duration::ZERO,
+        reuse_time: Duration::ZERO,
+        reuse_count: 0,
+        probe_timeout: Duration::ZERO,
+    };
+}
+
+/// A destination (the recipients' domain) as the engine's queue sees it when one of its
+/// deliveries starts or ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub name: &'a str,
+    /// Deliveries to it under way, the one starting or ending included.
+    pub busy: usize,
+    /// When its last delivery ended, while its queue has been in use since (`None`
+    /// after it emptied: Postfix's qmgr then drops the in-core queue and what it knew).
+    pub last_done: Option<Duration>,
+}
+
 /// An MTA's behaviour. Implementations keep whatever state the MTA keeps across
 /// messages and tries; the engine calls them from one task at a time.
 pub trait Model: Send {
@@ -149,6 +194,28 @@ pub trait Model: Send {
     fn notices(&mut self, message: &MessageView, now: Duration) -> Vec<Notice>;
     /// The text of a bounce for `why`.
     fn bounce(&self, why: &str) -> String;
+    /// How many deliveries to `destination` may run at once now (Postfix's concurrency
+    /// window); the engine holds the others until one ends.
+    fn window(&self, destination: &str) -> usize {
+        let _ = destination;
+        usize::MAX
+    }
+    /// Told a delivery to `destination` starts, at `now`; answers how it may use the
+    /// connection cache.
+    fn delivery_starts(&mut self, destination: &Destination, now: Duration) -> CacheUse {
+        let _ = (destination, now);
+        CacheUse::NONE
+    }
+    /// Told a delivery to `destination` ended; `site_failed` when its last session
+    /// failed the host (it refused to talk, or the connection was lost or timed out).
+    fn delivery_ends(&mut self, destination: &Destination, site_failed: bool, now: Duration) {
+        let _ = (destination, site_failed, now);
+    }
+    /// Told nothing is queued for `destination` any more: an MTA that keeps state per
+    /// in-core queue forgets it.
+    fn queue_done(&mut self, destination: &str) {
+        let _ = destination;
+    }
 }
 
 /// Which messages a one-time delay warning went out for.

@@ -97,6 +97,10 @@ pub struct Try {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionLog {
     pub host: String,
+    /// Whether it went over a connection an earlier delivery left open (the sender's
+    /// connection cache), after an RSET.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
     /// Recipients delivered in it.
     pub delivered: usize,
     /// Recipients deferred or refused at RCPT, with the reply.
@@ -392,7 +396,8 @@ fn session_text(s: &SessionLog) -> String {
     if parts.is_empty() {
         parts.push("nothing to send".to_string());
     }
-    format!("{}: {}", s.host, parts.join(", "))
+    let over = if s.reused { " (open connection)" } else { "" };
+    format!("{}{over}: {}", s.host, parts.join(", "))
 }
 
 #[cfg(test)]

@@ -178,7 +178,8 @@ impl Params {
 /// `5m`, `4h`, `1h30m`, `2d`, `0s`: a duration as a parameter would be written.
 pub fn compact(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs == 0 {
+    let millis = d.subsec_millis();
+    if secs == 0 && millis == 0 {
         return "0s".to_string();
     }
     let mut out = String::new();
@@ -192,6 +193,9 @@ pub fn compact(d: Duration) -> String {
         if n > 0 {
             out.push_str(&format!("{n}{unit}"));
         }
+    }
+    if millis > 0 {
+        out.push_str(&format!("{millis}ms"));
     }
     out
 }
@@ -245,17 +249,21 @@ fn parse_any_duration(text: &str) -> Result<Duration, String> {
     }
     let mut total = Duration::ZERO;
     let mut number = String::new();
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             number.push(c);
             continue;
         }
+        // Milliseconds, for arrival offsets a second apart or less (`+500ms`).
+        let millis = c == 'm' && chars.next_if_eq(&'s').is_some();
         let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
+            _ if millis => 1,
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            'w' => 7 * 86_400_000,
             _ => return Err(format!("unknown unit {c:?}; {hint}")),
         };
         let n: u64 = number
@@ -266,7 +274,7 @@ fn parse_any_duration(text: &str) -> Result<Duration, String> {
             .checked_mul(unit)
             .ok_or_else(|| format!("too large; {hint}"))?;
         total = total
-            .checked_add(Duration::from_secs(part))
+            .checked_add(Duration::from_millis(part))
             .ok_or_else(|| format!("too large; {hint}"))?;
     }
     if !number.is_empty() {
@@ -310,6 +318,12 @@ mod tests {
         assert_eq!(d("00:15:00"), Ok(900));
         assert_eq!(d("2.00:00:00"), Ok(2 * 86_400));
         assert_eq!(d("1w"), Ok(7 * 86_400));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("1m30s500ms"),
+            Ok(Duration::from_millis(90_500))
+        );
+        assert_eq!(compact(Duration::from_millis(1500)), "1s500ms");
         assert!(d("15").is_ok());
         assert!(d("15x").unwrap_err().contains("unknown unit"));
         assert!(d("1h30").unwrap_err().contains("without a unit"));

@@ -19,6 +19,14 @@
 //!   (`bounce_queue_lifetime` for a bounce) is returned to its sender.
 //! - **Delay warning**: with `delay_warning_time` set (off by default), once, after the
 //!   first try that leaves the message deferred past that age.
+//! - **Concurrency**: a destination's in-core queue lets `initial_destination_concurrency`
+//!   deliveries go at once, one more after each that did not fail the site, up to
+//!   `default_destination_concurrency_limit` (`qmgr_queue_unthrottle`, feedback 1).
+//! - **Connection cache** (`smtp_connection_cache_on_demand`): turned on for a destination
+//!   by a delivery picked back to back with its last one (`qmgr_entry_select`); a
+//!   delivery then keeps its connection open for `smtp_connection_cache_time_limit`, and
+//!   the next one takes it after an RSET, the destination's binding first: straight to
+//!   the host that took the last good session (`engine`, `delivery`, `cache`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,7 +35,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::client::{Session, Stage, Timeouts, Trouble};
 use super::model::{
-    MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce, next_scan, order_hosts,
+    CacheUse, Destination, MessageView, Model, Mx, Next, Notice, Plan, TryEnd, WarnedOnce,
+    next_scan, order_hosts,
 };
 use super::params::{Kind, Params, Spec, compact};
 
@@ -112,11 +121,67 @@ pub(super) const SPECS: &[Spec] = &[
         what: "shuffle MX hosts of equal preference",
     },
     Spec {
+        name: "default_process_limit",
+        kind: Kind::Count,
+        default: "100",
+        source: PC,
+        what: "deliveries at once, all destinations together (smtp processes)",
+    },
+    Spec {
+        name: "initial_destination_concurrency",
+        kind: Kind::Count,
+        default: "5",
+        source: PC,
+        what: "deliveries to one destination at once, to begin with; one more after each that did not fail the site",
+    },
+    Spec {
         name: "default_destination_concurrency_limit",
         kind: Kind::Count,
         default: "20",
         source: PC,
-        what: "deliveries to one destination at once",
+        what: "the most deliveries to one destination at once",
+    },
+    Spec {
+        name: "smtp_connection_cache_on_demand",
+        kind: Kind::Flag,
+        default: "yes",
+        source: PC,
+        what: "keep connections open for a destination while its deliveries come back to back",
+    },
+    Spec {
+        name: "smtp_connection_cache_destinations",
+        kind: Kind::Text(check_destinations),
+        default: "",
+        source: PC,
+        what: "destinations whose connections are always kept open (comma or space separated)",
+    },
+    Spec {
+        name: "smtp_connection_cache_time_limit",
+        kind: Kind::Duration,
+        default: "2s",
+        source: PC,
+        what: "how long an open connection waits in the cache for its next delivery",
+    },
+    Spec {
+        name: "smtp_connection_reuse_time_limit",
+        kind: Kind::Duration,
+        default: "300s",
+        source: PC,
+        what: "a connection this old is not kept open again",
+    },
+    Spec {
+        name: "smtp_connection_reuse_count_limit",
+        kind: Kind::Count,
+        default: "0",
+        source: PC,
+        what: "a connection reused this often is not kept open again (0: no limit)",
+    },
+    Spec {
+        name: "smtp_rset_timeout",
+        kind: Kind::Duration,
+        default: "20s",
+        source: PC,
+        what: "wait for the reply to the RSET that checks a cached connection",
     },
     Spec {
         name: "smtp_helo_timeout",
@@ -155,6 +220,29 @@ pub(super) const SPECS: &[Spec] = &[
     },
 ];
 
+/// `smtp_connection_cache_destinations`: names only (no `/file` or `type:table` here).
+fn check_destinations(text: &str) -> Result<(), String> {
+    match text
+        .split([',', ' '])
+        .find(|d| d.starts_with('/') || d.contains(':'))
+    {
+        Some(d) => Err(format!(
+            "{d}: the model takes domain names only, not a file or a lookup table; write them out, e.g. aol.test, yahoo.test"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What qmgr keeps of a destination while its in-core queue exists.
+#[derive(Debug, Clone, Copy)]
+struct InCoreQueue {
+    /// Deliveries allowed at once.
+    window: usize,
+    /// On-demand connection caching: look for open connections, keep them open.
+    load: bool,
+    store: bool,
+}
+
 pub(super) struct Postfix {
     min_backoff: Duration,
     max_backoff: Duration,
@@ -168,6 +256,12 @@ pub(super) struct Postfix {
     skip_5xx_greeting: bool,
     randomize: bool,
     lanes: usize,
+    initial_concurrency: usize,
+    concurrency_limit: usize,
+    cache_on_demand: bool,
+    cache_destinations: Vec<String>,
+    cache: CacheUse,
+    queues: HashMap<String, InCoreQueue>,
     timeouts: Timeouts,
     /// Destinations suspended until a time, with the reason qmgr gives.
     suspended: HashMap<String, (Duration, String)>,
@@ -189,7 +283,29 @@ impl Postfix {
             skip_4xx_greeting: p.flag("smtp_skip_4xx_greeting"),
             skip_5xx_greeting: p.flag("smtp_skip_5xx_greeting"),
             randomize: p.flag("smtp_randomize_addresses"),
-            lanes: usize::try_from(p.count("default_destination_concurrency_limit")).unwrap_or(1),
+            lanes: usize::try_from(p.count("default_process_limit")).unwrap_or(usize::MAX),
+            initial_concurrency: usize::try_from(p.count("initial_destination_concurrency"))
+                .unwrap_or(usize::MAX)
+                .max(1),
+            concurrency_limit: usize::try_from(p.count("default_destination_concurrency_limit"))
+                .unwrap_or(usize::MAX),
+            cache_on_demand: p.flag("smtp_connection_cache_on_demand"),
+            cache_destinations: p
+                .text("smtp_connection_cache_destinations")
+                .split([',', ' '])
+                .filter(|d| !d.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            cache: CacheUse {
+                load: false,
+                store: false,
+                keep_for: p.duration("smtp_connection_cache_time_limit"),
+                reuse_time: p.duration("smtp_connection_reuse_time_limit"),
+                reuse_count: u32::try_from(p.count("smtp_connection_reuse_count_limit"))
+                    .unwrap_or(u32::MAX),
+                probe_timeout: p.duration("smtp_rset_timeout"),
+            },
+            queues: HashMap::new(),
             timeouts: Timeouts {
                 greeting: p.duration("smtp_helo_timeout"),
                 helo: p.duration("smtp_helo_timeout"),
@@ -337,6 +453,78 @@ impl Model for Postfix {
     fn bounce(&self, why: &str) -> String {
         format!("Undelivered Mail Returned to Sender: {why}")
     }
+
+    fn window(&self, destination: &str) -> usize {
+        self.queues
+            .get(destination)
+            .map_or(self.initial_concurrency, |q| q.window)
+    }
+
+    /// `qmgr_entry_select`: on-demand caching turns on when a delivery is picked while
+    /// the destination's last one ended at most a second before (back to back), and
+    /// stays on while its deliveries are concurrent or back to back; when it turns off,
+    /// open connections are still used but no more are kept. `smtp_cache_policy`: a
+    /// destination in `smtp_connection_cache_destinations` always caches.
+    fn delivery_starts(&mut self, destination: &Destination, now: Duration) -> CacheUse {
+        let initial = self.initial_concurrency;
+        let q = self
+            .queues
+            .entry(destination.name.to_string())
+            .or_insert(InCoreQueue {
+                window: initial,
+                load: false,
+                store: false,
+            });
+        let back_to_back = destination
+            .last_done
+            .is_some_and(|t| now.saturating_sub(t) <= Duration::from_secs(1));
+        if !q.store {
+            if back_to_back {
+                q.load = true;
+                q.store = true;
+            }
+        } else if !(destination.busy > 1 || back_to_back) {
+            q.store = false;
+        }
+        let (load, store) = if self
+            .cache_destinations
+            .iter()
+            .any(|d| d == destination.name)
+        {
+            (true, true)
+        } else if self.cache_on_demand {
+            (q.load, q.store)
+        } else {
+            (false, false)
+        };
+        CacheUse {
+            load,
+            store,
+            ..self.cache
+        }
+    }
+
+    /// `qmgr_queue_unthrottle` / `qmgr_queue_throttle` with the default feedback of 1:
+    /// one more delivery at once after each that did not fail the site (while the window
+    /// is under the limit and under those busy plus the initial concurrency), one fewer
+    /// after one that did (never under one: the suspension above stands for a dead
+    /// destination).
+    fn delivery_ends(&mut self, destination: &Destination, site_failed: bool, _: Duration) {
+        let Some(q) = self.queues.get_mut(destination.name) else {
+            return;
+        };
+        if site_failed {
+            q.window = q.window.saturating_sub(1).max(1);
+        } else if q.window < self.concurrency_limit
+            && q.window < destination.busy + self.initial_concurrency
+        {
+            q.window += 1;
+        }
+    }
+
+    fn queue_done(&mut self, destination: &str) {
+        self.queues.remove(destination);
+    }
 }
 
 #[cfg(test)]
@@ -440,5 +628,80 @@ mod tests {
         let warned = m.notices(&view, Duration::from_secs(4 * 3600));
         assert!(warned[0].text.contains("more than 4 hour(s)"), "{warned:?}");
         assert!(m.notices(&view, day).is_empty());
+    }
+
+    fn dest(name: &str, busy: usize, last_done: Option<u64>) -> Destination<'_> {
+        Destination {
+            name,
+            busy,
+            last_done: last_done.map(Duration::from_secs),
+        }
+    }
+
+    /// qmgr_entry_select: caching turns on for a delivery back to back with the last one
+    /// (at most a second after it ended), stays on while deliveries are concurrent or
+    /// back to back, and when it goes off, open connections are still used
+    /// (DEL_REQ_FLAG_CONN_LOAD) but no more kept (DEL_REQ_FLAG_CONN_STORE).
+    #[test]
+    fn on_demand_caching_follows_back_to_back_deliveries() {
+        let mut m = postfix(&[]);
+        let s = Duration::from_secs;
+        let first = m.delivery_starts(&dest("x.test", 1, None), s(10));
+        assert!(!first.load && !first.store, "{first:?}");
+        let concurrent = m.delivery_starts(&dest("x.test", 2, None), s(10));
+        assert!(!concurrent.store, "concurrency alone does not turn it on");
+        let back_to_back = m.delivery_starts(&dest("x.test", 2, Some(10)), s(11));
+        assert!(back_to_back.load && back_to_back.store, "{back_to_back:?}");
+        assert_eq!(back_to_back.keep_for, s(2));
+        assert_eq!(back_to_back.reuse_time, s(300));
+        let still = m.delivery_starts(&dest("x.test", 2, Some(10)), s(30));
+        assert!(still.store, "kept on while deliveries are concurrent");
+        let drained = m.delivery_starts(&dest("x.test", 1, Some(10)), s(40));
+        assert!(drained.load && !drained.store, "{drained:?}");
+        m.queue_done("x.test");
+        let fresh = m.delivery_starts(&dest("x.test", 1, None), s(41));
+        assert!(!fresh.load, "a new in-core queue knows nothing");
+
+        let mut off = postfix(&["smtp_connection_cache_on_demand=no"]);
+        let never = off.delivery_starts(&dest("x.test", 2, Some(10)), s(10));
+        assert!(!never.load && !never.store);
+        let mut always = postfix(&[
+            "smtp_connection_cache_on_demand=no",
+            "smtp_connection_cache_destinations=y.test, x.test",
+        ]);
+        let listed = always.delivery_starts(&dest("x.test", 1, None), s(10));
+        assert!(listed.load && listed.store);
+        assert!(
+            crate::sender::params::parse(Kind::Text(check_destinations), "hash:/etc/x")
+                .unwrap_err()
+                .contains("domain names only")
+        );
+    }
+
+    /// qmgr_queue_unthrottle / qmgr_queue_throttle with feedback 1: the window starts at
+    /// initial_destination_concurrency, grows by one per delivery that did not fail the
+    /// site while under the limit and under busy + initial, shrinks by one (not below
+    /// one) after a site failure.
+    #[test]
+    fn the_concurrency_window_grows_and_shrinks_with_feedback() {
+        let mut m = postfix(&["default_destination_concurrency_limit=7"]);
+        let t = Duration::ZERO;
+        assert_eq!(m.window("x.test"), 5);
+        m.delivery_starts(&dest("x.test", 1, None), t);
+        m.delivery_ends(&dest("x.test", 1, None), false, t);
+        assert_eq!(m.window("x.test"), 6);
+        // busy 1 + initial 5 = 6: not past it.
+        m.delivery_ends(&dest("x.test", 1, Some(0)), false, t);
+        assert_eq!(m.window("x.test"), 6);
+        for _ in 0..5 {
+            m.delivery_ends(&dest("x.test", 6, Some(0)), false, t);
+        }
+        assert_eq!(m.window("x.test"), 7, "capped at the limit");
+        for _ in 0..10 {
+            m.delivery_ends(&dest("x.test", 1, Some(0)), true, t);
+        }
+        assert_eq!(m.window("x.test"), 1, "never under one");
+        m.queue_done("x.test");
+        assert_eq!(m.window("x.test"), 5);
     }
 }

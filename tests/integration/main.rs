@@ -28,6 +28,7 @@ mod scenario_errors;
 mod scenario_fixtures;
 mod shipped;
 mod simulate;
+mod simulate_cache;
 mod simulate_cli;
 mod slow_clients;
 mod stories;
