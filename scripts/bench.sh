@@ -70,17 +70,5 @@ if [ "$runs" -gt 1 ]; then
   done
 fi
 
-# A comparison with Postfix's smtp-sink needs its tools; only say how when they are here.
-if command -v smtp-source >/dev/null 2>&1 || command -v smtp-sink >/dev/null 2>&1; then
-  cat <<'EOF'
---- comparing with Postfix's smtp-sink (see BENCHMARKS.md): the same client against both
-  cargo build --release && cargo bench --bench throughput -q -- --print-scenario >/tmp/bench.toml
-  smtp-sink -u nobody 127.0.0.1:2526 1024 &                       # accepts everything
-  RUST_LOG=warn target/release/mxfarm run /tmp/bench.toml &        # the bench's farm, 127.0.0.1:2525
-  time smtp-source -d -s 50 -m 100000 -l 1700 -f sender@bench.test -t rcpt@example.test 127.0.0.1:2526
-  time smtp-source -d -s 50 -m 100000 -l 1700 -f sender@bench.test -t rcpt@example.test 127.0.0.1:2525
-EOF
-elif command -v swaks >/dev/null 2>&1; then
-  echo "--- swaks is installed but sends one message per run: too slow to load a farm;"
-  echo "    install postfix's smtp-source/smtp-sink to compare (see BENCHMARKS.md)"
-fi
+# The comparison with Postfix's smtp-sink is a script of its own.
+echo "--- beside Postfix's smtp-sink: scripts/bench-vs-smtp-sink.sh (see BENCHMARKS.md)"
