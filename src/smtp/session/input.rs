@@ -14,7 +14,7 @@ use std::time::Duration;
 use memchr::memchr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Closed, READ_CHUNK, Session, Step};
+use super::{Closed, FIRST_READ, READ_CHUNK, Session, Step};
 
 /// Which of the host's timeouts bounds a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,12 @@ impl Session {
             self.input.buf.drain(..self.input.start);
             self.input.start = 0;
         }
-        self.input.buf.reserve(READ_CHUNK);
+        let room = if self.input.buf.is_empty() {
+            FIRST_READ
+        } else {
+            READ_CHUNK
+        };
+        self.input.buf.reserve(room);
         enum Woke {
             Read(std::io::Result<usize>),
             Timeout,

@@ -154,6 +154,10 @@ pub(super) struct Session {
 
 /// How much the session asks the kernel for at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// What a read reserves when nothing is pending: a command line fits, and a connection
+/// that sits idle between commands (or never sends one) holds no more than this until
+/// it sends more than a line at once.
+const FIRST_READ: usize = 1024;
 
 /// How many refused recipients a transaction's log line names; it counts the rest.
 const REFUSED_NAMED: usize = 100;
@@ -190,7 +194,7 @@ impl Session {
                 dns: Default::default(),
             },
             input: Input {
-                buf: Vec::with_capacity(READ_CHUNK),
+                buf: Vec::new(),
                 start: 0,
                 discarding_line: false,
             },
