@@ -2,6 +2,7 @@
 """The farm beside Postfix's smtp-sink, under Postfix's smtp-source (issue 15).
 
     scripts/bench-vs-smtp-sink.py [--quick] [--rounds N] [--check] [--json FILE]
+    scripts/bench-vs-smtp-sink.py --callgrind [--quick]
 
 Both receivers listen on loopback and are started afresh for each round; the rounds
 interleave them (sink, farm, farm, sink, ...) so that a drift of the machine falls on
@@ -19,6 +20,10 @@ farm alone: a whole fresh session (EHLO to QUIT) timed while those connections a
 The farm runs with its shipped defaults (in-memory journal of 100,000 events, no journal
 file) on a one-host accept-all scenario written here. Ratios are farm / smtp-sink:
 below 1 the farm uses less. Medians over the rounds.
+
+--callgrind: the farm alone under valgrind's callgrind, once per load, for the user-space
+instructions per message (per RCPT for (c)): counts that stay put on a noisy machine,
+so that a regression shows at a glance (BENCHMARKS.md keeps them).
 
 --quick: one round of small loads (seconds), for CI. --check: exit 1 when a ratio is
 beyond LIMITS below, which sit far above today's figures: a regression, not noise.
@@ -233,6 +238,47 @@ def one_round(kind, quick, idle, workdir):
     return out
 
 
+def callgrind(quick, workdir):
+    """Instructions per unit of each load, the farm under callgrind (counters zeroed
+    once it is ready, dumped after the load)."""
+    out = {}
+    for name, load in loads(quick).items():
+        port = free_port()
+        path = os.path.join(workdir, "scenario.toml")
+        with open(path, "w") as f:
+            f.write(SCENARIO.format(port=port))
+        dump = os.path.join(workdir, f"callgrind.{name}")
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", FARM, "run", path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
+        try:
+            wait_port(port, proc, "mxfarm under callgrind")
+            subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
+                           capture_output=True)
+            for args in load["runs"]:
+                smtp_source(port, args)
+            subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True,
+                           capture_output=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        # callgrind_control --dump writes FILE.1 (counts since the zeroing); the dump at
+        # exit, FILE itself, holds only the shutdown.
+        total = None
+        dumped = f"{dump}.1"
+        if os.path.exists(dumped):
+            with open(dumped) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        total = int(line.split()[1])
+        if total is None:
+            raise RuntimeError(f"no callgrind dump for load ({name}) in {workdir}")
+        out[name] = total / load["units"]
+        print(f"  ({name}) {load['what']}: {out[name]:,.0f} instructions per {load['unit']}",
+              flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round of small loads")
@@ -240,6 +286,8 @@ def main():
     ap.add_argument("--idle", type=int, help="idle connections held (default 5000, 1000 with --quick)")
     ap.add_argument("--check", action="store_true", help="exit 1 when a ratio passes its limit")
     ap.add_argument("--json", help="write the medians and ratios to this file")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="the farm alone under callgrind: instructions per message")
     a = ap.parse_args()
     rounds = a.rounds or (1 if a.quick else 3)
     idle = a.idle or (1_000 if a.quick else 5_000)
@@ -252,6 +300,14 @@ def main():
         sys.exit(f"{FARM} is missing: cargo build --release")
     commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h"], capture_output=True,
                             text=True).stdout.strip()
+    if a.callgrind:
+        print(f"bench-vs-smtp-sink --callgrind: commit {commit}, user-space instructions of the farm")
+        with tempfile.TemporaryDirectory() as workdir:
+            counts = callgrind(a.quick, workdir)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"commit": commit, "quick": a.quick, "instructions": counts}, f, indent=2)
+        return 0
     print(f"bench-vs-smtp-sink: commit {commit}, {os.cpu_count()} cores, load "
           f"{open('/proc/loadavg').read().split()[0]}, {rounds} round(s), {idle} idle connections")
     results = {"smtp-sink": [], "mxfarm": []}
