@@ -340,8 +340,9 @@ pub enum Command {
         /// The `Message-ID` header, without angle brackets, if the message has one.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         message_id: Option<String>,
-        /// The first 16 hex digits of the SHA-256 of the content as received (none when
-        /// the message was too big to keep).
+        /// The XXH3-64 hash of the content as received, 16 hex digits as `xxhsum -H3`
+        /// prints it (none when the
+        /// message was too big to keep).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         digest: Option<String>,
     },
@@ -369,6 +370,13 @@ pub fn sanitize_line(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let cut = line.len() > MAX;
     let line = &line[..line.len().min(MAX)];
+    // What clients send is printable ASCII almost always: copied as it is.
+    if !cut
+        && line.iter().all(|&b| (0x20..0x7f).contains(&b))
+        && let Ok(ascii) = std::str::from_utf8(line)
+    {
+        return ascii.to_owned();
+    }
     let mut out = String::with_capacity(line.len());
     for chunk in line.utf8_chunks() {
         for c in chunk.valid().chars() {
