@@ -890,6 +890,7 @@ fn run(p: &Params) -> BenchResult {
         Ok((ids, connections + 2, calibration))
     });
     let (rss_after, hwm) = memory();
+    let journal = farm.journal_memory();
     let verified = outcome.and_then(|(ids, connections, calibration)| {
         verify(&farm, p, &ids, connections, calibration)
     });
@@ -914,10 +915,20 @@ fn run(p: &Params) -> BenchResult {
         mib(rss_end)
     );
     println!(
+        "journal in memory: {} events in {} KiB, {:.1} bytes per event",
+        journal.events,
+        journal.bytes / 1024,
+        journal.bytes as f64 / journal.events.max(1) as f64
+    );
+    println!(
         "verified: every message acknowledged once with its own number, the kept ones \
          byte-exact, the journal's event count exact, no error reply"
     );
     println!("RESULT peak_rss_kib={hwm} rss_after_kib={rss_after} rss_start_kib={rss_start}");
+    println!(
+        "RESULT journal_events={} journal_bytes={}",
+        journal.events, journal.bytes
+    );
     Ok(())
 }
 

@@ -152,6 +152,6 @@ pub mod transcript;
 
 pub use capture::Message;
 pub use deliveries::{Attempt, Deliveries, Delivery, Identity, MessageInfo, Outcome};
-pub use farm::{Farm, FarmError, FarmOptions};
+pub use farm::{Farm, FarmError, FarmOptions, JournalMemory};
 pub use journal::{Event, EventKind};
 pub use scenario::{Scenario, ScenarioError, Stage};

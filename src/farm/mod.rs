@@ -119,6 +119,15 @@ pub enum FarmError {
 }
 
 /// A host as it is bound.
+/// What the journal's events take in memory ([`Farm::journal_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMemory {
+    /// Events held (at most `[journal] max-events`).
+    pub events: usize,
+    /// Heap bytes they take, reserved room included.
+    pub bytes: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct BoundHost {
     pub name: String,
@@ -291,6 +300,14 @@ impl Farm {
     /// Every event still in the journal, oldest first.
     pub fn journal(&self) -> Vec<Event> {
         self.core.journal.events()
+    }
+
+    /// What the journal's events take in memory now: how many it holds and the heap
+    /// bytes they take (the `farm-started` header aside). Events are kept encoded, a
+    /// few dozen bytes each; BENCHMARKS.md has the figures.
+    pub fn journal_memory(&self) -> JournalMemory {
+        let (bytes, events) = self.core.journal.footprint();
+        JournalMemory { events, bytes }
     }
 
     /// The sequence number of the newest event (0 before the first).

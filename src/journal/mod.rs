@@ -9,10 +9,12 @@
 //!
 //! - [`event`]: the event types, which are also the JSON-lines format of the file.
 //! - `store`: the bounded journal and its cursors.
+//! - `compact`: how the store keeps events in memory, a few dozen bytes each.
 //! - [`file`](mod@file): reading the journal file, and its line format.
 //! - `sink`: writing the journal file, every event in order, before the 250s.
 //! - [`target`]: whether a journal file may be written at a path.
 
+mod compact;
 pub mod event;
 pub mod file;
 pub(crate) mod sink;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::compact::{Names, Segment};
 use super::event::{Event, EventKind};
 use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
@@ -48,8 +49,14 @@ struct State {
     /// The latest `scenario-replaced` event, also kept (a copy) after it is dropped:
     /// views need what the farm plays now.
     layout: Option<Event>,
-    /// Every other event still held; their sequence numbers are consecutive.
-    events: VecDeque<Event>,
+    /// Every other event still held, encoded ([`super::compact`]), in segments of
+    /// `segment_events` consecutive events: the oldest tenth is one segment.
+    segments: VecDeque<Segment>,
+    /// The host and rule names the segments refer to.
+    names: Names,
+    /// How many events the segments hold.
+    held: usize,
+    segment_events: usize,
     next_seq: u64,
     last_at: Duration,
     max_events: usize,
@@ -57,6 +64,65 @@ struct State {
     /// Events before this sequence number (but the header) were cleared by a reset, not
     /// dropped: readers are not told they missed them.
     cleared_before: u64,
+}
+
+impl State {
+    /// Keeps `event`, the one after the newest held.
+    fn push(&mut self, event: Event) {
+        let full = self
+            .segments
+            .back()
+            .is_none_or(|last| last.len() >= self.segment_events);
+        if full {
+            // A new segment is sized like the last one, which is what events take here.
+            let bytes = self
+                .segments
+                .back_mut()
+                .map_or(64 * self.segment_events, |last| {
+                    last.seal();
+                    last.used_bytes() + last.used_bytes() / 8
+                });
+            self.segments
+                .push_back(Segment::new(event.seq, self.segment_events, bytes));
+        }
+        if let Some(segment) = self.segments.back_mut() {
+            segment.push(&mut self.names, event.at, event.kind);
+            self.held += 1;
+        }
+    }
+
+    /// Up to `limit` events held, from the `skip`th on.
+    fn read(&self, skip: usize, limit: usize, into: &mut Vec<Event>) {
+        let mut skip = skip;
+        let mut left = limit;
+        for segment in &self.segments {
+            if left == 0 {
+                break;
+            }
+            if skip >= segment.len() {
+                skip -= segment.len();
+                continue;
+            }
+            let end = segment.len().min(skip.saturating_add(left));
+            for index in skip..end {
+                match segment.get(&self.names, index) {
+                    Some(event) => into.push(event),
+                    None => tracing::error!(
+                        seq = segment.first_seq() + index as u64,
+                        "mxfarm bug: a journal event could not be decoded"
+                    ),
+                }
+            }
+            left -= end - skip;
+            skip = 0;
+        }
+    }
+
+    /// The heap bytes of the events held, and how many they are.
+    fn footprint(&self) -> (usize, usize) {
+        let bytes = self.segments.iter().map(Segment::heap_bytes).sum();
+        (bytes, self.held)
+    }
 }
 
 /// Events read from a journal after some sequence number.
@@ -86,7 +152,10 @@ impl Journal {
             state: Mutex::new(State {
                 header: None,
                 layout: None,
-                events: VecDeque::new(),
+                segments: VecDeque::new(),
+                names: Names::default(),
+                held: 0,
+                segment_events: (max_events.max(MIN_EVENTS) / 10).max(1),
                 next_seq: 1,
                 last_at: Duration::ZERO,
                 max_events: max_events.max(MIN_EVENTS),
@@ -110,7 +179,8 @@ impl Journal {
     /// missed ones.
     pub(crate) fn clear(&self, reset: EventKind) -> u64 {
         let mut state = self.state.lock();
-        state.events.clear();
+        state.segments.clear();
+        state.held = 0;
         state.cleared_before = state.next_seq;
         self.append(state, reset)
     }
@@ -130,18 +200,23 @@ impl Journal {
         if matches!(event.kind, EventKind::ScenarioReplaced { .. }) {
             state.layout = Some(event.clone());
         }
+        let mut dropped = None;
         if header {
             state.header = Some(event);
         } else {
-            let held = state.events.len() + usize::from(state.header.is_some());
-            if held >= state.max_events {
-                let count = (state.max_events / 10).clamp(1, state.events.len());
-                state.events.drain(..count);
-                state.dropped += count as u64;
+            let held = state.held + usize::from(state.header.is_some());
+            if held >= state.max_events
+                && let Some(oldest) = state.segments.pop_front()
+            {
+                state.held -= oldest.len();
+                state.dropped += oldest.len() as u64;
+                // Freed after the lock is let go: other sessions need not wait for it.
+                dropped = Some(oldest);
             }
-            state.events.push_back(event);
+            state.push(event);
         }
         drop(state);
+        drop(dropped);
         if self.appended.receiver_count() > 0 {
             self.appended.send_modify(|(last, _)| *last = seq);
         }
@@ -164,7 +239,10 @@ impl Journal {
         {
             events.push(header.clone());
         }
-        let first = state.events.front().map_or(state.next_seq, |e| e.seq);
+        let first = state
+            .segments
+            .front()
+            .map_or(state.next_seq, Segment::first_seq);
         // The latest layout, when it is no longer held: it comes after the header, and
         // before every event held, as its sequence number says.
         let layout = state
@@ -187,7 +265,7 @@ impl Journal {
             .saturating_sub(u64::from(layout.is_some_and(|l| l.seq >= range)));
         let skip = usize::try_from(after.saturating_sub(first - 1)).unwrap_or(usize::MAX);
         let room = limit - events.len();
-        events.extend(state.events.iter().skip(skip).take(room).cloned());
+        state.read(skip, room, &mut events);
         Page {
             missed,
             first_held: first,
@@ -199,6 +277,13 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn dropped(&self) -> u64 {
         self.state.lock().dropped
+    }
+
+    /// What the events held take on the heap, in bytes, and how many they are (the
+    /// header and the layout, kept apart, are not counted): what BENCHMARKS.md reports
+    /// as bytes per event.
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        self.state.lock().footprint()
     }
 
     /// The sequence number of the newest event (0 before the first).

@@ -1,0 +1,833 @@
+//! How the journal holds its events in memory: the frequent kinds (connections, commands,
+//! replies, accepted messages) as a few dozen bytes each, in segments of consecutive
+//! events, and decoded back into [`Event`]s when read.
+//!
+//! Why: an [`Event`] is about 200 bytes before its strings, and a command line, a reply's
+//! text, a sender and each recipient are one heap allocation each, so the 100,000 events
+//! of a default journal took most of the farm's 50 MB. Encoded, an event is its bytes
+//! and a 4-byte end offset; host and rule names are numbers into a table of shared names,
+//! and a sender, recipient or EHLO name found in its command line is an offset into it.
+//! The rare kinds (farm started, DNS, TLS, resets, clock jumps) are kept as they are.
+//!
+//! Decoding reads only what encoding wrote, so it cannot fail unless this file has a
+//! bug; [`Segment::get`] then gives `None` rather than a wrong event.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::event::{ClosedBy, Command, Event, EventKind};
+use crate::scenario::{Reply, Stage};
+
+/// Host and rule names, each stored once and referred to by number: a farm has few.
+#[derive(Debug, Default)]
+pub(super) struct Names {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn id(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.clone());
+        self.ids.insert(name.clone(), id);
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<str>> {
+        self.names.get(usize::try_from(id).ok()?).cloned()
+    }
+}
+
+/// Consecutive events, from `first_seq` on.
+#[derive(Debug)]
+pub(super) struct Segment {
+    first_seq: u64,
+    bytes: Vec<u8>,
+    /// Where each event's bytes end.
+    ends: Vec<u32>,
+    /// The rare kinds, as they are; their bytes say which.
+    rare: Vec<EventKind>,
+}
+
+// Kinds and their numbers in the encoding.
+const RARE: u8 = 0;
+const OPENED: u8 = 1;
+const COMMAND: u8 = 2;
+const REPLY: u8 = 3;
+const ACCEPTED: u8 = 4;
+const CLOSED: u8 = 5;
+
+impl Segment {
+    /// An empty segment for `events` events; `bytes` is a guess of their size.
+    pub(super) fn new(first_seq: u64, events: usize, bytes: usize) -> Self {
+        Self {
+            first_seq,
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(events),
+            rare: Vec::new(),
+        }
+    }
+
+    pub(super) fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The bytes it holds on the heap (what it reserved), for the journal's own measure.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.ends.capacity() * size_of::<u32>()
+            + self.rare.capacity() * size_of::<EventKind>()
+    }
+
+    /// The bytes its events take, without what is reserved for more.
+    pub(super) fn used_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Gives back what was reserved for events that will not come.
+    pub(super) fn seal(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
+    /// Appends the event after the last one held (its sequence number is implied).
+    pub(super) fn push(&mut self, names: &mut Names, at: Duration, kind: EventKind) {
+        let mut w = Writer(&mut self.bytes);
+        w.duration(at);
+        match kind {
+            EventKind::ConnectionOpened { host, conn, client } => {
+                w.u8(OPENED);
+                w.uint(names.id(&host).into());
+                w.uint(conn);
+                w.addr(client);
+            }
+            EventKind::Command {
+                host,
+                conn,
+                line,
+                command,
+            } => {
+                w.u8(COMMAND);
+                w.uint(names.id(&host).into());
+                w.uint(conn);
+                w.str(&line);
+                w.command(&line, &command);
+            }
+            EventKind::Reply {
+                host,
+                conn,
+                stage,
+                reply,
+                rule,
+                retry_after,
+                retry_after_told,
+            } => {
+                w.u8(REPLY);
+                w.uint(names.id(&host).into());
+                w.uint(conn);
+                w.u8(stage.map_or(0, stage_number));
+                w.reply(&reply);
+                w.uint(rule.map_or(0, |r| u64::from(names.id(&r)) + 1));
+                w.u8(u8::from(retry_after.is_some()) | (u8::from(retry_after_told) << 1));
+                if let Some(after) = retry_after {
+                    w.duration(after);
+                }
+            }
+            EventKind::MessageAccepted {
+                host,
+                conn,
+                id,
+                sender,
+                recipients,
+                size,
+                message_id,
+                subject,
+                tls,
+            } => {
+                w.u8(ACCEPTED);
+                w.uint(names.id(&host).into());
+                w.uint(conn);
+                w.uint(id);
+                w.str(&sender);
+                w.uint(recipients.len() as u64);
+                for recipient in &recipients {
+                    w.str(recipient);
+                }
+                w.uint(size);
+                w.opt_str(message_id.as_deref());
+                w.opt_str(subject.as_deref());
+                w.u8(u8::from(tls));
+            }
+            EventKind::ConnectionClosed {
+                host,
+                conn,
+                by,
+                reason,
+            } => {
+                w.u8(CLOSED);
+                w.uint(names.id(&host).into());
+                w.uint(conn);
+                w.u8(match by {
+                    ClosedBy::Client => 0,
+                    ClosedBy::Farm => 1,
+                });
+                w.str(&reason);
+            }
+            rare => {
+                w.u8(RARE);
+                w.uint(self.rare.len() as u64);
+                self.rare.push(rare);
+            }
+        }
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    /// The event at `index` (0 is `first_seq`).
+    pub(super) fn get(&self, names: &Names, index: usize) -> Option<Event> {
+        let start = match index {
+            0 => 0,
+            i => *self.ends.get(i - 1)? as usize,
+        };
+        let end = *self.ends.get(index)? as usize;
+        let mut r = Reader(self.bytes.get(start..end)?);
+        let at = r.duration()?;
+        let kind = match r.u8()? {
+            OPENED => EventKind::ConnectionOpened {
+                host: names.get(r.uint()?)?,
+                conn: r.uint()?,
+                client: r.addr()?,
+            },
+            COMMAND => {
+                let host = names.get(r.uint()?)?;
+                let conn = r.uint()?;
+                let line = r.string()?;
+                let command = r.command(&line)?;
+                EventKind::Command {
+                    host,
+                    conn,
+                    line,
+                    command,
+                }
+            }
+            REPLY => {
+                let host = names.get(r.uint()?)?;
+                let conn = r.uint()?;
+                let stage = match r.u8()? {
+                    0 => None,
+                    n => Some(*Stage::ALL.get(usize::from(n) - 1)?),
+                };
+                let reply = r.reply()?;
+                let rule = match r.uint()? {
+                    0 => None,
+                    id => Some(names.get(id - 1)?),
+                };
+                let flags = r.u8()?;
+                let retry_after = if flags & 1 == 1 {
+                    Some(r.duration()?)
+                } else {
+                    None
+                };
+                EventKind::Reply {
+                    host,
+                    conn,
+                    stage,
+                    reply,
+                    rule,
+                    retry_after,
+                    retry_after_told: flags & 2 == 2,
+                }
+            }
+            ACCEPTED => {
+                let host = names.get(r.uint()?)?;
+                let conn = r.uint()?;
+                let id = r.uint()?;
+                let sender = r.string()?;
+                let count = r.uint()?;
+                let mut recipients =
+                    Vec::with_capacity(usize::try_from(count).ok()?.min(r.0.len()));
+                for _ in 0..count {
+                    recipients.push(r.string()?);
+                }
+                EventKind::MessageAccepted {
+                    host,
+                    conn,
+                    id,
+                    sender,
+                    recipients,
+                    size: r.uint()?,
+                    message_id: r.opt_string()?,
+                    subject: r.opt_string()?,
+                    tls: r.u8()? == 1,
+                }
+            }
+            CLOSED => EventKind::ConnectionClosed {
+                host: names.get(r.uint()?)?,
+                conn: r.uint()?,
+                by: match r.u8()? {
+                    0 => ClosedBy::Client,
+                    _ => ClosedBy::Farm,
+                },
+                reason: r.string()?,
+            },
+            RARE => self.rare.get(usize::try_from(r.uint()?).ok()?)?.clone(),
+            _ => return None,
+        };
+        Some(Event {
+            seq: self.first_seq + index as u64,
+            at,
+            kind,
+        })
+    }
+}
+
+fn stage_number(stage: Stage) -> u8 {
+    Stage::ALL
+        .iter()
+        .position(|s| *s == stage)
+        .map_or(0, |i| i as u8 + 1)
+}
+
+// Command verbs and their numbers.
+const EHLO: u8 = 0;
+const HELO: u8 = 1;
+const MAIL: u8 = 2;
+const RCPT: u8 = 3;
+const DATA: u8 = 4;
+const BDAT: u8 = 5;
+const RSET: u8 = 6;
+const NOOP: u8 = 7;
+const VRFY: u8 = 8;
+const HELP: u8 = 9;
+const QUIT: u8 = 10;
+const STARTTLS: u8 = 11;
+const END_OF_DATA: u8 = 12;
+const OTHER: u8 = 13;
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, b: u8) {
+        self.0.push(b);
+    }
+
+    /// LEB128: seven bits a byte, the high bit says more follow.
+    fn uint(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.0.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+    }
+
+    fn duration(&mut self, d: Duration) {
+        self.uint(d.as_secs());
+        self.uint(d.subsec_nanos().into());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.uint(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.uint(0),
+            Some(s) => {
+                self.uint(s.len() as u64 + 1);
+                self.0.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+
+    fn opt_uint(&mut self, n: Option<u64>) {
+        match n {
+            None => self.uint(0),
+            Some(n) => {
+                self.u8(1);
+                self.uint(n);
+            }
+        }
+    }
+
+    /// A part of the command: where it is in `line` if it is there (it nearly always is:
+    /// `MAIL FROM:<sender>`), else the text itself.
+    fn part(&mut self, line: &str, part: &str) {
+        match memchr::memmem::find(line.as_bytes(), part.as_bytes()) {
+            Some(at) if !part.is_empty() => {
+                self.uint(at as u64 * 2 + 1);
+                self.uint(part.len() as u64);
+            }
+            _ => {
+                self.uint(part.len() as u64 * 2);
+                self.0.extend_from_slice(part.as_bytes());
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str, command: &Command) {
+        match command {
+            Command::Ehlo { name } => {
+                self.u8(EHLO);
+                self.part(line, name);
+            }
+            Command::Helo { name } => {
+                self.u8(HELO);
+                self.part(line, name);
+            }
+            Command::Mail { sender, size } => {
+                self.u8(MAIL);
+                self.part(line, sender);
+                self.opt_uint(*size);
+            }
+            Command::Rcpt { recipient } => {
+                self.u8(RCPT);
+                self.part(line, recipient);
+            }
+            Command::Data => self.u8(DATA),
+            Command::Bdat { size, last } => {
+                self.u8(BDAT);
+                self.uint(*size);
+                self.u8(u8::from(*last));
+            }
+            Command::Rset => self.u8(RSET),
+            Command::Noop => self.u8(NOOP),
+            Command::Vrfy => self.u8(VRFY),
+            Command::Help => self.u8(HELP),
+            Command::Quit => self.u8(QUIT),
+            Command::Starttls => self.u8(STARTTLS),
+            Command::EndOfData {
+                size,
+                message_id,
+                digest,
+            } => {
+                self.u8(END_OF_DATA);
+                self.uint(*size);
+                self.opt_str(message_id.as_deref());
+                self.opt_str(digest.as_deref());
+            }
+            Command::Other => self.u8(OTHER),
+        }
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        self.uint(reply.code.into());
+        self.opt_str(reply.status.as_deref());
+        self.uint(reply.lines.len() as u64);
+        for line in &reply.lines {
+            self.str(line);
+        }
+    }
+
+    fn addr(&mut self, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(v4) => {
+                self.u8(4);
+                self.0.extend_from_slice(&v4.ip().octets());
+                self.0.extend_from_slice(&v4.port().to_le_bytes());
+            }
+            SocketAddr::V6(v6) => {
+                self.u8(6);
+                self.0.extend_from_slice(&v6.ip().octets());
+                self.0.extend_from_slice(&v6.port().to_le_bytes());
+                self.uint(v6.flowinfo().into());
+                self.uint(v6.scope_id().into());
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.uint()?).ok()
+    }
+
+    fn duration(&mut self) -> Option<Duration> {
+        let secs = self.uint()?;
+        let nanos = u32::try_from(self.uint()?).ok()?;
+        Some(Duration::new(secs, nanos))
+    }
+
+    fn text(&mut self, len: usize) -> Option<String> {
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = self.len()?;
+        self.text(len)
+    }
+
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        match self.len()? {
+            0 => Some(None),
+            n => Some(Some(self.text(n - 1)?)),
+        }
+    }
+
+    fn opt_uint(&mut self) -> Option<Option<u64>> {
+        match self.u8()? {
+            0 => Some(None),
+            _ => Some(Some(self.uint()?)),
+        }
+    }
+
+    fn part(&mut self, line: &str) -> Option<String> {
+        let tag = self.len()?;
+        if tag % 2 == 1 {
+            let at = tag / 2;
+            let len = self.len()?;
+            Some(line.get(at..at.checked_add(len)?)?.to_string())
+        } else {
+            self.text(tag / 2)
+        }
+    }
+
+    fn command(&mut self, line: &str) -> Option<Command> {
+        Some(match self.u8()? {
+            EHLO => Command::Ehlo {
+                name: self.part(line)?,
+            },
+            HELO => Command::Helo {
+                name: self.part(line)?,
+            },
+            MAIL => Command::Mail {
+                sender: self.part(line)?,
+                size: self.opt_uint()?,
+            },
+            RCPT => Command::Rcpt {
+                recipient: self.part(line)?,
+            },
+            DATA => Command::Data,
+            BDAT => Command::Bdat {
+                size: self.uint()?,
+                last: self.u8()? == 1,
+            },
+            RSET => Command::Rset,
+            NOOP => Command::Noop,
+            VRFY => Command::Vrfy,
+            HELP => Command::Help,
+            QUIT => Command::Quit,
+            STARTTLS => Command::Starttls,
+            END_OF_DATA => Command::EndOfData {
+                size: self.uint()?,
+                message_id: self.opt_string()?,
+                digest: self.opt_string()?,
+            },
+            OTHER => Command::Other,
+            _ => return None,
+        })
+    }
+
+    fn reply(&mut self) -> Option<Reply> {
+        let code = u16::try_from(self.uint()?).ok()?;
+        let status = self.opt_string()?;
+        let count = self.len()?;
+        let mut lines = Vec::with_capacity(count.min(self.0.len()));
+        for _ in 0..count {
+            lines.push(self.string()?);
+        }
+        Some(Reply {
+            code,
+            status,
+            lines,
+        })
+    }
+
+    fn addr(&mut self) -> Option<SocketAddr> {
+        match self.u8()? {
+            4 => {
+                let ip: [u8; 4] = self.take(4)?.try_into().ok()?;
+                let port = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+            }
+            6 => {
+                let ip: [u8; 16] = self.take(16)?.try_into().ok()?;
+                let port = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+                let flowinfo = u32::try_from(self.uint()?).ok()?;
+                let scope_id = u32::try_from(self.uint()?).ok()?;
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    port,
+                    flowinfo,
+                    scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::journal::event::{DnsReply, DnsTransport};
+
+    fn addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, port)| SocketAddr::new(Ipv4Addr::from(ip).into(), port)),
+            (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
+                |(ip, port, flow, scope)| {
+                    SocketAddr::V6(SocketAddrV6::new(ip.into(), port, flow, scope))
+                }
+            ),
+        ]
+    }
+
+    fn host() -> impl Strategy<Value = Arc<str>> {
+        prop_oneof![Just("mx1"), Just("mx2"), Just("ünï")].prop_map(Arc::from)
+    }
+
+    fn command() -> impl Strategy<Value = (String, Command)> {
+        let text = "[ -~]{0,12}|\\PC{0,8}";
+        prop_oneof![
+            (text, text)
+                .prop_map(|(pre, name)| (format!("EHLO {pre}{name}"), Command::Ehlo { name })),
+            text.prop_map(|name| (String::from("HELO x"), Command::Helo { name })),
+            (text, proptest::option::of(any::<u64>())).prop_map(|(sender, size)| (
+                format!("MAIL FROM:<{sender}>"),
+                Command::Mail { sender, size }
+            )),
+            (text, any::<bool>()).prop_map(|(recipient, inside)| (
+                if inside {
+                    format!("RCPT TO:<{recipient}>")
+                } else {
+                    "RCPT".into()
+                },
+                Command::Rcpt { recipient }
+            )),
+            (any::<u64>(), any::<bool>())
+                .prop_map(|(size, last)| ("BDAT".into(), Command::Bdat { size, last })),
+            (
+                any::<u64>(),
+                proptest::option::of(text),
+                proptest::option::of(text)
+            )
+                .prop_map(|(size, message_id, digest)| (
+                    ".".into(),
+                    Command::EndOfData {
+                        size,
+                        message_id,
+                        digest
+                    }
+                )),
+            prop_oneof![
+                Just(Command::Data),
+                Just(Command::Rset),
+                Just(Command::Noop),
+                Just(Command::Vrfy),
+                Just(Command::Help),
+                Just(Command::Quit),
+                Just(Command::Starttls),
+                Just(Command::Other),
+            ]
+            .prop_map(|c| ("X".into(), c)),
+        ]
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n))
+    }
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        let text = "\\PC{0,20}";
+        prop_oneof![
+            (host(), any::<u64>(), addr()).prop_map(|(host, conn, client)| {
+                EventKind::ConnectionOpened { host, conn, client }
+            }),
+            (host(), any::<u64>(), command()).prop_map(|(host, conn, (line, command))| {
+                EventKind::Command {
+                    host,
+                    conn,
+                    line,
+                    command,
+                }
+            }),
+            (
+                host(),
+                any::<u64>(),
+                proptest::option::of(proptest::sample::select(Stage::ALL.to_vec())),
+                (
+                    any::<u16>(),
+                    proptest::option::of(text),
+                    proptest::collection::vec(text, 0..4)
+                ),
+                proptest::option::of(prop_oneof![Just("host mx1 rule 2"), Just("dns rule 1")]),
+                proptest::option::of(duration()),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(host, conn, stage, (code, status, lines), rule, retry_after, told)| {
+                        EventKind::Reply {
+                            host,
+                            conn,
+                            stage,
+                            reply: Reply {
+                                code,
+                                status,
+                                lines,
+                            },
+                            rule: rule.map(Arc::from),
+                            retry_after,
+                            retry_after_told: told,
+                        }
+                    }
+                ),
+            (
+                host(),
+                any::<u64>(),
+                any::<u64>(),
+                text,
+                proptest::collection::vec(text, 0..5),
+                any::<u64>(),
+                (
+                    proptest::option::of(text),
+                    proptest::option::of(text),
+                    any::<bool>()
+                ),
+            )
+                .prop_map(
+                    |(host, conn, id, sender, recipients, size, (message_id, subject, tls))| {
+                        EventKind::MessageAccepted {
+                            host,
+                            conn,
+                            id,
+                            sender,
+                            recipients,
+                            size,
+                            message_id,
+                            subject,
+                            tls,
+                        }
+                    }
+                ),
+            (host(), any::<u64>(), any::<bool>(), text).prop_map(|(host, conn, farm, reason)| {
+                EventKind::ConnectionClosed {
+                    host,
+                    conn,
+                    by: if farm {
+                        ClosedBy::Farm
+                    } else {
+                        ClosedBy::Client
+                    },
+                    reason,
+                }
+            }),
+            (addr(), text, proptest::option::of(duration())).prop_map(|(client, name, delay)| {
+                EventKind::DnsQuery {
+                    client,
+                    by_farm: false,
+                    transport: DnsTransport::Udp,
+                    name,
+                    qtype: "MX".into(),
+                    answer: DnsReply::Nxdomain,
+                    records: vec!["MX 1 mx1.aol.test.".into()],
+                    rule: None,
+                    delay,
+                }
+            }),
+            duration().prop_map(|by| EventKind::ClockAdvanced { by }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever is kept is read back as it was, in order, with its time and number.
+        #[test]
+        fn every_event_reads_back_as_it_was(
+            events in proptest::collection::vec((duration(), kind()), 1..40),
+            first in 1..u64::MAX / 2,
+        ) {
+            let mut names = Names::default();
+            let mut segment = Segment::new(first, events.len(), 0);
+            for (at, kind) in &events {
+                segment.push(&mut names, *at, kind.clone());
+            }
+            prop_assert_eq!(segment.len(), events.len());
+            for (index, (at, kind)) in events.iter().enumerate() {
+                let read = segment.get(&names, index);
+                prop_assert_eq!(
+                    read,
+                    Some(Event { seq: first + index as u64, at: *at, kind: kind.clone() })
+                );
+            }
+            prop_assert_eq!(segment.get(&names, events.len()), None);
+        }
+    }
+
+    /// What the frequent events of a message take: the figure BENCHMARKS.md explains.
+    #[test]
+    fn a_reply_takes_a_few_dozen_bytes() {
+        let mut names = Names::default();
+        let mut segment = Segment::new(1, 2, 0);
+        let host: Arc<str> = "mx1".into();
+        segment.push(
+            &mut names,
+            Duration::from_millis(1500),
+            EventKind::Reply {
+                host: host.clone(),
+                conn: 1234,
+                stage: Some(Stage::Rcpt),
+                reply: Reply::new(250, Some("2.1.5"), "Ok"),
+                rule: None,
+                retry_after: None,
+                retry_after_told: false,
+            },
+        );
+        assert!(segment.used_bytes() <= 32, "{} bytes", segment.used_bytes());
+        segment.push(
+            &mut names,
+            Duration::from_millis(1501),
+            EventKind::Command {
+                host,
+                conn: 1234,
+                line: "RCPT TO:<alice@aol.test>".into(),
+                command: Command::Rcpt {
+                    recipient: "alice@aol.test".into(),
+                },
+            },
+        );
+        assert!(
+            segment.used_bytes() <= 32 + 40,
+            "{} bytes",
+            segment.used_bytes()
+        );
+    }
+}
