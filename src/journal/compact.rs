@@ -130,18 +130,18 @@ impl Segment {
                 rule,
                 retry_after,
                 retry_after_told,
-            } => {
-                w.u8(REPLY);
-                w.uint(names.id(&host).into());
-                w.uint(conn);
-                w.u8(stage.map_or(0, stage_number));
-                w.reply(&reply);
-                w.uint(rule.map_or(0, |r| u64::from(names.id(&r)) + 1));
-                w.u8(u8::from(retry_after.is_some()) | (u8::from(retry_after_told) << 1));
-                if let Some(after) = retry_after {
-                    w.duration(after);
-                }
-            }
+            } => w.reply_event(
+                names,
+                &ReplyRecord {
+                    host: &host,
+                    conn,
+                    stage,
+                    reply: &reply,
+                    rule,
+                    retry_after,
+                    retry_after_told,
+                },
+            ),
             EventKind::MessageAccepted {
                 host,
                 conn,
@@ -188,6 +188,15 @@ impl Segment {
                 self.rare.push(rare);
             }
         }
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Appends a reply event, read from where it is: the session's reply is not cloned.
+    pub(super) fn push_reply(&mut self, names: &mut Names, at: Duration, reply: &ReplyRecord<'_>) {
+        let mut w = Writer(&mut self.bytes);
+        w.duration(at);
+        w.reply_event(names, reply);
         self.ends
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
@@ -287,6 +296,34 @@ impl Segment {
             at,
             kind,
         })
+    }
+}
+
+/// A reply to journal, borrowed from the session that sends it: the one event of every
+/// command, journalled without copying its text (see `Journal::record_reply`).
+#[derive(Debug)]
+pub(crate) struct ReplyRecord<'a> {
+    pub host: &'a Arc<str>,
+    pub conn: u64,
+    pub stage: Option<Stage>,
+    pub reply: &'a Reply,
+    pub rule: Option<Arc<str>>,
+    pub retry_after: Option<Duration>,
+    pub retry_after_told: bool,
+}
+
+impl ReplyRecord<'_> {
+    /// The event, for the journal file, which writes events as they are.
+    pub(crate) fn to_kind(&self) -> EventKind {
+        EventKind::Reply {
+            host: self.host.clone(),
+            conn: self.conn,
+            stage: self.stage,
+            reply: self.reply.clone(),
+            rule: self.rule.clone(),
+            retry_after: self.retry_after,
+            retry_after_told: self.retry_after_told,
+        }
     }
 }
 
@@ -416,6 +453,23 @@ impl Writer<'_> {
                 self.opt_str(digest.as_deref());
             }
             Command::Other => self.u8(OTHER),
+        }
+    }
+
+    fn reply_event(&mut self, names: &mut Names, r: &ReplyRecord<'_>) {
+        self.u8(REPLY);
+        self.uint(names.id(r.host).into());
+        self.uint(r.conn);
+        self.u8(r.stage.map_or(0, stage_number));
+        self.reply(r.reply);
+        self.uint(
+            r.rule
+                .as_ref()
+                .map_or(0, |rule| u64::from(names.id(rule)) + 1),
+        );
+        self.u8(u8::from(r.retry_after.is_some()) | (u8::from(r.retry_after_told) << 1));
+        if let Some(after) = r.retry_after {
+            self.duration(after);
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::compact::{Names, Segment};
+use super::compact::{Names, ReplyRecord, Segment};
 use super::event::{Event, EventKind};
 use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
@@ -69,6 +69,24 @@ struct State {
 impl State {
     /// Keeps `event`, the one after the newest held.
     fn push(&mut self, event: Event) {
+        self.open_segment_for(event.seq);
+        if let Some(segment) = self.segments.back_mut() {
+            segment.push(&mut self.names, event.at, event.kind);
+            self.held += 1;
+        }
+    }
+
+    /// Keeps a reply, the event after the newest held.
+    fn push_reply(&mut self, seq: u64, at: Duration, reply: &ReplyRecord<'_>) {
+        self.open_segment_for(seq);
+        if let Some(segment) = self.segments.back_mut() {
+            segment.push_reply(&mut self.names, at, reply);
+            self.held += 1;
+        }
+    }
+
+    /// Makes the last segment one with room for event `seq`: a new one when it is full.
+    fn open_segment_for(&mut self, seq: u64) {
         let full = self
             .segments
             .back()
@@ -83,12 +101,31 @@ impl State {
                     last.used_bytes() + last.used_bytes() / 8
                 });
             self.segments
-                .push_back(Segment::new(event.seq, self.segment_events, bytes));
+                .push_back(Segment::new(seq, self.segment_events, bytes));
         }
-        if let Some(segment) = self.segments.back_mut() {
-            segment.push(&mut self.names, event.at, event.kind);
-            self.held += 1;
+    }
+
+    /// When the journal holds `max_events`, drops its oldest segment (a tenth) and gives
+    /// it back, to be freed once the lock is let go: other sessions need not wait for it.
+    fn make_room(&mut self) -> Option<Segment> {
+        let held = self.held + usize::from(self.header.is_some());
+        if held < self.max_events {
+            return None;
         }
+        let oldest = self.segments.pop_front()?;
+        self.held -= oldest.len();
+        self.dropped += oldest.len() as u64;
+        Some(oldest)
+    }
+
+    /// The next sequence number and its time. Read under the lock: a later sequence
+    /// number never gets an earlier time.
+    fn stamp(&mut self, clock: &Clock) -> (u64, Duration) {
+        let at = clock.now().max(self.last_at);
+        self.last_at = at;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (seq, at)
     }
 
     /// Up to `limit` events held, from the `skip`th on.
@@ -185,12 +222,29 @@ impl Journal {
         self.append(state, reset)
     }
 
+    /// Appends a reply event without copying the reply (but for the journal file).
+    pub(crate) fn record_reply(&self, reply: ReplyRecord<'_>) -> u64 {
+        let mut state = self.state.lock();
+        if self.sink.is_some() {
+            return self.append(state, reply.to_kind());
+        }
+        let (seq, at) = state.stamp(&self.clock);
+        let dropped = state.make_room();
+        state.push_reply(seq, at, &reply);
+        drop(state);
+        drop(dropped);
+        self.appended_up_to(seq);
+        seq
+    }
+
+    fn appended_up_to(&self, seq: u64) {
+        if self.appended.receiver_count() > 0 {
+            self.appended.send_modify(|(last, _)| *last = seq);
+        }
+    }
+
     fn append(&self, mut state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
-        // Read under the lock: a later sequence number never gets an earlier time.
-        let at = self.clock.now().max(state.last_at);
-        state.last_at = at;
-        let seq = state.next_seq;
-        state.next_seq += 1;
+        let (seq, at) = state.stamp(&self.clock);
         let event = Event { seq, at, kind };
         let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
         if let Some(sink) = &self.sink {
@@ -204,22 +258,12 @@ impl Journal {
         if header {
             state.header = Some(event);
         } else {
-            let held = state.held + usize::from(state.header.is_some());
-            if held >= state.max_events
-                && let Some(oldest) = state.segments.pop_front()
-            {
-                state.held -= oldest.len();
-                state.dropped += oldest.len() as u64;
-                // Freed after the lock is let go: other sessions need not wait for it.
-                dropped = Some(oldest);
-            }
+            dropped = state.make_room();
             state.push(event);
         }
         drop(state);
         drop(dropped);
-        if self.appended.receiver_count() > 0 {
-            self.appended.send_modify(|(last, _)| *last = seq);
-        }
+        self.appended_up_to(seq);
         seq
     }
 
@@ -441,6 +485,45 @@ mod tests {
 
     fn seqs(events: &[Event]) -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
+    }
+
+    /// A reply journalled from where it is reads back as the same reply journalled as an
+    /// event, with and without a segment change in between.
+    #[test]
+    fn a_borrowed_reply_is_the_same_event() {
+        let journal = Journal::new(Clock::new(), MIN_EVENTS);
+        let host: Arc<str> = "mx1".into();
+        let reply = crate::scenario::Reply::new(451, Some("4.7.1"), "Try again later");
+        let rule: Option<Arc<str>> = Some("host mx1 rule 1".into());
+        for conn in 0..(MIN_EVENTS as u64) {
+            journal.record(EventKind::Reply {
+                host: host.clone(),
+                conn,
+                stage: Some(crate::scenario::Stage::Rcpt),
+                reply: reply.clone(),
+                rule: rule.clone(),
+                retry_after: Some(Duration::from_secs(300)),
+                retry_after_told: true,
+            });
+            journal.record_reply(ReplyRecord {
+                host: &host,
+                conn,
+                stage: Some(crate::scenario::Stage::Rcpt),
+                reply: &reply,
+                rule: rule.clone(),
+                retry_after: Some(Duration::from_secs(300)),
+                retry_after_told: true,
+            });
+        }
+        let events = journal.events();
+        assert!(events.len() >= MIN_EVENTS - 2, "{}", events.len());
+        // Odd sequence numbers are the events, the next even ones the borrowed replies.
+        let pairs: Vec<_> = events.windows(2).filter(|p| p[0].seq % 2 == 1).collect();
+        assert!(pairs.len() >= MIN_EVENTS / 2 - 1, "{} pairs", pairs.len());
+        for pair in pairs {
+            assert_eq!(pair[0].kind, pair[1].kind);
+            assert_eq!(pair[0].seq + 1, pair[1].seq);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -54,7 +54,7 @@ fn quit_pipelined(pending: &[u8]) -> bool {
 /// How much of what a client pipelines during a tarpit is kept; beyond it the session
 /// stops reading until the wait is over (so it may notice a close only then).
 const PIPELINED_DURING_A_WAIT: usize = 64 * 1024;
-use crate::journal::{Command, EventKind, sanitize_line};
+use crate::journal::{Command, EventKind, ReplyRecord, sanitize_line};
 use crate::scenario::{Reply, Stage};
 
 impl Session {
@@ -314,11 +314,11 @@ impl Session {
             reply.one_line()
         );
         reply.write_to(&mut self.output);
-        self.record(EventKind::Reply {
-            host: self.host.name.clone(),
+        self.env.journal.record_reply(ReplyRecord {
+            host: &self.host.name,
             conn: self.conn,
             stage,
-            reply: reply.clone(),
+            reply,
             rule,
             retry_after: hint.after,
             retry_after_told: hint.told,
