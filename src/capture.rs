@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::journal::{EventKind, Journal};
+use crate::journal::{EventKind, Journal, Recipients};
 use crate::scenario::CaptureLimits;
 
 /// One accepted message.
@@ -131,13 +131,20 @@ impl Inbox {
 
     /// Numbers an accepted message, journals its event and keeps it; returns its number
     /// and the sequence number of its event (what a 250 waits for to be in the file).
-    pub(crate) fn accept(&self, make: impl FnOnce(u64) -> (EventKind, Message)) -> (u64, u64) {
+    /// The event and the message `make` gives may leave their recipients empty: both get
+    /// `recipients`, one list shared by the two.
+    pub(crate) fn accept(
+        &self,
+        recipients: &[String],
+        make: impl FnOnce(u64) -> (EventKind, Message),
+    ) -> (u64, u64) {
+        let shared = Arc::new(Recipients::new(recipients));
         let mut last_id = self.last_id.lock();
         *last_id += 1;
         let id = *last_id;
         let (event, message) = make(id);
-        let seq = self.journal.record(event);
-        self.capture.keep(message);
+        let seq = self.journal.record_accepted(event, &shared);
+        self.capture.keep_sharing(message, Some(shared));
         (id, seq)
     }
 
@@ -179,29 +186,24 @@ struct State {
 }
 
 /// A message as the capture keeps it: its recipients in one string, not one allocation
-/// each (a message for 1,000 recipients took 56 KB in them, more than its content).
+/// each (a message for 1,000 recipients took 56 KB in them, more than its content), and
+/// shared with its journal event.
 #[derive(Debug)]
 struct Kept {
     /// The message without its recipients.
     message: Message,
-    recipients: Box<str>,
-    /// Where each recipient ends in `recipients`.
-    ends: Box<[usize]>,
+    recipients: Arc<Recipients>,
 }
 
 impl Kept {
-    fn new(mut message: Message) -> Self {
-        let recipients = std::mem::take(&mut message.recipients);
-        let mut ends = Vec::with_capacity(recipients.len());
-        let mut joined = String::with_capacity(recipients.iter().map(String::len).sum());
-        for recipient in &recipients {
-            joined.push_str(recipient);
-            ends.push(joined.len());
-        }
+    fn new(mut message: Message, recipients: Option<Arc<Recipients>>) -> Self {
+        let own = std::mem::take(&mut message.recipients);
+        let recipients = recipients
+            .filter(|_| own.is_empty())
+            .unwrap_or_else(|| Arc::new(Recipients::new(&own)));
         Self {
             message,
-            recipients: joined.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
+            recipients,
         }
     }
 
@@ -215,18 +217,8 @@ impl Kept {
 
     /// The message whole again.
     fn message(&self) -> Message {
-        let mut start = 0;
-        let recipients = self
-            .ends
-            .iter()
-            .map(|&end| {
-                let recipient = self.recipients.get(start..end).unwrap_or_default();
-                start = end;
-                recipient.to_string()
-            })
-            .collect();
         Message {
-            recipients,
+            recipients: self.recipients.to_vec(),
             ..self.message.clone()
         }
     }
@@ -242,11 +234,17 @@ impl Capture {
 
     /// Keeps a message, dropping the oldest ones while over the limits. A message larger
     /// than the byte limit on its own is kept without its body.
-    fn keep(&self, mut message: Message) {
+    #[cfg(test)]
+    fn keep(&self, message: Message) {
+        self.keep_sharing(message, None);
+    }
+
+    /// Keeps a message whose recipients may be `recipients` (its own list left empty).
+    fn keep_sharing(&self, mut message: Message, recipients: Option<Arc<Recipients>>) {
         if message.data.len() as u64 > self.limits.max_bytes {
             message.data = Arc::from(Vec::new());
         }
-        let kept = Kept::new(message);
+        let kept = Kept::new(message, recipients);
         let mut state = self.state.lock();
         state.bytes += kept.size();
         state.messages.push_back(kept);

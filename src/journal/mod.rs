@@ -21,7 +21,7 @@ pub(crate) mod sink;
 pub(crate) mod store;
 pub mod target;
 
-pub(crate) use compact::ReplyRecord;
+pub(crate) use compact::{Recipients, ReplyRecord};
 pub use event::{
     ClosedBy, Command, DnsReply, DnsTransport, DomainRecord, Event, EventKind, TlsOutcome,
     sanitize_line,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::compact::{Names, ReplyRecord, Segment};
+use super::compact::{Names, Recipients, ReplyRecord, Segment};
 use super::event::{Event, EventKind};
 use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
@@ -68,10 +68,10 @@ struct State {
 
 impl State {
     /// Keeps `event`, the one after the newest held.
-    fn push(&mut self, event: Event) {
+    fn push(&mut self, event: Event, shared: Option<&Arc<Recipients>>) {
         self.open_segment_for(event.seq);
         if let Some(segment) = self.segments.back_mut() {
-            segment.push(&mut self.names, event.at, event.kind);
+            segment.push(&mut self.names, event.at, event.kind, shared);
             self.held += 1;
         }
     }
@@ -222,6 +222,23 @@ impl Journal {
         self.append(state, reset)
     }
 
+    /// Appends a `message-accepted` event whose recipients are `recipients`, which the
+    /// capture keeps too: the journal shares the list instead of keeping a copy. The
+    /// event's own list may be left empty.
+    pub(crate) fn record_accepted(&self, mut kind: EventKind, recipients: &Arc<Recipients>) -> u64 {
+        if let EventKind::MessageAccepted {
+            recipients: own, ..
+        } = &mut kind
+            && self.sink.is_some()
+            && own.is_empty()
+        {
+            // The file gets the event whole.
+            *own = recipients.to_vec();
+        }
+        let state = self.state.lock();
+        self.append_sharing(state, kind, Some(recipients))
+    }
+
     /// Appends a reply event without copying the reply (but for the journal file).
     pub(crate) fn record_reply(&self, reply: ReplyRecord<'_>) -> u64 {
         let mut state = self.state.lock();
@@ -243,13 +260,27 @@ impl Journal {
         }
     }
 
-    fn append(&self, mut state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
+    fn append(&self, state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
+        self.append_sharing(state, kind, None)
+    }
+
+    fn append_sharing(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        kind: EventKind,
+        shared: Option<&Arc<Recipients>>,
+    ) -> u64 {
         let (seq, at) = state.stamp(&self.clock);
-        let event = Event { seq, at, kind };
+        let mut event = Event { seq, at, kind };
         let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
         if let Some(sink) = &self.sink {
             // Under the lock: the file's lines are in sequence order.
             sink.push(&event, header);
+        }
+        if let (Some(_), EventKind::MessageAccepted { recipients, .. }) = (shared, &mut event.kind)
+        {
+            // Kept once, in the shared list.
+            recipients.clear();
         }
         if matches!(event.kind, EventKind::ScenarioReplaced { .. }) {
             state.layout = Some(event.clone());
@@ -259,7 +290,7 @@ impl Journal {
             state.header = Some(event);
         } else {
             dropped = state.make_room();
-            state.push(event);
+            state.push(event, shared);
         }
         drop(state);
         drop(dropped);

@@ -445,3 +445,46 @@ async fn a_rotated_journal_reads_whole_with_its_older_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The farm's memory and its journal file tell the same story of accepted messages,
+/// short recipient lists and long ones (which the memory shares with the capture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_file_have_the_same_accepted_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let scenario = Scenario::from_toml(
+        "one.toml",
+        "name = \"one\"\n[[host]]\nname = \"mx1\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let options = FarmOptions::ephemeral().journal_file(JournalFileOptions::new(&path));
+    let farm = Farm::start_with(scenario, options).await.unwrap();
+    let mut client = SmtpClient::connect(farm.addr("mx1")).await;
+    client.greeting().await;
+    client.ehlo("client.test").await;
+    let many: Vec<String> = (0..40).map(|n| format!("recipient-{n}@aol.test")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for recipients in [&["a@aol.test", "b@aol.test"][..], &many[..]] {
+        let sent = client
+            .transaction("s@example.test", recipients, "Subject: x\r\n\r\nhi\r\n")
+            .await;
+        assert!(sent.delivered(), "{}", client.conversation());
+    }
+    client.quit().await;
+    let accepted = |events: Vec<mxfarm::Event>| -> Vec<EventKind> {
+        events
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| matches!(k, EventKind::MessageAccepted { .. }))
+            .collect()
+    };
+    let in_memory = accepted(farm.journal());
+    farm.shutdown().await;
+    let in_file = accepted(mxfarm::journal::file::read(&path).unwrap().events);
+    assert_eq!(in_memory.len(), 2);
+    assert_eq!(in_memory, in_file);
+    let EventKind::MessageAccepted { recipients, .. } = &in_memory[1] else {
+        unreachable!()
+    };
+    assert_eq!(recipients, &many);
+}

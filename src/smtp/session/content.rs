@@ -337,13 +337,14 @@ impl Session {
         let at = self.env.clock.now();
         let helo = self.protocol.helo.clone().unwrap_or_default();
         let (conn, client, tls) = (self.conn, self.client, self.protocol.encrypted);
-        let (id, seq) = self.env.inbox.accept(|id| {
+        let (id, seq) = self.env.inbox.accept(&tx.recipients, |id| {
             let event = EventKind::MessageAccepted {
                 host: host.name.clone(),
                 conn,
                 id,
                 sender: tx.sender.clone(),
-                recipients: tx.recipients.clone(),
+                // Both get the inbox's one list of them.
+                recipients: Vec::new(),
                 size,
                 message_id: message_id.clone(),
                 subject: subject.clone(),
@@ -357,7 +358,7 @@ impl Session {
                 client,
                 helo,
                 sender: tx.sender.clone(),
-                recipients: tx.recipients.clone(),
+                recipients: Vec::new(),
                 size,
                 message_id,
                 subject,

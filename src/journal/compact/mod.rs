@@ -13,12 +13,62 @@
 //! bug; [`Segment::get`] then gives `None` rather than a wrong event.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::event::{ClosedBy, Command, Event, EventKind};
+mod codec;
+
+use codec::{Reader, Writer};
+
+use super::event::{ClosedBy, Event, EventKind};
 use crate::scenario::{Reply, Stage};
+
+/// The recipients of an accepted message in one string, shared by the capture and the
+/// journal's `message-accepted` event: a message for 1,000 recipients is 22 KB of them,
+/// which was kept twice, each recipient an allocation of its own.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Recipients {
+    joined: Box<str>,
+    /// Where each recipient ends in `joined`.
+    ends: Box<[usize]>,
+}
+
+impl Recipients {
+    pub(crate) fn new(recipients: &[String]) -> Self {
+        let mut joined = String::with_capacity(recipients.iter().map(String::len).sum());
+        let mut ends = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            joined.push_str(recipient);
+            ends.push(joined.len());
+        }
+        Self {
+            joined: joined.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// One string each, as they were given.
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let recipient = self.joined.get(start..end).unwrap_or_default();
+            start = end;
+            recipient
+        })
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.joined.len() + self.ends.len() * size_of::<usize>()
+    }
+}
+
+/// Recipient lists at least this long (in bytes) are shared with the capture rather than
+/// encoded: below it, the list's own bytes are smaller than sharing it.
+const SHARED_RECIPIENTS: usize = 256;
 
 /// Host and rule names, each stored once and referred to by number: a farm has few.
 #[derive(Debug, Default)]
@@ -52,6 +102,8 @@ pub(super) struct Segment {
     ends: Vec<u32>,
     /// The rare kinds, as they are; their bytes say which.
     rare: Vec<EventKind>,
+    /// Long recipient lists of `message-accepted` events, shared with the capture.
+    recipients: Vec<Arc<Recipients>>,
 }
 
 // Kinds and their numbers in the encoding.
@@ -70,6 +122,7 @@ impl Segment {
             bytes: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(events),
             rare: Vec::new(),
+            recipients: Vec::new(),
         }
     }
 
@@ -86,6 +139,12 @@ impl Segment {
         self.bytes.capacity()
             + self.ends.capacity() * size_of::<u32>()
             + self.rare.capacity() * size_of::<EventKind>()
+            + self.recipients.capacity() * size_of::<Arc<Recipients>>()
+            + self
+                .recipients
+                .iter()
+                .map(|r| r.heap_bytes())
+                .sum::<usize>()
     }
 
     /// The bytes its events take, without what is reserved for more.
@@ -100,7 +159,15 @@ impl Segment {
     }
 
     /// Appends the event after the last one held (its sequence number is implied).
-    pub(super) fn push(&mut self, names: &mut Names, at: Duration, kind: EventKind) {
+    /// `shared` is the recipient list of a `message-accepted` event as the capture keeps
+    /// it, when the event's own list was left empty.
+    pub(super) fn push(
+        &mut self,
+        names: &mut Names,
+        at: Duration,
+        kind: EventKind,
+        shared: Option<&Arc<Recipients>>,
+    ) {
         let mut w = Writer(&mut self.bytes);
         w.duration(at);
         match kind {
@@ -158,9 +225,25 @@ impl Segment {
                 w.uint(conn);
                 w.uint(id);
                 w.str(&sender);
-                w.uint(recipients.len() as u64);
-                for recipient in &recipients {
-                    w.str(recipient);
+                // A count times two, then the recipients; or a shared list's index
+                // times two plus one.
+                match shared.filter(|_| recipients.is_empty()) {
+                    Some(list) if list.joined.len() >= SHARED_RECIPIENTS => {
+                        w.uint(self.recipients.len() as u64 * 2 + 1);
+                        self.recipients.push(list.clone());
+                    }
+                    Some(list) => {
+                        w.uint(list.ends.len() as u64 * 2);
+                        for recipient in list.iter() {
+                            w.str(recipient);
+                        }
+                    }
+                    None => {
+                        w.uint(recipients.len() as u64 * 2);
+                        for recipient in &recipients {
+                            w.str(recipient);
+                        }
+                    }
                 }
                 w.uint(size);
                 w.opt_str(message_id.as_deref());
@@ -261,12 +344,20 @@ impl Segment {
                 let conn = r.uint()?;
                 let id = r.uint()?;
                 let sender = r.string()?;
-                let count = r.uint()?;
-                let mut recipients =
-                    Vec::with_capacity(usize::try_from(count).ok()?.min(r.0.len()));
-                for _ in 0..count {
-                    recipients.push(r.string()?);
-                }
+                let tag = r.uint()?;
+                let recipients = if tag % 2 == 1 {
+                    self.recipients
+                        .get(usize::try_from(tag / 2).ok()?)?
+                        .to_vec()
+                } else {
+                    let count = tag / 2;
+                    let mut recipients =
+                        Vec::with_capacity(usize::try_from(count).ok()?.min(r.0.len()));
+                    for _ in 0..count {
+                        recipients.push(r.string()?);
+                    }
+                    recipients
+                };
                 EventKind::MessageAccepted {
                     host,
                     conn,
@@ -334,325 +425,14 @@ fn stage_number(stage: Stage) -> u8 {
         .map_or(0, |i| i as u8 + 1)
 }
 
-// Command verbs and their numbers.
-const EHLO: u8 = 0;
-const HELO: u8 = 1;
-const MAIL: u8 = 2;
-const RCPT: u8 = 3;
-const DATA: u8 = 4;
-const BDAT: u8 = 5;
-const RSET: u8 = 6;
-const NOOP: u8 = 7;
-const VRFY: u8 = 8;
-const HELP: u8 = 9;
-const QUIT: u8 = 10;
-const STARTTLS: u8 = 11;
-const END_OF_DATA: u8 = 12;
-const OTHER: u8 = 13;
-
-struct Writer<'a>(&'a mut Vec<u8>);
-
-impl Writer<'_> {
-    fn u8(&mut self, b: u8) {
-        self.0.push(b);
-    }
-
-    /// LEB128: seven bits a byte, the high bit says more follow.
-    fn uint(&mut self, mut n: u64) {
-        while n >= 0x80 {
-            self.0.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        self.0.push(n as u8);
-    }
-
-    fn duration(&mut self, d: Duration) {
-        self.uint(d.as_secs());
-        self.uint(d.subsec_nanos().into());
-    }
-
-    fn str(&mut self, s: &str) {
-        self.uint(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
-    }
-
-    fn opt_str(&mut self, s: Option<&str>) {
-        match s {
-            None => self.uint(0),
-            Some(s) => {
-                self.uint(s.len() as u64 + 1);
-                self.0.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-
-    fn opt_uint(&mut self, n: Option<u64>) {
-        match n {
-            None => self.uint(0),
-            Some(n) => {
-                self.u8(1);
-                self.uint(n);
-            }
-        }
-    }
-
-    /// A part of the command: where it is in `line` if it is there (it nearly always is:
-    /// `MAIL FROM:<sender>`), else the text itself.
-    fn part(&mut self, line: &str, part: &str) {
-        match memchr::memmem::find(line.as_bytes(), part.as_bytes()) {
-            Some(at) if !part.is_empty() => {
-                self.uint(at as u64 * 2 + 1);
-                self.uint(part.len() as u64);
-            }
-            _ => {
-                self.uint(part.len() as u64 * 2);
-                self.0.extend_from_slice(part.as_bytes());
-            }
-        }
-    }
-
-    fn command(&mut self, line: &str, command: &Command) {
-        match command {
-            Command::Ehlo { name } => {
-                self.u8(EHLO);
-                self.part(line, name);
-            }
-            Command::Helo { name } => {
-                self.u8(HELO);
-                self.part(line, name);
-            }
-            Command::Mail { sender, size } => {
-                self.u8(MAIL);
-                self.part(line, sender);
-                self.opt_uint(*size);
-            }
-            Command::Rcpt { recipient } => {
-                self.u8(RCPT);
-                self.part(line, recipient);
-            }
-            Command::Data => self.u8(DATA),
-            Command::Bdat { size, last } => {
-                self.u8(BDAT);
-                self.uint(*size);
-                self.u8(u8::from(*last));
-            }
-            Command::Rset => self.u8(RSET),
-            Command::Noop => self.u8(NOOP),
-            Command::Vrfy => self.u8(VRFY),
-            Command::Help => self.u8(HELP),
-            Command::Quit => self.u8(QUIT),
-            Command::Starttls => self.u8(STARTTLS),
-            Command::EndOfData {
-                size,
-                message_id,
-                digest,
-            } => {
-                self.u8(END_OF_DATA);
-                self.uint(*size);
-                self.opt_str(message_id.as_deref());
-                self.opt_str(digest.as_deref());
-            }
-            Command::Other => self.u8(OTHER),
-        }
-    }
-
-    fn reply_event(&mut self, names: &mut Names, r: &ReplyRecord<'_>) {
-        self.u8(REPLY);
-        self.uint(names.id(r.host).into());
-        self.uint(r.conn);
-        self.u8(r.stage.map_or(0, stage_number));
-        self.reply(r.reply);
-        self.uint(
-            r.rule
-                .as_ref()
-                .map_or(0, |rule| u64::from(names.id(rule)) + 1),
-        );
-        self.u8(u8::from(r.retry_after.is_some()) | (u8::from(r.retry_after_told) << 1));
-        if let Some(after) = r.retry_after {
-            self.duration(after);
-        }
-    }
-
-    fn reply(&mut self, reply: &Reply) {
-        self.uint(reply.code.into());
-        self.opt_str(reply.status.as_deref());
-        self.uint(reply.lines.len() as u64);
-        for line in &reply.lines {
-            self.str(line);
-        }
-    }
-
-    fn addr(&mut self, addr: SocketAddr) {
-        match addr {
-            SocketAddr::V4(v4) => {
-                self.u8(4);
-                self.0.extend_from_slice(&v4.ip().octets());
-                self.0.extend_from_slice(&v4.port().to_le_bytes());
-            }
-            SocketAddr::V6(v6) => {
-                self.u8(6);
-                self.0.extend_from_slice(&v6.ip().octets());
-                self.0.extend_from_slice(&v6.port().to_le_bytes());
-                self.uint(v6.flowinfo().into());
-                self.uint(v6.scope_id().into());
-            }
-        }
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn uint(&mut self) -> Option<u64> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(n);
-            }
-        }
-        None
-    }
-
-    fn len(&mut self) -> Option<usize> {
-        usize::try_from(self.uint()?).ok()
-    }
-
-    fn duration(&mut self) -> Option<Duration> {
-        let secs = self.uint()?;
-        let nanos = u32::try_from(self.uint()?).ok()?;
-        Some(Duration::new(secs, nanos))
-    }
-
-    fn text(&mut self, len: usize) -> Option<String> {
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = self.len()?;
-        self.text(len)
-    }
-
-    fn opt_string(&mut self) -> Option<Option<String>> {
-        match self.len()? {
-            0 => Some(None),
-            n => Some(Some(self.text(n - 1)?)),
-        }
-    }
-
-    fn opt_uint(&mut self) -> Option<Option<u64>> {
-        match self.u8()? {
-            0 => Some(None),
-            _ => Some(Some(self.uint()?)),
-        }
-    }
-
-    fn part(&mut self, line: &str) -> Option<String> {
-        let tag = self.len()?;
-        if tag % 2 == 1 {
-            let at = tag / 2;
-            let len = self.len()?;
-            Some(line.get(at..at.checked_add(len)?)?.to_string())
-        } else {
-            self.text(tag / 2)
-        }
-    }
-
-    fn command(&mut self, line: &str) -> Option<Command> {
-        Some(match self.u8()? {
-            EHLO => Command::Ehlo {
-                name: self.part(line)?,
-            },
-            HELO => Command::Helo {
-                name: self.part(line)?,
-            },
-            MAIL => Command::Mail {
-                sender: self.part(line)?,
-                size: self.opt_uint()?,
-            },
-            RCPT => Command::Rcpt {
-                recipient: self.part(line)?,
-            },
-            DATA => Command::Data,
-            BDAT => Command::Bdat {
-                size: self.uint()?,
-                last: self.u8()? == 1,
-            },
-            RSET => Command::Rset,
-            NOOP => Command::Noop,
-            VRFY => Command::Vrfy,
-            HELP => Command::Help,
-            QUIT => Command::Quit,
-            STARTTLS => Command::Starttls,
-            END_OF_DATA => Command::EndOfData {
-                size: self.uint()?,
-                message_id: self.opt_string()?,
-                digest: self.opt_string()?,
-            },
-            OTHER => Command::Other,
-            _ => return None,
-        })
-    }
-
-    fn reply(&mut self) -> Option<Reply> {
-        let code = u16::try_from(self.uint()?).ok()?;
-        let status = self.opt_string()?;
-        let count = self.len()?;
-        let mut lines = Vec::with_capacity(count.min(self.0.len()));
-        for _ in 0..count {
-            lines.push(self.string()?);
-        }
-        Some(Reply {
-            code,
-            status,
-            lines,
-        })
-    }
-
-    fn addr(&mut self) -> Option<SocketAddr> {
-        match self.u8()? {
-            4 => {
-                let ip: [u8; 4] = self.take(4)?.try_into().ok()?;
-                let port = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
-                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
-            }
-            6 => {
-                let ip: [u8; 16] = self.take(16)?.try_into().ok()?;
-                let port = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
-                let flowinfo = u32::try_from(self.uint()?).ok()?;
-                let scope_id = u32::try_from(self.uint()?).ok()?;
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(ip),
-                    port,
-                    flowinfo,
-                    scope_id,
-                )))
-            }
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6};
+
     use proptest::prelude::*;
 
     use super::*;
-    use crate::journal::event::{DnsReply, DnsTransport};
+    use crate::journal::event::{Command, DnsReply, DnsTransport};
 
     fn addr() -> impl Strategy<Value = SocketAddr> {
         prop_oneof![
@@ -832,7 +612,7 @@ mod tests {
             let mut names = Names::default();
             let mut segment = Segment::new(first, events.len(), 0);
             for (at, kind) in &events {
-                segment.push(&mut names, *at, kind.clone());
+                segment.push(&mut names, *at, kind.clone(), None);
             }
             prop_assert_eq!(segment.len(), events.len());
             for (index, (at, kind)) in events.iter().enumerate() {
@@ -844,6 +624,52 @@ mod tests {
             }
             prop_assert_eq!(segment.get(&names, events.len()), None);
         }
+    }
+
+    /// A recipient list shared with the capture is read back into the event, long (kept
+    /// by reference) or short (encoded), and the event's own list wins when it has one.
+    #[test]
+    fn shared_recipients_read_back_into_the_event() {
+        let accepted = |recipients: Vec<String>| EventKind::MessageAccepted {
+            host: "mx1".into(),
+            conn: 1,
+            id: 7,
+            sender: "s@x.test".into(),
+            recipients,
+            size: 10,
+            message_id: None,
+            subject: None,
+            tls: false,
+        };
+        let long: Vec<String> = (0..100).map(|n| format!("r{n}@y.test")).collect();
+        let short = vec!["a@y.test".to_string(), String::new()];
+        let mut names = Names::default();
+        let mut segment = Segment::new(1, 3, 0);
+        for list in [&long, &short] {
+            let shared = Arc::new(Recipients::new(list));
+            segment.push(
+                &mut names,
+                Duration::ZERO,
+                accepted(Vec::new()),
+                Some(&shared),
+            );
+        }
+        let other = Arc::new(Recipients::new(&long));
+        segment.push(
+            &mut names,
+            Duration::ZERO,
+            accepted(short.clone()),
+            Some(&other),
+        );
+        assert_eq!(segment.recipients.len(), 1, "only the long list is shared");
+        let read: Vec<EventKind> = (0..3)
+            .map(|i| segment.get(&names, i).map(|e| e.kind))
+            .collect::<Option<_>>()
+            .unwrap();
+        assert_eq!(
+            read,
+            [accepted(long), accepted(short.clone()), accepted(short)]
+        );
     }
 
     /// What the frequent events of a message take: the figure BENCHMARKS.md explains.
@@ -864,6 +690,7 @@ mod tests {
                 retry_after: None,
                 retry_after_told: false,
             },
+            None,
         );
         assert!(segment.used_bytes() <= 32, "{} bytes", segment.used_bytes());
         segment.push(
@@ -877,6 +704,7 @@ mod tests {
                     recipient: "alice@aol.test".into(),
                 },
             },
+            None,
         );
         assert!(
             segment.used_bytes() <= 32 + 40,
