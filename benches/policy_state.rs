@@ -386,6 +386,43 @@ fn report(name: &str, what: &str, mut samples: Vec<Duration>, results: &mut Vec<
     results.push(format!("{name}_p50_us={p50:.1} {name}_p99_us={p99:.1}"));
 }
 
+/// The RCPT decision alone (`mxfarm::RcptDecider`: what a session asks the policy),
+/// with both stores of mx1's rules full: filled with `entries` recipients, then, past the
+/// greylist's delay, `samples` decisions timed one by one, every other one a known
+/// triplet (it passes both rules, unless the store forgot it) and the others new (each makes both full stores forget
+/// their oldest entry). The same stores as over the sessions, without the session, the
+/// in-memory stream and the runtime's wake-ups, which make most of those times.
+fn decisions_alone(p: &Params) -> BenchResult<Vec<Duration>> {
+    let scenario = scenario(p.entries, true, true)?;
+    let client = "10.1.0.1".parse().map_err(|e| format!("{e}"))?;
+    let mut decider =
+        mxfarm::RcptDecider::new(&scenario, "mx1", client, "s@sender.test").ok_or("no host mx1")?;
+    for i in 0..p.entries {
+        let code = decider.decide(&format!("r{i}@farm.test"), Duration::ZERO);
+        if code != 450 {
+            return Err(format!("filling, recipient {i}: {code} instead of 450"));
+        }
+    }
+    let now = Duration::from_secs(600);
+    let mut times = Vec::with_capacity(p.samples);
+    for i in 0..p.samples {
+        let known = i % 2 == 0;
+        let rcpt = if known {
+            format!("r{}@farm.test", (i.wrapping_mul(2_654_435_761)) % p.entries)
+        } else {
+            format!("n{i}@farm.test")
+        };
+        let started = Instant::now();
+        let code = decider.decide(&rcpt, now);
+        times.push(started.elapsed());
+        // A known triplet passes, unless new ones made the full store forget it.
+        if !(code == 450 || known && code == 250) {
+            return Err(format!("timed decision {i} ({rcpt}): {code}"));
+        }
+    }
+    Ok(times)
+}
+
 /// Live heap bytes per entry after filling a farm that has only one of the two rules.
 async fn bytes_per_entry(p: &Params, greylist: bool) -> BenchResult<f64> {
     let farm = start(scenario(p.entries, greylist, !greylist)?).await?;
@@ -435,6 +472,13 @@ async fn run(p: &Params) -> BenchResult {
     results.push(format!(
         "bytes_per_triplet={triplet:.0} bytes_per_rate_key={rate_key:.0}"
     ));
+
+    report(
+        "decision",
+        "the RCPT decision alone (mx1's two stores full)",
+        decisions_alone(p)?,
+        &mut results,
+    );
 
     let farm = start(scenario(p.entries, true, true)?).await?;
     let started = Instant::now();

@@ -154,4 +154,7 @@ pub use capture::Message;
 pub use deliveries::{Attempt, Deliveries, Delivery, Identity, MessageInfo, Outcome};
 pub use farm::{Farm, FarmError, FarmOptions, JournalMemory};
 pub use journal::{Event, EventKind};
+/// The RCPT decision alone, for `benches/policy_state.rs`; not part of the API.
+#[doc(hidden)]
+pub use policy::bench::RcptDecider;
 pub use scenario::{Scenario, ScenarioError, Stage};

@@ -14,6 +14,7 @@
 //! the scenario's seed and the connection number.
 
 pub(crate) mod attempts;
+pub(crate) mod bench;
 mod bounded;
 pub(crate) mod concurrency;
 mod conditions;
