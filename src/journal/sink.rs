@@ -5,7 +5,10 @@
 //! order is the sequence order), into a pending buffer. One writer thread takes the whole
 //! buffer at a time and writes it with a single `write` (group commit): under load, many
 //! sessions' events share one system call, and a session that waits for its message's
-//! line waits for one batch at most. A blocking thread rather than a tokio task, because
+//! line waits for one batch at most. The writer is woken when a session waits for a line
+//! (before a 250), when [`BATCH`] bytes are pending, or [`FLUSH_EVERY`] after the last
+//! write: not for every event, which cost a wake-up of the thread and a `write` per
+//! RCPT and made the farm with a file twice as costly per RCPT as without. A blocking thread rather than a tokio task, because
 //! file writes block, and a slow disk must not hold a runtime thread that other sessions
 //! need.
 //!
@@ -70,6 +73,14 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Pending bytes at which the writer is woken even if nobody waits.
+pub(crate) const BATCH: usize = 256 * 1024;
+
+/// How long lines nobody waits for may stay pending, counted from the first of them: a
+/// reader of the file (`tail -f`, `mxfarm transcript FILE` while the farm runs) sees every
+/// event this soon, and under load the writer wakes at most this often.
+pub(crate) const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// What is waiting to be written, under the sink's own lock (taken inside the journal's
 /// lock by `push`, and alone, for a moment, by the writer).
 #[derive(Debug, Default)]
@@ -78,6 +89,12 @@ struct Pending {
     bytes: Vec<u8>,
     /// The sequence number of the last event in `bytes`.
     last_seq: u64,
+    /// The highest sequence number a session waits to see written.
+    wanted: u64,
+    /// The last sequence number the writer took (written, or being written).
+    taken: u64,
+    /// The writer sleeps until woken (nothing was pending): the next line wakes it.
+    writer_idle: bool,
     /// The line of the `farm-started` event, which every rotated file begins with.
     header: Option<Arc<[u8]>>,
     /// No more events will come: the writer writes what is pending and ends.
@@ -144,7 +161,6 @@ impl Sink {
         if pending.failed || pending.closed {
             return;
         }
-        let was_empty = pending.bytes.is_empty();
         let start = pending.bytes.len();
         write_line(&mut pending.bytes, event);
         if header {
@@ -152,8 +168,13 @@ impl Sink {
         }
         pending.last_seq = event.seq;
         self.backlog.store(pending.bytes.len(), Ordering::Relaxed);
+        let wake =
+            (start == 0 && pending.writer_idle) || (start < BATCH && pending.bytes.len() >= BATCH);
+        if start == 0 {
+            pending.writer_idle = false;
+        }
         drop(pending);
-        if was_empty {
+        if wake {
             self.wake.notify_one();
         }
     }
@@ -171,6 +192,15 @@ impl Sink {
     /// Waits until every event up to `seq` is in the file, or says why it never will be.
     pub(crate) async fn written(&self, seq: u64) -> Result<(), Unwritable> {
         let mut progress = self.written.subscribe();
+        if progress.borrow().seq < seq {
+            let mut pending = self.pending.lock();
+            if pending.wanted < seq {
+                pending.wanted = seq;
+                if pending.taken < seq {
+                    self.wake.notify_one();
+                }
+            }
+        }
         let state = progress
             .wait_for(|w| w.seq >= seq || w.failed.is_some() || w.finished)
             .await
@@ -230,9 +260,15 @@ impl Sink {
     /// batch, or `None` once closed with nothing left.
     fn take_batch(&self) -> Option<Batch> {
         let mut pending = self.pending.lock();
+        let mut waited_long = false;
         loop {
-            if !pending.bytes.is_empty() {
+            let due = pending.wanted > pending.taken
+                || pending.bytes.len() >= BATCH
+                || pending.closed
+                || waited_long;
+            if due && !pending.bytes.is_empty() {
                 self.backlog.store(0, Ordering::Relaxed);
+                pending.taken = pending.last_seq;
                 return Some(Batch {
                     lines: std::mem::take(&mut pending.bytes),
                     last_seq: pending.last_seq,
@@ -242,7 +278,15 @@ impl Sink {
             if pending.closed {
                 return None;
             }
-            self.wake.wait(&mut pending);
+            if pending.bytes.is_empty() {
+                pending.writer_idle = true;
+                self.wake.wait(&mut pending);
+                waited_long = false;
+            } else {
+                // Lines came: gather what else comes for a moment, unless a session
+                // waits for one of them (it wakes the writer at once).
+                waited_long = self.wake.wait_for(&mut pending, FLUSH_EVERY).timed_out();
+            }
         }
     }
 }
