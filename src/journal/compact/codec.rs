@@ -73,7 +73,17 @@ impl Writer<'_> {
     /// A part of the command: where it is in `line` if it is there (it nearly always is:
     /// `MAIL FROM:<sender>`), else the text itself.
     pub(super) fn part(&mut self, line: &str, part: &str) {
-        match memchr::memmem::find(line.as_bytes(), part.as_bytes()) {
+        // Where it nearly always is: right after the first `<` (`RCPT TO:<r@x.test>`), or
+        // after the first space (`EHLO name`); else wherever it is.
+        let after = |b: u8| {
+            memchr::memchr(b, line.as_bytes())
+                .map(|at| at + 1)
+                .filter(|&at| line.as_bytes()[at..].starts_with(part.as_bytes()))
+        };
+        let found = after(b'<')
+            .or_else(|| after(b' '))
+            .or_else(|| memchr::memmem::find(line.as_bytes(), part.as_bytes()));
+        match found {
             Some(at) if !part.is_empty() => {
                 self.uint(at as u64 * 2 + 1);
                 self.uint(part.len() as u64);
