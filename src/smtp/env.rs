@@ -177,6 +177,12 @@ impl Shutdown {
         self.begun.cancelled().await;
     }
 
+    /// The same, as a future that can be kept and polled again and again (it stays
+    /// ready once the shutdown has begun).
+    pub(super) fn begun_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.begun.clone().cancelled_owned()
+    }
+
     /// Resolves once the grace period is over.
     pub(super) async fn aborted(&self) {
         self.aborted.cancelled().await;

@@ -225,6 +225,10 @@ fn after_path(line: &[u8]) -> &[u8] {
     let Some(open) = memchr(b'<', line) else {
         return &[];
     };
+    if memchr::memchr2(b'"', b'\\', &line[open..]).is_none() {
+        // Nothing quoted: the path ends at the first `>`.
+        return memchr(b'>', &line[open..]).map_or(&[], |close| &line[open + close + 1..]);
+    }
     let (mut quoted, mut escaped) = (false, false);
     for (at, &b) in line.iter().enumerate().skip(open + 1) {
         match b {

@@ -135,7 +135,7 @@ impl Session {
         }
         let woke = tokio::select! {
             biased;
-            () = self.shutdown.begun() => Woke::Shutdown,
+            () = &mut self.shutdown_begun => Woke::Shutdown,
             read = self.stream.read_buf(&mut self.input.buf) => Woke::Read(read),
             _ = self.env.clock.sleep_until(deadline) => Woke::Timeout,
         };

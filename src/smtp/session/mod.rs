@@ -135,6 +135,9 @@ pub(super) struct Session {
     host: Arc<HostRuntime>,
     env: Env,
     shutdown: Shutdown,
+    /// Resolves once the shutdown has begun: made once, and polled by every read, so that
+    /// a read does not register (and drop) a waiter on the shutdown each time.
+    shutdown_begun: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     conn: u64,
     client: SocketAddr,
     /// The policy's state of this connection, handed to every decision.
@@ -175,11 +178,13 @@ impl Session {
         slot: Slot,
     ) -> Self {
         let policy = host.policy.open(conn, client.ip());
+        let shutdown_begun = Box::pin(shutdown.begun_owned());
         Self {
             stream,
             host,
             env,
             shutdown,
+            shutdown_begun,
             conn,
             client,
             policy,
