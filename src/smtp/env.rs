@@ -224,5 +224,7 @@ pub(crate) fn start_session(
         client,
         slot,
     );
-    tasks.spawn(session.run());
+    // Boxed: the session's future is several KiB, which spawning would otherwise copy
+    // more than once.
+    tasks.spawn(Box::pin(session.run()));
 }
