@@ -22,6 +22,14 @@ use super::event::{Event, EventKind};
 use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
 
+/// A segment takes no more events once it holds this many bytes (a few events of
+/// megabytes each can make it): its ends are 32-bit offsets.
+const MAX_SEGMENT_BYTES: usize = 1 << 30;
+/// What a new segment reserves ahead at most, in events and bytes: a journal of
+/// `max-events = 1000000000000` reserves as one of 10,000,000 would, and grows from there.
+const MAX_RESERVED_EVENTS: usize = 1 << 20;
+const MAX_RESERVED_BYTES: usize = 64 << 20;
+
 /// The fewest events a journal keeps, whatever the scenario asks for.
 pub(crate) const MIN_EVENTS: usize = 16;
 
@@ -87,21 +95,24 @@ impl State {
 
     /// Makes the last segment one with room for event `seq`: a new one when it is full.
     fn open_segment_for(&mut self, seq: u64) {
-        let full = self
-            .segments
-            .back()
-            .is_none_or(|last| last.len() >= self.segment_events);
+        // Full by count, or by bytes: a segment's ends are 32-bit offsets, and a client
+        // can send events of megabytes (a Subject is kept whole).
+        let full = self.segments.back().is_none_or(|last| {
+            last.len() >= self.segment_events || last.used_bytes() >= MAX_SEGMENT_BYTES
+        });
         if full {
-            // A new segment is sized like the last one, which is what events take here.
+            // A new segment is sized like the last one, which is what events take here;
+            // what is reserved ahead is bounded, whatever `max-events` says.
+            let events = self.segment_events.min(MAX_RESERVED_EVENTS);
             let bytes = self
                 .segments
                 .back_mut()
-                .map_or(64 * self.segment_events, |last| {
+                .map_or(64 * events, |last| {
                     last.seal();
                     last.used_bytes() + last.used_bytes() / 8
-                });
-            self.segments
-                .push_back(Segment::new(seq, self.segment_events, bytes));
+                })
+                .min(MAX_RESERVED_BYTES);
+            self.segments.push_back(Segment::new(seq, events, bytes));
         }
     }
 
@@ -516,6 +527,21 @@ mod tests {
 
     fn seqs(events: &[Event]) -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
+    }
+
+    /// A journal that may keep a million million events reserves no more ahead than a
+    /// small one would (it reserved a tenth of `max-events` per segment, terabytes here).
+    #[test]
+    fn a_huge_bound_reserves_little() {
+        let journal = Journal::new(Clock::new(), 1_000_000_000_000);
+        journal.record(started());
+        for conn in 1..=100 {
+            journal.record(opened(conn));
+        }
+        assert_eq!(journal.events().len(), 101);
+        let (bytes, events) = journal.footprint();
+        assert_eq!(events, 100);
+        assert!(bytes < 128 << 20, "{bytes} bytes reserved");
     }
 
     /// A reply journalled from where it is reads back as the same reply journalled as an

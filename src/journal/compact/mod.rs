@@ -173,6 +173,12 @@ impl Segment {
         kind: EventKind,
         shared: Option<&Arc<Recipients>>,
     ) {
+        // An event that would take the segment past 32-bit offsets (gigabytes of text in
+        // one event) is kept as it is, among the rare ones.
+        if self.bytes.len().saturating_add(text_len(&kind)) >= u32::MAX as usize / 2 {
+            self.push_rare(at, kind);
+            return;
+        }
         let mut w = Writer(&mut self.bytes);
         w.duration(at);
         match kind {
@@ -276,6 +282,16 @@ impl Segment {
                 self.rare.push(rare);
             }
         }
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    fn push_rare(&mut self, at: Duration, kind: EventKind) {
+        let mut w = Writer(&mut self.bytes);
+        w.duration(at);
+        w.u8(RARE);
+        w.uint(self.rare.len() as u64);
+        self.rare.push(kind);
         self.ends
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
@@ -420,6 +436,28 @@ impl ReplyRecord<'_> {
             retry_after: self.retry_after,
             retry_after_told: self.retry_after_told,
         }
+    }
+}
+
+/// About how many bytes of text an event holds (its strings), for the bound above.
+fn text_len(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Command { line, .. } => 2 * line.len(),
+        EventKind::Reply { reply, .. } => reply.lines.iter().map(String::len).sum(),
+        EventKind::MessageAccepted {
+            sender,
+            recipients,
+            message_id,
+            subject,
+            ..
+        } => {
+            sender.len()
+                + recipients.iter().map(|r| r.len() + 10).sum::<usize>()
+                + message_id.as_ref().map_or(0, String::len)
+                + subject.as_ref().map_or(0, String::len)
+        }
+        EventKind::ConnectionClosed { reason, .. } => reason.len(),
+        _ => 0,
     }
 }
 
