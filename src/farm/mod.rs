@@ -118,16 +118,17 @@ pub enum FarmError {
     },
 }
 
-/// A host as it is bound.
 /// What the journal's events take in memory ([`Farm::journal_memory`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalMemory {
     /// Events held (at most `[journal] max-events`).
     pub events: usize,
-    /// Heap bytes they take, reserved room included.
+    /// Heap bytes they take, reserved room included, and long recipient lists counted
+    /// whole though the capture shares them.
     pub bytes: usize,
 }
 
+/// A host as it is bound.
 #[derive(Debug, Clone)]
 pub struct BoundHost {
     pub name: String,

@@ -341,8 +341,7 @@ pub enum Command {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         message_id: Option<String>,
         /// The XXH3-64 hash of the content as received, 16 hex digits as `xxhsum -H3`
-        /// prints it (none when the
-        /// message was too big to keep).
+        /// prints it (none when the message was too big to keep).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         digest: Option<String>,
     },

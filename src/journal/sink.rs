@@ -6,11 +6,11 @@
 //! buffer at a time and writes it with a single `write` (group commit): under load, many
 //! sessions' events share one system call, and a session that waits for its message's
 //! line waits for one batch at most. The writer is woken when a session waits for a line
-//! (before a 250), when [`BATCH`] bytes are pending, or [`FLUSH_EVERY`] after the last
-//! write: not for every event, which cost a wake-up of the thread and a `write` per
-//! RCPT and made the farm with a file twice as costly per RCPT as without. A blocking thread rather than a tokio task, because
-//! file writes block, and a slow disk must not hold a runtime thread that other sessions
-//! need.
+//! (before a 250), when [`BATCH`] bytes are pending, or [`FLUSH_EVERY`] after the first
+//! line pending: not for every event, which cost a wake-up of the thread and a `write`
+//! per RCPT and made the farm with a file twice as costly per RCPT as without. A blocking
+//! thread rather than a tokio task, because file writes block, and a slow disk must not
+//! hold a runtime thread that other sessions need.
 //!
 //! Once written, the batch's last sequence number is published; [`Journal::written`] waits
 //! for it. Because the lines are in the kernel's page cache once `write` returns, a farm

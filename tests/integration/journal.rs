@@ -104,3 +104,40 @@ async fn a_journal_reader_ends_with_the_farm() {
         assert_eq!(read, 1, "the farm-started event");
     }
 }
+
+/// What the journal's events take, as `Farm::journal_memory` says, after real sessions
+/// that filled it more than once over: every event held but the header counted, and a
+/// few dozen bytes each (reserved room included), not the hundreds an event took with
+/// its own strings. (A journal that is far from full has a tenth of its bound reserved
+/// ahead, which says nothing per event.)
+#[tokio::test]
+async fn the_journal_says_what_its_events_take() {
+    let farm = farm(&format!("{SCENARIO}[journal]\nmax-events = 200\n")).await;
+    let mut c = greeted(farm.addr("mx1")).await;
+    c.ehlo("client.test").await;
+    for i in 0..50 {
+        let to = format!("r{i}@aol.test");
+        c.transaction("sender@example.test", &[&to], "Subject: x\r\n\r\nhi\r\n")
+            .await;
+    }
+    c.quit().await;
+    c.expect_closed().await;
+    connection_closed(&farm, 1).await;
+    let memory = farm.journal_memory();
+    assert_eq!(
+        memory.events,
+        farm.journal().len() - 1,
+        "all but farm-started"
+    );
+    assert!(
+        (150..=200).contains(&memory.events),
+        "{} events",
+        memory.events
+    );
+    let per_event = memory.bytes / memory.events;
+    assert!(
+        (10..=80).contains(&per_event),
+        "{per_event} bytes per event ({memory:?})"
+    );
+    farm.shutdown().await;
+}
