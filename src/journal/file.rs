@@ -122,11 +122,9 @@ pub fn merge(files: Vec<Vec<Event>>) -> Vec<Event> {
     events
 }
 
-/// Appends `event` to `out` as one JSON line.
+/// Appends `event` to `out` as one JSON line, as the farm writes it.
 pub fn write_line(out: &mut Vec<u8>, event: &Event) {
-    if serde_json::to_writer(&mut *out, event).is_ok() {
-        out.push(b'\n');
-    }
+    super::line::write_event(out, event, None);
 }
 
 #[cfg(test)]

@@ -11,14 +11,18 @@
 //! - `store`: the bounded journal and its cursors.
 //! - `compact`: how the store keeps events in memory, a few dozen bytes each.
 //! - [`file`](mod@file): reading the journal file, and its line format.
+//! - `line`: an event's line in the file, written directly for the frequent kinds.
 //! - `sink`: writing the journal file, every event in order, before the 250s.
 //! - [`target`]: whether a journal file may be written at a path.
 
 mod compact;
 pub mod event;
 pub mod file;
+mod line;
 pub(crate) mod sink;
 pub(crate) mod store;
+#[cfg(test)]
+mod strategies;
 pub mod target;
 
 pub(crate) use compact::{Recipients, ReplyRecord};

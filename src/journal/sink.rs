@@ -34,9 +34,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::event::Event;
-use super::file::write_line;
-
 /// Where and how the farm writes its journal file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalFileOptions {
@@ -154,19 +151,20 @@ impl Sink {
         Ok(sink)
     }
 
-    /// Buffers `event`'s line for the writer; called under the journal's lock, in
-    /// sequence order. `header`: it is the `farm-started` event.
-    pub(crate) fn push(&self, event: &Event, header: bool) {
+    /// Buffers the line of event `seq`, which `write` appends, for the writer; called
+    /// under the journal's lock, in sequence order. `header`: it is the `farm-started`
+    /// event.
+    pub(crate) fn push(&self, seq: u64, header: bool, write: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self.pending.lock();
         if pending.failed || pending.closed {
             return;
         }
         let start = pending.bytes.len();
-        write_line(&mut pending.bytes, event);
+        write(&mut pending.bytes);
         if header {
             pending.header = Some(Arc::from(&pending.bytes[start..]));
         }
-        pending.last_seq = event.seq;
+        pending.last_seq = seq;
         self.backlog.store(pending.bytes.len(), Ordering::Relaxed);
         let wake =
             (start == 0 && pending.writer_idle) || (start < BATCH && pending.bytes.len() >= BATCH);

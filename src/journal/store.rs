@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::compact::{Names, Recipients, ReplyRecord, Segment};
 use super::event::{Event, EventKind};
+use super::line;
 use super::sink::{Sink, Unwritable};
 use crate::clock::Clock;
 
@@ -236,27 +237,20 @@ impl Journal {
     /// Appends a `message-accepted` event whose recipients are `recipients`, which the
     /// capture keeps too: the journal shares the list instead of keeping a copy. The
     /// event's own list may be left empty.
-    pub(crate) fn record_accepted(&self, mut kind: EventKind, recipients: &Arc<Recipients>) -> u64 {
-        if let EventKind::MessageAccepted {
-            recipients: own, ..
-        } = &mut kind
-            && self.sink.is_some()
-            && own.is_empty()
-        {
-            // The file gets the event whole.
-            *own = recipients.to_vec();
-        }
+    pub(crate) fn record_accepted(&self, kind: EventKind, recipients: &Arc<Recipients>) -> u64 {
         let state = self.state.lock();
         self.append_sharing(state, kind, Some(recipients))
     }
 
-    /// Appends a reply event without copying the reply (but for the journal file).
+    /// Appends a reply event without copying the reply: it is encoded, and written to
+    /// the journal file's line, from where it is.
     pub(crate) fn record_reply(&self, reply: ReplyRecord<'_>) -> u64 {
         let mut state = self.state.lock();
-        if self.sink.is_some() {
-            return self.append(state, reply.to_kind());
-        }
         let (seq, at) = state.stamp(&self.clock);
+        if let Some(sink) = &self.sink {
+            // Under the lock: the file's lines are in sequence order.
+            sink.push(seq, false, |out| line::write_reply(out, seq, at, &reply));
+        }
         let dropped = state.make_room();
         state.push_reply(seq, at, &reply);
         drop(state);
@@ -286,7 +280,9 @@ impl Journal {
         let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
         if let Some(sink) = &self.sink {
             // Under the lock: the file's lines are in sequence order.
-            sink.push(&event, header);
+            sink.push(seq, header, |out| {
+                line::write_event(out, &event, shared.map(|list| &**list));
+            });
         }
         if let (Some(_), EventKind::MessageAccepted { recipients, .. }) = (shared, &mut event.kind)
         {

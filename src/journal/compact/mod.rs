@@ -52,7 +52,7 @@ impl Recipients {
         self.iter().map(str::to_string).collect()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
             let recipient = self.joined.get(start..end).unwrap_or_default();
@@ -424,21 +424,6 @@ pub(crate) struct ReplyRecord<'a> {
     pub retry_after_told: bool,
 }
 
-impl ReplyRecord<'_> {
-    /// The event, for the journal file, which writes events as they are.
-    pub(crate) fn to_kind(&self) -> EventKind {
-        EventKind::Reply {
-            host: self.host.clone(),
-            conn: self.conn,
-            stage: self.stage,
-            reply: self.reply.clone(),
-            rule: self.rule.clone(),
-            retry_after: self.retry_after,
-            retry_after_told: self.retry_after_told,
-        }
-    }
-}
-
 /// About how many bytes of text an event holds (its strings), for the bound above.
 fn text_len(kind: &EventKind) -> usize {
     match kind {
@@ -470,180 +455,11 @@ fn stage_number(stage: Stage) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6};
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::journal::event::{Command, DnsReply, DnsTransport};
-
-    fn addr() -> impl Strategy<Value = SocketAddr> {
-        prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>())
-                .prop_map(|(ip, port)| SocketAddr::new(Ipv4Addr::from(ip).into(), port)),
-            (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
-                |(ip, port, flow, scope)| {
-                    SocketAddr::V6(SocketAddrV6::new(ip.into(), port, flow, scope))
-                }
-            ),
-        ]
-    }
-
-    fn host() -> impl Strategy<Value = Arc<str>> {
-        prop_oneof![Just("mx1"), Just("mx2"), Just("ünï")].prop_map(Arc::from)
-    }
-
-    fn command() -> impl Strategy<Value = (String, Command)> {
-        let text = "[ -~]{0,12}|\\PC{0,8}";
-        prop_oneof![
-            (text, text)
-                .prop_map(|(pre, name)| (format!("EHLO {pre}{name}"), Command::Ehlo { name })),
-            text.prop_map(|name| (String::from("HELO x"), Command::Helo { name })),
-            (text, proptest::option::of(any::<u64>())).prop_map(|(sender, size)| (
-                format!("MAIL FROM:<{sender}>"),
-                Command::Mail { sender, size }
-            )),
-            (text, any::<bool>()).prop_map(|(recipient, inside)| (
-                if inside {
-                    format!("RCPT TO:<{recipient}>")
-                } else {
-                    "RCPT".into()
-                },
-                Command::Rcpt { recipient }
-            )),
-            (any::<u64>(), any::<bool>())
-                .prop_map(|(size, last)| ("BDAT".into(), Command::Bdat { size, last })),
-            (
-                any::<u64>(),
-                proptest::option::of(text),
-                proptest::option::of(text)
-            )
-                .prop_map(|(size, message_id, digest)| (
-                    ".".into(),
-                    Command::EndOfData {
-                        size,
-                        message_id,
-                        digest
-                    }
-                )),
-            prop_oneof![
-                Just(Command::Data),
-                Just(Command::Rset),
-                Just(Command::Noop),
-                Just(Command::Vrfy),
-                Just(Command::Help),
-                Just(Command::Quit),
-                Just(Command::Starttls),
-                Just(Command::Other),
-            ]
-            .prop_map(|c| ("X".into(), c)),
-        ]
-    }
-
-    fn duration() -> impl Strategy<Value = Duration> {
-        (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n))
-    }
-
-    fn kind() -> impl Strategy<Value = EventKind> {
-        let text = "\\PC{0,20}";
-        prop_oneof![
-            (host(), any::<u64>(), addr()).prop_map(|(host, conn, client)| {
-                EventKind::ConnectionOpened { host, conn, client }
-            }),
-            (host(), any::<u64>(), command()).prop_map(|(host, conn, (line, command))| {
-                EventKind::Command {
-                    host,
-                    conn,
-                    line,
-                    command,
-                }
-            }),
-            (
-                host(),
-                any::<u64>(),
-                proptest::option::of(proptest::sample::select(Stage::ALL.to_vec())),
-                (
-                    any::<u16>(),
-                    proptest::option::of(text),
-                    proptest::collection::vec(text, 0..4)
-                ),
-                proptest::option::of(prop_oneof![Just("host mx1 rule 2"), Just("dns rule 1")]),
-                proptest::option::of(duration()),
-                any::<bool>(),
-            )
-                .prop_map(
-                    |(host, conn, stage, (code, status, lines), rule, retry_after, told)| {
-                        EventKind::Reply {
-                            host,
-                            conn,
-                            stage,
-                            reply: Reply {
-                                code,
-                                status,
-                                lines,
-                            },
-                            rule: rule.map(Arc::from),
-                            retry_after,
-                            retry_after_told: told,
-                        }
-                    }
-                ),
-            (
-                host(),
-                any::<u64>(),
-                any::<u64>(),
-                text,
-                proptest::collection::vec(text, 0..5),
-                any::<u64>(),
-                (
-                    proptest::option::of(text),
-                    proptest::option::of(text),
-                    any::<bool>()
-                ),
-            )
-                .prop_map(
-                    |(host, conn, id, sender, recipients, size, (message_id, subject, tls))| {
-                        EventKind::MessageAccepted {
-                            host,
-                            conn,
-                            id,
-                            sender,
-                            recipients,
-                            size,
-                            message_id,
-                            subject,
-                            tls,
-                        }
-                    }
-                ),
-            (host(), any::<u64>(), any::<bool>(), text).prop_map(|(host, conn, farm, reason)| {
-                EventKind::ConnectionClosed {
-                    host,
-                    conn,
-                    by: if farm {
-                        ClosedBy::Farm
-                    } else {
-                        ClosedBy::Client
-                    },
-                    reason,
-                }
-            }),
-            (addr(), text, proptest::option::of(duration())).prop_map(|(client, name, delay)| {
-                EventKind::DnsQuery {
-                    client,
-                    by_farm: false,
-                    transport: DnsTransport::Udp,
-                    name,
-                    qtype: "MX".into(),
-                    answer: DnsReply::Nxdomain,
-                    records: vec!["MX 1 mx1.aol.test.".into()],
-                    rule: None,
-                    delay,
-                }
-            }),
-            duration().prop_map(|by| EventKind::ClockAdvanced { by }),
-        ]
-    }
+    use crate::journal::event::Command;
+    use crate::journal::strategies::{duration, kind};
 
     proptest! {
         /// Whatever is kept is read back as it was, in order, with its time and number.
