@@ -133,7 +133,13 @@ impl State {
     /// The next sequence number and its time. Read under the lock: a later sequence
     /// number never gets an earlier time.
     fn stamp(&mut self, clock: &Clock) -> (u64, Duration) {
-        let at = clock.now().max(self.last_at);
+        self.stamp_at(clock.now())
+    }
+
+    /// The same for an event that happened at `at`, a moment ago by the same clock; never
+    /// before the event recorded last.
+    fn stamp_at(&mut self, at: Duration) -> (u64, Duration) {
+        let at = at.max(self.last_at);
         self.last_at = at;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -265,17 +271,38 @@ impl Journal {
         }
     }
 
+    /// Appends an event that happened at farm time `at`, which the caller has just read
+    /// for its own use (a session, when a command arrives): one reading of the clock
+    /// instead of two. An event is never stamped before the one recorded last.
+    pub(crate) fn record_at(&self, kind: EventKind, at: Duration) -> u64 {
+        let state = self.state.lock();
+        self.append_stamped(state, kind, None, Some(at))
+    }
+
     fn append(&self, state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
         self.append_sharing(state, kind, None)
     }
 
     fn append_sharing(
         &self,
-        mut state: parking_lot::MutexGuard<'_, State>,
+        state: parking_lot::MutexGuard<'_, State>,
         kind: EventKind,
         shared: Option<&Arc<Recipients>>,
     ) -> u64 {
-        let (seq, at) = state.stamp(&self.clock);
+        self.append_stamped(state, kind, shared, None)
+    }
+
+    fn append_stamped(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        kind: EventKind,
+        shared: Option<&Arc<Recipients>>,
+        at: Option<Duration>,
+    ) -> u64 {
+        let (seq, at) = match at {
+            Some(at) => state.stamp_at(at),
+            None => state.stamp(&self.clock),
+        };
         let mut event = Event { seq, at, kind };
         let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
         if let Some(sink) = &self.sink {

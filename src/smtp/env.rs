@@ -1,8 +1,11 @@
 //! What every session of a farm shares, and the one place where sessions start.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -154,6 +157,15 @@ impl Drop for Held {
 pub(crate) struct Shutdown {
     begun: CancellationToken,
     aborted: CancellationToken,
+    /// Set before the tokens are cancelled, and read without their locks: what a kept
+    /// [`Signal`] looks at when the session is polled.
+    flags: Arc<Flags>,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    begun: AtomicBool,
+    aborted: AtomicBool,
 }
 
 impl Shutdown {
@@ -163,12 +175,14 @@ impl Shutdown {
 
     /// Stop accepting; every waiting session says 421 and closes.
     pub(crate) fn begin(&self) {
+        self.flags.begun.store(true, Ordering::Release);
         self.begun.cancel();
     }
 
     /// End every session still running, at once.
     pub(crate) fn abort(&self) {
         self.begin();
+        self.flags.aborted.store(true, Ordering::Release);
         self.aborted.cancel();
     }
 
@@ -177,10 +191,17 @@ impl Shutdown {
         self.begun.cancelled().await;
     }
 
-    /// The same, as a future that can be kept and polled again and again (it stays
-    /// ready once the shutdown has begun).
-    pub(super) fn begun_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.begun.clone().cancelled_owned()
+    /// The same, as a future that a session keeps and polls again and again: see
+    /// [`Signal`].
+    pub(super) fn begun_kept(&self) -> Signal {
+        Signal::new(self.begun.clone(), self.flags.clone(), |flags| &flags.begun)
+    }
+
+    /// [`Shutdown::aborted`] as a future to keep.
+    pub(super) fn aborted_kept(&self) -> Signal {
+        Signal::new(self.aborted.clone(), self.flags.clone(), |flags| {
+            &flags.aborted
+        })
     }
 
     /// Resolves once the grace period is over.
@@ -190,11 +211,60 @@ impl Shutdown {
 
     /// Whether the shutdown has begun.
     pub(crate) fn has_begun(&self) -> bool {
-        self.begun.is_cancelled()
+        self.flags.begun.load(Ordering::Acquire)
     }
 
     pub(super) fn is_aborted(&self) -> bool {
-        self.aborted.is_cancelled()
+        self.flags.aborted.load(Ordering::Acquire)
+    }
+}
+
+/// A step of the shutdown (begun, or aborted) as a future that a session keeps for its
+/// whole life and polls every time it is woken: it resolves once the step is taken.
+///
+/// Why not the token's own future: polling that takes two locks (the token's and its
+/// waiters'), and a session polls it at every read of its client. This one gives the
+/// task's waker to the token's future once, and then only looks at a flag, which the
+/// shutdown sets before it cancels the token, until another task's waker polls it.
+pub(super) struct Signal {
+    future: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    flags: Arc<Flags>,
+    flag: fn(&Flags) -> &AtomicBool,
+    /// The waker the token's future was last polled with.
+    waker: Option<Waker>,
+}
+
+impl Signal {
+    fn new(token: CancellationToken, flags: Arc<Flags>, flag: fn(&Flags) -> &AtomicBool) -> Self {
+        Self {
+            future: Box::pin(token.cancelled_owned()),
+            flags,
+            flag,
+            waker: None,
+        }
+    }
+}
+
+impl Future for Signal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if (this.flag)(&this.flags).load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if this
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let polled = this.future.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.waker = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 
@@ -227,4 +297,40 @@ pub(crate) fn start_session(
     // Boxed: the session's future is several KiB, which spawning would otherwise copy
     // more than once.
     tasks.spawn(Box::pin(session.run()));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A kept signal stays pending however often it is polled, and wakes whichever task
+    /// polls it last once its step is taken; the other step stays pending.
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_signal_resolves_once_its_step_is_taken() {
+        let shutdown = Shutdown::new();
+        let mut begun = shutdown.begun_kept();
+        let mut aborted = shutdown.aborted_kept();
+        for _ in 0..3 {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut begun).poll(cx)));
+            assert!(polled.await.is_pending());
+        }
+        let waiter = tokio::spawn(begun);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        shutdown.begin();
+        // Paused time: a wake that never comes ends this at once, as a timeout.
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the task waiting for the shutdown was woken")
+            .unwrap();
+        assert!(shutdown.has_begun() && !shutdown.is_aborted());
+        let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut aborted).poll(cx)));
+        assert!(polled.await.is_pending());
+        shutdown.abort();
+        tokio::time::timeout(Duration::from_secs(5), aborted)
+            .await
+            .expect("aborted");
+    }
 }

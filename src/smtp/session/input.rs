@@ -137,7 +137,7 @@ impl Session {
             biased;
             () = &mut self.shutdown_begun => Woke::Shutdown,
             read = self.stream.read_buf(&mut self.input.buf) => Woke::Read(read),
-            _ = self.env.clock.sleep_until(deadline) => Woke::Timeout,
+            () = self.timer.until(deadline) => Woke::Timeout,
         };
         let host = self.host.clone();
         match woke {
@@ -190,7 +190,7 @@ impl Session {
         let wrote = tokio::select! {
             biased;
             written = write => Wrote::Done(written),
-            () = self.env.clock.sleep_until(deadline) => Wrote::Timeout,
+            () = self.timer.until(deadline) => Wrote::Timeout,
             () = self.shutdown.aborted() => Wrote::Aborted,
         };
         self.output.clear();
@@ -223,12 +223,12 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                () = self.shutdown.begun() => {
+                () = &mut self.shutdown_begun => {
                     let host = self.host.clone();
                     self.send(&host.replies.shutting_down);
                     return Err(Closed::by_farm("farm shutting down"));
                 }
-                _ = self.env.clock.sleep_until(deadline) => return Ok(Waited::Elapsed),
+                () = self.timer.until(deadline) => return Ok(Waited::Elapsed),
                 read = self.stream.read_buf(&mut self.input.buf), if room => match read {
                     Ok(0) if quit_pipelined(&self.input.buf[self.input.start..]) => {
                         done_sending = true;
@@ -256,10 +256,10 @@ impl Session {
             self.discard_input();
             self.input.buf.reserve(READ_CHUNK);
             tokio::select! {
-                () = self.shutdown.begun() => {
+                () = &mut self.shutdown_begun => {
                     return Err(Closed::by_farm("farm shutting down during a hang"));
                 }
-                _ = self.env.clock.sleep_until(deadline) => return Ok(()),
+                () = self.timer.until(deadline) => return Ok(()),
                 read = self.stream.read_buf(&mut self.input.buf), if !done_sending => match read {
                     Ok(0) if quit_seen => done_sending = true,
                     Ok(0) | Err(_) => return Err(Closed::by_client("client gave up while the farm hung")),
@@ -328,12 +328,13 @@ impl Session {
     /// Journals a command line as it arrived; delays and hangs count from now.
     pub(super) fn record_command(&mut self, line: &[u8], command: Command) {
         self.command_at = self.env.clock.now();
-        self.record(EventKind::Command {
+        let kind = EventKind::Command {
             host: self.host.name.clone(),
             conn: self.conn,
             line: sanitize_line(line),
             command,
-        });
+        };
+        self.env.journal.record_at(kind, self.command_at);
     }
 
     pub(super) fn record(&self, kind: EventKind) {

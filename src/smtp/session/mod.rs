@@ -32,9 +32,10 @@ use std::time::Duration;
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::AsyncWriteExt;
 
-use super::env::{Env, Shutdown};
+use super::env::{Env, Shutdown, Signal};
 use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
+use crate::clock::Timer;
 use crate::journal::{ClosedBy, Command, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
 use crate::scenario::{Parsing, Stage};
@@ -135,9 +136,11 @@ pub(super) struct Session {
     host: Arc<HostRuntime>,
     env: Env,
     shutdown: Shutdown,
-    /// Resolves once the shutdown has begun: made once, and polled by every read, so that
-    /// a read does not register (and drop) a waiter on the shutdown each time.
-    shutdown_begun: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Resolves once the shutdown has begun: made once, and polled by every wait, so that
+    /// a wait does not register (and drop) a waiter on the shutdown each time.
+    shutdown_begun: Signal,
+    /// Every wait of the session on farm time (a command, a tarpit, a write): made once.
+    timer: Timer,
     conn: u64,
     client: SocketAddr,
     /// The policy's state of this connection, handed to every decision.
@@ -178,13 +181,15 @@ impl Session {
         slot: Slot,
     ) -> Self {
         let policy = host.policy.open(conn, client.ip());
-        let shutdown_begun = Box::pin(shutdown.begun_owned());
+        let shutdown_begun = shutdown.begun_kept();
+        let timer = env.clock.timer();
         Self {
             stream,
             host,
             env,
             shutdown,
             shutdown_begun,
+            timer,
             conn,
             client,
             policy,
@@ -230,7 +235,7 @@ impl Session {
                 Ok(()) => Closed::by_client("conversation ended"),
                 Err(closed) => closed,
             },
-            () = shutdown.aborted() => Closed::by_farm(AT_SHUTDOWN),
+            () = shutdown.aborted_kept() => Closed::by_farm(AT_SHUTDOWN),
         };
         self.end_transaction(&format!("connection closed: {}", closed.reason));
         // Give back the connection slots and journal the end before the client can see

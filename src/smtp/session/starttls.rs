@@ -71,7 +71,7 @@ impl Session {
         }
         let accepted = tokio::select! {
             accepted = acceptor.accept(plain) => Shook::Done(accepted),
-            () = self.env.clock.sleep_until(deadline) => Shook::Timeout,
+            () = self.timer.until(deadline) => Shook::Timeout,
             () = self.shutdown.aborted() => Shook::Aborted,
         };
         let tls = match accepted {
