@@ -128,6 +128,17 @@ enum Commands {
         /// .localhost/.test/.internal/.local names (repeatable; against DNS rebinding).
         #[arg(long, value_name = "NAME")]
         api_allow_host: Vec<String>,
+        /// Runtime threads for the sessions, the DNS and the API. One by default: it
+        /// costs the least CPU per message (threads that share a light load wake each
+        /// other for every few events); give more for a load beyond one core.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1,
+            env = "MXFARM_THREADS",
+            value_parser = clap::value_parser!(u16).range(1..=1024)
+        )]
+        threads: u16,
     },
     /// Write a CA certificate and key into DIR (ca.pem, ca-key.pem) for `run --ca DIR`.
     #[command(after_help = "Examples:
@@ -277,7 +288,13 @@ fn main() -> ExitCode {
     if !adds_addresses {
         cli::privileges::give_up_net_admin();
     }
+    let threads = match cli.command {
+        Commands::Run { threads, .. } => usize::from(threads),
+        // Reading a file, or asking a running farm over HTTP: one is plenty.
+        _ => 1,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .on_thread_start(cli::privileges::give_up_net_admin)
         .build();
@@ -307,6 +324,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             api,
             api_token,
             api_allow_host,
+            threads: _,
         } => {
             init_logging(log_format);
             ignore_file_size_signal();

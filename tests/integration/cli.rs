@@ -849,3 +849,34 @@ async fn a_loopback_host_behind_a_wider_dns_is_warned_about() {
     );
     assert!(!stderr.contains("host mx3 listens"), "{stderr}");
 }
+
+/// `--threads N` gives the runtime N worker threads, and the farm runs on one without it
+/// (tokio's own default would be one per core). Counted by name in /proc once the farm is
+/// ready: nothing it does at startup starts one of tokio's blocking threads, which bear
+/// the same name.
+#[cfg(target_os = "linux")]
+#[test]
+fn run_has_one_runtime_thread_unless_given_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_host_scenario(dir.path());
+    for (args, expected) in [(&[][..], 1), (&["--threads", "3"][..], 3)] {
+        let mut child = mxfarm()
+            .arg("run")
+            .arg(&scenario)
+            .args(args)
+            .env_remove("MXFARM_THREADS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        summary_until_ready(&mut child);
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+        let workers = tasks
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count();
+        let out = terminate(child);
+        assert!(out.status.success(), "{:?}", out.status);
+        assert_eq!(workers, expected, "runtime threads with {args:?}");
+    }
+}
