@@ -63,24 +63,30 @@ pub(super) async fn page(
             format!("ask for 1 to {MAX_LIMIT} events a page; page on with after=next_after"),
         ));
     }
-    let mut cursor = api.farm.events_after(query.after.unwrap_or(0));
-    let mut page = Page {
-        events: Vec::new(),
-        missed: 0,
-        next_after: cursor.position(),
-        more: false,
-        last_seq: api.farm.last_seq(),
-    };
-    while page.events.len() < limit {
-        match cursor.try_next() {
-            Some(Read::Event(event)) => page.events.push(event),
-            Some(Read::Missed(n)) => page.missed += n,
-            None => break,
+    let after = query.after.unwrap_or(0);
+    // Off the runtime: a page of thousands of events takes a while to read back, and the
+    // sessions (on one runtime thread unless --threads says more) must not wait for it.
+    api.off_the_runtime(move |farm| {
+        let mut cursor = farm.events_after(after);
+        let mut page = Page {
+            events: Vec::new(),
+            missed: 0,
+            next_after: cursor.position(),
+            more: false,
+            last_seq: farm.last_seq(),
+        };
+        while page.events.len() < limit {
+            match cursor.try_next() {
+                Some(Read::Event(event)) => page.events.push(event),
+                Some(Read::Missed(n)) => page.missed += n,
+                None => break,
+            }
         }
-    }
-    page.more = page.events.len() == limit;
-    page.next_after = cursor.position();
-    Ok(Json(page))
+        page.more = page.events.len() == limit;
+        page.next_after = cursor.position();
+        Json(page)
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

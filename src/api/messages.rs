@@ -12,8 +12,9 @@ use super::problem::Problem;
 use crate::capture::Message;
 use crate::farm::ResetScope;
 
-pub(super) async fn list(State(api): State<Api>) -> Json<Vec<Message>> {
-    Json(api.farm.messages())
+pub(super) async fn list(State(api): State<Api>) -> Result<Json<Vec<Message>>, Problem> {
+    // Off the runtime: a thousand kept messages take a while to copy.
+    api.off_the_runtime(|farm| Json(farm.messages())).await
 }
 
 /// One message as `GET /messages/{id}` gives it.
