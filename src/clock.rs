@@ -216,8 +216,9 @@ impl Timer {
                 self.waker = Some(cx.waker().clone());
                 return advanced;
             }
-            // Notified since the count was loaded: the count has moved too (it is bumped
-            // first), so the next round registers afresh.
+            // Notified: by an advance since the count was loaded, or by one the count
+            // already showed. Either way register afresh next round (at worst the caller
+            // hears of one advance twice, and reads the clock once more).
             self.seen = self.seen.wrapping_sub(1);
         }
     }
