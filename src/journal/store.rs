@@ -159,15 +159,13 @@ impl State {
                 continue;
             }
             let end = segment.len().min(skip.saturating_add(left));
-            for index in skip..end {
-                match segment.get(&self.names, index) {
-                    Some(event) => into.push(event),
-                    None => tracing::error!(
-                        seq = segment.first_seq() + index as u64,
-                        "mxfarm bug: a journal event could not be decoded"
-                    ),
-                }
-            }
+            segment.read(&self.names, skip..end, |index, event| match event {
+                Some(event) => into.push(event),
+                None => tracing::error!(
+                    seq = segment.first_seq() + index as u64,
+                    "mxfarm bug: a journal event could not be decoded"
+                ),
+            });
             left -= end - skip;
             skip = 0;
         }

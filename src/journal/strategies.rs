@@ -31,11 +31,23 @@ pub(crate) fn command() -> impl Strategy<Value = (String, Command)> {
     let text = r#"[ -~]{0,12}|\PC{0,8}|[a"\\\x00-\x1f\x7fé]{0,6}"#;
     prop_oneof![
         (text, text).prop_map(|(pre, name)| (format!("EHLO {pre}{name}"), Command::Ehlo { name })),
-        text.prop_map(|name| (String::from("HELO x"), Command::Helo { name })),
-        (text, proptest::option::of(any::<u64>())).prop_map(|(sender, size)| (
-            format!("MAIL FROM:<{sender}>"),
-            Command::Mail { sender, size }
+        (text, any::<bool>()).prop_map(|(name, spelt)| (
+            if spelt {
+                format!("HELO {name}")
+            } else {
+                String::from("HELO x")
+            },
+            Command::Helo { name }
         )),
+        (text, proptest::option::of(any::<u64>()), any::<bool>()).prop_map(
+            |(sender, size, with_size)| (
+                match size.filter(|_| with_size) {
+                    Some(size) => format!("MAIL FROM:<{sender}> SIZE={size}"),
+                    None => format!("MAIL FROM:<{sender}>"),
+                },
+                Command::Mail { sender, size }
+            )
+        ),
         (text, any::<bool>()).prop_map(|(recipient, inside)| (
             if inside {
                 format!("RCPT TO:<{recipient}>")
@@ -44,32 +56,42 @@ pub(crate) fn command() -> impl Strategy<Value = (String, Command)> {
             },
             Command::Rcpt { recipient }
         )),
-        (any::<u64>(), any::<bool>())
-            .prop_map(|(size, last)| ("BDAT".into(), Command::Bdat { size, last })),
+        (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(size, last, spelt)| (
+            match (spelt, last) {
+                (true, true) => format!("BDAT {size} LAST"),
+                (true, false) => format!("BDAT {size}"),
+                (false, _) => "BDAT".into(),
+            },
+            Command::Bdat { size, last }
+        )),
         (
             any::<u64>(),
             proptest::option::of(text),
-            proptest::option::of(text)
+            proptest::option::of(text),
+            prop_oneof![Just("."), Just("")],
         )
-            .prop_map(|(size, message_id, digest)| (
-                ".".into(),
+            .prop_map(|(size, message_id, digest, line)| (
+                line.into(),
                 Command::EndOfData {
                     size,
                     message_id,
                     digest
                 }
             )),
-        prop_oneof![
-            Just(Command::Data),
-            Just(Command::Rset),
-            Just(Command::Noop),
-            Just(Command::Vrfy),
-            Just(Command::Help),
-            Just(Command::Quit),
-            Just(Command::Starttls),
-            Just(Command::Other),
-        ]
-        .prop_map(|c| ("X".into(), c)),
+        (
+            prop_oneof![
+                Just((Command::Data, "DATA")),
+                Just((Command::Rset, "RSET")),
+                Just((Command::Noop, "NOOP")),
+                Just((Command::Vrfy, "VRFY x")),
+                Just((Command::Help, "HELP")),
+                Just((Command::Quit, "QUIT")),
+                Just((Command::Starttls, "STARTTLS")),
+                Just((Command::Other, "XYZZY")),
+            ],
+            any::<bool>()
+        )
+            .prop_map(|((c, line), spelt)| (if spelt { line } else { "X" }.into(), c)),
     ]
 }
 

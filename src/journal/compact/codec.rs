@@ -45,6 +45,10 @@ impl Writer<'_> {
         self.uint(d.subsec_nanos().into());
     }
 
+    pub(super) fn bytes(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
     pub(super) fn str(&mut self, s: &str) {
         self.uint(s.len() as u64);
         self.0.extend_from_slice(s.as_bytes());
@@ -140,12 +144,29 @@ impl Writer<'_> {
         }
     }
 
-    pub(super) fn reply_event(&mut self, names: &mut Names, r: &ReplyRecord<'_>) {
+    /// A reply event: its reply in full, or as `copy`, the number of a copy of it kept
+    /// in full earlier in the segment. Gives where the reply in full starts, if it is.
+    pub(super) fn reply_event(
+        &mut self,
+        names: &mut Names,
+        r: &ReplyRecord<'_>,
+        copy: Option<u32>,
+    ) -> Option<usize> {
         self.u8(REPLY);
         self.uint(names.id(r.host).into());
         self.uint(r.conn);
         self.u8(r.stage.map_or(0, stage_number));
-        self.reply(r.reply);
+        let start = match copy {
+            Some(number) => {
+                self.uint(u64::from(number) * 2 + 1);
+                None
+            }
+            None => {
+                let start = self.0.len();
+                self.reply(r.reply);
+                Some(start)
+            }
+        };
         self.uint(
             r.rule
                 .as_ref()
@@ -155,10 +176,13 @@ impl Writer<'_> {
         if let Some(after) = r.retry_after {
             self.duration(after);
         }
+        start
     }
 
+    /// A reply in full: its code times two (an odd number is a copy's), its status and
+    /// its lines.
     pub(super) fn reply(&mut self, reply: &Reply) {
-        self.uint(reply.code.into());
+        self.uint(u64::from(reply.code) * 2);
         self.opt_str(reply.status.as_deref());
         self.uint(reply.lines.len() as u64);
         for line in &reply.lines {
@@ -292,8 +316,26 @@ impl Reader<'_> {
         })
     }
 
+    /// A reply in full, or the number of a copy kept in full earlier (`Err`).
+    pub(super) fn reply_or_copy(&mut self) -> Option<Result<Reply, u64>> {
+        let tag = self.uint()?;
+        if tag % 2 == 1 {
+            return Some(Err(tag / 2));
+        }
+        self.reply_after(tag).map(Ok)
+    }
+
+    /// A reply in full.
     pub(super) fn reply(&mut self) -> Option<Reply> {
-        let code = u16::try_from(self.uint()?).ok()?;
+        let tag = self.uint()?;
+        if tag % 2 == 1 {
+            return None;
+        }
+        self.reply_after(tag)
+    }
+
+    fn reply_after(&mut self, tag: u64) -> Option<Reply> {
+        let code = u16::try_from(tag / 2).ok()?;
         let status = self.opt_string()?;
         let count = self.len()?;
         let mut lines = Vec::with_capacity(count.min(self.0.len()));
@@ -305,6 +347,32 @@ impl Reader<'_> {
             status,
             lines,
         })
+    }
+
+    /// Whether the reply in full here is `reply`, read without making one.
+    pub(super) fn reply_matches(&mut self, reply: &Reply) -> bool {
+        self.same_reply(reply).unwrap_or(false)
+    }
+
+    fn same_reply(&mut self, reply: &Reply) -> Option<bool> {
+        if self.uint()? != u64::from(reply.code) * 2 {
+            return Some(false);
+        }
+        let status = match self.len()? {
+            0 => None,
+            n => Some(self.take(n - 1)?),
+        };
+        if status != reply.status.as_deref().map(str::as_bytes) || self.len()? != reply.lines.len()
+        {
+            return Some(false);
+        }
+        for line in &reply.lines {
+            let len = self.len()?;
+            if self.take(len)? != line.as_bytes() {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 
     pub(super) fn addr(&mut self) -> Option<SocketAddr> {

@@ -5,66 +5,36 @@
 //! Why: an [`Event`] is about 200 bytes before its strings, and a command line, a reply's
 //! text, a sender and each recipient are one heap allocation each, so the 100,000 events
 //! of a default journal took most of the farm's 50 MB. Encoded, an event is its bytes
-//! and a 4-byte end offset; host and rule names are numbers into a table of shared names,
-//! and a sender, recipient or EHLO name found in its command line is an offset into it.
+//! and a 4-byte end offset:
+//! - its time as the nanoseconds since the event before (whole every 32 events);
+//! - host and rule names as numbers into a table of shared names;
+//! - a command line that its command spells out (`RCPT TO:<a@b.test>`) as a flag, any
+//!   other line whole, with a sender, recipient or EHLO name as an offset into it
+//!   ([`canonical`]);
+//! - a reply met again, from the same place, as the number of its first copy in the
+//!   segment ([`replies`]).
+//!
 //! The rare kinds (farm started, DNS, TLS, resets, clock jumps) are kept as they are.
 //!
 //! Decoding reads only what encoding wrote, so it cannot fail unless this file has a
-//! bug; [`Segment::get`] then gives `None` rather than a wrong event.
+//! bug; [`Segment::read`] then gives `None` rather than a wrong event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod canonical;
 mod codec;
+mod recipients;
+mod replies;
+
+pub(crate) use recipients::Recipients;
 
 use codec::{Reader, Writer};
+use replies::ReplyCache;
 
 use super::event::{ClosedBy, Event, EventKind};
 use crate::scenario::{Reply, Stage};
-
-/// The recipients of an accepted message in one string, shared by the capture and the
-/// journal's `message-accepted` event: a message for 1,000 recipients is 22 KB of them,
-/// which was kept twice, each recipient an allocation of its own.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Recipients {
-    joined: Box<str>,
-    /// Where each recipient ends in `joined`.
-    ends: Box<[usize]>,
-}
-
-impl Recipients {
-    pub(crate) fn new(recipients: &[String]) -> Self {
-        let mut joined = String::with_capacity(recipients.iter().map(String::len).sum());
-        let mut ends = Vec::with_capacity(recipients.len());
-        for recipient in recipients {
-            joined.push_str(recipient);
-            ends.push(joined.len());
-        }
-        Self {
-            joined: joined.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
-    }
-
-    /// One string each, as they were given.
-    pub(crate) fn to_vec(&self) -> Vec<String> {
-        self.iter().map(str::to_string).collect()
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let recipient = self.joined.get(start..end).unwrap_or_default();
-            start = end;
-            recipient
-        })
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.joined.len() + self.ends.len() * size_of::<usize>()
-    }
-}
 
 /// Recipient lists at least this long (in bytes) are shared with the capture rather than
 /// encoded: below it, the list's own bytes are smaller than sharing it.
@@ -109,7 +79,15 @@ pub(super) struct Segment {
     rare: Vec<EventKind>,
     /// Long recipient lists of `message-accepted` events, shared with the capture.
     recipients: Vec<Arc<Recipients>>,
+    /// The replies kept in full, for later copies of them to refer to.
+    replies: ReplyCache,
+    /// The time of the last event, which the next one's is counted from.
+    last_at: Duration,
 }
+
+/// Every this many events, an event's time is kept whole rather than as the time since
+/// the event before: reading one event then reads at most this many times.
+const WHOLE_TIME_EVERY: usize = 32;
 
 // Kinds and their numbers in the encoding.
 const RARE: u8 = 0;
@@ -128,6 +106,8 @@ impl Segment {
             ends: Vec::with_capacity(events),
             rare: Vec::new(),
             recipients: Vec::new(),
+            replies: ReplyCache::default(),
+            last_at: Duration::ZERO,
         }
     }
 
@@ -145,6 +125,7 @@ impl Segment {
             + self.ends.capacity() * size_of::<u32>()
             + self.rare.capacity() * size_of::<EventKind>()
             + self.recipients.capacity() * size_of::<Arc<Recipients>>()
+            + self.replies.heap_bytes()
             + self
                 .recipients
                 .iter()
@@ -161,6 +142,7 @@ impl Segment {
     pub(super) fn seal(&mut self) {
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.replies.seal();
     }
 
     /// Appends the event after the last one held (its sequence number is implied).
@@ -179,8 +161,8 @@ impl Segment {
             self.push_rare(at, kind);
             return;
         }
+        self.write_time(at);
         let mut w = Writer(&mut self.bytes);
-        w.duration(at);
         match kind {
             EventKind::ConnectionOpened { host, conn, client } => {
                 w.u8(OPENED);
@@ -197,8 +179,16 @@ impl Segment {
                 w.u8(COMMAND);
                 w.uint(names.id(&host).into());
                 w.uint(conn);
-                w.str(&line);
-                w.command(&line, &command);
+                // A line the command spells out is kept as a flag, its parts as text;
+                // another is kept whole, and the parts as where they are in it.
+                if canonical::is_canonical(&line, &command) {
+                    w.uint(0);
+                    w.command("", &command);
+                } else {
+                    w.uint(line.len() as u64 + 1);
+                    w.bytes(line.as_bytes());
+                    w.command(&line, &command);
+                }
             }
             EventKind::Reply {
                 host,
@@ -208,18 +198,21 @@ impl Segment {
                 rule,
                 retry_after,
                 retry_after_told,
-            } => w.reply_event(
-                names,
-                &ReplyRecord {
-                    host: &host,
-                    conn,
-                    stage,
-                    reply: &reply,
-                    rule,
-                    retry_after,
-                    retry_after_told,
-                },
-            ),
+            } => {
+                w.reply_event(
+                    names,
+                    &ReplyRecord {
+                        host: &host,
+                        conn,
+                        stage,
+                        reply: &reply,
+                        rule,
+                        retry_after,
+                        retry_after_told,
+                    },
+                    None,
+                );
+            }
             EventKind::MessageAccepted {
                 host,
                 conn,
@@ -239,12 +232,12 @@ impl Segment {
                 // A count times two, then the recipients; or a shared list's index
                 // times two plus one.
                 match shared.filter(|_| recipients.is_empty()) {
-                    Some(list) if list.joined.len() >= SHARED_RECIPIENTS => {
+                    Some(list) if list.text_len() >= SHARED_RECIPIENTS => {
                         w.uint(self.recipients.len() as u64 * 2 + 1);
                         self.recipients.push(list.clone());
                     }
                     Some(list) => {
-                        w.uint(list.ends.len() as u64 * 2);
+                        w.uint(list.len() as u64 * 2);
                         for recipient in list.iter() {
                             w.str(recipient);
                         }
@@ -287,8 +280,8 @@ impl Segment {
     }
 
     fn push_rare(&mut self, at: Duration, kind: EventKind) {
+        self.write_time(at);
         let mut w = Writer(&mut self.bytes);
-        w.duration(at);
         w.u8(RARE);
         w.uint(self.rare.len() as u64);
         self.rare.push(kind);
@@ -297,23 +290,88 @@ impl Segment {
     }
 
     /// Appends a reply event, read from where it is: the session's reply is not cloned.
+    /// A reply met before in this segment is kept as a reference to its first copy.
     pub(super) fn push_reply(&mut self, names: &mut Names, at: Duration, reply: &ReplyRecord<'_>) {
-        let mut w = Writer(&mut self.bytes);
-        w.duration(at);
-        w.reply_event(names, reply);
+        let copy = self.replies.find(reply.reply, &self.bytes);
+        self.write_time(at);
+        let start = Writer(&mut self.bytes).reply_event(names, reply, copy);
+        if let Some(start) = start {
+            self.replies.remember(reply.reply, start);
+        }
         self.ends
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
 
-    /// The event at `index` (0 is `first_seq`).
-    pub(super) fn get(&self, names: &Names, index: usize) -> Option<Event> {
+    /// Begins the next event with its time: the nanoseconds since the event before, plus
+    /// one (two or three bytes where events come microseconds apart, against seven for a
+    /// whole time); or 0 and the whole time, for every [`WHOLE_TIME_EVERY`]th event and
+    /// one earlier than the last (which the journal's stamps never are).
+    fn write_time(&mut self, at: Duration) {
+        let since = nanos_since(self.last_at, at)
+            .and_then(|n| n.checked_add(1))
+            .filter(|_| !self.ends.len().is_multiple_of(WHOLE_TIME_EVERY));
+        let mut w = Writer(&mut self.bytes);
+        match since {
+            Some(tag) => w.uint(tag),
+            None => {
+                w.uint(0);
+                w.duration(at);
+            }
+        }
+        self.last_at = at;
+    }
+
+    /// The bytes of event `index`.
+    fn event_bytes(&self, index: usize) -> Option<&[u8]> {
         let start = match index {
             0 => 0,
             i => *self.ends.get(i - 1)? as usize,
         };
         let end = *self.ends.get(index)? as usize;
-        let mut r = Reader(self.bytes.get(start..end)?);
-        let at = r.duration()?;
+        self.bytes.get(start..end)
+    }
+
+    /// The time of event `index`, from the last whole time before it.
+    fn time_of(&self, index: usize) -> Option<Duration> {
+        let mut at = Duration::ZERO;
+        for i in index - index % WHOLE_TIME_EVERY..=index {
+            at = read_time(&mut Reader(self.event_bytes(i)?), Some(at))?;
+        }
+        Some(at)
+    }
+
+    /// Events `range`, in order, each given to `each` (`None` for one that cannot be
+    /// read, which would be a bug of this file): read in order, each time is counted
+    /// from the one before.
+    pub(super) fn read(
+        &self,
+        names: &Names,
+        range: std::ops::Range<usize>,
+        mut each: impl FnMut(usize, Option<Event>),
+    ) {
+        let mut before = None;
+        for index in range {
+            let event = self.get_after(names, index, before);
+            before = event.as_ref().map(|e| e.at);
+            each(index, event);
+        }
+    }
+
+    /// The event at `index` (0 is `first_seq`).
+    #[cfg(test)]
+    pub(super) fn get(&self, names: &Names, index: usize) -> Option<Event> {
+        self.get_after(names, index, None)
+    }
+
+    /// The event at `index`; `before` is the time of the one before it, if known.
+    fn get_after(&self, names: &Names, index: usize, before: Option<Duration>) -> Option<Event> {
+        let mut r = Reader(self.event_bytes(index)?);
+        let before = match before {
+            Some(at) => Some(at),
+            None if index.is_multiple_of(WHOLE_TIME_EVERY) => None,
+            None => Some(self.time_of(index - 1)?),
+        };
+        let at = read_time(&mut r, before)?;
         let kind = match r.u8()? {
             OPENED => EventKind::ConnectionOpened {
                 host: names.get(r.uint()?)?,
@@ -323,8 +381,17 @@ impl Segment {
             COMMAND => {
                 let host = names.get(r.uint()?)?;
                 let conn = r.uint()?;
-                let line = r.string()?;
-                let command = r.command(&line)?;
+                let (line, command) = match r.len()? {
+                    0 => {
+                        let command = r.command("")?;
+                        (canonical::canonical_line(&command)?, command)
+                    }
+                    n => {
+                        let line = r.text(n - 1)?;
+                        let command = r.command(&line)?;
+                        (line, command)
+                    }
+                };
                 EventKind::Command {
                     host,
                     conn,
@@ -339,7 +406,10 @@ impl Segment {
                     0 => None,
                     n => Some(*Stage::ALL.get(usize::from(n) - 1)?),
                 };
-                let reply = r.reply()?;
+                let reply = match r.reply_or_copy()? {
+                    Ok(reply) => reply,
+                    Err(copy) => Reader(self.bytes.get(self.replies.start(copy)?..)?).reply()?,
+                };
                 let rule = match r.uint()? {
                     0 => None,
                     id => Some(names.get(id - 1)?),
@@ -411,6 +481,23 @@ impl Segment {
     }
 }
 
+/// The nanoseconds from `last` to `at`, if `at` is not earlier and they fit in 64 bits
+/// (585 years): in 64-bit steps, as this runs for every event.
+fn nanos_since(last: Duration, at: Duration) -> Option<u64> {
+    let secs = at.as_secs().checked_sub(last.as_secs())?;
+    let nanos = i64::from(at.subsec_nanos()) - i64::from(last.subsec_nanos());
+    secs.checked_mul(1_000_000_000)?.checked_add_signed(nanos)
+}
+
+/// An event's time, written by [`Segment::write_time`]; `before` is the time of the event
+/// before it, which only a time kept whole does without.
+fn read_time(r: &mut Reader<'_>, before: Option<Duration>) -> Option<Duration> {
+    match r.uint()? {
+        0 => r.duration(),
+        since => before?.checked_add(Duration::from_nanos(since - 1)),
+    }
+}
+
 /// A reply to journal, borrowed from the session that sends it: the one event of every
 /// command, journalled without copying its text (see `Journal::record_reply`).
 #[derive(Debug)]
@@ -454,121 +541,4 @@ fn stage_number(stage: Stage) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::journal::event::Command;
-    use crate::journal::strategies::{duration, kind};
-
-    proptest! {
-        /// Whatever is kept is read back as it was, in order, with its time and number.
-        #[test]
-        fn every_event_reads_back_as_it_was(
-            events in proptest::collection::vec((duration(), kind()), 1..40),
-            first in 1..u64::MAX / 2,
-        ) {
-            let mut names = Names::default();
-            let mut segment = Segment::new(first, events.len(), 0);
-            for (at, kind) in &events {
-                segment.push(&mut names, *at, kind.clone(), None);
-            }
-            prop_assert_eq!(segment.len(), events.len());
-            for (index, (at, kind)) in events.iter().enumerate() {
-                let read = segment.get(&names, index);
-                prop_assert_eq!(
-                    read,
-                    Some(Event { seq: first + index as u64, at: *at, kind: kind.clone() })
-                );
-            }
-            prop_assert_eq!(segment.get(&names, events.len()), None);
-        }
-    }
-
-    /// A recipient list shared with the capture is read back into the event, long (kept
-    /// by reference) or short (encoded), and the event's own list wins when it has one.
-    #[test]
-    fn shared_recipients_read_back_into_the_event() {
-        let accepted = |recipients: Vec<String>| EventKind::MessageAccepted {
-            host: "mx1".into(),
-            conn: 1,
-            id: 7,
-            sender: "s@x.test".into(),
-            recipients,
-            size: 10,
-            message_id: None,
-            subject: None,
-            tls: false,
-        };
-        let long: Vec<String> = (0..100).map(|n| format!("r{n}@y.test")).collect();
-        let short = vec!["a@y.test".to_string(), String::new()];
-        let mut names = Names::default();
-        let mut segment = Segment::new(1, 3, 0);
-        for list in [&long, &short] {
-            let shared = Arc::new(Recipients::new(list));
-            segment.push(
-                &mut names,
-                Duration::ZERO,
-                accepted(Vec::new()),
-                Some(&shared),
-            );
-        }
-        let other = Arc::new(Recipients::new(&long));
-        segment.push(
-            &mut names,
-            Duration::ZERO,
-            accepted(short.clone()),
-            Some(&other),
-        );
-        assert_eq!(segment.recipients.len(), 1, "only the long list is shared");
-        let read: Vec<EventKind> = (0..3)
-            .map(|i| segment.get(&names, i).map(|e| e.kind))
-            .collect::<Option<_>>()
-            .unwrap();
-        assert_eq!(
-            read,
-            [accepted(long), accepted(short.clone()), accepted(short)]
-        );
-    }
-
-    /// What the frequent events of a message take: the figure BENCHMARKS.md explains.
-    #[test]
-    fn a_reply_takes_a_few_dozen_bytes() {
-        let mut names = Names::default();
-        let mut segment = Segment::new(1, 2, 0);
-        let host: Arc<str> = "mx1".into();
-        segment.push(
-            &mut names,
-            Duration::from_millis(1500),
-            EventKind::Reply {
-                host: host.clone(),
-                conn: 1234,
-                stage: Some(Stage::Rcpt),
-                reply: Reply::new(250, Some("2.1.5"), "Ok"),
-                rule: None,
-                retry_after: None,
-                retry_after_told: false,
-            },
-            None,
-        );
-        assert!(segment.used_bytes() <= 32, "{} bytes", segment.used_bytes());
-        segment.push(
-            &mut names,
-            Duration::from_millis(1501),
-            EventKind::Command {
-                host,
-                conn: 1234,
-                line: "RCPT TO:<alice@aol.test>".into(),
-                command: Command::Rcpt {
-                    recipient: "alice@aol.test".into(),
-                },
-            },
-            None,
-        );
-        assert!(
-            segment.used_bytes() <= 32 + 40,
-            "{} bytes",
-            segment.used_bytes()
-        );
-    }
-}
+mod tests;
