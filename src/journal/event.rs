@@ -349,6 +349,113 @@ pub enum Command {
     Other,
 }
 
+/// A [`Command`] whose parts are borrowed from where they are (the session's parsed
+/// line): what the journal encodes and writes, so that journalling a command copies
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandRef<'a> {
+    Ehlo {
+        name: &'a str,
+    },
+    Helo {
+        name: &'a str,
+    },
+    Mail {
+        sender: &'a str,
+        size: Option<u64>,
+    },
+    Rcpt {
+        recipient: &'a str,
+    },
+    Data,
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    Noop,
+    Vrfy,
+    Help,
+    Quit,
+    Starttls,
+    EndOfData {
+        size: u64,
+        message_id: Option<&'a str>,
+        digest: Option<&'a str>,
+    },
+    Other,
+}
+
+impl Command {
+    pub(crate) fn borrowed(&self) -> CommandRef<'_> {
+        match self {
+            Command::Ehlo { name } => CommandRef::Ehlo { name },
+            Command::Helo { name } => CommandRef::Helo { name },
+            Command::Mail { sender, size } => CommandRef::Mail {
+                sender,
+                size: *size,
+            },
+            Command::Rcpt { recipient } => CommandRef::Rcpt { recipient },
+            Command::Data => CommandRef::Data,
+            Command::Bdat { size, last } => CommandRef::Bdat {
+                size: *size,
+                last: *last,
+            },
+            Command::Rset => CommandRef::Rset,
+            Command::Noop => CommandRef::Noop,
+            Command::Vrfy => CommandRef::Vrfy,
+            Command::Help => CommandRef::Help,
+            Command::Quit => CommandRef::Quit,
+            Command::Starttls => CommandRef::Starttls,
+            Command::EndOfData {
+                size,
+                message_id,
+                digest,
+            } => CommandRef::EndOfData {
+                size: *size,
+                message_id: message_id.as_deref(),
+                digest: digest.as_deref(),
+            },
+            Command::Other => CommandRef::Other,
+        }
+    }
+}
+
+impl CommandRef<'_> {
+    pub(crate) fn to_owned_command(self) -> Command {
+        let own = str::to_string;
+        match self {
+            CommandRef::Ehlo { name } => Command::Ehlo { name: own(name) },
+            CommandRef::Helo { name } => Command::Helo { name: own(name) },
+            CommandRef::Mail { sender, size } => Command::Mail {
+                sender: own(sender),
+                size,
+            },
+            CommandRef::Rcpt { recipient } => Command::Rcpt {
+                recipient: own(recipient),
+            },
+            CommandRef::Data => Command::Data,
+            CommandRef::Bdat { size, last } => Command::Bdat { size, last },
+            CommandRef::Rset => Command::Rset,
+            CommandRef::Noop => Command::Noop,
+            CommandRef::Vrfy => Command::Vrfy,
+            CommandRef::Help => Command::Help,
+            CommandRef::Quit => Command::Quit,
+            CommandRef::Starttls => Command::Starttls,
+            CommandRef::EndOfData {
+                size,
+                message_id,
+                digest,
+            } => Command::EndOfData {
+                size,
+                message_id: message_id.map(own),
+                digest: digest.map(own),
+            },
+            CommandRef::Other => Command::Other,
+        }
+    }
+}
+
 /// Makes a client's command line safe to keep and print: no CR/LF, control bytes escaped,
 /// at most 512 bytes (a hostile client may send megabytes of garbage).
 impl EventKind {
@@ -364,6 +471,11 @@ impl EventKind {
 }
 
 pub fn sanitize_line(line: &[u8]) -> String {
+    sanitized(line).into_owned()
+}
+
+/// The same, borrowed from `line` when nothing needed changing (nearly always).
+pub(crate) fn sanitized(line: &[u8]) -> std::borrow::Cow<'_, str> {
     const MAX: usize = 512;
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -374,7 +486,7 @@ pub fn sanitize_line(line: &[u8]) -> String {
         && line.iter().all(|&b| (0x20..0x7f).contains(&b))
         && let Ok(ascii) = std::str::from_utf8(line)
     {
-        return ascii.to_owned();
+        return ascii.into();
     }
     let mut out = String::with_capacity(line.len());
     for chunk in line.utf8_chunks() {
@@ -392,7 +504,7 @@ pub fn sanitize_line(line: &[u8]) -> String {
     if cut {
         out.push_str("...");
     }
-    out
+    out.into()
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use super::compact::{Recipients, ReplyRecord};
-use super::event::{ClosedBy, Command, Event, EventKind};
+use super::compact::{CommandRecord, Recipients, ReplyRecord};
+use super::event::{ClosedBy, CommandRef, Event, EventKind};
 use crate::scenario::Reply;
 
 /// Appends `event`'s line, with its newline. `shared`: the recipients of a
@@ -35,10 +35,16 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event, shared: Option<&Reci
             line: text,
             command,
         } => {
-            line.head(event, "command", host, *conn);
-            line.key_str(b",\"line\":", text);
-            line.command(command);
-            line.raw(b"}");
+            line.command_event(
+                event.seq,
+                event.at,
+                &CommandRecord {
+                    host,
+                    conn: *conn,
+                    line: text,
+                    command: command.borrowed(),
+                },
+            );
         }
         EventKind::Reply {
             host,
@@ -112,6 +118,17 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event, shared: Option<&Reci
             let _ = serde_json::to_writer(&mut *line.0, event);
         }
     }
+    out.push(b'\n');
+}
+
+/// Appends the line of a `command` event, from the command where it is.
+pub(crate) fn write_command(
+    out: &mut Vec<u8>,
+    seq: u64,
+    at: Duration,
+    command: &CommandRecord<'_>,
+) {
+    Line(out).command_event(seq, at, command);
     out.push(b'\n');
 }
 
@@ -198,42 +215,50 @@ impl Line<'_> {
         self.key_u64(b",\"conn\":", conn);
     }
 
+    /// A whole `command` event but its newline.
+    fn command_event(&mut self, seq: u64, at: Duration, record: &CommandRecord<'_>) {
+        self.head_at(seq, at, "command", record.host, record.conn);
+        self.key_str(b",\"line\":", record.line);
+        self.command(record.command);
+        self.raw(b"}");
+    }
+
     /// A command's `verb` and its fields, flattened into the event as serde does.
-    fn command(&mut self, command: &Command) {
+    fn command(&mut self, command: CommandRef<'_>) {
         match command {
-            Command::Ehlo { name } => self.key_str(b",\"verb\":\"EHLO\",\"name\":", name),
-            Command::Helo { name } => self.key_str(b",\"verb\":\"HELO\",\"name\":", name),
-            Command::Mail { sender, size } => {
+            CommandRef::Ehlo { name } => self.key_str(b",\"verb\":\"EHLO\",\"name\":", name),
+            CommandRef::Helo { name } => self.key_str(b",\"verb\":\"HELO\",\"name\":", name),
+            CommandRef::Mail { sender, size } => {
                 self.key_str(b",\"verb\":\"MAIL\",\"sender\":", sender);
                 if let Some(size) = size {
-                    self.key_u64(b",\"size\":", *size);
+                    self.key_u64(b",\"size\":", size);
                 }
             }
-            Command::Rcpt { recipient } => {
+            CommandRef::Rcpt { recipient } => {
                 self.key_str(b",\"verb\":\"RCPT\",\"recipient\":", recipient);
             }
-            Command::Data => self.raw(b",\"verb\":\"DATA\""),
-            Command::Bdat { size, last } => {
-                self.key_u64(b",\"verb\":\"BDAT\",\"size\":", *size);
+            CommandRef::Data => self.raw(b",\"verb\":\"DATA\""),
+            CommandRef::Bdat { size, last } => {
+                self.key_u64(b",\"verb\":\"BDAT\",\"size\":", size);
                 self.raw(b",\"last\":");
-                self.bool(*last);
+                self.bool(last);
             }
-            Command::Rset => self.raw(b",\"verb\":\"RSET\""),
-            Command::Noop => self.raw(b",\"verb\":\"NOOP\""),
-            Command::Vrfy => self.raw(b",\"verb\":\"VRFY\""),
-            Command::Help => self.raw(b",\"verb\":\"HELP\""),
-            Command::Quit => self.raw(b",\"verb\":\"QUIT\""),
-            Command::Starttls => self.raw(b",\"verb\":\"STARTTLS\""),
-            Command::EndOfData {
+            CommandRef::Rset => self.raw(b",\"verb\":\"RSET\""),
+            CommandRef::Noop => self.raw(b",\"verb\":\"NOOP\""),
+            CommandRef::Vrfy => self.raw(b",\"verb\":\"VRFY\""),
+            CommandRef::Help => self.raw(b",\"verb\":\"HELP\""),
+            CommandRef::Quit => self.raw(b",\"verb\":\"QUIT\""),
+            CommandRef::Starttls => self.raw(b",\"verb\":\"STARTTLS\""),
+            CommandRef::EndOfData {
                 size,
                 message_id,
                 digest,
             } => {
-                self.key_u64(b",\"verb\":\"END-OF-DATA\",\"size\":", *size);
-                self.optional_str(b",\"message_id\":", message_id.as_deref());
-                self.optional_str(b",\"digest\":", digest.as_deref());
+                self.key_u64(b",\"verb\":\"END-OF-DATA\",\"size\":", size);
+                self.optional_str(b",\"message_id\":", message_id);
+                self.optional_str(b",\"digest\":", digest);
             }
-            Command::Other => self.raw(b",\"verb\":\"OTHER\""),
+            CommandRef::Other => self.raw(b",\"verb\":\"OTHER\""),
         }
     }
 

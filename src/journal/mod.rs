@@ -25,11 +25,12 @@ pub(crate) mod store;
 mod strategies;
 pub mod target;
 
-pub(crate) use compact::{Recipients, ReplyRecord};
+pub(crate) use compact::{CommandRecord, Recipients, ReplyRecord};
 pub use event::{
     ClosedBy, Command, DnsReply, DnsTransport, DomainRecord, Event, EventKind, TlsOutcome,
     sanitize_line,
 };
+pub(crate) use event::{CommandRef, sanitized};
 pub(crate) use sink::Sink;
 pub use sink::{JournalFileOptions, Unwritable};
 pub(crate) use store::Journal;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::compact::{Names, Recipients, ReplyRecord, Segment};
+use super::compact::{CommandRecord, Names, Recipients, ReplyRecord, Segment};
 use super::event::{Event, EventKind};
 use super::line;
 use super::sink::{Sink, Unwritable};
@@ -81,6 +81,15 @@ impl State {
         self.open_segment_for(event.seq);
         if let Some(segment) = self.segments.back_mut() {
             segment.push(&mut self.names, event.at, event.kind, shared);
+            self.held += 1;
+        }
+    }
+
+    /// Keeps a command, the event after the newest held.
+    fn push_command(&mut self, seq: u64, at: Duration, command: &CommandRecord<'_>) {
+        self.open_segment_for(seq);
+        if let Some(segment) = self.segments.back_mut() {
+            segment.push_command(&mut self.names, at, command);
             self.held += 1;
         }
     }
@@ -263,18 +272,30 @@ impl Journal {
         seq
     }
 
+    /// Appends a command event that happened at farm time `at`, which the caller (a
+    /// session, when the command arrived) has just read for its own use: one reading of
+    /// the clock instead of two, and an event never stamped before the one recorded
+    /// last. Nothing of the command is copied: its line and parts are encoded, and
+    /// written to the journal file's line, from where they are.
+    pub(crate) fn record_command(&self, command: &CommandRecord<'_>, at: Duration) -> u64 {
+        let mut state = self.state.lock();
+        let (seq, at) = state.stamp_at(at);
+        if let Some(sink) = &self.sink {
+            // Under the lock: the file's lines are in sequence order.
+            sink.push(seq, false, |out| line::write_command(out, seq, at, command));
+        }
+        let dropped = state.make_room();
+        state.push_command(seq, at, command);
+        drop(state);
+        drop(dropped);
+        self.appended_up_to(seq);
+        seq
+    }
+
     fn appended_up_to(&self, seq: u64) {
         if self.appended.receiver_count() > 0 {
             self.appended.send_modify(|(last, _)| *last = seq);
         }
-    }
-
-    /// Appends an event that happened at farm time `at`, which the caller has just read
-    /// for its own use (a session, when a command arrives): one reading of the clock
-    /// instead of two. An event is never stamped before the one recorded last.
-    pub(crate) fn record_at(&self, kind: EventKind, at: Duration) -> u64 {
-        let state = self.state.lock();
-        self.append_stamped(state, kind, None, Some(at))
     }
 
     fn append(&self, state: parking_lot::MutexGuard<'_, State>, kind: EventKind) -> u64 {
@@ -283,24 +304,11 @@ impl Journal {
 
     fn append_sharing(
         &self,
-        state: parking_lot::MutexGuard<'_, State>,
-        kind: EventKind,
-        shared: Option<&Arc<Recipients>>,
-    ) -> u64 {
-        self.append_stamped(state, kind, shared, None)
-    }
-
-    fn append_stamped(
-        &self,
         mut state: parking_lot::MutexGuard<'_, State>,
         kind: EventKind,
         shared: Option<&Arc<Recipients>>,
-        at: Option<Duration>,
     ) -> u64 {
-        let (seq, at) = match at {
-            Some(at) => state.stamp_at(at),
-            None => state.stamp(&self.clock),
-        };
+        let (seq, at) = state.stamp(&self.clock);
         let mut event = Event { seq, at, kind };
         let header = state.header.is_none() && matches!(event.kind, EventKind::FarmStarted { .. });
         if let Some(sink) = &self.sink {

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
-use super::super::event::Command;
-use super::{Names, REPLY, ReplyRecord, stage_number};
+use super::super::event::{Command, CommandRef};
+use super::{COMMAND, CommandRecord, Names, REPLY, ReplyRecord, canonical, stage_number};
 use crate::scenario::Reply;
 
 // Command verbs and their numbers.
@@ -99,48 +99,64 @@ impl Writer<'_> {
         }
     }
 
-    pub(super) fn command(&mut self, line: &str, command: &Command) {
+    pub(super) fn command(&mut self, line: &str, command: CommandRef<'_>) {
         match command {
-            Command::Ehlo { name } => {
+            CommandRef::Ehlo { name } => {
                 self.u8(EHLO);
                 self.part(line, name);
             }
-            Command::Helo { name } => {
+            CommandRef::Helo { name } => {
                 self.u8(HELO);
                 self.part(line, name);
             }
-            Command::Mail { sender, size } => {
+            CommandRef::Mail { sender, size } => {
                 self.u8(MAIL);
                 self.part(line, sender);
-                self.opt_uint(*size);
+                self.opt_uint(size);
             }
-            Command::Rcpt { recipient } => {
+            CommandRef::Rcpt { recipient } => {
                 self.u8(RCPT);
                 self.part(line, recipient);
             }
-            Command::Data => self.u8(DATA),
-            Command::Bdat { size, last } => {
+            CommandRef::Data => self.u8(DATA),
+            CommandRef::Bdat { size, last } => {
                 self.u8(BDAT);
-                self.uint(*size);
-                self.u8(u8::from(*last));
+                self.uint(size);
+                self.u8(u8::from(last));
             }
-            Command::Rset => self.u8(RSET),
-            Command::Noop => self.u8(NOOP),
-            Command::Vrfy => self.u8(VRFY),
-            Command::Help => self.u8(HELP),
-            Command::Quit => self.u8(QUIT),
-            Command::Starttls => self.u8(STARTTLS),
-            Command::EndOfData {
+            CommandRef::Rset => self.u8(RSET),
+            CommandRef::Noop => self.u8(NOOP),
+            CommandRef::Vrfy => self.u8(VRFY),
+            CommandRef::Help => self.u8(HELP),
+            CommandRef::Quit => self.u8(QUIT),
+            CommandRef::Starttls => self.u8(STARTTLS),
+            CommandRef::EndOfData {
                 size,
                 message_id,
                 digest,
             } => {
                 self.u8(END_OF_DATA);
-                self.uint(*size);
-                self.opt_str(message_id.as_deref());
-                self.opt_str(digest.as_deref());
+                self.uint(size);
+                self.opt_str(message_id);
+                self.opt_str(digest);
             }
-            Command::Other => self.u8(OTHER),
+            CommandRef::Other => self.u8(OTHER),
+        }
+    }
+
+    /// A command event. A line the command spells out is kept as a flag, its parts as
+    /// text; another is kept whole, and its parts as where they are in it.
+    pub(super) fn command_event(&mut self, names: &mut Names, c: &CommandRecord<'_>) {
+        self.u8(COMMAND);
+        self.uint(names.id(c.host).into());
+        self.uint(c.conn);
+        if canonical::is_canonical(c.line, c.command) {
+            self.uint(0);
+            self.command("", c.command);
+        } else {
+            self.uint(c.line.len() as u64 + 1);
+            self.bytes(c.line.as_bytes());
+            self.command(c.line, c.command);
         }
     }
 

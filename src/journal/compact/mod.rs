@@ -33,7 +33,7 @@ pub(crate) use recipients::Recipients;
 use codec::{Reader, Writer};
 use replies::ReplyCache;
 
-use super::event::{ClosedBy, Event, EventKind};
+use super::event::{ClosedBy, CommandRef, Event, EventKind};
 use crate::scenario::{Reply, Stage};
 
 /// Recipient lists at least this long (in bytes) are shared with the capture rather than
@@ -175,21 +175,15 @@ impl Segment {
                 conn,
                 line,
                 command,
-            } => {
-                w.u8(COMMAND);
-                w.uint(names.id(&host).into());
-                w.uint(conn);
-                // A line the command spells out is kept as a flag, its parts as text;
-                // another is kept whole, and the parts as where they are in it.
-                if canonical::is_canonical(&line, &command) {
-                    w.uint(0);
-                    w.command("", &command);
-                } else {
-                    w.uint(line.len() as u64 + 1);
-                    w.bytes(line.as_bytes());
-                    w.command(&line, &command);
-                }
-            }
+            } => w.command_event(
+                names,
+                &CommandRecord {
+                    host: &host,
+                    conn,
+                    line: &line,
+                    command: command.borrowed(),
+                },
+            ),
             EventKind::Reply {
                 host,
                 conn,
@@ -290,6 +284,29 @@ impl Segment {
     }
 
     /// Appends a reply event, read from where it is: the session's reply is not cloned.
+    /// Appends a command event, read from where it is: nothing of it is copied first.
+    pub(super) fn push_command(
+        &mut self,
+        names: &mut Names,
+        at: Duration,
+        command: &CommandRecord<'_>,
+    ) {
+        if self.bytes.len().saturating_add(2 * command.line.len()) >= u32::MAX as usize / 2 {
+            let kind = EventKind::Command {
+                host: command.host.clone(),
+                conn: command.conn,
+                line: command.line.to_string(),
+                command: command.command.to_owned_command(),
+            };
+            self.push_rare(at, kind);
+            return;
+        }
+        self.write_time(at);
+        Writer(&mut self.bytes).command_event(names, command);
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
     /// A reply met before in this segment is kept as a reference to its first copy.
     pub(super) fn push_reply(&mut self, names: &mut Names, at: Duration, reply: &ReplyRecord<'_>) {
         let copy = self.replies.find(reply.reply, &self.bytes);
@@ -384,7 +401,7 @@ impl Segment {
                 let (line, command) = match r.len()? {
                     0 => {
                         let command = r.command("")?;
-                        (canonical::canonical_line(&command)?, command)
+                        (canonical::canonical_line(command.borrowed())?, command)
                     }
                     n => {
                         let line = r.text(n - 1)?;
@@ -496,6 +513,17 @@ fn read_time(r: &mut Reader<'_>, before: Option<Duration>) -> Option<Duration> {
         0 => r.duration(),
         since => before?.checked_add(Duration::from_nanos(since - 1)),
     }
+}
+
+/// A command to journal, borrowed from the session that read it (see
+/// `Journal::record_command`).
+#[derive(Debug)]
+pub(crate) struct CommandRecord<'a> {
+    pub host: &'a Arc<str>,
+    pub conn: u64,
+    /// The line as the journal keeps it (`sanitize_line`).
+    pub line: &'a str,
+    pub command: CommandRef<'a>,
 }
 
 /// A reply to journal, borrowed from the session that sends it: the one event of every

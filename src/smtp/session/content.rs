@@ -11,7 +11,7 @@ use super::act::{Done, client_left};
 use super::input::{Limit, Waited};
 use super::{Closed, Session, Step};
 use crate::capture::{Message, parse_headers};
-use crate::journal::{Command, EventKind};
+use crate::journal::{CommandRef, EventKind};
 use crate::policy::{self, Act};
 use crate::scenario::{Parsing, Stage};
 
@@ -231,10 +231,10 @@ impl Session {
         let size = body.as_ref().map_or(0, |b| b.len() as u64);
         self.record_command(
             line,
-            Command::EndOfData {
+            CommandRef::EndOfData {
                 size,
-                message_id: message_id.clone(),
-                digest,
+                message_id: message_id.as_deref(),
+                digest: digest.as_deref(),
             },
         );
         match (body, unfit) {

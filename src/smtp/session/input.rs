@@ -54,7 +54,7 @@ fn quit_pipelined(pending: &[u8]) -> bool {
 /// How much of what a client pipelines during a tarpit is kept; beyond it the session
 /// stops reading until the wait is over (so it may notice a close only then).
 const PIPELINED_DURING_A_WAIT: usize = 64 * 1024;
-use crate::journal::{Command, EventKind, ReplyRecord, sanitize_line};
+use crate::journal::{CommandRecord, CommandRef, EventKind, ReplyRecord, sanitized};
 use crate::scenario::{Reply, Stage};
 
 impl Session {
@@ -77,7 +77,7 @@ impl Session {
                 }
                 if too_long {
                     let host = self.host.clone();
-                    self.record_command(line, Command::Other);
+                    self.record_command(line, CommandRef::Other);
                     self.protocol_error(&host.replies.line_too_long)?;
                     deadline = None;
                     continue;
@@ -89,7 +89,7 @@ impl Session {
                 // as it arrives, so a hostile client cannot grow the buffer.
                 let host = self.host.clone();
                 let head = pending[..pending.len().min(512)].to_vec();
-                self.record_command(&head, Command::Other);
+                self.record_command(&head, CommandRef::Other);
                 self.protocol_error(&host.replies.line_too_long)?;
                 self.input.discarding_line = true;
             }
@@ -326,15 +326,15 @@ impl Session {
     }
 
     /// Journals a command line as it arrived; delays and hangs count from now.
-    pub(super) fn record_command(&mut self, line: &[u8], command: Command) {
+    pub(super) fn record_command(&mut self, line: &[u8], command: CommandRef<'_>) {
         self.command_at = self.env.clock.now();
-        let kind = EventKind::Command {
-            host: self.host.name.clone(),
+        let record = CommandRecord {
+            host: &self.host.name,
             conn: self.conn,
-            line: sanitize_line(line),
+            line: &sanitized(line),
             command,
         };
-        self.env.journal.record_at(kind, self.command_at);
+        self.env.journal.record_command(&record, self.command_at);
     }
 
     pub(super) fn record(&self, kind: EventKind) {

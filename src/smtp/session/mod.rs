@@ -36,7 +36,7 @@ use super::env::{Env, Shutdown, Signal};
 use super::host::{HostRuntime, Slot};
 use super::transport::Transport;
 use crate::clock::Timer;
-use crate::journal::{ClosedBy, Command, EventKind};
+use crate::journal::{ClosedBy, CommandRef, EventKind};
 use crate::policy::{self, Conversation, Facts, Point};
 use crate::scenario::{Parsing, Stage};
 
@@ -387,7 +387,7 @@ impl Session {
             return Ok(());
         }
         let host = self.host.clone();
-        self.record_command(line, Command::Other);
+        self.record_command(line, CommandRef::Other);
         self.send(&host.replies.bare_lf_in_command);
         Err(Closed::by_farm("bare LF in a command"))
     }
@@ -475,35 +475,31 @@ impl Session {
 }
 
 /// How the journal names what the client sent.
-fn command_of(parsed: &Result<Request<Cow<'_, str>>, ParseError>) -> Command {
+fn command_of<'a>(parsed: &'a Result<Request<Cow<'_, str>>, ParseError>) -> CommandRef<'a> {
     match parsed {
-        Ok(Request::Ehlo { host }) => Command::Ehlo {
-            name: host.to_string(),
-        },
-        Ok(Request::Helo { host }) => Command::Helo {
-            name: host.to_string(),
-        },
-        Ok(Request::Mail { from }) => Command::Mail {
-            sender: from.address.to_string(),
+        Ok(Request::Ehlo { host }) => CommandRef::Ehlo { name: host },
+        Ok(Request::Helo { host }) => CommandRef::Helo { name: host },
+        Ok(Request::Mail { from }) => CommandRef::Mail {
+            sender: &from.address,
             size: (from.size > 0).then_some(from.size as u64),
         },
-        Ok(Request::Rcpt { to }) => Command::Rcpt {
-            recipient: to.address.to_string(),
+        Ok(Request::Rcpt { to }) => CommandRef::Rcpt {
+            recipient: &to.address,
         },
-        Ok(Request::Data) => Command::Data,
+        Ok(Request::Data) => CommandRef::Data,
         Ok(Request::Bdat {
             chunk_size,
             is_last,
-        }) => Command::Bdat {
+        }) => CommandRef::Bdat {
             size: *chunk_size as u64,
             last: *is_last,
         },
-        Ok(Request::Rset) => Command::Rset,
-        Ok(Request::Noop { .. }) => Command::Noop,
-        Ok(Request::Vrfy { .. }) => Command::Vrfy,
-        Ok(Request::Help { .. }) => Command::Help,
-        Ok(Request::Quit) => Command::Quit,
-        Ok(Request::StartTls) => Command::Starttls,
-        _ => Command::Other,
+        Ok(Request::Rset) => CommandRef::Rset,
+        Ok(Request::Noop { .. }) => CommandRef::Noop,
+        Ok(Request::Vrfy { .. }) => CommandRef::Vrfy,
+        Ok(Request::Help { .. }) => CommandRef::Help,
+        Ok(Request::Quit) => CommandRef::Quit,
+        Ok(Request::StartTls) => CommandRef::Starttls,
+        _ => CommandRef::Other,
     }
 }
