@@ -2,15 +2,24 @@
 //! accepted message's line handed to the operating system before its 250 is sent.
 //!
 //! Events are serialized as they are recorded, under the journal's lock (so the file's
-//! order is the sequence order), into a pending buffer. One writer thread takes the whole
+//! order is the sequence order), into a pending buffer. Whoever writes takes the whole
 //! buffer at a time and writes it with a single `write` (group commit): under load, many
-//! sessions' events share one system call, and a session that waits for its message's
-//! line waits for one batch at most. The writer is woken when a session waits for a line
-//! (before a 250), when [`BATCH`] bytes are pending, or [`FLUSH_EVERY`] after the first
-//! line pending: not for every event, which cost a wake-up of the thread and a `write`
-//! per RCPT and made the farm with a file twice as costly per RCPT as without. A blocking
-//! thread rather than a tokio task, because file writes block, and a slow disk must not
-//! hold a runtime thread that other sessions need.
+//! sessions' events share one system call.
+//!
+//! Two writers take turns, under the file's own lock:
+//! - **The session that waits for its message's line** (before a 250) writes the pending
+//!   buffer itself when nobody else is writing, it is small ([`WRITE_HERE_AT_MOST`]), no
+//!   `fsync` is asked for, and no write has been slow lately ([`SlowWrites`]). A `write`
+//!   into the page cache takes microseconds; handing it to a thread and being woken
+//!   again took two thread wake-ups per message, which made the farm with a file a
+//!   quarter costlier per message than without (BENCHMARKS.md).
+//! - **A writer thread** does everything else: lines nobody waits for ([`FLUSH_EVERY`]
+//!   after the first of them, or at [`BATCH`] bytes pending), a session's line while
+//!   another write is under way, every batch with `fsync`, and every batch for a while
+//!   after a write took longer than [`SLOW_WRITE`]: a disk whose dirty pages the kernel
+//!   holds back must slow the sessions that wait for it, not hold the runtime thread
+//!   that every other session needs. A blocking thread rather than a tokio task, because
+//!   file writes block.
 //!
 //! Once written, the batch's last sequence number is published; [`Journal::written`] waits
 //! for it. Because the lines are in the kernel's page cache once `write` returns, a farm
@@ -29,7 +38,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -76,28 +86,61 @@ pub(crate) const BATCH: usize = 256 * 1024;
 /// How long lines nobody waits for may stay pending, counted from the first of them: a
 /// reader of the file (`tail -f`, `mxfarm transcript FILE` while the farm runs) sees every
 /// event this soon, and under load the writer wakes at most this often.
-pub(crate) const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(2);
+
+/// The most a session writes itself: more pending means the writer thread is behind (or
+/// the lines are a huge message's), and a write that size is the thread's to make.
+const WRITE_HERE_AT_MOST: usize = 64 * 1024;
+
+/// A write that takes longer than this is a slow disk's: sessions leave the writing to
+/// the thread for [`SLOW_FOR`] after it. A `write` of a batch into the page cache takes
+/// tens of microseconds.
+const SLOW_WRITE: Duration = Duration::from_millis(2);
+
+/// How long after a slow write sessions stay off the file: every write in that time is
+/// the thread's, and a slow one among them starts the time again.
+const SLOW_FOR: Duration = Duration::from_secs(1);
 
 /// What is waiting to be written, under the sink's own lock (taken inside the journal's
-/// lock by `push`, and alone, for a moment, by the writer).
-#[derive(Debug, Default)]
+/// lock by `push`, and alone, for a moment, by a writer).
+#[derive(Debug)]
 struct Pending {
-    /// JSON lines of events recorded but not yet taken by the writer.
+    /// JSON lines of events recorded but not yet taken by a writer.
     bytes: Vec<u8>,
+    /// When the first of `bytes` came.
+    since: Instant,
     /// The sequence number of the last event in `bytes`.
     last_seq: u64,
-    /// The highest sequence number a session waits to see written.
+    /// The highest sequence number a session waits for the writer thread to write.
     wanted: u64,
-    /// The last sequence number the writer took (written, or being written).
+    /// The last sequence number a writer took (written, or being written).
     taken: u64,
-    /// The writer sleeps until woken (nothing was pending): the next line wakes it.
+    /// The writer thread sleeps until woken (nothing was pending): the next line wakes it.
     writer_idle: bool,
+    /// Lines came since the writer thread last looked: it looks again after
+    /// [`FLUSH_EVERY`] rather than sleep until the next line wakes it, which under load
+    /// (sessions writing their own lines, the buffer often empty) would be for every
+    /// message.
+    lately: bool,
     /// The line of the `farm-started` event, which every rotated file begins with.
     header: Option<Arc<[u8]>>,
     /// No more events will come: the writer writes what is pending and ends.
     closed: bool,
-    /// The writer failed; nothing more is buffered.
+    /// A write failed; nothing more is buffered or written.
     failed: bool,
+}
+
+impl Pending {
+    /// Takes the whole buffer for a writer that holds the file's lock.
+    fn take(&mut self, backlog: &AtomicUsize) -> Batch {
+        backlog.store(0, Ordering::Relaxed);
+        self.taken = self.last_seq;
+        Batch {
+            lines: std::mem::take(&mut self.bytes),
+            last_seq: self.last_seq,
+            header: self.header.clone(),
+        }
+    }
 }
 
 /// How far the file has got: what a session waits on before its 250.
@@ -116,16 +159,22 @@ struct Written {
 #[error("the journal file cannot be written: {0}")]
 pub struct Unwritable(pub Arc<str>);
 
-/// The journal's file end: a pending buffer filled as events are recorded, and the
-/// thread that writes it out.
+/// The journal's file end: a pending buffer filled as events are recorded, the file
+/// that sessions and the writer thread write it to in turn, and the thread.
 #[derive(Debug)]
 pub(crate) struct Sink {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Held for the whole of a batch, from taking it to publishing how far the file got,
+    /// so that batches reach the file in the order they were taken.
+    file: Mutex<FileWriter>,
     written: watch::Sender<Written>,
     /// Bytes pending, readable without the lock: every session looks at it before each
     /// read from its client.
     backlog: AtomicUsize,
+    slow: SlowWrites,
+    /// Every batch is `fdatasync`ed: only the thread writes.
+    fsync: bool,
 }
 
 impl Sink {
@@ -134,20 +183,33 @@ impl Sink {
     pub(crate) fn start(options: JournalFileOptions) -> std::io::Result<Arc<Sink>> {
         let file = File::create(&options.path)?;
         let sink = Arc::new(Sink {
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                since: Instant::now(),
+                last_seq: 0,
+                wanted: 0,
+                taken: 0,
+                writer_idle: false,
+                lately: false,
+                header: None,
+                closed: false,
+                failed: false,
+            }),
             wake: Condvar::new(),
+            fsync: options.fsync,
+            file: Mutex::new(FileWriter {
+                options,
+                file,
+                size: 0,
+            }),
             written: watch::channel(Written::default()).0,
             backlog: AtomicUsize::new(0),
+            slow: SlowWrites::new(),
         });
-        let writer = FileWriter {
-            options,
-            file,
-            size: 0,
-        };
         let thread = sink.clone();
         std::thread::Builder::new()
             .name("mxfarm-journal".into())
-            .spawn(move || thread.run(writer))?;
+            .spawn(move || thread.run())?;
         Ok(sink)
     }
 
@@ -166,10 +228,11 @@ impl Sink {
         }
         pending.last_seq = seq;
         self.backlog.store(pending.bytes.len(), Ordering::Relaxed);
-        let wake =
-            (start == 0 && pending.writer_idle) || (start < BATCH && pending.bytes.len() >= BATCH);
+        let mut wake = start < BATCH && pending.bytes.len() >= BATCH;
         if start == 0 {
-            pending.writer_idle = false;
+            pending.since = Instant::now();
+            pending.lately = true;
+            wake |= std::mem::take(&mut pending.writer_idle);
         }
         drop(pending);
         if wake {
@@ -188,9 +251,10 @@ impl Sink {
     }
 
     /// Waits until every event up to `seq` is in the file, or says why it never will be.
+    /// Writes it here when it may (see the module's doc), else asks the writer thread.
     pub(crate) async fn written(&self, seq: u64) -> Result<(), Unwritable> {
         let mut progress = self.written.subscribe();
-        if progress.borrow().seq < seq {
+        if progress.borrow().seq < seq && !self.write_here(seq) {
             let mut pending = self.pending.lock();
             if pending.wanted < seq {
                 pending.wanted = seq;
@@ -213,6 +277,32 @@ impl Sink {
         Err(Unwritable(why))
     }
 
+    /// Writes what is pending, up to and past `seq`, on the caller's thread, if it may:
+    /// true when `seq` is written now (or can never be: the file failed), false when it
+    /// is the writer thread's to write.
+    fn write_here(&self, seq: u64) -> bool {
+        if self.fsync || !self.slow.passed(Instant::now()) {
+            return false;
+        }
+        // Never wait for another's write here: that is what the thread is for.
+        let Some(mut file) = self.file.try_lock() else {
+            return false;
+        };
+        let batch = {
+            let mut pending = self.pending.lock();
+            if pending.failed || pending.taken >= seq {
+                // Whoever took it held the file's lock until the file had it, and told.
+                return true;
+            }
+            if pending.bytes.is_empty() || pending.bytes.len() > WRITE_HERE_AT_MOST {
+                return false;
+            }
+            pending.take(&self.backlog)
+        };
+        self.write_out(&mut file, batch);
+        true
+    }
+
     /// No more events will come: the writer writes what is pending, then ends.
     pub(crate) fn close(&self) {
         self.pending.lock().closed = true;
@@ -225,71 +315,137 @@ impl Sink {
         let _ = progress.wait_for(|w| w.finished).await;
     }
 
-    /// The writer thread: take the pending batch, write it, publish how far the file got;
-    /// until the journal is closed and everything is written, or a write fails.
-    fn run(&self, mut writer: FileWriter) {
-        while let Some(batch) = self.take_batch() {
-            if let Err(error) = writer.write_batch(&batch.lines, batch.header.as_deref()) {
-                let path = writer.options.path.display().to_string();
-                tracing::error!(
-                    path,
-                    %error,
-                    "the journal file cannot be written: messages are answered 451 4.3.0 from \
-                     now on, and the file keeps what it had; free the space (or fix the file) \
-                     and restart the farm"
-                );
+    /// The writer thread: write each batch that is due, until the journal is closed and
+    /// everything is written, or a write fails.
+    fn run(&self) {
+        while self.wait_until_due() {
+            let mut file = self.file.lock();
+            let batch = {
                 let mut pending = self.pending.lock();
-                pending.failed = true;
-                pending.bytes = Vec::new();
-                self.backlog.store(0, Ordering::Relaxed);
-                drop(pending);
-                self.written.send_modify(|w| {
-                    w.failed = Some(Arc::from(format!("{path}: {error}")));
-                    w.finished = true;
-                });
-                return;
-            }
-            self.written.send_modify(|w| w.seq = batch.last_seq);
+                // A session may have written it meanwhile.
+                if pending.bytes.is_empty() || pending.failed {
+                    continue;
+                }
+                pending.take(&self.backlog)
+            };
+            self.write_out(&mut file, batch);
         }
+        // A session's write still under way holds the file: it is part of what was written.
+        let _file = self.file.lock();
         self.written.send_modify(|w| w.finished = true);
     }
 
-    /// Waits until there is something to write, or the journal is closed; returns the
-    /// batch, or `None` once closed with nothing left.
-    fn take_batch(&self) -> Option<Batch> {
+    /// Waits until a batch is due for the writer thread; false once there will be none
+    /// (the journal closed with nothing pending, or a write failed).
+    fn wait_until_due(&self) -> bool {
         let mut pending = self.pending.lock();
-        let mut waited_long = false;
+        // Back from a look after FLUSH_EVERY: whatever came meanwhile is due, having
+        // waited less than that.
+        let mut looked_again = false;
         loop {
-            let due = pending.wanted > pending.taken
-                || pending.bytes.len() >= BATCH
-                || pending.closed
-                || waited_long;
-            if due && !pending.bytes.is_empty() {
-                self.backlog.store(0, Ordering::Relaxed);
-                pending.taken = pending.last_seq;
-                return Some(Batch {
-                    lines: std::mem::take(&mut pending.bytes),
-                    last_seq: pending.last_seq,
-                    header: pending.header.clone(),
-                });
-            }
-            if pending.closed {
-                return None;
+            if pending.failed {
+                return false;
             }
             if pending.bytes.is_empty() {
-                pending.writer_idle = true;
-                self.wake.wait(&mut pending);
-                waited_long = false;
-            } else {
-                // Lines came: gather what else comes for a moment, unless a session
-                // waits for one of them (it wakes the writer at once).
-                waited_long = self.wake.wait_for(&mut pending, FLUSH_EVERY).timed_out();
+                if pending.closed {
+                    return false;
+                }
+                looked_again = std::mem::take(&mut pending.lately);
+                if looked_again {
+                    self.wake.wait_for(&mut pending, FLUSH_EVERY);
+                } else {
+                    pending.writer_idle = true;
+                    self.wake.wait(&mut pending);
+                }
+                continue;
             }
+            let waited = pending.since.elapsed();
+            if pending.wanted > pending.taken
+                || pending.bytes.len() >= BATCH
+                || pending.closed
+                || looked_again
+                || waited >= FLUSH_EVERY
+            {
+                return true;
+            }
+            // Lines came: gather what else comes for a moment, unless a session waits
+            // for one of them (it wakes the writer at once).
+            self.wake.wait_for(&mut pending, FLUSH_EVERY - waited);
+        }
+    }
+
+    /// Writes `batch` (its writer holds the file's lock) and publishes how far the file
+    /// got, or, if the write failed, that nothing more will be written.
+    fn write_out(&self, writer: &mut FileWriter, batch: Batch) {
+        let began = Instant::now();
+        let result = writer.write_batch(&batch.lines, batch.header.as_deref());
+        self.slow.took(began, Instant::now());
+        let Err(error) = result else {
+            self.written.send_modify(|w| w.seq = batch.last_seq);
+            return;
+        };
+        let path = writer.options.path.display().to_string();
+        tracing::error!(
+            path,
+            %error,
+            "the journal file cannot be written: messages are answered 451 4.3.0 from \
+             now on, and the file keeps what it had; free the space (or fix the file) \
+             and restart the farm"
+        );
+        let mut pending = self.pending.lock();
+        pending.failed = true;
+        pending.bytes = Vec::new();
+        self.backlog.store(0, Ordering::Relaxed);
+        drop(pending);
+        self.written.send_modify(|w| {
+            w.failed = Some(Arc::from(format!("{path}: {error}")));
+            w.finished = true;
+        });
+        // The thread may be asleep with nothing pending: it is to end now.
+        self.wake.notify_one();
+    }
+}
+
+/// Whether sessions may write the file themselves: not for [`SLOW_FOR`] after a write
+/// that took longer than [`SLOW_WRITE`].
+#[derive(Debug)]
+struct SlowWrites {
+    origin: Instant,
+    /// Nanoseconds after `origin` until which sessions leave the file to the thread.
+    until: AtomicU64,
+}
+
+impl SlowWrites {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.origin))
+    }
+
+    /// No slow write lately, as of `now`.
+    fn passed(&self, now: Instant) -> bool {
+        self.nanos(now) >= self.until.load(Ordering::Relaxed)
+    }
+
+    /// A write began and ended then.
+    fn took(&self, began: Instant, ended: Instant) {
+        if ended.saturating_duration_since(began) > SLOW_WRITE {
+            let until = self.nanos(ended).saturating_add(nanos(SLOW_FOR));
+            self.until.fetch_max(until, Ordering::Relaxed);
         }
     }
 }
 
-/// What the writer takes in one go: whole lines, the last event's sequence number, and
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a writer takes in one go: whole lines, the last event's sequence number, and
 /// the first line, in case the file is rotated before them.
 struct Batch {
     lines: Vec<u8>,
@@ -298,6 +454,7 @@ struct Batch {
 }
 
 /// The file end of the writer: the open file, its size, and how to rotate it.
+#[derive(Debug)]
 struct FileWriter {
     options: JournalFileOptions,
     file: File,
@@ -340,5 +497,123 @@ impl FileWriter {
         self.file.write_all(header)?;
         self.size = header.len() as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    fn line(n: u64) -> impl FnOnce(&mut Vec<u8>) {
+        move |out: &mut Vec<u8>| out.extend_from_slice(format!("{{\"seq\":{n}}}\n").as_bytes())
+    }
+
+    fn started(dir: &tempfile::TempDir, fsync: bool) -> (Arc<Sink>, PathBuf) {
+        let path = dir.path().join("journal.jsonl");
+        let mut options = JournalFileOptions::new(&path);
+        options.fsync = fsync;
+        (Sink::start(options).unwrap(), path)
+    }
+
+    /// The session that waits for its line writes it itself when nobody else is writing:
+    /// the line is in the file as the wait is first polled, with no thread woken.
+    #[tokio::test]
+    async fn a_session_writes_its_own_line_when_it_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = started(&dir, false);
+        sink.push(1, true, line(1));
+        sink.push(2, false, line(2));
+        assert_eq!(sink.written(1).now_or_never(), Some(Ok(())));
+        // The whole batch went: what came with the line is written too.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"seq\":1}\n{\"seq\":2}\n"
+        );
+        assert_eq!(sink.written(2).now_or_never(), Some(Ok(())));
+        assert_eq!(sink.backlog(), 0);
+    }
+
+    /// While another write holds the file, the session leaves its line to the thread, which
+    /// writes it once the file is free.
+    #[tokio::test]
+    async fn a_session_does_not_wait_for_another_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = started(&dir, false);
+        sink.push(1, true, line(1));
+        let held = sink.file.lock();
+        assert!(!sink.write_here(1));
+        let mut wait = Box::pin(sink.written(1));
+        assert_eq!((&mut wait).now_or_never(), None);
+        drop(held);
+        assert_eq!(wait.await, Ok(()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"seq\":1}\n");
+    }
+
+    /// With fsync, after a slow write, and for a big batch, the writing is the thread's.
+    #[tokio::test]
+    async fn slow_synced_and_big_writes_are_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (synced, _) = started(&dir, true);
+        synced.push(1, true, line(1));
+        assert!(!synced.write_here(1));
+        assert_eq!(synced.written(1).await, Ok(()));
+
+        let other = tempfile::tempdir().unwrap();
+        let (sink, path) = started(&other, false);
+        sink.push(1, true, line(1));
+        let now = Instant::now();
+        sink.slow
+            .took(now, now + SLOW_WRITE + Duration::from_micros(1));
+        assert!(!sink.write_here(1));
+        assert_eq!(sink.written(1).await, Ok(()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"seq\":1}\n");
+
+        let third = tempfile::tempdir().unwrap();
+        let (sink, _) = started(&third, false);
+        sink.push(1, true, |out| out.resize(WRITE_HERE_AT_MOST + 1, b'x'));
+        assert!(!sink.write_here(1));
+        assert_eq!(sink.written(1).await, Ok(()));
+    }
+
+    /// Sessions stay off the file for `SLOW_FOR` after a slow write, counted from its end;
+    /// a write as slow as `SLOW_WRITE` is not slow yet.
+    #[test]
+    fn a_slow_write_keeps_sessions_off_the_file_for_a_while() {
+        let slow = SlowWrites::new();
+        let t = slow.origin + Duration::from_secs(5);
+        assert!(slow.passed(t));
+        slow.took(t, t + SLOW_WRITE);
+        assert!(slow.passed(t + SLOW_WRITE));
+        let ended = t + SLOW_WRITE * 2;
+        slow.took(t, ended);
+        assert!(!slow.passed(ended));
+        assert!(!slow.passed(ended + SLOW_FOR - Duration::from_nanos(1)));
+        assert!(slow.passed(ended + SLOW_FOR));
+        // A fast write does not shorten the time.
+        slow.took(ended, ended);
+        assert!(!slow.passed(ended + SLOW_FOR / 2));
+    }
+
+    /// Lines nobody waits for reach the file by themselves (within `FLUSH_EVERY`), and
+    /// everything pending is written before the writer says it has finished.
+    #[tokio::test]
+    async fn lines_nobody_waits_for_are_written_and_closing_writes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = started(&dir, false);
+        sink.push(1, true, line(1));
+        let mut progress = sink.written.subscribe();
+        let _ = progress.wait_for(|w| w.seq >= 1).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"seq\":1}\n");
+        sink.push(2, false, line(2));
+        sink.close();
+        sink.push(3, false, line(3));
+        sink.finished().await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"seq\":1}\n{\"seq\":2}\n"
+        );
+        assert!(sink.written(3).await.is_err(), "pushed after the close");
     }
 }
