@@ -8,7 +8,8 @@
 //!
 //! Two writers take turns, under the file's own lock:
 //! - **The session that waits for its message's line** (before a 250) writes the pending
-//!   buffer itself when nobody else is writing, it is small ([`WRITE_HERE_AT_MOST`]), no
+//!   buffer itself when nobody else is writing, it is small ([`WRITE_HERE_AT_MOST`]) and
+//!   would not rotate the file, the file is a regular one (not a pipe or a device), no
 //!   `fsync` is asked for, and no write has been slow lately ([`SlowWrites`]). A `write`
 //!   into the page cache takes microseconds; handing it to a thread and being woken
 //!   again took two thread wake-ups per message, which made the farm with a file a
@@ -173,8 +174,10 @@ pub(crate) struct Sink {
     /// read from its client.
     backlog: AtomicUsize,
     slow: SlowWrites,
-    /// Every batch is `fdatasync`ed: only the thread writes.
-    fsync: bool,
+    /// Only the thread writes: every batch is `fdatasync`ed, or the journal is not a
+    /// regular file (a pipe, `/dev/stdout`, a device), whose `write` waits for a reader
+    /// for as long as it likes.
+    thread_only: bool,
 }
 
 impl Sink {
@@ -182,6 +185,7 @@ impl Sink {
     /// sequence numbers start at 1 again, so appending would mix runs.
     pub(crate) fn start(options: JournalFileOptions) -> std::io::Result<Arc<Sink>> {
         let file = File::create(&options.path)?;
+        let thread_only = options.fsync || !file.metadata()?.file_type().is_file();
         let sink = Arc::new(Sink {
             pending: Mutex::new(Pending {
                 bytes: Vec::new(),
@@ -196,7 +200,7 @@ impl Sink {
                 failed: false,
             }),
             wake: Condvar::new(),
-            fsync: options.fsync,
+            thread_only,
             file: Mutex::new(FileWriter {
                 options,
                 file,
@@ -281,7 +285,7 @@ impl Sink {
     /// true when `seq` is written now (or can never be: the file failed), false when it
     /// is the writer thread's to write.
     fn write_here(&self, seq: u64) -> bool {
-        if self.fsync || !self.slow.passed(Instant::now()) {
+        if self.thread_only || !self.slow.passed(Instant::now()) {
             return false;
         }
         // Never wait for another's write here: that is what the thread is for.
@@ -294,7 +298,10 @@ impl Sink {
                 // Whoever took it held the file's lock until the file had it, and told.
                 return true;
             }
-            if pending.bytes.is_empty() || pending.bytes.len() > WRITE_HERE_AT_MOST {
+            if pending.bytes.is_empty()
+                || pending.bytes.len() > WRITE_HERE_AT_MOST
+                || file.would_rotate(pending.bytes.len())
+            {
                 return false;
             }
             pending.take(&self.backlog)
@@ -379,7 +386,10 @@ impl Sink {
     fn write_out(&self, writer: &mut FileWriter, batch: Batch) {
         let began = Instant::now();
         let result = writer.write_batch(&batch.lines, batch.header.as_deref());
-        self.slow.took(began, Instant::now());
+        // A big batch (the thread catching up) may take its time on a fast disk.
+        if batch.lines.len() <= WRITE_HERE_AT_MOST {
+            self.slow.took(began, Instant::now());
+        }
         let Err(error) = result else {
             self.written.send_modify(|w| w.seq = batch.last_seq);
             return;
@@ -465,6 +475,14 @@ struct FileWriter {
 impl FileWriter {
     /// Writes one batch (rotating first if it would pass the size limit), so that either
     /// all of it is in the file or the file is as it was before.
+    /// A batch of `len` bytes would start a new file first: a rename and a create, which
+    /// are the thread's to make.
+    fn would_rotate(&self, len: usize) -> bool {
+        self.options
+            .max_bytes
+            .is_some_and(|max| self.size + len as u64 > max)
+    }
+
     fn write_batch(&mut self, batch: &[u8], header: Option<&[u8]>) -> std::io::Result<()> {
         if let (Some(max), Some(header)) = (self.options.max_bytes, header)
             && self.size > header.len() as u64
@@ -510,6 +528,15 @@ mod tests {
         move |out: &mut Vec<u8>| out.extend_from_slice(format!("{{\"seq\":{n}}}\n").as_bytes())
     }
 
+    /// Pushes a line that the thread will not write by itself (as if it had come just
+    /// now, for an hour): what a test then sees was written by whom it says.
+    fn push_fresh(sink: &Sink, seq: u64, write: impl FnOnce(&mut Vec<u8>)) {
+        // The thread takes nothing without the file.
+        let _file = sink.file.lock();
+        sink.push(seq, seq == 1, write);
+        sink.pending.lock().since = Instant::now() + Duration::from_secs(3600);
+    }
+
     fn started(dir: &tempfile::TempDir, fsync: bool) -> (Arc<Sink>, PathBuf) {
         let path = dir.path().join("journal.jsonl");
         let mut options = JournalFileOptions::new(&path);
@@ -523,8 +550,8 @@ mod tests {
     async fn a_session_writes_its_own_line_when_it_may() {
         let dir = tempfile::tempdir().unwrap();
         let (sink, path) = started(&dir, false);
-        sink.push(1, true, line(1));
-        sink.push(2, false, line(2));
+        push_fresh(&sink, 1, line(1));
+        push_fresh(&sink, 2, line(2));
         assert_eq!(sink.written(1).now_or_never(), Some(Ok(())));
         // The whole batch went: what came with the line is written too.
         assert_eq!(
@@ -541,7 +568,7 @@ mod tests {
     async fn a_session_does_not_wait_for_another_write() {
         let dir = tempfile::tempdir().unwrap();
         let (sink, path) = started(&dir, false);
-        sink.push(1, true, line(1));
+        push_fresh(&sink, 1, line(1));
         let held = sink.file.lock();
         assert!(!sink.write_here(1));
         let mut wait = Box::pin(sink.written(1));
@@ -551,18 +578,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"seq\":1}\n");
     }
 
-    /// With fsync, after a slow write, and for a big batch, the writing is the thread's.
+    /// With fsync, after a slow write, for a big batch, a device, or a batch that would rotate
+    /// the file, the writing is the thread's.
     #[tokio::test]
     async fn slow_synced_and_big_writes_are_the_threads() {
         let dir = tempfile::tempdir().unwrap();
         let (synced, _) = started(&dir, true);
-        synced.push(1, true, line(1));
+        push_fresh(&synced, 1, line(1));
         assert!(!synced.write_here(1));
         assert_eq!(synced.written(1).await, Ok(()));
 
         let other = tempfile::tempdir().unwrap();
         let (sink, path) = started(&other, false);
-        sink.push(1, true, line(1));
+        push_fresh(&sink, 1, line(1));
         let now = Instant::now();
         sink.slow
             .took(now, now + SLOW_WRITE + Duration::from_micros(1));
@@ -572,9 +600,24 @@ mod tests {
 
         let third = tempfile::tempdir().unwrap();
         let (sink, _) = started(&third, false);
-        sink.push(1, true, |out| out.resize(WRITE_HERE_AT_MOST + 1, b'x'));
+        push_fresh(&sink, 1, |out| out.resize(WRITE_HERE_AT_MOST + 1, b'x'));
         assert!(!sink.write_here(1));
         assert_eq!(sink.written(1).await, Ok(()));
+
+        // Not a regular file: a write may wait for a reader.
+        let device = Sink::start(JournalFileOptions::new("/dev/null")).unwrap();
+        push_fresh(&device, 1, line(1));
+        assert!(!device.write_here(1));
+        assert_eq!(device.written(1).await, Ok(()));
+
+        // A batch that would rotate the file.
+        let fourth = tempfile::tempdir().unwrap();
+        let mut options = JournalFileOptions::new(fourth.path().join("j.jsonl"));
+        options.max_bytes = Some(5);
+        let rotating = Sink::start(options).unwrap();
+        push_fresh(&rotating, 1, line(1));
+        assert!(!rotating.write_here(1));
+        assert_eq!(rotating.written(1).await, Ok(()));
     }
 
     /// Sessions stay off the file for `SLOW_FOR` after a slow write, counted from its end;
