@@ -4,6 +4,7 @@
 pub(crate) mod addresses;
 pub(crate) mod ctl;
 pub(crate) mod golden;
+pub(crate) mod journal_views;
 pub(crate) mod privileges;
 pub(crate) mod run;
 pub(crate) mod simulate;
