@@ -69,6 +69,8 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        // Accepted sockets have their listener's TCP_NODELAY on Linux (see `farm::start`).
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         start_session(&env, &host, stream, client, &shutdown, &sessions);
     }

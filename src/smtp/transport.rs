@@ -7,12 +7,24 @@ pub(crate) trait Transport:
     /// Ends the connection with a TCP reset where the stream has one, so that the client
     /// sees the host as down; a plain close elsewhere.
     fn reset(&mut self) {}
+
+    /// Whether the end of the conversation needs the stream's `shutdown` before it is
+    /// dropped: TLS sends its close_notify there, an in-memory pipe its end. A TCP socket
+    /// does not: closing it sends the same FIN, and the `shutdown` system call would be
+    /// one more per connection.
+    fn ends_with_shutdown(&self) -> bool {
+        true
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
     fn reset(&mut self) {
         // SO_LINGER 0: the close that follows sends RST instead of FIN.
         let _ = self.set_zero_linger();
+    }
+
+    fn ends_with_shutdown(&self) -> bool {
+        false
     }
 }
 
@@ -27,6 +39,10 @@ impl Transport for tokio_rustls::server::TlsStream<Box<dyn Transport>> {
 impl Transport for Box<dyn Transport> {
     fn reset(&mut self) {
         (**self).reset();
+    }
+
+    fn ends_with_shutdown(&self) -> bool {
+        (**self).ends_with_shutdown()
     }
 }
 

@@ -258,7 +258,9 @@ impl Session {
             let clock = self.env.clock.clone();
             let goodbye = async {
                 let _ = self.flush().await;
-                let _ = self.stream.shutdown().await;
+                if self.stream.ends_with_shutdown() {
+                    let _ = self.stream.shutdown().await;
+                }
             };
             tokio::select! {
                 () = goodbye => {}
