@@ -483,7 +483,7 @@ pub(crate) fn sanitized(line: &[u8]) -> std::borrow::Cow<'_, str> {
     let line = &line[..line.len().min(MAX)];
     // What clients send is printable ASCII almost always: copied as it is.
     if !cut
-        && line.iter().all(|&b| (0x20..0x7f).contains(&b))
+        && printable_ascii(line)
         && let Ok(ascii) = std::str::from_utf8(line)
     {
         return ascii.into();
@@ -507,9 +507,54 @@ pub(crate) fn sanitized(line: &[u8]) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// Whether every byte is printable ASCII (space to `~`). Sixteen bytes at a time without
+/// an early exit inside them, which the compiler vectorizes: every command line of every
+/// client passes here, and a byte-by-byte loop was 3 % of the instructions per RCPT.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    fn printable(chunk: &[u8]) -> bool {
+        !chunk
+            .iter()
+            .fold(false, |bad, &b| bad | !(0x20..0x7f).contains(&b))
+    }
+    let (chunks, rest) = bytes.as_chunks::<16>();
+    chunks.iter().all(|chunk| printable(chunk)) && printable(rest)
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Printable ASCII is space to `~`, whatever the length and wherever a byte
+        /// outside it is.
+        #[test]
+        fn printable_ascii_is_space_to_tilde(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let expected = bytes.iter().all(|&b| (0x20..0x7f).contains(&b));
+            prop_assert_eq!(printable_ascii(&bytes), expected);
+        }
+    }
+
+    /// Every byte value, at every place of lines of every length up to three chunks, is
+    /// found when it is not printable (random bytes are almost never all printable).
+    #[test]
+    fn one_unprintable_byte_is_found_anywhere() {
+        for len in 1..48 {
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    let expected = (0x20..0x7f).contains(&byte);
+                    assert_eq!(
+                        printable_ascii(&bytes),
+                        expected,
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn sanitizes_hostile_lines() {
