@@ -425,6 +425,7 @@ impl Sink {
         // The thread may be asleep with nothing pending: it is to end now.
         self.wake.notify_one();
     }
+
     /// Keeps a written batch's buffer, emptied, as the next one's (see `Pending::spare`),
     /// unless it is a big one (the thread catching up), which is given back to the
     /// allocator rather than held for the rest of the run.
