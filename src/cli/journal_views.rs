@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use mxfarm::Event;
 use mxfarm::render::Granularity;
-
 use mxfarm::transcript::Transcript;
 
 use super::{finish, golden, print_err};
@@ -19,19 +18,15 @@ pub(crate) fn report(journals: &[PathBuf], json: bool) -> ExitCode {
     let journal = newest(journals);
     let events = match read_journal(journals) {
         Ok(events) => events,
-        Err(message) => {
-            print_err(&message);
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     // "0 deliveries; 0 problems" would pass a CI job whose sender never reached the farm.
+    let nothing = "there is no retry behaviour to check";
     if events.is_empty() {
-        let nothing = "there is no retry behaviour to check";
         print_err(&format!("error: {}", empty_journal(journal, nothing)));
         return ExitCode::FAILURE;
     }
     if !has_contacts(&events) {
-        let nothing = "there is no retry behaviour to check";
         print_err(&format!("error: {}", no_contacts(journal, nothing)));
         return ExitCode::FAILURE;
     }
@@ -49,13 +44,16 @@ pub(crate) fn report(journals: &[PathBuf], json: bool) -> ExitCode {
     finish(&text, code)
 }
 
-/// Reads a journal written by `run --journal`, or says what went wrong. A last line that
-/// a farm stopped mid-write left unfinished is skipped with a warning: the events before it
-/// are worth reading.
-fn read_journal(paths: &[PathBuf]) -> Result<Vec<Event>, String> {
+/// Reads a journal written by `run --journal`, or says on stderr what went wrong and gives
+/// the exit code. A last line that a farm stopped mid-write left unfinished is skipped
+/// with a warning: the events before it are worth reading.
+fn read_journal(paths: &[PathBuf]) -> Result<Vec<Event>, ExitCode> {
     let mut files = Vec::new();
     for path in paths {
-        let parsed = mxfarm::journal::file::read(path).map_err(|e| format!("error: {e}"))?;
+        let parsed = mxfarm::journal::file::read(path).map_err(|e| {
+            print_err(&format!("error: {e}"));
+            ExitCode::FAILURE
+        })?;
         if let Some(line) = parsed.torn {
             print_err(&format!(
                 "warning: the last line ({line}) of {} is incomplete, as a farm stopped mid-write (or still writing) leaves it; it was skipped",
@@ -110,10 +108,7 @@ pub(crate) fn transcript(
     let journal = newest(journals);
     let events = match read_journal(journals) {
         Ok(events) => events,
-        Err(message) => {
-            print_err(&message);
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     // The transcript of no events is empty, and true; the note on stderr says why, and
     // keeps stdout what a golden file should hold.

@@ -498,20 +498,21 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    /// Writes one batch (rotating first if it would pass the size limit), so that either
-    /// all of it is in the file or the file is as it was before.
-    /// A batch of `len` bytes would start a new file first: a rename and a create, which
-    /// are the thread's to make.
+    /// A batch of `len` bytes would pass the size limit, so start a new file first (if
+    /// the file holds more than its header): a rename and a create, which are the
+    /// thread's to make.
     fn would_rotate(&self, len: usize) -> bool {
         self.options
             .max_bytes
             .is_some_and(|max| self.size + len as u64 > max)
     }
 
+    /// Writes one batch (rotating first if it would pass the size limit), so that either
+    /// all of it is in the file or the file is as it was before.
     fn write_batch(&mut self, batch: &[u8], header: Option<&[u8]>) -> std::io::Result<()> {
-        if let (Some(max), Some(header)) = (self.options.max_bytes, header)
+        if let Some(header) = header
             && self.size > header.len() as u64
-            && self.size + batch.len() as u64 > max
+            && self.would_rotate(batch.len())
         {
             self.rotate(header)?;
         }
