@@ -90,6 +90,7 @@ impl Session {
         // content starts right after the CRLF of the DATA line, so prime it with one.
         receiver.ingest(&mut b"\r\n".iter(), &mut incoming.body);
         incoming.body.clear();
+        self.expect_content();
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
             let pending = &self.input.buf[self.input.start..];
@@ -176,6 +177,7 @@ impl Session {
         let max_size = self.host.config.limits.max_message_size;
         let mut deadline = None;
         let mut left = size;
+        self.expect_content();
         loop {
             let pending = &self.input.buf[self.input.start..];
             let take = pending
@@ -477,6 +479,7 @@ fn digest(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use crate::journal::{Command, EventKind};
@@ -488,6 +491,36 @@ mod tests {
     fn the_digest_is_xxh3_64_as_xxhsum_prints_it() {
         assert_eq!(super::digest(b""), "2d06800538d394c2");
         assert_eq!(super::digest(b"hello\r\n"), "e1de59409fa22061");
+    }
+
+    /// A message of a few KiB that arrives at once is read at once: the session asks for
+    /// a whole chunk as soon as content is coming, not for a command line's worth first.
+    #[tokio::test(start_paused = true)]
+    async fn content_that_arrives_at_once_is_read_at_once() {
+        let h = host("");
+        let (mut c, reads) = h.connect_counting_reads();
+        c.greeting().await;
+        c.command("EHLO c.test").await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        assert_eq!(c.command("DATA").await.code, 354);
+        let before = reads.load(Ordering::Relaxed);
+        let body = format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(4000));
+        c.send(&body).await;
+        c.expect("250 2.0.0 Ok: queued as 1").await;
+        assert_eq!(reads.load(Ordering::Relaxed) - before, 1);
+        // A BDAT chunk on a fresh connection: its command's read brings the chunk's
+        // first bytes, one more read the rest.
+        let (mut c, reads) = h.connect_counting_reads();
+        c.greeting().await;
+        c.command("EHLO c.test").await;
+        c.command("MAIL FROM:<s@x.test>").await;
+        c.command("RCPT TO:<r@y.test>").await;
+        let before = reads.load(Ordering::Relaxed);
+        c.send(format!("BDAT 4000 LAST\r\n{}", "y".repeat(4000)))
+            .await;
+        c.expect("250 2.0.0 Ok: queued as 2").await;
+        assert_eq!(reads.load(Ordering::Relaxed) - before, 2);
     }
 
     /// Dot-stuffing is undone, the final dot is a command of its own in the journal, and

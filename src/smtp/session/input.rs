@@ -155,6 +155,14 @@ impl Session {
         }
     }
 
+    /// Content is coming (DATA's, a BDAT chunk's): from the first read on, the session
+    /// asks the kernel for a whole chunk, so that a message of a few KiB arrives in one
+    /// read, not a command line's worth and then the rest. A session that waits for a
+    /// command keeps its small buffer (see `FIRST_READ`).
+    pub(super) fn expect_content(&mut self) {
+        self.input.buf.reserve(READ_CHUNK);
+    }
+
     /// Drops whatever input is buffered (plaintext after STARTTLS, bytes during a hang).
     pub(super) fn discard_input(&mut self) {
         self.input.buf.clear();

@@ -3,11 +3,15 @@
 //! paused time: there is no socket, so delays, hangs and timeouts take no real time.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
 use crate::capture::Inbox;
@@ -15,6 +19,7 @@ use crate::clock::Clock;
 use crate::journal::{Event, EventKind, Journal};
 use crate::policy::PolicyState;
 use crate::scenario::Scenario;
+use crate::smtp::transport::Transport;
 use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
 use crate::testing::SmtpClient;
 use crate::tls::{self, FarmCa};
@@ -55,6 +60,27 @@ impl Harness {
     /// A new session, and the client's end of its stream.
     pub(crate) fn connect(&self) -> SmtpClient {
         SmtpClient::over(self.connect_raw())
+    }
+
+    /// A new session whose reads of the client are counted: how many reads that got
+    /// bytes the session has made so far.
+    pub(crate) fn connect_counting_reads(&self) -> (SmtpClient, Arc<AtomicUsize>) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = CountedReads {
+            inner: theirs,
+            reads: reads.clone(),
+        };
+        let client = "192.0.2.1:4000".parse().unwrap();
+        start_session(
+            &self.env,
+            &self.host,
+            counted,
+            client,
+            &self.shutdown,
+            &self.tasks,
+        );
+        (SmtpClient::over(ours), reads)
     }
 
     pub(crate) fn connect_raw(&self) -> tokio::io::DuplexStream {
@@ -214,3 +240,44 @@ impl Drop for Logs {
         CAPTURING.with(|capturing| *capturing.borrow_mut() = None);
     }
 }
+
+/// The session's end of an in-memory stream, counting the reads that got bytes.
+struct CountedReads {
+    inner: tokio::io::DuplexStream,
+    reads: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for CountedReads {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountedReads {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Transport for CountedReads {}
