@@ -14,7 +14,14 @@ use std::time::Duration;
 
 use super::compact::{CommandRecord, Recipients, ReplyRecord};
 use super::event::{ClosedBy, CommandRef, Event, EventKind};
-use crate::scenario::Reply;
+use crate::scenario::{Reply, Stage};
+
+/// `,"event":"KIND","host":`, one constant: written with one copy instead of three.
+macro_rules! event_key {
+    ($kind:literal) => {
+        concat!(",\"event\":\"", $kind, "\",\"host\":").as_bytes()
+    };
+}
 
 /// Appends `event`'s line, with its newline. `shared`: the recipients of a
 /// `message-accepted` event whose own list was left empty, because the capture keeps
@@ -23,7 +30,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event, shared: Option<&Reci
     let mut line = Line(out);
     match &event.kind {
         EventKind::ConnectionOpened { host, conn, client } => {
-            line.head(event, "connection-opened", host, *conn);
+            line.head(event, event_key!("connection-opened"), host, *conn);
             line.raw(b",\"client\":\"");
             // A socket address has nothing to escape.
             let _ = write!(line.0, "{client}");
@@ -78,7 +85,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event, shared: Option<&Reci
             subject,
             tls,
         } => {
-            line.head(event, "message-accepted", host, *conn);
+            line.head(event, event_key!("message-accepted"), host, *conn);
             line.key_u64(b",\"id\":", *id);
             line.key_str(b",\"sender\":", sender);
             line.raw(b",\"recipients\":[");
@@ -99,7 +106,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event, shared: Option<&Reci
             by,
             reason,
         } => {
-            line.head(event, "connection-closed", host, *conn);
+            line.head(event, event_key!("connection-closed"), host, *conn);
             line.raw(match by {
                 ClosedBy::Client => b",\"by\":\"client\"",
                 ClosedBy::Farm => b",\"by\":\"farm\"",
@@ -161,14 +168,23 @@ impl Line<'_> {
 
     fn str(&mut self, s: &str) {
         if needs_no_escape(s.as_bytes()) {
-            self.0.reserve(s.len() + 2);
-            self.raw(b"\"");
-            self.raw(s.as_bytes());
-            self.raw(b"\"");
+            let out = &mut *self.0;
+            out.reserve(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
         } else {
-            // Writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *self.0, s);
+            self.escaped(s);
         }
+    }
+
+    /// A string with something to escape: rare, and kept out of `str` so that the common
+    /// case does not pay for serde's call.
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, s: &str) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.0, s);
     }
 
     /// `key` is the separator, the quoted key and the colon: `,"line":`.
@@ -200,24 +216,23 @@ impl Line<'_> {
     }
 
     /// `{"seq":..,"ms":..,"event":"..","host":"..","conn":..`: what every event of a
-    /// connection begins with.
-    fn head(&mut self, event: &Event, kind: &str, host: &str, conn: u64) {
+    /// connection begins with. `kind`: the event's name between its key and the host's,
+    /// as `event_key!` writes it.
+    fn head(&mut self, event: &Event, kind: &[u8], host: &str, conn: u64) {
         self.head_at(event.seq, event.at, kind, host, conn);
     }
 
-    fn head_at(&mut self, seq: u64, at: Duration, kind: &str, host: &str, conn: u64) {
+    fn head_at(&mut self, seq: u64, at: Duration, kind: &[u8], host: &str, conn: u64) {
         self.key_u64(b"{\"seq\":", seq);
         self.raw(b",\"ms\":");
         self.millis(at);
-        self.raw(b",\"event\":\"");
-        self.raw(kind.as_bytes());
-        self.key_str(b"\",\"host\":", host);
+        self.key_str(kind, host);
         self.key_u64(b",\"conn\":", conn);
     }
 
     /// A whole `command` event but its newline.
     fn command_event(&mut self, seq: u64, at: Duration, record: &CommandRecord<'_>) {
-        self.head_at(seq, at, "command", record.host, record.conn);
+        self.head_at(seq, at, event_key!("command"), record.host, record.conn);
         self.key_str(b",\"line\":", record.line);
         self.command(record.command);
         self.raw(b"}");
@@ -264,11 +279,9 @@ impl Line<'_> {
 
     /// A whole `reply` event but its newline.
     fn reply(&mut self, seq: u64, at: Duration, record: &ReplyRecord<'_>) {
-        self.head_at(seq, at, "reply", record.host, record.conn);
+        self.head_at(seq, at, event_key!("reply"), record.host, record.conn);
         if let Some(stage) = record.stage {
-            self.raw(b",\"stage\":\"");
-            self.raw(stage.as_str().as_bytes());
-            self.raw(b"\"");
+            self.raw(stage_field(stage));
         }
         self.reply_object(record.reply);
         self.optional_str(b",\"rule\":", record.rule.as_deref());
@@ -291,22 +304,40 @@ impl Line<'_> {
     }
 }
 
+/// `,"stage":"NAME"`: one constant per stage, written with one copy.
+fn stage_field(stage: Stage) -> &'static [u8] {
+    macro_rules! field {
+        ($name:literal) => {
+            concat!(",\"stage\":\"", $name, "\"").as_bytes()
+        };
+    }
+    match stage {
+        Stage::Connect => field!("connect"),
+        Stage::Ehlo => field!("ehlo"),
+        Stage::Starttls => field!("starttls"),
+        Stage::Mail => field!("mail"),
+        Stage::Rcpt => field!("rcpt"),
+        Stage::Data => field!("data"),
+        Stage::EndOfData => field!("end-of-data"),
+        Stage::Rset => field!("rset"),
+        Stage::Quit => field!("quit"),
+    }
+}
+
 /// Whether JSON takes `bytes` as they are between quotes: no control byte, quote or
 /// backslash. Sixteen bytes at a time, the last sixteen overlapping the others, without
 /// an early exit inside them: the compiler vectorizes that, and the strings are short.
 fn needs_no_escape(bytes: &[u8]) -> bool {
-    fn clean(chunk: &[u8; 16]) -> bool {
+    fn clean(chunk: &[u8]) -> bool {
         !chunk.iter().fold(false, |bad, &b| {
             bad | (b < 0x20) | (b == b'"') | (b == b'\\')
         })
     }
     match bytes.last_chunk::<16>() {
-        Some(last) => bytes.as_chunks::<16>().0.iter().all(clean) && clean(last),
-        None => {
-            let mut padded = [b' '; 16];
-            padded[..bytes.len()].copy_from_slice(bytes);
-            clean(&padded)
-        }
+        Some(last) => bytes.as_chunks::<16>().0.iter().all(|c| clean(c)) && clean(last),
+        // Shorter than a chunk (a host's name, a status, most reply lines): byte by byte,
+        // which costs less than copying them into a padded chunk first.
+        None => clean(bytes),
     }
 }
 
@@ -404,6 +435,18 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&own)
         );
+    }
+
+    /// Each stage's field names it as serde does.
+    #[test]
+    fn a_stage_field_is_its_name() {
+        for stage in Stage::ALL {
+            let serde = serde_json::to_string(&stage).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(stage_field(stage)),
+                format!(",\"stage\":{serde}")
+            );
+        }
     }
 
     #[test]
