@@ -24,6 +24,9 @@ use crate::smtp::{Env, HostRuntime, Shutdown, start_session};
 use crate::testing::SmtpClient;
 use crate::tls::{self, FarmCa};
 
+/// Where the harness's sessions come from unless a test says otherwise.
+const TEST_CLIENT: &str = "192.0.2.1:4000";
+
 /// One host and what its sessions share; `connect` opens sessions to it.
 pub(crate) struct Harness {
     pub env: Env,
@@ -65,35 +68,36 @@ impl Harness {
     /// A new session whose reads of the client are counted: how many reads that got
     /// bytes the session has made so far.
     pub(crate) fn connect_counting_reads(&self) -> (SmtpClient, Arc<AtomicUsize>) {
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let reads = Arc::new(AtomicUsize::new(0));
-        let counted = CountedReads {
+        let counted = |theirs| CountedReads {
             inner: theirs,
             reads: reads.clone(),
         };
-        let client = "192.0.2.1:4000".parse().unwrap();
-        start_session(
-            &self.env,
-            &self.host,
-            counted,
-            client,
-            &self.shutdown,
-            &self.tasks,
-        );
+        let ours = self.serve(TEST_CLIENT.parse().unwrap(), counted);
         (SmtpClient::over(ours), reads)
     }
 
     pub(crate) fn connect_raw(&self) -> tokio::io::DuplexStream {
-        self.connect_raw_from("192.0.2.1:4000".parse().unwrap())
+        self.connect_raw_from(TEST_CLIENT.parse().unwrap())
     }
 
     /// A new session as if from `client`.
     pub(crate) fn connect_raw_from(&self, client: SocketAddr) -> tokio::io::DuplexStream {
+        self.serve(client, |theirs| theirs)
+    }
+
+    /// Starts a session from `client` over the session's end of an in-memory stream, as
+    /// `wrap` makes it into a transport, and returns the client's end.
+    fn serve<T: Transport>(
+        &self,
+        client: SocketAddr,
+        wrap: impl FnOnce(tokio::io::DuplexStream) -> T,
+    ) -> tokio::io::DuplexStream {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         start_session(
             &self.env,
             &self.host,
-            theirs,
+            wrap(theirs),
             client,
             &self.shutdown,
             &self.tasks,
